@@ -1,0 +1,352 @@
+//! The Analyzer actor: analyses one project at a time. It walks the project's pages in the
+//! registry, asks the database which of each page's names it knows, sends the result to the Writer
+//! and tells the Scheduler it is free again. A panic stops the actor, and its Supervisor restarts it.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use rand::Rng;
+
+use crate::db::projects::{existing_repository_names, Project};
+use crate::db::tracking::{Status, TrackingRow};
+use crate::db::Database;
+use crate::registry::client::Pages;
+use crate::registry::{Entry, RegistryClient, RegistryError};
+use crate::scheduler::{AnalyzerFinished, Disposition};
+use crate::writer::{Record, Writer};
+
+/// Attempts per registry request before a transient error counts.
+const REQUEST_ATTEMPTS: u32 = 4;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+/// A project whose analysis panics this many times is recorded `failed` instead of retried.
+pub const MAX_CRASHES: u32 = 3;
+
+/// A project and how many times its analysis has crashed so far.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub project: Project,
+    pub crashes: u32,
+}
+
+/// What analysing one project found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Analysis {
+    /// Every page was read.
+    Completed {
+        missing: i32,
+        ignored: u32,
+        pages: u32,
+    },
+    /// The project cannot be analysed on its own account.
+    Failed { reason: String },
+    /// Something outside this project failed (registry down or rejecting us, database down): the
+    /// project must be analysed again later, and nothing recorded now.
+    Deferred { reason: String },
+}
+
+/// Faults that only tests switch on, to prove supervision.
+#[derive(Debug, Default)]
+pub struct Faults {
+    panic_once: Mutex<HashSet<i64>>,
+    panic_always: Mutex<HashSet<i64>>,
+}
+
+impl Faults {
+    /// The next analysis of `project_id` panics.
+    pub fn panic_once_on(&self, project_id: i64) {
+        lock(&self.panic_once).insert(project_id);
+    }
+
+    /// Every analysis of `project_id` panics.
+    pub fn panic_always_on(&self, project_id: i64) {
+        lock(&self.panic_always).insert(project_id);
+    }
+
+    fn check(&self, project_id: i64) {
+        let once = lock(&self.panic_once).remove(&project_id);
+        let always = lock(&self.panic_always).contains(&project_id);
+        if once || always {
+            panic!("fault injected: analysis of project {project_id} panics");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What every Analyzer shares.
+pub struct AnalyzerDeps {
+    pub registry: RegistryClient,
+    pub db: Database,
+    pub writer: Addr<Writer>,
+    pub faults: Arc<Faults>,
+}
+
+pub struct Analyzer {
+    id: usize,
+    deps: Arc<AnalyzerDeps>,
+    scheduler: Recipient<AnalyzerFinished>,
+    current: Option<Job>,
+}
+
+impl Analyzer {
+    pub fn new(id: usize, deps: Arc<AnalyzerDeps>, scheduler: Recipient<AnalyzerFinished>) -> Self {
+        Self {
+            id,
+            deps,
+            scheduler,
+            current: None,
+        }
+    }
+
+    fn finish(&self, project_id: i64, disposition: Disposition) {
+        self.scheduler.do_send(AnalyzerFinished {
+            analyzer: self.id,
+            project_id,
+            disposition,
+        });
+    }
+
+    fn record(&self, row: TrackingRow) {
+        let project_id = row.project_id;
+        self.deps.writer.do_send(Record(row.clone()));
+        self.finish(project_id, Disposition::Recorded(row));
+    }
+}
+
+impl Actor for Analyzer {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Analyzer {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        let Some(job) = self.current.take() else {
+            return;
+        };
+        let crashes = job.crashes + 1;
+        tracing::warn!(
+            analyzer = self.id,
+            project_id = job.project.id,
+            crashes,
+            "analyzer restarted after a panic"
+        );
+        if crashes >= MAX_CRASHES {
+            self.record(TrackingRow {
+                project_id: job.project.id,
+                missing_count: 0,
+                status: Status::Failed,
+            });
+        } else {
+            self.finish(
+                job.project.id,
+                Disposition::Crashed(Job {
+                    project: job.project,
+                    crashes,
+                }),
+            );
+        }
+    }
+}
+
+/// Analyse this project.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Analyze(pub Job);
+
+impl Handler<Analyze> for Analyzer {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, Analyze(job): Analyze, _ctx: &mut Context<Self>) -> Self::Result {
+        self.current = Some(job.clone());
+        let deps = self.deps.clone();
+        let project = job.project.clone();
+        let work = async move {
+            AssertUnwindSafe(async {
+                deps.faults.check(project.id);
+                analyze(&deps.registry, &deps.db, &project).await
+            })
+            .catch_unwind()
+            .await
+        };
+        Box::pin(work.into_actor(self).map(move |result, act, ctx| {
+            let Ok(analysis) = result else {
+                tracing::error!(
+                    analyzer = act.id,
+                    project_id = job.project.id,
+                    "analysis panicked"
+                );
+                // The Supervisor restarts us; `restarting` hands the project back.
+                ctx.stop();
+                return;
+            };
+            act.current = None;
+            let project_id = job.project.id;
+            match analysis {
+                Analysis::Completed {
+                    missing,
+                    ignored,
+                    pages,
+                } => {
+                    tracing::debug!(project_id, missing, ignored, pages, "project analysed");
+                    act.record(TrackingRow {
+                        project_id,
+                        missing_count: missing,
+                        status: Status::Completed,
+                    });
+                }
+                Analysis::Failed { reason } => {
+                    tracing::warn!(project_id, %reason, "project failed");
+                    act.record(TrackingRow {
+                        project_id,
+                        missing_count: 0,
+                        status: Status::Failed,
+                    });
+                }
+                Analysis::Deferred { reason } => {
+                    tracing::info!(project_id, %reason, "project deferred");
+                    act.finish(project_id, Disposition::Deferred { job, reason });
+                }
+            }
+        }))
+    }
+}
+
+/// Counts the repositories under the project's registry path that GitLab's database has no row
+/// for. Reads every page, or records nothing.
+pub async fn analyze(registry: &RegistryClient, db: &Database, project: &Project) -> Analysis {
+    let Some(full_path) = &project.full_path else {
+        return Analysis::Failed {
+            reason: "the project has no route, so no registry path".into(),
+        };
+    };
+    let path = full_path.to_lowercase();
+    let mut pages = registry.pages(&path);
+    let (mut missing, mut ignored) = (0i64, 0u32);
+    loop {
+        let entries = match next_page_with_retries(&mut pages).await {
+            Ok(Some(entries)) => entries,
+            Ok(None) => break,
+            Err(error) if error.is_systemic() => {
+                return Analysis::Deferred {
+                    reason: error.to_string(),
+                }
+            }
+            Err(error) => {
+                return Analysis::Failed {
+                    reason: error.to_string(),
+                }
+            }
+        };
+        let (names, outside) = rails_names(&path, &entries);
+        for entry in outside {
+            tracing::warn!(project_id = project.id, %path, entry = %entry.path, "registry listed a repository outside the project path; ignored");
+            ignored += 1;
+        }
+        let known = match existing_repository_names(db, project.id, &names).await {
+            Ok(known) => known,
+            Err(error) => {
+                return Analysis::Deferred {
+                    reason: error.to_string(),
+                }
+            }
+        };
+        missing += names.iter().filter(|n| !known.contains(*n)).count() as i64;
+    }
+    Analysis::Completed {
+        missing: i32::try_from(missing).unwrap_or(i32::MAX),
+        ignored,
+        pages: pages.pages_fetched(),
+    }
+}
+
+/// The Rails names (`container_repositories.name`) of a page's entries, without duplicates, and
+/// the entries that are neither the project path nor under it.
+pub fn rails_names<'a>(path: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<&'a Entry>) {
+    let prefix = format!("{path}/");
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+    let mut ordered = Vec::with_capacity(entries.len());
+    let mut outside = Vec::new();
+    for entry in entries {
+        let name = if entry.path == path {
+            Some("")
+        } else {
+            entry
+                .path
+                .strip_prefix(&prefix)
+                .filter(|rest| !rest.is_empty())
+        };
+        match name {
+            Some(name) => {
+                if seen.insert(name) {
+                    ordered.push(name.to_string());
+                }
+            }
+            None => outside.push(entry),
+        }
+    }
+    (ordered, outside)
+}
+
+/// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
+/// exponential backoff and full jitter. A failed try leaves the walk where it was.
+async fn next_page_with_retries(
+    pages: &mut Pages<'_>,
+) -> Result<Option<Vec<Entry>>, RegistryError> {
+    let mut attempt = 0;
+    loop {
+        match pages.next_page().await {
+            Ok(page) => return Ok(page),
+            Err(error) if error.is_transient() && attempt + 1 < REQUEST_ATTEMPTS => {
+                let ceiling = RETRY_BASE
+                    .saturating_mul(1 << attempt)
+                    .min(RETRY_CAP)
+                    .as_millis() as u64;
+                let pause =
+                    Duration::from_millis(rand::thread_rng().gen_range(ceiling / 2..=ceiling));
+                tracing::debug!(%error, attempt, ?pause, "registry request failed; retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+            path: path.to_string(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn rails_names_strip_the_project_path() {
+        let entries = [
+            entry("g/p"),
+            entry("g/p/a"),
+            entry("g/p/a/b/c"),
+            entry("g/p-other/x"),
+            entry("g/pp"),
+            entry("g"),
+            entry("g/p/a"),
+        ];
+        let (names, outside) = rails_names("g/p", &entries);
+        assert_eq!(names, vec!["", "a", "a/b/c"]);
+        let outside: Vec<&str> = outside.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(outside, vec!["g/p-other/x", "g/pp", "g"]);
+    }
+}

@@ -1,0 +1,162 @@
+//! GitLab's database: a connection pool, the migration, and one module per table family.
+
+pub mod projects;
+pub mod schema;
+pub mod tracking;
+
+use std::time::Duration;
+
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type DbConn = Object<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("connecting to the database at {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{what}: {source}")]
+    Query {
+        what: String,
+        #[source]
+        source: diesel::result::Error,
+    },
+    #[error("migrating the database at {target}: {message}")]
+    Migrate { target: String, message: String },
+    #[error("the tracking table container_registry_data_repair_details does not exist in {target}: run `registry-repair migrate` first")]
+    NotMigrated { target: String },
+}
+
+impl DbError {
+    pub fn query(what: impl Into<String>) -> impl FnOnce(diesel::result::Error) -> DbError {
+        let what = what.into();
+        move |source| DbError::Query { what, source }
+    }
+}
+
+/// A pool of connections to GitLab's database. Cheap to clone; belongs to the runtime that uses it.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<AsyncPgConnection>,
+    connect_timeout: Duration,
+    target: String,
+}
+
+impl Database {
+    pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| DbError::Connect {
+                target: redact(url),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            connect_timeout,
+            target: redact(url),
+        })
+    }
+
+    /// Where this pool points, without a password: safe to log.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// A pooled connection, or an error once `connect_timeout` has passed.
+    pub async fn conn(&self) -> Result<DbConn, DbError> {
+        match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(DbError::Connect {
+                target: self.target.clone(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(DbError::Connect {
+                target: self.target.clone(),
+                message: format!("no connection within {:?}", self.connect_timeout),
+            }),
+        }
+    }
+
+    /// Connects once and checks that the tracking table exists, so `run` fails early and clearly.
+    pub async fn check_ready(&self) -> Result<(), DbError> {
+        use diesel::sql_types::Bool;
+        use diesel_async::RunQueryDsl;
+
+        #[derive(diesel::QueryableByName)]
+        struct Exists {
+            #[diesel(sql_type = Bool)]
+            present: bool,
+        }
+        let mut conn = self.conn().await?;
+        let row: Exists = diesel::sql_query(
+            "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL AS present",
+        )
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("checking for the tracking table"))?;
+        if row.present {
+            Ok(())
+        } else {
+            Err(DbError::NotMigrated {
+                target: self.target.clone(),
+            })
+        }
+    }
+}
+
+/// Runs the pending migrations and returns their names.
+///
+/// diesel's migration harness blocks on an async connection, which panics inside the actix System,
+/// so it always runs on a thread of its own with a runtime of its own.
+pub fn migrate(url: &str) -> Result<Vec<String>, DbError> {
+    let url = url.to_string();
+    let target = redact(&url);
+    let worker = std::thread::spawn(move || -> Result<Vec<String>, String> {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| format!("connecting: {e}"))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| e.to_string())?;
+        Ok(applied.iter().map(|m| m.to_string()).collect())
+    });
+    match worker.join() {
+        Ok(result) => result.map_err(|message| DbError::Migrate { target, message }),
+        Err(_) => Err(DbError::Migrate {
+            target,
+            message: "the migration thread panicked".into(),
+        }),
+    }
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparsable database URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            super::redact("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(super::redact("postgres://u@db/x"), "postgres://u@db/x");
+    }
+}

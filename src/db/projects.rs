@@ -1,0 +1,79 @@
+//! Reading GitLab's projects: the keyset walk over projects without a tracking row, and which
+//! repository names GitLab's database knows for a project.
+
+use std::collections::HashSet;
+
+use diesel::dsl::{exists, not};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::schema::{
+    container_registry_data_repair_details as tracking, container_repositories, projects, routes,
+};
+use super::{Database, DbError};
+
+/// A project to analyse. `full_path` is its `routes.path` (mixed case); `None` when it has no route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: i64,
+    pub full_path: Option<String>,
+}
+
+/// The next `limit` projects with id above `after` that have no tracking row, in id order.
+///
+/// A keyset walk with an anti-join: the bound is repeated inside the subquery so PostgreSQL reads
+/// only the slice of the tracking table's primary key above the cursor, whatever share is analysed.
+pub async fn next_unanalysed(
+    db: &Database,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Project>, DbError> {
+    let mut conn = db.conn().await?;
+    let rows: Vec<(i64, Option<String>)> = projects::table
+        .left_join(
+            routes::table.on(routes::source_type
+                .eq("Project")
+                .and(routes::source_id.eq(projects::id))),
+        )
+        .filter(projects::id.gt(after))
+        .filter(not(exists(
+            tracking::table
+                .filter(tracking::project_id.eq(projects::id))
+                .filter(tracking::project_id.gt(after)),
+        )))
+        .order(projects::id.asc())
+        .limit(limit)
+        .select((projects::id, routes::path.nullable()))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the next {limit} unanalysed projects after id {after}"
+        )))?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, full_path)| Project { id, full_path })
+        .collect())
+}
+
+/// Which of `names` have a `container_repositories` row for the project: one query per page.
+pub async fn existing_repository_names(
+    db: &Database,
+    project_id: i64,
+    names: &[String],
+) -> Result<HashSet<String>, DbError> {
+    if names.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut conn = db.conn().await?;
+    let found: Vec<String> = container_repositories::table
+        .filter(container_repositories::project_id.eq(project_id))
+        .filter(container_repositories::name.eq_any(names))
+        .select(container_repositories::name)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "looking up {} repository names of project {project_id}",
+            names.len()
+        )))?;
+    Ok(found.into_iter().collect())
+}

@@ -1,0 +1,160 @@
+//! The tracking table `container_registry_data_repair_details`: the service's only writes, and the
+//! figures the report reads back.
+
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::{Database, DbError};
+
+/// GitLab's enum for the `status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ongoing = 0,
+    Completed = 1,
+    Failed = 2,
+}
+
+/// One project's result, as the Writer stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingRow {
+    pub project_id: i64,
+    pub missing_count: i32,
+    pub status: Status,
+}
+
+/// Inserts or updates `rows` in one statement, whatever their number: whole columns are bound as
+/// arrays, so the 65,535 bind-parameter limit never applies. Rows of projects deleted meanwhile are
+/// skipped rather than failing the batch on the foreign key. Returns the rows written.
+pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
+    let missing: Vec<i32> = rows.iter().map(|r| r.missing_count).collect();
+    let status: Vec<i16> = rows.iter().map(|r| r.status as i16).collect();
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "INSERT INTO container_registry_data_repair_details \
+             (project_id, missing_count, status, created_at, updated_at) \
+         SELECT u.project_id, u.missing_count, u.status, now(), now() \
+         FROM UNNEST($1::bigint[], $2::integer[], $3::smallint[]) AS u(project_id, missing_count, status) \
+         WHERE EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id) \
+         ON CONFLICT (project_id) DO UPDATE \
+         SET missing_count = EXCLUDED.missing_count, status = EXCLUDED.status, \
+             updated_at = EXCLUDED.updated_at",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Integer>, _>(missing)
+    .bind::<Array<SmallInt>, _>(status)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "writing {} rows to container_registry_data_repair_details",
+        rows.len()
+    )))
+}
+
+/// The figures an operator asks for first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct Totals {
+    #[diesel(sql_type = BigInt)]
+    pub projects: i64,
+    #[diesel(sql_type = BigInt)]
+    pub analysed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub projects_with_missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing: i64,
+}
+
+pub async fn totals(db: &Database) -> Result<Totals, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "WITH p AS (SELECT count(*) AS n FROM projects), \
+              t AS (SELECT count(*) AS analysed, \
+                           count(*) FILTER (WHERE status = 1) AS completed, \
+                           count(*) FILTER (WHERE status = 2) AS failed, \
+                           count(*) FILTER (WHERE status = 1 AND missing_count > 0) AS with_missing, \
+                           COALESCE(sum(missing_count) FILTER (WHERE status = 1), 0)::bigint AS missing \
+                    FROM container_registry_data_repair_details) \
+         SELECT p.n AS projects, t.analysed, t.completed, t.failed, \
+                GREATEST(p.n - t.analysed, 0) AS pending, \
+                t.with_missing AS projects_with_missing, t.missing \
+         FROM p, t",
+    )
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("reading the tracking table's totals"))
+}
+
+/// A project with missing repositories, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct MissingProject {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub full_path: Option<String>,
+    #[diesel(sql_type = Integer)]
+    pub missing_count: i32,
+}
+
+/// The `limit` completed projects with the most missing repositories, most first.
+pub async fn top_missing(db: &Database, limit: i64) -> Result<Vec<MissingProject>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "SELECT t.project_id, r.path AS full_path, t.missing_count \
+         FROM container_registry_data_repair_details t \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+         WHERE t.status = 1 AND t.missing_count > 0 \
+         ORDER BY t.missing_count DESC, t.project_id \
+         LIMIT $1",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(
+        "reading the projects with the most missing repositories",
+    ))
+}
+
+#[derive(diesel::QueryableByName)]
+struct RawRow {
+    #[diesel(sql_type = BigInt)]
+    project_id: i64,
+    #[diesel(sql_type = Integer)]
+    missing_count: i32,
+    #[diesel(sql_type = SmallInt)]
+    status: i16,
+}
+
+/// Every row, in project order. For the demo and the tests: it reads the whole table.
+pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
+    let mut conn = db.conn().await?;
+    let raw: Vec<RawRow> = diesel::sql_query(
+        "SELECT project_id, COALESCE(missing_count, 0) AS missing_count, status \
+         FROM container_registry_data_repair_details ORDER BY project_id",
+    )
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query("reading the tracking table"))?;
+    Ok(raw
+        .into_iter()
+        .map(|r| TrackingRow {
+            project_id: r.project_id,
+            missing_count: r.missing_count,
+            status: match r.status {
+                1 => Status::Completed,
+                2 => Status::Failed,
+                _ => Status::Ongoing,
+            },
+        })
+        .collect())
+}

@@ -1,0 +1,399 @@
+//! A GitLab-shaped world: groups, projects with mixed-case paths, the repositories the registry
+//! holds and the `container_repositories` rows GitLab kept, and the result each project must get.
+//! Built by hand (tests) or generated (demo), then written to a database and served by the
+//! simulated registry.
+
+use std::collections::{BTreeSet, HashMap};
+
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel_async::RunQueryDsl;
+
+use crate::db::tracking::Status;
+use crate::db::{Database, DbError};
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: i64,
+    pub parent_id: Option<i64>,
+    pub path: String,
+    pub full_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeedProject {
+    pub id: i64,
+    pub namespace_id: i64,
+    pub path: String,
+    /// `None`: the project has no `routes` row.
+    pub full_path: Option<String>,
+    /// Names of repositories the registry holds under the project (`""` is the root repository).
+    pub registry: Vec<String>,
+    /// Names GitLab's `container_repositories` has for the project.
+    pub rails: Vec<String>,
+}
+
+/// What the tracking table must say about a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub status: Status,
+    pub missing: i32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    pub groups: Vec<Group>,
+    pub projects: Vec<SeedProject>,
+    /// Registry paths that belong to no project of this world.
+    pub stray_registry_paths: Vec<String>,
+    next_id: i64,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ids are shared by groups and projects so that no two rows of either look alike.
+    fn take_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn group(&mut self, parent: Option<i64>, path: &str) -> i64 {
+        let full_path = match parent.and_then(|p| self.groups.iter().find(|g| g.id == p)) {
+            Some(parent) => format!("{}/{path}", parent.full_path),
+            None => path.to_string(),
+        };
+        let id = self.take_id();
+        self.groups.push(Group {
+            id,
+            parent_id: parent,
+            path: path.to_string(),
+            full_path,
+        });
+        id
+    }
+
+    /// A project in `group`, with the repository names the registry holds and those Rails knows.
+    pub fn project(&mut self, group: i64, path: &str, registry: &[&str], rails: &[&str]) -> i64 {
+        let full_path = self
+            .groups
+            .iter()
+            .find(|g| g.id == group)
+            .map(|g| format!("{}/{path}", g.full_path));
+        let id = self.take_id();
+        self.projects.push(SeedProject {
+            id,
+            namespace_id: group,
+            path: path.to_string(),
+            full_path,
+            registry: registry.iter().map(|s| s.to_string()).collect(),
+            rails: rails.iter().map(|s| s.to_string()).collect(),
+        });
+        id
+    }
+
+    /// A project whose `routes` row is missing: it cannot be analysed and must end `failed`.
+    pub fn project_without_route(&mut self, group: i64, path: &str) -> i64 {
+        let id = self.project(group, path, &[], &[]);
+        if let Some(p) = self.projects.last_mut() {
+            p.full_path = None;
+        }
+        id
+    }
+
+    /// Every repository path the registry holds, lowercased as the registry stores them.
+    pub fn registry_paths(&self) -> Vec<String> {
+        let mut paths: BTreeSet<String> = self.stray_registry_paths.iter().cloned().collect();
+        for p in &self.projects {
+            let Some(full) = &p.full_path else { continue };
+            let base = full.to_lowercase();
+            for name in &p.registry {
+                paths.insert(if name.is_empty() {
+                    base.clone()
+                } else {
+                    format!("{base}/{name}")
+                });
+            }
+        }
+        paths.into_iter().collect()
+    }
+
+    /// The row each project must end with, from how the world was built.
+    pub fn expected(&self) -> HashMap<i64, Expected> {
+        self.projects
+            .iter()
+            .map(|p| {
+                let expected = if p.full_path.is_none() {
+                    Expected {
+                        status: Status::Failed,
+                        missing: 0,
+                    }
+                } else {
+                    let rails: BTreeSet<&str> = p.rails.iter().map(String::as_str).collect();
+                    let registry: BTreeSet<&str> = p.registry.iter().map(String::as_str).collect();
+                    Expected {
+                        status: Status::Completed,
+                        missing: registry.difference(&rails).count() as i32,
+                    }
+                };
+                (p.id, expected)
+            })
+            .collect()
+    }
+
+    /// Writes groups, projects, routes and `container_repositories` rows, in bulk.
+    pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
+        let mut conn = db.conn().await?;
+        let gid: Vec<i64> = self.groups.iter().map(|g| g.id).collect();
+        let gparent: Vec<Option<i64>> = self.groups.iter().map(|g| g.parent_id).collect();
+        let gpath: Vec<String> = self.groups.iter().map(|g| g.path.clone()).collect();
+        let gfull: Vec<String> = self.groups.iter().map(|g| g.full_path.clone()).collect();
+        diesel::sql_query(
+            "INSERT INTO namespaces (id, name, path, type, parent_id, created_at, updated_at) \
+             SELECT u.id, u.path, u.path, 'Group', u.parent_id, now(), now() \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, parent_id, path)",
+        )
+        .bind::<Array<BigInt>, _>(&gid)
+        .bind::<Array<Nullable<BigInt>>, _>(&gparent)
+        .bind::<Array<Text>, _>(&gpath)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding namespaces"))?;
+        diesel::sql_query(
+            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
+             SELECT u.id, 'Namespace', u.full_path, u.full_path, now(), now() \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path)",
+        )
+        .bind::<Array<BigInt>, _>(&gid)
+        .bind::<Array<Text>, _>(&gfull)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding namespace routes"))?;
+
+        let pid: Vec<i64> = self.projects.iter().map(|p| p.id).collect();
+        let pns: Vec<i64> = self.projects.iter().map(|p| p.namespace_id).collect();
+        let ppath: Vec<String> = self.projects.iter().map(|p| p.path.clone()).collect();
+        let pfull: Vec<Option<String>> =
+            self.projects.iter().map(|p| p.full_path.clone()).collect();
+        diesel::sql_query(
+            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at) \
+             SELECT u.id, u.path, u.path, u.namespace_id, now(), now() \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, namespace_id, path)",
+        )
+        .bind::<Array<BigInt>, _>(&pid)
+        .bind::<Array<BigInt>, _>(&pns)
+        .bind::<Array<Text>, _>(&ppath)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding projects"))?;
+        diesel::sql_query(
+            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
+             SELECT u.id, 'Project', u.full_path, u.full_path, now(), now() \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path) \
+             WHERE u.full_path IS NOT NULL",
+        )
+        .bind::<Array<BigInt>, _>(&pid)
+        .bind::<Array<Nullable<Text>>, _>(&pfull)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding project routes"))?;
+
+        let (rid, rname): (Vec<i64>, Vec<String>) = self
+            .projects
+            .iter()
+            .flat_map(|p| p.rails.iter().map(move |n| (p.id, n.clone())))
+            .unzip();
+        diesel::sql_query(
+            "INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
+             SELECT u.project_id, u.name, now(), now() \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(project_id, name)",
+        )
+        .bind::<Array<BigInt>, _>(&rid)
+        .bind::<Array<Text>, _>(&rname)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding container_repositories"))?;
+
+        // Later inserts (new projects during a run) must not collide with the seeded ids.
+        diesel::sql_query(
+            "SELECT setval('projects_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1)), \
+                    setval('namespaces_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1))",
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("advancing id sequences"))?;
+        Ok(())
+    }
+
+    /// A deterministic world of `projects` projects in nested groups with mixed-case paths: most
+    /// with no repositories, some with every repository known to Rails, some with root or nested
+    /// repositories missing, Rails-only rows, a group the registry has never heard of (404), a
+    /// project with three pages and one with exactly one full page, sibling paths sharing a prefix,
+    /// and one project without a route.
+    pub fn generate(projects: u32, seed: u64) -> Self {
+        const TOP: [&str; 5] = [
+            "Gitlab-Org",
+            "Acme-Corp",
+            "Data-Science",
+            "Mobile_Team",
+            "Quiet-Group",
+        ];
+        const SUB: [&str; 3] = ["Build", "Platform", "Tools"];
+        const LEAF: [&str; 2] = ["Images", "Services"];
+        const NAMES: [&str; 9] = [
+            "",
+            "api",
+            "web",
+            "worker",
+            "tools/builder",
+            "tools/builder/cache",
+            "base/alpine",
+            "base/alpine/3.19",
+            "ci-cache",
+        ];
+
+        let mut rng = SplitMix64(seed);
+        let mut world = World::new();
+        let mut homes = Vec::new();
+        for top in TOP {
+            let t = world.group(None, top);
+            homes.push(t);
+            for sub in SUB {
+                let s = world.group(Some(t), sub);
+                homes.push(s);
+                for leaf in LEAF {
+                    homes.push(world.group(Some(s), leaf));
+                }
+            }
+        }
+        let quiet_root = world
+            .groups
+            .iter()
+            .find(|g| g.path == "Quiet-Group")
+            .map(|g| g.id);
+        let in_quiet = |world: &World, gid: i64| {
+            world
+                .groups
+                .iter()
+                .find(|g| g.id == gid)
+                .is_some_and(|g| g.full_path.starts_with("Quiet-Group"))
+        };
+
+        // The special cases first, so that a small world still has every one of them.
+        let build = homes[1];
+        let big: Vec<String> = (0..2345).map(|i| format!("images/img-{i:05}")).collect();
+        let big_refs: Vec<&str> = big.iter().map(String::as_str).collect();
+        world.project(build, "CNG", &big_refs, &big_refs[..2000]);
+        let full: Vec<String> = (0..1000).map(|i| format!("layer-{i:04}")).collect();
+        let full_refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        world.project(build, "CNG-Mirror", &full_refs, &[]);
+        world.project(build, "CNG-Mirror-Old", &["", "api"], &["api"]);
+        world.project_without_route(build, "Orphan");
+        if let Some(quiet) = quiet_root {
+            world.project(quiet, "Legacy", &[], &["", "old/image"]);
+        }
+
+        let mut n = world.projects.len() as u32;
+        while n < projects {
+            let home = homes[(rng.next() % homes.len() as u64) as usize];
+            let path = match rng.next() % 3 {
+                0 => format!("Service-{n}"),
+                1 => format!("app_{n}"),
+                _ => format!("Web.App-{n}"),
+            };
+            let pick = |rng: &mut SplitMix64, k: u64| -> Vec<&str> {
+                let mut chosen: Vec<&str> = (0..k)
+                    .map(|_| NAMES[(rng.next() % NAMES.len() as u64) as usize])
+                    .collect();
+                chosen.sort_unstable();
+                chosen.dedup();
+                chosen
+            };
+            let roll = rng.next() % 100;
+            if in_quiet(&world, home) || roll < 55 {
+                world.project(home, &path, &[], &[]);
+            } else if roll < 70 {
+                let k = 1 + rng.next() % 4;
+                let names = pick(&mut rng, k);
+                world.project(home, &path, &names, &names);
+            } else if roll < 85 {
+                let k = 2 + rng.next() % 5;
+                let registry = pick(&mut rng, k);
+                let keep = (rng.next() % registry.len() as u64) as usize;
+                world.project(home, &path, &registry, &registry[..keep]);
+            } else if roll < 95 {
+                let k = 1 + rng.next() % 3;
+                let registry = pick(&mut rng, k);
+                let mut rails: Vec<&str> = registry[..registry.len() / 2].to_vec();
+                rails.push("deleted/long-ago");
+                world.project(home, &path, &registry, &rails);
+            } else {
+                world.project(home, &path, &["", "api"], &["api"]);
+            }
+            n += 1;
+        }
+        world
+    }
+}
+
+/// A small, fast, deterministic generator: the demo must seed the same world every time.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_counts_registry_names_missing_from_rails_only() {
+        let mut w = World::new();
+        let g = w.group(None, "Top");
+        let p = w.project(g, "Proj", &["", "a", "a/b"], &["a", "gone"]);
+        let orphan = w.project_without_route(g, "Orphan");
+        let e = w.expected();
+        assert_eq!(
+            e[&p],
+            Expected {
+                status: Status::Completed,
+                missing: 2
+            }
+        );
+        assert_eq!(
+            e[&orphan],
+            Expected {
+                status: Status::Failed,
+                missing: 0
+            }
+        );
+        assert_eq!(
+            w.registry_paths(),
+            vec!["top/proj", "top/proj/a", "top/proj/a/b"]
+        );
+    }
+
+    #[test]
+    fn generated_worlds_are_deterministic_and_cover_the_special_cases() {
+        let a = World::generate(300, 7);
+        let b = World::generate(300, 7);
+        assert_eq!(a.projects.len(), 300);
+        assert_eq!(a.registry_paths(), b.registry_paths());
+        let expected = a.expected();
+        assert!(expected.values().any(|e| e.status == Status::Failed));
+        assert!(expected.values().any(|e| e.missing == 1000));
+        assert!(expected.values().any(|e| e.missing == 345));
+        assert!(a.projects.iter().any(|p| p
+            .full_path
+            .as_deref()
+            .is_some_and(|f| f != f.to_lowercase())));
+    }
+}

@@ -1,0 +1,431 @@
+//! The registry's List Sub Repositories API (GitLab v1): one page per call, and a walker that
+//! follows `Link` headers to the end with a token that never expires mid-project.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::token::{Token, TokenError, TokenSigner};
+
+/// How long before its expiry a token is replaced, on top of one request timeout.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// One repository as the registry lists it. `name` is only the last segment; `path` is the whole.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub path: String,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("listing {path}: cannot reach the registry: {message}")]
+    Connect { path: String, message: String },
+    #[error("listing {path}: no answer within {timeout:?}")]
+    Timeout { path: String, timeout: Duration },
+    #[error("listing {path}: the registry answered {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Status {
+        path: String,
+        status: u16,
+        code: Option<String>,
+    },
+    #[error("listing {path}: malformed answer: {reason}")]
+    Malformed { path: String, reason: String },
+    #[error("listing {path}: more than {max_pages} pages; giving up on this project")]
+    TooManyPages { path: String, max_pages: u32 },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl RegistryError {
+    /// Whether the same request may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::Malformed { .. } => true,
+            RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            RegistryError::TooManyPages { .. } | RegistryError::Token(_) => false,
+        }
+    }
+
+    /// Whether the error speaks of the registry as a whole rather than of one project: the
+    /// registry is down or rejects our credentials, so no project should be recorded as failed.
+    pub fn is_systemic(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } | RegistryError::Timeout { .. } => true,
+            RegistryError::Status { status, .. } => {
+                *status == 401 || *status == 403 || *status == 429 || *status >= 500
+            }
+            RegistryError::Token(_) => true,
+            RegistryError::Malformed { .. } | RegistryError::TooManyPages { .. } => false,
+        }
+    }
+}
+
+/// One answer of List Sub Repositories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageAnswer {
+    /// A page of entries, and the `last` marker of the next page when the registry said there is one.
+    Page {
+        entries: Vec<Entry>,
+        next: Option<String>,
+    },
+    /// 404 NAME_UNKNOWN: the top-level namespace is unknown to the registry, so nothing lives there.
+    NameUnknown,
+}
+
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: url::Url,
+    page_size: u32,
+    timeout: Duration,
+    max_pages: u32,
+    signer: Arc<TokenSigner>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorItem {
+    code: String,
+}
+
+impl RegistryClient {
+    pub fn new(
+        base: &str,
+        page_size: u32,
+        timeout: Duration,
+        max_pages: u32,
+        signer: Arc<TokenSigner>,
+    ) -> Result<Self, RegistryError> {
+        let base = url::Url::parse(base).map_err(|e| RegistryError::Malformed {
+            path: String::new(),
+            reason: format!("registry.url `{base}` is not a URL: {e}"),
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // A redirect could carry the token to another host; the API never redirects a
+            // well-formed request, so a redirect is an answer, not a hop.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("registry-repair/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Connect {
+                path: String::new(),
+                message: format!("building the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            base,
+            page_size,
+            timeout,
+            max_pages,
+            signer,
+        })
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    /// The List Sub Repositories URL for `path` (trailing slash included, as the API requires).
+    pub fn list_url(&self, path: &str, last: Option<&str>) -> url::Url {
+        let mut url = self.base.clone();
+        // Only non-hierarchical URLs (mailto:) lack segments; the config allows http(s) only.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty();
+            segments.extend(["gitlab", "v1", "repository-paths"]);
+            segments.extend(path.split('/'));
+            segments.extend(["repositories", "list", ""]);
+        }
+        url.query_pairs_mut()
+            .append_pair("n", &self.page_size.to_string());
+        if let Some(last) = last {
+            url.query_pairs_mut().append_pair("last", last);
+        }
+        url
+    }
+
+    /// Fetches one page. Only the `last` value is taken from a `Link` header: the next request is
+    /// always built against `registry.url`, so the token never goes anywhere else.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        last: Option<&str>,
+        token: &Token,
+    ) -> Result<PageAnswer, RegistryError> {
+        let url = self.list_url(path, last);
+        let response = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(path, e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(path, e))?;
+        if status == StatusCode::OK {
+            let entries: Vec<Entry> =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Malformed {
+                    path: path.to_string(),
+                    reason: format!("body is not a JSON array of repositories: {e}"),
+                })?;
+            if entries.len() > self.page_size as usize {
+                return Err(RegistryError::Malformed {
+                    path: path.to_string(),
+                    reason: format!(
+                        "{} entries on a page of at most {}",
+                        entries.len(),
+                        self.page_size
+                    ),
+                });
+            }
+            let next = next_marker(&headers).map_err(|reason| RegistryError::Malformed {
+                path: path.to_string(),
+                reason,
+            })?;
+            return Ok(PageAnswer::Page { entries, next });
+        }
+        let code = serde_json::from_slice::<ErrorBody>(&body)
+            .ok()
+            .and_then(|b| b.errors.into_iter().next())
+            .map(|e| e.code);
+        if status == StatusCode::NOT_FOUND && code.as_deref() == Some("NAME_UNKNOWN") {
+            return Ok(PageAnswer::NameUnknown);
+        }
+        Err(RegistryError::Status {
+            path: path.to_string(),
+            status: status.as_u16(),
+            code,
+        })
+    }
+
+    /// Starts walking the pages of `path`.
+    pub fn pages(&self, path: &str) -> Pages<'_> {
+        Pages {
+            client: self,
+            path: path.to_string(),
+            token: None,
+            last: None,
+            fetched: 0,
+            done: false,
+        }
+    }
+
+    /// `GET /gitlab/v1/`: whether the registry answers at all (200 or 401 mean it is up).
+    pub async fn probe(&self) -> Result<u16, RegistryError> {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["gitlab", "v1", ""]);
+        }
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error("/gitlab/v1/", e))?;
+        Ok(response.status().as_u16())
+    }
+
+    fn transport_error(&self, path: &str, error: reqwest::Error) -> RegistryError {
+        if error.is_timeout() {
+            RegistryError::Timeout {
+                path: path.to_string(),
+                timeout: self.timeout,
+            }
+        } else if error.is_body() || error.is_decode() {
+            RegistryError::Malformed {
+                path: path.to_string(),
+                reason: format!("broken body: {}", error_chain(&error)),
+            }
+        } else {
+            RegistryError::Connect {
+                path: path.to_string(),
+                message: error_chain(&error),
+            }
+        }
+    }
+
+    fn token_is_fresh(&self, token: &Token) -> bool {
+        let needed = SystemTime::now() + self.timeout + TOKEN_RENEW_MARGIN;
+        token.expires_at > needed
+    }
+}
+
+/// The walk over one project's pages.
+pub struct Pages<'a> {
+    client: &'a RegistryClient,
+    path: String,
+    token: Option<Token>,
+    last: Option<String>,
+    fetched: u32,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// The next page's entries, or `None` once every page has been read.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, RegistryError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.fetched >= self.client.max_pages {
+            return Err(RegistryError::TooManyPages {
+                path: self.path.clone(),
+                max_pages: self.client.max_pages,
+            });
+        }
+        let token = match self.token.take() {
+            Some(token) if self.client.token_is_fresh(&token) => token,
+            _ => self.client.signer.mint(&self.path)?,
+        };
+        let answer = self
+            .client
+            .list_page(&self.path, self.last.as_deref(), &token)
+            .await;
+        self.token = Some(token);
+        let answer = answer?;
+        self.fetched += 1;
+        match answer {
+            PageAnswer::NameUnknown => {
+                self.done = true;
+                Ok(None)
+            }
+            PageAnswer::Page { entries, next } => {
+                match next {
+                    Some(next) => {
+                        // A marker that does not move forward would loop for ever.
+                        if self
+                            .last
+                            .as_deref()
+                            .is_some_and(|last| next.as_str() <= last)
+                        {
+                            return Err(RegistryError::Malformed {
+                                path: self.path.clone(),
+                                reason: format!("next marker `{next}` does not advance"),
+                            });
+                        }
+                        self.last = Some(next);
+                    }
+                    None => self.done = true,
+                }
+                Ok(Some(entries))
+            }
+        }
+    }
+
+    pub fn pages_fetched(&self) -> u32 {
+        self.fetched
+    }
+}
+
+/// The `last` query value of a `Link: <URL>; rel="next"` header, if there is one.
+fn next_marker(headers: &HeaderMap) -> Result<Option<String>, String> {
+    for value in headers.get_all(LINK) {
+        let text = value
+            .to_str()
+            .map_err(|_| "Link header is not ASCII".to_string())?;
+        for link in text.split(',') {
+            let mut parts = link.split(';').map(str::trim);
+            let target = parts.next().unwrap_or_default();
+            let is_next = parts.any(|p| {
+                let p = p.replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if !is_next {
+                continue;
+            }
+            let inner = target
+                .strip_prefix('<')
+                .and_then(|t| t.strip_suffix('>'))
+                .ok_or_else(|| format!("Link target `{target}` is not in angle brackets"))?;
+            // The target may be relative; only its query matters.
+            let parsed = url::Url::parse("http://registry.invalid/")
+                .and_then(|base| base.join(inner))
+                .map_err(|e| format!("Link target `{inner}` is not a URL: {e}"))?;
+            let last = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "last")
+                .map(|(_, v)| v.into_owned())
+                .ok_or_else(|| format!("Link target `{inner}` has no `last` parameter"))?;
+            return Ok(Some(last));
+        }
+    }
+    Ok(None)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn link(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(LINK, HeaderValue::from_str(value).expect("header"));
+        headers
+    }
+
+    #[test]
+    fn only_the_last_value_of_a_next_link_is_taken() {
+        let h = link("<https://evil.example/gitlab/v1/repository-paths/a/repositories/list/?n=2&last=a%2Fb>; rel=\"next\"");
+        assert_eq!(next_marker(&h), Ok(Some("a/b".to_string())));
+        let h =
+            link("</gitlab/v1/repository-paths/a/repositories/list/?last=a/c&n=2>; rel=\"next\"");
+        assert_eq!(next_marker(&h), Ok(Some("a/c".to_string())));
+    }
+
+    #[test]
+    fn no_link_means_last_page_and_a_next_link_without_last_is_malformed() {
+        assert_eq!(next_marker(&HeaderMap::new()), Ok(None));
+        assert_eq!(next_marker(&link("</x?n=1>; rel=\"prev\"")), Ok(None));
+        assert!(next_marker(&link("</x?n=1>; rel=\"next\"")).is_err());
+    }
+
+    #[test]
+    fn list_url_has_the_trailing_slash_and_escapes_nothing_it_should_not() {
+        let signer = TokenSigner::from_pem(
+            include_str!("../../tests/fixtures/registry.key"),
+            "fixture",
+            "i",
+            "a",
+            Duration::from_secs(300),
+        )
+        .expect("key");
+        let client = RegistryClient::new(
+            "http://127.0.0.1:5000/",
+            100,
+            Duration::from_secs(1),
+            10,
+            Arc::new(signer),
+        )
+        .expect("client");
+        assert_eq!(
+            client.list_url("gitlab-org/build/cng", Some("gitlab-org/build/cng/a")).as_str(),
+            "http://127.0.0.1:5000/gitlab/v1/repository-paths/gitlab-org/build/cng/repositories/list/?n=100&last=gitlab-org%2Fbuild%2Fcng%2Fa"
+        );
+    }
+}

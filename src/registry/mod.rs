@@ -1,0 +1,8 @@
+//! The container registry: its API client, the tokens it trusts, and a simulated registry.
+
+pub mod client;
+pub mod simulator;
+pub mod token;
+
+pub use client::{Entry, RegistryClient, RegistryError};
+pub use token::TokenSigner;

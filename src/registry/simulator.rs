@@ -1,0 +1,385 @@
+//! A simulated container registry serving the GitLab v1 List Sub Repositories API on loopback, as
+//! SPEC section 2 describes it: sorted paths, `n` and `last`, a `Link` header on every full page
+//! (so an exact multiple ends with an empty page), 404 NAME_UNKNOWN, the trailing slash, and JWTs
+//! checked for signature, `kid`, issuer, audience, expiry and scope. The demo serves it; the tests
+//! measure against it (requests, the most in flight at once) and switch its faults on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::token::{pull_access, Claims};
+
+/// What the simulated registry trusts.
+#[derive(Clone)]
+pub struct TrustedIssuer {
+    pub public_key_pem: String,
+    pub kid: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// Counters a test or the demo reads back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimulatorStats {
+    /// List Sub Repositories requests, whatever their answer.
+    pub list_requests: u64,
+    /// Requests refused with 401.
+    pub unauthorized: u64,
+    /// The most List requests in flight at any one moment.
+    pub max_in_flight: usize,
+    pub in_flight: usize,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    name: &'a str,
+    path: &'a str,
+    created_at: &'static str,
+    updated_at: &'static str,
+}
+
+struct State {
+    repositories: RwLock<BTreeSet<String>>,
+    trusted: TrustedIssuer,
+    decoding_key: DecodingKey,
+    latency_ms: AtomicU64,
+    list_requests: AtomicU64,
+    unauthorized: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    per_path: Mutex<HashMap<String, u64>>,
+    /// Paths whose every answer is this status (a registry that refuses one project).
+    refused: Mutex<HashMap<String, u16>>,
+    /// Entries a hostile registry adds to a path's first page although they are not under it.
+    foreign: Mutex<HashMap<String, Vec<String>>>,
+}
+
+pub struct RegistrySimulator {
+    state: Arc<State>,
+    addr: SocketAddr,
+    server: actix_web::dev::ServerHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("simulated registry: the public key is not a PEM RSA public key: {0}")]
+    Key(String),
+    #[error("simulated registry: binding 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
+impl RegistrySimulator {
+    /// Serves `repositories` (full registry paths, lowercase, each holding at least one tag) on
+    /// 127.0.0.1:`port` (0 picks one). Must be called inside an actix System.
+    pub fn start(
+        repositories: impl IntoIterator<Item = String>,
+        trusted: TrustedIssuer,
+        port: u16,
+    ) -> Result<Self, SimulatorError> {
+        let decoding_key = DecodingKey::from_rsa_pem(trusted.public_key_pem.as_bytes())
+            .map_err(|e| SimulatorError::Key(e.to_string()))?;
+        let state = Arc::new(State {
+            repositories: RwLock::new(repositories.into_iter().collect()),
+            trusted,
+            decoding_key,
+            latency_ms: AtomicU64::new(0),
+            list_requests: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            per_path: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            foreign: Mutex::new(HashMap::new()),
+        });
+        let app_state = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .route("/gitlab/v1/", web::get().to(api_root))
+                .route(
+                    "/gitlab/v1/repository-paths/{path:.+}/repositories/list/",
+                    web::get().to(list),
+                )
+                .route(
+                    "/gitlab/v1/repository-paths/{path:.+}/repositories/list",
+                    web::get().to(redirect_to_slash),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", port))
+        .map_err(|source| SimulatorError::Bind { port, source })?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .ok_or(SimulatorError::Bind {
+                port,
+                source: std::io::Error::other("no address bound"),
+            })?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Ok(Self {
+            state,
+            addr,
+            server: handle,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> SimulatorStats {
+        SimulatorStats {
+            list_requests: self.state.list_requests.load(Ordering::SeqCst),
+            unauthorized: self.state.unauthorized.load(Ordering::SeqCst),
+            max_in_flight: self.state.max_in_flight.load(Ordering::SeqCst),
+            in_flight: self.state.in_flight.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts a new measuring window for `max_in_flight`.
+    pub fn reset_max_in_flight(&self) {
+        let now = self.state.in_flight.load(Ordering::SeqCst);
+        self.state.max_in_flight.store(now, Ordering::SeqCst);
+    }
+
+    /// List requests made for one path (the project's registry path).
+    pub fn requests_for(&self, path: &str) -> u64 {
+        lock(&self.state.per_path).get(path).copied().unwrap_or(0)
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.state
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn add_repository(&self, path: &str) {
+        if let Ok(mut repos) = self.state.repositories.write() {
+            repos.insert(path.to_string());
+        }
+    }
+
+    /// Every request for `path` is answered with `status` from now on.
+    pub fn refuse(&self, path: &str, status: u16) {
+        lock(&self.state.refused).insert(path.to_string(), status);
+    }
+
+    /// The first page for `path` also lists these full paths, which are not under `path`.
+    pub fn add_foreign_entries(&self, path: &str, entries: &[&str]) {
+        lock(&self.state.foreign).insert(
+            path.to_string(),
+            entries.iter().map(|e| e.to_string()).collect(),
+        );
+    }
+
+    pub async fn stop(&self) {
+        self.server.stop(false).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "errors": [{"code": code, "message": message, "detail": null}]
+    }))
+}
+
+async fn api_root() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({}))
+}
+
+async fn redirect_to_slash(req: HttpRequest) -> HttpResponse {
+    let target = match req.uri().query() {
+        Some(q) => format!("{}/?{q}", req.uri().path()),
+        None => format!("{}/", req.uri().path()),
+    };
+    HttpResponse::MovedPermanently()
+        .insert_header(("Location", target))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    n: Option<String>,
+    last: Option<String>,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn list(
+    req: HttpRequest,
+    state: web::Data<State>,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> HttpResponse {
+    let path = path.into_inner();
+    state.list_requests.fetch_add(1, Ordering::SeqCst);
+    *lock(&state.per_path).entry(path.clone()).or_insert(0) += 1;
+    let _in_flight = InFlight::enter(&state);
+    let latency = state.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+
+    if let Err(message) = authorize(&req, &state, &path) {
+        state.unauthorized.fetch_add(1, Ordering::SeqCst);
+        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &message);
+    }
+    if let Some(status) = lock(&state.refused).get(&path).copied() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, "UNKNOWN", "refused by the simulator");
+    }
+    let n = match query.n.as_deref() {
+        None => 100,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "PAGINATION_NUMBER_INVALID",
+                    "n must be an integer between 1 and 1000",
+                )
+            }
+        },
+    };
+
+    let repos = match state.repositories.read() {
+        Ok(repos) => repos,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let top_level = path.split('/').next().unwrap_or_default();
+    let top_prefix = format!("{top_level}/");
+    let namespace_known = repos
+        .range::<str, _>((Bound::Included(top_prefix.as_str()), Bound::Unbounded))
+        .next()
+        .is_some_and(|p| p.starts_with(&top_prefix));
+    if !namespace_known {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+        );
+    }
+
+    let prefix = format!("{path}/");
+    let start = match query.last.as_deref() {
+        Some(last) => Bound::Excluded(last.to_string()),
+        None => Bound::Included(path.clone()),
+    };
+    // Every path under `{path}/` sorts below `{path}0` ('0' follows '/').
+    let end = format!("{path}0");
+    let page: Vec<&String> = repos
+        .range((start, Bound::Excluded(end)))
+        .filter(|p| **p == path || p.starts_with(&prefix))
+        .take(n)
+        .collect();
+
+    let foreign = if query.last.is_none() {
+        lock(&state.foreign).get(&path).cloned().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut body: Vec<EntryOut<'_>> = page.iter().map(|p| entry(p.as_str())).collect();
+    body.extend(foreign.iter().map(|p| entry(p.as_str())));
+
+    let mut response = HttpResponse::Ok();
+    if page.len() == n {
+        if let Some(last) = page.last() {
+            let next = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("n", &n.to_string())
+                .append_pair("last", last)
+                .finish();
+            response.insert_header((
+                "Link",
+                format!(
+                    "</gitlab/v1/repository-paths/{path}/repositories/list/?{next}>; rel=\"next\""
+                ),
+            ));
+        }
+    }
+    response.json(body)
+}
+
+fn entry(path: &str) -> EntryOut<'_> {
+    EntryOut {
+        name: path.rsplit('/').next().unwrap_or(path),
+        path,
+        created_at: "2024-01-01T00:00:00.000Z",
+        updated_at: "2024-01-02T00:00:00.000Z",
+    }
+}
+
+/// Checks the bearer token as the registry does: signature and `kid`, `iss`, `aud`, `exp`/`nbf`
+/// with 60 s of leeway, and pull access on the path and everything under it.
+fn authorize(req: &HttpRequest, state: &State, path: &str) -> Result<(), String> {
+    let header = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Authorization header")?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or("Authorization is not a Bearer token")?;
+    let jwt_header = jsonwebtoken::decode_header(token).map_err(|e| format!("bad JWT: {e}"))?;
+    if jwt_header.alg != Algorithm::RS256 {
+        return Err(format!("algorithm {:?} is not RS256", jwt_header.alg));
+    }
+    if jwt_header.kid.as_deref() != Some(state.trusted.kid.as_str()) {
+        return Err("kid names no trusted key".into());
+    }
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = 60;
+    validation.validate_nbf = true;
+    validation.set_audience(&[state.trusted.audience.as_str()]);
+    validation.set_issuer(&[state.trusted.issuer.as_str()]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud"]);
+    let claims = jsonwebtoken::decode::<Claims>(token, &state.decoding_key, &validation)
+        .map_err(|e| format!("token refused: {e}"))?
+        .claims;
+    for needed in pull_access(path) {
+        let granted = claims.access.iter().any(|a| {
+            a.kind == needed.kind && a.name == needed.name && a.actions.iter().any(|x| x == "pull")
+        });
+        if !granted {
+            return Err(format!("token grants no pull on {}", needed.name));
+        }
+    }
+    Ok(())
+}

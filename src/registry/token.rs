@@ -1,0 +1,269 @@
+//! Registry tokens as GitLab mints them: RS256 JWTs signed with `registry.key`, whose `kid` is the
+//! libtrust key id of the public key, granting `pull` on a project path and everything under it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// GitLab back-dates `nbf` so that a registry whose clock is slightly behind still accepts it.
+const NOT_BEFORE_SLACK_S: i64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("reading registry key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("registry key {path} is not a PEM RSA private key (PKCS#1 or PKCS#8)")]
+    NotRsa { path: String },
+    #[error("encoding the registry public key: {0}")]
+    PublicKey(String),
+    #[error("signing a registry token for {path}: {message}")]
+    Sign { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Access {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub access: Vec<Access>,
+}
+
+/// The access a List Sub Repositories call on `path` needs.
+pub fn pull_access(path: &str) -> Vec<Access> {
+    let pull = |name: String| Access {
+        kind: "repository".into(),
+        name,
+        actions: vec!["pull".into()],
+    };
+    vec![pull(path.to_string()), pull(format!("{path}/*"))]
+}
+
+/// A signed token and the moment it stops being valid.
+#[derive(Clone)]
+pub struct Token {
+    pub bearer: String,
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for Token {
+    // Never let a token reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct TokenSigner {
+    key: EncodingKey,
+    kid: String,
+    public_key_pem: String,
+    issuer: String,
+    audience: String,
+    lifetime: Duration,
+    serial: AtomicU64,
+}
+
+impl TokenSigner {
+    pub fn from_pem_file(
+        path: &Path,
+        issuer: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Self, TokenError> {
+        let pem = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_pem(
+            &pem,
+            &path.display().to_string(),
+            issuer,
+            audience,
+            lifetime,
+        )
+    }
+
+    /// `origin` names where the PEM came from, for error messages.
+    pub fn from_pem(
+        pem: &str,
+        origin: &str,
+        issuer: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Self, TokenError> {
+        let private = RsaPrivateKey::from_pkcs1_pem(pem)
+            .or_else(|_| RsaPrivateKey::from_pkcs8_pem(pem))
+            .map_err(|_| TokenError::NotRsa {
+                path: origin.to_string(),
+            })?;
+        let public = RsaPublicKey::from(&private);
+        let spki = public
+            .to_public_key_der()
+            .map_err(|e| TokenError::PublicKey(e.to_string()))?;
+        let public_key_pem = public
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| TokenError::PublicKey(e.to_string()))?;
+        let pkcs1 = private
+            .to_pkcs1_der()
+            .map_err(|e| TokenError::PublicKey(e.to_string()))?;
+        Ok(Self {
+            key: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+            kid: libtrust_key_id(spki.as_bytes()),
+            public_key_pem,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            lifetime,
+            serial: AtomicU64::new(0),
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_key_pem
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Signs a token that lets its bearer list `path` and everything below it.
+    pub fn mint(&self, path: &str) -> Result<Token, TokenError> {
+        let now = SystemTime::now();
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let lifetime = self.lifetime.as_secs() as i64;
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: "registry-repair".into(),
+            iat,
+            nbf: iat - NOT_BEFORE_SLACK_S,
+            exp: iat + lifetime,
+            jti: format!(
+                "{:x}-{:x}-{serial:x}-{:x}",
+                std::process::id(),
+                iat,
+                rand::random::<u64>()
+            ),
+            access: pull_access(path),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        let bearer =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| TokenError::Sign {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Token {
+            bearer,
+            expires_at: now + self.lifetime,
+        })
+    }
+}
+
+/// libtrust's key id: SHA-256 of the DER public key, first 30 bytes, base32 without padding,
+/// in groups of four joined by `:` (what GitLab puts in `kid`).
+pub fn libtrust_key_id(spki_der: &[u8]) -> String {
+    let digest = Sha256::digest(spki_der);
+    let encoded = base32_no_pad(&digest[..30]);
+    encoded
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn base32_no_pad(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        assert_eq!(base32_no_pad(b""), "");
+        assert_eq!(base32_no_pad(b"f"), "MY");
+        assert_eq!(base32_no_pad(b"fo"), "MZXQ");
+        assert_eq!(base32_no_pad(b"foo"), "MZXW6");
+        assert_eq!(base32_no_pad(b"foob"), "MZXW6YQ");
+        assert_eq!(base32_no_pad(b"fooba"), "MZXW6YTB");
+        assert_eq!(base32_no_pad(b"foobar"), "MZXW6YTBOI");
+    }
+
+    #[test]
+    fn kid_matches_the_one_openssl_and_python_compute_for_the_fixture_key() {
+        // Computed independently: openssl rsa -pubout -outform DER | sha256 | first 30 bytes | base32.
+        let pem = include_str!("../../tests/fixtures/registry.key");
+        let signer = TokenSigner::from_pem(pem, "fixture", "iss", "aud", Duration::from_secs(300))
+            .expect("fixture key parses");
+        assert_eq!(
+            signer.kid(),
+            "TSQI:P3ZI:J5WT:SIO6:2GK4:OQCC:VANV:GZ7P:UASF:DFMJ:7A2P:CLFW"
+        );
+    }
+
+    #[test]
+    fn pkcs8_keys_are_accepted_and_garbage_is_refused() {
+        let pem = include_str!("../../tests/fixtures/other.key");
+        assert!(TokenSigner::from_pem(pem, "other", "i", "a", Duration::from_secs(300)).is_ok());
+        let err = TokenSigner::from_pem("hello", "junk.pem", "i", "a", Duration::from_secs(300))
+            .err()
+            .expect("garbage refused");
+        assert!(err.to_string().contains("junk.pem"), "{err}");
+    }
+
+    #[test]
+    fn token_debug_never_shows_the_bearer() {
+        let token = Token {
+            bearer: "secret.jwt.value".into(),
+            expires_at: SystemTime::now(),
+        };
+        assert!(!format!("{token:?}").contains("secret"));
+    }
+}

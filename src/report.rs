@@ -1,0 +1,119 @@
+//! The `report` command's output: totals and the projects with the most missing repositories, as a
+//! table for people, JSON for programs, or CSV for spreadsheets.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::db::tracking::{MissingProject, Totals};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub totals: Totals,
+    pub top_missing: Vec<MissingProject>,
+}
+
+impl Report {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.table(),
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Csv => self.csv(),
+        }
+    }
+
+    fn rows(&self) -> [(&'static str, i64); 7] {
+        let t = &self.totals;
+        [
+            ("projects", t.projects),
+            ("analysed", t.analysed),
+            ("completed", t.completed),
+            ("failed", t.failed),
+            ("pending", t.pending),
+            ("projects_with_missing", t.projects_with_missing),
+            ("missing", t.missing),
+        ]
+    }
+
+    fn table(&self) -> String {
+        let t = &self.totals;
+        let mut out = String::new();
+        let _ = writeln!(out, "Projects                      {:>12}", t.projects);
+        let _ = writeln!(out, "Analysed                      {:>12}", t.analysed);
+        let _ = writeln!(out, "  completed                   {:>12}", t.completed);
+        let _ = writeln!(out, "  failed                      {:>12}", t.failed);
+        let _ = writeln!(out, "Pending                       {:>12}", t.pending);
+        let _ = writeln!(
+            out,
+            "Projects with missing > 0     {:>12}",
+            t.projects_with_missing
+        );
+        let _ = writeln!(out, "Missing repositories in all   {:>12}", t.missing);
+        if self.top_missing.is_empty() {
+            let _ = writeln!(out, "\nNo project has missing repositories.");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "\nTop {} projects by missing repositories",
+            self.top_missing.len()
+        );
+        let _ = writeln!(out, "{:>12}  {:>8}  FULL PATH", "PROJECT ID", "MISSING");
+        for p in &self.top_missing {
+            let _ = writeln!(
+                out,
+                "{:>12}  {:>8}  {}",
+                p.project_id,
+                p.missing_count,
+                p.full_path.as_deref().unwrap_or("(no route)")
+            );
+        }
+        out
+    }
+
+    /// Two blocks separated by a blank line: `metric,value`, then `project_id,full_path,missing_count`.
+    fn csv(&self) -> String {
+        let mut out = String::from("metric,value\n");
+        for (name, value) in self.rows() {
+            let _ = writeln!(out, "{name},{value}");
+        }
+        out.push_str("\nproject_id,full_path,missing_count\n");
+        for p in &self.top_missing {
+            let _ = writeln!(
+                out,
+                "{},{},{}",
+                p.project_id,
+                csv_field(p.full_path.as_deref().unwrap_or("")),
+                p.missing_count
+            );
+        }
+        out
+    }
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        assert_eq!(csv_field("group/project"), "group/project");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
+}

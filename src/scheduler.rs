@@ -1,0 +1,545 @@
+//! The Scheduler actor: walks the projects that have no tracking row (keyset, in id order), keeps a
+//! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
+//! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
+//! pass all arrive here as messages.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
+use crate::db::projects::next_unanalysed;
+use crate::db::tracking::{Status as RowStatus, TrackingRow};
+use crate::db::Database;
+use crate::writer::{Flush, Writer, WriterPressure};
+
+/// Projects read per keyset query; the queue is refilled when it falls below half of this.
+pub const FETCH_BATCH: i64 = 1000;
+const RETRY_DB: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub limit: usize,
+    pub enabled: bool,
+    pub until_done: bool,
+    pub rescan_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `--until-done`: every project has a row and everything is flushed.
+    Done,
+    /// Stopped by a signal; everything that finished in time is flushed.
+    Stopped,
+    /// Stopped, but the last flush failed: those projects will be analysed again next time.
+    FlushFailed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Walking projects and dispatching them.
+    Running,
+    /// The pass is over; waiting for the Writer to flush before the next pass.
+    Flushing,
+    /// Nothing was left to do; waiting `rescan_interval` before looking again.
+    Idle,
+    /// Shutting down: no new dispatch, in-flight projects finishing.
+    Draining,
+    Finished,
+}
+
+struct Slot {
+    addr: Addr<Analyzer>,
+    busy: Option<i64>,
+}
+
+pub struct Scheduler {
+    db: Database,
+    deps: Arc<AnalyzerDeps>,
+    writer: Addr<Writer>,
+    config: SchedulerConfig,
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    cursor: i64,
+    exhausted: bool,
+    fetching: bool,
+    found_in_pass: u64,
+    passes: u64,
+    phase: Phase,
+    writer_full: bool,
+    backoff: Backoff,
+    counts: Counts,
+    started_at: Instant,
+    finished: Option<oneshot::Sender<RunEnd>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    completed: u64,
+    failed: u64,
+    missing: u64,
+    deferred: u64,
+    crashes: u64,
+}
+
+#[derive(Default)]
+struct Backoff {
+    until: Option<Instant>,
+    consecutive: u32,
+    last_error: Option<String>,
+}
+
+impl Backoff {
+    fn active(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Another project could not be analysed for a reason outside it: wait longer each time.
+    fn trip(&mut self, reason: String) -> Duration {
+        let delay = BACKOFF_MIN
+            .saturating_mul(1 << self.consecutive.min(6))
+            .min(BACKOFF_MAX);
+        self.consecutive += 1;
+        self.until = Some(Instant::now() + delay);
+        self.last_error = Some(reason);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.until = None;
+        self.consecutive = 0;
+    }
+}
+
+impl Scheduler {
+    pub fn new(
+        db: Database,
+        deps: Arc<AnalyzerDeps>,
+        config: SchedulerConfig,
+        finished: oneshot::Sender<RunEnd>,
+    ) -> Self {
+        Self {
+            db,
+            writer: deps.writer.clone(),
+            deps,
+            config,
+            slots: Vec::new(),
+            queue: VecDeque::new(),
+            cursor: 0,
+            exhausted: false,
+            fetching: false,
+            found_in_pass: 0,
+            passes: 1,
+            phase: Phase::Running,
+            writer_full: false,
+            backoff: Backoff::default(),
+            counts: Counts::default(),
+            started_at: Instant::now(),
+            finished: Some(finished),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.busy.is_some()).count()
+    }
+
+    /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.refill(ctx);
+        self.dispatch(ctx);
+        self.end_pass_if_done(ctx);
+    }
+
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running
+            || self.exhausted
+            || self.fetching
+            || self.queue.len() as i64 >= FETCH_BATCH / 2
+        {
+            return;
+        }
+        self.fetching = true;
+        let db = self.db.clone();
+        let after = self.cursor;
+        let fetch = async move { next_unanalysed(&db, after, FETCH_BATCH).await };
+        ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
+            act.fetching = false;
+            match result {
+                Ok(projects) => {
+                    if act.phase != Phase::Running || act.cursor != after {
+                        return; // a stale answer from before a shutdown or a new pass
+                    }
+                    act.exhausted = (projects.len() as i64) < FETCH_BATCH;
+                    if let Some(last) = projects.last() {
+                        act.cursor = last.id;
+                    }
+                    act.found_in_pass += projects.len() as u64;
+                    act.queue.extend(projects.into_iter().map(|project| Job {
+                        project,
+                        crashes: 0,
+                    }));
+                    act.tick(ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, after, "reading projects failed; retrying");
+                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
+                }
+            }
+        }));
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
+            return;
+        }
+        if self.backoff.active() {
+            return;
+        }
+        let mut in_flight = self.in_flight();
+        while in_flight < self.config.limit {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let slot = match self.slots.iter().position(|s| s.busy.is_none()) {
+                Some(index) => index,
+                None => {
+                    let id = self.slots.len();
+                    let deps = self.deps.clone();
+                    let me = ctx.address().recipient();
+                    let addr = actix::Supervisor::start(move |_| Analyzer::new(id, deps, me));
+                    self.slots.push(Slot { addr, busy: None });
+                    id
+                }
+            };
+            self.slots[slot].busy = Some(job.project.id);
+            self.slots[slot].addr.do_send(Analyze(job));
+            in_flight += 1;
+        }
+    }
+
+    fn end_pass_if_done(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running
+            || !self.exhausted
+            || self.fetching
+            || !self.queue.is_empty()
+            || self.in_flight() > 0
+        {
+            return;
+        }
+        // Flush before looking again, or projects whose results are still buffered would be
+        // found without a row and analysed twice.
+        self.phase = Phase::Flushing;
+        let flush = self.writer.send(Flush);
+        ctx.spawn(flush.into_actor(self).map(|result, act, ctx| {
+            if act.phase != Phase::Flushing {
+                return;
+            }
+            match result {
+                Ok(Ok(_)) => {
+                    let found = act.found_in_pass;
+                    tracing::info!(pass = act.passes, projects = found, "pass complete");
+                    if found > 0 {
+                        act.start_pass(ctx);
+                    } else if act.config.until_done {
+                        act.finish(RunEnd::Done);
+                    } else {
+                        act.phase = Phase::Idle;
+                        ctx.run_later(act.config.rescan_interval, |act, ctx| {
+                            if act.phase == Phase::Idle {
+                                act.start_pass(ctx);
+                            }
+                        });
+                    }
+                }
+                other => {
+                    let reason = match other {
+                        Ok(Err(e)) => e,
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
+                    act.phase = Phase::Running;
+                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
+                }
+            }
+        }));
+    }
+
+    fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Running;
+        self.cursor = 0;
+        self.exhausted = false;
+        self.found_in_pass = 0;
+        self.passes += 1;
+        self.tick(ctx);
+    }
+
+    fn finish(&mut self, end: RunEnd) {
+        self.phase = Phase::Finished;
+        if let Some(tx) = self.finished.take() {
+            let _ = tx.send(end);
+        }
+    }
+
+    /// The last step of a shutdown: flush what the Writer holds, then report.
+    fn finalize(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Draining {
+            return;
+        }
+        self.phase = Phase::Finished;
+        let abandoned = self.in_flight();
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
+        }
+        let flush = self.writer.send(Flush);
+        ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
+            let end = match result {
+                Ok(Ok(_)) => RunEnd::Stopped,
+                Ok(Err(e)) => RunEnd::FlushFailed(e),
+                Err(e) => RunEnd::FlushFailed(e.to_string()),
+            };
+            if let Some(tx) = act.finished.take() {
+                let _ = tx.send(end);
+            }
+        }));
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Draining => "draining",
+            Phase::Finished => "stopped",
+            _ if !self.config.enabled => "paused",
+            _ if self.config.limit == 0 => "paused (concurrency 0)",
+            _ if self.backoff.active() => "backing off",
+            _ if self.writer_full => "waiting for the writer",
+            Phase::Idle => "idle",
+            Phase::Running | Phase::Flushing => "running",
+        }
+    }
+
+    fn status(&self) -> Status {
+        let uptime = self.started_at.elapsed().as_secs_f64();
+        let analysed = self.counts.completed + self.counts.failed;
+        Status {
+            state: self.state_name().to_string(),
+            enabled: self.config.enabled,
+            max_concurrency: self.config.limit,
+            in_flight: self.in_flight(),
+            queued: self.queue.len(),
+            analysed,
+            completed: self.counts.completed,
+            failed: self.counts.failed,
+            missing_found: self.counts.missing,
+            deferred: self.counts.deferred,
+            analyzer_restarts: self.counts.crashes,
+            analyzers: self.slots.len(),
+            pass: self.passes,
+            rate_per_s: if uptime > 0.0 {
+                analysed as f64 / uptime
+            } else {
+                0.0
+            },
+            uptime_s: uptime,
+            writer_full: self.writer_full,
+            last_error: self.backoff.last_error.clone(),
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            max_concurrency = self.config.limit,
+            enabled = self.config.enabled,
+            until_done = self.config.until_done,
+            "scheduler started"
+        );
+        self.tick(ctx);
+    }
+}
+
+/// The running service's state, as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub state: String,
+    pub enabled: bool,
+    pub max_concurrency: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    /// Projects recorded by this process (completed + failed).
+    pub analysed: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub missing_found: u64,
+    pub deferred: u64,
+    pub analyzer_restarts: u64,
+    pub analyzers: usize,
+    pub pass: u64,
+    pub rate_per_s: f64,
+    pub uptime_s: f64,
+    pub writer_full: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for Scheduler {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+/// Use at most this many projects in flight from now on; 0 pauses.
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct SetConcurrency(pub usize);
+
+impl Handler<SetConcurrency> for Scheduler {
+    type Result = MessageResult<SetConcurrency>;
+
+    fn handle(
+        &mut self,
+        SetConcurrency(limit): SetConcurrency,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if limit != self.config.limit {
+            tracing::info!(
+                from = self.config.limit,
+                to = limit,
+                "max concurrency changed"
+            );
+            self.config.limit = limit;
+        }
+        // Lowering takes effect as in-flight projects finish: none is interrupted.
+        self.tick(ctx);
+        MessageResult(self.status())
+    }
+}
+
+/// Switch the feature flag: off stops dispatching, in-flight projects finish and are recorded.
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct SetEnabled(pub bool);
+
+impl Handler<SetEnabled> for Scheduler {
+    type Result = MessageResult<SetEnabled>;
+
+    fn handle(&mut self, SetEnabled(enabled): SetEnabled, ctx: &mut Context<Self>) -> Self::Result {
+        if enabled != self.config.enabled {
+            tracing::info!(enabled, "feature flag switched");
+            self.config.enabled = enabled;
+        }
+        self.tick(ctx);
+        MessageResult(self.status())
+    }
+}
+
+/// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        if matches!(self.phase, Phase::Draining | Phase::Finished) {
+            return;
+        }
+        let in_flight = self.in_flight();
+        tracing::info!(in_flight, "shutting down: waiting for in-flight projects");
+        self.phase = Phase::Draining;
+        self.queue.clear();
+        if in_flight == 0 {
+            self.finalize(ctx);
+        } else {
+            ctx.run_later(self.config.shutdown_timeout, |act, ctx| act.finalize(ctx));
+        }
+    }
+}
+
+/// What became of a project an Analyzer was given.
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    /// Its result went to the Writer.
+    Recorded(TrackingRow),
+    /// It could not be analysed for a reason outside it; analyse it again later.
+    Deferred { job: Job, reason: String },
+    /// The Analyzer panicked on it and was restarted.
+    Crashed(Job),
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AnalyzerFinished {
+    pub analyzer: usize,
+    pub project_id: i64,
+    pub disposition: Disposition,
+}
+
+impl Handler<AnalyzerFinished> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnalyzerFinished, ctx: &mut Context<Self>) {
+        if let Some(slot) = self.slots.get_mut(msg.analyzer) {
+            if slot.busy == Some(msg.project_id) {
+                slot.busy = None;
+            }
+        }
+        match msg.disposition {
+            Disposition::Recorded(row) => {
+                self.backoff.reset();
+                match row.status {
+                    RowStatus::Failed => self.counts.failed += 1,
+                    _ => {
+                        self.counts.completed += 1;
+                        self.counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
+                    }
+                }
+            }
+            Disposition::Deferred { job, reason } => {
+                self.counts.deferred += 1;
+                let delay = self.backoff.trip(reason.clone());
+                tracing::warn!(project_id = job.project.id, %reason, ?delay, "dispatching paused after an error outside the project");
+                ctx.run_later(delay, |act, ctx| act.tick(ctx));
+                if self.phase == Phase::Running {
+                    self.queue.push_front(job);
+                }
+            }
+            Disposition::Crashed(job) => {
+                self.counts.crashes += 1;
+                if self.phase == Phase::Running {
+                    self.queue.push_front(job);
+                }
+            }
+        }
+        if self.phase == Phase::Draining && self.in_flight() == 0 {
+            self.finalize(ctx);
+            return;
+        }
+        self.tick(ctx);
+    }
+}
+
+impl Handler<WriterPressure> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterPressure, ctx: &mut Context<Self>) {
+        self.writer_full = msg.full;
+        self.tick(ctx);
+    }
+}

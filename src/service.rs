@@ -1,0 +1,124 @@
+//! Wires the actors together: one Writer, one Scheduler with its supervised Analyzers, and the admin
+//! API, all on the current actix System. `run`, `demo` and the tests start the service this way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::admin::AdminServer;
+use crate::analyzer::{AnalyzerDeps, Faults};
+use crate::config::Settings;
+use crate::db::Database;
+use crate::registry::{RegistryClient, TokenSigner};
+use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
+use crate::writer::{SetPressureListener, Writer};
+
+#[derive(Default)]
+pub struct ServiceOptions {
+    /// Stop once every project has a row and everything is flushed.
+    pub until_done: bool,
+    /// Fault injection; only tests set it.
+    pub faults: Arc<Faults>,
+}
+
+pub struct Service {
+    pub scheduler: Addr<Scheduler>,
+    pub writer: Addr<Writer>,
+    pub admin_addr: SocketAddr,
+    admin: AdminServer,
+    finished: oneshot::Receiver<RunEnd>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+}
+
+/// Starts the service inside the current actix System.
+pub async fn start(
+    settings: &Settings,
+    signer: Arc<TokenSigner>,
+    options: ServiceOptions,
+) -> Result<Service, StartError> {
+    let listen = settings.admin_listen()?;
+    let db = Database::new(
+        &settings.database.url,
+        usize::try_from(settings.database.pool_size).unwrap_or(1),
+        settings.connect_timeout(),
+    )?;
+    db.check_ready().await?;
+    let registry = RegistryClient::new(
+        &settings.registry.url,
+        u32::try_from(settings.registry.page_size).unwrap_or(1000),
+        settings.registry_timeout(),
+        u32::try_from(settings.registry.max_pages).unwrap_or(u32::MAX),
+        signer,
+    )?;
+    match registry.probe().await {
+        Ok(status) => tracing::info!(registry = %settings.registry.url, status, "registry answers"),
+        Err(error) => {
+            tracing::warn!(registry = %settings.registry.url, %error, "registry does not answer yet")
+        }
+    }
+
+    let writer_db = db.clone();
+    let batch_size = settings.batch_size();
+    let flush_interval = settings.flush_interval();
+    let writer = Supervisor::start(move |_| Writer::new(writer_db, batch_size, flush_interval));
+    let deps = Arc::new(AnalyzerDeps {
+        registry,
+        db: db.clone(),
+        writer: writer.clone(),
+        faults: options.faults,
+    });
+    let (finished_tx, finished) = oneshot::channel();
+    let config = SchedulerConfig {
+        limit: settings.max_concurrency(),
+        enabled: settings.worker.enabled,
+        until_done: options.until_done,
+        rescan_interval: settings.rescan_interval(),
+        shutdown_timeout: settings.shutdown_timeout(),
+    };
+    let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
+    writer.do_send(SetPressureListener(scheduler.clone().recipient()));
+    let admin = AdminServer::start(listen, settings.admin.token.clone(), scheduler.clone())?;
+    tracing::info!(
+        database = db.target(),
+        registry = %settings.registry.url,
+        admin = %admin.addr,
+        "service started"
+    );
+    Ok(Service {
+        scheduler,
+        writer,
+        admin_addr: admin.addr,
+        admin,
+        finished,
+    })
+}
+
+impl Service {
+    /// Asks the service to stop: no new dispatch, in-flight projects finish, the Writer flushes.
+    pub fn shutdown(&self) {
+        self.scheduler.do_send(Shutdown);
+    }
+
+    /// Waits until the run ends, then stops the admin API.
+    pub async fn wait(self) -> RunEnd {
+        let end = self
+            .finished
+            .await
+            .unwrap_or_else(|_| RunEnd::FlushFailed("the scheduler stopped unexpectedly".into()));
+        self.admin.stop().await;
+        end
+    }
+}

@@ -1,0 +1,32 @@
+//! Logging: one event per line on standard error (standard output is for reports), as text or
+//! JSON, filtered by `log.level` (or `RUST_LOG`, which wins when set).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(with_quiet_servers(&settings.level)))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = if settings.format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// actix's HTTP servers log every start and stop of their workers at `info`: noise for an
+/// operator, so they speak only of problems unless the level names them.
+fn with_quiet_servers(level: &str) -> String {
+    if level.contains("actix") {
+        level.to_string()
+    } else {
+        format!("{level},actix_server=warn,actix_web=warn")
+    }
+}
