@@ -139,11 +139,13 @@ impl Supervised for Analyzer {
             "analyzer restarted after a panic"
         );
         if crashes >= MAX_CRASHES {
-            self.record(TrackingRow {
+            let row = TrackingRow {
                 project_id: job.project.id,
                 missing_count: 0,
                 status: Status::Failed,
-            });
+            };
+            self.deps.writer.do_send(Record(row.clone()));
+            self.finish(job.project.id, Disposition::CrashedForGood(row));
         } else {
             self.finish(
                 job.project.id,

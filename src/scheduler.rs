@@ -479,8 +479,10 @@ pub enum Disposition {
     Recorded(TrackingRow),
     /// It could not be analysed for a reason outside it; analyse it again later.
     Deferred { job: Job, reason: String },
-    /// The Analyzer panicked on it and was restarted.
+    /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
+    /// The Analyzer panicked on it once too often; it was recorded `failed`.
+    CrashedForGood(TrackingRow),
 }
 
 #[derive(Message, Debug)]
@@ -519,6 +521,10 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 if self.phase == Phase::Running {
                     self.queue.push_front(job);
                 }
+            }
+            Disposition::CrashedForGood(_) => {
+                self.counts.crashes += 1;
+                self.counts.failed += 1;
             }
             Disposition::Crashed(job) => {
                 self.counts.crashes += 1;

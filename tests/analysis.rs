@@ -1,0 +1,153 @@
+//! One project's analysis against a real database and the simulated registry: how registry paths
+//! become Rails names and which count as missing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{signer, trusted, TestDb, FIXTURE_KEY};
+use registry_repair::analyzer::{analyze, Analysis};
+use registry_repair::db::projects::{next_unanalysed, Project};
+use registry_repair::demo::seed::World;
+use registry_repair::registry::simulator::RegistrySimulator;
+use registry_repair::registry::RegistryClient;
+
+struct Setup {
+    _db: TestDb,
+    database: registry_repair::db::Database,
+    registry: RegistrySimulator,
+    client: RegistryClient,
+}
+
+async fn setup(world: &World, page_size: u32) -> Setup {
+    let db = TestDb::new().await;
+    let database = db.database();
+    world.insert(&database).await.expect("seed");
+    let registry = RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let client = RegistryClient::new(
+        &registry.url(),
+        page_size,
+        Duration::from_secs(5),
+        100,
+        signer(FIXTURE_KEY),
+    )
+    .expect("client");
+    Setup {
+        _db: db,
+        database,
+        registry,
+        client,
+    }
+}
+
+async fn project(s: &Setup, id: i64) -> Project {
+    next_unanalysed(&s.database, id - 1, 1)
+        .await
+        .expect("query")
+        .into_iter()
+        .next()
+        .filter(|p| p.id == id)
+        .expect("project is unanalysed")
+}
+
+fn completed(missing: i32) -> impl Fn(&Analysis) -> bool {
+    move |a| matches!(a, Analysis::Completed { missing: m, .. } if *m == missing)
+}
+
+#[actix_rt::test]
+async fn root_and_nested_names_in_a_mixed_case_project_are_counted_when_rails_lacks_them() {
+    let mut w = World::new();
+    let top = w.group(None, "Gitlab-Org");
+    let sub = w.group(Some(top), "Build");
+    // Registry: root, a, a/b, a/b/c, x. Rails: a/b (and a row the registry does not have).
+    let p = w.project(sub, "CNG", &["", "a", "a/b", "a/b/c", "x"], &["a/b", "gone/long-ago"]);
+    let s = setup(&w, 2).await;
+    let proj = project(&s, p).await;
+    assert_eq!(proj.full_path.as_deref(), Some("Gitlab-Org/Build/CNG"));
+    let a = analyze(&s.client, &s.database, &proj).await;
+    // 5 in the registry, 1 of them known to Rails; the Rails-only row does not count.
+    assert!(completed(4)(&a), "{a:?}");
+    // Three pages of two: 2 + 2 + 1.
+    assert_eq!(s.registry.requests_for("gitlab-org/build/cng"), 3);
+}
+
+#[actix_rt::test]
+async fn every_repository_known_to_rails_means_zero_missing() {
+    let mut w = World::new();
+    let g = w.group(None, "Acme");
+    let p = w.project(g, "App", &["", "api", "tools/builder"], &["", "api", "tools/builder"]);
+    let s = setup(&w, 1000).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await).await;
+    assert!(completed(0)(&a), "{a:?}");
+}
+
+#[actix_rt::test]
+async fn sibling_projects_sharing_a_prefix_do_not_leak_into_each_other() {
+    let mut w = World::new();
+    let g = w.group(None, "Grp");
+    let app = w.project(g, "App", &["one"], &["one"]);
+    let app_x = w.project(g, "App-X", &["", "two", "three"], &[]);
+    let s = setup(&w, 1000).await;
+    let a = analyze(&s.client, &s.database, &project(&s, app).await).await;
+    assert!(completed(0)(&a), "{a:?}");
+    let b = analyze(&s.client, &s.database, &project(&s, app_x).await).await;
+    assert!(completed(3)(&b), "{b:?}");
+}
+
+#[actix_rt::test]
+async fn entries_outside_the_project_path_are_ignored_and_counted() {
+    let mut w = World::new();
+    let g = w.group(None, "Grp");
+    let p = w.project(g, "App", &["a"], &[]);
+    let s = setup(&w, 1000).await;
+    s.registry
+        .add_foreign_entries("grp/app", &["grp/other/x", "grp/app-x/y", "elsewhere/z"]);
+    match analyze(&s.client, &s.database, &project(&s, p).await).await {
+        Analysis::Completed {
+            missing, ignored, ..
+        } => {
+            assert_eq!(missing, 1);
+            assert_eq!(ignored, 3);
+        }
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn an_unknown_namespace_is_completed_with_zero_and_no_route_is_failed() {
+    let mut w = World::new();
+    let known = w.group(None, "Known");
+    w.project(known, "Has", &["a"], &[]);
+    let quiet = w.group(None, "Quiet");
+    let p = w.project(quiet, "Legacy", &[], &["old"]);
+    let orphan = w.project_without_route(quiet, "Orphan");
+    let s = setup(&w, 1000).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await).await;
+    assert!(completed(0)(&a), "{a:?}");
+    let before = s.registry.stats().list_requests;
+    let b = analyze(&s.client, &s.database, &project(&s, orphan).await).await;
+    assert!(matches!(b, Analysis::Failed { .. }), "{b:?}");
+    assert_eq!(s.registry.stats().list_requests, before, "no request without a path");
+}
+
+#[actix_rt::test]
+async fn the_keyset_walk_skips_projects_with_a_row_and_returns_paths_in_id_order() {
+    let mut w = World::new();
+    let g = w.group(None, "G");
+    let ids: Vec<i64> = (0..10).map(|i| w.project(g, &format!("P{i}"), &[], &[])).collect();
+    let s = setup(&w, 1000).await;
+    s._db
+        .execute(&format!(
+            "INSERT INTO container_registry_data_repair_details (project_id, status, missing_count, created_at, updated_at) \
+             VALUES ({}, 1, 0, now(), now()), ({}, 2, 0, now(), now())",
+            ids[2], ids[5]
+        ))
+        .await;
+    let first = next_unanalysed(&s.database, 0, 4).await.expect("query");
+    let got: Vec<i64> = first.iter().map(|p| p.id).collect();
+    assert_eq!(got, vec![ids[0], ids[1], ids[3], ids[4]]);
+    assert_eq!(first[0].full_path.as_deref(), Some("G/P0"));
+    let rest = next_unanalysed(&s.database, ids[4], 100).await.expect("query");
+    let got: Vec<i64> = rest.iter().map(|p| p.id).collect();
+    assert_eq!(got, vec![ids[6], ids[7], ids[8], ids[9]]);
+}

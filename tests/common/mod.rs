@@ -1,0 +1,343 @@
+//! Shared test support: a fresh PostgreSQL database per test, copied from a template that was
+//! migrated once; the simulated registry trusting the fixture key; and `spawn_app`, which starts
+//! the whole service in-process against both.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use registry_repair::analyzer::Faults;
+use registry_repair::config::Settings;
+use registry_repair::db::tracking::{self, TrackingRow};
+use registry_repair::db::{self, Database};
+use registry_repair::demo::database::{database_url, load_gitlab_schema, GITLAB_SCHEMA};
+use registry_repair::demo::seed::World;
+use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
+use registry_repair::registry::TokenSigner;
+use registry_repair::service::{self, Service, ServiceOptions};
+use tokio::sync::OnceCell;
+
+pub const FIXTURE_KEY: &str = include_str!("../fixtures/registry.key");
+pub const OTHER_KEY: &str = include_str!("../fixtures/other.key");
+pub const ISSUER: &str = "gitlab-issuer";
+pub const AUDIENCE: &str = "container_registry";
+
+/// The PostgreSQL server the tests use; `TEST_DATABASE_SERVER` overrides it.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn fixture_key_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry.key")
+}
+
+pub fn signer(pem: &str) -> Arc<TokenSigner> {
+    Arc::new(
+        TokenSigner::from_pem(pem, "fixture", ISSUER, AUDIENCE, Duration::from_secs(300))
+            .expect("fixture key parses"),
+    )
+}
+
+pub fn trusted() -> TrustedIssuer {
+    let s = signer(FIXTURE_KEY);
+    TrustedIssuer {
+        public_key_pem: s.public_key_pem().to_string(),
+        kid: s.kid().to_string(),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+    }
+}
+
+async fn run_on(url: &str, sql: &str) {
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    conn.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("running `{sql}`: {e}"));
+}
+
+/// The template's name changes whenever GitLab's schema or the migrations change.
+fn template_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    GITLAB_SCHEMA.hash(&mut h);
+    include_str!("../../migrations/2026-11-25-000000_create_tracking_table/up.sql").hash(&mut h);
+    format!("rr_tpl_{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates the template once per machine (under an advisory lock, since test binaries run in
+/// parallel) and sweeps databases left by test processes that no longer exist.
+async fn template() -> String {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = template_name();
+            let server = server_url();
+            let mut conn = AsyncPgConnection::establish(&server)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {server}: {e} (is PostgreSQL running?)"));
+            conn.batch_execute("SELECT pg_advisory_lock(727274)")
+                .await
+                .expect("advisory lock");
+            let exists = database_exists(&mut conn, &name).await;
+            if !exists {
+                let building = format!("{name}_building");
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+                    format!("CREATE DATABASE {building}"),
+                ] {
+                    conn.batch_execute(&sql).await.expect("create template");
+                }
+                let url = database_url(&server, &building).expect("url");
+                load_gitlab_schema(&url).await.expect("GitLab schema");
+                db::migrate(&url).expect("migrations");
+                conn.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .await
+                    .expect("rename template");
+            }
+            sweep_leftovers(&mut conn).await;
+            conn.batch_execute("SELECT pg_advisory_unlock(727274)")
+                .await
+                .expect("advisory unlock");
+            name
+        })
+        .await
+        .clone()
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let c: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .expect("pg_database");
+    c.n > 0
+}
+
+async fn sweep_leftovers(conn: &mut AsyncPgConnection) {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let names: Vec<Name> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'rr_test_%'")
+            .load(conn)
+            .await
+            .expect("list test databases");
+    for Name { datname } in names {
+        let pid = datname.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = conn
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// A database of this test's own, with GitLab's tables and the tracking table; dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let db = Self::unborn();
+        db.create().await;
+        db
+    }
+
+    /// A name and URL for a database that does not exist yet (a database that is down).
+    pub fn unborn() -> Self {
+        let name = format!(
+            "rr_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let url = database_url(&server_url(), &name).expect("url");
+        Self { name, url }
+    }
+
+    /// Creates the database from the migrated template.
+    pub async fn create(&self) {
+        let template = template().await;
+        let name = &self.name;
+        run_on(&server_url(), &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        run_on(&server_url(), &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+    }
+
+    /// A database with GitLab's tables but without the tracking table (for migration tests).
+    pub async fn without_tracking_table() -> Self {
+        let db = Self::new().await;
+        db.execute("DROP TABLE container_registry_data_repair_details; DROP TABLE __diesel_schema_migrations")
+            .await;
+        db
+    }
+
+    pub fn database(&self) -> Database {
+        Database::new(&self.url, 4, Duration::from_secs(5)).expect("pool")
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        run_on(&self.url, sql).await;
+    }
+
+    pub async fn rows(&self) -> Vec<TrackingRow> {
+        tracking::all_rows(&self.database()).await.expect("rows")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(mut conn) = AsyncPgConnection::establish(&server_url()).await {
+                        let _ = conn
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Settings pointing at `db` and `registry`, tuned for quick tests.
+pub fn settings_for(db: &TestDb, registry_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = db.url.clone();
+    s.database.pool_size = 4;
+    s.registry.url = registry_url.to_string();
+    s.registry.key_path = Some(fixture_key_path());
+    s.registry.timeout_ms = 5000;
+    s.admin.listen = "127.0.0.1:0".into();
+    s.writer.flush_interval_ms = 50;
+    s.worker.rescan_interval_s = 1;
+    s.worker.shutdown_timeout_s = 10;
+    s
+}
+
+/// The world seeded into a fresh database, a simulated registry serving it, and the service.
+pub struct TestApp {
+    pub db: TestDb,
+    pub registry: RegistrySimulator,
+    pub settings: Settings,
+    pub faults: Arc<Faults>,
+    pub service: Option<Service>,
+}
+
+impl TestApp {
+    /// Seeds `world` and starts the registry, but not the service.
+    pub async fn prepare(world: &World) -> Self {
+        let db = TestDb::new().await;
+        world.insert(&db.database()).await.expect("seeding");
+        let registry =
+            RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+        let settings = settings_for(&db, &registry.url());
+        Self {
+            db,
+            registry,
+            settings,
+            faults: Arc::new(Faults::default()),
+            service: None,
+        }
+    }
+
+    pub async fn start(&mut self, until_done: bool) {
+        let options = ServiceOptions {
+            until_done,
+            faults: self.faults.clone(),
+        };
+        let service = service::start(&self.settings, signer(FIXTURE_KEY), options)
+            .await
+            .expect("service starts");
+        self.service = Some(service);
+    }
+
+    pub fn service(&self) -> &Service {
+        self.service.as_ref().expect("service started")
+    }
+
+    /// Runs the service until every project has a row (or 60 s pass).
+    pub async fn run_until_done(&mut self) -> registry_repair::scheduler::RunEnd {
+        self.start(true).await;
+        let service = self.service.take().expect("started");
+        tokio::time::timeout(Duration::from_secs(60), service.wait())
+            .await
+            .expect("the run ends within 60 s")
+    }
+
+    /// Rows keyed by project.
+    pub async fn rows_by_project(&self) -> HashMap<i64, TrackingRow> {
+        self.db
+            .rows()
+            .await
+            .into_iter()
+            .map(|r| (r.project_id, r))
+            .collect()
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that every project of `world` has exactly the row it must have.
+pub async fn assert_rows_match(world: &World, db: &TestDb) {
+    let rows: HashMap<i64, TrackingRow> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| (r.project_id, r))
+        .collect();
+    let expected = world.expected();
+    assert_eq!(rows.len(), expected.len(), "one row per project");
+    for (id, e) in expected {
+        let row = rows.get(&id).unwrap_or_else(|| panic!("project {id} has no row"));
+        assert_eq!(
+            (row.status, row.missing_count),
+            (e.status, e.missing),
+            "project {id}"
+        );
+    }
+}
