@@ -1,7 +1,7 @@
 //! The admin HTTP API on `admin.listen` (status and control, each a message to the Scheduler) and
 //! the client the `status`, `concurrency`, `pause` and `resume` commands use to reach it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix::Addr;
@@ -12,10 +12,10 @@ use crate::scheduler::{GetStatus, Scheduler, SetConcurrency, SetEnabled, Status}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("binding the admin API to {addr} (admin.listen): {source}")]
+    #[error("binding the admin API to {addr} (admin.listen): {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no registry-repair service answers at {url} (admin.listen): {message}")]
     NotRunning { url: String, message: String },
@@ -50,13 +50,26 @@ pub struct AdminServer {
     handle: actix_web::dev::ServerHandle,
 }
 
+/// Binds `admin.listen` (port 0 picks one) before anything else starts, so that a port in use
+/// fails the start cleanly.
+pub fn bind(listen: SocketAddr) -> Result<TcpListener, AdminError> {
+    TcpListener::bind(listen).map_err(|error| AdminError::Bind {
+        addr: listen,
+        error,
+    })
+}
+
 impl AdminServer {
-    /// Serves the API on `listen` (port 0 picks one). Must be called inside the actix System.
+    /// Serves the API on `listener` (from [`bind`]). Must be called inside the actix System.
     pub fn start(
-        listen: SocketAddr,
+        listener: TcpListener,
         token: Option<String>,
         scheduler: Addr<Scheduler>,
     ) -> Result<Self, AdminError> {
+        let listen = listener.local_addr().map_err(|error| AdminError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            error,
+        })?;
         let state = web::Data::new(AdminState { scheduler, token });
         let server = HttpServer::new(move || {
             App::new()
@@ -76,10 +89,10 @@ impl AdminServer {
         })
         .workers(1)
         .disable_signals()
-        .bind(listen)
-        .map_err(|source| AdminError::Bind {
+        .listen(listener)
+        .map_err(|error| AdminError::Bind {
             addr: listen,
-            source,
+            error,
         })?;
         let addr = server.addrs().first().copied().unwrap_or(listen);
         let server = server.run();
@@ -231,7 +244,7 @@ impl AdminClient {
         let url = self.base.clone();
         let response = request.send().await.map_err(|e| AdminError::NotRunning {
             url: url.clone(),
-            message: root_cause(&e),
+            message: crate::errors::chain(&e),
         })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| AdminError::Malformed {
@@ -253,12 +266,4 @@ impl AdminClient {
             message: e.to_string(),
         })
     }
-}
-
-fn root_cause(error: &dyn std::error::Error) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -116,7 +116,12 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    crate::telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Demo { .. }) && log.level == "info" {
+        // The demo prints its own story; the service's info lines would drown it.
+        log.level = "warn".into();
+    }
+    crate::telemetry::init(&log);
     match cli.command {
         Command::Migrate => migrate(&settings),
         Command::Run { until_done } => run(settings, until_done),
@@ -161,7 +166,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let applied = db::migrate(&settings.database.url)?;
+    let applied = db::migrate(&settings.database.url, settings.connect_timeout())?;
     if applied.is_empty() {
         println!("tracking table up to date; nothing to do");
     } else {

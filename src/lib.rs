@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod errors;
 pub mod registry;
 pub mod report;
 pub mod scheduler;

@@ -49,7 +49,7 @@ pub async fn start(
     signer: Arc<TokenSigner>,
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
-    let listen = settings.admin_listen()?;
+    let listener = crate::admin::bind(settings.admin_listen()?)?;
     let db = Database::new(
         &settings.database.url,
         usize::try_from(settings.database.pool_size).unwrap_or(1),
@@ -90,7 +90,7 @@ pub async fn start(
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));
-    let admin = AdminServer::start(listen, settings.admin.token.clone(), scheduler.clone())?;
+    let admin = AdminServer::start(listener, settings.admin.token.clone(), scheduler.clone())?;
     tracing::info!(
         database = db.target(),
         registry = %settings.registry.url,

@@ -23,7 +23,8 @@ async fn setup(world: &World, page_size: u32) -> Setup {
     let db = TestDb::new().await;
     let database = db.database();
     world.insert(&database).await.expect("seed");
-    let registry = RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let registry =
+        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
     let client = RegistryClient::new(
         &registry.url(),
         page_size,
@@ -60,7 +61,12 @@ async fn root_and_nested_names_in_a_mixed_case_project_are_counted_when_rails_la
     let top = w.group(None, "Gitlab-Org");
     let sub = w.group(Some(top), "Build");
     // Registry: root, a, a/b, a/b/c, x. Rails: a/b (and a row the registry does not have).
-    let p = w.project(sub, "CNG", &["", "a", "a/b", "a/b/c", "x"], &["a/b", "gone/long-ago"]);
+    let p = w.project(
+        sub,
+        "CNG",
+        &["", "a", "a/b", "a/b/c", "x"],
+        &["a/b", "gone/long-ago"],
+    );
     let s = setup(&w, 2).await;
     let proj = project(&s, p).await;
     assert_eq!(proj.full_path.as_deref(), Some("Gitlab-Org/Build/CNG"));
@@ -75,7 +81,12 @@ async fn root_and_nested_names_in_a_mixed_case_project_are_counted_when_rails_la
 async fn every_repository_known_to_rails_means_zero_missing() {
     let mut w = World::new();
     let g = w.group(None, "Acme");
-    let p = w.project(g, "App", &["", "api", "tools/builder"], &["", "api", "tools/builder"]);
+    let p = w.project(
+        g,
+        "App",
+        &["", "api", "tools/builder"],
+        &["", "api", "tools/builder"],
+    );
     let s = setup(&w, 1000).await;
     let a = analyze(&s.client, &s.database, &project(&s, p).await).await;
     assert!(completed(0)(&a), "{a:?}");
@@ -127,14 +138,20 @@ async fn an_unknown_namespace_is_completed_with_zero_and_no_route_is_failed() {
     let before = s.registry.stats().list_requests;
     let b = analyze(&s.client, &s.database, &project(&s, orphan).await).await;
     assert!(matches!(b, Analysis::Failed { .. }), "{b:?}");
-    assert_eq!(s.registry.stats().list_requests, before, "no request without a path");
+    assert_eq!(
+        s.registry.stats().list_requests,
+        before,
+        "no request without a path"
+    );
 }
 
 #[actix_rt::test]
 async fn the_keyset_walk_skips_projects_with_a_row_and_returns_paths_in_id_order() {
     let mut w = World::new();
     let g = w.group(None, "G");
-    let ids: Vec<i64> = (0..10).map(|i| w.project(g, &format!("P{i}"), &[], &[])).collect();
+    let ids: Vec<i64> = (0..10)
+        .map(|i| w.project(g, &format!("P{i}"), &[], &[]))
+        .collect();
     let s = setup(&w, 1000).await;
     s._db
         .execute(&format!(
@@ -147,7 +164,9 @@ async fn the_keyset_walk_skips_projects_with_a_row_and_returns_paths_in_id_order
     let got: Vec<i64> = first.iter().map(|p| p.id).collect();
     assert_eq!(got, vec![ids[0], ids[1], ids[3], ids[4]]);
     assert_eq!(first[0].full_path.as_deref(), Some("G/P0"));
-    let rest = next_unanalysed(&s.database, ids[4], 100).await.expect("query");
+    let rest = next_unanalysed(&s.database, ids[4], 100)
+        .await
+        .expect("query");
     let got: Vec<i64> = rest.iter().map(|p| p.id).collect();
     assert_eq!(got, vec![ids[6], ids[7], ids[8], ids[9]]);
 }

@@ -33,12 +33,22 @@ async fn walk(client: &RegistryClient, path: &str) -> Result<Vec<Vec<String>>, R
 #[actix_rt::test]
 async fn pages_follow_the_last_marker_until_a_short_page() {
     let sim = RegistrySimulator::start(
-        repos(&["grp/app", "grp/app/a", "grp/app/b/c", "grp/app/d", "grp/app/e", "grp/app-x/z", "grp/apq"]),
+        repos(&[
+            "grp/app",
+            "grp/app/a",
+            "grp/app/b/c",
+            "grp/app/d",
+            "grp/app/e",
+            "grp/app-x/z",
+            "grp/apq",
+        ]),
         trusted(),
         0,
     )
     .expect("simulator");
-    let pages = walk(&client(&sim.url(), 2, FIXTURE_KEY), "grp/app").await.expect("walk");
+    let pages = walk(&client(&sim.url(), 2, FIXTURE_KEY), "grp/app")
+        .await
+        .expect("walk");
     assert_eq!(
         pages,
         vec![
@@ -55,8 +65,13 @@ async fn pages_follow_the_last_marker_until_a_short_page() {
 async fn an_exact_multiple_of_the_page_size_ends_with_an_empty_page() {
     let sim = RegistrySimulator::start(repos(&["g/p/a", "g/p/b", "g/p/c", "g/p/d"]), trusted(), 0)
         .expect("simulator");
-    let pages = walk(&client(&sim.url(), 2, FIXTURE_KEY), "g/p").await.expect("walk");
-    assert_eq!(pages, vec![vec!["g/p/a", "g/p/b"], vec!["g/p/c", "g/p/d"], vec![]]);
+    let pages = walk(&client(&sim.url(), 2, FIXTURE_KEY), "g/p")
+        .await
+        .expect("walk");
+    assert_eq!(
+        pages,
+        vec![vec!["g/p/a", "g/p/b"], vec!["g/p/c", "g/p/d"], vec![]]
+    );
     assert_eq!(sim.stats().list_requests, 3);
 }
 
@@ -64,19 +79,28 @@ async fn an_exact_multiple_of_the_page_size_ends_with_an_empty_page() {
 async fn an_unknown_top_level_namespace_is_404_name_unknown_and_means_no_repositories() {
     let sim = RegistrySimulator::start(repos(&["known/p"]), trusted(), 0).expect("simulator");
     let c = client(&sim.url(), 10, FIXTURE_KEY);
-    assert_eq!(walk(&c, "unknown/p").await.expect("walk"), Vec::<Vec<String>>::new());
+    assert_eq!(
+        walk(&c, "unknown/p").await.expect("walk"),
+        Vec::<Vec<String>>::new()
+    );
     let token = c.signer().mint("unknown/p").expect("token");
     assert_eq!(
-        c.list_page("unknown/p", None, &token).await.expect("answer"),
+        c.list_page("unknown/p", None, &token)
+            .await
+            .expect("answer"),
         PageAnswer::NameUnknown
     );
     // A known namespace with nothing under the path is an empty page, not a 404.
-    assert_eq!(walk(&c, "known/other").await.expect("walk"), vec![Vec::<String>::new()]);
+    assert_eq!(
+        walk(&c, "known/other").await.expect("walk"),
+        vec![Vec::<String>::new()]
+    );
 }
 
 #[actix_rt::test]
 async fn tokens_signed_by_another_key_or_for_another_path_are_refused_with_401() {
-    let sim = RegistrySimulator::start(repos(&["g/p/a", "g/q/a"]), trusted(), 0).expect("simulator");
+    let sim =
+        RegistrySimulator::start(repos(&["g/p/a", "g/q/a"]), trusted(), 0).expect("simulator");
     let wrong_key = client(&sim.url(), 10, OTHER_KEY);
     match walk(&wrong_key, "g/p").await {
         Err(RegistryError::Status { status: 401, .. }) => {}
@@ -85,7 +109,9 @@ async fn tokens_signed_by_another_key_or_for_another_path_are_refused_with_401()
     let c = client(&sim.url(), 10, FIXTURE_KEY);
     let token_for_q = c.signer().mint("g/q").expect("token");
     match c.list_page("g/p", None, &token_for_q).await {
-        Err(RegistryError::Status { status: 401, code, .. }) => {
+        Err(RegistryError::Status {
+            status: 401, code, ..
+        }) => {
             assert_eq!(code.as_deref(), Some("UNAUTHORIZED"))
         }
         other => panic!("expected 401, got {other:?}"),
@@ -96,8 +122,14 @@ async fn tokens_signed_by_another_key_or_for_another_path_are_refused_with_401()
         Duration::from_secs(5),
         100,
         std::sync::Arc::new(
-            TokenSigner::from_pem(FIXTURE_KEY, "f", "someone-else", AUDIENCE, Duration::from_secs(300))
-                .expect("key"),
+            TokenSigner::from_pem(
+                FIXTURE_KEY,
+                "f",
+                "someone-else",
+                AUDIENCE,
+                Duration::from_secs(300),
+            )
+            .expect("key"),
         ),
     )
     .expect("client");
@@ -108,8 +140,17 @@ async fn tokens_signed_by_another_key_or_for_another_path_are_refused_with_401()
     assert_eq!(sim.stats().unauthorized, 3);
 }
 
-fn hand_made_token(path: &str, iat_offset: i64, lifetime: i64, aud: &str, kid: Option<String>) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+fn hand_made_token(
+    path: &str,
+    iat_offset: i64,
+    lifetime: i64,
+    aud: &str,
+    kid: Option<String>,
+) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let iat = now + iat_offset;
     let claims = Claims {
         iss: ISSUER.into(),
@@ -147,7 +188,10 @@ async fn raw_get(url: &str, token: Option<&str>) -> reqwest::Response {
 async fn the_simulator_checks_expiry_audience_kid_and_its_own_url_rules() {
     let sim = RegistrySimulator::start(repos(&["g/p/a"]), trusted(), 0).expect("simulator");
     let kid = Some(trusted().kid);
-    let list = format!("{}/gitlab/v1/repository-paths/g/p/repositories/list/", sim.url());
+    let list = format!(
+        "{}/gitlab/v1/repository-paths/g/p/repositories/list/",
+        sim.url()
+    );
 
     let good = hand_made_token("g/p", 0, 300, AUDIENCE, kid.clone());
     assert_eq!(raw_get(&list, Some(&good)).await.status(), 200);
@@ -176,8 +220,18 @@ async fn the_simulator_checks_expiry_audience_kid_and_its_own_url_rules() {
         let r = raw_get(&format!("{list}?n={n}"), Some(&good)).await;
         assert_eq!(r.status(), 400, "n={n}");
     }
-    assert_eq!(raw_get(&format!("{list}?n=1000"), Some(&good)).await.status(), 200);
-    assert_eq!(raw_get(&format!("{}/gitlab/v1/", sim.url()), None).await.status(), 200);
+    assert_eq!(
+        raw_get(&format!("{list}?n=1000"), Some(&good))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        raw_get(&format!("{}/gitlab/v1/", sim.url()), None)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[actix_rt::test]
@@ -188,8 +242,14 @@ async fn a_next_marker_that_does_not_advance_and_too_many_pages_are_errors_not_l
         0,
     )
     .expect("simulator");
-    let c = RegistryClient::new(&sim.url(), 2, Duration::from_secs(5), 5, signer(FIXTURE_KEY))
-        .expect("client");
+    let c = RegistryClient::new(
+        &sim.url(),
+        2,
+        Duration::from_secs(5),
+        5,
+        signer(FIXTURE_KEY),
+    )
+    .expect("client");
     match walk(&c, "g/p").await {
         Err(RegistryError::TooManyPages { max_pages: 5, .. }) => {}
         other => panic!("expected too many pages, got {other:?}"),

@@ -10,7 +10,9 @@ use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
-use registry_repair::scheduler::{GetStatus, RunEnd, SetConcurrency, SetEnabled, Status as ServiceStatus};
+use registry_repair::scheduler::{
+    GetStatus, RunEnd, SetConcurrency, SetEnabled, Status as ServiceStatus,
+};
 
 /// `n` projects in two groups, each with one repository the database lost.
 fn busy_world(n: usize) -> World {
@@ -18,14 +20,24 @@ fn busy_world(n: usize) -> World {
     let a = w.group(None, "Alpha");
     let b = w.group(None, "Beta");
     for i in 0..n {
-        w.project(if i % 2 == 0 { a } else { b }, &format!("Proj-{i}"), &["img"], &[]);
+        w.project(
+            if i % 2 == 0 { a } else { b },
+            &format!("Proj-{i}"),
+            &["img"],
+            &[],
+        );
     }
     w
 }
 
 /// In-flight requests finish and no new one starts for half a second; returns the request count.
 async fn assert_quiet(reg: &RegistrySimulator) -> u64 {
-    assert!(eventually(Duration::from_secs(2), || async { reg.stats().in_flight == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            reg.stats().in_flight == 0
+        })
+        .await
+    );
     let before = reg.stats().list_requests;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reg.stats().list_requests, before, "no request while paused");
@@ -34,17 +46,25 @@ async fn assert_quiet(reg: &RegistrySimulator) -> u64 {
 
 async fn assert_resumes(reg: &RegistrySimulator, before: u64) {
     assert!(
-        eventually(Duration::from_secs(1), || async { reg.stats().list_requests > before }).await,
+        eventually(Duration::from_secs(1), || async {
+            reg.stats().list_requests > before
+        })
+        .await,
         "requests start again within a second"
     );
 }
 
 async fn status(app: &TestApp) -> ServiceStatus {
-    app.service().scheduler.send(GetStatus).await.expect("status")
+    app.service()
+        .scheduler
+        .send(GetStatus)
+        .await
+        .expect("status")
 }
 
 #[actix_rt::test]
-async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second_run_asks_nothing() {
+async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second_run_asks_nothing()
+{
     let world = World::generate(500, 3);
     let mut app = TestApp::prepare(&world).await;
     assert_eq!(app.run_until_done().await, RunEnd::Done);
@@ -53,7 +73,11 @@ async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second
     // 499 projects with a route, plus the extra pages of the 2,345- and 1,000-repository projects.
     assert_eq!(requests, 499 + 2 + 1);
     assert_eq!(app.run_until_done().await, RunEnd::Done);
-    assert_eq!(app.registry.stats().list_requests, requests, "a second run asks nothing");
+    assert_eq!(
+        app.registry.stats().list_requests,
+        requests,
+        "a second run asks nothing"
+    );
 }
 
 #[actix_rt::test]
@@ -65,30 +89,53 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
     app.start(false).await;
     let reg = &app.registry;
 
-    assert!(eventually(Duration::from_secs(5), || async { reg.stats().in_flight == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reg.stats().in_flight == 2
+        })
+        .await
+    );
     reg.reset_max_in_flight();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(reg.stats().max_in_flight, 2);
 
-    let s = app.service().scheduler.send(SetConcurrency(6)).await.expect("send");
+    let s = app
+        .service()
+        .scheduler
+        .send(SetConcurrency(6))
+        .await
+        .expect("send");
     assert_eq!(s.max_concurrency, 6);
     assert!(
-        eventually(Duration::from_secs(1), || async { reg.stats().in_flight == 6 }).await,
+        eventually(Duration::from_secs(1), || async {
+            reg.stats().in_flight == 6
+        })
+        .await,
         "raised within a second"
     );
     reg.reset_max_in_flight();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(reg.stats().max_in_flight, 6);
 
-    app.service().scheduler.send(SetConcurrency(1)).await.expect("send");
+    app.service()
+        .scheduler
+        .send(SetConcurrency(1))
+        .await
+        .expect("send");
     assert!(
-        eventually(Duration::from_secs(1), || async { reg.stats().in_flight <= 1 }).await,
+        eventually(Duration::from_secs(1), || async {
+            reg.stats().in_flight <= 1
+        })
+        .await,
         "lowered within a second"
     );
     reg.reset_max_in_flight();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(reg.stats().max_in_flight, 1);
-    assert!(status(&app).await.analyzers <= 6, "the pool grows only to the limit");
+    assert!(
+        status(&app).await.analyzers <= 6,
+        "the pool grows only to the limit"
+    );
 
     app.service().shutdown();
     let end = app.service.take().expect("service").wait().await;
@@ -97,7 +144,10 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
     let rows = app.db.rows().await;
     assert!(!rows.is_empty());
     for row in rows {
-        assert_eq!(row.missing_count, expected[&row.project_id].missing, "{row:?}");
+        assert_eq!(
+            row.missing_count, expected[&row.project_id].missing,
+            "{row:?}"
+        );
     }
 }
 
@@ -110,7 +160,12 @@ async fn pause_and_concurrency_zero_stop_new_requests_and_resume_restarts_them()
     app.start(false).await;
     let reg = &app.registry;
     let scheduler = app.service().scheduler.clone();
-    assert!(eventually(Duration::from_secs(5), || async { reg.stats().list_requests > 5 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reg.stats().list_requests > 5
+        })
+        .await
+    );
 
     // The feature flag.
     let paused = scheduler.send(SetEnabled(false)).await.expect("send");
@@ -127,7 +182,10 @@ async fn pause_and_concurrency_zero_stop_new_requests_and_resume_restarts_them()
     assert_resumes(reg, before).await;
 
     app.service().shutdown();
-    assert_eq!(app.service.take().expect("service").wait().await, RunEnd::Stopped);
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
 }
 
 #[actix_rt::test]
@@ -141,14 +199,29 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
     app.settings.worker.max_concurrency = 2;
     app.start(false).await;
     let db = &app.db;
-    assert!(eventually(Duration::from_secs(20), || async { db.rows().await.len() == 40 }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.rows().await.len() == 40
+        })
+        .await
+    );
 
     let rows = app.rows_by_project().await;
-    assert_eq!((rows[&once].status, rows[&once].missing_count), (Status::Completed, 1));
-    assert_eq!(rows[&always].status, Status::Failed, "recorded failed after {MAX_CRASHES} crashes");
+    assert_eq!(
+        (rows[&once].status, rows[&once].missing_count),
+        (Status::Completed, 1)
+    );
+    assert_eq!(
+        rows[&always].status,
+        Status::Failed,
+        "recorded failed after {MAX_CRASHES} crashes"
+    );
     for p in &world.projects {
         if p.id != always {
-            assert_eq!((rows[&p.id].status, rows[&p.id].missing_count), (Status::Completed, 1));
+            assert_eq!(
+                (rows[&p.id].status, rows[&p.id].missing_count),
+                (Status::Completed, 1)
+            );
         }
     }
     let s = status(&app).await;
@@ -157,7 +230,10 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
     // The restarted analyzers keep serving: the pool is still the two it started with.
     assert_eq!(s.analyzers, 2);
     app.service().shutdown();
-    assert_eq!(app.service.take().expect("service").wait().await, RunEnd::Stopped);
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
 }
 
 #[actix_rt::test]
@@ -166,7 +242,12 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
     let mut app = TestApp::prepare(&world).await;
     app.start(false).await;
     let db = &app.db;
-    assert!(eventually(Duration::from_secs(10), || async { db.rows().await.len() == 10 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.rows().await.len() == 10
+        })
+        .await
+    );
 
     app.db
         .execute(
@@ -179,13 +260,22 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
     app.registry.add_repository("alpha/late/kept");
     app.registry.add_repository("alpha/late/lost/one");
     assert!(
-        eventually(Duration::from_secs(10), || async { db.rows().await.len() == 11 }).await,
+        eventually(Duration::from_secs(10), || async {
+            db.rows().await.len() == 11
+        })
+        .await,
         "the new project gets a row"
     );
     let rows = app.rows_by_project().await;
-    assert_eq!((rows[&9001].status, rows[&9001].missing_count), (Status::Completed, 2));
+    assert_eq!(
+        (rows[&9001].status, rows[&9001].missing_count),
+        (Status::Completed, 2)
+    );
     app.service().shutdown();
-    assert_eq!(app.service.take().expect("service").wait().await, RunEnd::Stopped);
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
 }
 
 #[actix_rt::test]
@@ -197,15 +287,25 @@ async fn shutdown_lets_in_flight_projects_finish_and_flushes_them() {
     app.settings.writer.flush_interval_ms = 60_000;
     app.start(false).await;
     let reg = &app.registry;
-    assert!(eventually(Duration::from_secs(5), || async { reg.stats().in_flight == 4 }).await);
-    app.service().shutdown();
-    let end = tokio::time::timeout(Duration::from_secs(10), app.service.take().expect("service").wait())
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reg.stats().in_flight == 4
+        })
         .await
-        .expect("stops within the shutdown timeout");
+    );
+    app.service().shutdown();
+    let end = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.service.take().expect("service").wait(),
+    )
+    .await
+    .expect("stops within the shutdown timeout");
     assert_eq!(end, RunEnd::Stopped);
     // Every project the registry was asked about finished and was flushed; nothing else was.
     let rows = app.db.rows().await;
     assert_eq!(rows.len() as u64, app.registry.stats().list_requests);
     assert!(rows.len() >= 4);
-    assert!(rows.iter().all(|r| r.status == Status::Completed && r.missing_count == 1));
+    assert!(rows
+        .iter()
+        .all(|r| r.status == Status::Completed && r.missing_count == 1));
 }

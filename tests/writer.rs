@@ -26,7 +26,9 @@ async fn db_with_projects(n: usize) -> (TestDb, Vec<i64>) {
 async fn seed(db: &TestDb, n: usize) -> Vec<i64> {
     let mut w = World::new();
     let g = w.group(None, "G");
-    let ids = (0..n).map(|i| w.project(g, &format!("P{i}"), &[], &[])).collect();
+    let ids = (0..n)
+        .map(|i| w.project(g, &format!("P{i}"), &[], &[]))
+        .collect();
     w.insert(&db.database()).await.expect("seed");
     ids
 }
@@ -50,14 +52,20 @@ async fn flushes_when_the_buffer_reaches_the_batch_size() {
     writer.do_send(row(ids[0], 1, Status::Completed));
     writer.do_send(row(ids[1], 2, Status::Completed));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&db).await, 0, "below the batch size nothing is written");
+    assert_eq!(
+        count(&db).await,
+        0,
+        "below the batch size nothing is written"
+    );
     writer.do_send(row(ids[2], 3, Status::Completed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 3 }).await);
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!((stats.flushes_size, stats.flushes_timer), (1, 0));
     let rows = db.rows().await;
     assert_eq!(
-        rows.iter().map(|r| (r.project_id, r.missing_count)).collect::<Vec<_>>(),
+        rows.iter()
+            .map(|r| (r.project_id, r.missing_count))
+            .collect::<Vec<_>>(),
         vec![(ids[0], 1), (ids[1], 2), (ids[2], 3)]
     );
 }
@@ -123,7 +131,8 @@ impl Handler<WriterPressure> for PressureLog {
 }
 
 #[actix_rt::test]
-async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_written_when_it_returns() {
+async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_written_when_it_returns(
+) {
     let db = TestDb::unborn();
     let writer = Writer::new(db.database(), 4, Duration::from_millis(100)).start();
     let log = Arc::new(Mutex::new(Vec::new()));

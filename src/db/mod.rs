@@ -21,11 +21,10 @@ pub type DbConn = Object<AsyncPgConnection>;
 pub enum DbError {
     #[error("connecting to the database at {target}: {message}")]
     Connect { target: String, message: String },
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Query {
         what: String,
-        #[source]
-        source: diesel::result::Error,
+        error: diesel::result::Error,
     },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
@@ -36,7 +35,7 @@ pub enum DbError {
 impl DbError {
     pub fn query(what: impl Into<String>) -> impl FnOnce(diesel::result::Error) -> DbError {
         let what = what.into();
-        move |source| DbError::Query { what, source }
+        move |error| DbError::Query { what, error }
     }
 }
 
@@ -76,7 +75,7 @@ impl Database {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(DbError::Connect {
                 target: self.target.clone(),
-                message: e.to_string(),
+                message: crate::errors::chain(&e),
             }),
             Err(_) => Err(DbError::Connect {
                 target: self.target.clone(),
@@ -112,27 +111,55 @@ impl Database {
     }
 }
 
-/// Runs the pending migrations and returns their names.
+/// Runs the pending migrations and returns their names. Gives up if no connection is made within
+/// `connect_timeout`; the migration itself may take as long as it needs.
 ///
 /// diesel's migration harness blocks on an async connection, which panics inside the actix System,
 /// so it always runs on a thread of its own with a runtime of its own.
-pub fn migrate(url: &str) -> Result<Vec<String>, DbError> {
+pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbError> {
+    use std::sync::mpsc;
+    enum Progress {
+        Connected,
+        Done(Result<Vec<String>, String>),
+    }
+    let target = redact(url);
     let url = url.to_string();
-    let target = redact(&url);
-    let worker = std::thread::spawn(move || -> Result<Vec<String>, String> {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| format!("connecting: {e}"))?;
-        let applied = conn
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut conn = match AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = tx.send(Progress::Done(Err(format!(
+                    "connecting: {}",
+                    crate::errors::chain(&e)
+                ))));
+                return;
+            }
+        };
+        let _ = tx.send(Progress::Connected);
+        let result = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| e.to_string())?;
-        Ok(applied.iter().map(|m| m.to_string()).collect())
+            .map(|applied| applied.iter().map(|m| m.to_string()).collect())
+            .map_err(|e| e.to_string());
+        let _ = tx.send(Progress::Done(result));
     });
-    match worker.join() {
-        Ok(result) => result.map_err(|message| DbError::Migrate { target, message }),
-        Err(_) => Err(DbError::Migrate {
-            target,
-            message: "the migration thread panicked".into(),
-        }),
+    let failed = |message: String| DbError::Migrate {
+        target: target.clone(),
+        message,
+    };
+    match rx.recv_timeout(connect_timeout) {
+        Ok(Progress::Connected) => {}
+        Ok(Progress::Done(result)) => return result.map_err(failed),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            return Err(failed(format!("no connection within {connect_timeout:?}")))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(failed("the migration thread panicked".into()))
+        }
+    }
+    match rx.recv() {
+        Ok(Progress::Done(result)) => result.map_err(failed),
+        _ => Err(failed("the migration thread panicked".into())),
     }
 }
 

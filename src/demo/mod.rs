@@ -44,7 +44,7 @@ pub fn run(settings: &Settings, projects: u32, database: &str) -> anyhow::Result
             .await
             .context("creating the demo database")?;
         database::load_gitlab_schema(&url).await?;
-        db::migrate(&url)?;
+        db::migrate(&url, run_settings.connect_timeout())?;
         let db = Database::new(&url, 2, run_settings.connect_timeout())?;
         world.insert(&db).await?;
         let paths = world.registry_paths();

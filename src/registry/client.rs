@@ -250,12 +250,12 @@ impl RegistryClient {
         } else if error.is_body() || error.is_decode() {
             RegistryError::Malformed {
                 path: path.to_string(),
-                reason: format!("broken body: {}", error_chain(&error)),
+                reason: format!("broken body: {}", crate::errors::chain(&error)),
             }
         } else {
             RegistryError::Connect {
                 path: path.to_string(),
-                message: error_chain(&error),
+                message: crate::errors::chain(&error),
             }
         }
     }
@@ -365,17 +365,6 @@ fn next_marker(headers: &HeaderMap) -> Result<Option<String>, String> {
         }
     }
     Ok(None)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -73,8 +73,8 @@ pub struct RegistrySimulator {
 pub enum SimulatorError {
     #[error("simulated registry: the public key is not a PEM RSA public key: {0}")]
     Key(String),
-    #[error("simulated registry: binding 127.0.0.1:{port}: {source}")]
-    Bind { port: u16, source: std::io::Error },
+    #[error("simulated registry: binding 127.0.0.1:{port}: {error}")]
+    Bind { port: u16, error: std::io::Error },
 }
 
 impl RegistrySimulator {
@@ -117,14 +117,14 @@ impl RegistrySimulator {
         .workers(1)
         .disable_signals()
         .bind(("127.0.0.1", port))
-        .map_err(|source| SimulatorError::Bind { port, source })?;
+        .map_err(|error| SimulatorError::Bind { port, error })?;
         let addr = server
             .addrs()
             .first()
             .copied()
             .ok_or(SimulatorError::Bind {
                 port,
-                source: std::io::Error::other("no address bound"),
+                error: std::io::Error::other("no address bound"),
             })?;
         let server = server.run();
         let handle = server.handle();

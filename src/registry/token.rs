@@ -17,11 +17,8 @@ const NOT_BEFORE_SLACK_S: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("reading registry key {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("reading registry key {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("registry key {path} is not a PEM RSA private key (PKCS#1 or PKCS#8)")]
     NotRsa { path: String },
     #[error("encoding the registry public key: {0}")]
@@ -93,9 +90,9 @@ impl TokenSigner {
         audience: &str,
         lifetime: Duration,
     ) -> Result<Self, TokenError> {
-        let pem = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        let pem = std::fs::read_to_string(path).map_err(|error| TokenError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_pem(
             &pem,

@@ -98,7 +98,7 @@ async fn template() -> String {
                 }
                 let url = database_url(&server, &building).expect("url");
                 load_gitlab_schema(&url).await.expect("GitLab schema");
-                db::migrate(&url).expect("migrations");
+                db::migrate(&url, Duration::from_secs(10)).expect("migrations");
                 conn.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
                     .await
                     .expect("rename template");
@@ -143,7 +143,10 @@ async fn sweep_leftovers(conn: &mut AsyncPgConnection) {
             .await
             .expect("list test databases");
     for Name { datname } in names {
-        let pid = datname.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let pid = datname
+            .split('_')
+            .nth(2)
+            .and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = conn
@@ -181,8 +184,16 @@ impl TestDb {
     pub async fn create(&self) {
         let template = template().await;
         let name = &self.name;
-        run_on(&server_url(), &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-        run_on(&server_url(), &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+        run_on(
+            &server_url(),
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await;
+        run_on(
+            &server_url(),
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        )
+        .await;
     }
 
     /// A database with GitLab's tables but without the tracking table (for migration tests).
@@ -333,7 +344,9 @@ pub async fn assert_rows_match(world: &World, db: &TestDb) {
     let expected = world.expected();
     assert_eq!(rows.len(), expected.len(), "one row per project");
     for (id, e) in expected {
-        let row = rows.get(&id).unwrap_or_else(|| panic!("project {id} has no row"));
+        let row = rows
+            .get(&id)
+            .unwrap_or_else(|| panic!("project {id} has no row"));
         assert_eq!(
             (row.status, row.missing_count),
             (e.status, e.missing),
