@@ -4,7 +4,8 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -14,8 +15,9 @@ use rand::Rng;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::tracking::{Status, TrackingRow};
 use crate::db::Database;
+use crate::faults::Faults;
 use crate::registry::client::Pages;
-use crate::registry::{Entry, RegistryClient, RegistryError};
+use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
 use crate::scheduler::{AnalyzerFinished, Disposition};
 use crate::writer::{Record, Writer};
 
@@ -25,12 +27,29 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// A project whose analysis panics this many times is recorded `failed` instead of retried.
 pub const MAX_CRASHES: u32 = 3;
+/// A project whose analysis ends in unclear trouble (5xx, timeouts, broken answers after retries)
+/// this many times, while the registry serves other projects, is recorded `failed`.
+pub const MAX_TROUBLES: u32 = 3;
 
-/// A project and how many times its analysis has crashed so far.
+/// A project and what befell its earlier attempts.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub project: Project,
     pub crashes: u32,
+    pub troubles: u32,
+    /// Projects the registry had served when this one first got into trouble.
+    pub served_at_first_trouble: Option<u64>,
+}
+
+impl Job {
+    pub fn new(project: Project) -> Self {
+        Self {
+            project,
+            crashes: 0,
+            troubles: 0,
+            served_at_first_trouble: None,
+        }
+    }
 }
 
 /// What analysing one project found.
@@ -44,42 +63,12 @@ pub enum Analysis {
     },
     /// The project cannot be analysed on its own account.
     Failed { reason: String },
-    /// Something outside this project failed (registry down or rejecting us, database down): the
-    /// project must be analysed again later, and nothing recorded now.
+    /// Something outside this project failed (registry unreachable or rejecting us, database
+    /// down): the project must be analysed again later, and nothing recorded now.
     Deferred { reason: String },
-}
-
-/// Faults that only tests switch on, to prove supervision.
-#[derive(Debug, Default)]
-pub struct Faults {
-    panic_once: Mutex<HashSet<i64>>,
-    panic_always: Mutex<HashSet<i64>>,
-}
-
-impl Faults {
-    /// The next analysis of `project_id` panics.
-    pub fn panic_once_on(&self, project_id: i64) {
-        lock(&self.panic_once).insert(project_id);
-    }
-
-    /// Every analysis of `project_id` panics.
-    pub fn panic_always_on(&self, project_id: i64) {
-        lock(&self.panic_always).insert(project_id);
-    }
-
-    fn check(&self, project_id: i64) {
-        let once = lock(&self.panic_once).remove(&project_id);
-        let always = lock(&self.panic_always).contains(&project_id);
-        if once || always {
-            panic!("fault injected: analysis of project {project_id} panics");
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// 5xx, timeouts or broken answers after retries: the project's fault only if the registry
+    /// serves others meanwhile.
+    Troubled { reason: String },
 }
 
 /// What every Analyzer shares.
@@ -88,6 +77,8 @@ pub struct AnalyzerDeps {
     pub db: Database,
     pub writer: Addr<Writer>,
     pub faults: Arc<Faults>,
+    /// Projects analysed to completion so far, by every Analyzer: whether the registry serves.
+    pub served: AtomicU64,
 }
 
 pub struct Analyzer {
@@ -113,6 +104,26 @@ impl Analyzer {
             project_id,
             disposition,
         });
+    }
+
+    /// Unclear trouble: the project fails once it has had its share while others were served;
+    /// until then it goes back to the queue unrecorded.
+    fn troubled(&self, mut job: Job, reason: String) {
+        let project_id = job.project.id;
+        let served_now = self.deps.served.load(Ordering::Relaxed);
+        let first = *job.served_at_first_trouble.get_or_insert(served_now);
+        job.troubles += 1;
+        if job.troubles >= MAX_TROUBLES && served_now > first {
+            tracing::warn!(project_id, troubles = job.troubles, %reason, "project failed while the registry serves others");
+            self.record(TrackingRow {
+                project_id,
+                missing_count: 0,
+                status: Status::Failed,
+            });
+        } else {
+            tracing::info!(project_id, troubles = job.troubles, %reason, "project in trouble; it will be tried again");
+            self.finish(project_id, Disposition::Troubled { job, reason });
+        }
     }
 
     fn record(&self, row: TrackingRow) {
@@ -147,13 +158,7 @@ impl Supervised for Analyzer {
             self.deps.writer.do_send(Record(row.clone()));
             self.finish(job.project.id, Disposition::CrashedForGood(row));
         } else {
-            self.finish(
-                job.project.id,
-                Disposition::Crashed(Job {
-                    project: job.project,
-                    crashes,
-                }),
-            );
+            self.finish(job.project.id, Disposition::Crashed(Job { crashes, ..job }));
         }
     }
 }
@@ -172,7 +177,7 @@ impl Handler<Analyze> for Analyzer {
         let project = job.project.clone();
         let work = async move {
             AssertUnwindSafe(async {
-                deps.faults.check(project.id);
+                deps.faults.analysis(project.id);
                 analyze(&deps.registry, &deps.db, &project).await
             })
             .catch_unwind()
@@ -198,6 +203,7 @@ impl Handler<Analyze> for Analyzer {
                     pages,
                 } => {
                     tracing::debug!(project_id, missing, ignored, pages, "project analysed");
+                    act.deps.served.fetch_add(1, Ordering::Relaxed);
                     act.record(TrackingRow {
                         project_id,
                         missing_count: missing,
@@ -216,6 +222,7 @@ impl Handler<Analyze> for Analyzer {
                     tracing::info!(project_id, %reason, "project deferred");
                     act.finish(project_id, Disposition::Deferred { job, reason });
                 }
+                Analysis::Troubled { reason } => act.troubled(job, reason),
             }
         }))
     }
@@ -236,15 +243,13 @@ pub async fn analyze(registry: &RegistryClient, db: &Database, project: &Project
         let entries = match next_page_with_retries(&mut pages).await {
             Ok(Some(entries)) => entries,
             Ok(None) => break,
-            Err(error) if error.is_systemic() => {
-                return Analysis::Deferred {
-                    reason: error.to_string(),
-                }
-            }
             Err(error) => {
-                return Analysis::Failed {
-                    reason: error.to_string(),
-                }
+                let reason = error.to_string();
+                return match error.blame() {
+                    Blame::Registry => Analysis::Deferred { reason },
+                    Blame::Unclear => Analysis::Troubled { reason },
+                    Blame::Project => Analysis::Failed { reason },
+                };
             }
         };
         let (names, outside) = rails_names(&path, &entries);

@@ -43,6 +43,9 @@ pub enum Command {
         /// Exit 0 once every project has a row and everything is flushed
         #[arg(long)]
         until_done: bool,
+        /// First analyse again the projects recorded `failed`, and update their rows
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Print totals and the projects with the most missing repositories
     Report {
@@ -124,7 +127,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&log);
     match cli.command {
         Command::Migrate => migrate(&settings),
-        Command::Run { until_done } => run(settings, until_done),
+        Command::Run {
+            until_done,
+            retry_failed,
+        } => run(settings, until_done, retry_failed),
         Command::Report { format, top } => report(&settings, format, top),
         Command::Status { json } => control(&settings, |client| async move {
             let status = client.status().await?;
@@ -192,12 +198,13 @@ fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
     .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))
 }
 
-fn run(settings: Settings, until_done: bool) -> anyhow::Result<()> {
+fn run(settings: Settings, until_done: bool, retry_failed: bool) -> anyhow::Result<()> {
     let signer = load_signer(&settings)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let options = ServiceOptions {
             until_done,
+            retry_failed,
             ..ServiceOptions::default()
         };
         let service = service::start(&settings, signer, options)

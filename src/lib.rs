@@ -6,11 +6,13 @@
 
 pub mod admin;
 pub mod analyzer;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
 pub mod errors;
+pub mod faults;
 pub mod registry;
 pub mod report;
 pub mod scheduler;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
-use crate::db::projects::next_unanalysed;
+use crate::breaker::{Breaker, State as BreakerState, Transition};
+use crate::db::projects::{next_failed, next_unanalysed};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::Database;
 use crate::writer::{Flush, Writer, WriterPressure};
@@ -20,8 +21,6 @@ use crate::writer::{Flush, Writer, WriterPressure};
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
 const RETRY_DB: Duration = Duration::from_secs(1);
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -30,6 +29,17 @@ pub struct SchedulerConfig {
     pub until_done: bool,
     pub rescan_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Walk the projects recorded `failed` first, and analyse them again.
+    pub retry_failed: bool,
+}
+
+/// Which projects a pass walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Projects without a tracking row.
+    Unanalysed,
+    /// Projects recorded `failed` (`run --retry-failed`, first pass only).
+    Failed,
 }
 
 /// How a run ended.
@@ -75,7 +85,9 @@ pub struct Scheduler {
     passes: u64,
     phase: Phase,
     writer_full: bool,
-    backoff: Backoff,
+    breaker_reported_open: bool,
+    breaker: Breaker,
+    source: Source,
     counts: Counts,
     started_at: Instant,
     finished: Option<oneshot::Sender<RunEnd>>,
@@ -90,35 +102,6 @@ struct Counts {
     crashes: u64,
 }
 
-#[derive(Default)]
-struct Backoff {
-    until: Option<Instant>,
-    consecutive: u32,
-    last_error: Option<String>,
-}
-
-impl Backoff {
-    fn active(&self) -> bool {
-        self.until.is_some_and(|t| Instant::now() < t)
-    }
-
-    /// Another project could not be analysed for a reason outside it: wait longer each time.
-    fn trip(&mut self, reason: String) -> Duration {
-        let delay = BACKOFF_MIN
-            .saturating_mul(1 << self.consecutive.min(6))
-            .min(BACKOFF_MAX);
-        self.consecutive += 1;
-        self.until = Some(Instant::now() + delay);
-        self.last_error = Some(reason);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.until = None;
-        self.consecutive = 0;
-    }
-}
-
 impl Scheduler {
     pub fn new(
         db: Database,
@@ -126,6 +109,7 @@ impl Scheduler {
         config: SchedulerConfig,
         finished: oneshot::Sender<RunEnd>,
     ) -> Self {
+        let retry_failed = config.retry_failed;
         Self {
             db,
             writer: deps.writer.clone(),
@@ -140,7 +124,13 @@ impl Scheduler {
             passes: 1,
             phase: Phase::Running,
             writer_full: false,
-            backoff: Backoff::default(),
+            breaker_reported_open: false,
+            breaker: Breaker::default(),
+            source: if retry_failed {
+                Source::Failed
+            } else {
+                Source::Unanalysed
+            },
             counts: Counts::default(),
             started_at: Instant::now(),
             finished: Some(finished),
@@ -169,7 +159,13 @@ impl Scheduler {
         self.fetching = true;
         let db = self.db.clone();
         let after = self.cursor;
-        let fetch = async move { next_unanalysed(&db, after, FETCH_BATCH).await };
+        let source = self.source;
+        let fetch = async move {
+            match source {
+                Source::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH).await,
+                Source::Failed => next_failed(&db, after, FETCH_BATCH).await,
+            }
+        };
         ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
             act.fetching = false;
             match result {
@@ -182,10 +178,7 @@ impl Scheduler {
                         act.cursor = last.id;
                     }
                     act.found_in_pass += projects.len() as u64;
-                    act.queue.extend(projects.into_iter().map(|project| Job {
-                        project,
-                        crashes: 0,
-                    }));
+                    act.queue.extend(projects.into_iter().map(Job::new));
                     act.tick(ctx);
                 }
                 Err(error) => {
@@ -200,11 +193,9 @@ impl Scheduler {
         if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
             return;
         }
-        if self.backoff.active() {
-            return;
-        }
+        let limit = self.breaker.allowed(self.config.limit);
         let mut in_flight = self.in_flight();
-        while in_flight < self.config.limit {
+        while in_flight < limit {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
@@ -245,8 +236,12 @@ impl Scheduler {
             match result {
                 Ok(Ok(_)) => {
                     let found = act.found_in_pass;
-                    tracing::info!(pass = act.passes, projects = found, "pass complete");
-                    if found > 0 {
+                    tracing::info!(pass = act.passes, projects = found, source = ?act.source, "pass complete");
+                    if act.source == Source::Failed {
+                        // The failed projects had their second chance; now the usual walk.
+                        act.source = Source::Unanalysed;
+                        act.start_pass(ctx);
+                    } else if found > 0 {
                         act.start_pass(ctx);
                     } else if act.config.until_done {
                         act.finish(RunEnd::Done);
@@ -312,13 +307,56 @@ impl Scheduler {
         }));
     }
 
+    /// Logs a trip or a recovery (one line each) and schedules the next probe.
+    fn on_breaker(&mut self, transition: Transition, ctx: &mut Context<Self>) {
+        match transition {
+            Transition::None => {}
+            Transition::Opened { probe_in } => {
+                let reason = self.breaker.last_error().unwrap_or_default();
+                if self.breaker_reported_open {
+                    tracing::debug!(%reason, ?probe_in, "registry still unavailable");
+                } else {
+                    self.breaker_reported_open = true;
+                    tracing::warn!(%reason, in_flight = self.in_flight(), "registry unavailable: dispatching stopped; probing until it answers");
+                }
+                ctx.run_later(probe_in, |act, ctx| act.probe(ctx));
+            }
+            Transition::Closed { after } => {
+                self.breaker_reported_open = false;
+                tracing::info!(
+                    outage_s = after.as_secs_f64(),
+                    "registry available again: dispatching resumed"
+                );
+            }
+        }
+    }
+
+    /// `GET /gitlab/v1/`: 200 or 401 means the registry is there to try one project.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if !self.breaker.probe_due() || self.phase == Phase::Finished {
+            return;
+        }
+        let deps = self.deps.clone();
+        let probe = async move { deps.registry.probe().await };
+        ctx.spawn(probe.into_actor(self).map(|answer, act, ctx| {
+            let answer = match answer {
+                Ok(200) | Ok(401) => Ok(()),
+                Ok(status) => Err(format!("probe of /gitlab/v1/ answered {status}")),
+                Err(e) => Err(format!("probe of /gitlab/v1/: {e}")),
+            };
+            let transition = act.breaker.probed(answer);
+            act.on_breaker(transition, ctx);
+            act.tick(ctx);
+        }));
+    }
+
     fn state_name(&self) -> &'static str {
         match self.phase {
             Phase::Draining => "draining",
             Phase::Finished => "stopped",
             _ if !self.config.enabled => "paused",
             _ if self.config.limit == 0 => "paused (concurrency 0)",
-            _ if self.backoff.active() => "backing off",
+            _ if self.breaker.state() != BreakerState::Closed => "registry unavailable",
             _ if self.writer_full => "waiting for the writer",
             Phase::Idle => "idle",
             Phase::Running | Phase::Flushing => "running",
@@ -349,7 +387,9 @@ impl Scheduler {
             },
             uptime_s: uptime,
             writer_full: self.writer_full,
-            last_error: self.backoff.last_error.clone(),
+            breaker: self.breaker.name().to_string(),
+            breaker_trips: self.breaker.trips(),
+            last_error: self.breaker.last_error().map(str::to_string),
         }
     }
 }
@@ -388,6 +428,9 @@ pub struct Status {
     pub rate_per_s: f64,
     pub uptime_s: f64,
     pub writer_full: bool,
+    /// `closed` (dispatching), `open` (the registry fails as a whole; probing) or `half-open`.
+    pub breaker: String,
+    pub breaker_trips: u64,
     pub last_error: Option<String>,
 }
 
@@ -479,6 +522,8 @@ pub enum Disposition {
     Recorded(TrackingRow),
     /// It could not be analysed for a reason outside it; analyse it again later.
     Deferred { job: Job, reason: String },
+    /// 5xx, timeouts or broken answers; analyse it again later, and count it against it.
+    Troubled { job: Job, reason: String },
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
     /// The Analyzer panicked on it once too often; it was recorded `failed`.
@@ -503,23 +548,30 @@ impl Handler<AnalyzerFinished> for Scheduler {
             }
         }
         match msg.disposition {
-            Disposition::Recorded(row) => {
-                self.backoff.reset();
-                match row.status {
-                    RowStatus::Failed => self.counts.failed += 1,
-                    _ => {
-                        self.counts.completed += 1;
-                        self.counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
-                    }
+            Disposition::Recorded(row) => match row.status {
+                RowStatus::Failed => self.counts.failed += 1,
+                _ => {
+                    self.counts.completed += 1;
+                    self.counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
+                    let transition = self.breaker.success();
+                    self.on_breaker(transition, ctx);
                 }
-            }
+            },
             Disposition::Deferred { job, reason } => {
                 self.counts.deferred += 1;
-                let delay = self.backoff.trip(reason.clone());
-                tracing::warn!(project_id = job.project.id, %reason, ?delay, "dispatching paused after an error outside the project");
-                ctx.run_later(delay, |act, ctx| act.tick(ctx));
+                let transition = self.breaker.trouble(&reason);
+                self.on_breaker(transition, ctx);
                 if self.phase == Phase::Running {
                     self.queue.push_front(job);
+                }
+            }
+            Disposition::Troubled { job, reason } => {
+                self.counts.deferred += 1;
+                let transition = self.breaker.trouble(&reason);
+                self.on_breaker(transition, ctx);
+                // To the back: other projects show meanwhile whether the registry serves.
+                if self.phase == Phase::Running {
+                    self.queue.push_back(job);
                 }
             }
             Disposition::CrashedForGood(_) => {

@@ -8,9 +8,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::admin::AdminServer;
-use crate::analyzer::{AnalyzerDeps, Faults};
+use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::faults::Faults;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
 use crate::writer::{SetPressureListener, Writer};
@@ -19,6 +20,8 @@ use crate::writer::{SetPressureListener, Writer};
 pub struct ServiceOptions {
     /// Stop once every project has a row and everything is flushed.
     pub until_done: bool,
+    /// Analyse the projects recorded `failed` again first.
+    pub retry_failed: bool,
     /// Fault injection; only tests set it.
     pub faults: Arc<Faults>,
 }
@@ -73,12 +76,16 @@ pub async fn start(
     let writer_db = db.clone();
     let batch_size = settings.batch_size();
     let flush_interval = settings.flush_interval();
-    let writer = Supervisor::start(move |_| Writer::new(writer_db, batch_size, flush_interval));
+    let writer_faults = options.faults.clone();
+    let writer = Supervisor::start(move |_| {
+        Writer::new(writer_db, batch_size, flush_interval).with_faults(writer_faults)
+    });
     let deps = Arc::new(AnalyzerDeps {
         registry,
         db: db.clone(),
         writer: writer.clone(),
-        faults: options.faults,
+        faults: options.faults.clone(),
+        served: Default::default(),
     });
     let (finished_tx, finished) = oneshot::channel();
     let config = SchedulerConfig {
@@ -87,6 +94,7 @@ pub async fn start(
         until_done: options.until_done,
         rescan_interval: settings.rescan_interval(),
         shutdown_timeout: settings.shutdown_timeout(),
+        retry_failed: options.retry_failed,
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));

@@ -4,12 +4,15 @@
 //! pass). A write that fails keeps its rows and is tried again; while the buffer is over its bound
 //! the Scheduler is told to stop dispatching.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::Database;
+use crate::faults::Faults;
 
 /// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +39,7 @@ pub struct WriterStats {
     pub flushes_requested: u64,
     pub failed_writes: u64,
     pub full: bool,
+    pub restarts: u64,
 }
 
 pub struct Writer {
@@ -49,6 +53,7 @@ pub struct Writer {
     retry_delay: Duration,
     retry_after: Option<Instant>,
     stats: WriterStats,
+    faults: Arc<Faults>,
 }
 
 impl Writer {
@@ -63,7 +68,14 @@ impl Writer {
             retry_delay: RETRY_MIN,
             retry_after: None,
             stats: WriterStats::default(),
+            faults: Arc::default(),
         }
+    }
+
+    /// Test-only fault injection.
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     fn backing_off(&self) -> bool {
@@ -216,6 +228,14 @@ impl Handler<Record> for Writer {
     fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
         let failed = row.status == Status::Failed;
         self.buffer.push(row);
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| self.faults.writer()));
+        if checked.is_err() {
+            // The Supervisor restarts us with the same struct: the buffer survives.
+            tracing::error!(buffered = self.buffer.len(), "writer panicked; restarting");
+            self.stats.restarts += 1;
+            ctx.stop();
+            return;
+        }
         self.update_pressure();
         if failed {
             self.flush_in_background(ctx, FlushReason::Failure);

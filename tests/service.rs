@@ -309,3 +309,53 @@ async fn shutdown_lets_in_flight_projects_finish_and_flushes_them() {
         .iter()
         .all(|r| r.status == Status::Completed && r.missing_count == 1));
 }
+
+#[actix_rt::test]
+async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
+    use registry_repair::admin::{AdminClient, AdminError};
+    let world = busy_world(3);
+    let mut app = TestApp::prepare(&world).await;
+    app.settings.admin.token = Some("s3cret-admin-token".into());
+    app.start(false).await;
+    let addr = app.service().admin_addr;
+
+    let anonymous = AdminClient::new(addr, None);
+    assert!(anonymous.status().await.is_ok(), "status is readable");
+    match anonymous.set_concurrency(5).await {
+        Err(AdminError::Refused { status: 401, .. }) => {}
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let wrong = AdminClient::new(addr, Some("s3cret-admin-tokeX".into()));
+    assert!(matches!(
+        wrong.set_enabled(false).await,
+        Err(AdminError::Refused { status: 401, .. })
+    ));
+    assert_eq!(status(&app).await.max_concurrency, 2, "nothing changed");
+    assert!(status(&app).await.enabled);
+
+    let operator = AdminClient::new(addr, Some("s3cret-admin-token".into()));
+    assert_eq!(
+        operator
+            .set_concurrency(5)
+            .await
+            .expect("allowed")
+            .max_concurrency,
+        5
+    );
+    assert!(!operator.set_enabled(false).await.expect("allowed").enabled);
+    match operator.set_concurrency(-1).await {
+        Err(AdminError::Refused {
+            status: 400,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("max_concurrency"), "{message}")
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    app.service().shutdown();
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
+}

@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
 };
+use super::tracking::Status;
 use super::{Database, DbError};
 
 /// A project to analyse. `full_path` is its `routes.path` (mixed case); `None` when it has no route.
@@ -76,4 +77,30 @@ pub async fn existing_repository_names(
             names.len()
         )))?;
     Ok(found.into_iter().collect())
+}
+
+/// The next `limit` projects recorded `failed` with id above `after`, in id order
+/// (`run --retry-failed`).
+pub async fn next_failed(db: &Database, after: i64, limit: i64) -> Result<Vec<Project>, DbError> {
+    let mut conn = db.conn().await?;
+    let rows: Vec<(i64, Option<String>)> = tracking::table
+        .left_join(
+            routes::table.on(routes::source_type
+                .eq("Project")
+                .and(routes::source_id.eq(tracking::project_id))),
+        )
+        .filter(tracking::project_id.gt(after))
+        .filter(tracking::status.eq(Status::Failed as i16))
+        .order(tracking::project_id.asc())
+        .limit(limit)
+        .select((tracking::project_id, routes::path.nullable()))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the next {limit} failed projects after id {after}"
+        )))?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, full_path)| Project { id, full_path })
+        .collect())
 }

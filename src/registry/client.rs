@@ -54,18 +54,29 @@ impl RegistryError {
         }
     }
 
-    /// Whether the error speaks of the registry as a whole rather than of one project: the
-    /// registry is down or rejects our credentials, so no project should be recorded as failed.
-    pub fn is_systemic(&self) -> bool {
+    /// Whose fault the error is, once retries are spent.
+    pub fn blame(&self) -> Blame {
         match self {
-            RegistryError::Connect { .. } | RegistryError::Timeout { .. } => true,
-            RegistryError::Status { status, .. } => {
-                *status == 401 || *status == 403 || *status == 429 || *status >= 500
+            RegistryError::Connect { .. } | RegistryError::Token(_) => Blame::Registry,
+            RegistryError::Status { status, .. } if matches!(status, 401 | 403 | 429) => {
+                Blame::Registry
             }
-            RegistryError::Token(_) => true,
-            RegistryError::Malformed { .. } | RegistryError::TooManyPages { .. } => false,
+            RegistryError::Timeout { .. } | RegistryError::Malformed { .. } => Blame::Unclear,
+            RegistryError::Status { status, .. } if *status >= 500 => Blame::Unclear,
+            RegistryError::Status { .. } | RegistryError::TooManyPages { .. } => Blame::Project,
         }
     }
+}
+
+/// Whose fault a failed request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The registry as a whole: unreachable, or refusing our credentials. Never a project's fault.
+    Registry,
+    /// A 5xx, a timeout or a broken answer: the project's own if the registry serves others.
+    Unclear,
+    /// This project: a 4xx of its own, or more pages than a sane bound.
+    Project,
 }
 
 /// One answer of List Sub Repositories.

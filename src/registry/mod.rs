@@ -4,5 +4,5 @@ pub mod client;
 pub mod simulator;
 pub mod token;
 
-pub use client::{Entry, RegistryClient, RegistryError};
+pub use client::{Blame, Entry, RegistryClient, RegistryError};
 pub use token::TokenSigner;

@@ -7,13 +7,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::token::{pull_access, Claims};
@@ -61,6 +63,75 @@ struct State {
     refused: Mutex<HashMap<String, u16>>,
     /// Entries a hostile registry adds to a path's first page although they are not under it.
     foreign: Mutex<HashMap<String, Vec<String>>>,
+    /// How the registry misbehaves for one path, on every request.
+    hostile: Mutex<HashMap<String, Hostile>>,
+    /// Random faults on every List request.
+    faults: Mutex<(FaultMix, StdRng)>,
+    /// While set, every request is answered 503.
+    outage: AtomicBool,
+}
+
+/// Ways a registry can misbehave for one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// More entries than `n`.
+    OversizedPage,
+    /// A `Link: rel="next"` without a `last` parameter.
+    LinkWithoutLast,
+    /// A `Link` pointing at another host (its `last` is right: only that may be used).
+    LinkToOtherHost,
+    /// A `Link` on every page, for ever.
+    EndlessPages,
+}
+
+/// Random faults, each a probability per List request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultMix {
+    /// 500, 502 or 503.
+    pub server_errors: f64,
+    /// The answer comes only after `hang_for` (past the client's timeout).
+    pub hangs: f64,
+    pub hang_for: Duration,
+    /// The body breaks off midway and the connection is cut.
+    pub resets: f64,
+    /// Invalid JSON, an object instead of an array, or entries without `path`.
+    pub malformed: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    ServerError(StatusCode),
+    Hang(Duration),
+    Reset,
+    Malformed(u8),
+}
+
+impl State {
+    fn draw_fault(&self) -> Option<Fault> {
+        let mut guard = lock(&self.faults);
+        let (mix, rng) = &mut *guard;
+        let roll: f64 = rng.gen();
+        let mut edge = mix.server_errors;
+        if roll < edge {
+            let status = [500, 502, 503][rng.gen_range(0..3)];
+            return Some(Fault::ServerError(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            ));
+        }
+        edge += mix.hangs;
+        if roll < edge {
+            return Some(Fault::Hang(mix.hang_for));
+        }
+        edge += mix.resets;
+        if roll < edge {
+            return Some(Fault::Reset);
+        }
+        edge += mix.malformed;
+        if roll < edge {
+            return Some(Fault::Malformed(rng.gen_range(0..3)));
+        }
+        None
+    }
 }
 
 pub struct RegistrySimulator {
@@ -99,6 +170,9 @@ impl RegistrySimulator {
             per_path: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             foreign: Mutex::new(HashMap::new()),
+            hostile: Mutex::new(HashMap::new()),
+            faults: Mutex::new((FaultMix::default(), StdRng::seed_from_u64(2026))),
+            outage: AtomicBool::new(false),
         });
         let app_state = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -189,6 +263,21 @@ impl RegistrySimulator {
         );
     }
 
+    /// From now on every List request draws its faults from `mix` (seeded: runs repeat).
+    pub fn set_fault_mix(&self, mix: FaultMix, seed: u64) {
+        *lock(&self.state.faults) = (mix, StdRng::seed_from_u64(seed));
+    }
+
+    /// While on, every request (the probe too) is answered 503.
+    pub fn set_outage(&self, on: bool) {
+        self.state.outage.store(on, Ordering::SeqCst);
+    }
+
+    /// Every request for `path` misbehaves this way from now on.
+    pub fn set_hostile(&self, path: &str, mode: Hostile) {
+        lock(&self.state.hostile).insert(path.to_string(), mode);
+    }
+
     pub async fn stop(&self) {
         self.server.stop(false).await;
     }
@@ -206,7 +295,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     }))
 }
 
-async fn api_root() -> HttpResponse {
+async fn api_root(state: web::Data<State>) -> HttpResponse {
+    if state.outage.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");
+    }
     HttpResponse::Ok().json(serde_json::json!({}))
 }
 
@@ -257,6 +349,14 @@ async fn list(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    if state.outage.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");
+    }
+    let fault = state.draw_fault();
+    if let Some(Fault::Hang(pause)) = fault {
+        // Longer than the client waits: it has given up by the time this answers.
+        tokio::time::sleep(pause).await;
+    }
 
     if let Err(message) = authorize(&req, &state, &path) {
         state.unauthorized.fetch_add(1, Ordering::SeqCst);
@@ -265,6 +365,14 @@ async fn list(
     if let Some(status) = lock(&state.refused).get(&path).copied() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(status, "UNKNOWN", "refused by the simulator");
+    }
+    match fault {
+        Some(Fault::ServerError(status)) => {
+            return error(status, "UNKNOWN", "simulated server error")
+        }
+        Some(Fault::Reset) => return broken_stream(),
+        Some(Fault::Malformed(kind)) => return malformed(kind),
+        Some(Fault::Hang(_)) | None => {}
     }
     let n = match query.n.as_deref() {
         None => 100,
@@ -279,6 +387,7 @@ async fn list(
             }
         },
     };
+    let hostile = lock(&state.hostile).get(&path).copied();
 
     let repos = match state.repositories.read() {
         Ok(repos) => repos,
@@ -305,36 +414,76 @@ async fn list(
     };
     // Every path under `{path}/` sorts below `{path}0` ('0' follows '/').
     let end = format!("{path}0");
-    let page: Vec<&String> = repos
+    let mut page: Vec<String> = repos
         .range((start, Bound::Excluded(end)))
         .filter(|p| **p == path || p.starts_with(&prefix))
         .take(n)
+        .cloned()
         .collect();
+    drop(repos);
 
     let foreign = if query.last.is_none() {
         lock(&state.foreign).get(&path).cloned().unwrap_or_default()
     } else {
         Vec::new()
     };
+    let mut next_last = (page.len() == n).then(|| page.last().cloned()).flatten();
+    let mut link_host = String::new();
+    match hostile {
+        Some(Hostile::OversizedPage) => {
+            page.extend((0..=n).map(|i| format!("{path}/extra-{i:04}")));
+        }
+        Some(Hostile::EndlessPages) => {
+            let last = query.last.clone().unwrap_or_else(|| path.clone());
+            next_last = Some(format!("{last}~"));
+        }
+        Some(Hostile::LinkToOtherHost) => link_host = "http://elsewhere.invalid:8080".into(),
+        Some(Hostile::LinkWithoutLast) | None => {}
+    }
     let mut body: Vec<EntryOut<'_>> = page.iter().map(|p| entry(p.as_str())).collect();
     body.extend(foreign.iter().map(|p| entry(p.as_str())));
 
     let mut response = HttpResponse::Ok();
-    if page.len() == n {
-        if let Some(last) = page.last() {
-            let next = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("n", &n.to_string())
-                .append_pair("last", last)
-                .finish();
-            response.insert_header((
-                "Link",
-                format!(
-                    "</gitlab/v1/repository-paths/{path}/repositories/list/?{next}>; rel=\"next\""
-                ),
-            ));
+    if let Some(last) = next_last {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        next.append_pair("n", &n.to_string());
+        if hostile != Some(Hostile::LinkWithoutLast) {
+            next.append_pair("last", &last);
         }
+        response.insert_header((
+            "Link",
+            format!(
+                "<{link_host}/gitlab/v1/repository-paths/{path}/repositories/list/?{}>; rel=\"next\"",
+                next.finish()
+            ),
+        ));
     }
     response.json(body)
+}
+
+/// A 200 whose body breaks off midway: the connection is cut as by a reset.
+fn broken_stream() -> HttpResponse {
+    let chunks: Vec<Result<web::Bytes, std::io::Error>> = vec![
+        Ok(web::Bytes::from_static(b"[{\"name\":\"a\",\"pa")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated reset",
+        )),
+    ];
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(futures_util::stream::iter(chunks))
+}
+
+fn malformed(kind: u8) -> HttpResponse {
+    let body: &'static str = match kind {
+        0 => "[{\"name\": \"a\", \"path\": ",
+        1 => "{\"repositories\": []}",
+        _ => "[{\"name\": \"a\", \"created_at\": \"2024-01-01T00:00:00Z\"}]",
+    };
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 fn entry(path: &str) -> EntryOut<'_> {

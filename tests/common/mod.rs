@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use registry_repair::analyzer::Faults;
 use registry_repair::config::Settings;
 use registry_repair::db::tracking::{self, TrackingRow};
 use registry_repair::db::{self, Database};
 use registry_repair::demo::database::{database_url, load_gitlab_schema, GITLAB_SCHEMA};
 use registry_repair::demo::seed::World;
+use registry_repair::faults::Faults;
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
 use registry_repair::service::{self, Service, ServiceOptions};
@@ -284,6 +284,7 @@ impl TestApp {
         let options = ServiceOptions {
             until_done,
             faults: self.faults.clone(),
+            ..ServiceOptions::default()
         };
         let service = service::start(&self.settings, signer(FIXTURE_KEY), options)
             .await
