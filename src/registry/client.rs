@@ -58,9 +58,10 @@ impl RegistryError {
     pub fn blame(&self) -> Blame {
         match self {
             RegistryError::Connect { .. } | RegistryError::Token(_) => Blame::Registry,
-            RegistryError::Status { status, .. } if matches!(status, 401 | 403 | 429) => {
-                Blame::Registry
-            }
+            RegistryError::Status {
+                status: 401 | 403 | 429,
+                ..
+            } => Blame::Registry,
             RegistryError::Timeout { .. } | RegistryError::Malformed { .. } => Blame::Unclear,
             RegistryError::Status { status, .. } if *status >= 500 => Blame::Unclear,
             RegistryError::Status { .. } | RegistryError::TooManyPages { .. } => Blame::Project,
