@@ -4,8 +4,7 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -37,8 +36,6 @@ pub struct Job {
     pub project: Project,
     pub crashes: u32,
     pub troubles: u32,
-    /// Projects the registry had served when this one first got into trouble.
-    pub served_at_first_trouble: Option<u64>,
 }
 
 impl Job {
@@ -47,7 +44,6 @@ impl Job {
             project,
             crashes: 0,
             troubles: 0,
-            served_at_first_trouble: None,
         }
     }
 }
@@ -77,8 +73,9 @@ pub struct AnalyzerDeps {
     pub db: Database,
     pub writer: Addr<Writer>,
     pub faults: Arc<Faults>,
-    /// Projects analysed to completion so far, by every Analyzer: whether the registry serves.
-    pub served: AtomicU64,
+    /// The registry path of the last project analysed to completion: the canary that shows
+    /// whether the registry serves other projects while one is in trouble.
+    pub last_served: Mutex<Option<String>>,
 }
 
 pub struct Analyzer {
@@ -106,14 +103,15 @@ impl Analyzer {
         });
     }
 
-    /// Unclear trouble: the project fails once it has had its share while others were served;
-    /// until then it goes back to the queue unrecorded.
-    fn troubled(&self, mut job: Job, reason: String) {
+    /// Unclear trouble. It counts against the project only when the registry served another
+    /// project right after (`others_served`); the project fails once it has had its share. Until
+    /// then it goes back to the queue unrecorded.
+    fn troubled(&self, mut job: Job, reason: String, others_served: bool) {
         let project_id = job.project.id;
-        let served_now = self.deps.served.load(Ordering::Relaxed);
-        let first = *job.served_at_first_trouble.get_or_insert(served_now);
-        job.troubles += 1;
-        if job.troubles >= MAX_TROUBLES && served_now > first {
+        if others_served {
+            job.troubles += 1;
+        }
+        if job.troubles >= MAX_TROUBLES {
             tracing::warn!(project_id, troubles = job.troubles, %reason, "project failed while the registry serves others");
             self.record(TrackingRow {
                 project_id,
@@ -122,14 +120,26 @@ impl Analyzer {
             });
         } else {
             tracing::info!(project_id, troubles = job.troubles, %reason, "project in trouble; it will be tried again");
-            self.finish(project_id, Disposition::Troubled { job, reason });
+            self.finish(
+                project_id,
+                Disposition::Troubled {
+                    job,
+                    reason,
+                    others_served,
+                },
+            );
         }
     }
 
     fn record(&self, row: TrackingRow) {
+        self.record_with(row, 0);
+    }
+
+    /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
+    fn record_with(&self, row: TrackingRow, ignored: u32) {
         let project_id = row.project_id;
         self.deps.writer.do_send(Record(row.clone()));
-        self.finish(project_id, Disposition::Recorded(row));
+        self.finish(project_id, Disposition::Recorded { row, ignored });
     }
 }
 
@@ -178,13 +188,18 @@ impl Handler<Analyze> for Analyzer {
         let work = async move {
             AssertUnwindSafe(async {
                 deps.faults.analysis(project.id);
-                analyze(&deps.registry, &deps.db, &project).await
+                let analysis = analyze(&deps.registry, &deps.db, &project).await;
+                let others_served = match &analysis {
+                    Analysis::Troubled { .. } => registry_serves_others(&deps, &project).await,
+                    _ => false,
+                };
+                (analysis, others_served)
             })
             .catch_unwind()
             .await
         };
         Box::pin(work.into_actor(self).map(move |result, act, ctx| {
-            let Ok(analysis) = result else {
+            let Ok((analysis, others_served)) = result else {
                 tracing::error!(
                     analyzer = act.id,
                     project_id = job.project.id,
@@ -203,12 +218,17 @@ impl Handler<Analyze> for Analyzer {
                     pages,
                 } => {
                     tracing::debug!(project_id, missing, ignored, pages, "project analysed");
-                    act.deps.served.fetch_add(1, Ordering::Relaxed);
-                    act.record(TrackingRow {
-                        project_id,
-                        missing_count: missing,
-                        status: Status::Completed,
-                    });
+                    if let Some(path) = &job.project.full_path {
+                        *lock(&act.deps.last_served) = Some(path.to_lowercase());
+                    }
+                    act.record_with(
+                        TrackingRow {
+                            project_id,
+                            missing_count: missing,
+                            status: Status::Completed,
+                        },
+                        ignored,
+                    );
                 }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
@@ -222,10 +242,28 @@ impl Handler<Analyze> for Analyzer {
                     tracing::info!(project_id, %reason, "project deferred");
                     act.finish(project_id, Disposition::Deferred { job, reason });
                 }
-                Analysis::Troubled { reason } => act.troubled(job, reason),
+                Analysis::Troubled { reason } => act.troubled(job, reason, others_served),
             }
         }))
     }
+}
+
+/// Whether the registry answers for the project analysed last, right now: one request, no retry.
+async fn registry_serves_others(deps: &AnalyzerDeps, project: &Project) -> bool {
+    let canary = lock(&deps.last_served).clone();
+    let own = project.full_path.as_deref().map(str::to_lowercase);
+    match canary {
+        Some(path) if Some(&path) != own.as_ref() => {
+            deps.registry.pages(&path).next_page().await.is_ok()
+        }
+        _ => false,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row

@@ -13,7 +13,7 @@ use crate::config::{ConfigError, Settings};
 use crate::db::{self, Database};
 use crate::registry::TokenSigner;
 use crate::report::{Format, Report};
-use crate::scheduler::{RunEnd, Status};
+use crate::scheduler::{RunEnd, Shutdown, Status};
 use crate::service::{self, ServiceOptions};
 
 #[derive(Debug, Parser)]
@@ -207,18 +207,25 @@ fn run(settings: Settings, until_done: bool, retry_failed: bool) -> anyhow::Resu
             retry_failed,
             ..ServiceOptions::default()
         };
-        let service = service::start(&settings, signer, options)
-            .await
-            .context("starting the service")?;
+        // Listen before anything starts, so that no signal finds its default (killing) action.
+        let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+        let service = tokio::select! {
+            started = service::start(&settings, signer, options) => {
+                started.context("starting the service")?
+            }
+            name = signals.next() => {
+                tracing::info!(signal = name, "signal received while starting; nothing to stop");
+                return Ok(());
+            }
+        };
         let scheduler = service.scheduler.clone();
         actix_rt::spawn(async move {
-            match wait_for_signal().await {
-                Ok(name) => {
-                    tracing::info!(signal = name, "signal received; shutting down");
-                    scheduler.do_send(crate::scheduler::Shutdown);
-                }
-                Err(error) => tracing::error!(%error, "cannot listen for signals"),
-            }
+            let name = signals.next().await;
+            tracing::info!(signal = name, "signal received; shutting down");
+            scheduler.do_send(Shutdown::GRACEFUL);
+            let name = signals.next().await;
+            tracing::warn!(signal = name, "second signal: not waiting for in-flight projects; flushing and exiting");
+            scheduler.do_send(Shutdown::NOW);
         });
         match service.wait().await {
             RunEnd::Done => {
@@ -236,13 +243,26 @@ fn run(settings: Settings, until_done: bool, retry_failed: bool) -> anyhow::Resu
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+/// SIGTERM and SIGINT, caught from the moment `listen` returns.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -291,6 +311,8 @@ fn print_status(s: &Status) {
     println!("missing found    {}", s.missing_found);
     println!("rate             {:.1} projects/s", s.rate_per_s);
     println!("deferred         {}", s.deferred);
+    println!("ignored entries  {}", s.ignored_entries);
+    println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);
     println!("analyzer restarts {}", s.analyzer_restarts);
     if let Some(error) = &s.last_error {
         println!("last error       {error}");

@@ -100,6 +100,7 @@ struct Counts {
     missing: u64,
     deferred: u64,
     crashes: u64,
+    ignored_entries: u64,
 }
 
 impl Scheduler {
@@ -377,6 +378,7 @@ impl Scheduler {
             failed: self.counts.failed,
             missing_found: self.counts.missing,
             deferred: self.counts.deferred,
+            ignored_entries: self.counts.ignored_entries,
             analyzer_restarts: self.counts.crashes,
             analyzers: self.slots.len(),
             pass: self.passes,
@@ -421,7 +423,10 @@ pub struct Status {
     pub completed: u64,
     pub failed: u64,
     pub missing_found: u64,
+    /// Attempts that ended unrecorded (registry or database trouble), to be tried again.
     pub deferred: u64,
+    /// Registry entries outside the project path, ignored.
+    pub ignored_entries: u64,
     pub analyzer_restarts: u64,
     pub analyzers: usize,
     pub pass: u64,
@@ -492,14 +497,26 @@ impl Handler<SetEnabled> for Scheduler {
 }
 
 /// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
-#[derive(Message)]
+/// `Shutdown::NOW` (a second signal) stops waiting for in-flight projects.
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub struct Shutdown {
+    pub now: bool,
+}
+
+impl Shutdown {
+    pub const GRACEFUL: Shutdown = Shutdown { now: false };
+    pub const NOW: Shutdown = Shutdown { now: true };
+}
 
 impl Handler<Shutdown> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Draining && msg.now {
+            self.finalize(ctx);
+            return;
+        }
         if matches!(self.phase, Phase::Draining | Phase::Finished) {
             return;
         }
@@ -518,12 +535,17 @@ impl Handler<Shutdown> for Scheduler {
 /// What became of a project an Analyzer was given.
 #[derive(Debug, Clone)]
 pub enum Disposition {
-    /// Its result went to the Writer.
-    Recorded(TrackingRow),
+    /// Its result went to the Writer; `ignored` registry entries were outside its path.
+    Recorded { row: TrackingRow, ignored: u32 },
     /// It could not be analysed for a reason outside it; analyse it again later.
     Deferred { job: Job, reason: String },
-    /// 5xx, timeouts or broken answers; analyse it again later, and count it against it.
-    Troubled { job: Job, reason: String },
+    /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
+    /// answered for another project right after, so this was the project's trouble alone.
+    Troubled {
+        job: Job,
+        reason: String,
+        others_served: bool,
+    },
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
     /// The Analyzer panicked on it once too often; it was recorded `failed`.
@@ -548,9 +570,10 @@ impl Handler<AnalyzerFinished> for Scheduler {
             }
         }
         match msg.disposition {
-            Disposition::Recorded(row) => match row.status {
+            Disposition::Recorded { row, ignored } => match row.status {
                 RowStatus::Failed => self.counts.failed += 1,
                 _ => {
+                    self.counts.ignored_entries += u64::from(ignored);
                     self.counts.completed += 1;
                     self.counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
                     let transition = self.breaker.success();
@@ -565,10 +588,16 @@ impl Handler<AnalyzerFinished> for Scheduler {
                     self.queue.push_front(job);
                 }
             }
-            Disposition::Troubled { job, reason } => {
+            Disposition::Troubled {
+                job,
+                reason,
+                others_served,
+            } => {
                 self.counts.deferred += 1;
-                let transition = self.breaker.trouble(&reason);
-                self.on_breaker(transition, ctx);
+                if !others_served {
+                    let transition = self.breaker.trouble(&reason);
+                    self.on_breaker(transition, ctx);
+                }
                 // To the back: other projects show meanwhile whether the registry serves.
                 if self.phase == Phase::Running {
                     self.queue.push_back(job);

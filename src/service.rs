@@ -85,7 +85,7 @@ pub async fn start(
         db: db.clone(),
         writer: writer.clone(),
         faults: options.faults.clone(),
-        served: Default::default(),
+        last_served: Default::default(),
     });
     let (finished_tx, finished) = oneshot::channel();
     let config = SchedulerConfig {
@@ -117,7 +117,7 @@ pub async fn start(
 impl Service {
     /// Asks the service to stop: no new dispatch, in-flight projects finish, the Writer flushes.
     pub fn shutdown(&self) {
-        self.scheduler.do_send(Shutdown);
+        self.scheduler.do_send(Shutdown::GRACEFUL);
     }
 
     /// Waits until the run ends, then stops the admin API.

@@ -6,12 +6,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::process::{
+    assert_written_rows_correct, busy_world, cli, free_port, service_env, spawn, Env,
+};
 use common::{assert_rows_match, eventually, fixture_key_path, trusted, TestDb};
 use diesel::query_builder::SqlQuery;
 use diesel::sql_types::{BigInt, Integer, Nullable, SmallInt, Text};
@@ -21,7 +21,6 @@ use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 
-const BIN: &str = env!("CARGO_BIN_EXE_registry-repair");
 const TABLE: &str = "container_registry_data_repair_details";
 const STATUS_INDEX: &str = "index_container_registry_data_repair_details_on_status";
 /// A database nobody listens on.
@@ -39,234 +38,6 @@ CREATE TABLE container_registry_data_repair_details (
 CREATE INDEX index_container_registry_data_repair_details_on_status
     ON container_registry_data_repair_details USING btree (status);
 ";
-
-// ---------------------------------------------------------------------------------------------
-// Running the binary
-// ---------------------------------------------------------------------------------------------
-
-/// `REGISTRY_REPAIR__*` variables for one child; nothing else of the test's environment leaks in.
-#[derive(Clone, Default)]
-struct Env(Vec<(String, String)>);
-
-impl Env {
-    fn new() -> Self {
-        Self::default()
-    }
-
-    /// `key` is `SECTION__KEY`, e.g. `DATABASE__URL`.
-    fn set(mut self, key: &str, value: impl Into<String>) -> Self {
-        let name = format!("REGISTRY_REPAIR__{key}");
-        self.0.retain(|(k, _)| *k != name);
-        self.0.push((name, value.into()));
-        self
-    }
-
-    fn unset(mut self, key: &str) -> Self {
-        let name = format!("REGISTRY_REPAIR__{key}");
-        self.0.retain(|(k, _)| *k != name);
-        self
-    }
-}
-
-/// Everything `run` needs against `db` and the registry at `registry_url`, tuned for quick tests.
-fn service_env(db: &TestDb, registry_url: &str, admin_listen: &str) -> Env {
-    Env::new()
-        .set("DATABASE__URL", &db.url)
-        .set("DATABASE__POOL_SIZE", "4")
-        .set("REGISTRY__URL", registry_url)
-        .set(
-            "REGISTRY__KEY_PATH",
-            fixture_key_path().to_string_lossy().into_owned(),
-        )
-        .set("REGISTRY__TIMEOUT_MS", "5000")
-        .set("ADMIN__LISTEN", admin_listen)
-        .set("WRITER__FLUSH_INTERVAL_MS", "50")
-        .set("WORKER__RESCAN_INTERVAL_S", "1")
-        .set("WORKER__SHUTDOWN_TIMEOUT_S", "10")
-}
-
-/// A port nothing listens on (at least right now).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// A child process whose output is drained by threads of its own, so that it never blocks on a
-/// full pipe, and which is killed if the test ends (or panics) before it does.
-struct Running {
-    what: String,
-    child: Child,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-    started: Instant,
-}
-
-/// How a child ended.
-#[derive(Debug)]
-struct Finished {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-fn spawn(args: &[&str], env: &Env) -> Running {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("REGISTRY_REPAIR__") || name == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.args(args)
-        .envs(env.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let what = format!(
-        "`registry-repair {}` with {}",
-        args.join(" "),
-        env.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
-    Running {
-        what,
-        child,
-        stdout,
-        stderr,
-        started: Instant::now(),
-    }
-}
-
-impl Running {
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits an i32")
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on a child of ours that has not been reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "signalling {}", self.what);
-    }
-
-    fn has_exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    fn collect(&mut self, code: Option<i32>) -> Finished {
-        let stdout = self
-            .stdout
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        Finished {
-            what: self.what.clone(),
-            code,
-            stdout,
-            stderr,
-            elapsed: self.started.elapsed(),
-        }
-    }
-
-    /// Waits (without blocking the runtime) for the child to exit; kills it and fails the test
-    /// if it takes longer than `timeout`.
-    async fn wait(&mut self, timeout: Duration) -> Finished {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return self.collect(status.code()),
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    let out = self.collect(None);
-                    panic!(
-                        "{} did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
-                        out.what, out.stdout, out.stderr
-                    );
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("waiting for {}: {e}", self.what),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs one command to its end (at most `timeout`).
-async fn cli(args: &[&str], env: &Env, timeout: Duration) -> Finished {
-    spawn(args, env).wait(timeout).await
-}
-
-impl Finished {
-    fn dump(&self) -> String {
-        format!(
-            "{} exited with {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.what, self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_exit(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "{}", self.dump());
-        self
-    }
-
-    fn assert_stdout_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout should mention {needle:?}\n{}",
-            self.dump()
-        );
-        self
-    }
-
-    fn assert_stderr_has(&self, needle: &str) -> &Self {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr should mention {needle:?}\n{}",
-            self.dump()
-        );
-        self
-    }
-
-    fn assert_no_panic(&self) -> &Self {
-        assert!(
-            !self.stdout.contains("panicked") && !self.stderr.contains("panicked"),
-            "{}",
-            self.dump()
-        );
-        self
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reading the database
@@ -415,46 +186,6 @@ async fn assert_gitlab_shape(db: &TestDb) {
         2,
         "the primary key's index and the status index only: {indexes:?}"
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Worlds
-// ---------------------------------------------------------------------------------------------
-
-/// `n` projects in mixed-case nested groups, each with at least one registry repository (so that
-/// each costs exactly one List request), a third of them with missing repositories.
-fn busy_world(n: usize) -> World {
-    let mut w = World::new();
-    let top = w.group(None, "Busy-Org");
-    let team_a = w.group(Some(top), "Team_A");
-    let team_b = w.group(Some(top), "Team.B");
-    for i in 0..n {
-        let home = if i % 2 == 0 { team_a } else { team_b };
-        match i % 3 {
-            0 => w.project(home, &format!("Svc-{i}"), &["", "api"], &["api"]),
-            1 => w.project(home, &format!("app_{i}"), &["web"], &["web"]),
-            _ => w.project(home, &format!("Tool-{i}"), &["a/b", "c"], &[]),
-        };
-    }
-    w
-}
-
-/// Rows written so far are exactly what the world says; returns how many there are.
-async fn assert_written_rows_correct(world: &World, db: &TestDb) -> usize {
-    let expected = world.expected();
-    let rows = db.rows().await;
-    for row in &rows {
-        let e = expected
-            .get(&row.project_id)
-            .unwrap_or_else(|| panic!("a row for project {} not in the world", row.project_id));
-        assert_eq!(
-            (row.status, row.missing_count),
-            (e.status, e.missing),
-            "project {}",
-            row.project_id
-        );
-    }
-    rows.len()
 }
 
 // ---------------------------------------------------------------------------------------------

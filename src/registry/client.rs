@@ -259,15 +259,16 @@ impl RegistryClient {
                 path: path.to_string(),
                 timeout: self.timeout,
             }
-        } else if error.is_body() || error.is_decode() {
-            RegistryError::Malformed {
-                path: path.to_string(),
-                reason: format!("broken body: {}", crate::errors::chain(&error)),
-            }
-        } else {
+        } else if error.is_connect() {
             RegistryError::Connect {
                 path: path.to_string(),
                 message: crate::errors::chain(&error),
+            }
+        } else {
+            // Connected, but the answer broke off (reset, closed early, bad framing).
+            RegistryError::Malformed {
+                path: path.to_string(),
+                reason: format!("broken answer: {}", crate::errors::chain(&error)),
             }
         }
     }

@@ -78,8 +78,9 @@ pub enum Hostile {
     OversizedPage,
     /// A `Link: rel="next"` without a `last` parameter.
     LinkWithoutLast,
-    /// A `Link` pointing at another host (its `last` is right: only that may be used).
-    LinkToOtherHost,
+    /// A `Link` pointing at another server on this loopback port (its `last` is right: only that
+    /// may be used, and the token must not go there).
+    LinkToOtherHost(u16),
     /// A `Link` on every page, for ever.
     EndlessPages,
 }
@@ -255,6 +256,12 @@ impl RegistrySimulator {
         lock(&self.state.refused).insert(path.to_string(), status);
     }
 
+    /// Requests for `path` are served normally again.
+    pub fn accept(&self, path: &str) {
+        lock(&self.state.refused).remove(path);
+        lock(&self.state.hostile).remove(path);
+    }
+
     /// The first page for `path` also lists these full paths, which are not under `path`.
     pub fn add_foreign_entries(&self, path: &str, entries: &[&str]) {
         lock(&self.state.foreign).insert(
@@ -414,12 +421,20 @@ async fn list(
     };
     // Every path under `{path}/` sorts below `{path}0` ('0' follows '/').
     let end = format!("{path}0");
-    let mut page: Vec<String> = repos
-        .range((start, Bound::Excluded(end)))
-        .filter(|p| **p == path || p.starts_with(&prefix))
-        .take(n)
-        .cloned()
-        .collect();
+    let past_the_end = query
+        .last
+        .as_deref()
+        .is_some_and(|last| last >= end.as_str());
+    let mut page: Vec<String> = if past_the_end {
+        Vec::new()
+    } else {
+        repos
+            .range((start, Bound::Excluded(end)))
+            .filter(|p| **p == path || p.starts_with(&prefix))
+            .take(n)
+            .cloned()
+            .collect()
+    };
     drop(repos);
 
     let foreign = if query.last.is_none() {
@@ -437,7 +452,7 @@ async fn list(
             let last = query.last.clone().unwrap_or_else(|| path.clone());
             next_last = Some(format!("{last}~"));
         }
-        Some(Hostile::LinkToOtherHost) => link_host = "http://elsewhere.invalid:8080".into(),
+        Some(Hostile::LinkToOtherHost(port)) => link_host = format!("http://127.0.0.1:{port}"),
         Some(Hostile::LinkWithoutLast) | None => {}
     }
     let mut body: Vec<EntryOut<'_>> = page.iter().map(|p| entry(p.as_str())).collect();

@@ -3,6 +3,8 @@
 //! the whole service in-process against both.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,7 +55,7 @@ pub fn trusted() -> TrustedIssuer {
     }
 }
 
-async fn run_on(url: &str, sql: &str) {
+pub async fn run_on(url: &str, sql: &str) {
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));

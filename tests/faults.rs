@@ -1,0 +1,486 @@
+//! Faults end in a correct table: flaky registries, outages, a rejected key, hostile answers, a
+//! database that goes away, a Writer that panics, and failed projects analysed again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{assert_rows_match, eventually, signer, TestApp, TestDb, OTHER_KEY};
+use registry_repair::db::tracking::Status;
+use registry_repair::db::tracking::TrackingRow;
+use registry_repair::demo::seed::{Expected, World};
+use registry_repair::registry::simulator::{FaultMix, Hostile, RegistrySimulator};
+use registry_repair::registry::{RegistryClient, RegistryError};
+use registry_repair::scheduler::{GetStatus, RunEnd, Status as ServiceStatus};
+use registry_repair::service::{self, ServiceOptions};
+use registry_repair::writer::{GetWriterStats, Record};
+
+/// `n` projects in two groups; project `i` has `1 + i % 3` repositories, the first known to Rails.
+fn world(n: usize) -> World {
+    let mut w = World::new();
+    let a = w.group(None, "Alpha-Group");
+    let b = w.group(None, "Beta");
+    for i in 0..n {
+        let names = ["", "img", "tools/cache"];
+        let k = 1 + i % 3;
+        w.project(
+            if i % 2 == 0 { a } else { b },
+            &format!("Proj-{i}"),
+            &names[..k],
+            &names[..1],
+        );
+    }
+    w
+}
+
+fn registry_path(w: &World, id: i64) -> String {
+    w.projects
+        .iter()
+        .find(|p| p.id == id)
+        .and_then(|p| p.full_path.clone())
+        .expect("project with a route")
+        .to_lowercase()
+}
+
+async fn status(app: &TestApp) -> ServiceStatus {
+    app.service()
+        .scheduler
+        .send(GetStatus)
+        .await
+        .expect("status")
+}
+
+/// Rows must equal `expected`, project by project.
+async fn assert_rows(app: &TestApp, expected: &HashMap<i64, Expected>) {
+    let rows = app.rows_by_project().await;
+    assert_eq!(rows.len(), expected.len(), "one row per project");
+    for (id, e) in expected {
+        let row = &rows[id];
+        assert_eq!(
+            (row.status, row.missing_count),
+            (e.status, e.missing),
+            "project {id}"
+        );
+    }
+}
+
+async fn failed_rows(app: &TestApp) -> usize {
+    app.db
+        .rows()
+        .await
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count()
+}
+
+#[actix_rt::test]
+async fn a_flaky_registry_still_gives_every_project_its_true_count_and_always_refused_ones_fail() {
+    let world = world(600);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.set_fault_mix(
+        FaultMix {
+            server_errors: 0.05,
+            hangs: 0.01,
+            hang_for: Duration::from_millis(1500),
+            resets: 0.02,
+            malformed: 0.02,
+        },
+        7,
+    );
+    let refused = [world.projects[10].id, world.projects[333].id];
+    for id in refused {
+        app.registry.refuse(&registry_path(&world, id), 503);
+    }
+    app.settings.registry.timeout_ms = 400;
+    app.settings.worker.max_concurrency = 8;
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+
+    let mut expected = world.expected();
+    for id in refused {
+        expected.insert(
+            id,
+            Expected {
+                status: Status::Failed,
+                missing: 0,
+            },
+        );
+    }
+    assert_rows(&app, &expected).await;
+}
+
+#[actix_rt::test]
+async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row() {
+    let world = world(300);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.set_latency(Duration::from_millis(10));
+    app.settings.worker.max_concurrency = 4;
+    app.start(true).await;
+    let db = &app.db;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.rows().await.len() >= 50
+        })
+        .await
+    );
+
+    app.registry.set_outage(true);
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scheduler
+                .send(GetStatus)
+                .await
+                .is_ok_and(|s| s.breaker == "open")
+        })
+        .await,
+        "the breaker opens"
+    );
+    let during = status(&app).await;
+    assert_eq!(during.state, "registry unavailable");
+    assert!(
+        during
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("503")),
+        "{during:?}"
+    );
+    // Projects in flight when it opened finish their retries; then nothing new is dispatched.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scheduler
+                .send(GetStatus)
+                .await
+                .is_ok_and(|s| s.in_flight == 0)
+        })
+        .await
+    );
+    let requests = app.registry.stats().list_requests;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.registry.stats().list_requests,
+        requests,
+        "no dispatching while the registry is down: only probes of /gitlab/v1/"
+    );
+    assert_eq!(failed_rows(&app).await, 0);
+    app.registry.set_outage(false);
+
+    let service = app.service.take().expect("service");
+    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
+    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+}
+
+#[actix_rt::test]
+async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
+    let world = world(50);
+    let app = TestApp::prepare(&world).await;
+    let service = service::start(&app.settings, signer(OTHER_KEY), ServiceOptions::default())
+        .await
+        .expect("starts");
+    let scheduler = service.scheduler.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scheduler
+                .send(GetStatus)
+                .await
+                .is_ok_and(|s| s.breaker_trips >= 1)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = scheduler.send(GetStatus).await.expect("status");
+    assert_ne!(s.breaker, "closed");
+    assert!(
+        s.last_error.as_deref().is_some_and(|e| e.contains("401")),
+        "{s:?}"
+    );
+    assert_eq!(app.db.rows().await.len(), 0, "nothing recorded");
+    // The breaker keeps it from hammering the registry: a few projects, then probes and trials.
+    assert!(
+        app.registry.stats().unauthorized < 40,
+        "{:?}",
+        app.registry.stats()
+    );
+    service.shutdown();
+    assert_eq!(service.wait().await, RunEnd::Stopped);
+    assert_eq!(app.db.rows().await.len(), 0);
+}
+
+#[actix_rt::test]
+async fn a_registry_that_refuses_connections_at_start_is_waited_for() {
+    let world = world(40);
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seed");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = common::settings_for(&db, &format!("http://127.0.0.1:{port}"));
+    let options = ServiceOptions {
+        until_done: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(&settings, signer(common::FIXTURE_KEY), options)
+        .await
+        .expect("starts without a registry");
+    let scheduler = service.scheduler.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scheduler
+                .send(GetStatus)
+                .await
+                .is_ok_and(|s| s.breaker == "open")
+        })
+        .await
+    );
+    assert_eq!(db.rows().await.len(), 0);
+    let registry = RegistrySimulator::start(world.registry_paths(), common::trusted(), port)
+        .expect("registry");
+    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
+    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_rows_match(&world, &db).await;
+    assert!(registry.stats().list_requests >= 40);
+}
+
+#[actix_rt::test]
+async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak_the_token() {
+    let mut w = world(60);
+    let g = w.groups[0].id;
+    let names = ["a", "b", "c", "d", "e"];
+    let oversized = w.project(g, "Oversized", &names, &[]);
+    let no_last = w.project(g, "No-Last", &names, &[]);
+    let other_host = w.project(g, "Other-Host", &names, &["a"]);
+    let endless = w.project(g, "Endless", &names, &[]);
+    // Nothing of its own: with the two strays its first page is exactly `n` long.
+    let foreign = w.project(g, "Foreign", &[], &[]);
+    let mut app = TestApp::prepare(&w).await;
+    app.settings.registry.page_size = 2;
+    app.settings.registry.max_pages = 6;
+    app.registry
+        .set_hostile(&registry_path(&w, oversized), Hostile::OversizedPage);
+    app.registry
+        .set_hostile(&registry_path(&w, no_last), Hostile::LinkWithoutLast);
+    let elsewhere = RegistrySimulator::start(w.registry_paths(), common::trusted(), 0)
+        .expect("second registry");
+    app.registry.set_hostile(
+        &registry_path(&w, other_host),
+        Hostile::LinkToOtherHost(elsewhere.addr().port()),
+    );
+    app.registry
+        .set_hostile(&registry_path(&w, endless), Hostile::EndlessPages);
+    app.registry.add_foreign_entries(
+        &registry_path(&w, foreign),
+        &["alpha-group/other/x", "alpha-group/foreign-x/y"],
+    );
+    app.start(false).await;
+    let total = w.projects.len();
+    let db = &app.db;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            db.rows().await.len() == total
+        })
+        .await
+    );
+
+    let mut expected = w.expected();
+    for id in [oversized, no_last, endless] {
+        expected.insert(
+            id,
+            Expected {
+                status: Status::Failed,
+                missing: 0,
+            },
+        );
+    }
+    assert_rows(&app, &expected).await;
+    // The other host's `last` was used against the registry itself: all three pages were read
+    // there, and the other server never saw a request (nor the token).
+    assert_eq!(app.registry.requests_for(&registry_path(&w, other_host)), 3);
+    assert_eq!(elsewhere.stats().list_requests, 0);
+    assert_eq!(
+        app.registry.requests_for(&registry_path(&w, endless)),
+        6,
+        "stopped at max_pages"
+    );
+    assert_eq!(status(&app).await.ignored_entries, 2);
+    assert_eq!(app.registry.stats().unauthorized, 0);
+    app.service().shutdown();
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
+}
+
+#[actix_rt::test]
+async fn broken_bodies_are_malformed_answers_and_retried_not_taken_for_empty_pages() {
+    let sim = RegistrySimulator::start(vec!["g/p/a".to_string()], common::trusted(), 0)
+        .expect("registry");
+    let client = RegistryClient::new(
+        &sim.url(),
+        10,
+        Duration::from_secs(2),
+        10,
+        signer(common::FIXTURE_KEY),
+    )
+    .expect("client");
+    for (mix, what) in [
+        (
+            FaultMix {
+                resets: 1.0,
+                ..FaultMix::default()
+            },
+            "reset",
+        ),
+        (
+            FaultMix {
+                malformed: 1.0,
+                ..FaultMix::default()
+            },
+            "malformed",
+        ),
+    ] {
+        sim.set_fault_mix(mix, 1);
+        for _ in 0..6 {
+            match client.pages("g/p").next_page().await {
+                Err(e @ RegistryError::Malformed { .. }) => assert!(e.is_transient()),
+                other => panic!("{what}: expected a malformed answer, got {other:?}"),
+            }
+        }
+    }
+    sim.set_fault_mix(FaultMix::default(), 1);
+    let page = client
+        .pages("g/p")
+        .next_page()
+        .await
+        .expect("healthy again");
+    assert_eq!(page.map(|p| p.len()), Some(1));
+}
+
+#[actix_rt::test]
+async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
+    let world = world(300);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.set_latency(Duration::from_millis(10));
+    app.settings.worker.max_concurrency = 4;
+    app.settings.database.connect_timeout_ms = 500;
+    app.start(true).await;
+    let db = &app.db;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.rows().await.len() >= 40
+        })
+        .await
+    );
+
+    let server = common::server_url();
+    let name = &app.db.name;
+    common::run_on(
+        &server,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    common::run_on(
+        &server,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writer = app
+        .service()
+        .writer
+        .send(GetWriterStats)
+        .await
+        .expect("stats");
+    common::run_on(
+        &server,
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    assert!(
+        writer.failed_writes >= 1 || writer.buffered > 0,
+        "the outage was felt: {writer:?}"
+    );
+
+    let service = app.service.take().expect("service");
+    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
+    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+}
+
+#[actix_rt::test]
+async fn a_panicking_writer_is_restarted_with_its_buffer() {
+    let world = world(30);
+    let mut app = TestApp::prepare(&world).await;
+    app.settings.writer.flush_interval_ms = 300;
+    app.faults.panic_writer_once();
+    app.start(false).await;
+    let db = &app.db;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            db.rows().await.len() == 30
+        })
+        .await
+    );
+    assert_rows_match(&world, &app.db).await;
+    let writer = app.service().writer.clone();
+    let stats = writer
+        .send(GetWriterStats)
+        .await
+        .expect("the writer answers");
+    assert_eq!(stats.restarts, 1);
+    // Its timer runs again after the restart: a lone result is written without a size flush.
+    let first = world.projects[0].id;
+    writer.do_send(Record(TrackingRow {
+        project_id: first,
+        missing_count: 99,
+        status: Status::Completed,
+    }));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.rows_by_project().await[&first].missing_count == 99
+        })
+        .await
+    );
+    let stats = writer
+        .send(GetWriterStats)
+        .await
+        .expect("the writer answers");
+    assert!(stats.flushes_timer >= 1, "{stats:?}");
+    app.service().shutdown();
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
+}
+
+#[actix_rt::test]
+async fn retry_failed_analyses_failed_projects_again_and_nothing_else() {
+    let world = world(30);
+    let victim = world.projects[7].id;
+    let path = registry_path(&world, victim);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.refuse(&path, 500);
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    assert_eq!(app.rows_by_project().await[&victim].status, Status::Failed);
+
+    app.registry.accept(&path);
+    let before = app.registry.stats().list_requests;
+    let victim_before = app.registry.requests_for(&path);
+    let options = ServiceOptions {
+        until_done: true,
+        retry_failed: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(&app.settings, signer(common::FIXTURE_KEY), options)
+        .await
+        .expect("starts");
+    assert_eq!(service.wait().await, RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+    assert_eq!(app.registry.requests_for(&path), victim_before + 1);
+    assert_eq!(
+        app.registry.stats().list_requests,
+        before + 1,
+        "only the failed project"
+    );
+}
