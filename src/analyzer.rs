@@ -16,6 +16,7 @@ use crate::db::tracking::{Status, TrackingRow};
 use crate::db::Database;
 use crate::faults::Faults;
 use crate::registry::client::Pages;
+use crate::registry::token::SharedToken;
 use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
 use crate::scheduler::{AnalyzerFinished, Disposition};
 use crate::writer::{Record, Writer};
@@ -36,14 +37,17 @@ pub struct Job {
     pub project: Project,
     pub crashes: u32,
     pub troubles: u32,
+    /// The token this project shares with the others of its dispatch batch.
+    pub token: Option<Arc<SharedToken>>,
 }
 
 impl Job {
-    pub fn new(project: Project) -> Self {
+    pub fn new(project: Project, token: Option<Arc<SharedToken>>) -> Self {
         Self {
             project,
             crashes: 0,
             troubles: 0,
+            token,
         }
     }
 }
@@ -185,10 +189,11 @@ impl Handler<Analyze> for Analyzer {
         self.current = Some(job.clone());
         let deps = self.deps.clone();
         let project = job.project.clone();
+        let token = job.token.clone();
         let work = async move {
             AssertUnwindSafe(async {
                 deps.faults.analysis(project.id);
-                let analysis = analyze(&deps.registry, &deps.db, &project).await;
+                let analysis = analyze(&deps.registry, &deps.db, &project, token).await;
                 let others_served = match &analysis {
                     Analysis::Troubled { .. } => registry_serves_others(&deps, &project).await,
                     _ => false,
@@ -268,14 +273,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row
 /// for. Reads every page, or records nothing.
-pub async fn analyze(registry: &RegistryClient, db: &Database, project: &Project) -> Analysis {
+pub async fn analyze(
+    registry: &RegistryClient,
+    db: &Database,
+    project: &Project,
+    token: Option<Arc<SharedToken>>,
+) -> Analysis {
     let Some(full_path) = &project.full_path else {
         return Analysis::Failed {
             reason: "the project has no route, so no registry path".into(),
         };
     };
     let path = full_path.to_lowercase();
-    let mut pages = registry.pages(&path);
+    let mut pages = registry.pages_sharing(&path, token);
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {
         let entries = match next_page_with_retries(&mut pages).await {

@@ -46,6 +46,10 @@ pub enum Command {
         /// First analyse again the projects recorded `failed`, and update their rows
         #[arg(long)]
         retry_failed: bool,
+        /// Forget the watermark and walk every project from the first (after tracking rows were
+        /// deleted by hand, for example)
+        #[arg(long)]
+        from_start: bool,
     },
     /// Print totals and the projects with the most missing repositories
     Report {
@@ -130,7 +134,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             until_done,
             retry_failed,
-        } => run(settings, until_done, retry_failed),
+            from_start,
+        } => run(
+            settings,
+            ServiceOptions {
+                until_done,
+                retry_failed,
+                from_start,
+                ..ServiceOptions::default()
+            },
+        ),
         Command::Report { format, top } => report(&settings, format, top),
         Command::Status { json } => control(&settings, |client| async move {
             let status = client.status().await?;
@@ -198,15 +211,10 @@ fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
     .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))
 }
 
-fn run(settings: Settings, until_done: bool, retry_failed: bool) -> anyhow::Result<()> {
+fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
     let signer = load_signer(&settings)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let options = ServiceOptions {
-            until_done,
-            retry_failed,
-            ..ServiceOptions::default()
-        };
         // Listen before anything starts, so that no signal finds its default (killing) action.
         let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
         let service = tokio::select! {

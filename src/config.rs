@@ -70,6 +70,9 @@ pub struct WorkerSettings {
     pub rescan_interval_s: i64,
     /// On SIGTERM, how long in-flight projects may take before the service flushes and exits anyway.
     pub shutdown_timeout_s: i64,
+    /// `i/N`: this instance analyses the projects whose id modulo N is i (several instances on one
+    /// database split the work with no overlap and no gap).
+    pub shard: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +130,7 @@ impl Default for WorkerSettings {
             max_concurrency: 2,
             rescan_interval_s: 60,
             shutdown_timeout_s: 30,
+            shard: "0/1".into(),
         }
     }
 }
@@ -245,6 +249,7 @@ impl Settings {
             self.worker.shutdown_timeout_s,
             0,
         )?;
+        self.shard()?;
         at_least("writer.batch_size", self.writer.batch_size, 1)?;
         at_least("writer.flush_interval_ms", self.writer.flush_interval_ms, 1)?;
         let listen = self.admin_listen()?;
@@ -284,6 +289,26 @@ impl Settings {
             .ok_or_else(|| ConfigError::new("registry.key_path", "must be set to run the analysis (the PEM RSA private key GitLab signs registry tokens with)"))
     }
 
+    /// `worker.shard` parsed: (i, N) with 0 <= i < N.
+    pub fn shard(&self) -> Result<Shard, ConfigError> {
+        let bad = || {
+            ConfigError::new(
+                "worker.shard",
+                format!(
+                    "`{}` is not `i/N` with 0 <= i < N (for example `0/1`, or `1/4`)",
+                    self.worker.shard
+                ),
+            )
+        };
+        let (i, n) = self.worker.shard.split_once('/').ok_or_else(bad)?;
+        let index: i64 = i.trim().parse().map_err(|_| bad())?;
+        let count: i64 = n.trim().parse().map_err(|_| bad())?;
+        if count < 1 || index < 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
     pub fn max_concurrency(&self) -> usize {
         usize::try_from(self.worker.max_concurrency).unwrap_or(0)
     }
@@ -310,6 +335,23 @@ impl Settings {
 
     pub fn connect_timeout(&self) -> Duration {
         millis(self.database.connect_timeout_ms)
+    }
+}
+
+/// One instance's share of the projects: those whose id modulo `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: i64,
+    pub count: i64,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
     }
 }
 
@@ -444,6 +486,9 @@ mod tests {
                 "writer.batch_size",
             ),
             ("REGISTRY_REPAIR__LOG__FORMAT", "xml", "log.format"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "2/2", "worker.shard"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "1", "worker.shard"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "-1/3", "worker.shard"),
         ];
         for (var, value, key) in cases {
             let err = Settings::load_from(None, env(&[(var, value)]))

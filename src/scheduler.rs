@@ -13,13 +13,20 @@ use tokio::sync::oneshot;
 
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState, Transition};
+use crate::config::Shard;
 use crate::db::projects::{next_failed, next_unanalysed};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
+use crate::db::watermark;
 use crate::db::Database;
-use crate::writer::{Flush, Writer, WriterPressure};
+use crate::registry::token::SharedToken;
+use crate::writer::{Flush, GetWriterStats, Writer, WriterPressure, WriterStats};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
+/// How often the watermark is moved up.
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
+/// Projects that share one registry token (a token grants pull on each of their paths).
+pub const TOKEN_BATCH: usize = 16;
 const RETRY_DB: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -31,6 +38,10 @@ pub struct SchedulerConfig {
     pub shutdown_timeout: Duration,
     /// Walk the projects recorded `failed` first, and analyse them again.
     pub retry_failed: bool,
+    /// This instance's share of the projects.
+    pub shard: Shard,
+    /// Every project of the shard up to this id has a row (see `db::watermark`).
+    pub watermark: i64,
 }
 
 /// Which projects a pass walks.
@@ -88,9 +99,20 @@ pub struct Scheduler {
     breaker_reported_open: bool,
     breaker: Breaker,
     source: Source,
+    advancing: bool,
+    timing: Timing,
     counts: Counts,
     started_at: Instant,
     finished: Option<oneshot::Sender<RunEnd>>,
+}
+
+/// Where the Scheduler's time goes.
+#[derive(Default)]
+struct Timing {
+    fetches: u64,
+    fetch_total: Duration,
+    fetch_max: Duration,
+    first_dispatch: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -111,6 +133,7 @@ impl Scheduler {
         finished: oneshot::Sender<RunEnd>,
     ) -> Self {
         let retry_failed = config.retry_failed;
+        let cursor = if retry_failed { 0 } else { config.watermark };
         Self {
             db,
             writer: deps.writer.clone(),
@@ -118,7 +141,7 @@ impl Scheduler {
             config,
             slots: Vec::new(),
             queue: VecDeque::new(),
-            cursor: 0,
+            cursor,
             exhausted: false,
             fetching: false,
             found_in_pass: 0,
@@ -127,6 +150,8 @@ impl Scheduler {
             writer_full: false,
             breaker_reported_open: false,
             breaker: Breaker::default(),
+            advancing: false,
+            timing: Timing::default(),
             source: if retry_failed {
                 Source::Failed
             } else {
@@ -160,15 +185,20 @@ impl Scheduler {
         self.fetching = true;
         let db = self.db.clone();
         let after = self.cursor;
-        let source = self.source;
+        let (source, shard) = (self.source, self.config.shard);
         let fetch = async move {
-            match source {
-                Source::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH).await,
-                Source::Failed => next_failed(&db, after, FETCH_BATCH).await,
-            }
+            let started = Instant::now();
+            let result = match source {
+                Source::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH, shard).await,
+                Source::Failed => next_failed(&db, after, FETCH_BATCH, shard).await,
+            };
+            (result, started.elapsed())
         };
-        ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
+        ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
             act.fetching = false;
+            act.timing.fetches += 1;
+            act.timing.fetch_total += took;
+            act.timing.fetch_max = act.timing.fetch_max.max(took);
             match result {
                 Ok(projects) => {
                     if act.phase != Phase::Running || act.cursor != after {
@@ -179,7 +209,18 @@ impl Scheduler {
                         act.cursor = last.id;
                     }
                     act.found_in_pass += projects.len() as u64;
-                    act.queue.extend(projects.into_iter().map(Job::new));
+                    for batch in projects.chunks(TOKEN_BATCH) {
+                        let paths = batch
+                            .iter()
+                            .filter_map(|p| p.full_path.as_deref().map(str::to_lowercase))
+                            .collect();
+                        let token = Arc::new(SharedToken::new(paths));
+                        act.queue.extend(
+                            batch
+                                .iter()
+                                .map(|p| Job::new(p.clone(), Some(token.clone()))),
+                        );
+                    }
                     act.tick(ctx);
                 }
                 Err(error) => {
@@ -212,6 +253,15 @@ impl Scheduler {
                 }
             };
             self.slots[slot].busy = Some(job.project.id);
+            if self.timing.first_dispatch.is_none() {
+                let after = self.started_at.elapsed();
+                self.timing.first_dispatch = Some(after);
+                tracing::info!(
+                    after_ms = after.as_millis() as u64,
+                    cursor = self.cursor,
+                    "first project dispatched"
+                );
+            }
             self.slots[slot].addr.do_send(Analyze(job));
             in_flight += 1;
         }
@@ -228,9 +278,22 @@ impl Scheduler {
         }
         // Flush before looking again, or projects whose results are still buffered would be
         // found without a row and analysed twice.
+        // Then move the watermark, so that the next pass (or the next start) begins past it.
         self.phase = Phase::Flushing;
         let flush = self.writer.send(Flush);
-        ctx.spawn(flush.into_actor(self).map(|result, act, ctx| {
+        let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
+        let work = async move {
+            let flushed = flush.await;
+            let through = match flushed {
+                Ok(Ok(_)) => watermark::advance(&db, shard, from).await.ok(),
+                _ => None,
+            };
+            (flushed, through)
+        };
+        ctx.spawn(work.into_actor(self).map(|(result, through), act, ctx| {
+            if let Some(through) = through {
+                act.config.watermark = act.config.watermark.max(through);
+            }
             if act.phase != Phase::Flushing {
                 return;
             }
@@ -269,9 +332,34 @@ impl Scheduler {
         }));
     }
 
+    /// Where a pass starts: past the watermark, unless it revisits failed projects.
+    fn pass_start(&self) -> i64 {
+        match self.source {
+            Source::Unanalysed => self.config.watermark,
+            Source::Failed => 0,
+        }
+    }
+
+    /// Moves the watermark up as far as the database shows every project has a row.
+    fn advance_watermark(&mut self, ctx: &mut Context<Self>) {
+        if self.advancing || self.phase == Phase::Finished {
+            return;
+        }
+        self.advancing = true;
+        let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
+        let work = async move { watermark::advance(&db, shard, from).await };
+        ctx.spawn(work.into_actor(self).map(|result, act, _ctx| {
+            act.advancing = false;
+            match result {
+                Ok(through) => act.config.watermark = act.config.watermark.max(through),
+                Err(error) => tracing::debug!(%error, "the watermark could not move"),
+            }
+        }));
+    }
+
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Running;
-        self.cursor = 0;
+        self.cursor = self.pass_start();
         self.exhausted = false;
         self.found_in_pass = 0;
         self.passes += 1;
@@ -389,6 +477,17 @@ impl Scheduler {
             },
             uptime_s: uptime,
             writer_full: self.writer_full,
+            watermark: self.config.watermark,
+            fetches: self.timing.fetches,
+            fetch_ms_avg: if self.timing.fetches > 0 {
+                self.timing.fetch_total.as_secs_f64() * 1000.0 / self.timing.fetches as f64
+            } else {
+                0.0
+            },
+            fetch_ms_max: self.timing.fetch_max.as_secs_f64() * 1000.0,
+            first_dispatch_ms: self.timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
+            peak_rss_kib: peak_rss_kib(),
+            writer: None,
             breaker: self.breaker.name().to_string(),
             breaker_trips: self.breaker.trips(),
             last_error: self.breaker.last_error().map(str::to_string),
@@ -404,8 +503,11 @@ impl Actor for Scheduler {
             max_concurrency = self.config.limit,
             enabled = self.config.enabled,
             until_done = self.config.until_done,
+            shard = %self.config.shard,
+            watermark = self.config.watermark,
             "scheduler started"
         );
+        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.advance_watermark(ctx));
         self.tick(ctx);
     }
 }
@@ -433,6 +535,17 @@ pub struct Status {
     pub rate_per_s: f64,
     pub uptime_s: f64,
     pub writer_full: bool,
+    /// Every project of this shard up to this id has a row; passes start here.
+    pub watermark: i64,
+    /// Scheduling batches read from the database, and the database time they took.
+    pub fetches: u64,
+    pub fetch_ms_avg: f64,
+    pub fetch_ms_max: f64,
+    /// From the Scheduler's start to its first dispatch.
+    pub first_dispatch_ms: Option<f64>,
+    /// The process's peak resident memory (VmHWM).
+    pub peak_rss_kib: Option<u64>,
+    pub writer: Option<WriterStats>,
     /// `closed` (dispatching), `open` (the registry fails as a whole; probing) or `half-open`.
     pub breaker: String,
     pub breaker_trips: u64,
@@ -444,11 +557,25 @@ pub struct Status {
 pub struct GetStatus;
 
 impl Handler<GetStatus> for Scheduler {
-    type Result = MessageResult<GetStatus>;
+    type Result = ResponseActFuture<Self, Status>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.status())
+        let writer = self.writer.send(GetWriterStats);
+        Box::pin(writer.into_actor(self).map(|stats, act, _ctx| {
+            let mut status = act.status();
+            status.writer = stats.ok();
+            status
+        }))
     }
+}
+
+/// The process's peak resident set size, from /proc (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Use at most this many projects in flight from now on; 0 pauses.

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use crate::admin::AdminServer;
 use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
-use crate::db::Database;
+use crate::db::{watermark, Database};
 use crate::faults::Faults;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
@@ -22,6 +22,8 @@ pub struct ServiceOptions {
     pub until_done: bool,
     /// Analyse the projects recorded `failed` again first.
     pub retry_failed: bool,
+    /// Forget the watermark and walk from the first project.
+    pub from_start: bool,
     /// Fault injection; only tests set it.
     pub faults: Arc<Faults>,
 }
@@ -59,6 +61,11 @@ pub async fn start(
         settings.connect_timeout(),
     )?;
     db.check_ready().await?;
+    let shard = settings.shard()?;
+    if options.from_start {
+        watermark::reset(&db, shard).await?;
+    }
+    let watermark = watermark::load(&db, shard).await?;
     let registry = RegistryClient::new(
         &settings.registry.url,
         u32::try_from(settings.registry.page_size).unwrap_or(1000),
@@ -95,6 +102,8 @@ pub async fn start(
         rescan_interval: settings.rescan_interval(),
         shutdown_timeout: settings.shutdown_timeout(),
         retry_failed: options.retry_failed,
+        shard,
+        watermark,
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));

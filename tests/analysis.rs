@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{signer, trusted, TestDb, FIXTURE_KEY};
 use registry_repair::analyzer::{analyze, Analysis};
+use registry_repair::config::Shard;
 use registry_repair::db::projects::{next_unanalysed, Project};
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
@@ -42,7 +43,7 @@ async fn setup(world: &World, page_size: u32) -> Setup {
 }
 
 async fn project(s: &Setup, id: i64) -> Project {
-    next_unanalysed(&s.database, id - 1, 1)
+    next_unanalysed(&s.database, id - 1, 1, Shard::ALL)
         .await
         .expect("query")
         .into_iter()
@@ -70,7 +71,7 @@ async fn root_and_nested_names_in_a_mixed_case_project_are_counted_when_rails_la
     let s = setup(&w, 2).await;
     let proj = project(&s, p).await;
     assert_eq!(proj.full_path.as_deref(), Some("Gitlab-Org/Build/CNG"));
-    let a = analyze(&s.client, &s.database, &proj).await;
+    let a = analyze(&s.client, &s.database, &proj, None).await;
     // 5 in the registry, 1 of them known to Rails; the Rails-only row does not count.
     assert!(completed(4)(&a), "{a:?}");
     // Three pages of two: 2 + 2 + 1.
@@ -88,7 +89,7 @@ async fn every_repository_known_to_rails_means_zero_missing() {
         &["", "api", "tools/builder"],
     );
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, p).await).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
     assert!(completed(0)(&a), "{a:?}");
 }
 
@@ -99,9 +100,9 @@ async fn sibling_projects_sharing_a_prefix_do_not_leak_into_each_other() {
     let app = w.project(g, "App", &["one"], &["one"]);
     let app_x = w.project(g, "App-X", &["", "two", "three"], &[]);
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, app).await).await;
+    let a = analyze(&s.client, &s.database, &project(&s, app).await, None).await;
     assert!(completed(0)(&a), "{a:?}");
-    let b = analyze(&s.client, &s.database, &project(&s, app_x).await).await;
+    let b = analyze(&s.client, &s.database, &project(&s, app_x).await, None).await;
     assert!(completed(3)(&b), "{b:?}");
 }
 
@@ -113,7 +114,7 @@ async fn entries_outside_the_project_path_are_ignored_and_counted() {
     let s = setup(&w, 1000).await;
     s.registry
         .add_foreign_entries("grp/app", &["grp/other/x", "grp/app-x/y", "elsewhere/z"]);
-    match analyze(&s.client, &s.database, &project(&s, p).await).await {
+    match analyze(&s.client, &s.database, &project(&s, p).await, None).await {
         Analysis::Completed {
             missing, ignored, ..
         } => {
@@ -133,10 +134,10 @@ async fn an_unknown_namespace_is_completed_with_zero_and_no_route_is_failed() {
     let p = w.project(quiet, "Legacy", &[], &["old"]);
     let orphan = w.project_without_route(quiet, "Orphan");
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, p).await).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
     assert!(completed(0)(&a), "{a:?}");
     let before = s.registry.stats().list_requests;
-    let b = analyze(&s.client, &s.database, &project(&s, orphan).await).await;
+    let b = analyze(&s.client, &s.database, &project(&s, orphan).await, None).await;
     assert!(matches!(b, Analysis::Failed { .. }), "{b:?}");
     assert_eq!(
         s.registry.stats().list_requests,
@@ -160,11 +161,13 @@ async fn the_keyset_walk_skips_projects_with_a_row_and_returns_paths_in_id_order
             ids[2], ids[5]
         ))
         .await;
-    let first = next_unanalysed(&s.database, 0, 4).await.expect("query");
+    let first = next_unanalysed(&s.database, 0, 4, Shard::ALL)
+        .await
+        .expect("query");
     let got: Vec<i64> = first.iter().map(|p| p.id).collect();
     assert_eq!(got, vec![ids[0], ids[1], ids[3], ids[4]]);
     assert_eq!(first[0].full_path.as_deref(), Some("G/P0"));
-    let rest = next_unanalysed(&s.database, ids[4], 100)
+    let rest = next_unanalysed(&s.database, ids[4], 100, Shard::ALL)
         .await
         .expect("query");
     let got: Vec<i64> = rest.iter().map(|p| p.id).collect();

@@ -256,3 +256,28 @@ async fn a_next_marker_that_does_not_advance_and_too_many_pages_are_errors_not_l
     }
     assert_eq!(sim.stats().list_requests, 5);
 }
+
+#[actix_rt::test]
+async fn one_shared_token_serves_every_project_of_its_batch_and_only_those() {
+    use registry_repair::registry::token::SharedToken;
+    let sim = RegistrySimulator::start(repos(&["g/a/x", "g/b/y", "g/c/z"]), trusted(), 0)
+        .expect("simulator");
+    let c = client(&sim.url(), 10, FIXTURE_KEY);
+    let shared = std::sync::Arc::new(SharedToken::new(vec!["g/a".into(), "g/b".into()]));
+    for path in ["g/a", "g/b"] {
+        let mut pages = c.pages_sharing(path, Some(shared.clone()));
+        assert_eq!(
+            pages.next_page().await.expect("page").map(|p| p.len()),
+            Some(1)
+        );
+    }
+    assert_eq!(c.signer().minted(), 1, "one signature for both");
+    // A path the shared token does not cover gets a token of its own.
+    let mut pages = c.pages_sharing("g/c", Some(shared));
+    assert_eq!(
+        pages.next_page().await.expect("page").map(|p| p.len()),
+        Some(1)
+    );
+    assert_eq!(c.signer().minted(), 2);
+    assert_eq!(sim.stats().unauthorized, 0);
+}

@@ -3,6 +3,7 @@
 pub mod projects;
 pub mod schema;
 pub mod tracking;
+pub mod watermark;
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub enum DbError {
     },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
-    #[error("the tracking table container_registry_data_repair_details does not exist in {target}: run `registry-repair migrate` first")]
+    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
 }
 
@@ -84,7 +85,7 @@ impl Database {
         }
     }
 
-    /// Connects once and checks that the tracking table exists, so `run` fails early and clearly.
+    /// Connects once and checks that the migrations ran, so `run` fails early and clearly.
     pub async fn check_ready(&self) -> Result<(), DbError> {
         use diesel::sql_types::Bool;
         use diesel_async::RunQueryDsl;
@@ -96,7 +97,8 @@ impl Database {
         }
         let mut conn = self.conn().await?;
         let row: Exists = diesel::sql_query(
-            "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL AS present",
+            "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
+                    AND to_regclass('registry_repair_watermarks') IS NOT NULL AS present",
         )
         .get_result(&mut conn)
         .await

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 
-use diesel::dsl::{exists, not};
+use diesel::dsl::{exists, not, sql};
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 
 use super::schema::{
@@ -12,6 +14,16 @@ use super::schema::{
 };
 use super::tracking::Status;
 use super::{Database, DbError};
+use crate::config::Shard;
+
+/// `column % N = i`, or true for the single shard. Only integers are spliced in.
+fn in_shard(column: &str, shard: Shard) -> SqlLiteral<Bool> {
+    if shard.count <= 1 {
+        sql::<Bool>("TRUE")
+    } else {
+        sql::<Bool>(&format!("{column} % {} = {}", shard.count, shard.index))
+    }
+}
 
 /// A project to analyse. `full_path` is its `routes.path` (mixed case); `None` when it has no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +40,7 @@ pub async fn next_unanalysed(
     db: &Database,
     after: i64,
     limit: i64,
+    shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
     let rows: Vec<(i64, Option<String>)> = projects::table
@@ -37,6 +50,7 @@ pub async fn next_unanalysed(
                 .and(routes::source_id.eq(projects::id))),
         )
         .filter(projects::id.gt(after))
+        .filter(in_shard("projects.id", shard))
         .filter(not(exists(
             tracking::table
                 .filter(tracking::project_id.eq(projects::id))
@@ -81,7 +95,12 @@ pub async fn existing_repository_names(
 
 /// The next `limit` projects recorded `failed` with id above `after`, in id order
 /// (`run --retry-failed`).
-pub async fn next_failed(db: &Database, after: i64, limit: i64) -> Result<Vec<Project>, DbError> {
+pub async fn next_failed(
+    db: &Database,
+    after: i64,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
     let rows: Vec<(i64, Option<String>)> = tracking::table
         .left_join(
@@ -91,6 +110,10 @@ pub async fn next_failed(db: &Database, after: i64, limit: i64) -> Result<Vec<Pr
         )
         .filter(tracking::project_id.gt(after))
         .filter(tracking::status.eq(Status::Failed as i16))
+        .filter(in_shard(
+            "container_registry_data_repair_details.project_id",
+            shard,
+        ))
         .order(tracking::project_id.asc())
         .limit(limit)
         .select((tracking::project_id, routes::path.nullable()))

@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::token::{Token, TokenError, TokenSigner};
+use super::token::{SharedToken, Token, TokenError, TokenSigner};
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -226,11 +226,17 @@ impl RegistryClient {
         })
     }
 
-    /// Starts walking the pages of `path`.
+    /// Starts walking the pages of `path`, with a token of its own.
     pub fn pages(&self, path: &str) -> Pages<'_> {
+        self.pages_sharing(path, None)
+    }
+
+    /// Starts walking the pages of `path`, with `shared`'s token when it covers the path.
+    pub fn pages_sharing(&self, path: &str, shared: Option<Arc<SharedToken>>) -> Pages<'_> {
         Pages {
             client: self,
             path: path.to_string(),
+            shared: shared.filter(|s| s.covers(path)),
             token: None,
             last: None,
             fetched: 0,
@@ -283,6 +289,7 @@ impl RegistryClient {
 pub struct Pages<'a> {
     client: &'a RegistryClient,
     path: String,
+    shared: Option<Arc<SharedToken>>,
     token: Option<Token>,
     last: Option<String>,
     fetched: u32,
@@ -301,9 +308,12 @@ impl Pages<'_> {
                 max_pages: self.client.max_pages,
             });
         }
-        let token = match self.token.take() {
-            Some(token) if self.client.token_is_fresh(&token) => token,
-            _ => self.client.signer.mint(&self.path)?,
+        let token = match (self.token.take(), &self.shared) {
+            (Some(token), _) if self.client.token_is_fresh(&token) => token,
+            (_, Some(shared)) => {
+                shared.get(&self.client.signer, |t| self.client.token_is_fresh(t))?
+            }
+            (_, None) => self.client.signer.mint(&self.path)?,
         };
         let answer = self
             .client

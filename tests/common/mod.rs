@@ -69,7 +69,19 @@ fn template_name() -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     GITLAB_SCHEMA.hash(&mut h);
-    include_str!("../../migrations/2026-11-25-000000_create_tracking_table/up.sql").hash(&mut h);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("migrations directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("up.sql"))
+        .collect();
+    files.sort();
+    for file in files {
+        file.hash(&mut h);
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .hash(&mut h);
+    }
     format!("rr_tpl_{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
@@ -201,8 +213,11 @@ impl TestDb {
     /// A database with GitLab's tables but without the tracking table (for migration tests).
     pub async fn without_tracking_table() -> Self {
         let db = Self::new().await;
-        db.execute("DROP TABLE container_registry_data_repair_details; DROP TABLE __diesel_schema_migrations")
-            .await;
+        db.execute(
+            "DROP TABLE container_registry_data_repair_details; DROP TABLE registry_repair_watermarks; \
+             DROP TABLE __diesel_schema_migrations",
+        )
+        .await;
         db
     }
 
@@ -262,6 +277,8 @@ pub struct TestApp {
     pub registry: RegistrySimulator,
     pub settings: Settings,
     pub faults: Arc<Faults>,
+    /// Signs the service's tokens; counts them.
+    pub signer: Arc<TokenSigner>,
     pub service: Option<Service>,
 }
 
@@ -278,6 +295,7 @@ impl TestApp {
             registry,
             settings,
             faults: Arc::new(Faults::default()),
+            signer: signer(FIXTURE_KEY),
             service: None,
         }
     }
@@ -288,7 +306,7 @@ impl TestApp {
             faults: self.faults.clone(),
             ..ServiceOptions::default()
         };
-        let service = service::start(&self.settings, signer(FIXTURE_KEY), options)
+        let service = service::start(&self.settings, self.signer.clone(), options)
             .await
             .expect("service starts");
         self.service = Some(service);

@@ -1,0 +1,167 @@
+//! Scale-out and restarts at scale: shards split the work with no overlap and no gap; the watermark
+//! lets a restart start past the analysed projects, and never passes one without a row.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_rows_match, TestApp, TestDb};
+use registry_repair::config::Shard;
+use registry_repair::db::watermark;
+use registry_repair::demo::seed::World;
+use registry_repair::scheduler::RunEnd;
+use registry_repair::service::{self, ServiceOptions};
+
+fn world(n: usize) -> World {
+    let mut w = World::new();
+    let a = w.group(None, "Scale-A");
+    let b = w.group(None, "scale_b");
+    for i in 0..n {
+        let names = ["", "img", "a/b"];
+        w.project(
+            if i % 2 == 0 { a } else { b },
+            &format!("P-{i}"),
+            &names[..1 + i % 3],
+            &names[..i % 2],
+        );
+    }
+    w
+}
+
+#[actix_rt::test]
+async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap() {
+    let world = world(400);
+    let app = TestApp::prepare(&world).await;
+    app.registry.set_latency(Duration::from_millis(5));
+    let mut starts = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let mut settings = app.settings.clone();
+        settings.worker.shard = shard.into();
+        settings.worker.max_concurrency = 4;
+        let options = ServiceOptions {
+            until_done: true,
+            ..ServiceOptions::default()
+        };
+        starts.push(
+            service::start(&settings, app.signer.clone(), options)
+                .await
+                .expect("starts"),
+        );
+    }
+    for service in starts {
+        let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
+        assert_eq!(end.expect("ends"), RunEnd::Done);
+    }
+    assert_rows_match(&world, &app.db).await;
+    // No overlap: every project's path was asked for exactly once (each has one page).
+    for p in &world.projects {
+        let path = p.full_path.as_deref().expect("route").to_lowercase();
+        assert_eq!(app.registry.requests_for(&path), 1, "{path}");
+    }
+    assert_eq!(app.registry.stats().list_requests, 400);
+    // Each shard remembers how far it got.
+    let db = app.db.database();
+    let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
+    for index in 0..2 {
+        let through = watermark::load(&db, Shard { index, count: 2 })
+            .await
+            .expect("load");
+        assert!(through >= max_id - 1, "shard {index}: {through}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_again() {
+    let world = world(120);
+    let mut app = TestApp::prepare(&world).await;
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    let db = app.db.database();
+    let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
+    assert_eq!(
+        watermark::load(&db, Shard::ALL).await.expect("load"),
+        max_id
+    );
+
+    // A new project appears above the watermark; delete an old row by hand, below it.
+    app.db
+        .execute(&format!(
+            "INSERT INTO projects (id, name, path, namespace_id) VALUES ({id}, 'New', 'New', 1); \
+             INSERT INTO routes (source_id, source_type, path) VALUES ({id}, 'Project', 'Scale-A/New')",
+            id = max_id + 10
+        ))
+        .await;
+    let first = world.projects[0].id;
+    app.db
+        .execute(&format!(
+            "DELETE FROM container_registry_data_repair_details WHERE project_id = {first}"
+        ))
+        .await;
+    let requests = app.registry.stats().list_requests;
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    assert_eq!(
+        app.registry.stats().list_requests,
+        requests + 1,
+        "only the new project: the walk starts past the watermark"
+    );
+    assert!(!app.rows_by_project().await.contains_key(&first));
+
+    let options = ServiceOptions {
+        until_done: true,
+        from_start: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(&app.settings, app.signer.clone(), options)
+        .await
+        .expect("starts");
+    assert_eq!(service.wait().await, RunEnd::Done);
+    assert_eq!(app.registry.stats().list_requests, requests + 2);
+    let rows = app.rows_by_project().await;
+    assert_eq!(rows.len(), 121);
+    assert_eq!(rows[&(max_id + 10)].missing_count, 0);
+    for (id, e) in world.expected() {
+        assert_eq!(
+            (rows[&id].status, rows[&id].missing_count),
+            (e.status, e.missing),
+            "{id}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn the_watermark_stops_below_the_first_project_without_a_row() {
+    let world = world(50);
+    let db = TestDb::new().await;
+    let database = db.database();
+    world.insert(&database).await.expect("seed");
+    let hole = world.projects[20].id;
+    db.execute(&format!(
+        "INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
+         SELECT id, 0, 1, now(), now() FROM projects WHERE id <> {hole}"
+    ))
+    .await;
+    let through = watermark::advance(&database, Shard::ALL, 0)
+        .await
+        .expect("advance");
+    assert_eq!(through, hole - 1);
+    assert_eq!(
+        watermark::load(&database, Shard::ALL).await.expect("load"),
+        hole - 1
+    );
+    // Once the hole has its row, it moves on to the last project.
+    db.execute(&format!(
+        "INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
+         VALUES ({hole}, 0, 1, now(), now())"
+    ))
+    .await;
+    let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
+    assert_eq!(
+        watermark::advance(&database, Shard::ALL, hole - 1)
+            .await
+            .expect("advance"),
+        max_id
+    );
+    assert_eq!(
+        watermark::load(&database, Shard::ALL).await.expect("load"),
+        max_id
+    );
+}
