@@ -1,14 +1,17 @@
 //! The Writer actor: the only owner of results not yet in the database. It buffers them and writes
 //! them with one bulk statement when the buffer reaches `writer.batch_size`, every
 //! `writer.flush_interval_ms`, at once when a project fails, and when asked to (shutdown, end of a
-//! pass). A write that fails keeps its rows and is tried again; while the buffer is over its bound
-//! the Scheduler is told to stop dispatching.
+//! pass). One write runs at a time while results keep arriving; what arrived meanwhile goes into
+//! the next statement (group commit), so statements grow with the load instead of queueing. A
+//! write that fails keeps its rows and is tried again; while the buffer is over its bound the
+//! Scheduler is told to stop dispatching.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::Database;
@@ -40,7 +43,12 @@ pub struct WriterStats {
     pub failed_writes: u64,
     pub full: bool,
     pub restarts: u64,
+    /// Time spent in bulk writes, in milliseconds.
+    pub write_ms_total: u64,
 }
+
+/// Someone waiting for the buffer to be written, and the rows written when they asked.
+type Waiter = (u64, oneshot::Sender<Result<usize, String>>);
 
 pub struct Writer {
     db: Database,
@@ -49,6 +57,11 @@ pub struct Writer {
     /// Over this many buffered rows the Scheduler stops dispatching.
     high_water: usize,
     buffer: Vec<TrackingRow>,
+    /// The rows of the write under way: put back if the actor restarts in the middle of it.
+    writing: Option<Arc<Vec<TrackingRow>>>,
+    /// A failed project arrived while writing: write again as soon as the current write ends.
+    urgent: bool,
+    waiters: Vec<Waiter>,
     listener: Option<Recipient<WriterPressure>>,
     retry_delay: Duration,
     retry_after: Option<Instant>,
@@ -64,6 +77,9 @@ impl Writer {
             flush_interval,
             high_water: batch_size.saturating_mul(4).max(64),
             buffer: Vec::new(),
+            writing: None,
+            urgent: false,
+            waiters: Vec::new(),
             listener: None,
             retry_delay: RETRY_MIN,
             retry_after: None,
@@ -82,95 +98,112 @@ impl Writer {
         self.retry_after.is_some_and(|t| Instant::now() < t)
     }
 
-    /// Writes the whole buffer, `batch_size` rows per statement. While it runs the mailbox stays
-    /// closed (`ctx.wait`/`AtomicResponse`), so writes never overlap and never reorder.
-    fn write_out(
-        &mut self,
-        reason: FlushReason,
-    ) -> impl ActorFuture<Self, Output = Result<usize, String>> {
-        let rows = std::mem::take(&mut self.buffer);
-        let db = self.db.clone();
-        let batch_size = self.batch_size;
-        let count = rows.len();
-        let work = async move {
-            let mut written = 0;
-            let mut rest = rows;
-            while !rest.is_empty() {
-                let tail = rest.split_off(batch_size.min(rest.len()));
-                let batch = dedupe(std::mem::replace(&mut rest, tail));
-                let outcome =
-                    tokio::time::timeout(WRITE_TIMEOUT, tracking::upsert(&db, &batch)).await;
-                let error = match outcome {
-                    Ok(Ok(_)) => {
-                        written += batch.len();
-                        continue;
-                    }
-                    Ok(Err(error)) => error.to_string(),
-                    Err(_) => format!(
-                        "writing {} rows took longer than {WRITE_TIMEOUT:?}",
-                        batch.len()
-                    ),
-                };
-                let mut unwritten = batch;
-                unwritten.append(&mut rest);
-                return (written, Err((error, unwritten)));
-            }
-            (written, Ok(()))
-        };
-        work.into_actor(self).map(move |(written, result), act, _ctx| {
-            act.stats.rows_written += written as u64;
-            match reason {
-                FlushReason::Size => act.stats.flushes_size += 1,
-                FlushReason::Timer => act.stats.flushes_timer += 1,
-                FlushReason::Failure => act.stats.flushes_failure += 1,
-                FlushReason::Requested => act.stats.flushes_requested += 1,
-            }
-            let outcome = match result {
-                Ok(()) => {
-                    if count > 0 {
-                        tracing::debug!(rows = written, ?reason, "results flushed");
-                    }
-                    act.retry_delay = RETRY_MIN;
-                    act.retry_after = None;
-                    Ok(written)
-                }
-                Err((error, mut unwritten)) => {
-                    act.stats.failed_writes += 1;
-                    let kept = unwritten.len();
-                    // Rows that arrived meanwhile go after the ones we failed to write.
-                    unwritten.append(&mut act.buffer);
-                    act.buffer = unwritten;
-                    act.retry_after = Some(Instant::now() + act.retry_delay);
-                    tracing::warn!(%error, kept, retry_in = ?act.retry_delay, "flush failed; results kept for the next attempt");
-                    act.retry_delay = (act.retry_delay * 2).min(RETRY_MAX);
-                    Err(error)
-                }
-            };
-            act.update_pressure();
-            outcome
-        })
-    }
-
-    fn flush_in_background(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
-        if self.buffer.is_empty() || self.backing_off() {
+    /// Starts writing the whole buffer in one statement, unless a write is under way (then the
+    /// rows wait for the next one) or the database failed a moment ago (then the timer retries).
+    fn flush(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
+        if self.writing.is_some() {
+            self.urgent |= reason == FlushReason::Failure;
             return;
         }
-        let work = self.write_out(reason).map(|_, _, _| ());
-        ctx.wait(work);
+        if self.buffer.is_empty() {
+            self.answer_waiters(Ok(()));
+            return;
+        }
+        if reason != FlushReason::Requested && self.backing_off() {
+            return;
+        }
+        match reason {
+            FlushReason::Size => self.stats.flushes_size += 1,
+            FlushReason::Timer => self.stats.flushes_timer += 1,
+            FlushReason::Failure => self.stats.flushes_failure += 1,
+            FlushReason::Requested => self.stats.flushes_requested += 1,
+        }
+        self.urgent = false;
+        let rows = Arc::new(dedupe(std::mem::take(&mut self.buffer)));
+        self.writing = Some(rows.clone());
+        let db = self.db.clone();
+        let work = async move {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(WRITE_TIMEOUT, tracking::upsert(&db, &rows)).await;
+            let result = match outcome {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!(
+                    "writing {} rows took longer than {WRITE_TIMEOUT:?}",
+                    rows.len()
+                )),
+            };
+            (result, started.elapsed())
+        };
+        ctx.spawn(work.into_actor(self).map(move |(result, took), act, ctx| {
+            act.stats.write_ms_total += took.as_millis() as u64;
+            match result {
+                Ok(()) => {
+                    let rows = act.writing.take().map_or(0, |rows| rows.len());
+                    act.stats.rows_written += rows as u64;
+                    tracing::debug!(rows, ?reason, ?took, "results flushed");
+                    act.retry_delay = RETRY_MIN;
+                    act.retry_after = None;
+                    // What arrived meanwhile: write it now if it makes a batch or is awaited.
+                    if act.buffer.is_empty() {
+                        act.answer_waiters(Ok(()));
+                    } else if !act.waiters.is_empty() {
+                        act.flush(ctx, FlushReason::Requested);
+                    } else if act.urgent {
+                        act.flush(ctx, FlushReason::Failure);
+                    } else if act.buffer.len() >= act.batch_size {
+                        act.flush(ctx, FlushReason::Size);
+                    }
+                }
+                Err(error) => {
+                    act.stats.failed_writes += 1;
+                    act.put_back();
+                    act.retry_after = Some(Instant::now() + act.retry_delay);
+                    tracing::warn!(%error, kept = act.buffer.len(), retry_in = ?act.retry_delay, "flush failed; results kept for the next attempt");
+                    act.retry_delay = (act.retry_delay * 2).min(RETRY_MAX);
+                    act.answer_waiters(Err(error));
+                }
+            }
+            act.update_pressure();
+        }));
+    }
+
+    /// The rows of an unfinished write go back to the front of the buffer, before newer ones.
+    fn put_back(&mut self) {
+        if let Some(rows) = self.writing.take() {
+            let mut rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone());
+            rows.append(&mut self.buffer);
+            self.buffer = rows;
+        }
+    }
+
+    fn answer_waiters(&mut self, result: Result<(), String>) {
+        let written = self.stats.rows_written;
+        for (since, waiter) in self.waiters.drain(..) {
+            let answer = result
+                .clone()
+                .map(|()| usize::try_from(written - since).unwrap_or(usize::MAX));
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// Rows not yet in the database: buffered, or in the write under way.
+    fn held(&self) -> usize {
+        self.buffer.len() + self.writing.as_ref().map_or(0, |rows| rows.len())
     }
 
     fn update_pressure(&mut self) {
-        let full = self.buffer.len() >= self.high_water;
+        let full = self.held() >= self.high_water;
         if full != self.stats.full {
             self.stats.full = full;
             if full {
                 tracing::warn!(
-                    buffered = self.buffer.len(),
+                    buffered = self.held(),
                     "writer buffer full; dispatching stops until it drains"
                 );
             } else {
                 tracing::info!(
-                    buffered = self.buffer.len(),
+                    buffered = self.held(),
                     "writer buffer drained; dispatching resumes"
                 );
             }
@@ -196,13 +229,16 @@ impl Actor for Writer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Runs again after a supervised restart, which cancels the old timer: the buffer survives.
         ctx.run_interval(self.flush_interval, |act, ctx| {
-            act.flush_in_background(ctx, FlushReason::Timer);
+            act.flush(ctx, FlushReason::Timer);
         });
     }
 }
 
 impl Supervised for Writer {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // A restart cancels the write under way: its rows are written again (the upsert is
+        // idempotent, so rows the database did take are not doubled).
+        self.put_back();
         tracing::warn!(
             buffered = self.buffer.len(),
             "writer restarting; buffer kept"
@@ -238,9 +274,9 @@ impl Handler<Record> for Writer {
         }
         self.update_pressure();
         if failed {
-            self.flush_in_background(ctx, FlushReason::Failure);
+            self.flush(ctx, FlushReason::Failure);
         } else if self.buffer.len() >= self.batch_size {
-            self.flush_in_background(ctx, FlushReason::Size);
+            self.flush(ctx, FlushReason::Size);
         }
     }
 }
@@ -251,10 +287,16 @@ impl Handler<Record> for Writer {
 pub struct Flush;
 
 impl Handler<Flush> for Writer {
-    type Result = AtomicResponse<Self, Result<usize, String>>;
+    type Result = ResponseFuture<Result<usize, String>>;
 
-    fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(Box::pin(self.write_out(FlushReason::Requested)))
+    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push((self.stats.rows_written, tx));
+        self.flush(ctx, FlushReason::Requested);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the writer stopped before writing".into()))
+        })
     }
 }
 
@@ -280,7 +322,7 @@ impl Handler<GetWriterStats> for Writer {
 
     fn handle(&mut self, _msg: GetWriterStats, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats.clone();
-        stats.buffered = self.buffer.len();
+        stats.buffered = self.held();
         MessageResult(stats)
     }
 }

@@ -1,0 +1,573 @@
+//! The scale benchmark: seeds a GitLab-shaped database of N projects server-side, runs the real
+//! `registry-repair` binary against a simulated registry with a set latency, and prints
+//! projects/s, registry requests/s against `max_concurrency / latency`, database time per
+//! scheduling batch (beside GitLab's own query), Writer rows/s and peak RSS.
+//!
+//!     cargo bench --bench pipeline -- --projects 1000000
+//!     cargo bench --bench pipeline -- --projects 10000000 --concurrency 2,32,256
+//!
+//! The seeded database (`rr_bench_<N>`) is kept between runs; `--reseed` makes it again.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use diesel::sql_types::{BigInt, Nullable};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use registry_repair::admin::AdminClient;
+use registry_repair::config::Shard;
+use registry_repair::db::tracking::{Status, TrackingRow};
+use registry_repair::db::{self, projects, Database};
+use registry_repair::demo::database::{database_url, load_gitlab_schema, recreate_database};
+use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
+use registry_repair::registry::TokenSigner;
+use registry_repair::scheduler::Status as ServiceStatus;
+use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
+
+const KEY: &str = include_str!("../tests/fixtures/registry.key");
+const GROUPS: i64 = 1000;
+/// One project in this many has repositories (most have none, as in real installations).
+const WITH_REPOS_EVERY: i64 = 100;
+
+#[derive(Parser, Debug)]
+#[command(about = "registry-repair scale benchmark")]
+struct Args {
+    /// Projects in the seeded database.
+    #[arg(long, default_value_t = 1_000_000)]
+    projects: i64,
+    /// max_concurrency values to measure at --latency-ms.
+    #[arg(long, value_delimiter = ',', default_value = "2,32,256")]
+    concurrency: Vec<usize>,
+    /// Registry latency per request for the concurrency runs.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// max_concurrency for the run without registry latency.
+    #[arg(long, default_value_t = 64)]
+    unlimited_concurrency: usize,
+    /// Seconds measured per run (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// PostgreSQL server.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    server: String,
+    /// Drop and seed the database again.
+    #[arg(long)]
+    reseed: bool,
+    /// Rows for the Writer measurement.
+    #[arg(long, default_value_t = 200_000)]
+    writer_rows: i64,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let system = actix_rt::System::new();
+    system.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let n = args.projects;
+    let name = format!("rr_bench_{n}");
+    let url = database_url(&args.server, &name)?;
+    println!("# registry-repair pipeline benchmark");
+    println!(
+        "machine: {} cores, {}; PostgreSQL at {}",
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(1),
+        mem_total(),
+        db::redact(&args.server)
+    );
+    let seeded = Instant::now();
+    if args.reseed || !is_seeded(&url, n).await {
+        seed(&args.server, &name, &url, n).await?;
+        println!(
+            "seeded {n} projects in {:.1} s",
+            seeded.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("reusing the seeded database {name}");
+    }
+    let database = Database::new(&url, 4, Duration::from_secs(5))?;
+    let signer = TokenSigner::from_pem(
+        KEY,
+        "fixture",
+        "gitlab-issuer",
+        "container_registry",
+        Duration::from_secs(300),
+    )?;
+    let registry = RegistrySimulator::start_with_workers(
+        registry_paths(n),
+        TrustedIssuer {
+            public_key_pem: signer.public_key_pem().to_string(),
+            kid: signer.kid().to_string(),
+            issuer: "gitlab-issuer".into(),
+            audience: "container_registry".into(),
+        },
+        0,
+        2,
+    )?;
+
+    token_costs(&signer)?;
+
+    // Throughput, with nothing analysed yet.
+    set_analysed(&url, 0, None).await?;
+    println!(
+        "\n## Throughput ({} s per run, after 2 s of warm-up)",
+        args.seconds
+    );
+    println!(
+        "| latency | max_concurrency | projects/s | registry req/s | limit (c/latency) | of limit | service CPU | peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut rss = Vec::new();
+    for &c in &args.concurrency {
+        let r = throughput(
+            &url,
+            &registry,
+            Duration::from_millis(args.latency_ms),
+            c,
+            args.seconds,
+        )
+        .await?;
+        rss.push(r.peak_rss_kib);
+        r.print(args.latency_ms, c);
+    }
+    let r = throughput(
+        &url,
+        &registry,
+        Duration::ZERO,
+        args.unlimited_concurrency,
+        args.seconds,
+    )
+    .await?;
+    rss.push(r.peak_rss_kib);
+    r.print(0, args.unlimited_concurrency);
+
+    println!("\n## Picking the next batch of 1,000 (database time)");
+    println!("| analysed | ours, from the watermark | ours, from id 0 (no watermark) | GitLab's `LEFT JOIN ... IS NULL ORDER BY id DESC LIMIT 8` |");
+    println!("| --- | --- | --- | --- |");
+    for share in [0.0, 0.5, 0.9] {
+        let through = (n as f64 * share) as i64;
+        set_analysed(&url, through, Some(through)).await?;
+        let ours = time_ours(&database, through).await?;
+        let cold = time_ours(&database, 0).await?;
+        let gitlab = time_gitlab(&url).await?;
+        println!(
+            "| {:.0}% ({through}) | {} | {} | {} |",
+            share * 100.0,
+            ms(ours),
+            ms(cold),
+            ms(gitlab)
+        );
+    }
+
+    println!("\n## Restart with 90% analysed");
+    let through = (n as f64 * 0.9) as i64;
+    set_analysed(&url, through, Some(through)).await?;
+    let first = first_dispatch(&url, &registry).await?;
+    println!(
+        "from process start to the registry's first request: {} (the binary connects, reads the watermark, walks from it)",
+        ms(first)
+    );
+
+    println!("\n## Writer");
+    set_analysed(&url, 0, None).await?;
+    for batch in [500usize, 5000] {
+        let rate = writer_rate(&database, args.writer_rows.min(n), batch).await?;
+        println!(
+            "batch_size {batch}: {rate:.0} rows/s ({} rows, one UNNEST upsert per batch)",
+            args.writer_rows.min(n)
+        );
+    }
+    set_analysed(&url, 0, None).await?;
+
+    println!("\n## Peak RSS of the service");
+    println!(
+        "{} projects: {} (largest of the runs above)",
+        n,
+        rss.iter()
+            .flatten()
+            .max()
+            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    registry.stop().await;
+    Ok(())
+}
+
+/// What one signature and one verification cost here: the registry verifies every request's
+/// token, the service signs one per batch of projects.
+fn token_costs(signer: &TokenSigner) -> anyhow::Result<()> {
+    let paths: Vec<String> = (0..16).map(|i| format!("group-1/proj-{i}")).collect();
+    let started = Instant::now();
+    let rounds = 50;
+    let mut token = None;
+    for _ in 0..rounds {
+        token = Some(signer.mint_for(&paths)?);
+    }
+    let sign = started.elapsed() / rounds;
+    let token = token.map(|t| t.bearer).unwrap_or_default();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(signer.public_key_pem().as_bytes())?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["container_registry"]);
+    let started = Instant::now();
+    for _ in 0..rounds * 10 {
+        jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)?;
+    }
+    let verify = started.elapsed() / (rounds * 10);
+    println!(
+        "RS256 here: signing a token {} ({:.0}/s on one core), verifying one {} ({:.0}/s)",
+        ms(sign),
+        1.0 / sign.as_secs_f64(),
+        ms(verify),
+        1.0 / verify.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| format!("{:.0} GiB RAM", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "RAM unknown".into())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    n: Option<i64>,
+}
+
+async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
+    Ok(AsyncPgConnection::establish(url).await?)
+}
+
+async fn is_seeded(url: &str, n: i64) -> bool {
+    let Ok(mut conn) = connect(url).await else {
+        return false;
+    };
+    let count: Result<Count, _> = diesel::sql_query("SELECT max(id) AS n FROM projects")
+        .get_result(&mut conn)
+        .await;
+    matches!(count, Ok(Count { n: Some(m) }) if m == n)
+}
+
+/// GitLab's tables, filled server-side with generate_series: projects in 1,000 groups, one in a
+/// hundred with three registry repositories of which Rails kept two.
+async fn seed(server: &str, name: &str, url: &str, n: i64) -> anyhow::Result<()> {
+    recreate_database(server, name, None).await?;
+    load_gitlab_schema(url).await?;
+    db::migrate(url, Duration::from_secs(10))?;
+    let mut conn = connect(url).await?;
+    let steps = [
+        format!(
+            "INSERT INTO namespaces (id, name, path, type, created_at, updated_at) \
+             SELECT g, 'Group-' || g, 'Group-' || g, 'Group', now(), now() FROM generate_series(1, {GROUPS}) g"
+        ),
+        "DROP INDEX index_routes_on_path; DROP INDEX index_routes_on_source_type_and_source_id; \
+         DROP INDEX index_routes_on_lower_path; DROP INDEX index_projects_on_namespace_id"
+            .into(),
+        format!(
+            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at) \
+             SELECT i, 'Proj-' || i, 'Proj-' || i, 1 + i % {GROUPS}, now(), now() FROM generate_series(1, {n}) i"
+        ),
+        format!(
+            "INSERT INTO routes (source_id, source_type, path, created_at, updated_at) \
+             SELECT i, 'Project', 'Group-' || (1 + i % {GROUPS}) || '/Proj-' || i, now(), now() \
+             FROM generate_series(1, {n}) i"
+        ),
+        "CREATE UNIQUE INDEX index_routes_on_path ON routes USING btree (path); \
+         CREATE UNIQUE INDEX index_routes_on_source_type_and_source_id ON routes USING btree (source_type, source_id); \
+         CREATE INDEX index_routes_on_lower_path ON routes USING btree (lower((path)::text)); \
+         CREATE INDEX index_projects_on_namespace_id ON projects USING btree (namespace_id)"
+            .into(),
+        format!(
+            "INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
+             SELECT i, nm, now(), now() FROM generate_series({WITH_REPOS_EVERY}, {n}, {WITH_REPOS_EVERY}) i, \
+             unnest(ARRAY['', 'a']) nm"
+        ),
+        "VACUUM ANALYZE".into(),
+    ];
+    for sql in steps {
+        let started = Instant::now();
+        conn.batch_execute(&sql).await?;
+        eprintln!(
+            "  {:>6.1} s  {}",
+            started.elapsed().as_secs_f64(),
+            sql.chars().take(70).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// What the registry holds: root, `a` and `b` under every hundredth project.
+fn registry_paths(n: i64) -> Vec<String> {
+    let mut paths = Vec::with_capacity((n / WITH_REPOS_EVERY * 3) as usize);
+    for i in (WITH_REPOS_EVERY..=n).step_by(WITH_REPOS_EVERY as usize) {
+        let base = format!("group-{}/proj-{i}", 1 + i % GROUPS);
+        paths.push(format!("{base}/a"));
+        paths.push(format!("{base}/b"));
+        paths.push(base);
+    }
+    paths
+}
+
+/// Leaves exactly the projects with id <= `through` analysed, and the watermark at `watermark`.
+async fn set_analysed(url: &str, through: i64, watermark: Option<i64>) -> anyhow::Result<()> {
+    let mut conn = connect(url).await?;
+    conn.batch_execute(&format!(
+        "TRUNCATE container_registry_data_repair_details; TRUNCATE registry_repair_watermarks; \
+         INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
+         SELECT i, 0, 1, now(), now() FROM generate_series(1, {through}) i"
+    ))
+    .await?;
+    // Separately: VACUUM refuses to run inside the implicit transaction of a multi-statement batch.
+    conn.batch_execute("VACUUM ANALYZE container_registry_data_repair_details")
+        .await?;
+    if let Some(w) = watermark.filter(|w| *w > 0) {
+        conn.batch_execute(&format!(
+            "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at) VALUES ('0/1', {w}, now())"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The median of five runs of the service's own keyset query, from `after`.
+async fn time_ours(db: &Database, after: i64) -> anyhow::Result<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let batch = projects::next_unanalysed(db, after, 1000, Shard::ALL).await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(!batch.is_empty() || after > 0, "no project found");
+    }
+    times.sort();
+    Ok(times[2])
+}
+
+async fn time_gitlab(url: &str) -> anyhow::Result<Duration> {
+    let mut conn = connect(url).await?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        conn.batch_execute(
+            "SELECT p.id FROM projects p \
+             LEFT JOIN container_registry_data_repair_details t ON p.id = t.project_id \
+             WHERE t.project_id IS NULL ORDER BY p.id DESC LIMIT 8",
+        )
+        .await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[1])
+}
+
+struct Service {
+    child: Child,
+    admin: AdminClient,
+}
+
+impl Service {
+    fn spawn(url: &str, registry: &str, concurrency: usize, log: &str) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let listen = listener.local_addr()?;
+        drop(listener);
+        let key =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry.key");
+        std::fs::create_dir_all("target/bench-logs")?;
+        let logfile = std::fs::File::create(format!("target/bench-logs/{log}.log"))?;
+        let env: HashMap<&str, String> = HashMap::from([
+            ("REGISTRY_REPAIR__DATABASE__URL", url.to_string()),
+            ("REGISTRY_REPAIR__REGISTRY__URL", registry.to_string()),
+            (
+                "REGISTRY_REPAIR__REGISTRY__KEY_PATH",
+                key.to_string_lossy().into_owned(),
+            ),
+            ("REGISTRY_REPAIR__ADMIN__LISTEN", listen.to_string()),
+            (
+                "REGISTRY_REPAIR__WORKER__MAX_CONCURRENCY",
+                concurrency.to_string(),
+            ),
+            ("REGISTRY_REPAIR__LOG__LEVEL", "warn".to_string()),
+        ]);
+        let child = Command::new(env!("CARGO_BIN_EXE_registry-repair"))
+            .arg("run")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()?;
+        Ok(Self {
+            child,
+            admin: AdminClient::new(listen, None),
+        })
+    }
+
+    async fn ready(&self) -> anyhow::Result<ServiceStatus> {
+        for _ in 0..600 {
+            if let Ok(status) = self.admin.status().await {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("the service did not answer within 6 s")
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+                Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a child of ours that has not been reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+struct Throughput {
+    projects_per_s: f64,
+    requests_per_s: f64,
+    limit: Option<f64>,
+    cpu: f64,
+    peak_rss_kib: Option<u64>,
+}
+
+impl Throughput {
+    fn print(&self, latency_ms: u64, c: usize) {
+        let (limit, share) = match self.limit {
+            Some(l) => (
+                format!("{l:.0}"),
+                format!("{:.1}%", self.requests_per_s / l * 100.0),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {latency_ms} ms | {c} | {:.0} | {:.0} | {limit} | {share} | {:.0}% of a core | {} |",
+            self.projects_per_s,
+            self.requests_per_s,
+            self.cpu * 100.0,
+            self.peak_rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "n/a".into())
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+async fn throughput(
+    url: &str,
+    registry: &RegistrySimulator,
+    latency: Duration,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Throughput> {
+    registry.set_latency(latency);
+    let service = Service::spawn(
+        url,
+        &registry.url(),
+        concurrency,
+        &format!("throughput-{}ms-c{concurrency}", latency.as_millis()),
+    )?;
+    service.ready().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let (s0, r0, t0, c0) = (
+        service.admin.status().await?,
+        registry.stats().list_requests,
+        Instant::now(),
+        service.cpu_ticks(),
+    );
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (s1, r1, elapsed, c1) = (
+        service.admin.status().await?,
+        registry.stats().list_requests,
+        t0.elapsed().as_secs_f64(),
+        service.cpu_ticks(),
+    );
+    service.stop();
+    Ok(Throughput {
+        projects_per_s: (s1.analysed - s0.analysed) as f64 / elapsed,
+        requests_per_s: (r1 - r0) as f64 / elapsed,
+        limit: (!latency.is_zero()).then(|| concurrency as f64 / latency.as_secs_f64()),
+        cpu: (c1 - c0) as f64 / ticks_per_s / elapsed,
+        peak_rss_kib: s1.peak_rss_kib,
+    })
+}
+
+/// From spawning the binary to the registry's first List request.
+async fn first_dispatch(url: &str, registry: &RegistrySimulator) -> anyhow::Result<Duration> {
+    registry.set_latency(Duration::ZERO);
+    let before = registry.stats().list_requests;
+    let started = Instant::now();
+    let service = Service::spawn(url, &registry.url(), 2, "restart")?;
+    while registry.stats().list_requests == before {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no request within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let first = started.elapsed();
+    if let Ok(s) = service.admin.status().await {
+        println!(
+            "scheduler: first dispatch {:.1} ms after it started; {} scheduling batches averaging {:.2} ms (max {:.2} ms)",
+            s.first_dispatch_ms.unwrap_or(0.0),
+            s.fetches,
+            s.fetch_ms_avg,
+            s.fetch_ms_max
+        );
+    }
+    service.stop();
+    Ok(first)
+}
+
+/// Rows/s through the real Writer actor (buffer, bulk upsert), for existing projects.
+async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f64> {
+    use actix::Actor;
+    let writer = Writer::new(db.clone(), batch, Duration::from_secs(3600)).start();
+    let started = Instant::now();
+    for id in 1..=rows {
+        writer.do_send(Record(TrackingRow {
+            project_id: id,
+            missing_count: (id % 3) as i32,
+            status: Status::Completed,
+        }));
+        if id % 10_000 == 0 {
+            // Let the mailbox drain now and then, as analysers would.
+            tokio::task::yield_now().await;
+        }
+    }
+    writer.send(Flush).await?.map_err(anyhow::Error::msg)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = writer.send(GetWriterStats).await?;
+    anyhow::ensure!(
+        stats.rows_written as i64 == rows,
+        "wrote {} of {rows}",
+        stats.rows_written
+    );
+    Ok(rows as f64 / elapsed)
+}
