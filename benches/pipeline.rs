@@ -114,6 +114,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     token_costs(&signer)?;
 
+    round_trip(&registry, &signer, Duration::from_millis(args.latency_ms)).await?;
+
     // Throughput, with nothing analysed yet.
     set_analysed(&url, 0, None).await?;
     println!(
@@ -121,7 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.seconds
     );
     println!(
-        "| latency | max_concurrency | projects/s | registry req/s | limit (c/latency) | of limit | service CPU | peak RSS |"
+        "| latency | max_concurrency | projects/s | registry req/s | limit (c/latency) | of limit | CPU (cores): service / registry sim / PostgreSQL | service peak RSS |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut rss = Vec::new();
@@ -226,6 +228,64 @@ fn token_costs(signer: &TokenSigner) -> anyhow::Result<()> {
         1.0 / sign.as_secs_f64(),
         ms(verify),
         1.0 / verify.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One client, one request at a time, no service: what the registry and HTTP cost by themselves.
+async fn round_trip(
+    registry: &RegistrySimulator,
+    signer: &TokenSigner,
+    latency: Duration,
+) -> anyhow::Result<()> {
+    registry.set_latency(latency);
+    let client = reqwest::Client::new();
+    let token = signer.mint("group-1/proj-1000")?;
+    let url = format!(
+        "{}/gitlab/v1/repository-paths/group-1/proj-1000/repositories/list/?n=1000",
+        registry.url()
+    );
+    let rounds = 100;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let response = client.get(&url).bearer_auth(&token.bearer).send().await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "round trip: {}",
+            response.status()
+        );
+        response.bytes().await?;
+    }
+    println!(
+        "registry round trip with {} ms of latency, one request at a time, no service: {} per request",
+        latency.as_millis(),
+        ms(started.elapsed() / rounds)
+    );
+    // The same with 32 clients at once sharing one HTTP client, as the service's analysers do.
+    let started = Instant::now();
+    let loops: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url, bearer) = (client.clone(), url.clone(), token.bearer.clone());
+            actix_rt::spawn(async move {
+                for _ in 0..25 {
+                    let _ = client
+                        .get(&url)
+                        .bearer_auth(&bearer)
+                        .send()
+                        .await?
+                        .bytes()
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for handle in loops {
+        handle.await??;
+    }
+    println!(
+        "the same, 32 clients at once: {} per request",
+        ms(started.elapsed() / 25)
     );
     Ok(())
 }
@@ -430,13 +490,7 @@ impl Service {
     }
 
     fn cpu_ticks(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
-                Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
-            })
-            .unwrap_or(0)
+        ticks_of(self.child.id())
     }
 
     fn stop(mut self) {
@@ -448,11 +502,39 @@ impl Service {
     }
 }
 
+/// User + system CPU ticks of a process so far.
+fn ticks_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+            Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// CPU ticks of every PostgreSQL process on the machine.
+fn postgres_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with("postgres"))
+        })
+        .map(ticks_of)
+        .sum()
+}
+
 struct Throughput {
     projects_per_s: f64,
     requests_per_s: f64,
     limit: Option<f64>,
-    cpu: f64,
+    /// Cores used by the service, the bench process (the simulated registry), PostgreSQL.
+    cpu: [f64; 3],
     peak_rss_kib: Option<u64>,
 }
 
@@ -466,10 +548,12 @@ impl Throughput {
             None => ("-".into(), "-".into()),
         };
         println!(
-            "| {latency_ms} ms | {c} | {:.0} | {:.0} | {limit} | {share} | {:.0}% of a core | {} |",
+            "| {latency_ms} ms | {c} | {:.0} | {:.0} | {limit} | {share} | {:.0}% / {:.0}% / {:.0}% | {} |",
             self.projects_per_s,
             self.requests_per_s,
-            self.cpu * 100.0,
+            self.cpu[0] * 100.0,
+            self.cpu[1] * 100.0,
+            self.cpu[2] * 100.0,
             self.peak_rss_kib
                 .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                 .unwrap_or_else(|| "n/a".into())
@@ -495,25 +579,37 @@ async fn throughput(
     service.ready().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticks_per_s = 100.0; // USER_HZ on Linux
-    let (s0, r0, t0, c0) = (
+    let cpu = |service: &Service| {
+        [
+            service.cpu_ticks(),
+            ticks_of(std::process::id()),
+            postgres_ticks(),
+        ]
+    };
+    let (s0, r0, t0, cpu0) = (
         service.admin.status().await?,
         registry.stats().list_requests,
         Instant::now(),
-        service.cpu_ticks(),
+        cpu(&service),
     );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (s1, r1, elapsed, c1) = (
+    let (s1, r1, elapsed, cpu1) = (
         service.admin.status().await?,
         registry.stats().list_requests,
         t0.elapsed().as_secs_f64(),
-        service.cpu_ticks(),
+        cpu(&service),
     );
     service.stop();
+    eprintln!(
+        "  c={concurrency}: dispatch-to-report {:.2} ms per project on average",
+        s1.analysis_ms_avg
+    );
+    let share = |i: usize| cpu1[i].saturating_sub(cpu0[i]) as f64 / ticks_per_s / elapsed;
     Ok(Throughput {
         projects_per_s: (s1.analysed - s0.analysed) as f64 / elapsed,
         requests_per_s: (r1 - r0) as f64 / elapsed,
         limit: (!latency.is_zero()).then(|| concurrency as f64 / latency.as_secs_f64()),
-        cpu: (c1 - c0) as f64 / ticks_per_s / elapsed,
+        cpu: [share(0), share(1), share(2)],
         peak_rss_kib: s1.peak_rss_kib,
     })
 }

@@ -80,6 +80,7 @@ enum Phase {
 struct Slot {
     addr: Addr<Analyzer>,
     busy: Option<i64>,
+    since: Instant,
 }
 
 pub struct Scheduler {
@@ -109,6 +110,9 @@ pub struct Scheduler {
 /// Where the Scheduler's time goes.
 #[derive(Default)]
 struct Timing {
+    /// Projects back from an Analyzer, and the time from dispatch to that.
+    analyses: u64,
+    analysis_total: Duration,
     fetches: u64,
     fetch_total: Duration,
     fetch_max: Duration,
@@ -248,11 +252,16 @@ impl Scheduler {
                     let deps = self.deps.clone();
                     let me = ctx.address().recipient();
                     let addr = actix::Supervisor::start(move |_| Analyzer::new(id, deps, me));
-                    self.slots.push(Slot { addr, busy: None });
+                    self.slots.push(Slot {
+                        addr,
+                        busy: None,
+                        since: Instant::now(),
+                    });
                     id
                 }
             };
             self.slots[slot].busy = Some(job.project.id);
+            self.slots[slot].since = Instant::now();
             if self.timing.first_dispatch.is_none() {
                 let after = self.started_at.elapsed();
                 self.timing.first_dispatch = Some(after);
@@ -263,7 +272,24 @@ impl Scheduler {
                 );
             }
             self.slots[slot].addr.do_send(Analyze(job));
+            self.warm_next_token();
             in_flight += 1;
+        }
+    }
+
+    /// The next queued project's batch token is signed now, on the blocking pool, while the
+    /// projects ahead of it run.
+    fn warm_next_token(&self) {
+        let Some(next) = self.queue.front().and_then(|job| job.token.clone()) else {
+            return;
+        };
+        if next.start_warming() {
+            let registry = self.deps.registry.clone();
+            actix_rt::spawn(async move {
+                if let Err(error) = registry.warm(&next).await {
+                    tracing::debug!(%error, "signing a batch token ahead failed; its projects will sign it");
+                }
+            });
         }
     }
 
@@ -485,6 +511,11 @@ impl Scheduler {
                 0.0
             },
             fetch_ms_max: self.timing.fetch_max.as_secs_f64() * 1000.0,
+            analysis_ms_avg: if self.timing.analyses > 0 {
+                self.timing.analysis_total.as_secs_f64() * 1000.0 / self.timing.analyses as f64
+            } else {
+                0.0
+            },
             first_dispatch_ms: self.timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
             peak_rss_kib: peak_rss_kib(),
             writer: None,
@@ -541,6 +572,8 @@ pub struct Status {
     pub fetches: u64,
     pub fetch_ms_avg: f64,
     pub fetch_ms_max: f64,
+    /// From dispatching a project to its Analyzer reporting back, on average.
+    pub analysis_ms_avg: f64,
     /// From the Scheduler's start to its first dispatch.
     pub first_dispatch_ms: Option<f64>,
     /// The process's peak resident memory (VmHWM).
@@ -694,6 +727,8 @@ impl Handler<AnalyzerFinished> for Scheduler {
         if let Some(slot) = self.slots.get_mut(msg.analyzer) {
             if slot.busy == Some(msg.project_id) {
                 slot.busy = None;
+                self.timing.analyses += 1;
+                self.timing.analysis_total += slot.since.elapsed();
             }
         }
         match msg.disposition {

@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::token::{SharedToken, Token, TokenError, TokenSigner};
+use super::token::{sign, SharedToken, Token, TokenError, TokenSigner};
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -244,6 +244,16 @@ impl RegistryClient {
         }
     }
 
+    /// Signs `shared`'s token ahead of need, so that the first project of its batch does not wait
+    /// for the signature (and the others behind it).
+    pub async fn warm(&self, shared: &SharedToken) -> Result<(), RegistryError> {
+        shared
+            .get(&self.signer, |t| self.token_is_fresh(t))
+            .await
+            .map(|_| ())
+            .map_err(RegistryError::from)
+    }
+
     /// `GET /gitlab/v1/`: whether the registry answers at all (200 or 401 mean it is up).
     pub async fn probe(&self) -> Result<u16, RegistryError> {
         let mut url = self.base.clone();
@@ -311,9 +321,11 @@ impl Pages<'_> {
         let token = match (self.token.take(), &self.shared) {
             (Some(token), _) if self.client.token_is_fresh(&token) => token,
             (_, Some(shared)) => {
-                shared.get(&self.client.signer, |t| self.client.token_is_fresh(t))?
+                shared
+                    .get(&self.client.signer, |t| self.client.token_is_fresh(t))
+                    .await?
             }
-            (_, None) => self.client.signer.mint(&self.path)?,
+            (_, None) => sign(&self.client.signer, vec![self.path.clone()]).await?,
         };
         let answer = self
             .client

@@ -367,7 +367,9 @@ async fn list(
     let _in_flight = InFlight::enter(&state);
     let latency = state.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+        // tokio's timer fires on the first millisecond tick after a deadline, and HTTP adds a
+        // fraction of a millisecond: aiming one tick early makes a client see `latency`.
+        tokio::time::sleep(Duration::from_millis(latency.saturating_sub(1))).await;
     }
     if state.outage.load(Ordering::SeqCst) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");

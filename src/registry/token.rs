@@ -3,10 +3,13 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
@@ -75,7 +78,11 @@ impl std::fmt::Debug for Token {
 }
 
 pub struct TokenSigner {
-    key: EncodingKey,
+    /// Parsed once: parsing an RSA key costs more than signing with it.
+    key: RsaKeyPair,
+    rng: SystemRandom,
+    /// `base64url({"alg":"RS256","typ":"JWT","kid":...})`, the same for every token.
+    header: String,
     kid: String,
     public_key_pem: String,
     issuer: String,
@@ -127,9 +134,18 @@ impl TokenSigner {
         let pkcs1 = private
             .to_pkcs1_der()
             .map_err(|e| TokenError::PublicKey(e.to_string()))?;
+        let kid = libtrust_key_id(spki.as_bytes());
         Ok(Self {
-            key: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
-            kid: libtrust_key_id(spki.as_bytes()),
+            key: RsaKeyPair::from_der(pkcs1.as_bytes()).map_err(|_| TokenError::NotRsa {
+                path: origin.to_string(),
+            })?,
+            rng: SystemRandom::new(),
+            header: URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid})
+                    .to_string()
+                    .as_bytes(),
+            ),
+            kid,
             public_key_pem,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
@@ -184,17 +200,27 @@ impl TokenSigner {
             ),
             access: paths.iter().flat_map(|p| pull_access(p.as_ref())).collect(),
         };
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        let bearer =
-            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| TokenError::Sign {
-                path: paths
-                    .iter()
-                    .map(|p| p.as_ref())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                message: e.to_string(),
-            })?;
+        let failed = |message: String| TokenError::Sign {
+            path: paths
+                .iter()
+                .map(|p| p.as_ref())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message,
+        };
+        let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
+        let mut bearer = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims));
+        let mut signature = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &self.rng,
+                bearer.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| failed("RSA signing failed".into()))?;
+        bearer.push('.');
+        bearer.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(Token {
             bearer,
             expires_at: now + self.lifetime,
@@ -209,7 +235,10 @@ impl TokenSigner {
 /// token grants pull on exactly those projects' paths, and goes only to `registry.url`.
 pub struct SharedToken {
     paths: Vec<String>,
-    token: Mutex<Option<Token>>,
+    /// An async lock: the batch's other projects wait for the one signature under way.
+    token: tokio::sync::Mutex<Option<Token>>,
+    /// Signing ahead has been asked for once already.
+    warming: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -225,8 +254,14 @@ impl SharedToken {
     pub fn new(paths: Vec<String>) -> Self {
         Self {
             paths,
-            token: Mutex::new(None),
+            token: tokio::sync::Mutex::new(None),
+            warming: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True the first time only: whoever gets true signs ahead of need.
+    pub fn start_warming(&self) -> bool {
+        !self.warming.swap(true, Ordering::Relaxed)
     }
 
     pub fn covers(&self, path: &str) -> bool {
@@ -234,22 +269,34 @@ impl SharedToken {
     }
 
     /// The shared token while `fresh` holds for it; otherwise a newly signed one.
-    pub fn get(
+    pub async fn get(
         &self,
-        signer: &TokenSigner,
+        signer: &Arc<TokenSigner>,
         fresh: impl Fn(&Token) -> bool,
     ) -> Result<Token, TokenError> {
-        let mut slot = self
-            .token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self.token.lock().await;
         if let Some(token) = slot.as_ref().filter(|t| fresh(t)) {
             return Ok(token.clone());
         }
-        let token = signer.mint_for(&self.paths)?;
+        let token = sign(signer, self.paths.clone()).await?;
         *slot = Some(token.clone());
         Ok(token)
     }
+}
+
+/// Signs on the blocking pool: an RSA signature takes a millisecond or two of CPU, which would
+/// otherwise stall every request the service has in flight.
+pub async fn sign(signer: &Arc<TokenSigner>, paths: Vec<String>) -> Result<Token, TokenError> {
+    let signer = signer.clone();
+    let what = paths.join(", ");
+    tokio::task::spawn_blocking(move || signer.mint_for(&paths))
+        .await
+        .unwrap_or_else(|e| {
+            Err(TokenError::Sign {
+                path: what,
+                message: format!("the signing task ended: {e}"),
+            })
+        })
 }
 
 /// libtrust's key id: SHA-256 of the DER public key, first 30 bytes, base32 without padding,
