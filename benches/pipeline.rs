@@ -58,6 +58,13 @@ struct Args {
     /// Rows for the Writer measurement.
     #[arg(long, default_value_t = 200_000)]
     writer_rows: i64,
+    /// Sections to run, of throughput, pick, restart, writer (default: all).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,pick,restart,writer"
+    )]
+    only: Vec<String>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -116,77 +123,103 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     round_trip(&registry, &signer, Duration::from_millis(args.latency_ms)).await?;
 
-    // Throughput, with nothing analysed yet.
-    set_analysed(&url, 0, None).await?;
-    println!(
-        "\n## Throughput ({} s per run, after 2 s of warm-up)",
-        args.seconds
-    );
-    println!(
+    let section = |name: &str| args.only.iter().any(|s| s == name);
+    let mut rss = Vec::new();
+    if section("throughput") {
+        // Throughput, with nothing analysed yet.
+        set_analysed(&url, 0, None).await?;
+        println!(
+            "\n## Throughput ({} s per run, after 2 s of warm-up)",
+            args.seconds
+        );
+        println!(
         "| latency | max_concurrency | projects/s | registry req/s | limit (c/latency) | of limit | CPU (cores): service / registry sim / PostgreSQL | service peak RSS |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let mut rss = Vec::new();
-    for &c in &args.concurrency {
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for &c in &args.concurrency {
+            let r = throughput(
+                &url,
+                &registry,
+                Duration::from_millis(args.latency_ms),
+                c,
+                args.seconds,
+            )
+            .await?;
+            rss.push(r.peak_rss_kib);
+            r.print(args.latency_ms, c);
+        }
         let r = throughput(
             &url,
             &registry,
-            Duration::from_millis(args.latency_ms),
-            c,
+            Duration::ZERO,
+            args.unlimited_concurrency,
             args.seconds,
         )
         .await?;
         rss.push(r.peak_rss_kib);
-        r.print(args.latency_ms, c);
+        r.print(0, args.unlimited_concurrency);
     }
-    let r = throughput(
-        &url,
-        &registry,
-        Duration::ZERO,
-        args.unlimited_concurrency,
-        args.seconds,
-    )
-    .await?;
-    rss.push(r.peak_rss_kib);
-    r.print(0, args.unlimited_concurrency);
 
-    println!("\n## Picking the next batch of 1,000 (database time)");
-    println!("| analysed | ours, from the watermark | ours, from id 0 (no watermark) | GitLab's `LEFT JOIN ... IS NULL ORDER BY id DESC LIMIT 8` |");
-    println!("| --- | --- | --- | --- |");
-    for share in [0.0, 0.5, 0.9] {
-        let through = (n as f64 * share) as i64;
+    if section("pick") {
+        println!("\n## Picking the next batch of 1,000 (database time, median of 5)");
+        println!("Analysed lowest ids first is the order this service leaves (with its watermark); highest first is the order GitLab's worker left (`ORDER BY id DESC`, no watermark).");
+        println!("| analysed | order | ours, from the watermark | ours, from id 0 | GitLab's `LEFT JOIN ... IS NULL ORDER BY id DESC LIMIT 8` |");
+        println!("| --- | --- | --- | --- | --- |");
+        for share in [0.0, 0.5, 0.9] {
+            let count = (n as f64 * share) as i64;
+            for highest_first in [false, true] {
+                if share == 0.0 && highest_first {
+                    continue;
+                }
+                let watermark = (!highest_first).then_some(count);
+                set_analysed_in(&url, n, count, highest_first, watermark).await?;
+                let from = watermark.unwrap_or(0);
+                let ours = time_ours(&database, from).await?;
+                let cold = time_ours(&database, 0).await?;
+                let gitlab = time_gitlab(&url).await?;
+                println!(
+                    "| {:.0}% ({count}) | {} | {} | {} | {} |",
+                    share * 100.0,
+                    if highest_first {
+                        "highest first"
+                    } else {
+                        "lowest first"
+                    },
+                    if highest_first {
+                        "(no watermark)".to_string()
+                    } else {
+                        ms(ours)
+                    },
+                    ms(cold),
+                    ms(gitlab)
+                );
+            }
+        }
+    }
+
+    if section("restart") {
+        println!("\n## Restart with 90% analysed");
+        let through = (n as f64 * 0.9) as i64;
         set_analysed(&url, through, Some(through)).await?;
-        let ours = time_ours(&database, through).await?;
-        let cold = time_ours(&database, 0).await?;
-        let gitlab = time_gitlab(&url).await?;
+        let first = first_dispatch(&url, &registry).await?;
         println!(
-            "| {:.0}% ({through}) | {} | {} | {} |",
-            share * 100.0,
-            ms(ours),
-            ms(cold),
-            ms(gitlab)
-        );
-    }
-
-    println!("\n## Restart with 90% analysed");
-    let through = (n as f64 * 0.9) as i64;
-    set_analysed(&url, through, Some(through)).await?;
-    let first = first_dispatch(&url, &registry).await?;
-    println!(
         "from process start to the registry's first request: {} (the binary connects, reads the watermark, walks from it)",
         ms(first)
     );
-
-    println!("\n## Writer");
-    set_analysed(&url, 0, None).await?;
-    for batch in [500usize, 5000] {
-        let rate = writer_rate(&database, args.writer_rows.min(n), batch).await?;
-        println!(
-            "batch_size {batch}: {rate:.0} rows/s ({} rows, one UNNEST upsert per batch)",
-            args.writer_rows.min(n)
-        );
     }
-    set_analysed(&url, 0, None).await?;
+
+    if section("writer") {
+        println!("\n## Writer");
+        set_analysed(&url, 0, None).await?;
+        for batch in [500usize, 5000] {
+            let rate = writer_rate(&database, args.writer_rows.min(n), batch).await?;
+            println!(
+                "batch_size {batch}: {rate:.0} rows/s ({} rows, one UNNEST upsert per batch)",
+                args.writer_rows.min(n)
+            );
+        }
+        set_analysed(&url, 0, None).await?;
+    }
 
     println!("\n## Peak RSS of the service");
     println!(
@@ -389,11 +422,27 @@ fn registry_paths(n: i64) -> Vec<String> {
 
 /// Leaves exactly the projects with id <= `through` analysed, and the watermark at `watermark`.
 async fn set_analysed(url: &str, through: i64, watermark: Option<i64>) -> anyhow::Result<()> {
+    set_analysed_in(url, through, through, false, watermark).await
+}
+
+/// Leaves `count` of the `n` projects analysed, the lowest ids or the highest, and the watermark.
+async fn set_analysed_in(
+    url: &str,
+    n: i64,
+    count: i64,
+    highest_first: bool,
+    watermark: Option<i64>,
+) -> anyhow::Result<()> {
+    let (first, last) = if highest_first {
+        (n - count + 1, n)
+    } else {
+        (1, count)
+    };
     let mut conn = connect(url).await?;
     conn.batch_execute(&format!(
         "TRUNCATE container_registry_data_repair_details; TRUNCATE registry_repair_watermarks; \
          INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
-         SELECT i, 0, 1, now(), now() FROM generate_series(1, {through}) i"
+         SELECT i, 0, 1, now(), now() FROM generate_series({first}, {last}) i"
     ))
     .await?;
     // Separately: VACUUM refuses to run inside the implicit transaction of a multi-statement batch.
@@ -657,7 +706,10 @@ async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f
             tokio::task::yield_now().await;
         }
     }
-    writer.send(Flush).await?.map_err(anyhow::Error::msg)?;
+    writer
+        .send(Flush::PASS_END)
+        .await?
+        .map_err(anyhow::Error::msg)?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = writer.send(GetWriterStats).await?;
     anyhow::ensure!(

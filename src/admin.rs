@@ -8,6 +8,10 @@ use actix::Addr;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::db::switches;
+use crate::metrics::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, SetConcurrency, SetEnabled, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,17 @@ pub enum AdminError {
 struct AdminState {
     scheduler: Addr<Scheduler>,
     token: Option<String>,
+    registry_metrics: Arc<RegistryMetrics>,
+    /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
+    follows_gitlab: bool,
+}
+
+/// What the admin API needs besides its listener.
+pub struct AdminDeps {
+    pub scheduler: Addr<Scheduler>,
+    pub token: Option<String>,
+    pub registry_metrics: Arc<RegistryMetrics>,
+    pub follows_gitlab: bool,
 }
 
 /// The body of `POST /concurrency`.
@@ -61,16 +76,17 @@ pub fn bind(listen: SocketAddr) -> Result<TcpListener, AdminError> {
 
 impl AdminServer {
     /// Serves the API on `listener` (from [`bind`]). Must be called inside the actix System.
-    pub fn start(
-        listener: TcpListener,
-        token: Option<String>,
-        scheduler: Addr<Scheduler>,
-    ) -> Result<Self, AdminError> {
+    pub fn start(listener: TcpListener, deps: AdminDeps) -> Result<Self, AdminError> {
         let listen = listener.local_addr().map_err(|error| AdminError::Bind {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             error,
         })?;
-        let state = web::Data::new(AdminState { scheduler, token });
+        let state = web::Data::new(AdminState {
+            scheduler: deps.scheduler,
+            token: deps.token,
+            registry_metrics: deps.registry_metrics,
+            follows_gitlab: deps.follows_gitlab,
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -83,6 +99,7 @@ impl AdminServer {
                     .into()
                 }))
                 .route("/status", web::get().to(status))
+                .route("/metrics", web::get().to(metrics))
                 .route("/concurrency", web::post().to(concurrency))
                 .route("/pause", web::post().to(pause))
                 .route("/resume", web::post().to(resume))
@@ -113,8 +130,27 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     })
 }
 
-/// Control calls need the configured bearer token; compared without early exit.
+/// Control calls need the configured bearer token (compared without early exit), and are refused
+/// when GitLab's own switches steer the service.
 fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
+    if state.follows_gitlab {
+        return Err(Box::new(error(
+            actix_web::http::StatusCode::CONFLICT,
+            format!(
+                "this service follows GitLab's own switches (control.source = \"gitlab\"): change the application setting {} \
+                 (Admin > Settings > CI/CD > Container registry, or the application settings API), or the feature flag {} \
+                 (`Feature.enable(:{})` / `Feature.disable(:{})` in a Rails console)",
+                switches::SETTING,
+                switches::FEATURE_FLAG,
+                switches::FEATURE_FLAG,
+                switches::FEATURE_FLAG
+            ),
+        )));
+    }
+    check_token(req, state)
+}
+
+fn check_token(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
     let Some(expected) = &state.token else {
         return Ok(());
     };
@@ -156,6 +192,18 @@ where
 
 async fn status(state: web::Data<AdminState>) -> HttpResponse {
     reply(&state, GetStatus).await
+}
+
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    match state.scheduler.send(GetStatus).await {
+        Ok(status) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(crate::metrics::render(&status, &state.registry_metrics)),
+        Err(e) => error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("the scheduler is not running: {e}"),
+        ),
+    }
 }
 
 async fn concurrency(

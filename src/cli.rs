@@ -12,7 +12,7 @@ use crate::admin::AdminClient;
 use crate::config::{ConfigError, Settings};
 use crate::db::{self, Database};
 use crate::registry::TokenSigner;
-use crate::report::{Format, Report};
+use crate::report::{Format, Listing, Report};
 use crate::scheduler::{RunEnd, Shutdown, Status};
 use crate::service::{self, ServiceOptions};
 
@@ -58,6 +58,12 @@ pub enum Command {
         /// How many projects to list, most missing first
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
         top: u32,
+        /// List only projects with at least this many missing repositories
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        min_missing: u32,
+        /// How many top-level namespaces to list, most missing first (0: none)
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        namespaces: u32,
     },
     /// Show the running service's state (through its admin API)
     Status {
@@ -144,7 +150,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 ..ServiceOptions::default()
             },
         ),
-        Command::Report { format, top } => report(&settings, format, top),
+        Command::Report {
+            format,
+            top,
+            min_missing,
+            namespaces,
+        } => report(
+            &settings,
+            format,
+            Listing {
+                top: i64::from(top),
+                min_missing: i32::try_from(min_missing).unwrap_or(i32::MAX),
+                namespaces: i64::from(namespaces),
+            },
+        ),
         Command::Status { json } => control(&settings, |client| async move {
             let status = client.status().await?;
             if json {
@@ -215,6 +234,7 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
     let signer = load_signer(&settings)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
+        let options_until_done = options.until_done;
         // Listen before anything starts, so that no signal finds its default (killing) action.
         let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
         let service = tokio::select! {
@@ -227,6 +247,7 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
             }
         };
         let scheduler = service.scheduler.clone();
+        let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
         actix_rt::spawn(async move {
             let name = signals.next().await;
             tracing::info!(signal = name, "signal received; shutting down");
@@ -235,7 +256,9 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
             tracing::warn!(signal = name, "second signal: not waiting for in-flight projects; flushing and exiting");
             scheduler.do_send(Shutdown::NOW);
         });
-        match service.wait().await {
+        let end = service.wait().await;
+        crate::progress::finish(bar);
+        match end {
             RunEnd::Done => {
                 tracing::info!("every project has a row; done");
                 Ok(())
@@ -281,17 +304,12 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn report(settings: &Settings, format: Format, top: u32) -> anyhow::Result<()> {
+fn report(settings: &Settings, format: Format, listing: Listing) -> anyhow::Result<()> {
     let rt = current_thread_runtime()?;
     let report = rt.block_on(async {
         let db = Database::new(&settings.database.url, 1, settings.connect_timeout())?;
         db.check_ready().await?;
-        let totals = db::tracking::totals(&db).await?;
-        let top_missing = db::tracking::top_missing(&db, i64::from(top)).await?;
-        anyhow::Ok(Report {
-            totals,
-            top_missing,
-        })
+        anyhow::Ok(Report::load(&db, listing).await?)
     })?;
     print!("{}", report.render(format));
     Ok(())

@@ -36,6 +36,25 @@ pub struct Settings {
     pub writer: WriterSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    pub control: ControlSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSettings {
+    /// `config`: `worker.max_concurrency`, `worker.enabled` and the admin API steer the service.
+    /// `gitlab`: GitLab's application setting and feature flag do, read every `poll_interval_ms`.
+    pub source: String,
+    pub poll_interval_ms: i64,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            source: "config".into(),
+            poll_interval_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +115,8 @@ pub struct LogSettings {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// How often a progress line is logged (done/total, rate, ETA).
+    pub progress_interval_s: i64,
 }
 
 impl Default for DatabaseSettings {
@@ -158,6 +179,7 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: "text".into(),
+            progress_interval_s: 30,
         }
     }
 }
@@ -269,6 +291,21 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        at_least("log.progress_interval_s", self.log.progress_interval_s, 1)?;
+        if !matches!(self.control.source.as_str(), "config" | "gitlab") {
+            return Err(ConfigError::new(
+                "control.source",
+                format!(
+                    "must be `config` or `gitlab` (got `{}`)",
+                    self.control.source
+                ),
+            ));
+        }
+        at_least(
+            "control.poll_interval_ms",
+            self.control.poll_interval_ms,
+            100,
+        )?;
         Ok(())
     }
 
@@ -307,6 +344,19 @@ impl Settings {
             return Err(bad());
         }
         Ok(Shard { index, count })
+    }
+
+    /// Whether GitLab's own switches steer the service (`control.source = "gitlab"`).
+    pub fn follows_gitlab(&self) -> bool {
+        self.control.source == "gitlab"
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        millis(self.control.poll_interval_ms)
+    }
+
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.log.progress_interval_s).unwrap_or(30))
     }
 
     pub fn max_concurrency(&self) -> usize {
@@ -489,6 +539,21 @@ mod tests {
             ("REGISTRY_REPAIR__WORKER__SHARD", "2/2", "worker.shard"),
             ("REGISTRY_REPAIR__WORKER__SHARD", "1", "worker.shard"),
             ("REGISTRY_REPAIR__WORKER__SHARD", "-1/3", "worker.shard"),
+            (
+                "REGISTRY_REPAIR__CONTROL__SOURCE",
+                "flipper",
+                "control.source",
+            ),
+            (
+                "REGISTRY_REPAIR__CONTROL__POLL_INTERVAL_MS",
+                "0",
+                "control.poll_interval_ms",
+            ),
+            (
+                "REGISTRY_REPAIR__LOG__PROGRESS_INTERVAL_S",
+                "0",
+                "log.progress_interval_s",
+            ),
         ];
         for (var, value, key) in cases {
             let err = Settings::load_from(None, env(&[(var, value)]))

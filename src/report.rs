@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::db::tracking::{MissingProject, Totals};
+use crate::db::tracking::{self, MissingProject, NamespaceTotals, Totals};
+use crate::db::{Database, DbError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -18,9 +19,33 @@ pub enum Format {
 pub struct Report {
     pub totals: Totals,
     pub top_missing: Vec<MissingProject>,
+    pub namespaces: Vec<NamespaceTotals>,
+}
+
+/// What a report lists beyond the totals.
+#[derive(Debug, Clone, Copy)]
+pub struct Listing {
+    /// Projects listed, most missing first.
+    pub top: i64,
+    /// Only projects with at least this many missing repositories.
+    pub min_missing: i32,
+    /// Top-level namespaces listed, most missing first.
+    pub namespaces: i64,
 }
 
 impl Report {
+    pub async fn load(db: &Database, listing: Listing) -> Result<Self, DbError> {
+        Ok(Self {
+            totals: tracking::totals(db).await?,
+            top_missing: tracking::top_missing(db, listing.top, listing.min_missing).await?,
+            namespaces: if listing.namespaces > 0 {
+                tracking::by_namespace(db, listing.namespaces).await?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.table(),
@@ -58,6 +83,7 @@ impl Report {
         let _ = writeln!(out, "Missing repositories in all   {:>12}", t.missing);
         if self.top_missing.is_empty() {
             let _ = writeln!(out, "\nNo project has missing repositories.");
+            self.namespace_table(&mut out);
             return out;
         }
         let _ = writeln!(
@@ -75,10 +101,31 @@ impl Report {
                 p.full_path.as_deref().unwrap_or("(no route)")
             );
         }
+        self.namespace_table(&mut out);
         out
     }
 
-    /// Two blocks separated by a blank line: `metric,value`, then `project_id,full_path,missing_count`.
+    fn namespace_table(&self, out: &mut String) {
+        if self.namespaces.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\nTop-level namespaces by missing repositories");
+        let _ = writeln!(
+            out,
+            "{:>10}  {:>10}  {:>8}  {:>12}  {:>8}  NAMESPACE",
+            "ANALYSED", "COMPLETED", "FAILED", "WITH MISSING", "MISSING"
+        );
+        for n in &self.namespaces {
+            let _ = writeln!(
+                out,
+                "{:>10}  {:>10}  {:>8}  {:>12}  {:>8}  {}",
+                n.analysed, n.completed, n.failed, n.projects_with_missing, n.missing, n.namespace
+            );
+        }
+    }
+
+    /// Blocks separated by a blank line: `metric,value`; `project_id,full_path,missing_count`;
+    /// `namespace,analysed,completed,failed,projects_with_missing,missing`.
     fn csv(&self) -> String {
         let mut out = String::from("metric,value\n");
         for (name, value) in self.rows() {
@@ -92,6 +139,19 @@ impl Report {
                 p.project_id,
                 csv_field(p.full_path.as_deref().unwrap_or("")),
                 p.missing_count
+            );
+        }
+        out.push_str("\nnamespace,analysed,completed,failed,projects_with_missing,missing\n");
+        for n in &self.namespaces {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                csv_field(&n.namespace),
+                n.analysed,
+                n.completed,
+                n.failed,
+                n.projects_with_missing,
+                n.missing
             );
         }
         out

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState, Transition};
 use crate::config::Shard;
-use crate::db::projects::{next_failed, next_unanalysed};
+use crate::db::projects::{count_unanalysed, next_failed, next_unanalysed};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark;
 use crate::db::Database;
@@ -42,6 +42,8 @@ pub struct SchedulerConfig {
     pub shard: Shard,
     /// Every project of the shard up to this id has a row (see `db::watermark`).
     pub watermark: i64,
+    /// How often a progress line is logged.
+    pub progress_interval: Duration,
 }
 
 /// Which projects a pass walks.
@@ -102,6 +104,8 @@ pub struct Scheduler {
     source: Source,
     advancing: bool,
     timing: Timing,
+    /// Projects left when last counted, and how many this process had analysed then.
+    counted: Option<(u64, u64)>,
     counts: Counts,
     started_at: Instant,
     finished: Option<oneshot::Sender<RunEnd>>,
@@ -156,6 +160,7 @@ impl Scheduler {
             breaker: Breaker::default(),
             advancing: false,
             timing: Timing::default(),
+            counted: None,
             source: if retry_failed {
                 Source::Failed
             } else {
@@ -306,7 +311,7 @@ impl Scheduler {
         // found without a row and analysed twice.
         // Then move the watermark, so that the next pass (or the next start) begins past it.
         self.phase = Phase::Flushing;
-        let flush = self.writer.send(Flush);
+        let flush = self.writer.send(Flush::PASS_END);
         let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
         let work = async move {
             let flushed = flush.await;
@@ -356,6 +361,58 @@ impl Scheduler {
                 }
             }
         }));
+    }
+
+    /// Counts the projects left to analyse, in the background (a pass over the projects above the
+    /// watermark), so that progress has a total and an ETA.
+    fn count_remaining(&mut self, ctx: &mut Context<Self>) {
+        let (db, shard, after) = (self.db.clone(), self.config.shard, self.config.watermark);
+        let count = async move { count_unanalysed(&db, after, shard).await };
+        ctx.spawn(
+            count
+                .into_actor(self)
+                .map(|result, act, _ctx| match result {
+                    Ok(left) => act.counted = Some((left, act.analysed())),
+                    Err(error) => tracing::debug!(%error, "counting the remaining projects failed"),
+                }),
+        );
+    }
+
+    fn analysed(&self) -> u64 {
+        self.counts.completed + self.counts.failed
+    }
+
+    /// Projects left now (estimate), and when they will be done at the rate so far.
+    fn remaining(&self) -> Option<(u64, Option<f64>)> {
+        let (left, at) = self.counted?;
+        let left = left.saturating_sub(self.analysed().saturating_sub(at));
+        let rate = self.analysed() as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3);
+        Some((left, (rate > 0.0).then(|| left as f64 / rate)))
+    }
+
+    fn log_progress(&self) {
+        if matches!(self.phase, Phase::Finished) {
+            return;
+        }
+        let done = self.analysed();
+        let rate = done as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3);
+        match self.remaining() {
+            Some((left, eta)) => tracing::info!(
+                done,
+                total = done + left,
+                left,
+                rate_per_s = format!("{rate:.1}"),
+                eta_s = eta.map(|e| e.round() as u64),
+                state = self.state_name(),
+                "progress"
+            ),
+            None => tracing::info!(
+                done,
+                rate_per_s = format!("{rate:.1}"),
+                state = self.state_name(),
+                "progress"
+            ),
+        }
     }
 
     /// Where a pass starts: past the watermark, unless it revisits failed projects.
@@ -409,7 +466,7 @@ impl Scheduler {
         if abandoned > 0 {
             tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
         }
-        let flush = self.writer.send(Flush);
+        let flush = self.writer.send(Flush::SHUTDOWN);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
             let end = match result {
                 Ok(Ok(_)) => RunEnd::Stopped,
@@ -518,6 +575,8 @@ impl Scheduler {
             },
             first_dispatch_ms: self.timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
             peak_rss_kib: peak_rss_kib(),
+            remaining: self.remaining().map(|(left, _)| left),
+            eta_s: self.remaining().and_then(|(_, eta)| eta),
             writer: None,
             breaker: self.breaker.name().to_string(),
             breaker_trips: self.breaker.trips(),
@@ -539,6 +598,10 @@ impl Actor for Scheduler {
             "scheduler started"
         );
         ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.advance_watermark(ctx));
+        ctx.run_interval(self.config.progress_interval, |act, _ctx| {
+            act.log_progress()
+        });
+        self.count_remaining(ctx);
         self.tick(ctx);
     }
 }
@@ -576,6 +639,10 @@ pub struct Status {
     pub analysis_ms_avg: f64,
     /// From the Scheduler's start to its first dispatch.
     pub first_dispatch_ms: Option<f64>,
+    /// Projects without a row yet (estimate: counted at start, less those analysed since).
+    pub remaining: Option<u64>,
+    /// When `remaining` will be done at the rate so far.
+    pub eta_s: Option<f64>,
     /// The process's peak resident memory (VmHWM).
     pub peak_rss_kib: Option<u64>,
     pub writer: Option<WriterStats>,

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::admin::AdminServer;
+use crate::admin::{AdminDeps, AdminServer};
 use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
-use crate::db::{watermark, Database};
+use crate::control::GitlabControl;
+use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
@@ -87,6 +88,7 @@ pub async fn start(
     let writer = Supervisor::start(move |_| {
         Writer::new(writer_db, batch_size, flush_interval).with_faults(writer_faults)
     });
+    let registry_metrics = registry.metrics();
     let deps = Arc::new(AnalyzerDeps {
         registry,
         db: db.clone(),
@@ -95,19 +97,52 @@ pub async fn start(
         last_served: Default::default(),
     });
     let (finished_tx, finished) = oneshot::channel();
+    // GitLab's switches, when they steer, decide from the first dispatch on.
+    let gitlab_switches = if settings.follows_gitlab() {
+        Some(switches::read(&db).await?)
+    } else {
+        None
+    };
+    let (limit, enabled) = match gitlab_switches {
+        Some(s) => (
+            s.max_concurrency
+                .and_then(|c| usize::try_from(c).ok())
+                .unwrap_or(settings.max_concurrency()),
+            s.enabled,
+        ),
+        None => (settings.max_concurrency(), settings.worker.enabled),
+    };
     let config = SchedulerConfig {
-        limit: settings.max_concurrency(),
-        enabled: settings.worker.enabled,
+        limit,
+        enabled,
         until_done: options.until_done,
         rescan_interval: settings.rescan_interval(),
         shutdown_timeout: settings.shutdown_timeout(),
         retry_failed: options.retry_failed,
         shard,
         watermark,
+        progress_interval: settings.progress_interval(),
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));
-    let admin = AdminServer::start(listener, settings.admin.token.clone(), scheduler.clone())?;
+    if let Some(initial) = gitlab_switches {
+        GitlabControl::new(
+            db.clone(),
+            scheduler.clone(),
+            settings.poll_interval(),
+            initial,
+        )
+        .start();
+    }
+    let admin = AdminServer::start(
+        listener,
+        AdminDeps {
+            scheduler: scheduler.clone(),
+            token: settings.admin.token.clone(),
+            registry_metrics,
+            follows_gitlab: settings.follows_gitlab(),
+        },
+    )?;
     tracing::info!(
         database = db.target(),
         registry = %settings.registry.url,

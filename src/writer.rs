@@ -28,7 +28,10 @@ pub enum FlushReason {
     Size,
     Timer,
     Failure,
+    /// Asked for at the end of a pass.
     Requested,
+    /// Asked for on shutdown.
+    Shutdown,
 }
 
 /// What the Writer has done so far.
@@ -40,6 +43,7 @@ pub struct WriterStats {
     pub flushes_timer: u64,
     pub flushes_failure: u64,
     pub flushes_requested: u64,
+    pub flushes_shutdown: u64,
     pub failed_writes: u64,
     pub full: bool,
     pub restarts: u64,
@@ -109,7 +113,8 @@ impl Writer {
             self.answer_waiters(Ok(()));
             return;
         }
-        if reason != FlushReason::Requested && self.backing_off() {
+        let asked = matches!(reason, FlushReason::Requested | FlushReason::Shutdown);
+        if !asked && self.backing_off() {
             return;
         }
         match reason {
@@ -117,6 +122,7 @@ impl Writer {
             FlushReason::Timer => self.stats.flushes_timer += 1,
             FlushReason::Failure => self.stats.flushes_failure += 1,
             FlushReason::Requested => self.stats.flushes_requested += 1,
+            FlushReason::Shutdown => self.stats.flushes_shutdown += 1,
         }
         self.urgent = false;
         let rows = Arc::new(dedupe(std::mem::take(&mut self.buffer)));
@@ -282,17 +288,31 @@ impl Handler<Record> for Writer {
 }
 
 /// Write everything buffered now; answers how many rows were written, or why not.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "Result<usize, String>")]
-pub struct Flush;
+pub struct Flush {
+    pub shutdown: bool,
+}
+
+impl Flush {
+    /// At the end of a pass, before looking for projects again.
+    pub const PASS_END: Flush = Flush { shutdown: false };
+    /// On shutdown, the last write.
+    pub const SHUTDOWN: Flush = Flush { shutdown: true };
+}
 
 impl Handler<Flush> for Writer {
     type Result = ResponseFuture<Result<usize, String>>;
 
-    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.waiters.push((self.stats.rows_written, tx));
-        self.flush(ctx, FlushReason::Requested);
+        let reason = if msg.shutdown {
+            FlushReason::Shutdown
+        } else {
+            FlushReason::Requested
+        };
+        self.flush(ctx, reason);
         Box::pin(async move {
             rx.await
                 .unwrap_or_else(|_| Err("the writer stopped before writing".into()))

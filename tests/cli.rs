@@ -767,12 +767,24 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
         .iter()
         .position(|l| *l == "project_id,full_path,missing_count")
         .unwrap_or_else(|| panic!("no CSV header line\n{}", csv.dump()));
+    // The project block ends at the blank line before the namespace block.
+    let block: Vec<&str> = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect();
     assert_eq!(
-        lines[header + 1..].to_vec(),
+        block,
         vec![
             format!("{deep},Top-Group/Sub_Team/Deep.Project,3"),
             format!("{web},Top-Group/Web-App,2"),
         ],
+        "{}",
+        csv.dump()
+    );
+    assert!(
+        csv.stdout
+            .contains("\nnamespace,analysed,completed,failed,projects_with_missing,missing\n"),
         "{}",
         csv.dump()
     );

@@ -111,7 +111,7 @@ async fn flush_on_request_writes_everything_and_answers_the_count() {
     for id in &ids[..2] {
         writer.do_send(row(*id, 1, Status::Completed));
     }
-    let written = writer.send(Flush).await.expect("mailbox");
+    let written = writer.send(Flush::PASS_END).await.expect("mailbox");
     assert_eq!(written, Ok(2));
     assert_eq!(count(&db).await, 2);
 }
@@ -143,7 +143,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     for id in &ids {
         writer.do_send(row(*id, 1, Status::Completed));
     }
-    let flushed = writer.send(Flush).await.expect("mailbox");
+    let flushed = writer.send(Flush::PASS_END).await.expect("mailbox");
     assert!(flushed.is_err(), "no database: {flushed:?}");
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(stats.buffered, 70, "nothing is dropped");

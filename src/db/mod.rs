@@ -2,6 +2,7 @@
 
 pub mod projects;
 pub mod schema;
+pub mod switches;
 pub mod tracking;
 pub mod watermark;
 

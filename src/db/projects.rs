@@ -127,3 +127,22 @@ pub async fn next_failed(
         .map(|(id, full_path)| Project { id, full_path })
         .collect())
 }
+
+/// How many projects above `after` have no tracking row: the remaining work, for progress. One
+/// pass over the projects above the watermark; run in the background.
+pub async fn count_unanalysed(db: &Database, after: i64, shard: Shard) -> Result<u64, DbError> {
+    let mut conn = db.conn().await?;
+    let n: i64 = projects::table
+        .filter(projects::id.gt(after))
+        .filter(in_shard("projects.id", shard))
+        .filter(not(exists(
+            tracking::table
+                .filter(tracking::project_id.eq(projects::id))
+                .filter(tracking::project_id.gt(after)),
+        )))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("counting the projects left to analyse"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -106,23 +106,69 @@ pub struct MissingProject {
     pub missing_count: i32,
 }
 
-/// The `limit` completed projects with the most missing repositories, most first.
-pub async fn top_missing(db: &Database, limit: i64) -> Result<Vec<MissingProject>, DbError> {
+/// The `limit` completed projects with at least `min_missing` (>= 1) missing repositories, most
+/// first.
+pub async fn top_missing(
+    db: &Database,
+    limit: i64,
+    min_missing: i32,
+) -> Result<Vec<MissingProject>, DbError> {
     let mut conn = db.conn().await?;
     diesel::sql_query(
         "SELECT t.project_id, r.path AS full_path, t.missing_count \
          FROM container_registry_data_repair_details t \
          LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         WHERE t.status = 1 AND t.missing_count > 0 \
+         WHERE t.status = 1 AND t.missing_count >= $2 \
          ORDER BY t.missing_count DESC, t.project_id \
          LIMIT $1",
     )
     .bind::<BigInt, _>(limit)
+    .bind::<Integer, _>(min_missing.max(1))
     .load(&mut conn)
     .await
     .map_err(DbError::query(
         "reading the projects with the most missing repositories",
     ))
+}
+
+/// Totals of one top-level namespace (the first segment of the projects' full paths).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct NamespaceTotals {
+    #[diesel(sql_type = Text)]
+    pub namespace: String,
+    #[diesel(sql_type = BigInt)]
+    pub analysed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub projects_with_missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing: i64,
+}
+
+/// The `limit` top-level namespaces with the most missing repositories, most first. Projects
+/// without a route count under `(no route)`.
+pub async fn by_namespace(db: &Database, limit: i64) -> Result<Vec<NamespaceTotals>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "SELECT COALESCE(split_part(r.path, '/', 1), '(no route)') AS namespace, \
+                count(*) AS analysed, \
+                count(*) FILTER (WHERE t.status = 1) AS completed, \
+                count(*) FILTER (WHERE t.status = 2) AS failed, \
+                count(*) FILTER (WHERE t.status = 1 AND t.missing_count > 0) AS projects_with_missing, \
+                COALESCE(sum(t.missing_count) FILTER (WHERE t.status = 1), 0)::bigint AS missing \
+         FROM container_registry_data_repair_details t \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+         GROUP BY 1 \
+         ORDER BY missing DESC, namespace \
+         LIMIT $1",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query("totalling the tracking table by top-level namespace"))
 }
 
 #[derive(diesel::QueryableByName)]

@@ -14,7 +14,7 @@ use crate::config::{ConfigError, Settings};
 use crate::db::{self, tracking, Database};
 use crate::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
-use crate::report::{Format, Report};
+use crate::report::{Format, Listing, Report};
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 
@@ -84,17 +84,21 @@ pub fn run(settings: &Settings, projects: u32, database: &str) -> anyhow::Result
             ..ServiceOptions::default()
         };
         let service = service::start(&run_settings, signer, options).await?;
+        let bar = crate::progress::spawn(service.scheduler.clone());
         let end = service.wait().await;
+        crate::progress::finish(bar);
         let requests = simulator.stats().list_requests;
         simulator.stop().await;
         if let RunEnd::FlushFailed(reason) = end {
             bail!("the demo run could not write its results: {reason}");
         }
 
-        let report = Report {
-            totals: tracking::totals(&db).await?,
-            top_missing: tracking::top_missing(&db, 10).await?,
+        let listing = Listing {
+            top: 10,
+            min_missing: 1,
+            namespaces: 10,
         };
+        let report = Report::load(&db, listing).await?;
         println!();
         print!("{}", report.render(Format::Table));
 

@@ -2,13 +2,14 @@
 //! follows `Link` headers to the end with a token that never expires mid-project.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::token::{sign, SharedToken, Token, TokenError, TokenSigner};
+use crate::metrics::RegistryMetrics;
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -100,6 +101,7 @@ pub struct RegistryClient {
     timeout: Duration,
     max_pages: u32,
     signer: Arc<TokenSigner>,
+    metrics: Arc<RegistryMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,11 +145,17 @@ impl RegistryClient {
             timeout,
             max_pages,
             signer,
+            metrics: Arc::default(),
         })
     }
 
     pub fn signer(&self) -> &TokenSigner {
         &self.signer
+    }
+
+    /// Requests by answer and duration, for `/metrics`.
+    pub fn metrics(&self) -> Arc<RegistryMetrics> {
+        self.metrics.clone()
     }
 
     /// The List Sub Repositories URL for `path` (trailing slash included, as the API requires).
@@ -177,19 +185,25 @@ impl RegistryClient {
         token: &Token,
     ) -> Result<PageAnswer, RegistryError> {
         let url = self.list_url(path, last);
-        let response = self
-            .http
-            .get(url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(path, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(path, e))?;
+        let started = Instant::now();
+        let answer = async {
+            let response = self
+                .http
+                .get(url)
+                .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
+                .send()
+                .await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        self.metrics.observe(
+            answer.as_ref().ok().map(|(status, _, _)| status.as_u16()),
+            started.elapsed(),
+        );
+        let (status, headers, body) = answer.map_err(|e| self.transport_error(path, e))?;
         if status == StatusCode::OK {
             let entries: Vec<Entry> =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Malformed {

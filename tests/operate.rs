@@ -1,0 +1,428 @@
+//! Operating it the GitLab way: GitLab's own switches steer it, Prometheus scrapes it, reports and
+//! logs say what an operator needs and never a secret.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::process::{busy_world, cli, service_env};
+use common::{eventually, TestApp, TestDb};
+use registry_repair::admin::{AdminClient, AdminError};
+use registry_repair::demo::seed::World;
+use registry_repair::registry::simulator::RegistrySimulator;
+use registry_repair::scheduler::RunEnd;
+
+async fn set_gitlab_switches(db: &TestDb, max_concurrency: i32, flag_on: bool) {
+    db.execute(&format!(
+        "DELETE FROM application_settings; \
+         INSERT INTO application_settings (container_registry_data_repair_detail_worker_max_concurrency) VALUES ({max_concurrency}); \
+         DELETE FROM feature_gates; DELETE FROM features; \
+         INSERT INTO features (key, created_at, updated_at) VALUES ('registry_data_repair_worker', now(), now())"
+    ))
+    .await;
+    if flag_on {
+        db.execute(
+            "INSERT INTO feature_gates (feature_key, key, value, created_at, updated_at) \
+             VALUES ('registry_data_repair_worker', 'boolean', 'true', now(), now())",
+        )
+        .await;
+    }
+}
+
+#[actix_rt::test]
+async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
+    let world = busy_world(600);
+    let mut app = TestApp::prepare(&world).await;
+    set_gitlab_switches(&app.db, 2, true).await;
+    app.registry.set_latency(Duration::from_millis(100));
+    app.settings.control.source = "gitlab".into();
+    app.settings.control.poll_interval_ms = 200;
+    // The configuration says otherwise; GitLab wins.
+    app.settings.worker.max_concurrency = 9;
+    app.start(false).await;
+    let reg = &app.registry;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reg.stats().in_flight == 2
+        })
+        .await
+    );
+    reg.reset_max_in_flight();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reg.stats().max_in_flight, 2);
+
+    app.db
+        .execute("UPDATE application_settings SET container_registry_data_repair_detail_worker_max_concurrency = 6")
+        .await;
+    // Two poll intervals, and the one request latency it takes to see them in flight.
+    assert!(
+        eventually(Duration::from_millis(2 * 200 + 150), || async {
+            reg.stats().in_flight == 6
+        })
+        .await,
+        "6 in flight within two poll intervals"
+    );
+
+    app.db.execute("DELETE FROM feature_gates").await;
+    assert!(
+        eventually(Duration::from_millis(2 * 200 + 300), || async {
+            reg.stats().in_flight == 0
+        })
+        .await
+    );
+    let before = reg.stats().list_requests;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        reg.stats().list_requests,
+        before,
+        "the flag off stops new requests"
+    );
+
+    // The admin API's switches say where the real ones live.
+    let admin = AdminClient::new(app.service().admin_addr, None);
+    match admin.set_concurrency(3).await {
+        Err(AdminError::Refused {
+            status: 409,
+            message,
+            ..
+        }) => {
+            assert!(
+                message.contains("container_registry_data_repair_detail_worker_max_concurrency"),
+                "{message}"
+            );
+            assert!(message.contains("registry_data_repair_worker"), "{message}");
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    assert!(matches!(
+        admin.set_enabled(true).await,
+        Err(AdminError::Refused { status: 409, .. })
+    ));
+    assert!(admin
+        .status()
+        .await
+        .is_ok_and(|s| !s.enabled && s.max_concurrency == 6));
+    app.service().shutdown();
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
+}
+
+/// `name{labels}` → value, for every sample; panics on a line that is not Prometheus text.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            assert!(
+                matches!(words.first(), Some(&"HELP") | Some(&"TYPE")),
+                "comment: {line}"
+            );
+            if words[0] == "TYPE" {
+                assert!(
+                    matches!(
+                        words.get(2),
+                        Some(&"counter") | Some(&"gauge") | Some(&"histogram")
+                    ),
+                    "type: {line}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels: {line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value: {line}"));
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    parse_prometheus(&response.text().await.expect("body"))
+}
+
+#[actix_rt::test]
+async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
+    let world = busy_world(400);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.set_latency(Duration::from_millis(10));
+    app.settings.writer.batch_size = 20;
+    // Only size flushes write while it runs (and the end of the pass).
+    app.settings.writer.flush_interval_ms = 60_000;
+    app.start(false).await;
+    let addr = app.service().admin_addr;
+    let db = &app.db;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.rows().await.len() >= 40
+        })
+        .await
+    );
+    let first = scrape(addr).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.rows().await.len() == 400
+        })
+        .await
+    );
+    let last = scrape(addr).await;
+
+    let moved = [
+        "registry_repair_projects_analysed_total{status=\"completed\"}",
+        "registry_repair_missing_repositories_found_total",
+        "registry_repair_registry_requests_total{code=\"200\"}",
+        "registry_repair_registry_request_duration_seconds_count",
+        "registry_repair_registry_request_duration_seconds_bucket{le=\"+Inf\"}",
+        "registry_repair_writer_rows_written_total",
+        "registry_repair_writer_flushes_total{reason=\"size\"}",
+    ];
+    for series in moved {
+        let (a, b) = (first.get(series), last.get(series));
+        assert!(
+            matches!((a, b), (Some(a), Some(b)) if b > a),
+            "{series}: {a:?} then {b:?}"
+        );
+    }
+    assert_eq!(
+        last["registry_repair_projects_analysed_total{status=\"completed\"}"],
+        400.0
+    );
+    let seeded: i32 = world.expected().values().map(|e| e.missing).sum();
+    assert_eq!(
+        last["registry_repair_missing_repositories_found_total"],
+        f64::from(seeded)
+    );
+    for series in [
+        "registry_repair_in_flight",
+        "registry_repair_max_concurrency",
+        "registry_repair_enabled",
+        "registry_repair_writer_buffered",
+        "registry_repair_breaker_open",
+        "registry_repair_ignored_entries_total",
+        "registry_repair_projects_analysed_total{status=\"failed\"}",
+        "registry_repair_writer_flushes_total{reason=\"timer\"}",
+        "registry_repair_writer_flushes_total{reason=\"failure\"}",
+        "registry_repair_writer_flushes_total{reason=\"shutdown\"}",
+    ] {
+        assert!(last.contains_key(series), "{series} missing");
+    }
+    assert_eq!(last["registry_repair_max_concurrency"], 2.0);
+    assert_eq!(last["registry_repair_enabled"], 1.0);
+    assert_eq!(last["registry_repair_breaker_open"], 0.0);
+    // Histogram buckets never decrease with `le`.
+    let mut buckets: Vec<(f64, f64)> = last
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix("registry_repair_registry_request_duration_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            Some((le.parse::<f64>().unwrap_or(f64::INFINITY), *v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    app.service().shutdown();
+    assert_eq!(
+        app.service.take().expect("service").wait().await,
+        RunEnd::Stopped
+    );
+}
+
+#[derive(diesel::QueryableByName, Debug)]
+struct DirectTotals {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    analysed: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    completed: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    failed: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    with_missing: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    missing: i64,
+}
+
+#[actix_rt::test]
+async fn report_json_agrees_with_the_tracking_table_and_lists_namespaces_and_min_missing() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let world = World::generate(300, 5);
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seed");
+    let registry =
+        RegistrySimulator::start(world.registry_paths(), common::trusted(), 0).expect("registry");
+    let admin = format!("127.0.0.1:{}", common::process::free_port());
+    let env = service_env(&db, &registry.url(), &admin).set("WORKER__MAX_CONCURRENCY", "8");
+    cli(&["run", "--until-done"], &env, Duration::from_secs(60))
+        .await
+        .assert_exit(0);
+
+    let out = cli(
+        &[
+            "report",
+            "--format",
+            "json",
+            "--top",
+            "1000",
+            "--namespaces",
+            "100",
+        ],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    out.assert_exit(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let mut conn = AsyncPgConnection::establish(&db.url)
+        .await
+        .expect("connect");
+    let direct: DirectTotals = diesel::sql_query(
+        "SELECT count(*) AS analysed, count(*) FILTER (WHERE status = 1) AS completed, \
+                count(*) FILTER (WHERE status = 2) AS failed, \
+                count(*) FILTER (WHERE status = 1 AND missing_count > 0) AS with_missing, \
+                COALESCE(sum(missing_count) FILTER (WHERE status = 1), 0)::bigint AS missing \
+         FROM container_registry_data_repair_details",
+    )
+    .get_result(&mut conn)
+    .await
+    .expect("totals");
+    let t = &report["totals"];
+    assert_eq!(t["projects"], 300);
+    assert_eq!(t["analysed"], direct.analysed);
+    assert_eq!(t["completed"], direct.completed);
+    assert_eq!(t["failed"], direct.failed);
+    assert_eq!(t["pending"], 300 - direct.analysed);
+    assert_eq!(t["projects_with_missing"], direct.with_missing);
+    assert_eq!(t["missing"], direct.missing);
+    let seeded: i64 = world
+        .expected()
+        .values()
+        .map(|e| i64::from(e.missing))
+        .sum();
+    assert_eq!(direct.missing, seeded);
+
+    // Namespaces add up to the totals; each project is under its own top-level group.
+    let namespaces = report["namespaces"].as_array().expect("namespaces");
+    let sum = |field: &str| -> i64 {
+        namespaces
+            .iter()
+            .map(|n| n[field].as_i64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(sum("analysed"), direct.analysed);
+    assert_eq!(sum("missing"), direct.missing);
+    assert!(namespaces.iter().any(|n| n["namespace"] == "Gitlab-Org"));
+    let top = report["top_missing"].as_array().expect("top");
+    assert_eq!(top.len() as i64, direct.with_missing);
+    assert_eq!(top[0]["full_path"], "Gitlab-Org/Build/CNG-Mirror");
+    assert_eq!(top[0]["missing_count"], 1000);
+
+    let out = cli(
+        &[
+            "report",
+            "--format",
+            "json",
+            "--min-missing",
+            "5",
+            "--top",
+            "1000",
+        ],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    let filtered: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let listed = filtered["top_missing"].as_array().expect("top");
+    let expected = world.expected().values().filter(|e| e.missing >= 5).count();
+    assert_eq!(listed.len(), expected);
+    assert!(listed
+        .iter()
+        .all(|p| p["missing_count"].as_i64() >= Some(5)));
+    let csv = cli(
+        &["report", "--format", "csv"],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(csv
+        .stdout
+        .contains("\nnamespace,analysed,completed,failed,projects_with_missing,missing\n"));
+}
+
+#[actix_rt::test]
+async fn json_logs_are_one_event_per_line_with_progress_and_never_a_secret() {
+    let world = busy_world(150);
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seed");
+    let registry =
+        RegistrySimulator::start(world.registry_paths(), common::trusted(), 0).expect("registry");
+    registry.set_latency(Duration::from_millis(15));
+    let admin = format!("127.0.0.1:{}", common::process::free_port());
+    // Trust authentication ignores the password; it must still never be printed.
+    let url_with_password = db.url.replacen("postgres@", "postgres:pw-SECRET-456@", 1);
+    let env = service_env(&db, &registry.url(), &admin)
+        .set("DATABASE__URL", url_with_password)
+        .set("ADMIN__TOKEN", "tok-SECRET-123")
+        .set("LOG__FORMAT", "json")
+        .set("LOG__LEVEL", "debug")
+        .set("LOG__PROGRESS_INTERVAL_S", "1");
+    let out = cli(&["run", "--until-done"], &env, Duration::from_secs(60)).await;
+    out.assert_exit(0);
+    let key = std::fs::read_to_string(common::fixture_key_path()).expect("key");
+    let key_line = key.lines().nth(1).expect("key body");
+    for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            event.get("level").is_some() && event.get("message").is_some(),
+            "{line}"
+        );
+        for secret in ["SECRET", "eyJ", key_line] {
+            assert!(!line.contains(secret), "a secret in the log: {line}");
+        }
+    }
+    let progress: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "progress")
+        .collect();
+    assert!(
+        !progress.is_empty(),
+        "a progress line every second:\n{}",
+        out.stderr
+    );
+    assert!(progress.iter().any(|e| e["total"] == 150), "{progress:?}");
+    assert!(
+        out.stderr.contains("postgres:***@"),
+        "the URL is logged redacted"
+    );
+}
