@@ -336,6 +336,7 @@ fn print_status(s: &Status) {
     );
     println!("missing found    {}", s.missing_found);
     println!("rate             {:.1} projects/s", s.rate_per_s);
+    println!("progress         {}", crate::progress::line(s));
     println!("deferred         {}", s.deferred);
     println!("ignored entries  {}", s.ignored_entries);
     println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);

@@ -173,3 +173,56 @@ async fn the_keyset_walk_skips_projects_with_a_row_and_returns_paths_in_id_order
     let got: Vec<i64> = rest.iter().map(|p| p.id).collect();
     assert_eq!(got, vec![ids[6], ids[7], ids[8], ids[9]]);
 }
+
+#[actix_rt::test]
+async fn paths_come_right_whether_the_unanalysed_projects_lie_close_together_or_far_apart() {
+    let mut w = World::new();
+    let g = w.group(None, "Spread");
+    let ids: Vec<i64> = (0..60)
+        .map(|i| w.project(g, &format!("Proj-{i}"), &[], &[]))
+        .collect();
+    let s = setup(&w, 1000).await;
+    // Far apart: only three projects left, spread over the whole range.
+    let keep = [ids[0], ids[31], ids[59]];
+    s._db
+        .execute(&format!(
+            "INSERT INTO container_registry_data_repair_details (project_id, status, missing_count, created_at, updated_at) \
+             SELECT id, 1, 0, now(), now() FROM projects WHERE id NOT IN ({}, {}, {})",
+            keep[0], keep[1], keep[2]
+        ))
+        .await;
+    let spread = next_unanalysed(&s.database, 0, 10, Shard::ALL)
+        .await
+        .expect("query");
+    let got: Vec<(i64, Option<String>)> = spread.into_iter().map(|p| (p.id, p.full_path)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (keep[0], Some("Spread/Proj-0".to_string())),
+            (keep[1], Some("Spread/Proj-31".to_string())),
+            (keep[2], Some("Spread/Proj-59".to_string())),
+        ]
+    );
+    // Close together, with analysed ones between them, and one without a route.
+    s._db
+        .execute(&format!(
+            "DELETE FROM container_registry_data_repair_details WHERE project_id IN ({}, {}, {}); \
+             DELETE FROM routes WHERE source_type = 'Project' AND source_id = {}",
+            ids[10], ids[12], ids[13], ids[12]
+        ))
+        .await;
+    let close = next_unanalysed(&s.database, ids[5], 10, Shard::ALL)
+        .await
+        .expect("query");
+    let got: Vec<(i64, Option<String>)> = close.into_iter().map(|p| (p.id, p.full_path)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[10], Some("Spread/Proj-10".to_string())),
+            (ids[12], None),
+            (ids[13], Some("Spread/Proj-13".to_string())),
+            (keep[1], Some("Spread/Proj-31".to_string())),
+            (keep[2], Some("Spread/Proj-59".to_string())),
+        ]
+    );
+}

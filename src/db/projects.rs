@@ -1,13 +1,13 @@
 //! Reading GitLab's projects: the keyset walk over projects without a tracking row, and which
 //! repository names GitLab's database knows for a project.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use diesel::dsl::{exists, not, sql};
 use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
@@ -36,6 +36,7 @@ pub struct Project {
 ///
 /// A keyset walk with an anti-join: the bound is repeated inside the subquery so PostgreSQL reads
 /// only the slice of the tracking table's primary key above the cursor, whatever share is analysed.
+/// The paths come from a second query (see [`route_paths`]).
 pub async fn next_unanalysed(
     db: &Database,
     after: i64,
@@ -43,12 +44,7 @@ pub async fn next_unanalysed(
     shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
-    let rows: Vec<(i64, Option<String>)> = projects::table
-        .left_join(
-            routes::table.on(routes::source_type
-                .eq("Project")
-                .and(routes::source_id.eq(projects::id))),
-        )
+    let ids: Vec<i64> = projects::table
         .filter(projects::id.gt(after))
         .filter(in_shard("projects.id", shard))
         .filter(not(exists(
@@ -58,16 +54,46 @@ pub async fn next_unanalysed(
         )))
         .order(projects::id.asc())
         .limit(limit)
-        .select((projects::id, routes::path.nullable()))
+        .select(projects::id)
         .load(&mut conn)
         .await
         .map_err(DbError::query(format!(
             "reading the next {limit} unanalysed projects after id {after}"
         )))?;
-    Ok(rows
+    let mut paths = route_paths(&mut conn, &ids).await?;
+    Ok(ids
         .into_iter()
-        .map(|(id, full_path)| Project { id, full_path })
+        .map(|id| Project {
+            id,
+            full_path: paths.remove(&id),
+        })
         .collect())
+}
+
+/// The full paths of `ids` (ascending). When they lie close together, as projects above the
+/// watermark do, one range scan of the routes index reads them in order (about 0.4 ms per 1,000
+/// here); a probe per project costs six times that.
+async fn route_paths(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, String>, DbError> {
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+        return Ok(HashMap::new());
+    };
+    let query = routes::table
+        .filter(routes::source_type.eq("Project"))
+        .select((routes::source_id, routes::path))
+        .into_boxed();
+    let dense = usize::try_from(last - first).unwrap_or(usize::MAX) <= 4 * ids.len();
+    let query = if dense {
+        query.filter(routes::source_id.between(first, last))
+    } else {
+        query.filter(routes::source_id.eq_any(ids))
+    };
+    let rows: Vec<(i64, String)> = query.load(conn).await.map_err(DbError::query(format!(
+        "reading the full paths of projects {first} to {last}"
+    )))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Which of `names` have a `container_repositories` row for the project: one query per page.
