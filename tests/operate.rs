@@ -172,8 +172,23 @@ async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
 
 #[actix_rt::test]
 async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
-    let world = busy_world(400);
+    let mut world = busy_world(400);
+    // Last in id order: a project without a route (failed) and one with stray registry entries.
+    let group = world.groups[0].id;
+    let stray = world.project(group, "Stray", &["x"], &[]);
+    world.project_without_route(group, "Orphan");
+    let stray_path = world
+        .projects
+        .iter()
+        .find(|p| p.id == stray)
+        .and_then(|p| p.full_path.clone())
+        .expect("route")
+        .to_lowercase();
     let mut app = TestApp::prepare(&world).await;
+    app.registry.add_foreign_entries(
+        &stray_path,
+        &["busy-org/elsewhere/a", "busy-org/elsewhere/b"],
+    );
     app.registry.set_latency(Duration::from_millis(10));
     app.settings.writer.batch_size = 20;
     // Only size flushes write while it runs (and the end of the pass).
@@ -188,9 +203,12 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
         .await
     );
     let first = scrape(addr).await;
+    // The concurrency gauge follows a change.
+    let admin = AdminClient::new(addr, None);
+    admin.set_concurrency(3).await.expect("concurrency");
     assert!(
         eventually(Duration::from_secs(20), || async {
-            db.rows().await.len() == 400
+            db.rows().await.len() == 402
         })
         .await
     );
@@ -204,6 +222,9 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
         "registry_repair_registry_request_duration_seconds_bucket{le=\"+Inf\"}",
         "registry_repair_writer_rows_written_total",
         "registry_repair_writer_flushes_total{reason=\"size\"}",
+        "registry_repair_projects_analysed_total{status=\"failed\"}",
+        "registry_repair_ignored_entries_total",
+        "registry_repair_max_concurrency",
     ];
     for series in moved {
         let (a, b) = (first.get(series), last.get(series));
@@ -214,8 +235,13 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
     }
     assert_eq!(
         last["registry_repair_projects_analysed_total{status=\"completed\"}"],
-        400.0
+        401.0
     );
+    assert_eq!(
+        last["registry_repair_projects_analysed_total{status=\"failed\"}"],
+        1.0
+    );
+    assert_eq!(last["registry_repair_ignored_entries_total"], 2.0);
     let seeded: i32 = world.expected().values().map(|e| e.missing).sum();
     assert_eq!(
         last["registry_repair_missing_repositories_found_total"],
@@ -227,15 +253,13 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
         "registry_repair_enabled",
         "registry_repair_writer_buffered",
         "registry_repair_breaker_open",
-        "registry_repair_ignored_entries_total",
-        "registry_repair_projects_analysed_total{status=\"failed\"}",
         "registry_repair_writer_flushes_total{reason=\"timer\"}",
         "registry_repair_writer_flushes_total{reason=\"failure\"}",
         "registry_repair_writer_flushes_total{reason=\"shutdown\"}",
     ] {
         assert!(last.contains_key(series), "{series} missing");
     }
-    assert_eq!(last["registry_repair_max_concurrency"], 2.0);
+    assert_eq!(last["registry_repair_max_concurrency"], 3.0);
     assert_eq!(last["registry_repair_enabled"], 1.0);
     assert_eq!(last["registry_repair_breaker_open"], 0.0);
     // Histogram buckets never decrease with `le`.

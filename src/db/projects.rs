@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use diesel::dsl::{exists, not, sql};
 use diesel::expression::SqlLiteral;
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -32,19 +33,12 @@ pub struct Project {
     pub full_path: Option<String>,
 }
 
-/// The next `limit` projects with id above `after` that have no tracking row, in id order.
+/// Projects of `shard` with id above `after` that have no tracking row.
 ///
-/// A keyset walk with an anti-join: the bound is repeated inside the subquery so PostgreSQL reads
-/// only the slice of the tracking table's primary key above the cursor, whatever share is analysed.
-/// The paths come from a second query (see [`route_paths`]).
-pub async fn next_unanalysed(
-    db: &Database,
-    after: i64,
-    limit: i64,
-    shard: Shard,
-) -> Result<Vec<Project>, DbError> {
-    let mut conn = db.conn().await?;
-    let ids: Vec<i64> = projects::table
+/// An anti-join whose bound is repeated inside the subquery, so that PostgreSQL reads only the
+/// slice of the tracking table's primary key above the cursor, whatever share is analysed.
+fn unanalysed_after(after: i64, shard: Shard) -> projects::BoxedQuery<'static, Pg> {
+    projects::table
         .filter(projects::id.gt(after))
         .filter(in_shard("projects.id", shard))
         .filter(not(exists(
@@ -52,6 +46,19 @@ pub async fn next_unanalysed(
                 .filter(tracking::project_id.eq(projects::id))
                 .filter(tracking::project_id.gt(after)),
         )))
+        .into_boxed()
+}
+
+/// The next `limit` projects with id above `after` that have no tracking row, in id order: a
+/// keyset walk, then their paths (see [`route_paths`]).
+pub async fn next_unanalysed(
+    db: &Database,
+    after: i64,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<Project>, DbError> {
+    let mut conn = db.conn().await?;
+    let ids: Vec<i64> = unanalysed_after(after, shard)
         .order(projects::id.asc())
         .limit(limit)
         .select(projects::id)
@@ -60,7 +67,11 @@ pub async fn next_unanalysed(
         .map_err(DbError::query(format!(
             "reading the next {limit} unanalysed projects after id {after}"
         )))?;
-    let mut paths = route_paths(&mut conn, &ids).await?;
+    with_paths(&mut conn, ids).await
+}
+
+async fn with_paths(conn: &mut AsyncPgConnection, ids: Vec<i64>) -> Result<Vec<Project>, DbError> {
+    let mut paths = route_paths(conn, &ids).await?;
     Ok(ids
         .into_iter()
         .map(|id| Project {
@@ -128,12 +139,7 @@ pub async fn next_failed(
     shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
-    let rows: Vec<(i64, Option<String>)> = tracking::table
-        .left_join(
-            routes::table.on(routes::source_type
-                .eq("Project")
-                .and(routes::source_id.eq(tracking::project_id))),
-        )
+    let ids: Vec<i64> = tracking::table
         .filter(tracking::project_id.gt(after))
         .filter(tracking::status.eq(Status::Failed as i16))
         .filter(in_shard(
@@ -142,30 +148,20 @@ pub async fn next_failed(
         ))
         .order(tracking::project_id.asc())
         .limit(limit)
-        .select((tracking::project_id, routes::path.nullable()))
+        .select(tracking::project_id)
         .load(&mut conn)
         .await
         .map_err(DbError::query(format!(
             "reading the next {limit} failed projects after id {after}"
         )))?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, full_path)| Project { id, full_path })
-        .collect())
+    with_paths(&mut conn, ids).await
 }
 
 /// How many projects above `after` have no tracking row: the remaining work, for progress. One
 /// pass over the projects above the watermark; run in the background.
 pub async fn count_unanalysed(db: &Database, after: i64, shard: Shard) -> Result<u64, DbError> {
     let mut conn = db.conn().await?;
-    let n: i64 = projects::table
-        .filter(projects::id.gt(after))
-        .filter(in_shard("projects.id", shard))
-        .filter(not(exists(
-            tracking::table
-                .filter(tracking::project_id.eq(projects::id))
-                .filter(tracking::project_id.gt(after)),
-        )))
+    let n: i64 = unanalysed_after(after, shard)
         .count()
         .get_result(&mut conn)
         .await
