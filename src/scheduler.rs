@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState, Transition};
 use crate::config::Shard;
-use crate::db::projects::{count_unanalysed, next_failed, next_unanalysed};
+use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark;
 use crate::db::Database;
@@ -363,11 +363,11 @@ impl Scheduler {
         }));
     }
 
-    /// Counts the projects left to analyse, in the background (a pass over the projects above the
-    /// watermark), so that progress has a total and an ETA.
+    /// Counts (or, on a large database, estimates) the projects left to analyse, in the
+    /// background, so that progress has a total and an ETA.
     fn count_remaining(&mut self, ctx: &mut Context<Self>) {
         let (db, shard, after) = (self.db.clone(), self.config.shard, self.config.watermark);
-        let count = async move { count_unanalysed(&db, after, shard).await };
+        let count = async move { remaining_unanalysed(&db, after, shard).await };
         ctx.spawn(
             count
                 .into_actor(self)

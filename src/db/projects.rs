@@ -157,10 +157,35 @@ pub async fn next_failed(
     with_paths(&mut conn, ids).await
 }
 
-/// How many projects above `after` have no tracking row: the remaining work, for progress. One
-/// pass over the projects above the watermark; run in the background.
-pub async fn count_unanalysed(db: &Database, after: i64, shard: Shard) -> Result<u64, DbError> {
+/// Up to this many projects (by the planner's statistics) the remaining work is counted exactly.
+const EXACT_COUNT_UP_TO: f64 = 1_000_000.0;
+
+/// How many projects above `after` have no tracking row: the remaining work, for progress.
+///
+/// On a large installation an exact count is a pass over millions of rows that would take cores of
+/// GitLab's database for seconds, for a progress bar; there the planner's statistics give the
+/// estimate (projects less tracking rows). Small databases are counted exactly.
+pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Result<u64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Estimate {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        projects: f64,
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        tracked: f64,
+    }
     let mut conn = db.conn().await?;
+    let estimate: Estimate = diesel::sql_query(
+        "SELECT (SELECT reltuples FROM pg_class WHERE oid = 'projects'::regclass)::float8 AS projects, \
+                (SELECT reltuples FROM pg_class \
+                 WHERE oid = 'container_registry_data_repair_details'::regclass)::float8 AS tracked",
+    )
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("reading the table statistics"))?;
+    if estimate.projects > EXACT_COUNT_UP_TO {
+        let left = (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / shard.count as f64;
+        return Ok(left as u64);
+    }
     let n: i64 = unanalysed_after(after, shard)
         .count()
         .get_result(&mut conn)
