@@ -2,10 +2,8 @@
 //! Registry requests are counted where they are made (the client); everything else is read from
 //! the Scheduler's status (which carries the Writer's) at scrape time.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::scheduler::Status;
@@ -15,31 +13,47 @@ const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Registry requests by answer and how long they took.
-#[derive(Debug, Default)]
+/// Registry requests by answer and how long they took. Counting is a few relaxed atomic adds: it
+/// runs for every request.
+#[derive(Debug)]
 pub struct RegistryMetrics {
-    /// HTTP status code, or `error` when no answer came (refused, reset, timeout).
-    by_code: Mutex<BTreeMap<String, u64>>,
-    buckets: [AtomicU64; BUCKETS.len()],
+    /// By HTTP status code (100 to 599); the last slot counts requests that got no answer.
+    by_code: Vec<AtomicU64>,
+    /// Requests per duration bucket, the last past every bound (not cumulative; summed when
+    /// rendered).
+    buckets: [AtomicU64; BUCKETS.len() + 1],
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
+const CODES: std::ops::Range<u16> = 100..600;
+
+impl Default for RegistryMetrics {
+    fn default() -> Self {
+        Self {
+            by_code: (CODES.start..=CODES.end)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
 impl RegistryMetrics {
     pub fn observe(&self, code: Option<u16>, took: Duration) {
-        let label = code.map_or_else(|| "error".to_string(), |c| c.to_string());
-        *self
-            .by_code
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(label)
-            .or_insert(0) += 1;
+        let slot = match code {
+            Some(c) if CODES.contains(&c) => usize::from(c - CODES.start),
+            _ => self.by_code.len() - 1,
+        };
+        self.by_code[slot].fetch_add(1, Ordering::Relaxed);
         let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
@@ -52,12 +66,17 @@ impl RegistryMetrics {
             "counter",
             "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
         );
-        let by_code = self
-            .by_code
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for (code, n) in by_code {
+        let no_answer = self.by_code.len() - 1;
+        for (slot, n) in self.by_code.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let code = if slot == no_answer {
+                "error".to_string()
+            } else {
+                (usize::from(CODES.start) + slot).to_string()
+            };
             let _ = writeln!(
                 out,
                 "registry_repair_registry_requests_total{{code=\"{code}\"}} {n}"
@@ -69,11 +88,12 @@ impl RegistryMetrics {
             "histogram",
             "How long registry requests took",
         );
+        let mut cumulative = 0;
         for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "registry_repair_registry_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
+                "registry_repair_registry_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.count.load(Ordering::Relaxed);
