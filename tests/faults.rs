@@ -419,6 +419,9 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
         .await
     );
     assert_rows_match(&world, &app.db).await;
+    // Nothing was lost in the restart: had the buffered result gone, a later pass would have
+    // found its project without a row and asked the registry again (each has one page).
+    assert_eq!(app.registry.stats().list_requests, 30);
     let writer = app.service().writer.clone();
     let stats = writer
         .send(GetWriterStats)
