@@ -33,19 +33,13 @@ pub enum AdminError {
     Malformed { url: String, message: String },
 }
 
-struct AdminState {
-    scheduler: Addr<Scheduler>,
-    token: Option<String>,
-    registry_metrics: Arc<RegistryMetrics>,
-    /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
-    follows_gitlab: bool,
-}
-
 /// What the admin API needs besides its listener.
 pub struct AdminDeps {
     pub scheduler: Addr<Scheduler>,
+    /// When set, control calls need it as a bearer token.
     pub token: Option<String>,
     pub registry_metrics: Arc<RegistryMetrics>,
+    /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
     pub follows_gitlab: bool,
 }
 
@@ -81,12 +75,7 @@ impl AdminServer {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             error,
         })?;
-        let state = web::Data::new(AdminState {
-            scheduler: deps.scheduler,
-            token: deps.token,
-            registry_metrics: deps.registry_metrics,
-            follows_gitlab: deps.follows_gitlab,
-        });
+        let state = web::Data::new(deps);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -132,7 +121,7 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
 
 /// Control calls need the configured bearer token (compared without early exit), and are refused
 /// when GitLab's own switches steer the service.
-fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
+fn authorized(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
     if state.follows_gitlab {
         return Err(Box::new(error(
             actix_web::http::StatusCode::CONFLICT,
@@ -150,7 +139,7 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpRespo
     check_token(req, state)
 }
 
-fn check_token(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
+fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
     let Some(expected) = &state.token else {
         return Ok(());
     };
@@ -176,7 +165,7 @@ fn check_token(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResp
     }
 }
 
-async fn reply<M>(state: &AdminState, msg: M) -> HttpResponse
+async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
 where
     M: actix::Message<Result = Status> + Send + 'static,
     Scheduler: actix::Handler<M>,
@@ -190,11 +179,11 @@ where
     }
 }
 
-async fn status(state: web::Data<AdminState>) -> HttpResponse {
+async fn status(state: web::Data<AdminDeps>) -> HttpResponse {
     reply(&state, GetStatus).await
 }
 
-async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+async fn metrics(state: web::Data<AdminDeps>) -> HttpResponse {
     match state.scheduler.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
@@ -208,7 +197,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
 
 async fn concurrency(
     req: HttpRequest,
-    state: web::Data<AdminState>,
+    state: web::Data<AdminDeps>,
     body: web::Json<ConcurrencyRequest>,
 ) -> HttpResponse {
     if let Err(denied) = authorized(&req, &state) {
@@ -226,14 +215,14 @@ async fn concurrency(
     reply(&state, SetConcurrency(limit)).await
 }
 
-async fn pause(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+async fn pause(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
     if let Err(denied) = authorized(&req, &state) {
         return *denied;
     }
     reply(&state, SetEnabled(false)).await
 }
 
-async fn resume(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+async fn resume(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
     if let Err(denied) = authorized(&req, &state) {
         return *denied;
     }

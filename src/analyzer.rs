@@ -12,13 +12,14 @@ use futures_util::FutureExt;
 use rand::Rng;
 
 use crate::db::projects::{existing_repository_names, Project};
-use crate::db::tracking::{Status, TrackingRow};
+use crate::db::tracking::TrackingRow;
 use crate::db::Database;
 use crate::faults::Faults;
 use crate::registry::client::Pages;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
 use crate::scheduler::{AnalyzerFinished, Disposition};
+use crate::sync::lock;
 use crate::writer::{Record, Writer};
 
 /// Attempts per registry request before a transient error counts.
@@ -117,11 +118,7 @@ impl Analyzer {
         }
         if job.troubles >= MAX_TROUBLES {
             tracing::warn!(project_id, troubles = job.troubles, %reason, "project failed while the registry serves others");
-            self.record(TrackingRow {
-                project_id,
-                missing_count: 0,
-                status: Status::Failed,
-            });
+            self.record(TrackingRow::failed(project_id), 0);
         } else {
             tracing::info!(project_id, troubles = job.troubles, %reason, "project in trouble; it will be tried again");
             self.finish(
@@ -135,12 +132,8 @@ impl Analyzer {
         }
     }
 
-    fn record(&self, row: TrackingRow) {
-        self.record_with(row, 0);
-    }
-
     /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
-    fn record_with(&self, row: TrackingRow, ignored: u32) {
+    fn record(&self, row: TrackingRow, ignored: u32) {
         let project_id = row.project_id;
         self.deps.writer.do_send(Record(row.clone()));
         self.finish(project_id, Disposition::Recorded { row, ignored });
@@ -164,13 +157,10 @@ impl Supervised for Analyzer {
             "analyzer restarted after a panic"
         );
         if crashes >= MAX_CRASHES {
-            let row = TrackingRow {
-                project_id: job.project.id,
-                missing_count: 0,
-                status: Status::Failed,
-            };
-            self.deps.writer.do_send(Record(row.clone()));
-            self.finish(job.project.id, Disposition::CrashedForGood(row));
+            self.deps
+                .writer
+                .do_send(Record(TrackingRow::failed(job.project.id)));
+            self.finish(job.project.id, Disposition::CrashedForGood);
         } else {
             self.finish(job.project.id, Disposition::Crashed(Job { crashes, ..job }));
         }
@@ -223,25 +213,14 @@ impl Handler<Analyze> for Analyzer {
                     pages,
                 } => {
                     tracing::debug!(project_id, missing, ignored, pages, "project analysed");
-                    if let Some(path) = &job.project.full_path {
-                        *lock(&act.deps.last_served) = Some(path.to_lowercase());
+                    if let Some(path) = job.project.registry_path() {
+                        *lock(&act.deps.last_served) = Some(path);
                     }
-                    act.record_with(
-                        TrackingRow {
-                            project_id,
-                            missing_count: missing,
-                            status: Status::Completed,
-                        },
-                        ignored,
-                    );
+                    act.record(TrackingRow::completed(project_id, missing), ignored);
                 }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
-                    act.record(TrackingRow {
-                        project_id,
-                        missing_count: 0,
-                        status: Status::Failed,
-                    });
+                    act.record(TrackingRow::failed(project_id), 0);
                 }
                 Analysis::Deferred { reason } => {
                     tracing::info!(project_id, %reason, "project deferred");
@@ -256,19 +235,12 @@ impl Handler<Analyze> for Analyzer {
 /// Whether the registry answers for the project analysed last, right now: one request, no retry.
 async fn registry_serves_others(deps: &AnalyzerDeps, project: &Project) -> bool {
     let canary = lock(&deps.last_served).clone();
-    let own = project.full_path.as_deref().map(str::to_lowercase);
     match canary {
-        Some(path) if Some(&path) != own.as_ref() => {
+        Some(path) if Some(&path) != project.registry_path().as_ref() => {
             deps.registry.pages(&path).next_page().await.is_ok()
         }
         _ => false,
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row
@@ -279,12 +251,11 @@ pub async fn analyze(
     project: &Project,
     token: Option<Arc<SharedToken>>,
 ) -> Analysis {
-    let Some(full_path) = &project.full_path else {
+    let Some(path) = project.registry_path() else {
         return Analysis::Failed {
             reason: "the project has no route, so no registry path".into(),
         };
     };
-    let path = full_path.to_lowercase();
     let mut pages = registry.pages_sharing(&path, token);
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {

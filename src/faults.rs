@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::sync::lock;
+
 #[derive(Debug, Default)]
 pub struct Faults {
     panic_once: Mutex<HashSet<i64>>,
@@ -41,10 +43,4 @@ impl Faults {
             panic!("fault injected: the writer panics");
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

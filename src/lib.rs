@@ -20,5 +20,6 @@ pub mod registry;
 pub mod report;
 pub mod scheduler;
 pub mod service;
+mod sync;
 pub mod telemetry;
 pub mod writer;

@@ -14,12 +14,12 @@ use tokio::sync::oneshot;
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState, Transition};
 use crate::config::Shard;
-use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed};
+use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed, Project};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark;
 use crate::db::Database;
 use crate::registry::token::SharedToken;
-use crate::writer::{Flush, GetWriterStats, Writer, WriterPressure, WriterStats};
+use crate::writer::{Flush, GetWriterStats, WriterPressure, WriterStats};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
@@ -88,7 +88,6 @@ struct Slot {
 pub struct Scheduler {
     db: Database,
     deps: Arc<AnalyzerDeps>,
-    writer: Addr<Writer>,
     config: SchedulerConfig,
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
@@ -144,7 +143,6 @@ impl Scheduler {
         let cursor = if retry_failed { 0 } else { config.watermark };
         Self {
             db,
-            writer: deps.writer.clone(),
             deps,
             config,
             slots: Vec::new(),
@@ -219,10 +217,7 @@ impl Scheduler {
                     }
                     act.found_in_pass += projects.len() as u64;
                     for batch in projects.chunks(TOKEN_BATCH) {
-                        let paths = batch
-                            .iter()
-                            .filter_map(|p| p.full_path.as_deref().map(str::to_lowercase))
-                            .collect();
+                        let paths = batch.iter().filter_map(Project::registry_path).collect();
                         let token = Arc::new(SharedToken::new(paths));
                         act.queue.extend(
                             batch
@@ -311,7 +306,7 @@ impl Scheduler {
         // found without a row and analysed twice.
         // Then move the watermark, so that the next pass (or the next start) begins past it.
         self.phase = Phase::Flushing;
-        let flush = self.writer.send(Flush::PASS_END);
+        let flush = self.deps.writer.send(Flush::PASS_END);
         let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
         let work = async move {
             let flushed = flush.await;
@@ -382,11 +377,16 @@ impl Scheduler {
         self.counts.completed + self.counts.failed
     }
 
+    /// Projects recorded per second since the start.
+    fn rate(&self) -> f64 {
+        self.analysed() as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3)
+    }
+
     /// Projects left now (estimate), and when they will be done at the rate so far.
     fn remaining(&self) -> Option<(u64, Option<f64>)> {
         let (left, at) = self.counted?;
         let left = left.saturating_sub(self.analysed().saturating_sub(at));
-        let rate = self.analysed() as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.rate();
         Some((left, (rate > 0.0).then(|| left as f64 / rate)))
     }
 
@@ -395,7 +395,7 @@ impl Scheduler {
             return;
         }
         let done = self.analysed();
-        let rate = done as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.rate();
         match self.remaining() {
             Some((left, eta)) => tracing::info!(
                 done,
@@ -466,7 +466,7 @@ impl Scheduler {
         if abandoned > 0 {
             tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
         }
-        let flush = self.writer.send(Flush::SHUTDOWN);
+        let flush = self.deps.writer.send(Flush::SHUTDOWN);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
             let end = match result {
                 Ok(Ok(_)) => RunEnd::Stopped,
@@ -536,15 +536,14 @@ impl Scheduler {
     }
 
     fn status(&self) -> Status {
-        let uptime = self.started_at.elapsed().as_secs_f64();
-        let analysed = self.counts.completed + self.counts.failed;
+        let remaining = self.remaining();
         Status {
             state: self.state_name().to_string(),
             enabled: self.config.enabled,
             max_concurrency: self.config.limit,
             in_flight: self.in_flight(),
             queued: self.queue.len(),
-            analysed,
+            analysed: self.analysed(),
             completed: self.counts.completed,
             failed: self.counts.failed,
             missing_found: self.counts.missing,
@@ -553,12 +552,8 @@ impl Scheduler {
             analyzer_restarts: self.counts.crashes,
             analyzers: self.slots.len(),
             pass: self.passes,
-            rate_per_s: if uptime > 0.0 {
-                analysed as f64 / uptime
-            } else {
-                0.0
-            },
-            uptime_s: uptime,
+            rate_per_s: self.rate(),
+            uptime_s: self.started_at.elapsed().as_secs_f64(),
             writer_full: self.writer_full,
             watermark: self.config.watermark,
             fetches: self.timing.fetches,
@@ -575,8 +570,8 @@ impl Scheduler {
             },
             first_dispatch_ms: self.timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
             peak_rss_kib: peak_rss_kib(),
-            remaining: self.remaining().map(|(left, _)| left),
-            eta_s: self.remaining().and_then(|(_, eta)| eta),
+            remaining: remaining.map(|(left, _)| left),
+            eta_s: remaining.and_then(|(_, eta)| eta),
             writer: None,
             breaker: self.breaker.name().to_string(),
             breaker_trips: self.breaker.trips(),
@@ -660,7 +655,7 @@ impl Handler<GetStatus> for Scheduler {
     type Result = ResponseActFuture<Self, Status>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let writer = self.writer.send(GetWriterStats);
+        let writer = self.deps.writer.send(GetWriterStats);
         Box::pin(writer.into_actor(self).map(|stats, act, _ctx| {
             let mut status = act.status();
             status.writer = stats.ok();
@@ -776,7 +771,7 @@ pub enum Disposition {
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
     /// The Analyzer panicked on it once too often; it was recorded `failed`.
-    CrashedForGood(TrackingRow),
+    CrashedForGood,
 }
 
 #[derive(Message, Debug)]
@@ -832,7 +827,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
                     self.queue.push_back(job);
                 }
             }
-            Disposition::CrashedForGood(_) => {
+            Disposition::CrashedForGood => {
                 self.counts.crashes += 1;
                 self.counts.failed += 1;
             }

@@ -33,6 +33,13 @@ pub struct Project {
     pub full_path: Option<String>,
 }
 
+impl Project {
+    /// The registry stores a project's repositories under its full path, lowercased.
+    pub fn registry_path(&self) -> Option<String> {
+        self.full_path.as_deref().map(str::to_lowercase)
+    }
+}
+
 /// Projects of `shard` with id above `after` that have no tracking row.
 ///
 /// An anti-join whose bound is repeated inside the subquery, so that PostgreSQL reads only the

@@ -24,6 +24,25 @@ pub struct TrackingRow {
     pub status: Status,
 }
 
+impl TrackingRow {
+    pub fn completed(project_id: i64, missing_count: i32) -> Self {
+        Self {
+            project_id,
+            missing_count,
+            status: Status::Completed,
+        }
+    }
+
+    /// GitLab's model reads `missing_count` 0 for a failed project.
+    pub fn failed(project_id: i64) -> Self {
+        Self {
+            project_id,
+            missing_count: 0,
+            status: Status::Failed,
+        }
+    }
+}
+
 /// Inserts or updates `rows` in one statement, whatever their number: whole columns are bound as
 /// arrays, so the 65,535 bind-parameter limit never applies. Rows of projects deleted meanwhile are
 /// skipped rather than failing the batch on the foreign key. Returns the rows written.

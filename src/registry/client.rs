@@ -158,16 +158,24 @@ impl RegistryClient {
         self.metrics.clone()
     }
 
-    /// The List Sub Repositories URL for `path` (trailing slash included, as the API requires).
-    pub fn list_url(&self, path: &str, last: Option<&str>) -> url::Url {
+    /// `registry.url` followed by `segments`, each escaped as a path segment.
+    fn api_url<'s>(&self, segments: impl IntoIterator<Item = &'s str>) -> url::Url {
         let mut url = self.base.clone();
         // Only non-hierarchical URLs (mailto:) lack segments; the config allows http(s) only.
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty();
-            segments.extend(["gitlab", "v1", "repository-paths"]);
-            segments.extend(path.split('/'));
-            segments.extend(["repositories", "list", ""]);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
         }
+        url
+    }
+
+    /// The List Sub Repositories URL for `path` (trailing slash included, as the API requires).
+    pub fn list_url(&self, path: &str, last: Option<&str>) -> url::Url {
+        let mut url = self.api_url(
+            ["gitlab", "v1", "repository-paths"]
+                .into_iter()
+                .chain(path.split('/'))
+                .chain(["repositories", "list", ""]),
+        );
         url.query_pairs_mut()
             .append_pair("n", &self.page_size.to_string());
         if let Some(last) = last {
@@ -194,36 +202,32 @@ impl RegistryClient {
                 .send()
                 .await?;
             let status = response.status();
-            let headers = response.headers().clone();
+            // Read before the body consumes the response.
+            let next = next_marker(response.headers());
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
+            Ok::<_, reqwest::Error>((status, next, body))
         }
         .await;
         self.metrics.observe(
             answer.as_ref().ok().map(|(status, _, _)| status.as_u16()),
             started.elapsed(),
         );
-        let (status, headers, body) = answer.map_err(|e| self.transport_error(path, e))?;
+        let (status, next, body) = answer.map_err(|e| self.transport_error(path, e))?;
+        let malformed = |reason: String| RegistryError::Malformed {
+            path: path.to_string(),
+            reason,
+        };
         if status == StatusCode::OK {
-            let entries: Vec<Entry> =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Malformed {
-                    path: path.to_string(),
-                    reason: format!("body is not a JSON array of repositories: {e}"),
-                })?;
+            let entries: Vec<Entry> = serde_json::from_slice(&body)
+                .map_err(|e| malformed(format!("body is not a JSON array of repositories: {e}")))?;
             if entries.len() > self.page_size as usize {
-                return Err(RegistryError::Malformed {
-                    path: path.to_string(),
-                    reason: format!(
-                        "{} entries on a page of at most {}",
-                        entries.len(),
-                        self.page_size
-                    ),
-                });
+                return Err(malformed(format!(
+                    "{} entries on a page of at most {}",
+                    entries.len(),
+                    self.page_size
+                )));
             }
-            let next = next_marker(&headers).map_err(|reason| RegistryError::Malformed {
-                path: path.to_string(),
-                reason,
-            })?;
+            let next = next.map_err(malformed)?;
             return Ok(PageAnswer::Page { entries, next });
         }
         let code = serde_json::from_slice::<ErrorBody>(&body)
@@ -270,13 +274,9 @@ impl RegistryClient {
 
     /// `GET /gitlab/v1/`: whether the registry answers at all (200 or 401 mean it is up).
     pub async fn probe(&self) -> Result<u16, RegistryError> {
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend(["gitlab", "v1", ""]);
-        }
         let response = self
             .http
-            .get(url)
+            .get(self.api_url(["gitlab", "v1", ""]))
             .send()
             .await
             .map_err(|e| self.transport_error("/gitlab/v1/", e))?;

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::token::{pull_access, Claims};
 
+use crate::sync::lock;
+
 /// What the simulated registry trusts.
 #[derive(Clone)]
 pub struct TrustedIssuer {
@@ -301,12 +303,6 @@ impl RegistrySimulator {
     pub async fn stop(&self) {
         self.server.stop(false).await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
