@@ -409,6 +409,8 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     let world = world(30);
     let mut app = TestApp::prepare(&world).await;
     app.settings.writer.flush_interval_ms = 300;
+    // No second pass: its pass-end flush would write the lone result below before the timer could.
+    app.settings.worker.rescan_interval_s = 3600;
     app.faults.panic_writer_once();
     app.start(false).await;
     let db = &app.db;
@@ -428,6 +430,17 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
         .await
         .expect("the writer answers");
     assert_eq!(stats.restarts, 1);
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            scheduler
+                .send(GetStatus)
+                .await
+                .is_ok_and(|status| status.state == "idle")
+        })
+        .await,
+        "the pass ends and its flush is done"
+    );
     // Its timer runs again after the restart: a lone result is written without a size flush.
     let first = world.projects[0].id;
     writer.do_send(Record(TrackingRow {
