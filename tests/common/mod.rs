@@ -183,8 +183,8 @@ impl TestDb {
         db
     }
 
-    /// A name and URL for a database that does not exist yet (a database that is down).
-    pub fn unborn() -> Self {
+    /// A fresh name and its URL; `create` makes the database.
+    fn unborn() -> Self {
         let name = format!(
             "rr_test_{}_{}",
             std::process::id(),
@@ -195,7 +195,7 @@ impl TestDb {
     }
 
     /// Creates the database from the migrated template.
-    pub async fn create(&self) {
+    async fn create(&self) {
         let template = template().await;
         let name = &self.name;
         run_on(
