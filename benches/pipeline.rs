@@ -278,22 +278,47 @@ async fn round_trip(
         "{}/gitlab/v1/repository-paths/group-1/proj-1000/repositories/list/?n=1000",
         registry.url()
     );
-    let rounds = 100;
-    let started = Instant::now();
-    for _ in 0..rounds {
-        let response = client.get(&url).bearer_auth(&token.bearer).send().await?;
-        anyhow::ensure!(
-            response.status() == 200,
-            "round trip: {}",
-            response.status()
-        );
-        response.bytes().await?;
-    }
+    let one_at_a_time = || async {
+        let rounds = 100;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let response = client.get(&url).bearer_auth(&token.bearer).send().await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "round trip: {}",
+                response.status()
+            );
+            response.bytes().await?;
+        }
+        anyhow::Ok(started.elapsed() / rounds)
+    };
+    let seen = one_at_a_time().await?;
     println!(
         "registry round trip with {} ms of latency, one request at a time, no service: {} per request",
         latency.as_millis(),
-        ms(started.elapsed() / rounds)
+        ms(seen)
     );
+    if !latency.is_zero() {
+        // Waking the threads on both sides after a sleep costs this machine a fraction of a
+        // millisecond more than the simulator allows for: it answers that much earlier, so that
+        // `concurrency / latency` is what this registry can serve and the service is measured
+        // against it.
+        let mut seen = seen;
+        for _ in 0..3 {
+            let off = seen.as_secs_f64() - latency.as_secs_f64();
+            if off.abs() < 20e-6 {
+                break;
+            }
+            let early = (registry.answer_early().as_secs_f64() + off).max(0.0);
+            registry.set_answer_early(Duration::from_secs_f64(early));
+            seen = one_at_a_time().await?;
+        }
+        println!(
+            "calibrated: the registry answers {} before its latency is up; a client now sees {} per request",
+            ms(registry.answer_early()),
+            ms(seen)
+        );
+    }
     // The same with 32 clients at once sharing one HTTP client, as the service's analysers do.
     let started = Instant::now();
     let loops: Vec<_> = (0..32)
