@@ -375,26 +375,11 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
         .await
     );
 
-    let server = common::server_url();
-    let name = &app.db.name;
-    common::run_on(
-        &server,
-        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
-    )
-    .await;
-    common::run_on(
-        &server,
-        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
-    )
-    .await;
+    app.db.refuse_connections().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = status(&app).await;
     let writer = during.writer.clone().expect("writer stats");
-    common::run_on(
-        &server,
-        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
-    )
-    .await;
+    app.db.allow_connections().await;
     assert!(
         during.deferred >= 1 || writer.failed_writes >= 1 || writer.buffered > 0,
         "the outage was felt: {during:?}"

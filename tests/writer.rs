@@ -137,18 +137,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     // later raced: a retry between its creation and its seeding rightly skipped the rows of
     // projects that did not exist, as it skips projects deleted during a run.)
     let (db, ids) = db_with_projects(70).await;
-    let server = common::server_url();
-    let name = &db.name;
-    common::run_on(
-        &server,
-        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
-    )
-    .await;
-    common::run_on(
-        &server,
-        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
-    )
-    .await;
+    db.refuse_connections().await;
     let writer = Writer::new(db.database(), 4, Duration::from_millis(100)).start();
     let log = Arc::new(Mutex::new(Vec::new()));
     let listener = PressureLog(log.clone()).start();
@@ -164,11 +153,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     assert!(stats.full);
     assert_eq!(log.lock().expect("log").first(), Some(&true));
 
-    common::run_on(
-        &server,
-        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
-    )
-    .await;
+    db.allow_connections().await;
     assert!(
         eventually(Duration::from_secs(30), || async {
             db.database().conn().await.is_ok() && count(&db).await == 70

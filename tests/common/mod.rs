@@ -210,6 +210,33 @@ impl TestDb {
         .await;
     }
 
+    /// A database outage: new connections are refused and the open ones are cut.
+    pub async fn refuse_connections(&self) {
+        let name = &self.name;
+        run_on(
+            &server_url(),
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+        )
+        .await;
+        run_on(
+            &server_url(),
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        )
+        .await;
+    }
+
+    /// The end of the outage.
+    pub async fn allow_connections(&self) {
+        let name = &self.name;
+        run_on(
+            &server_url(),
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        )
+        .await;
+    }
+
     /// A database with GitLab's tables but without the tracking table (for migration tests).
     pub async fn without_tracking_table() -> Self {
         let db = Self::new().await;
