@@ -375,19 +375,17 @@ struct AlarmClock {
 #[derive(Default)]
 struct AlarmQueue {
     due: BinaryHeap<Reverse<Alarm>>,
-    next: u64,
     closed: bool,
 }
 
 struct Alarm {
     at: Instant,
-    seq: u64,
     wake: tokio::sync::oneshot::Sender<()>,
 }
 
 impl PartialEq for Alarm {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        self.at == other.at
     }
 }
 impl Eq for Alarm {}
@@ -398,7 +396,7 @@ impl PartialOrd for Alarm {
 }
 impl Ord for Alarm {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.at.cmp(&other.at)
     }
 }
 
@@ -410,26 +408,32 @@ impl Alarms {
         });
         let ringer = clock.clone();
         // A thread parked on a condition variable sleeps to the microsecond, not the tick.
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("simulator-alarms".into())
             .spawn(move || ringer.run());
+        if spawned.is_err() {
+            lock(&clock.queue).closed = true;
+        }
         Self(clock)
     }
 
     async fn sleep_until(&self, at: Instant) {
         let (wake, woken) = tokio::sync::oneshot::channel();
-        {
+        let queued = {
             let mut queue = lock(&self.0.queue);
-            if queue.closed {
-                return;
+            if !queue.closed {
+                queue.due.push(Reverse(Alarm { at, wake }));
             }
-            let seq = queue.next;
-            queue.next += 1;
-            queue.due.push(Reverse(Alarm { at, seq, wake }));
+            !queue.closed
+        };
+        if queued {
+            self.0.ring.notify_one();
+            // The clock stops only with the simulator: then nobody waits for this answer.
+            let _ = woken.await;
+        } else {
+            // No alarm thread: tokio's timer, a millisecond coarse, rather than no latency.
+            tokio::time::sleep_until(at.into()).await;
         }
-        self.0.ring.notify_one();
-        // The clock is gone only with the simulator: then nobody waits for this answer.
-        let _ = woken.await;
     }
 }
 
