@@ -117,12 +117,7 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
     app.settings.worker.max_concurrency = 4;
     app.start(true).await;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            db.rows().await.len() >= 50
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(50, Duration::from_secs(10)).await);
 
     app.registry.set_outage(true);
     let scheduler = app.service().scheduler.clone();
@@ -276,12 +271,7 @@ async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak
     app.start(false).await;
     let total = w.projects.len();
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            db.rows().await.len() == total
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(total, Duration::from_secs(30)).await);
 
     let mut expected = w.expected();
     for id in [oversized, no_last, endless] {
@@ -307,11 +297,7 @@ async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak
     );
     assert_eq!(status(&app).await.ignored_entries, 2);
     assert_eq!(app.registry.stats().unauthorized, 0);
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[actix_rt::test]
@@ -368,12 +354,7 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
     app.settings.database.connect_timeout_ms = 500;
     app.start(true).await;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            db.rows().await.len() >= 40
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(40, Duration::from_secs(10)).await);
 
     app.db.refuse_connections().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -401,12 +382,7 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     app.faults.panic_writer_once();
     app.start(false).await;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            db.rows().await.len() == 30
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(30, Duration::from_secs(15)).await);
     assert_rows_match(&world, &app.db).await;
     // Nothing was lost in the restart: had the buffered result gone, a later pass would have
     // found its project without a row and asked the registry again (each has one page).
@@ -446,11 +422,7 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
         .await
         .expect("the writer answers");
     assert!(stats.flushes_timer >= 1, "{stats:?}");
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[actix_rt::test]

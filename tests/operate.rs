@@ -103,11 +103,7 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
         .status()
         .await
         .is_ok_and(|s| !s.enabled && s.max_concurrency == 6));
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 /// `name{labels}` → value, for every sample; panics on a line that is not Prometheus text.
@@ -196,22 +192,12 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
     app.start(false).await;
     let addr = app.service().admin_addr;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            db.rows().await.len() >= 40
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(40, Duration::from_secs(10)).await);
     let first = scrape(addr).await;
     // The concurrency gauge follows a change.
     let admin = AdminClient::new(addr, None);
     admin.set_concurrency(3).await.expect("concurrency");
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            db.rows().await.len() == 402
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(402, Duration::from_secs(20)).await);
     let last = scrape(addr).await;
 
     let moved = [
@@ -274,11 +260,7 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[derive(diesel::QueryableByName, Debug)]

@@ -139,9 +139,7 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
         "the pool grows only to the limit"
     );
 
-    app.service().shutdown();
-    let end = app.service.take().expect("service").wait().await;
-    assert_eq!(end, RunEnd::Stopped);
+    assert_eq!(app.stop().await, RunEnd::Stopped);
     let expected = world.expected();
     let rows = app.db.rows().await;
     assert!(!rows.is_empty());
@@ -183,11 +181,7 @@ async fn pause_and_concurrency_zero_stop_new_requests_and_resume_restarts_them()
     scheduler.send(SetConcurrency(3)).await.expect("send");
     assert_resumes(reg, before).await;
 
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[actix_rt::test]
@@ -201,12 +195,7 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
     app.settings.worker.max_concurrency = 2;
     app.start(false).await;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            db.rows().await.len() == 40
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(40, Duration::from_secs(20)).await);
 
     let rows = app.rows_by_project().await;
     assert_eq!(
@@ -231,11 +220,7 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
     assert_eq!(s.in_flight, 0);
     // The restarted analyzers keep serving: the pool is still the two it started with.
     assert_eq!(s.analyzers, 2);
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[actix_rt::test]
@@ -244,12 +229,7 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
     let mut app = TestApp::prepare(&world).await;
     app.start(false).await;
     let db = &app.db;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            db.rows().await.len() == 10
-        })
-        .await
-    );
+    assert!(db.wait_for_rows(10, Duration::from_secs(10)).await);
 
     app.db
         .execute(
@@ -262,10 +242,7 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
     app.registry.add_repository("alpha/late/kept");
     app.registry.add_repository("alpha/late/lost/one");
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            db.rows().await.len() == 11
-        })
-        .await,
+        db.wait_for_rows(11, Duration::from_secs(10)).await,
         "the new project gets a row"
     );
     let rows = app.rows_by_project().await;
@@ -273,11 +250,7 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
         (rows[&9001].status, rows[&9001].missing_count),
         (Status::Completed, 2)
     );
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
 #[actix_rt::test]
@@ -355,9 +328,5 @@ async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
         }
         other => panic!("expected 400, got {other:?}"),
     }
-    app.service().shutdown();
-    assert_eq!(
-        app.service.take().expect("service").wait().await,
-        RunEnd::Stopped
-    );
+    assert_eq!(app.stop().await, RunEnd::Stopped);
 }

@@ -256,6 +256,11 @@ impl TestDb {
         run_on(&self.url, sql).await;
     }
 
+    /// Whether the tracking table holds at least `at_least` rows within `within`.
+    pub async fn wait_for_rows(&self, at_least: usize, within: Duration) -> bool {
+        eventually(within, || async { self.rows().await.len() >= at_least }).await
+    }
+
     pub async fn rows(&self) -> Vec<TrackingRow> {
         tracking::all_rows(&self.database()).await.expect("rows")
     }
@@ -341,6 +346,13 @@ impl TestApp {
 
     pub fn service(&self) -> &Service {
         self.service.as_ref().expect("service started")
+    }
+
+    /// Asks the running service to stop (as SIGTERM does) and waits for it to end.
+    pub async fn stop(&mut self) -> registry_repair::scheduler::RunEnd {
+        let service = self.service.take().expect("service started");
+        service.shutdown();
+        service.wait().await
     }
 
     /// Runs the service until every project has a row (or 60 s pass).
