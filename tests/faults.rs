@@ -6,13 +6,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{assert_rows_match, eventually, signer, TestApp, TestDb, OTHER_KEY};
+use common::{assert_rows_match, eventually, signer, status_becomes, TestApp, TestDb, OTHER_KEY};
 use registry_repair::db::tracking::Status;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::demo::seed::{Expected, World};
 use registry_repair::registry::simulator::{FaultMix, Hostile, RegistrySimulator};
 use registry_repair::registry::{RegistryClient, RegistryError};
-use registry_repair::scheduler::{GetStatus, RunEnd, Status as ServiceStatus};
+use registry_repair::scheduler::{GetStatus, RunEnd};
 use registry_repair::service::{self, ServiceOptions};
 use registry_repair::writer::{GetWriterStats, Record};
 
@@ -41,14 +41,6 @@ fn registry_path(w: &World, id: i64) -> String {
         .and_then(|p| p.full_path.clone())
         .expect("project with a route")
         .to_lowercase()
-}
-
-async fn status(app: &TestApp) -> ServiceStatus {
-    app.service()
-        .scheduler
-        .send(GetStatus)
-        .await
-        .expect("status")
 }
 
 /// Rows must equal `expected`, project by project.
@@ -122,16 +114,10 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
     app.registry.set_outage(true);
     let scheduler = app.service().scheduler.clone();
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            scheduler
-                .send(GetStatus)
-                .await
-                .is_ok_and(|s| s.breaker == "open")
-        })
-        .await,
+        status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await,
         "the breaker opens"
     );
-    let during = status(&app).await;
+    let during = app.status().await;
     assert_eq!(during.state, "registry unavailable");
     assert!(
         during
@@ -141,15 +127,7 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
         "{during:?}"
     );
     // Projects in flight when it opened finish their retries; then nothing new is dispatched.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            scheduler
-                .send(GetStatus)
-                .await
-                .is_ok_and(|s| s.in_flight == 0)
-        })
-        .await
-    );
+    assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.in_flight == 0).await);
     let requests = app.registry.stats().list_requests;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -160,9 +138,7 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
     assert_eq!(failed_rows(&app).await, 0);
     app.registry.set_outage(false);
 
-    let service = app.service.take().expect("service");
-    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
-    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_eq!(app.run_to_end().await, RunEnd::Done);
     assert_rows_match(&world, &app.db).await;
 }
 
@@ -175,12 +151,8 @@ async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
         .expect("starts");
     let scheduler = service.scheduler.clone();
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            scheduler
-                .send(GetStatus)
-                .await
-                .is_ok_and(|s| s.breaker_trips >= 1)
-        })
+        status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker_trips
+            >= 1)
         .await
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -220,20 +192,11 @@ async fn a_registry_that_refuses_connections_at_start_is_waited_for() {
         .await
         .expect("starts without a registry");
     let scheduler = service.scheduler.clone();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            scheduler
-                .send(GetStatus)
-                .await
-                .is_ok_and(|s| s.breaker == "open")
-        })
-        .await
-    );
+    assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await);
     assert_eq!(db.rows().await.len(), 0);
     let registry = RegistrySimulator::start(world.registry_paths(), common::trusted(), port)
         .expect("registry");
-    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
-    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_eq!(common::run_to_end(service).await, RunEnd::Done);
     assert_rows_match(&world, &db).await;
     assert!(registry.stats().list_requests >= 40);
 }
@@ -295,7 +258,7 @@ async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak
         6,
         "stopped at max_pages"
     );
-    assert_eq!(status(&app).await.ignored_entries, 2);
+    assert_eq!(app.status().await.ignored_entries, 2);
     assert_eq!(app.registry.stats().unauthorized, 0);
     assert_eq!(app.stop().await, RunEnd::Stopped);
 }
@@ -358,7 +321,7 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
 
     app.db.refuse_connections().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = status(&app).await;
+    let during = app.status().await;
     let writer = during.writer.clone().expect("writer stats");
     app.db.allow_connections().await;
     assert!(
@@ -366,9 +329,7 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
         "the outage was felt: {during:?}"
     );
 
-    let service = app.service.take().expect("service");
-    let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
-    assert_eq!(end.expect("the run ends"), RunEnd::Done);
+    assert_eq!(app.run_to_end().await, RunEnd::Done);
     assert_rows_match(&world, &app.db).await;
 }
 
@@ -395,12 +356,8 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     assert_eq!(stats.restarts, 1);
     let scheduler = app.service().scheduler.clone();
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            scheduler
-                .send(GetStatus)
-                .await
-                .is_ok_and(|status| status.state == "idle")
-        })
+        status_becomes(&scheduler, Duration::from_secs(5), |status| status.state
+            == "idle")
         .await,
         "the pass ends and its flush is done"
     );

@@ -49,8 +49,7 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
         );
     }
     for service in starts {
-        let end = tokio::time::timeout(Duration::from_secs(60), service.wait()).await;
-        assert_eq!(end.expect("ends"), RunEnd::Done);
+        assert_eq!(common::run_to_end(service).await, RunEnd::Done);
     }
     assert_rows_match(&world, &app.db).await;
     // No overlap: every project's path was asked for exactly once (each has one page).

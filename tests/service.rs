@@ -10,9 +10,7 @@ use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
-use registry_repair::scheduler::{
-    GetStatus, RunEnd, SetConcurrency, SetEnabled, Status as ServiceStatus,
-};
+use registry_repair::scheduler::{RunEnd, SetConcurrency, SetEnabled};
 
 /// `n` projects in two groups, each with one repository the database lost.
 fn busy_world(n: usize) -> World {
@@ -52,14 +50,6 @@ async fn assert_resumes(reg: &RegistrySimulator, before: u64) {
         .await,
         "requests start again within a second"
     );
-}
-
-async fn status(app: &TestApp) -> ServiceStatus {
-    app.service()
-        .scheduler
-        .send(GetStatus)
-        .await
-        .expect("status")
 }
 
 #[actix_rt::test]
@@ -135,7 +125,7 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(reg.stats().max_in_flight, 1);
     assert!(
-        status(&app).await.analyzers <= 6,
+        app.status().await.analyzers <= 6,
         "the pool grows only to the limit"
     );
 
@@ -215,7 +205,7 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
             );
         }
     }
-    let s = status(&app).await;
+    let s = app.status().await;
     assert_eq!(s.analyzer_restarts, 1 + u64::from(MAX_CRASHES));
     assert_eq!(s.in_flight, 0);
     // The restarted analyzers keep serving: the pool is still the two it started with.
@@ -305,8 +295,8 @@ async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
         wrong.set_enabled(false).await,
         Err(AdminError::Refused { status: 401, .. })
     ));
-    assert_eq!(status(&app).await.max_concurrency, 2, "nothing changed");
-    assert!(status(&app).await.enabled);
+    assert_eq!(app.status().await.max_concurrency, 2, "nothing changed");
+    assert!(app.status().await.enabled);
 
     let operator = AdminClient::new(addr, Some("s3cret-admin-token".into()));
     assert_eq!(

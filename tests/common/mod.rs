@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use registry_repair::config::Settings;
 use registry_repair::db::tracking::{self, TrackingRow};
@@ -20,6 +21,7 @@ use registry_repair::demo::seed::World;
 use registry_repair::faults::Faults;
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
+use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, Status};
 use registry_repair::service::{self, Service, ServiceOptions};
 use tokio::sync::OnceCell;
 
@@ -349,19 +351,30 @@ impl TestApp {
     }
 
     /// Asks the running service to stop (as SIGTERM does) and waits for it to end.
-    pub async fn stop(&mut self) -> registry_repair::scheduler::RunEnd {
+    pub async fn stop(&mut self) -> RunEnd {
         let service = self.service.take().expect("service started");
         service.shutdown();
         service.wait().await
     }
 
+    /// Waits for the running service to end by itself (within 60 s).
+    pub async fn run_to_end(&mut self) -> RunEnd {
+        run_to_end(self.service.take().expect("service started")).await
+    }
+
     /// Runs the service until every project has a row (or 60 s pass).
-    pub async fn run_until_done(&mut self) -> registry_repair::scheduler::RunEnd {
+    pub async fn run_until_done(&mut self) -> RunEnd {
         self.start(true).await;
-        let service = self.service.take().expect("started");
-        tokio::time::timeout(Duration::from_secs(60), service.wait())
+        self.run_to_end().await
+    }
+
+    /// The running service's status.
+    pub async fn status(&self) -> Status {
+        self.service()
+            .scheduler
+            .send(GetStatus)
             .await
-            .expect("the run ends within 60 s")
+            .expect("the scheduler answers")
     }
 
     /// Rows keyed by project.
@@ -391,6 +404,25 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits for `service` to end by itself (within 60 s).
+pub async fn run_to_end(service: Service) -> RunEnd {
+    tokio::time::timeout(Duration::from_secs(60), service.wait())
+        .await
+        .expect("the run ends within 60 s")
+}
+
+/// Whether the Scheduler's status satisfies `check` within `within`.
+pub async fn status_becomes(
+    scheduler: &Addr<Scheduler>,
+    within: Duration,
+    check: impl Fn(&Status) -> bool,
+) -> bool {
+    eventually(within, || async {
+        scheduler.send(GetStatus).await.is_ok_and(|s| check(&s))
+    })
+    .await
 }
 
 /// Asserts that every project of `world` has exactly the row it must have.
