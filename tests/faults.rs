@@ -90,13 +90,7 @@ async fn a_flaky_registry_still_gives_every_project_its_true_count_and_always_re
 
     let mut expected = world.expected();
     for id in refused {
-        expected.insert(
-            id,
-            Expected {
-                status: Status::Failed,
-                missing: 0,
-            },
-        );
+        expected.insert(id, Expected::FAILED);
     }
     assert_rows(&app, &expected).await;
 }
@@ -238,13 +232,7 @@ async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak
 
     let mut expected = w.expected();
     for id in [oversized, no_last, endless] {
-        expected.insert(
-            id,
-            Expected {
-                status: Status::Failed,
-                missing: 0,
-            },
-        );
+        expected.insert(id, Expected::FAILED);
     }
     assert_rows(&app, &expected).await;
     // The other host's `last` was used against the registry itself: all three pages were read

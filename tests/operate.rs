@@ -42,15 +42,7 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     app.settings.worker.max_concurrency = 9;
     app.start(false).await;
     let reg = &app.registry;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            reg.stats().in_flight == 2
-        })
-        .await
-    );
-    reg.reset_max_in_flight();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(reg.stats().max_in_flight, 2);
+    common::assert_in_flight_settles_at(reg, 2, Duration::from_secs(5)).await;
 
     app.db
         .execute("UPDATE application_settings SET container_registry_data_repair_detail_worker_max_concurrency = 6")

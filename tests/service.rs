@@ -81,15 +81,7 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
     app.start(false).await;
     let reg = &app.registry;
 
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            reg.stats().in_flight == 2
-        })
-        .await
-    );
-    reg.reset_max_in_flight();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(reg.stats().max_in_flight, 2);
+    common::assert_in_flight_settles_at(reg, 2, Duration::from_secs(5)).await;
 
     let s = app
         .service()
@@ -98,16 +90,7 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
         .await
         .expect("send");
     assert_eq!(s.max_concurrency, 6);
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            reg.stats().in_flight == 6
-        })
-        .await,
-        "raised within a second"
-    );
-    reg.reset_max_in_flight();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(reg.stats().max_in_flight, 6);
+    common::assert_in_flight_settles_at(reg, 6, Duration::from_secs(1)).await;
 
     app.service()
         .scheduler

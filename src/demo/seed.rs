@@ -39,6 +39,14 @@ pub struct Expected {
     pub missing: i32,
 }
 
+impl Expected {
+    /// A failed project: its row says failed and counts nothing.
+    pub const FAILED: Expected = Expected {
+        status: Status::Failed,
+        missing: 0,
+    };
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct World {
     pub groups: Vec<Group>,
@@ -125,10 +133,7 @@ impl World {
             .iter()
             .map(|p| {
                 let expected = if p.full_path.is_none() {
-                    Expected {
-                        status: Status::Failed,
-                        missing: 0,
-                    }
+                    Expected::FAILED
                 } else {
                     let rails: BTreeSet<&str> = p.rails.iter().map(String::as_str).collect();
                     let registry: BTreeSet<&str> = p.registry.iter().map(String::as_str).collect();
@@ -368,13 +373,7 @@ mod tests {
                 missing: 2
             }
         );
-        assert_eq!(
-            e[&orphan],
-            Expected {
-                status: Status::Failed,
-                missing: 0
-            }
-        );
+        assert_eq!(e[&orphan], Expected::FAILED);
         assert_eq!(
             w.registry_paths(),
             vec!["top/proj", "top/proj/a", "top/proj/a/b"]

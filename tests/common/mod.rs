@@ -406,6 +406,19 @@ where
     }
 }
 
+/// The registry sees `n` requests in flight within `within`, and never more than `n` over the
+/// next 400 ms.
+pub async fn assert_in_flight_settles_at(registry: &RegistrySimulator, n: usize, within: Duration) {
+    assert!(
+        eventually(within, || async { registry.stats().in_flight == n }).await,
+        "in flight did not reach {n} within {within:?}: {:?}",
+        registry.stats()
+    );
+    registry.reset_max_in_flight();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(registry.stats().max_in_flight, n, "more than {n} in flight");
+}
+
 /// Waits for `service` to end by itself (within 60 s).
 pub async fn run_to_end(service: Service) -> RunEnd {
     tokio::time::timeout(Duration::from_secs(60), service.wait())
