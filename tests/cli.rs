@@ -474,17 +474,28 @@ async fn control_commands_without_a_service_say_so_and_exit_1() {
     }
 }
 
+/// Settings for commands that must fail on the database (or on validation) before they touch a
+/// registry: the registry's port is closed, the admin port free.
+fn env_with_database(url: &str, connect_timeout_ms: u32) -> Env {
+    Env::new()
+        .set("DATABASE__URL", url)
+        .set(
+            "DATABASE__CONNECT_TIMEOUT_MS",
+            connect_timeout_ms.to_string(),
+        )
+        .set("REGISTRY__URL", "http://127.0.0.1:1")
+        .set(
+            "REGISTRY__KEY_PATH",
+            fixture_key_path().to_string_lossy().into_owned(),
+        )
+        .set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+}
+
 #[actix_rt::test]
 async fn bad_configuration_and_arguments_exit_2_naming_what_to_fix() {
-    let key = fixture_key_path().to_string_lossy().into_owned();
     // If validation let something through, the command fails fast here instead of touching a
     // real database or port.
-    let base = Env::new()
-        .set("DATABASE__URL", UNREACHABLE_DB)
-        .set("DATABASE__CONNECT_TIMEOUT_MS", "1000")
-        .set("REGISTRY__URL", "http://127.0.0.1:1")
-        .set("REGISTRY__KEY_PATH", &key)
-        .set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()));
+    let base = env_with_database(UNREACHABLE_DB, 1000);
     let cargo_toml = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let dir = std::env::temp_dir().join(format!("rr-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -550,15 +561,7 @@ async fn bad_configuration_and_arguments_exit_2_naming_what_to_fix() {
 
 #[actix_rt::test]
 async fn an_unreachable_database_fails_run_and_report_quickly_naming_it() {
-    let env = Env::new()
-        .set("DATABASE__URL", UNREACHABLE_DB)
-        .set("DATABASE__CONNECT_TIMEOUT_MS", "2000")
-        .set("REGISTRY__URL", "http://127.0.0.1:1")
-        .set(
-            "REGISTRY__KEY_PATH",
-            fixture_key_path().to_string_lossy().into_owned(),
-        )
-        .set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()));
+    let env = env_with_database(UNREACHABLE_DB, 2000);
     for args in [
         &["run"][..],
         &["run", "--until-done"],
@@ -588,15 +591,7 @@ fn silent_server() -> (TcpListener, String) {
 #[actix_rt::test]
 async fn a_database_that_never_answers_fails_run_and_report_after_the_connect_timeout() {
     let (_listener, url) = silent_server();
-    let env = Env::new()
-        .set("DATABASE__URL", &url)
-        .set("DATABASE__CONNECT_TIMEOUT_MS", "2000")
-        .set("REGISTRY__URL", "http://127.0.0.1:1")
-        .set(
-            "REGISTRY__KEY_PATH",
-            fixture_key_path().to_string_lossy().into_owned(),
-        )
-        .set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()));
+    let env = env_with_database(&url, 2000);
     let host = url
         .trim_start_matches("postgres://postgres@")
         .trim_end_matches("/x");
