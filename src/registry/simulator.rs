@@ -419,15 +419,22 @@ impl Alarms {
 
     async fn sleep_until(&self, at: Instant) {
         let (wake, woken) = tokio::sync::oneshot::channel();
-        let queued = {
+        let (queued, earliest) = {
             let mut queue = lock(&self.0.queue);
-            if !queue.closed {
+            if queue.closed {
+                (false, false)
+            } else {
                 queue.due.push(Reverse(Alarm { at, wake }));
+                let earliest = queue.due.peek().is_some_and(|Reverse(a)| a.at == at);
+                (true, earliest)
             }
-            !queue.closed
         };
         if queued {
-            self.0.ring.notify_one();
+            // With one latency for all, a new alarm is nearly always the last due: the alarm
+            // thread needs waking only when it must ring sooner than it planned.
+            if earliest {
+                self.0.ring.notify_one();
+            }
             // The clock stops only with the simulator: then nobody waits for this answer.
             let _ = woken.await;
         } else {
