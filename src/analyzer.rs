@@ -16,6 +16,7 @@ use crate::db::tracking::TrackingRow;
 use crate::db::Database;
 use crate::faults::Faults;
 use crate::registry::client::Pages;
+use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
 use crate::scheduler::{AnalyzerFinished, Disposition};
@@ -56,6 +57,9 @@ impl Job {
 /// What analysing one project found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Analysis {
+    /// The project's registry path breaks the registry's name grammar: no repository can exist
+    /// under it, so nothing was asked and nothing is missing.
+    Unaddressable,
     /// Every page was read.
     Completed {
         missing: i32,
@@ -136,7 +140,27 @@ impl Analyzer {
     fn record(&self, row: TrackingRow, ignored: u32) {
         let project_id = row.project_id;
         self.deps.writer.do_send(Record(row.clone()));
-        self.finish(project_id, Disposition::Recorded { row, ignored });
+        self.finish(
+            project_id,
+            Disposition::Recorded {
+                row,
+                ignored,
+                unaddressable: false,
+            },
+        );
+    }
+
+    fn record_unaddressable(&self, project_id: i64) {
+        let row = TrackingRow::completed(project_id, 0);
+        self.deps.writer.do_send(Record(row.clone()));
+        self.finish(
+            project_id,
+            Disposition::Recorded {
+                row,
+                ignored: 0,
+                unaddressable: true,
+            },
+        );
     }
 }
 
@@ -218,6 +242,14 @@ impl Handler<Analyze> for Analyzer {
                     }
                     act.record(TrackingRow::completed(project_id, missing), ignored);
                 }
+                Analysis::Unaddressable => {
+                    tracing::info!(
+                        project_id,
+                        path = job.project.full_path.as_deref().unwrap_or_default(),
+                        "the registry cannot hold repositories under this path; recorded with 0 missing"
+                    );
+                    act.record_unaddressable(project_id);
+                }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
                     act.record(TrackingRow::failed(project_id), 0);
@@ -256,6 +288,9 @@ pub async fn analyze(
             reason: "the project has no route, so no registry path".into(),
         };
     };
+    if !is_addressable(&path) {
+        return Analysis::Unaddressable;
+    }
     let mut pages = registry.pages_sharing(&path, token);
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {

@@ -339,6 +339,7 @@ fn print_status(s: &Status) {
     println!("progress         {}", crate::progress::line(s));
     println!("deferred         {}", s.deferred);
     println!("ignored entries  {}", s.ignored_entries);
+    println!("unaddressable    {}", s.unaddressable);
     println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);
     println!("analyzer restarts {}", s.analyzer_restarts);
     if let Some(error) = &s.last_error {

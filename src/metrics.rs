@@ -158,6 +158,13 @@ pub fn render(status: &Status, registry: &RegistryMetrics) -> String {
     );
     sample(
         &mut out,
+        "unaddressable_projects_total",
+        "counter",
+        "Projects whose path breaks the registry's name grammar, recorded with 0 without a request",
+        status.unaddressable,
+    );
+    sample(
+        &mut out,
         "deferred_total",
         "counter",
         "Analyses ended unrecorded by trouble outside the project, to be tried again",

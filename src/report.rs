@@ -54,7 +54,7 @@ impl Report {
         }
     }
 
-    fn rows(&self) -> [(&'static str, i64); 7] {
+    fn rows(&self) -> [(&'static str, i64); 8] {
         let t = &self.totals;
         [
             ("projects", t.projects),
@@ -64,6 +64,7 @@ impl Report {
             ("pending", t.pending),
             ("projects_with_missing", t.projects_with_missing),
             ("missing", t.missing),
+            ("unaddressable", t.unaddressable),
         ]
     }
 
@@ -81,6 +82,13 @@ impl Report {
             t.projects_with_missing
         );
         let _ = writeln!(out, "Missing repositories in all   {:>12}", t.missing);
+        if t.unaddressable > 0 {
+            let _ = writeln!(
+                out,
+                "Paths the registry cannot hold {:>11}  (completed with 0, nothing asked)",
+                t.unaddressable
+            );
+        }
         if self.top_missing.is_empty() {
             let _ = writeln!(out, "\nNo project has missing repositories.");
             self.namespace_table(&mut out);

@@ -130,6 +130,7 @@ struct Counts {
     deferred: u64,
     crashes: u64,
     ignored_entries: u64,
+    unaddressable: u64,
 }
 
 impl Scheduler {
@@ -549,6 +550,7 @@ impl Scheduler {
             missing_found: self.counts.missing,
             deferred: self.counts.deferred,
             ignored_entries: self.counts.ignored_entries,
+            unaddressable: self.counts.unaddressable,
             analyzer_restarts: self.counts.crashes,
             analyzers: self.slots.len(),
             pass: self.passes,
@@ -618,6 +620,9 @@ pub struct Status {
     pub deferred: u64,
     /// Registry entries outside the project path, ignored.
     pub ignored_entries: u64,
+    /// Projects whose path breaks the registry's name grammar: recorded with 0, nothing asked.
+    #[serde(default)]
+    pub unaddressable: u64,
     pub analyzer_restarts: u64,
     pub analyzers: usize,
     pub pass: u64,
@@ -757,8 +762,13 @@ impl Handler<Shutdown> for Scheduler {
 /// What became of a project an Analyzer was given.
 #[derive(Debug, Clone)]
 pub enum Disposition {
-    /// Its result went to the Writer; `ignored` registry entries were outside its path.
-    Recorded { row: TrackingRow, ignored: u32 },
+    /// Its result went to the Writer; `ignored` registry entries were outside its path;
+    /// `unaddressable`: its path breaks the registry's name grammar, so nothing was asked.
+    Recorded {
+        row: TrackingRow,
+        ignored: u32,
+        unaddressable: bool,
+    },
     /// It could not be analysed for a reason outside it; analyse it again later.
     Deferred { job: Job, reason: String },
     /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
@@ -794,8 +804,16 @@ impl Handler<AnalyzerFinished> for Scheduler {
             }
         }
         match msg.disposition {
-            Disposition::Recorded { row, ignored } => match row.status {
+            Disposition::Recorded {
+                row,
+                ignored,
+                unaddressable,
+            } => match row.status {
                 RowStatus::Failed => self.counts.failed += 1,
+                _ if unaddressable => {
+                    self.counts.completed += 1;
+                    self.counts.unaddressable += 1;
+                }
                 _ => {
                     self.counts.ignored_entries += u64::from(ignored);
                     self.counts.completed += 1;

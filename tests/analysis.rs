@@ -226,3 +226,23 @@ async fn paths_come_right_whether_the_unanalysed_projects_lie_close_together_or_
         ]
     );
 }
+
+#[actix_rt::test]
+async fn paths_the_registry_cannot_hold_are_completed_with_zero_without_a_request() {
+    let mut w = World::new();
+    let g = w.group(None, "Grp");
+    // GitLab allows these project paths; the registry's name grammar does not.
+    let odd: Vec<i64> = ["Trailing-", "Trailing_", "_Leading", "Two..Dots"]
+        .iter()
+        .map(|path| w.project(g, path, &[], &[]))
+        .collect();
+    let fine = w.project(g, "Fine-Name", &["a"], &[]);
+    let s = setup(&w, 1000).await;
+    for id in odd {
+        let a = analyze(&s.client, &s.database, &project(&s, id).await, None).await;
+        assert_eq!(a, Analysis::Unaddressable, "project {id}");
+    }
+    assert_eq!(s.registry.stats().list_requests, 0, "nothing asked");
+    let a = analyze(&s.client, &s.database, &project(&s, fine).await, None).await;
+    assert!(completed(1)(&a), "{a:?}");
+}

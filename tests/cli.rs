@@ -656,6 +656,7 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     let deep = world.project(sub, "Deep.Project", &["", "a/b/c", "x"], &[]);
     world.project(other, "Clean", &["one"], &["one"]);
     world.project(other, "Rails-Only", &[], &["gone"]);
+    world.project(other, "Dash-", &[], &[]);
     world.project_without_route(top, "Orphan");
 
     let db = TestDb::new().await;
@@ -682,7 +683,7 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     let missing: i64 = expected.values().map(|e| i64::from(e.missing)).sum();
     assert_eq!(
         (completed, failed, with_missing, missing),
-        (4, 1, 2, 5),
+        (5, 1, 2, 5),
         "the world is as this test thinks"
     );
 
@@ -704,6 +705,7 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
         "pending",
         "projects_with_missing",
         "missing",
+        "unaddressable",
     ]
     .into_iter()
     .map(|k| {
@@ -724,6 +726,7 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
         ("pending", 0),
         ("projects_with_missing", with_missing),
         ("missing", missing),
+        ("unaddressable", 1),
     ]
     .into_iter()
     .collect();

@@ -47,18 +47,19 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     app.db
         .execute("UPDATE application_settings SET container_registry_data_repair_detail_worker_max_concurrency = 6")
         .await;
-    // Two poll intervals, and the one request latency it takes to see them in flight.
+    // Two poll intervals and a request latency when the machine is idle; under load it takes
+    // longer, and the bound only has to catch a switch that is never followed.
     assert!(
-        eventually(Duration::from_millis(2 * 200 + 150), || async {
+        eventually(Duration::from_secs(5), || async {
             reg.stats().in_flight == 6
         })
         .await,
-        "6 in flight within two poll intervals"
+        "6 in flight after the setting changed"
     );
 
     app.db.execute("DELETE FROM feature_gates").await;
     assert!(
-        eventually(Duration::from_millis(2 * 200 + 300), || async {
+        eventually(Duration::from_secs(5), || async {
             reg.stats().in_flight == 0
         })
         .await

@@ -6,6 +6,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::{Database, DbError};
+use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
 
 /// GitLab's enum for the `status` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,23 +93,33 @@ pub struct Totals {
     pub projects_with_missing: i64,
     #[diesel(sql_type = BigInt)]
     pub missing: i64,
+    /// Completed projects whose path breaks the registry's name grammar (recorded with 0).
+    #[diesel(sql_type = BigInt)]
+    pub unaddressable: i64,
 }
 
 pub async fn totals(db: &Database) -> Result<Totals, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
+    diesel::sql_query(format!(
         "WITH p AS (SELECT count(*) AS n FROM projects), \
               t AS (SELECT count(*) AS analysed, \
                            count(*) FILTER (WHERE status = 1) AS completed, \
                            count(*) FILTER (WHERE status = 2) AS failed, \
                            count(*) FILTER (WHERE status = 1 AND missing_count > 0) AS with_missing, \
                            COALESCE(sum(missing_count) FILTER (WHERE status = 1), 0)::bigint AS missing \
-                    FROM container_registry_data_repair_details) \
+                    FROM container_registry_data_repair_details), \
+              u AS (SELECT count(*) AS unaddressable \
+                    FROM container_registry_data_repair_details t \
+                    JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+                    WHERE t.status = 1 \
+                      AND NOT (lower(r.path) ~ '{regex}' AND octet_length(lower(r.path)) <= {max})) \
          SELECT p.n AS projects, t.analysed, t.completed, t.failed, \
                 GREATEST(p.n - t.analysed, 0) AS pending, \
-                t.with_missing AS projects_with_missing, t.missing \
-         FROM p, t",
-    )
+                t.with_missing AS projects_with_missing, t.missing, u.unaddressable \
+         FROM p, t, u",
+        regex = PATH_REGEX_SQL,
+        max = MAX_PATH_BYTES,
+    ))
     .get_result(&mut conn)
     .await
     .map_err(DbError::query("reading the tracking table's totals"))

@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::tracking::Status;
 use crate::db::{Database, DbError};
+use crate::registry::grammar::is_addressable;
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -132,8 +133,18 @@ impl World {
         self.projects
             .iter()
             .map(|p| {
-                let expected = if p.full_path.is_none() {
+                let addressable = p
+                    .full_path
+                    .as_deref()
+                    .map(|f| is_addressable(&f.to_lowercase()));
+                let expected = if addressable.is_none() {
                     Expected::FAILED
+                } else if addressable == Some(false) {
+                    // Nothing can live there: completed with 0, without asking the registry.
+                    Expected {
+                        status: Status::Completed,
+                        missing: 0,
+                    }
                 } else {
                     let rails: BTreeSet<&str> = p.rails.iter().map(String::as_str).collect();
                     let registry: BTreeSet<&str> = p.registry.iter().map(String::as_str).collect();
@@ -295,6 +306,8 @@ impl World {
         world.project(build, "CNG-Mirror", &full_refs, &[]);
         world.project(build, "CNG-Mirror-Old", &["", "api"], &["api"]);
         world.project_without_route(build, "Orphan");
+        // GitLab allows a trailing dash; the registry's name grammar does not.
+        world.project(build, "Trailing-", &[], &[]);
         if let Some(quiet) = quiet_root {
             world.project(quiet, "Legacy", &[], &["", "old/image"]);
         }
@@ -390,6 +403,10 @@ mod tests {
         assert!(expected.values().any(|e| e.status == Status::Failed));
         assert!(expected.values().any(|e| e.missing == 1000));
         assert!(expected.values().any(|e| e.missing == 345));
+        assert!(a.projects.iter().any(|p| p
+            .full_path
+            .as_deref()
+            .is_some_and(|f| !is_addressable(&f.to_lowercase()))));
         assert!(a.projects.iter().any(|p| p
             .full_path
             .as_deref()

@@ -1,6 +1,7 @@
 //! The container registry: its API client, the tokens it trusts, and a simulated registry.
 
 pub mod client;
+pub mod grammar;
 pub mod simulator;
 pub mod token;
 
