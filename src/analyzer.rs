@@ -15,7 +15,7 @@ use crate::db::projects::{existing_repository_names, Project};
 use crate::db::tracking::TrackingRow;
 use crate::db::Database;
 use crate::faults::Faults;
-use crate::registry::client::Pages;
+use crate::registry::client::{Pages, Step};
 use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
@@ -295,8 +295,13 @@ pub async fn analyze(
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {
         let entries = match next_page_with_retries(&mut pages).await {
-            Ok(Some(entries)) => entries,
-            Ok(None) => break,
+            Ok(Step::Page(entries)) => entries,
+            Ok(Step::Done) => break,
+            Ok(Step::Restarted) => {
+                tracing::info!(project_id = project.id, %path, "the path vanished mid-walk; analysing it again from the first page");
+                (missing, ignored) = (0, 0);
+                continue;
+            }
             Err(error) => {
                 let reason = error.to_string();
                 return match error.blame() {
@@ -358,9 +363,7 @@ pub fn rails_names<'a>(path: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<&'
 
 /// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
 /// exponential backoff and full jitter. A failed try leaves the walk where it was.
-async fn next_page_with_retries(
-    pages: &mut Pages<'_>,
-) -> Result<Option<Vec<Entry>>, RegistryError> {
+async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<Step, RegistryError> {
     let mut attempt = 0;
     loop {
         match pages.next_page().await {

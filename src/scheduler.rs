@@ -18,6 +18,7 @@ use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed, Pr
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark;
 use crate::db::Database;
+use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
 use crate::writer::{Flush, GetWriterStats, WriterPressure, WriterStats};
 
@@ -25,7 +26,8 @@ use crate::writer::{Flush, GetWriterStats, WriterPressure, WriterStats};
 pub const FETCH_BATCH: i64 = 1000;
 /// How often the watermark is moved up.
 const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
-/// Projects that share one registry token (a token grants pull on each of their paths).
+/// Projects that share one registry token at most (a token grants pull on each of their paths;
+/// it is also bounded by its size).
 pub const TOKEN_BATCH: usize = 16;
 const RETRY_DB: Duration = Duration::from_secs(1);
 
@@ -217,15 +219,7 @@ impl Scheduler {
                         act.cursor = last.id;
                     }
                     act.found_in_pass += projects.len() as u64;
-                    for batch in projects.chunks(TOKEN_BATCH) {
-                        let paths = batch.iter().filter_map(Project::registry_path).collect();
-                        let token = Arc::new(SharedToken::new(paths));
-                        act.queue.extend(
-                            batch
-                                .iter()
-                                .map(|p| Job::new(p.clone(), Some(token.clone()))),
-                        );
-                    }
+                    act.enqueue(projects);
                     act.tick(ctx);
                 }
                 Err(error) => {
@@ -234,6 +228,32 @@ impl Scheduler {
                 }
             }
         }));
+    }
+
+    /// Queues `projects`, a token for each run of them that fits one (see
+    /// [`TokenSigner::batch_lengths`](crate::registry::TokenSigner::batch_lengths)).
+    fn enqueue(&mut self, projects: Vec<Project>) {
+        // Paths the registry cannot hold are answered without a request: no token needed.
+        let paths: Vec<Option<String>> = projects
+            .iter()
+            .map(|p| p.registry_path().filter(|path| is_addressable(path)))
+            .collect();
+        let refs: Vec<Option<&str>> = paths.iter().map(Option::as_deref).collect();
+        let lengths = self
+            .deps
+            .registry
+            .signer()
+            .batch_lengths(&refs, TOKEN_BATCH);
+        let mut projects = projects.into_iter();
+        let mut paths = paths.into_iter();
+        for len in lengths {
+            let batch: Vec<Project> = projects.by_ref().take(len).collect();
+            let token = Arc::new(SharedToken::new(
+                paths.by_ref().take(len).flatten().collect(),
+            ));
+            self.queue
+                .extend(batch.into_iter().map(|p| Job::new(p, Some(token.clone()))));
+        }
     }
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {

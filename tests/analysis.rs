@@ -246,3 +246,19 @@ async fn paths_the_registry_cannot_hold_are_completed_with_zero_without_a_reques
     let a = analyze(&s.client, &s.database, &project(&s, fine).await, None).await;
     assert!(completed(1)(&a), "{a:?}");
 }
+
+#[actix_rt::test]
+async fn a_path_that_vanishes_after_the_first_page_is_analysed_again_from_the_first_page() {
+    let mut w = World::new();
+    let g = w.group(None, "Moving");
+    // Five repositories, none known to Rails: two pages of two would count 2 before the path
+    // vanished.
+    let p = w.project(g, "App", &["", "a", "b", "c", "d"], &[]);
+    let s = setup(&w, 2).await;
+    s.registry.vanish_after_first_page("moving/app");
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
+    // Gone now: the registry has nothing under the path, and the first page's two do not count.
+    assert!(completed(0)(&a), "{a:?}");
+    // The first page, the second (NAME_UNKNOWN), the first again (NAME_UNKNOWN).
+    assert_eq!(s.registry.requests_for("moving/app"), 3);
+}

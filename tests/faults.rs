@@ -293,7 +293,7 @@ async fn broken_bodies_are_malformed_answers_and_retried_not_taken_for_empty_pag
         .next_page()
         .await
         .expect("healthy again");
-    assert_eq!(page.map(|p| p.len()), Some(1));
+    assert_eq!(page.into_entries().map(|p| p.len()), Some(1));
 }
 
 #[actix_rt::test]
@@ -398,5 +398,53 @@ async fn retry_failed_analyses_failed_projects_again_and_nothing_else() {
         app.registry.stats().list_requests,
         before + 1,
         "only the failed project"
+    );
+}
+
+/// `n` projects whose full paths are about 194 characters long (eleven nested groups).
+fn long_path_world(n: usize) -> World {
+    let mut w = World::new();
+    let mut parent = None;
+    for level in 0..11 {
+        parent = Some(w.group(parent, &format!("Nested-Group-{level:03}")));
+    }
+    let home = parent.expect("eleven groups");
+    for i in 0..n {
+        w.project(home, &format!("P-{i:03}"), &["", "img"], &["img"]);
+    }
+    w
+}
+
+#[actix_rt::test]
+async fn long_paths_behind_a_proxy_with_nginx_header_limits_are_all_analysed() {
+    let world = long_path_world(48);
+    assert!(world.projects[0]
+        .full_path
+        .as_ref()
+        .is_some_and(|p| p.len() > 190));
+    let mut app = TestApp::prepare(&world).await;
+    // nginx's default: one header line must fit in 8 KiB.
+    app.registry.set_header_limit(Some(8192));
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+    assert_eq!(
+        app.registry.stats().headers_too_large,
+        0,
+        "no token too long"
+    );
+}
+
+#[actix_rt::test]
+async fn a_shared_token_a_proxy_refuses_is_retried_with_a_token_for_the_project_alone() {
+    let world = long_path_world(32);
+    let mut app = TestApp::prepare(&world).await;
+    // Tighter than any token of several long paths, wide enough for one path's token.
+    app.registry.set_header_limit(Some(2000));
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+    assert!(
+        app.registry.stats().headers_too_large > 0,
+        "the shared tokens were refused: {:?}",
+        app.registry.stats()
     );
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{signer, trusted, AUDIENCE, FIXTURE_KEY, ISSUER, OTHER_KEY};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use registry_repair::registry::client::PageAnswer;
+use registry_repair::registry::client::{PageAnswer, Step};
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::token::{pull_access, Claims};
 use registry_repair::registry::{RegistryClient, RegistryError, TokenSigner};
@@ -24,8 +24,12 @@ fn repos(paths: &[&str]) -> Vec<String> {
 async fn walk(client: &RegistryClient, path: &str) -> Result<Vec<Vec<String>>, RegistryError> {
     let mut pages = client.pages(path);
     let mut out = Vec::new();
-    while let Some(entries) = pages.next_page().await? {
-        out.push(entries.into_iter().map(|e| e.path).collect());
+    loop {
+        match pages.next_page().await? {
+            Step::Page(entries) => out.push(entries.into_iter().map(|e| e.path).collect()),
+            Step::Restarted => out.clear(),
+            Step::Done => break,
+        }
     }
     Ok(out)
 }
@@ -267,7 +271,12 @@ async fn one_shared_token_serves_every_project_of_its_batch_and_only_those() {
     for path in ["g/a", "g/b"] {
         let mut pages = c.pages_sharing(path, Some(shared.clone()));
         assert_eq!(
-            pages.next_page().await.expect("page").map(|p| p.len()),
+            pages
+                .next_page()
+                .await
+                .expect("page")
+                .into_entries()
+                .map(|p| p.len()),
             Some(1)
         );
     }
@@ -275,7 +284,12 @@ async fn one_shared_token_serves_every_project_of_its_batch_and_only_those() {
     // A path the shared token does not cover gets a token of its own.
     let mut pages = c.pages_sharing("g/c", Some(shared));
     assert_eq!(
-        pages.next_page().await.expect("page").map(|p| p.len()),
+        pages
+            .next_page()
+            .await
+            .expect("page")
+            .into_entries()
+            .map(|p| p.len()),
         Some(1)
     );
     assert_eq!(c.signer().minted(), 2);

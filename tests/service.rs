@@ -9,6 +9,7 @@ use common::{assert_rows_match, eventually, TestApp};
 use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;
+use registry_repair::registry::grammar::is_addressable;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::scheduler::{RunEnd, SetConcurrency, SetEnabled};
 
@@ -63,8 +64,23 @@ async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second
     // 498 projects with a route the registry can hold (one has none, one a trailing dash), plus
     // the extra pages of the 2,345- and 1,000-repository projects.
     assert_eq!(requests, 498 + 2 + 1);
-    // One token per 16 projects, every page of a project included.
-    assert_eq!(app.signer.minted(), 500_u64.div_ceil(16));
+    // One token per batch of up to 16 projects that fits 4 KiB (none here needs a second,
+    // every page of a project included); none for the paths the registry cannot hold.
+    let mut projects: Vec<_> = world.projects.iter().collect();
+    projects.sort_by_key(|p| p.id);
+    let paths: Vec<Option<String>> = projects
+        .iter()
+        .map(|p| {
+            p.full_path
+                .as_ref()
+                .map(|f| f.to_lowercase())
+                .filter(|f| is_addressable(f))
+        })
+        .collect();
+    let refs: Vec<Option<&str>> = paths.iter().map(Option::as_deref).collect();
+    let batches = app.signer.batch_lengths(&refs, 16);
+    assert!(batches.len() < 500 / 12, "{batches:?}");
+    assert_eq!(app.signer.minted(), batches.len() as u64);
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     assert_eq!(
         app.registry.stats().list_requests,

@@ -63,6 +63,17 @@ impl RegistryError {
                 status: 401 | 403 | 429,
                 ..
             } => Blame::Registry,
+            // A redirect, or a 404 with no registry error code: the URL reaches no GitLab API
+            // (a wrong prefix, a proxy, a registry without its metadata database), whatever the
+            // project.
+            RegistryError::Status {
+                status: 300..=399, ..
+            }
+            | RegistryError::Status {
+                status: 404,
+                code: None,
+                ..
+            } => Blame::Registry,
             RegistryError::Timeout { .. } | RegistryError::Malformed { .. } => Blame::Unclear,
             RegistryError::Status { status, .. } if *status >= 500 => Blame::Unclear,
             RegistryError::Status { .. } | RegistryError::TooManyPages { .. } => Blame::Project,
@@ -257,7 +268,9 @@ impl RegistryClient {
             shared: shared.filter(|s| s.covers(path)),
             token: None,
             last: None,
+            read: 0,
             fetched: 0,
+            restarts: 0,
             done: false,
         }
     }
@@ -309,6 +322,31 @@ impl RegistryClient {
     }
 }
 
+/// How often a walk may start over because its path vanished mid-walk before it counts as trouble.
+const MAX_RESTARTS: u32 = 3;
+
+/// One step of a walk over a project's pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The next page's entries.
+    Page(Vec<Entry>),
+    /// The path vanished after the first page (404 NAME_UNKNOWN: renamed or deleted mid-walk).
+    /// Everything read so far is void; the walk starts again from the first page.
+    Restarted,
+    /// Every page has been read.
+    Done,
+}
+
+impl Step {
+    /// The entries of a page; `None` for the other steps.
+    pub fn into_entries(self) -> Option<Vec<Entry>> {
+        match self {
+            Step::Page(entries) => Some(entries),
+            Step::Restarted | Step::Done => None,
+        }
+    }
+}
+
 /// The walk over one project's pages.
 pub struct Pages<'a> {
     client: &'a RegistryClient,
@@ -316,15 +354,18 @@ pub struct Pages<'a> {
     shared: Option<Arc<SharedToken>>,
     token: Option<Token>,
     last: Option<String>,
+    /// Pages read in this walk since its last restart.
+    read: u32,
     fetched: u32,
+    restarts: u32,
     done: bool,
 }
 
 impl Pages<'_> {
-    /// The next page's entries, or `None` once every page has been read.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Entry>>, RegistryError> {
+    /// The next step of the walk.
+    pub async fn next_page(&mut self) -> Result<Step, RegistryError> {
         if self.done {
-            return Ok(None);
+            return Ok(Step::Done);
         }
         if self.fetched >= self.client.max_pages {
             return Err(RegistryError::TooManyPages {
@@ -332,28 +373,57 @@ impl Pages<'_> {
                 max_pages: self.client.max_pages,
             });
         }
-        let token = match (self.token.take(), &self.shared) {
-            (Some(token), _) if self.client.token_is_fresh(&token) => token,
-            (_, Some(shared)) => {
-                shared
-                    .get(&self.client.signer, |t| self.client.token_is_fresh(t))
-                    .await?
-            }
-            (_, None) => sign(&self.client.signer, vec![self.path.clone()]).await?,
-        };
+        let token = self.token().await?;
         let answer = self
             .client
             .list_page(&self.path, self.last.as_deref(), &token)
             .await;
         self.token = Some(token);
+        let answer = match answer {
+            // A proxy in front of the registry (nginx: 8 KiB per header line by default) refuses a
+            // header it finds too long with 400 or 431. A token shared by several projects grows
+            // with their paths; one for this project alone is as short as a token gets.
+            Err(RegistryError::Status {
+                status: 400 | 431, ..
+            }) if self.shared.as_ref().is_some_and(|s| s.paths() > 1) => {
+                tracing::info!(path = %self.path, "the registry refused a shared token's request; retrying with a token for this project alone");
+                self.shared = None;
+                self.token = None;
+                let token = self.token().await?;
+                let answer = self
+                    .client
+                    .list_page(&self.path, self.last.as_deref(), &token)
+                    .await;
+                self.token = Some(token);
+                answer
+            }
+            other => other,
+        };
         let answer = answer?;
         self.fetched += 1;
         match answer {
-            PageAnswer::NameUnknown => {
+            PageAnswer::NameUnknown if self.read == 0 => {
                 self.done = true;
-                Ok(None)
+                Ok(Step::Done)
+            }
+            PageAnswer::NameUnknown => {
+                // The path was there a page ago: the earlier pages' count would be a partial one.
+                self.restarts += 1;
+                if self.restarts > MAX_RESTARTS {
+                    return Err(RegistryError::Malformed {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "the path vanished mid-walk {} times (404 NAME_UNKNOWN after the first page)",
+                            self.restarts
+                        ),
+                    });
+                }
+                self.last = None;
+                self.read = 0;
+                Ok(Step::Restarted)
             }
             PageAnswer::Page { entries, next } => {
+                self.read += 1;
                 match next {
                     Some(next) => {
                         // A marker that does not move forward would loop for ever.
@@ -371,9 +441,23 @@ impl Pages<'_> {
                     }
                     None => self.done = true,
                 }
-                Ok(Some(entries))
+                Ok(Step::Page(entries))
             }
         }
+    }
+
+    /// The token for the next request: the one in hand while fresh, else the shared one, else
+    /// one for this path alone.
+    async fn token(&mut self) -> Result<Token, RegistryError> {
+        Ok(match (self.token.take(), &self.shared) {
+            (Some(token), _) if self.client.token_is_fresh(&token) => token,
+            (_, Some(shared)) => {
+                shared
+                    .get(&self.client.signer, |t| self.client.token_is_fresh(t))
+                    .await?
+            }
+            (_, None) => sign(&self.client.signer, vec![self.path.clone()]).await?,
+        })
     }
 
     pub fn pages_fetched(&self) -> u32 {

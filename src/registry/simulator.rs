@@ -43,6 +43,8 @@ pub struct SimulatorStats {
     /// The most List requests in flight at any one moment.
     pub max_in_flight: usize,
     pub in_flight: usize,
+    /// Requests refused with 400 because a header line was over the proxy limit.
+    pub headers_too_large: u64,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,11 @@ struct State {
     faults: Mutex<(FaultMix, StdRng)>,
     /// While set, every request is answered 503.
     outage: AtomicBool,
+    /// A proxy's limit on one header line (nginx: `large_client_header_buffers 4 8k`); 0 for none.
+    header_limit: AtomicUsize,
+    headers_too_large: AtomicU64,
+    /// Paths whose namespace is deleted right after their first page is served.
+    vanishing: Mutex<BTreeSet<String>>,
     /// Tokens whose signature was checked, by their text.
     verified: Mutex<HashMap<String, Claims>>,
     alarms: Alarms,
@@ -201,6 +208,9 @@ impl RegistrySimulator {
             hostile: Mutex::new(HashMap::new()),
             faults: Mutex::new((FaultMix::default(), StdRng::seed_from_u64(2026))),
             outage: AtomicBool::new(false),
+            header_limit: AtomicUsize::new(0),
+            headers_too_large: AtomicU64::new(0),
+            vanishing: Mutex::new(BTreeSet::new()),
             alarms: Alarms::start(),
             answer_early_us: AtomicU64::new(DEFAULT_ANSWER_EARLY.as_micros() as u64),
             verified: Mutex::new(HashMap::new()),
@@ -255,6 +265,7 @@ impl RegistrySimulator {
             unauthorized: self.state.unauthorized.load(Ordering::SeqCst),
             max_in_flight: self.state.max_in_flight.load(Ordering::SeqCst),
             in_flight: self.state.in_flight.load(Ordering::SeqCst),
+            headers_too_large: self.state.headers_too_large.load(Ordering::SeqCst),
         }
     }
 
@@ -321,6 +332,20 @@ impl RegistrySimulator {
     /// While on, every request (the probe too) is answered 503.
     pub fn set_outage(&self, on: bool) {
         self.state.outage.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers as nginx in front of a registry does when one request header line is longer than
+    /// `bytes` (its default is 8 KiB): 400 with an HTML page. `None` lifts the limit.
+    pub fn set_header_limit(&self, bytes: Option<usize>) {
+        self.state
+            .header_limit
+            .store(bytes.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Right after the first page of `path` is served, every repository of its top-level
+    /// namespace is deleted (the project was renamed or deleted mid-walk), once.
+    pub fn vanish_after_first_page(&self, path: &str) {
+        lock(&self.state.vanishing).insert(path.to_string());
     }
 
     /// Every request for `path` misbehaves this way from now on.
@@ -518,6 +543,9 @@ async fn list(
     if state.outage.load(Ordering::SeqCst) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");
     }
+    if let Some(refusal) = proxy_header_limit(&req, &state) {
+        return refusal;
+    }
     let fault = state.draw_fault();
     if let Some(Fault::Hang(pause)) = fault {
         // Longer than the client waits: it has given up by the time this answers.
@@ -614,6 +642,11 @@ async fn list(
         Some(Hostile::LinkToOtherHost(port)) => link_host = format!("http://127.0.0.1:{port}"),
         Some(Hostile::LinkWithoutLast) | None => {}
     }
+    if query.last.is_none() && next_last.is_some() && lock(&state.vanishing).remove(&path) {
+        if let Ok(mut repos) = state.repositories.write() {
+            repos.retain(|p| p != top_level && !p.starts_with(&top_prefix));
+        }
+    }
     let mut body: Vec<EntryOut<'_>> = page.iter().map(|p| entry(p.as_str())).collect();
     body.extend(foreign.iter().map(|p| entry(p.as_str())));
 
@@ -633,6 +666,26 @@ async fn list(
         ));
     }
     response.json(body)
+}
+
+/// nginx's answer to a header line longer than one of its `large_client_header_buffers`.
+fn proxy_header_limit(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
+    let limit = state.header_limit.load(Ordering::SeqCst);
+    let too_long = limit > 0
+        && req
+            .headers()
+            .iter()
+            .any(|(name, value)| name.as_str().len() + 2 + value.len() > limit);
+    if !too_long {
+        return None;
+    }
+    state.headers_too_large.fetch_add(1, Ordering::SeqCst);
+    Some(HttpResponse::BadRequest().content_type("text/html").body(
+        "<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n\
+                 <body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+                 <center>Request Header Or Cookie Too Large</center>\r\n\
+                 <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+    ))
 }
 
 /// A 200 whose body breaks off midway: the connection is cut as by a reset.

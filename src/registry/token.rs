@@ -16,6 +16,12 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The longest token this service sends. nginx, which the Linux package puts in front of the
+/// registry, refuses a request header line longer than one of its `large_client_header_buffers`
+/// (8 KiB by default) with 400; Apache's `LimitRequestFieldSize` is 8,190 bytes. Half of that
+/// leaves room for `Authorization: Bearer ` and for proxies configured tighter than the defaults.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// GitLab back-dates `nbf` so that a registry whose clock is slightly behind still accepts it.
 const NOT_BEFORE_SLACK_S: i64 = 5;
 
@@ -59,6 +65,15 @@ pub fn pull_access(path: &str) -> Vec<Access> {
         actions: vec!["pull".into()],
     };
     vec![pull(path.to_string()), pull(format!("{path}/*"))]
+}
+
+/// Bytes the two access entries of `path` add to a token's claims (a comma each included).
+fn access_json_len(path: &str) -> usize {
+    serde_json::to_vec(&pull_access(path)).map_or(usize::MAX / 2, |json| json.len())
+}
+
+fn base64_len(bytes: usize) -> usize {
+    (bytes * 4).div_ceil(3)
 }
 
 /// A signed token and the moment it stops being valid.
@@ -166,6 +181,48 @@ impl TokenSigner {
         self.lifetime
     }
 
+    /// Splits `paths` (in order; `None` for a project that needs no token) into consecutive
+    /// batches of at most `max_paths`, each of whose tokens stays within [`MAX_TOKEN_BYTES`].
+    /// Returns the batch lengths. A path too long to share a token gets one of its own.
+    pub fn batch_lengths(&self, paths: &[Option<&str>], max_paths: usize) -> Vec<usize> {
+        let budget = self.claims_budget();
+        let mut lengths = Vec::new();
+        let (mut len, mut used) = (0usize, 0usize);
+        for path in paths {
+            let cost = path.map_or(0, access_json_len);
+            if len > 0 && (len >= max_paths || used + cost > budget) {
+                lengths.push(len);
+                (len, used) = (0, 0);
+            }
+            len += 1;
+            used += cost;
+        }
+        if len > 0 {
+            lengths.push(len);
+        }
+        lengths
+    }
+
+    /// How many bytes of `access` entries a token's claims may hold within [`MAX_TOKEN_BYTES`]:
+    /// the token is `header.claims.signature`, each part base64url without padding.
+    fn claims_budget(&self) -> usize {
+        let signature = base64_len(self.key.public_modulus_len());
+        let claims = MAX_TOKEN_BYTES.saturating_sub(self.header.len() + 2 + signature) * 3 / 4;
+        // Everything but the access entries, with the widest values they can take.
+        let fixed = serde_json::to_vec(&Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: "registry-repair".into(),
+            iat: i64::MAX,
+            nbf: i64::MAX,
+            exp: i64::MAX,
+            jti: "f".repeat(4 * 16 + 3),
+            access: Vec::new(),
+        })
+        .map_or(claims, |json| json.len());
+        claims.saturating_sub(fixed)
+    }
+
     /// Signs a token that lets its bearer list `path` and everything below it.
     pub fn mint(&self, path: &str) -> Result<Token, TokenError> {
         self.mint_for(&[path])
@@ -262,6 +319,11 @@ impl SharedToken {
     /// True the first time only: whoever gets true signs ahead of need.
     pub fn start_warming(&self) -> bool {
         !self.warming.swap(true, Ordering::Relaxed)
+    }
+
+    /// How many project paths the token grants.
+    pub fn paths(&self) -> usize {
+        self.paths.len()
     }
 
     pub fn covers(&self, path: &str) -> bool {
@@ -365,6 +427,56 @@ mod tests {
             .err()
             .expect("garbage refused");
         assert!(err.to_string().contains("junk.pem"), "{err}");
+    }
+
+    #[test]
+    fn token_batches_stay_within_the_size_bound_and_short_paths_fill_a_batch() {
+        let pem = include_str!("../../tests/fixtures/registry.key");
+        let signer = TokenSigner::from_pem(pem, "fixture", "iss", "aud", Duration::from_secs(300))
+            .expect("fixture key parses");
+        let short: Vec<String> = (0..40).map(|i| format!("group/project-{i}")).collect();
+        let short: Vec<Option<&str>> = short.iter().map(|p| Some(p.as_str())).collect();
+        assert_eq!(signer.batch_lengths(&short, 16), vec![16, 16, 8]);
+
+        // 194-character paths in nested groups, as an operator tried behind nginx.
+        let long: Vec<String> = (0..48)
+            .map(|i| {
+                format!(
+                    "{}/p-{i:03}",
+                    "deep-group-name/".repeat(12).trim_end_matches('/')
+                )
+            })
+            .collect();
+        let mut with_gaps: Vec<Option<&str>> = long.iter().map(|p| Some(p.as_str())).collect();
+        with_gaps.insert(5, None);
+        let lengths = signer.batch_lengths(&with_gaps, 16);
+        assert_eq!(lengths.iter().sum::<usize>(), with_gaps.len());
+        assert!(
+            lengths.len() > 3,
+            "long paths make smaller batches: {lengths:?}"
+        );
+        let mut start = 0;
+        for len in lengths {
+            let paths: Vec<&str> = with_gaps[start..start + len]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            let token = signer.mint_for(&paths).expect("token");
+            assert!(
+                token.bearer.len() <= MAX_TOKEN_BYTES,
+                "{} bytes for {} paths",
+                token.bearer.len(),
+                paths.len()
+            );
+            start += len;
+        }
+        // A path too long to share gets a batch of its own, however long its token.
+        let huge = "x".repeat(3000);
+        assert_eq!(
+            signer.batch_lengths(&[Some("a"), Some(huge.as_str()), Some("b")], 16),
+            vec![1, 1, 1]
+        );
     }
 
     #[test]
