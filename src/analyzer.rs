@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,7 +20,6 @@ use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
 use crate::scheduler::{AnalyzerFinished, Disposition};
-use crate::sync::lock;
 use crate::writer::{Record, Writer};
 
 /// Attempts per registry request before a transient error counts.
@@ -82,10 +81,13 @@ pub struct AnalyzerDeps {
     pub db: Database,
     pub writer: Addr<Writer>,
     pub faults: Arc<Faults>,
-    /// The registry path of the last project analysed to completion: the canary that shows
-    /// whether the registry serves other projects while one is in trouble.
-    pub last_served: Mutex<Option<String>>,
 }
+
+/// The canary: a top-level namespace no GitLab installation has. A registry that works answers
+/// it 404 NAME_UNKNOWN, which it can only do after asking its metadata database; so an answer
+/// shows the registry serves paths other than a troubled project's, from the first request of a
+/// process on. (Should the namespace exist after all, its list is an answer just as good.)
+pub const CANARY_PATH: &str = "registry-repair-canary";
 
 pub struct Analyzer {
     id: usize,
@@ -237,9 +239,6 @@ impl Handler<Analyze> for Analyzer {
                     pages,
                 } => {
                     tracing::debug!(project_id, missing, ignored, pages, "project analysed");
-                    if let Some(path) = job.project.registry_path() {
-                        *lock(&act.deps.last_served) = Some(path);
-                    }
                     act.record(TrackingRow::completed(project_id, missing), ignored);
                 }
                 Analysis::Unaddressable => {
@@ -264,15 +263,12 @@ impl Handler<Analyze> for Analyzer {
     }
 }
 
-/// Whether the registry answers for the project analysed last, right now: one request, no retry.
+/// Whether the registry answers for another path right now (the canary): one request, no retry.
 async fn registry_serves_others(deps: &AnalyzerDeps, project: &Project) -> bool {
-    let canary = lock(&deps.last_served).clone();
-    match canary {
-        Some(path) if Some(&path) != project.registry_path().as_ref() => {
-            deps.registry.pages(&path).next_page().await.is_ok()
-        }
-        _ => false,
+    if project.registry_path().as_deref() == Some(CANARY_PATH) {
+        return false;
     }
+    deps.registry.pages(CANARY_PATH).next_page().await.is_ok()
 }
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row

@@ -58,6 +58,24 @@ impl Default for Breaker {
 }
 
 impl Breaker {
+    /// Open from the start: the registry did not answer before the first dispatch, so nothing
+    /// is dispatched until a probe says it is there.
+    pub fn waiting_for_registry(reason: String) -> Self {
+        Self {
+            state: State::Open {
+                probe_at: Instant::now() + DELAY_MIN,
+            },
+            opened_at: Some(Instant::now()),
+            last_error: Some(reason),
+            ..Self::default()
+        }
+    }
+
+    /// The delay before the next probe.
+    pub fn probe_delay(&self) -> Duration {
+        self.delay
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

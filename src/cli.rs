@@ -267,6 +267,7 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
                 tracing::info!("stopped");
                 Ok(())
             }
+            RunEnd::RegistryWithoutApi(message) => Err(anyhow!(message)),
             RunEnd::FlushFailed(reason) => Err(anyhow!(
                 "stopped, but the last results could not be written ({reason}); their projects will be analysed again on the next start"
             )),

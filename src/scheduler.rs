@@ -18,6 +18,7 @@ use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed, Pr
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark;
 use crate::db::Database;
+use crate::registry::client::ApiProbe;
 use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
 use crate::writer::{Flush, GetWriterStats, WriterPressure, WriterStats};
@@ -46,6 +47,9 @@ pub struct SchedulerConfig {
     pub watermark: i64,
     /// How often a progress line is logged.
     pub progress_interval: Duration,
+    /// Why the registry's GitLab API is not confirmed yet (it did not answer at start): then
+    /// nothing is dispatched until a probe answers, and an answer without the API ends the run.
+    pub registry_unconfirmed: Option<String>,
 }
 
 /// Which projects a pass walks.
@@ -66,6 +70,9 @@ pub enum RunEnd {
     Stopped,
     /// Stopped, but the last flush failed: those projects will be analysed again next time.
     FlushFailed(String),
+    /// The registry answered, but without GitLab's API, before anything was dispatched: no
+    /// project can be analysed until its configuration changes.
+    RegistryWithoutApi(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +109,8 @@ pub struct Scheduler {
     writer_full: bool,
     breaker_reported_open: bool,
     breaker: Breaker,
+    /// `GET /gitlab/v1/` has answered 200 or 401 once.
+    registry_confirmed: bool,
     source: Source,
     advancing: bool,
     timing: Timing,
@@ -143,6 +152,11 @@ impl Scheduler {
         finished: oneshot::Sender<RunEnd>,
     ) -> Self {
         let retry_failed = config.retry_failed;
+        let breaker = match &config.registry_unconfirmed {
+            Some(reason) => Breaker::waiting_for_registry(reason.clone()),
+            None => Breaker::default(),
+        };
+        let registry_confirmed = config.registry_unconfirmed.is_none();
         let cursor = if retry_failed { 0 } else { config.watermark };
         Self {
             db,
@@ -158,7 +172,8 @@ impl Scheduler {
             phase: Phase::Running,
             writer_full: false,
             breaker_reported_open: false,
-            breaker: Breaker::default(),
+            registry_confirmed,
+            breaker,
             advancing: false,
             timing: Timing::default(),
             counted: None,
@@ -529,13 +544,32 @@ impl Scheduler {
         if !self.breaker.probe_due() || self.phase == Phase::Finished {
             return;
         }
-        let deps = self.deps.clone();
-        let probe = async move { deps.registry.probe().await };
+        let registry = self.deps.registry.clone();
+        let probe = async move { registry.probe().await };
         ctx.spawn(probe.into_actor(self).map(|answer, act, ctx| {
+            if act.phase == Phase::Finished {
+                return;
+            }
             let answer = match answer {
-                Ok(200) | Ok(401) => Ok(()),
-                Ok(status) => Err(format!("probe of /gitlab/v1/ answered {status}")),
-                Err(e) => Err(format!("probe of /gitlab/v1/: {e}")),
+                ApiProbe::Available(_) => {
+                    act.registry_confirmed = true;
+                    Ok(())
+                }
+                absent @ ApiProbe::Absent { .. } => {
+                    let message = absent
+                        .absent_message(&act.deps.registry.display_url())
+                        .unwrap_or_default();
+                    if !act.registry_confirmed && act.in_flight() == 0 {
+                        // Nothing was ever dispatched: stop before anything is recorded.
+                        tracing::error!(%message, "the registry has no GitLab API");
+                        act.phase = Phase::Finished;
+                        act.finish(RunEnd::RegistryWithoutApi(message));
+                        return;
+                    }
+                    // It served us before: a proxy or a deploy in between; keep probing.
+                    Err(message)
+                }
+                ApiProbe::Unavailable(reason) => Err(format!("probe of /gitlab/v1/: {reason}")),
             };
             let transition = act.breaker.probed(answer);
             act.on_breaker(transition, ctx);
@@ -614,6 +648,11 @@ impl Actor for Scheduler {
             watermark = self.config.watermark,
             "scheduler started"
         );
+        if let Some(reason) = &self.config.registry_unconfirmed {
+            tracing::warn!(%reason, "the registry does not answer yet; nothing is dispatched until it does");
+            self.breaker_reported_open = true;
+            ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
+        }
         ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.advance_watermark(ctx));
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             act.log_progress()

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::control::GitlabControl;
 use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
+use crate::registry::client::ApiProbe;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
 use crate::writer::{SetPressureListener, Writer};
@@ -47,6 +48,8 @@ pub enum StartError {
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("{0}")]
+    RegistryWithoutApi(String),
 }
 
 /// Starts the service inside the current actix System.
@@ -74,12 +77,22 @@ pub async fn start(
         u32::try_from(settings.registry.max_pages).unwrap_or(u32::MAX),
         signer,
     )?;
-    match registry.probe().await {
-        Ok(status) => tracing::info!(registry = %settings.registry.url, status, "registry answers"),
-        Err(error) => {
-            tracing::warn!(registry = %settings.registry.url, %error, "registry does not answer yet")
+    // GitLab's own worker never ran unless the API answered: a registry without it (or a wrong
+    // URL) would otherwise fail every project.
+    let probe = registry.probe().await;
+    let registry_unconfirmed = match &probe {
+        ApiProbe::Available(status) => {
+            tracing::info!(registry = %registry.display_url(), status, "registry answers with GitLab's API");
+            None
         }
-    }
+        ApiProbe::Absent { .. } => {
+            let message = probe
+                .absent_message(&registry.display_url())
+                .unwrap_or_default();
+            return Err(StartError::RegistryWithoutApi(message));
+        }
+        ApiProbe::Unavailable(reason) => Some(reason.clone()),
+    };
 
     let writer_db = db.clone();
     let batch_size = settings.batch_size();
@@ -94,7 +107,6 @@ pub async fn start(
         db: db.clone(),
         writer: writer.clone(),
         faults: options.faults.clone(),
-        last_served: Default::default(),
     });
     let (finished_tx, finished) = oneshot::channel();
     // GitLab's switches, when they steer, decide from the first dispatch on.
@@ -122,6 +134,7 @@ pub async fn start(
         shard,
         watermark,
         progress_interval: settings.progress_interval(),
+        registry_unconfirmed,
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));

@@ -10,7 +10,7 @@ use common::{assert_rows_match, eventually, signer, status_becomes, TestApp, Tes
 use registry_repair::db::tracking::Status;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::demo::seed::{Expected, World};
-use registry_repair::registry::simulator::{FaultMix, Hostile, RegistrySimulator};
+use registry_repair::registry::simulator::{ApiMode, FaultMix, Hostile, RegistrySimulator};
 use registry_repair::registry::{RegistryClient, RegistryError};
 use registry_repair::scheduler::{GetStatus, RunEnd};
 use registry_repair::service::{self, ServiceOptions};
@@ -447,4 +447,82 @@ async fn a_shared_token_a_proxy_refuses_is_retried_with_a_token_for_the_project_
         "the shared tokens were refused: {:?}",
         app.registry.stats()
     );
+}
+
+#[actix_rt::test]
+async fn a_fresh_process_with_only_troubled_projects_left_records_them_failed_and_ends() {
+    let world = world(20);
+    let mut app = TestApp::prepare(&world).await;
+    // An earlier process analysed everything but two projects, which the registry answers 500
+    // for every time: this process has served no project when they get in trouble.
+    let troubled: Vec<i64> = world.projects.iter().take(2).map(|p| p.id).collect();
+    app.db
+        .execute(&format!(
+            "INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
+             SELECT id, 0, 1, now(), now() FROM projects WHERE id NOT IN ({}, {})",
+            troubled[0], troubled[1]
+        ))
+        .await;
+    for &id in &troubled {
+        app.registry.refuse(&registry_path(&world, id), 500);
+    }
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    let rows = app.rows_by_project().await;
+    for id in troubled {
+        assert_eq!(rows[&id].status, Status::Failed, "project {id}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_registry_that_loses_its_api_mid_run_fails_no_project_and_is_waited_for() {
+    let world = world(300);
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.set_latency(Duration::from_millis(5));
+    app.start(true).await;
+    assert!(app.db.wait_for_rows(20, Duration::from_secs(30)).await);
+    // A deploy brings the registry back without its metadata database, then with it.
+    app.registry.set_api_mode(ApiMode::Distribution);
+    let scheduler = app.service().scheduler.clone();
+    assert!(status_becomes(&scheduler, Duration::from_secs(20), |s| s.breaker == "open").await);
+    assert_eq!(
+        failed_rows(&app).await,
+        0,
+        "a bare 404 is no project's fault"
+    );
+    app.registry.set_api_mode(ApiMode::Gitlab);
+    assert_eq!(app.run_to_end().await, RunEnd::Done);
+    assert_rows_match(&world, &app.db).await;
+}
+
+#[actix_rt::test]
+async fn a_registry_that_comes_up_without_gitlabs_api_ends_the_run_with_nothing_recorded() {
+    let world = world(20);
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seed");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = common::settings_for(&db, &format!("http://127.0.0.1:{port}"));
+    let options = ServiceOptions {
+        until_done: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(&settings, signer(common::FIXTURE_KEY), options)
+        .await
+        .expect("starts without a registry");
+    let scheduler = service.scheduler.clone();
+    assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await);
+    let registry = RegistrySimulator::start(world.registry_paths(), common::trusted(), port)
+        .expect("registry");
+    registry.set_api_mode(ApiMode::Distribution);
+    match common::run_to_end(service).await {
+        RunEnd::RegistryWithoutApi(message) => {
+            assert!(message.contains("answered 404"), "{message}");
+            assert!(message.contains(&port.to_string()), "{message}");
+        }
+        other => panic!("expected the run to end for want of the API, got {other:?}"),
+    }
+    assert_eq!(registry.stats().list_requests, 0);
+    assert!(db.rows().await.is_empty());
 }

@@ -92,6 +92,52 @@ pub enum Blame {
     Project,
 }
 
+/// What `GET /gitlab/v1/` says about the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiProbe {
+    /// 200 or 401: the GitLab API is there.
+    Available(u16),
+    /// The registry answers, but not as one with GitLab's API (404, a redirect, another 4xx):
+    /// no request will ever succeed until its configuration or `registry.url` changes.
+    Absent {
+        status: u16,
+        location: Option<String>,
+    },
+    /// No answer, a timeout, 429 or 5xx: wait and ask again.
+    Unavailable(String),
+}
+
+impl ApiProbe {
+    /// For an `Absent` answer, one line naming `registry_url`, the answer and what is needed.
+    pub fn absent_message(&self, registry_url: &str) -> Option<String> {
+        let ApiProbe::Absent { status, location } = self else {
+            return None;
+        };
+        Some(match (status, location) {
+            (300..=399, location) => format!(
+                "registry.url `{registry_url}`: GET /gitlab/v1/ answered {status} (a redirect{}); \
+                 set registry.url to the registry's own base URL (https:// if it redirects there), \
+                 since redirects are not followed with a token",
+                location
+                    .as_deref()
+                    .map(|l| format!(" to {l}"))
+                    .unwrap_or_default()
+            ),
+            (404, _) => format!(
+                "registry.url `{registry_url}`: GET /gitlab/v1/ answered 404: this registry has no \
+                 GitLab API; it needs GitLab's container registry with its metadata database \
+                 enabled (the distribution registry has none), and registry.url must be its base \
+                 URL without a path prefix"
+            ),
+            (status, _) => format!(
+                "registry.url `{registry_url}`: GET /gitlab/v1/ answered {status}, where GitLab's \
+                 container registry answers 200 or 401; it needs GitLab's container registry with \
+                 its metadata database enabled, reached at its base URL"
+            ),
+        })
+    }
+}
+
 /// One answer of List Sub Repositories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageAnswer {
@@ -285,15 +331,42 @@ impl RegistryClient {
             .map_err(RegistryError::from)
     }
 
-    /// `GET /gitlab/v1/`: whether the registry answers at all (200 or 401 mean it is up).
-    pub async fn probe(&self) -> Result<u16, RegistryError> {
-        let response = self
+    /// `GET /gitlab/v1/`: whether the registry offers GitLab's API. GitLab's own worker never ran
+    /// unless this answered 200 or 401.
+    pub async fn probe(&self) -> ApiProbe {
+        let response = match self
             .http
             .get(self.api_url(["gitlab", "v1", ""]))
             .send()
             .await
-            .map_err(|e| self.transport_error("/gitlab/v1/", e))?;
-        Ok(response.status().as_u16())
+        {
+            Ok(response) => response,
+            Err(error) => {
+                return ApiProbe::Unavailable(
+                    self.transport_error("/gitlab/v1/", error).to_string(),
+                )
+            }
+        };
+        let status = response.status();
+        match status.as_u16() {
+            200 | 401 => ApiProbe::Available(status.as_u16()),
+            429 | 500..=599 => {
+                ApiProbe::Unavailable(format!("GET /gitlab/v1/ answered {}", status.as_u16()))
+            }
+            code => ApiProbe::Absent {
+                status: code,
+                location: response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(without_credentials),
+            },
+        }
+    }
+
+    /// `registry.url` as it may be shown: no user name, password or query.
+    pub fn display_url(&self) -> String {
+        without_credentials(self.base.as_str())
     }
 
     fn transport_error(&self, path: &str, error: reqwest::Error) -> RegistryError {
@@ -462,6 +535,21 @@ impl Pages<'_> {
 
     pub fn pages_fetched(&self) -> u32 {
         self.fetched
+    }
+}
+
+/// A URL without user name, password, query or fragment, for messages and logs.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        // A relative Location: its path is all there is to show.
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_string(),
     }
 }
 

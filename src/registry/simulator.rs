@@ -75,6 +75,7 @@ struct State {
     faults: Mutex<(FaultMix, StdRng)>,
     /// While set, every request is answered 503.
     outage: AtomicBool,
+    api_mode: Mutex<ApiMode>,
     /// A proxy's limit on one header line (nginx: `large_client_header_buffers 4 8k`); 0 for none.
     header_limit: AtomicUsize,
     headers_too_large: AtomicU64,
@@ -86,6 +87,19 @@ struct State {
     /// How much before `latency` the handler answers, in microseconds: what reading the request
     /// and writing the answer add outside it, so that a client sees `latency`.
     answer_early_us: AtomicU64,
+}
+
+/// How the registry answers on `/gitlab/v1/` as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiMode {
+    /// GitLab's container registry with its metadata database.
+    #[default]
+    Gitlab,
+    /// The distribution registry (Debian's `docker-registry`), or GitLab's without its metadata
+    /// database: Go's plain-text `404 page not found` on every `/gitlab/v1/` path.
+    Distribution,
+    /// An `http://` URL to a registry that redirects to `https://`: 301 for every request.
+    RedirectToHttps,
 }
 
 /// Ways a registry can misbehave for one path.
@@ -208,6 +222,7 @@ impl RegistrySimulator {
             hostile: Mutex::new(HashMap::new()),
             faults: Mutex::new((FaultMix::default(), StdRng::seed_from_u64(2026))),
             outage: AtomicBool::new(false),
+            api_mode: Mutex::new(ApiMode::Gitlab),
             header_limit: AtomicUsize::new(0),
             headers_too_large: AtomicU64::new(0),
             vanishing: Mutex::new(BTreeSet::new()),
@@ -334,6 +349,11 @@ impl RegistrySimulator {
         self.state.outage.store(on, Ordering::SeqCst);
     }
 
+    /// From now on the whole `/gitlab/v1/` API answers as `mode` says.
+    pub fn set_api_mode(&self, mode: ApiMode) {
+        *lock(&self.state.api_mode) = mode;
+    }
+
     /// Answers as nginx in front of a registry does when one request header line is longer than
     /// `bytes` (its default is 8 KiB): 400 with an HTML page. `None` lifts the limit.
     pub fn set_header_limit(&self, bytes: Option<usize>) {
@@ -364,7 +384,30 @@ fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     }))
 }
 
-async fn api_root(state: web::Data<State>) -> HttpResponse {
+/// The answer of a registry without GitLab's API, if this one is set to be one.
+fn without_api(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
+    match *lock(&state.api_mode) {
+        ApiMode::Gitlab => None,
+        ApiMode::Distribution => Some(
+            HttpResponse::NotFound()
+                .content_type("text/plain; charset=utf-8")
+                .body("404 page not found\n"),
+        ),
+        ApiMode::RedirectToHttps => {
+            let host = req.connection_info().host().to_string();
+            Some(
+                HttpResponse::MovedPermanently()
+                    .insert_header(("Location", format!("https://{host}{}", req.uri())))
+                    .finish(),
+            )
+        }
+    }
+}
+
+async fn api_root(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Some(answer) = without_api(&req, &state) {
+        return answer;
+    }
     if state.outage.load(Ordering::SeqCst) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");
     }
@@ -524,6 +567,9 @@ async fn list(
     query: web::Query<ListQuery>,
 ) -> HttpResponse {
     let entered = Instant::now();
+    if let Some(answer) = without_api(&req, &state) {
+        return answer;
+    }
     let path = path.into_inner();
     state.list_requests.fetch_add(1, Ordering::SeqCst);
     *lock(&state.per_path).entry(path.clone()).or_insert(0) += 1;
