@@ -28,6 +28,10 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// A project whose analysis panics this many times is recorded `failed` instead of retried.
 pub const MAX_CRASHES: u32 = 3;
+/// A project the registry refuses (401, 403, 429, a redirect, a bare 404) this many times, each
+/// time while it answers the canary, is recorded `failed`: its own path is refused, not our key.
+/// More than `MAX_TROUBLES`, since 429 is usually the registry's load rather than the project.
+pub const MAX_DEFERRALS: u32 = 5;
 /// A project whose analysis ends in unclear trouble (5xx, timeouts, broken answers after retries)
 /// this many times, while the registry serves other projects, is recorded `failed`.
 pub const MAX_TROUBLES: u32 = 3;
@@ -38,6 +42,8 @@ pub struct Job {
     pub project: Project,
     pub crashes: u32,
     pub troubles: u32,
+    /// Refusals while the registry answered the canary.
+    pub deferrals: u32,
     /// The token this project shares with the others of its dispatch batch.
     pub token: Option<Arc<SharedToken>>,
 }
@@ -48,6 +54,7 @@ impl Job {
             project,
             crashes: 0,
             troubles: 0,
+            deferrals: 0,
             token,
         }
     }
@@ -68,8 +75,10 @@ pub enum Analysis {
     /// The project cannot be analysed on its own account.
     Failed { reason: String },
     /// Something outside this project failed (registry unreachable or rejecting us, database
-    /// down): the project must be analysed again later, and nothing recorded now.
-    Deferred { reason: String },
+    /// down): the project must be analysed again later, and nothing recorded now. `refused`: the
+    /// registry answered this project's request with a refusal (401, 403, 429, a redirect, a bare
+    /// 404), which is the project's own if the registry serves others meanwhile.
+    Deferred { reason: String, refused: bool },
     /// 5xx, timeouts or broken answers after retries: the project's fault only if the registry
     /// serves others meanwhile.
     Troubled { reason: String },
@@ -130,6 +139,30 @@ impl Analyzer {
             self.finish(
                 project_id,
                 Disposition::Troubled {
+                    job,
+                    reason,
+                    others_served,
+                },
+            );
+        }
+    }
+
+    /// Refused by the registry, or stopped by the database. A refusal counts against the project
+    /// only when the registry answered the canary right after (`others_served`); the project fails
+    /// once it has had its share, so that one refused path cannot hold up a pass for ever.
+    fn deferred(&self, mut job: Job, reason: String, others_served: bool) {
+        let project_id = job.project.id;
+        if others_served {
+            job.deferrals += 1;
+        }
+        if job.deferrals >= MAX_DEFERRALS {
+            tracing::warn!(project_id, refusals = job.deferrals, %reason, "project failed: the registry refuses it while it serves others");
+            self.record(TrackingRow::failed(project_id), 0);
+        } else {
+            tracing::info!(project_id, refusals = job.deferrals, %reason, "project deferred");
+            self.finish(
+                project_id,
+                Disposition::Deferred {
                     job,
                     reason,
                     others_served,
@@ -211,7 +244,9 @@ impl Handler<Analyze> for Analyzer {
                 deps.faults.analysis(project.id);
                 let analysis = analyze(&deps.registry, &deps.db, &project, token).await;
                 let others_served = match &analysis {
-                    Analysis::Troubled { .. } => registry_serves_others(&deps, &project).await,
+                    Analysis::Troubled { .. } | Analysis::Deferred { refused: true, .. } => {
+                        registry_serves_others(&deps, &project).await
+                    }
                     _ => false,
                 };
                 (analysis, others_served)
@@ -253,10 +288,7 @@ impl Handler<Analyze> for Analyzer {
                     tracing::warn!(project_id, %reason, "project failed");
                     act.record(TrackingRow::failed(project_id), 0);
                 }
-                Analysis::Deferred { reason } => {
-                    tracing::info!(project_id, %reason, "project deferred");
-                    act.finish(project_id, Disposition::Deferred { job, reason });
-                }
+                Analysis::Deferred { reason, .. } => act.deferred(job, reason, others_served),
                 Analysis::Troubled { reason } => act.troubled(job, reason, others_served),
             }
         }))
@@ -301,7 +333,10 @@ pub async fn analyze(
             Err(error) => {
                 let reason = error.to_string();
                 return match error.blame() {
-                    Blame::Registry => Analysis::Deferred { reason },
+                    Blame::Registry => Analysis::Deferred {
+                        refused: matches!(error, RegistryError::Status { .. }),
+                        reason,
+                    },
                     Blame::Unclear => Analysis::Troubled { reason },
                     Blame::Project => Analysis::Failed { reason },
                 };
@@ -317,6 +352,7 @@ pub async fn analyze(
             Err(error) => {
                 return Analysis::Deferred {
                     reason: error.to_string(),
+                    refused: false,
                 }
             }
         };

@@ -829,7 +829,12 @@ pub enum Disposition {
         unaddressable: bool,
     },
     /// It could not be analysed for a reason outside it; analyse it again later.
-    Deferred { job: Job, reason: String },
+    /// `others_served`: the registry refused it but answered the canary right after.
+    Deferred {
+        job: Job,
+        reason: String,
+        others_served: bool,
+    },
     /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
     /// answered for another project right after, so this was the project's trouble alone.
     Troubled {
@@ -881,12 +886,24 @@ impl Handler<AnalyzerFinished> for Scheduler {
                     self.on_breaker(transition, ctx);
                 }
             },
-            Disposition::Deferred { job, reason } => {
+            Disposition::Deferred {
+                job,
+                reason,
+                others_served,
+            } => {
                 self.counts.deferred += 1;
-                let transition = self.breaker.trouble(&reason);
-                self.on_breaker(transition, ctx);
-                if self.phase == Phase::Running {
-                    self.queue.push_front(job);
+                if others_served {
+                    // The registry refuses this path only: to the back, as trouble goes.
+                    if self.phase == Phase::Running {
+                        self.queue.push_back(job);
+                    }
+                } else {
+                    let transition = self.breaker.trouble(&reason);
+                    self.on_breaker(transition, ctx);
+                    // First in line when the registry is back.
+                    if self.phase == Phase::Running {
+                        self.queue.push_front(job);
+                    }
                 }
             }
             Disposition::Troubled {

@@ -526,3 +526,27 @@ async fn a_registry_that_comes_up_without_gitlabs_api_ends_the_run_with_nothing_
     assert_eq!(registry.stats().list_requests, 0);
     assert!(db.rows().await.is_empty());
 }
+
+#[actix_rt::test]
+async fn a_project_the_registry_keeps_refusing_is_recorded_failed_and_the_run_ends() {
+    let world = world(30);
+    let mut app = TestApp::prepare(&world).await;
+    // The last three projects: once the others are done, only they are left.
+    let refused: Vec<(i64, u16)> = world
+        .projects
+        .iter()
+        .rev()
+        .take(3)
+        .zip([401, 403, 429])
+        .map(|(p, status)| (p.id, status))
+        .collect();
+    for &(id, status) in &refused {
+        app.registry.refuse(&registry_path(&world, id), status);
+    }
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    let mut expected = world.expected();
+    for &(id, _) in &refused {
+        expected.insert(id, Expected::FAILED);
+    }
+    assert_rows(&app, &expected).await;
+}
