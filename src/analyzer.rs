@@ -44,6 +44,9 @@ pub struct Job {
     pub troubles: u32,
     /// Refusals while the registry answered the canary.
     pub deferrals: u32,
+    /// The project was recorded `failed` and is analysed again (`run --retry-failed`): its
+    /// result replaces that row.
+    pub replaces_failed: bool,
     /// The token this project shares with the others of its dispatch batch.
     pub token: Option<Arc<SharedToken>>,
 }
@@ -55,6 +58,7 @@ impl Job {
             crashes: 0,
             troubles: 0,
             deferrals: 0,
+            replaces_failed: false,
             token,
         }
     }
@@ -133,7 +137,7 @@ impl Analyzer {
         }
         if job.troubles >= MAX_TROUBLES {
             tracing::warn!(project_id, troubles = job.troubles, %reason, "project failed while the registry serves others");
-            self.record(TrackingRow::failed(project_id), 0);
+            self.record(&job, TrackingRow::failed(project_id), 0);
         } else {
             tracing::info!(project_id, troubles = job.troubles, %reason, "project in trouble; it will be tried again");
             self.finish(
@@ -157,7 +161,7 @@ impl Analyzer {
         }
         if job.deferrals >= MAX_DEFERRALS {
             tracing::warn!(project_id, refusals = job.deferrals, %reason, "project failed: the registry refuses it while it serves others");
-            self.record(TrackingRow::failed(project_id), 0);
+            self.record(&job, TrackingRow::failed(project_id), 0);
         } else {
             tracing::info!(project_id, refusals = job.deferrals, %reason, "project deferred");
             self.finish(
@@ -172,7 +176,8 @@ impl Analyzer {
     }
 
     /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
-    fn record(&self, row: TrackingRow, ignored: u32) {
+    fn record(&self, job: &Job, row: TrackingRow, ignored: u32) {
+        let row = row.replacing_failed(job.replaces_failed);
         let project_id = row.project_id;
         self.deps.writer.do_send(Record(row.clone()));
         self.finish(
@@ -185,8 +190,9 @@ impl Analyzer {
         );
     }
 
-    fn record_unaddressable(&self, project_id: i64) {
-        let row = TrackingRow::completed(project_id, 0);
+    fn record_unaddressable(&self, job: &Job) {
+        let project_id = job.project.id;
+        let row = TrackingRow::completed(project_id, 0).replacing_failed(job.replaces_failed);
         self.deps.writer.do_send(Record(row.clone()));
         self.finish(
             project_id,
@@ -216,9 +222,9 @@ impl Supervised for Analyzer {
             "analyzer restarted after a panic"
         );
         if crashes >= MAX_CRASHES {
-            self.deps
-                .writer
-                .do_send(Record(TrackingRow::failed(job.project.id)));
+            self.deps.writer.do_send(Record(
+                TrackingRow::failed(job.project.id).replacing_failed(job.replaces_failed),
+            ));
             self.finish(job.project.id, Disposition::CrashedForGood);
         } else {
             self.finish(job.project.id, Disposition::Crashed(Job { crashes, ..job }));
@@ -274,7 +280,7 @@ impl Handler<Analyze> for Analyzer {
                     pages,
                 } => {
                     tracing::debug!(project_id, missing, ignored, pages, "project analysed");
-                    act.record(TrackingRow::completed(project_id, missing), ignored);
+                    act.record(&job, TrackingRow::completed(project_id, missing), ignored);
                 }
                 Analysis::Unaddressable => {
                     tracing::info!(
@@ -282,11 +288,11 @@ impl Handler<Analyze> for Analyzer {
                         path = job.project.full_path.as_deref().unwrap_or_default(),
                         "the registry cannot hold repositories under this path; recorded with 0 missing"
                     );
-                    act.record_unaddressable(project_id);
+                    act.record_unaddressable(&job);
                 }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
-                    act.record(TrackingRow::failed(project_id), 0);
+                    act.record(&job, TrackingRow::failed(project_id), 0);
                 }
                 Analysis::Deferred { reason, .. } => act.deferred(job, reason, others_served),
                 Analysis::Troubled { reason } => act.troubled(job, reason, others_served),

@@ -266,8 +266,11 @@ impl Scheduler {
             let token = Arc::new(SharedToken::new(
                 paths.by_ref().take(len).flatten().collect(),
             ));
-            self.queue
-                .extend(batch.into_iter().map(|p| Job::new(p, Some(token.clone()))));
+            let replaces_failed = self.source == Source::Failed;
+            self.queue.extend(batch.into_iter().map(|p| Job {
+                replaces_failed,
+                ..Job::new(p, Some(token.clone()))
+            }));
         }
     }
 

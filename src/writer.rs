@@ -352,11 +352,7 @@ mod tests {
     use super::*;
 
     fn row(project_id: i64, missing_count: i32) -> TrackingRow {
-        TrackingRow {
-            project_id,
-            missing_count,
-            status: Status::Completed,
-        }
+        TrackingRow::completed(project_id, missing_count)
     }
 
     #[test]

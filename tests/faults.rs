@@ -351,11 +351,13 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     );
     // Its timer runs again after the restart: a lone result is written without a size flush.
     let first = world.projects[0].id;
-    writer.do_send(Record(TrackingRow {
-        project_id: first,
-        missing_count: 99,
-        status: Status::Completed,
-    }));
+    // (A project without a row: a row already there is an answer, never overwritten.)
+    app.db
+        .execute(&format!(
+            "DELETE FROM container_registry_data_repair_details WHERE project_id = {first}"
+        ))
+        .await;
+    writer.do_send(Record(TrackingRow::completed(first, 99)));
     assert!(
         eventually(Duration::from_secs(5), || async {
             app.rows_by_project().await[&first].missing_count == 99

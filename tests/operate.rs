@@ -425,3 +425,76 @@ async fn json_logs_are_one_event_per_line_with_progress_and_never_a_secret() {
         "the URL is logged redacted"
     );
 }
+
+#[actix_rt::test]
+async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analysed_again() {
+    let mut world = World::new();
+    let g = world.group(None, "Where-Gitlab-Ran");
+    let names = ["", "a", "b"];
+    let ids: Vec<i64> = (0..6)
+        .map(|i| world.project(g, &format!("P{i}"), &names, &names[..1]))
+        .collect();
+    let mut app = TestApp::prepare(&world).await;
+    app.db
+        .execute(&format!(
+            "INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) VALUES \
+             ({}, 5, 1, now(), now()), \
+             ({}, 0, 2, now(), now()), \
+             ({}, 0, 0, now() - interval '3 hours', now() - interval '3 hours'), \
+             ({}, 0, 0, now() - interval '10 minutes', now() - interval '10 minutes')",
+            ids[0], ids[1], ids[2], ids[3]
+        ))
+        .await;
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    let rows = app.rows_by_project().await;
+    let got = |id: i64| (rows[&id].status, rows[&id].missing_count);
+    use registry_repair::db::tracking::Status;
+    assert_eq!(got(ids[0]), (Status::Completed, 5), "GitLab's answer stays");
+    assert_eq!(
+        got(ids[1]),
+        (Status::Failed, 0),
+        "failed stays without --retry-failed"
+    );
+    assert_eq!(
+        got(ids[2]),
+        (Status::Completed, 2),
+        "a stale ongoing row is analysed again"
+    );
+    assert_eq!(
+        got(ids[3]),
+        (Status::Ongoing, 0),
+        "a young one may be GitLab at work"
+    );
+    assert_eq!(got(ids[4]), (Status::Completed, 2));
+    let path = |id: i64| {
+        format!(
+            "where-gitlab-ran/p{}",
+            ids.iter().position(|&i| i == id).unwrap_or(99)
+        )
+    };
+    for id in [ids[0], ids[1], ids[3]] {
+        assert_eq!(
+            app.registry.requests_for(&path(id)),
+            0,
+            "project {id} not asked"
+        );
+    }
+
+    app.settings.worker.rescan_interval_s = 1;
+    let options = registry_repair::service::ServiceOptions {
+        until_done: true,
+        retry_failed: true,
+        ..Default::default()
+    };
+    let service = registry_repair::service::start(&app.settings, app.signer.clone(), options)
+        .await
+        .expect("starts");
+    assert_eq!(common::run_to_end(service).await, RunEnd::Done);
+    let rows = app.rows_by_project().await;
+    assert_eq!(
+        (rows[&ids[1]].status, rows[&ids[1]].missing_count),
+        (Status::Completed, 2),
+        "--retry-failed replaces GitLab's failed row"
+    );
+    assert_eq!(rows[&ids[0]].missing_count, 5, "and nothing else");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::{eventually, TestDb};
-use registry_repair::db::tracking::{Status, TrackingRow};
+use registry_repair::db::tracking::{self, Status, TrackingRow};
 use registry_repair::demo::seed::World;
 use registry_repair::writer::{
     Flush, GetWriterStats, Record, SetPressureListener, Writer, WriterPressure,
@@ -34,10 +34,9 @@ async fn seed(db: &TestDb, n: usize) -> Vec<i64> {
 }
 
 fn row(project_id: i64, missing_count: i32, status: Status) -> Record {
-    Record(TrackingRow {
-        project_id,
-        missing_count,
-        status,
+    Record(match status {
+        Status::Failed => TrackingRow::failed(project_id),
+        _ => TrackingRow::completed(project_id, missing_count),
     })
 }
 
@@ -165,4 +164,57 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     assert_eq!(stats.buffered, 0);
     assert!(!stats.full);
     assert_eq!(log.lock().expect("log").last(), Some(&false));
+}
+
+#[actix_rt::test]
+async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_retry_replaces() {
+    let (db, ids) = db_with_projects(7).await;
+    // What GitLab's own worker (or an earlier run) left.
+    db.execute(&format!(
+        "INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) VALUES \
+         ({a}, 7, 1, now(), now()), \
+         ({b}, 0, 2, now(), now()), \
+         ({c}, 0, 2, now(), now()), \
+         ({d}, 0, 0, now() - interval '3 hours', now() - interval '3 hours'), \
+         ({e}, 0, 0, now() - interval '10 minutes', now() - interval '10 minutes')",
+        a = ids[0],
+        b = ids[1],
+        c = ids[2],
+        d = ids[3],
+        e = ids[4],
+    ))
+    .await;
+    let rows = vec![
+        TrackingRow::completed(ids[0], 1),
+        TrackingRow::completed(ids[1], 2),
+        TrackingRow::completed(ids[2], 3).replacing_failed(true),
+        TrackingRow::completed(ids[3], 4),
+        TrackingRow::completed(ids[4], 5),
+        TrackingRow::completed(ids[5], 6),
+        // A retry's result where the row is no longer failed: left alone too.
+        TrackingRow::completed(ids[0], 9).replacing_failed(true),
+    ];
+    tracking::upsert(&db.database(), &rows[..6])
+        .await
+        .expect("upsert");
+    tracking::upsert(&db.database(), &rows[6..])
+        .await
+        .expect("upsert");
+    let got: Vec<(i64, Status, i32)> = db
+        .rows()
+        .await
+        .into_iter()
+        .map(|r| (r.project_id, r.status, r.missing_count))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[0], Status::Completed, 7), // GitLab's answer stays
+            (ids[1], Status::Failed, 0),    // failed stays, but for a retry
+            (ids[2], Status::Completed, 3), // the retry replaces it
+            (ids[3], Status::Completed, 4), // a stale ongoing row is no answer
+            (ids[4], Status::Ongoing, 0),   // a young one may be GitLab's worker at work
+            (ids[5], Status::Completed, 6), // a new row
+        ]
+    );
 }

@@ -13,7 +13,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
 };
-use super::tracking::Status;
+use super::tracking::{Status, ANSWERED_SQL};
 use super::{Database, DbError};
 use crate::config::Shard;
 
@@ -40,7 +40,8 @@ impl Project {
     }
 }
 
-/// Projects of `shard` with id above `after` that have no tracking row.
+/// Projects of `shard` with id above `after` that have no tracking row that answers for them (a
+/// stale `ongoing` row left by GitLab's worker does not).
 ///
 /// An anti-join whose bound is repeated inside the subquery, so that PostgreSQL reads only the
 /// slice of the tracking table's primary key above the cursor, whatever share is analysed.
@@ -51,7 +52,8 @@ fn unanalysed_after(after: i64, shard: Shard) -> projects::BoxedQuery<'static, P
         .filter(not(exists(
             tracking::table
                 .filter(tracking::project_id.eq(projects::id))
-                .filter(tracking::project_id.gt(after)),
+                .filter(tracking::project_id.gt(after))
+                .filter(sql::<Bool>(ANSWERED_SQL)),
         )))
         .into_boxed()
 }

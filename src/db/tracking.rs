@@ -17,12 +17,35 @@ pub enum Status {
     Failed = 2,
 }
 
+/// After this long an `ongoing` row is no answer: GitLab's own worker left it when it crashed
+/// mid-project, and GitLab's `ContainerRegistry::CleanupWorker` deletes it so that the project is
+/// analysed again.
+pub const STALE_ONGOING: &str = stale_ongoing!();
+macro_rules! stale_ongoing {
+    () => {
+        "2 hours"
+    };
+}
+use stale_ongoing;
+
+/// Whether a tracking row answers for its project: anything but a stale `ongoing` row. One
+/// definition for the walk, the watermark and the writes.
+pub const ANSWERED_SQL: &str = concat!(
+    "(container_registry_data_repair_details.status <> 0 \
+      OR container_registry_data_repair_details.updated_at >= now() - interval '",
+    stale_ongoing!(),
+    "')"
+);
+
 /// One project's result, as the Writer stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackingRow {
     pub project_id: i64,
     pub missing_count: i32,
     pub status: Status,
+    /// A second analysis of a project recorded `failed` (`run --retry-failed`): it replaces a row
+    /// that is still `failed`. Any other row an answer is already there for is left as it is.
+    pub replaces_failed: bool,
 }
 
 impl TrackingRow {
@@ -31,6 +54,7 @@ impl TrackingRow {
             project_id,
             missing_count,
             status: Status::Completed,
+            replaces_failed: false,
         }
     }
 
@@ -40,13 +64,27 @@ impl TrackingRow {
             project_id,
             missing_count: 0,
             status: Status::Failed,
+            replaces_failed: false,
+        }
+    }
+
+    /// The same result, replacing a `failed` row if it is still there.
+    pub fn replacing_failed(self, replaces_failed: bool) -> Self {
+        Self {
+            replaces_failed,
+            ..self
         }
     }
 }
 
-/// Inserts or updates `rows` in one statement, whatever their number: whole columns are bound as
-/// arrays, so the 65,535 bind-parameter limit never applies. Rows of projects deleted meanwhile are
-/// skipped rather than failing the batch on the foreign key. Returns the rows written.
+/// Writes `rows` in one statement, whatever their number: whole columns are bound as arrays, so
+/// the 65,535 bind-parameter limit never applies. Rows of projects deleted meanwhile are skipped
+/// rather than failing the batch on the foreign key.
+///
+/// A row already there is GitLab's answer (or another instance's) and stays as it is, with two
+/// exceptions: a stale `ongoing` row (no answer; see [`STALE_ONGOING`]) is overwritten, and a
+/// `failed` row is overwritten by a row that [`replaces_failed`](TrackingRow::replaces_failed).
+/// Returns the rows inserted or updated.
 pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
@@ -54,20 +92,28 @@ pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbErro
     let ids: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
     let missing: Vec<i32> = rows.iter().map(|r| r.missing_count).collect();
     let status: Vec<i16> = rows.iter().map(|r| r.status as i16).collect();
+    let retried: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.replaces_failed)
+        .map(|r| r.project_id)
+        .collect();
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "INSERT INTO container_registry_data_repair_details \
+    diesel::sql_query(format!(
+        "INSERT INTO container_registry_data_repair_details AS t \
              (project_id, missing_count, status, created_at, updated_at) \
          SELECT u.project_id, u.missing_count, u.status, now(), now() \
          FROM UNNEST($1::bigint[], $2::integer[], $3::smallint[]) AS u(project_id, missing_count, status) \
          WHERE EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id) \
          ON CONFLICT (project_id) DO UPDATE \
          SET missing_count = EXCLUDED.missing_count, status = EXCLUDED.status, \
-             updated_at = EXCLUDED.updated_at",
-    )
+             updated_at = EXCLUDED.updated_at \
+         WHERE (t.status = 0 AND t.updated_at < now() - interval '{STALE_ONGOING}') \
+            OR (t.status = 2 AND t.project_id = ANY($4::bigint[]))"
+    ))
     .bind::<Array<BigInt>, _>(ids)
     .bind::<Array<Integer>, _>(missing)
     .bind::<Array<SmallInt>, _>(status)
+    .bind::<Array<BigInt>, _>(retried)
     .execute(&mut conn)
     .await
     .map_err(DbError::query(format!(
@@ -231,6 +277,7 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
                 2 => Status::Failed,
                 _ => Status::Ongoing,
             },
+            replaces_failed: false,
         })
         .collect())
 }

@@ -6,6 +6,7 @@
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
+use super::tracking::ANSWERED_SQL;
 use super::{Database, DbError};
 use crate::config::Shard;
 
@@ -56,9 +57,11 @@ pub async fn advance(db: &Database, shard: Shard, from: i64) -> Result<i64, DbEr
         let hole: Value = diesel::sql_query(format!(
             "SELECT min(p.id) AS value FROM projects p \
              WHERE p.id > $1 AND p.id <= $2 AND {} \
-             AND NOT EXISTS (SELECT 1 FROM container_registry_data_repair_details t \
-                             WHERE t.project_id = p.id AND t.project_id > $1 AND t.project_id <= $2)",
-            in_shard_sql(shard)
+             AND NOT EXISTS (SELECT 1 FROM container_registry_data_repair_details \
+                             WHERE project_id = p.id AND project_id > $1 AND project_id <= $2 \
+                               AND {})",
+            in_shard_sql(shard),
+            ANSWERED_SQL
         ))
         .bind::<BigInt, _>(through)
         .bind::<BigInt, _>(upper)
