@@ -360,7 +360,10 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     writer.do_send(Record(TrackingRow::completed(first, 99)));
     assert!(
         eventually(Duration::from_secs(5), || async {
-            app.rows_by_project().await[&first].missing_count == 99
+            app.rows_by_project()
+                .await
+                .get(&first)
+                .is_some_and(|r| r.missing_count == 99)
         })
         .await
     );

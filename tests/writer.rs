@@ -184,7 +184,7 @@ async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_ret
         e = ids[4],
     ))
     .await;
-    let rows = vec![
+    let rows = [
         TrackingRow::completed(ids[0], 1),
         TrackingRow::completed(ids[1], 2),
         TrackingRow::completed(ids[2], 3).replacing_failed(true),
