@@ -36,7 +36,8 @@ pub enum AdminError {
 /// What the admin API needs besides its listener.
 pub struct AdminDeps {
     pub scheduler: Addr<Scheduler>,
-    /// When set, control calls need it as a bearer token.
+    /// When set, every call (`/status` and `/metrics` too: `last_error` names private project
+    /// paths) needs it as a bearer token.
     pub token: Option<String>,
     pub registry_metrics: Arc<RegistryMetrics>,
     /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
@@ -179,11 +180,18 @@ where
     }
 }
 
-async fn status(state: web::Data<AdminDeps>) -> HttpResponse {
+async fn status(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
+    if let Err(denied) = check_token(&req, &state) {
+        return *denied;
+    }
     reply(&state, GetStatus).await
 }
 
-async fn metrics(state: web::Data<AdminDeps>) -> HttpResponse {
+/// Prometheus sends the token with `authorization: {credentials: ...}` in its scrape config.
+async fn metrics(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
+    if let Err(denied) = check_token(&req, &state) {
+        return *denied;
+    }
     match state.scheduler.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

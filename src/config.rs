@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 pub const ENV_PREFIX: &str = "REGISTRY_REPAIR";
@@ -79,6 +81,8 @@ pub struct RegistrySettings {
     pub token_lifetime_s: i64,
     /// A project with more pages than this is recorded `failed` rather than walked forever.
     pub max_pages: i64,
+    /// PEM file of one or more CA certificates trusted for `registry.url`, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +144,7 @@ impl Default for RegistrySettings {
             timeout_ms: 20_000,
             token_lifetime_s: 300,
             max_pages: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -324,6 +329,46 @@ impl Settings {
             .key_path
             .as_deref()
             .ok_or_else(|| ConfigError::new("registry.key_path", "must be set to run the analysis (the PEM RSA private key GitLab signs registry tokens with)"))
+    }
+
+    /// The certificates of `registry.ca_file` (none when unset), each checked to be one rustls
+    /// can trust, so that a bad file is a configuration error and not a failed connection later.
+    pub fn registry_ca(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.registry.ca_file else {
+            return Ok(Vec::new());
+        };
+        let bad = |message: String| ConfigError::new("registry.ca_file", message);
+        let pem =
+            std::fs::read(path).map_err(|e| bad(format!("reading {}: {e}", path.display())))?;
+        let ders = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("{} is not valid PEM: {e}", path.display())))?;
+        if ders.is_empty() {
+            return Err(bad(format!(
+                "{} holds no certificate (a PEM file with one or more `-----BEGIN CERTIFICATE-----` blocks)",
+                path.display()
+            )));
+        }
+        let mut certificates = Vec::with_capacity(ders.len());
+        for (index, der) in ders.into_iter().enumerate() {
+            rustls::RootCertStore::empty()
+                .add(der.clone())
+                .map_err(|e| {
+                    bad(format!(
+                        "certificate {} of {} is not a usable CA certificate ({e})",
+                        index + 1,
+                        path.display()
+                    ))
+                })?;
+            certificates.push(reqwest::Certificate::from_der(&der).map_err(|e| {
+                bad(format!(
+                    "certificate {} of {}: {e}",
+                    index + 1,
+                    path.display()
+                ))
+            })?);
+        }
+        Ok(certificates)
     }
 
     /// `worker.shard` parsed: (i, N) with 0 <= i < N.

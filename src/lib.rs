@@ -16,6 +16,7 @@ pub mod errors;
 pub mod faults;
 pub mod metrics;
 pub mod progress;
+pub mod redact;
 pub mod registry;
 pub mod report;
 pub mod scheduler;

@@ -572,7 +572,7 @@ impl Scheduler {
                     // It served us before: a proxy or a deploy in between; keep probing.
                     Err(message)
                 }
-                ApiProbe::Unavailable(reason) => Err(format!("probe of /gitlab/v1/: {reason}")),
+                ApiProbe::Unavailable(error) => Err(format!("probe of /gitlab/v1/: {error}")),
             };
             let transition = act.breaker.probed(answer);
             act.on_breaker(transition, ctx);

@@ -50,6 +50,26 @@ pub enum StartError {
     Admin(#[from] crate::admin::AdminError),
     #[error("{0}")]
     RegistryWithoutApi(String),
+    #[error("the registry at {url} presents a TLS certificate this host does not trust ({reason}): {}",
+        if reason.contains("not valid for name") {
+            "registry.url must name a host the certificate is for"
+        } else {
+            "set registry.ca_file to the PEM file of the CA that signed it"
+        })]
+    UntrustedRegistry { url: String, reason: String },
+}
+
+/// rustls's reason when `error` is a certificate the registry presented and this host refused
+/// (unknown issuer, wrong name, expired). A connect error keeps only its text (client.rs), in
+/// which rustls words every such refusal `invalid peer certificate: <reason>`.
+fn untrusted_certificate(error: &crate::registry::RegistryError) -> Option<&str> {
+    const REFUSED: &str = "invalid peer certificate: ";
+    match error {
+        crate::registry::RegistryError::Connect { message, .. } => message
+            .find(REFUSED)
+            .map(|at| message[at + REFUSED.len()..].trim()),
+        _ => None,
+    }
 }
 
 /// Starts the service inside the current actix System.
@@ -58,6 +78,7 @@ pub async fn start(
     signer: Arc<TokenSigner>,
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
+    let registry_ca = settings.registry_ca()?;
     let listener = crate::admin::bind(settings.admin_listen()?)?;
     let db = Database::new(
         &settings.database.url,
@@ -70,28 +91,37 @@ pub async fn start(
         watermark::reset(&db, shard).await?;
     }
     let watermark = watermark::load(&db, shard).await?;
-    let registry = RegistryClient::new(
+    let registry_url = crate::redact::registry_url(&settings.registry.url);
+    let registry = RegistryClient::with_ca(
         &settings.registry.url,
         u32::try_from(settings.registry.page_size).unwrap_or(1000),
         settings.registry_timeout(),
         u32::try_from(settings.registry.max_pages).unwrap_or(u32::MAX),
         signer,
+        registry_ca,
     )?;
     // GitLab's own worker never ran unless the API answered: a registry without it (or a wrong
     // URL) would otherwise fail every project.
     let probe = registry.probe().await;
     let registry_unconfirmed = match &probe {
         ApiProbe::Available(status) => {
-            tracing::info!(registry = %registry.display_url(), status, "registry answers with GitLab's API");
+            tracing::info!(registry = %registry_url, status, "registry answers with GitLab's API");
             None
         }
         ApiProbe::Absent { .. } => {
-            let message = probe
-                .absent_message(&registry.display_url())
-                .unwrap_or_default();
+            let message = probe.absent_message(&registry_url).unwrap_or_default();
             return Err(StartError::RegistryWithoutApi(message));
         }
-        ApiProbe::Unavailable(reason) => Some(reason.clone()),
+        ApiProbe::Unavailable(error) => {
+            // No retry mends a certificate this host does not trust.
+            if let Some(reason) = untrusted_certificate(error) {
+                return Err(StartError::UntrustedRegistry {
+                    url: registry_url,
+                    reason: reason.to_string(),
+                });
+            }
+            Some(error.to_string())
+        }
     };
 
     let writer_db = db.clone();
@@ -158,7 +188,7 @@ pub async fn start(
     )?;
     tracing::info!(
         database = db.target(),
-        registry = %settings.registry.url,
+        registry = %registry_url,
         admin = %admin.addr,
         "service started"
     );

@@ -4,7 +4,8 @@
 //! pass). One write runs at a time while results keep arriving; what arrived meanwhile goes into
 //! the next statement (group commit), so statements grow with the load instead of queueing. A
 //! write that fails keeps its rows and is tried again; while the buffer is over its bound the
-//! Scheduler is told to stop dispatching.
+//! Scheduler is told to stop dispatching. A panic anywhere in it becomes a supervised restart that
+//! keeps every row.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::Database;
-use crate::faults::Faults;
+use crate::faults::{Faults, WriterStep};
 
 /// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -142,36 +143,82 @@ impl Writer {
             (result, started.elapsed())
         };
         ctx.spawn(work.into_actor(self).map(move |(result, took), act, ctx| {
-            act.stats.write_ms_total += took.as_millis() as u64;
-            match result {
-                Ok(()) => {
-                    let rows = act.writing.take().map_or(0, |rows| rows.len());
-                    act.stats.rows_written += rows as u64;
-                    tracing::debug!(rows, ?reason, ?took, "results flushed");
-                    act.retry_delay = RETRY_MIN;
-                    act.retry_after = None;
-                    // What arrived meanwhile: write it now if it makes a batch or is awaited.
-                    if act.buffer.is_empty() {
-                        act.answer_waiters(Ok(()));
-                    } else if !act.waiters.is_empty() {
-                        act.flush(ctx, FlushReason::Requested);
-                    } else if act.urgent {
-                        act.flush(ctx, FlushReason::Failure);
-                    } else if act.buffer.len() >= act.batch_size {
-                        act.flush(ctx, FlushReason::Size);
-                    }
-                }
-                Err(error) => {
-                    act.stats.failed_writes += 1;
-                    act.put_back();
-                    act.retry_after = Some(Instant::now() + act.retry_delay);
-                    tracing::warn!(%error, kept = act.buffer.len(), retry_in = ?act.retry_delay, "flush failed; results kept for the next attempt");
-                    act.retry_delay = (act.retry_delay * 2).min(RETRY_MAX);
-                    act.answer_waiters(Err(error));
+            act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
+                act.write_done(ctx, reason, result, took)
+            });
+        }));
+    }
+
+    /// A bulk write has ended: count it, and on success write what arrived meanwhile if it is due;
+    /// on failure put its rows back and back off.
+    fn write_done(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: FlushReason,
+        result: Result<(), String>,
+        took: Duration,
+    ) {
+        self.faults.writer(WriterStep::WriteDone);
+        self.stats.write_ms_total += took.as_millis() as u64;
+        match result {
+            Ok(()) => {
+                let rows = self.writing.take().map_or(0, |rows| rows.len());
+                self.stats.rows_written += rows as u64;
+                tracing::debug!(rows, ?reason, ?took, "results flushed");
+                self.retry_delay = RETRY_MIN;
+                self.retry_after = None;
+                // What arrived meanwhile: write it now if it makes a batch or is awaited.
+                if self.buffer.is_empty() {
+                    self.answer_waiters(Ok(()));
+                } else if !self.waiters.is_empty() {
+                    self.flush(ctx, FlushReason::Requested);
+                } else if self.urgent {
+                    self.flush(ctx, FlushReason::Failure);
+                } else if self.buffer.len() >= self.batch_size {
+                    self.flush(ctx, FlushReason::Size);
                 }
             }
-            act.update_pressure();
-        }));
+            Err(error) => {
+                self.stats.failed_writes += 1;
+                self.put_back();
+                self.retry_after = Some(Instant::now() + self.retry_delay);
+                tracing::warn!(%error, kept = self.buffer.len(), retry_in = ?self.retry_delay, "flush failed; results kept for the next attempt");
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                self.answer_waiters(Err(error));
+            }
+        }
+        self.update_pressure();
+    }
+
+    /// Runs `step` of a handler. A panic anywhere in it (not only an injected one) is caught and
+    /// turned into a stop, which the Supervisor answers with a restart on this same struct: the
+    /// buffer, the waiters and the rows of the write under way (put back by `restarting`) survive.
+    /// Uncaught, it would unwind through actix and take the System down with it.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        what: &str,
+        step: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(&mut *self, &mut *ctx))) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                let cause = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                tracing::error!(
+                    during = what,
+                    %cause,
+                    buffered = self.held(),
+                    "writer panicked; restarting with its buffer"
+                );
+                self.stats.restarts += 1;
+                ctx.stop();
+                None
+            }
+        }
     }
 
     /// The rows of an unfinished write go back to the front of the buffer, before newer ones.
@@ -235,7 +282,10 @@ impl Actor for Writer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Runs again after a supervised restart, which cancels the old timer: the buffer survives.
         ctx.run_interval(self.flush_interval, |act, ctx| {
-            act.flush(ctx, FlushReason::Timer);
+            act.guarded(ctx, "the flush timer", |act, ctx| {
+                act.faults.writer(WriterStep::Timer);
+                act.flush(ctx, FlushReason::Timer);
+            });
         });
     }
 }
@@ -268,22 +318,17 @@ impl Handler<Record> for Writer {
     type Result = ();
 
     fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
-        let failed = row.status == Status::Failed;
-        self.buffer.push(row);
-        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| self.faults.writer()));
-        if checked.is_err() {
-            // The Supervisor restarts us with the same struct: the buffer survives.
-            tracing::error!(buffered = self.buffer.len(), "writer panicked; restarting");
-            self.stats.restarts += 1;
-            ctx.stop();
-            return;
-        }
-        self.update_pressure();
-        if failed {
-            self.flush(ctx, FlushReason::Failure);
-        } else if self.buffer.len() >= self.batch_size {
-            self.flush(ctx, FlushReason::Size);
-        }
+        self.guarded(ctx, "recording a result", |act, ctx| {
+            let failed = row.status == Status::Failed;
+            act.buffer.push(row);
+            act.faults.writer(WriterStep::Record);
+            act.update_pressure();
+            if failed {
+                act.flush(ctx, FlushReason::Failure);
+            } else if act.buffer.len() >= act.batch_size {
+                act.flush(ctx, FlushReason::Size);
+            }
+        });
     }
 }
 
@@ -306,13 +351,17 @@ impl Handler<Flush> for Writer {
 
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.waiters.push((self.stats.rows_written, tx));
         let reason = if msg.shutdown {
             FlushReason::Shutdown
         } else {
             FlushReason::Requested
         };
-        self.flush(ctx, reason);
+        // The waiter goes in first: after a panic the restarted Writer answers it.
+        self.guarded(ctx, "a flush request", |act, ctx| {
+            act.waiters.push((act.stats.rows_written, tx));
+            act.faults.writer(WriterStep::Flush);
+            act.flush(ctx, reason);
+        });
         Box::pin(async move {
             rx.await
                 .unwrap_or_else(|_| Err("the writer stopped before writing".into()))
@@ -328,8 +377,10 @@ pub struct SetPressureListener(pub Recipient<WriterPressure>);
 impl Handler<SetPressureListener> for Writer {
     type Result = ();
 
-    fn handle(&mut self, msg: SetPressureListener, _ctx: &mut Context<Self>) {
-        self.listener = Some(msg.0);
+    fn handle(&mut self, msg: SetPressureListener, ctx: &mut Context<Self>) {
+        self.guarded(ctx, "setting the pressure listener", |act, _| {
+            act.listener = Some(msg.0);
+        });
     }
 }
 
@@ -340,10 +391,14 @@ pub struct GetWriterStats;
 impl Handler<GetWriterStats> for Writer {
     type Result = MessageResult<GetWriterStats>;
 
-    fn handle(&mut self, _msg: GetWriterStats, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut stats = self.stats.clone();
-        stats.buffered = self.held();
-        MessageResult(stats)
+    fn handle(&mut self, _msg: GetWriterStats, ctx: &mut Context<Self>) -> Self::Result {
+        let stats = self.guarded(ctx, "reporting its stats", |act, _| {
+            let mut stats = act.stats.clone();
+            stats.buffered = act.held();
+            stats
+        });
+        // After a panic here the counters are the ones it had; restarts counts this one.
+        MessageResult(stats.unwrap_or_else(|| self.stats.clone()))
     }
 }
 

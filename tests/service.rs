@@ -276,7 +276,7 @@ async fn shutdown_lets_in_flight_projects_finish_and_flushes_them() {
 }
 
 #[actix_rt::test]
-async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
+async fn with_admin_token_set_every_admin_call_needs_it_status_and_metrics_included() {
     use registry_repair::admin::{AdminClient, AdminError};
     let world = busy_world(3);
     let mut app = TestApp::prepare(&world).await;
@@ -285,7 +285,23 @@ async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
     let addr = app.service().admin_addr;
 
     let anonymous = AdminClient::new(addr, None);
-    assert!(anonymous.status().await.is_ok(), "status is readable");
+    // `last_error` names private project paths: status is no more public than control.
+    match anonymous.status().await {
+        Err(AdminError::Refused { status: 401, .. }) => {}
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let metrics = format!("http://{addr}/metrics");
+    let scrape = |token: Option<&'static str>| {
+        let request = reqwest::Client::new().get(&metrics);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { request.send().await.expect("metrics answers").status() }
+    };
+    assert_eq!(scrape(None).await, 401);
+    assert_eq!(scrape(Some("s3cret-admin-tokeX")).await, 401);
+    assert_eq!(scrape(Some("s3cret-admin-token")).await, 200);
     match anonymous.set_concurrency(5).await {
         Err(AdminError::Refused { status: 401, .. }) => {}
         other => panic!("expected 401, got {other:?}"),
@@ -299,6 +315,7 @@ async fn with_admin_token_set_control_calls_need_it_and_status_does_not() {
     assert!(app.status().await.enabled);
 
     let operator = AdminClient::new(addr, Some("s3cret-admin-token".into()));
+    assert_eq!(operator.status().await.expect("allowed").max_concurrency, 2);
     assert_eq!(
         operator
             .set_concurrency(5)

@@ -168,15 +168,7 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbEr
 
 /// A database URL without its password, for messages and logs.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "(unparsable database URL)".into(),
-    }
+    crate::redact::url(url).unwrap_or_else(|| "(unparsable database URL)".into())
 }
 
 #[cfg(test)]

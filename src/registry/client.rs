@@ -93,7 +93,7 @@ pub enum Blame {
 }
 
 /// What `GET /gitlab/v1/` says about the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ApiProbe {
     /// 200 or 401: the GitLab API is there.
     Available(u16),
@@ -104,7 +104,7 @@ pub enum ApiProbe {
         location: Option<String>,
     },
     /// No answer, a timeout, 429 or 5xx: wait and ask again.
-    Unavailable(String),
+    Unavailable(RegistryError),
 }
 
 impl ApiProbe {
@@ -155,6 +155,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     base: url::Url,
     page_size: u32,
+    /// The largest answer body read; a longer one is malformed (see [`max_body`]).
+    max_body: usize,
     timeout: Duration,
     max_pages: u32,
     signer: Arc<TokenSigner>,
@@ -179,10 +181,36 @@ impl RegistryClient {
         max_pages: u32,
         signer: Arc<TokenSigner>,
     ) -> Result<Self, RegistryError> {
-        let base = url::Url::parse(base).map_err(|e| RegistryError::Malformed {
+        Self::with_ca(base, page_size, timeout, max_pages, signer, Vec::new())
+    }
+
+    /// As [`new`](Self::new), trusting the certificates of `registry.ca_file` besides the
+    /// system's roots (a self-managed registry's private CA).
+    pub fn with_ca(
+        base: &str,
+        page_size: u32,
+        timeout: Duration,
+        max_pages: u32,
+        signer: Arc<TokenSigner>,
+        ca: Vec<reqwest::Certificate>,
+    ) -> Result<Self, RegistryError> {
+        let mut base = url::Url::parse(base).map_err(|e| RegistryError::Malformed {
             path: String::new(),
-            reason: format!("registry.url `{base}` is not a URL: {e}"),
+            reason: format!(
+                "registry.url `{}` is not a URL: {e}",
+                crate::redact::registry_url(base)
+            ),
         })?;
+        if !base.username().is_empty() || base.password().is_some() {
+            // reqwest would send them as Basic credentials next to our Bearer token (two
+            // Authorization headers): the registry API takes tokens only.
+            tracing::warn!(
+                registry = %crate::redact::registry_url(base.as_str()),
+                "registry.url carries credentials; they are not used (the registry takes signed tokens)"
+            );
+            let _ = base.set_password(None);
+            let _ = base.set_username("");
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -190,15 +218,18 @@ impl RegistryClient {
             // well-formed request, so a redirect is an answer, not a hop.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("registry-repair/", env!("CARGO_PKG_VERSION")))
+            // Added to the system's roots (rustls-platform-verifier), not instead of them.
+            .tls_certs_merge(ca)
             .build()
             .map_err(|e| RegistryError::Connect {
                 path: String::new(),
-                message: format!("building the HTTP client: {e}"),
+                message: format!("building the HTTP client: {}", crate::errors::chain(&e)),
             })?;
         Ok(Self {
             http,
             base,
             page_size,
+            max_body: max_body(page_size),
             timeout,
             max_pages,
             signer,
@@ -261,7 +292,7 @@ impl RegistryClient {
             let status = response.status();
             // Read before the body consumes the response.
             let next = next_marker(response.headers());
-            let body = response.bytes().await?;
+            let body = read_bounded(response, self.max_body).await?;
             Ok::<_, reqwest::Error>((status, next, body))
         }
         .await;
@@ -273,6 +304,18 @@ impl RegistryClient {
         let malformed = |reason: String| RegistryError::Malformed {
             path: path.to_string(),
             reason,
+        };
+        let body = match body {
+            Body::Read(body) => body,
+            Body::TooLong { declared } => {
+                return Err(malformed(format!(
+                    "a {} body {}longer than the {} bytes a page of {} entries may take",
+                    status.as_u16(),
+                    declared.map_or(String::new(), |n| format!("of {n} bytes, ")),
+                    self.max_body,
+                    self.page_size
+                )))
+            }
         };
         if status == StatusCode::OK {
             let entries: Vec<Entry> = serde_json::from_slice(&body)
@@ -341,32 +384,30 @@ impl RegistryClient {
             .await
         {
             Ok(response) => response,
-            Err(error) => {
-                return ApiProbe::Unavailable(
-                    self.transport_error("/gitlab/v1/", error).to_string(),
-                )
-            }
+            Err(error) => return ApiProbe::Unavailable(self.transport_error("/gitlab/v1/", error)),
         };
         let status = response.status();
         match status.as_u16() {
             200 | 401 => ApiProbe::Available(status.as_u16()),
-            429 | 500..=599 => {
-                ApiProbe::Unavailable(format!("GET /gitlab/v1/ answered {}", status.as_u16()))
-            }
+            code @ (429 | 500..=599) => ApiProbe::Unavailable(RegistryError::Status {
+                path: "/gitlab/v1/".into(),
+                status: code,
+                code: None,
+            }),
             code => ApiProbe::Absent {
                 status: code,
                 location: response
                     .headers()
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .map(without_credentials),
+                    .map(shown_location),
             },
         }
     }
 
-    /// `registry.url` as it may be shown: no user name, password or query.
+    /// `registry.url` as it may be shown.
     pub fn display_url(&self) -> String {
-        without_credentials(self.base.as_str())
+        crate::redact::registry_url(self.base.as_str())
     }
 
     fn transport_error(&self, path: &str, error: reqwest::Error) -> RegistryError {
@@ -538,8 +579,8 @@ impl Pages<'_> {
     }
 }
 
-/// A URL without user name, password, query or fragment, for messages and logs.
-fn without_credentials(url: &str) -> String {
+/// A `Location` as it may be shown: without user name, password, query or fragment.
+fn shown_location(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             let _ = parsed.set_username("");
@@ -551,6 +592,45 @@ fn without_credentials(url: &str) -> String {
         // A relative Location: its path is all there is to show.
         Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_string(),
     }
+}
+
+/// The most an answer's body may take for a page of `page_size` entries: 1 KiB per entry (an entry
+/// with the longest paths the registry allows is about 650 bytes) and 64 KiB for the rest. A
+/// registry that sends more is broken or hostile, and is not given the memory to prove it.
+fn max_body(page_size: u32) -> usize {
+    (page_size as usize)
+        .saturating_mul(1024)
+        .saturating_add(64 * 1024)
+}
+
+/// An answer's body, read no further than a bound.
+enum Body {
+    Read(Vec<u8>),
+    /// Longer than the bound: said so by `Content-Length` (then nothing was read), or found so
+    /// while reading (then reading stopped there).
+    TooLong {
+        declared: Option<u64>,
+    },
+}
+
+/// Reads `response`'s body chunk by chunk, stopping as soon as it would pass `limit` bytes.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Body, reqwest::Error> {
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Ok(Body::TooLong { declared });
+    }
+    let expected = declared.map_or(16 * 1024, |length| length as usize);
+    let mut body = Vec::with_capacity(expected.min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(Body::TooLong { declared: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Read(body))
 }
 
 /// The `last` query value of a `Link: <URL>; rel="next"` header, if there is one.

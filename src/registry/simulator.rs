@@ -114,6 +114,9 @@ pub enum Hostile {
     LinkToOtherHost(u16),
     /// A `Link` on every page, for ever.
     EndlessPages,
+    /// A 200 whose body is `bytes` long (whitespace inside `[]`: an empty page, if read to the
+    /// end), produced as it is sent. `declared`: with `Content-Length`; otherwise chunked.
+    HugeBody { bytes: u64, declared: bool },
 }
 
 /// Random faults, each a probability per List request.
@@ -177,6 +180,16 @@ pub struct RegistrySimulator {
     state: Arc<State>,
     addr: SocketAddr,
     server: actix_web::dev::ServerHandle,
+    /// Served over TLS: `url()` is `https://`.
+    tls: bool,
+}
+
+/// The certificate chain (server certificate first) and private key the simulator serves TLS with,
+/// both PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +198,8 @@ pub enum SimulatorError {
     Key(String),
     #[error("simulated registry: binding 127.0.0.1:{port}: {error}")]
     Bind { port: u16, error: std::io::Error },
+    #[error("simulated registry: the TLS certificate or key cannot be used: {0}")]
+    Tls(String),
 }
 
 impl RegistrySimulator {
@@ -204,6 +219,28 @@ impl RegistrySimulator {
         trusted: TrustedIssuer,
         port: u16,
         workers: usize,
+    ) -> Result<Self, SimulatorError> {
+        Self::launch(repositories, trusted, port, workers, None)
+    }
+
+    /// As [`start`](Self::start), served over TLS with `identity` (a registry behind a private
+    /// CA); [`url`](Self::url) is then `https://127.0.0.1:PORT`.
+    pub fn start_tls(
+        repositories: impl IntoIterator<Item = String>,
+        trusted: TrustedIssuer,
+        port: u16,
+        identity: &TlsIdentity,
+    ) -> Result<Self, SimulatorError> {
+        let config = server_tls_config(identity)?;
+        Self::launch(repositories, trusted, port, 1, Some(config))
+    }
+
+    fn launch(
+        repositories: impl IntoIterator<Item = String>,
+        trusted: TrustedIssuer,
+        port: u16,
+        workers: usize,
+        tls: Option<rustls::ServerConfig>,
     ) -> Result<Self, SimulatorError> {
         let decoding_key = DecodingKey::from_rsa_pem(trusted.public_key_pem.as_bytes())
             .map_err(|e| SimulatorError::Key(e.to_string()))?;
@@ -245,8 +282,12 @@ impl RegistrySimulator {
                 )
         })
         .workers(workers.max(1))
-        .disable_signals()
-        .bind(("127.0.0.1", port))
+        .disable_signals();
+        let serves_tls = tls.is_some();
+        let server = match tls {
+            None => server.bind(("127.0.0.1", port)),
+            Some(config) => server.bind_rustls_0_23(("127.0.0.1", port), config),
+        }
         .map_err(|error| SimulatorError::Bind { port, error })?;
         let addr = server
             .addrs()
@@ -263,11 +304,13 @@ impl RegistrySimulator {
             state,
             addr,
             server: handle,
+            tls: serves_tls,
         })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -628,6 +671,9 @@ async fn list(
         },
     };
     let hostile = lock(&state.hostile).get(&path).copied();
+    if let Some(Hostile::HugeBody { bytes, declared }) = hostile {
+        return huge_body(bytes, declared);
+    }
 
     let repos = match state.repositories.read() {
         Ok(repos) => repos,
@@ -686,7 +732,7 @@ async fn list(
             next_last = Some(format!("{last}~"));
         }
         Some(Hostile::LinkToOtherHost(port)) => link_host = format!("http://127.0.0.1:{port}"),
-        Some(Hostile::LinkWithoutLast) | None => {}
+        Some(Hostile::LinkWithoutLast | Hostile::HugeBody { .. }) | None => {}
     }
     if query.last.is_none() && next_last.is_some() && lock(&state.vanishing).remove(&path) {
         if let Ok(mut repos) = state.repositories.write() {
@@ -746,6 +792,44 @@ fn broken_stream() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .streaming(futures_util::stream::iter(chunks))
+}
+
+/// `[`, `bytes - 2` spaces, `]`, made as it is sent: a client that stops reading stops the making.
+fn huge_body(bytes: u64, declared: bool) -> HttpResponse {
+    static SPACES: [u8; 64 * 1024] = [b' '; 64 * 1024];
+    let inner = bytes.saturating_sub(2);
+    let chunk = SPACES.len() as u64;
+    let spaces = (0..inner.div_ceil(chunk))
+        .map(move |i| web::Bytes::from_static(&SPACES[..(inner - i * chunk).min(chunk) as usize]));
+    let chunks = std::iter::once(web::Bytes::from_static(b"["))
+        .chain(spaces)
+        .chain(std::iter::once(web::Bytes::from_static(b"]")));
+    let body = futures_util::stream::iter(chunks.map(Ok::<_, std::io::Error>));
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if declared {
+        response.no_chunking(inner + 2);
+    }
+    response.streaming(body)
+}
+
+/// rustls's server configuration for `identity`, with the crypto provider reqwest uses.
+fn server_tls_config(identity: &TlsIdentity) -> Result<rustls::ServerConfig, SimulatorError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| SimulatorError::Tls(e.to_string());
+    let chain = CertificateDer::pem_slice_iter(identity.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| bad(&e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| bad(&e))
 }
 
 fn malformed(kind: u8) -> HttpResponse {
