@@ -91,6 +91,9 @@ pub struct WorkerSettings {
     pub enabled: bool,
     pub max_concurrency: i64,
     pub rescan_interval_s: i64,
+    /// How often the projects below the watermark are swept from id 0 for ones without an answer
+    /// (tracking rows deleted by hand, projects restored with their old id).
+    pub sweep_interval_s: i64,
     /// On SIGTERM, how long in-flight projects may take before the service flushes and exits anyway.
     pub shutdown_timeout_s: i64,
     /// `i/N`: this instance analyses the projects whose id modulo N is i (several instances on one
@@ -155,6 +158,7 @@ impl Default for WorkerSettings {
             enabled: true,
             max_concurrency: 2,
             rescan_interval_s: 60,
+            sweep_interval_s: 3600,
             shutdown_timeout_s: 30,
             shard: "0/1".into(),
         }
@@ -271,6 +275,7 @@ impl Settings {
         non_empty("registry.audience", &self.registry.audience)?;
         at_least("worker.max_concurrency", self.worker.max_concurrency, 0)?;
         at_least("worker.rescan_interval_s", self.worker.rescan_interval_s, 1)?;
+        at_least("worker.sweep_interval_s", self.worker.sweep_interval_s, 1)?;
         at_least(
             "worker.shutdown_timeout_s",
             self.worker.shutdown_timeout_s,
@@ -418,6 +423,10 @@ impl Settings {
 
     pub fn rescan_interval(&self) -> Duration {
         Duration::from_secs(u64::try_from(self.worker.rescan_interval_s).unwrap_or(1))
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.worker.sweep_interval_s).unwrap_or(3600))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

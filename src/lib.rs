@@ -21,6 +21,7 @@ pub mod registry;
 pub mod report;
 pub mod scheduler;
 pub mod service;
+pub mod sweep;
 mod sync;
 pub mod telemetry;
 pub mod writer;

@@ -14,13 +14,16 @@ use tokio::sync::oneshot;
 use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState, Transition};
 use crate::config::Shard;
-use crate::db::projects::{next_failed, next_unanalysed, remaining_unanalysed, Project};
+use crate::db::projects::{
+    next_failed, next_unanalysed, remaining_unanalysed, unanalysed_between, Project,
+};
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
-use crate::db::watermark;
+use crate::db::watermark::{self, Fences};
 use crate::db::Database;
 use crate::registry::client::ApiProbe;
 use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
+use crate::sweep::Sweep;
 use crate::writer::{Flush, GetWriterStats, WriterPressure, WriterStats};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
@@ -50,6 +53,10 @@ pub struct SchedulerConfig {
     /// Why the registry's GitLab API is not confirmed yet (it did not answer at start): then
     /// nothing is dispatched until a probe answers, and an answer without the API ends the run.
     pub registry_unconfirmed: Option<String>,
+    /// How often the projects below the watermark are swept for ones without an answer.
+    pub sweep_interval: Duration,
+    /// How long ago this shard was last swept (`None`: never).
+    pub swept_ago: Option<Duration>,
 }
 
 /// Which projects a pass walks.
@@ -113,6 +120,11 @@ pub struct Scheduler {
     registry_confirmed: bool,
     source: Source,
     advancing: bool,
+    /// What caps the watermark: fences against transactions that commit late.
+    fences: Arc<Fences>,
+    sweep: Sweep,
+    /// While a sweep runs, reads alternate between it and the walk above the watermark.
+    sweep_turn: bool,
     timing: Timing,
     /// Projects left when last counted, and how many this process had analysed then.
     counted: Option<(u64, u64)>,
@@ -158,6 +170,7 @@ impl Scheduler {
         };
         let registry_confirmed = config.registry_unconfirmed.is_none();
         let cursor = if retry_failed { 0 } else { config.watermark };
+        let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
         Self {
             db,
             deps,
@@ -175,6 +188,9 @@ impl Scheduler {
             registry_confirmed,
             breaker,
             advancing: false,
+            fences: Arc::default(),
+            sweep,
+            sweep_turn: false,
             timing: Timing::default(),
             counted: None,
             source: if retry_failed {
@@ -201,10 +217,25 @@ impl Scheduler {
 
     fn refill(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running
-            || self.exhausted
             || self.fetching
             || self.queue.len() as i64 >= FETCH_BATCH / 2
         {
+            return;
+        }
+        // No sweep while failed projects are revisited: that pass reads other rows.
+        let span = self
+            .sweep
+            .next_span()
+            .filter(|_| self.source == Source::Unanalysed);
+        if let Some(span) = span {
+            if self.exhausted || self.sweep_turn {
+                self.sweep_turn = false;
+                self.refill_from_sweep(span, ctx);
+                return;
+            }
+            self.sweep_turn = true;
+        }
+        if self.exhausted {
             return;
         }
         self.fetching = true;
@@ -234,7 +265,8 @@ impl Scheduler {
                         act.cursor = last.id;
                     }
                     act.found_in_pass += projects.len() as u64;
-                    act.enqueue(projects);
+                    let replaces_failed = act.source == Source::Failed;
+                    act.enqueue(projects, replaces_failed);
                     act.tick(ctx);
                 }
                 Err(error) => {
@@ -245,9 +277,84 @@ impl Scheduler {
         }));
     }
 
+    /// Reads the next span of the sweep under way (see [`Sweep`]).
+    fn refill_from_sweep(&mut self, (after, through): (i64, i64), ctx: &mut Context<Self>) {
+        self.fetching = true;
+        let (db, shard) = (self.db.clone(), self.config.shard);
+        let fetch = async move {
+            let started = Instant::now();
+            let result = unanalysed_between(&db, after, Some(through), FETCH_BATCH, shard).await;
+            (result, started.elapsed())
+        };
+        ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
+            act.fetching = false;
+            act.timing.fetches += 1;
+            act.timing.fetch_total += took;
+            act.timing.fetch_max = act.timing.fetch_max.max(took);
+            let projects = match result {
+                Ok(projects) => projects,
+                Err(error) => {
+                    tracing::warn!(%error, after, "sweeping projects failed; retrying");
+                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
+                    return;
+                }
+            };
+            if act.phase != Phase::Running
+                || act.sweep.next_span().map(|(a, _)| a) != Some(after)
+            {
+                return; // a stale answer from before a shutdown
+            }
+            let to = match projects.last() {
+                Some(last) if projects.len() as i64 >= FETCH_BATCH => last.id,
+                _ => through,
+            };
+            if !projects.is_empty() {
+                tracing::info!(
+                    projects = projects.len(),
+                    from = projects.first().map_or(0, |p| p.id),
+                    to = projects.last().map_or(0, |p| p.id),
+                    "sweep found projects without an answer below the watermark"
+                );
+            }
+            act.found_in_pass += projects.len() as u64;
+            act.enqueue(projects, false);
+            if act.sweep.advanced(after, to) {
+                tracing::info!(through, "sweep complete");
+                let (db, shard) = (act.db.clone(), act.config.shard);
+                actix_rt::spawn(async move {
+                    if let Err(error) = watermark::swept(&db, shard).await {
+                        tracing::warn!(%error, "recording the end of a sweep failed; the next start sweeps again");
+                    }
+                });
+            }
+            act.tick(ctx);
+        }));
+    }
+
+    /// Starts a sweep when one is due (see [`Sweep`]); a service idle between passes starts one.
+    fn sweep_if_due(&mut self, ctx: &mut Context<Self>) {
+        if !self.sweep.due()
+            || self.source != Source::Unanalysed
+            || !matches!(self.phase, Phase::Running | Phase::Idle | Phase::Flushing)
+        {
+            return;
+        }
+        tracing::info!(
+            through = self.config.watermark,
+            "sweeping the projects below the watermark for ones without an answer"
+        );
+        self.sweep.start(self.config.watermark);
+        if self.phase == Phase::Idle {
+            self.start_pass(ctx);
+        } else {
+            self.tick(ctx);
+        }
+    }
+
     /// Queues `projects`, a token for each run of them that fits one (see
     /// [`TokenSigner::batch_lengths`](crate::registry::TokenSigner::batch_lengths)).
-    fn enqueue(&mut self, projects: Vec<Project>) {
+    /// `replaces_failed`: they are recorded `failed` and analysed again.
+    fn enqueue(&mut self, projects: Vec<Project>, replaces_failed: bool) {
         // Paths the registry cannot hold are answered without a request: no token needed.
         let paths: Vec<Option<String>> = projects
             .iter()
@@ -266,7 +373,6 @@ impl Scheduler {
             let token = Arc::new(SharedToken::new(
                 paths.by_ref().take(len).flatten().collect(),
             ));
-            let replaces_failed = self.source == Source::Failed;
             self.queue.extend(batch.into_iter().map(|p| Job {
                 replaces_failed,
                 ..Job::new(p, Some(token.clone()))
@@ -335,6 +441,7 @@ impl Scheduler {
     fn end_pass_if_done(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running
             || !self.exhausted
+            || self.sweep.is_active()
             || self.fetching
             || !self.queue.is_empty()
             || self.in_flight() > 0
@@ -347,10 +454,11 @@ impl Scheduler {
         self.phase = Phase::Flushing;
         let flush = self.deps.writer.send(Flush::PASS_END);
         let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
+        let fences = self.fences.clone();
         let work = async move {
             let flushed = flush.await;
             let through = match flushed {
-                Ok(Ok(_)) => watermark::advance(&db, shard, from).await.ok(),
+                Ok(Ok(_)) => watermark::advance(&db, shard, from, &fences).await.ok(),
                 _ => None,
             };
             (flushed, through)
@@ -370,7 +478,11 @@ impl Scheduler {
                         // The failed projects had their second chance; now the usual walk.
                         act.source = Source::Unanalysed;
                         act.start_pass(ctx);
-                    } else if found > 0 {
+                    } else if found > 0 || act.sweep.is_active() {
+                        act.start_pass(ctx);
+                    } else if act.config.until_done && act.sweep.completed() == 0 {
+                        // Done means every project has an answer, below the watermark too.
+                        act.sweep.start(act.config.watermark);
                         act.start_pass(ctx);
                     } else if act.config.until_done {
                         act.finish(RunEnd::Done);
@@ -469,7 +581,8 @@ impl Scheduler {
         }
         self.advancing = true;
         let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
-        let work = async move { watermark::advance(&db, shard, from).await };
+        let fences = self.fences.clone();
+        let work = async move { watermark::advance(&db, shard, from, &fences).await };
         ctx.spawn(work.into_actor(self).map(|result, act, _ctx| {
             act.advancing = false;
             match result {
@@ -479,7 +592,19 @@ impl Scheduler {
         }));
     }
 
+    /// A fence for the watermark, taken as a pass starts: by the pass's end the transactions
+    /// running now have most likely ended, and the watermark can move up to it.
+    fn take_fence(&self) {
+        let (db, fences) = (self.db.clone(), self.fences.clone());
+        actix_rt::spawn(async move {
+            if let Err(error) = watermark::take_fence(&db, &fences).await {
+                tracing::debug!(%error, "taking a fence for the watermark failed");
+            }
+        });
+    }
+
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        self.take_fence();
         self.phase = Phase::Running;
         self.cursor = self.pass_start();
         self.exhausted = false;
@@ -615,6 +740,8 @@ impl Scheduler {
             uptime_s: self.started_at.elapsed().as_secs_f64(),
             writer_full: self.writer_full,
             watermark: self.config.watermark,
+            sweeping: self.sweep.is_active(),
+            sweeps: self.sweep.completed(),
             fetches: self.timing.fetches,
             fetch_ms_avg: if self.timing.fetches > 0 {
                 self.timing.fetch_total.as_secs_f64() * 1000.0 / self.timing.fetches as f64
@@ -656,11 +783,15 @@ impl Actor for Scheduler {
             self.breaker_reported_open = true;
             ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
         }
-        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| act.advance_watermark(ctx));
+        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
+            act.advance_watermark(ctx);
+            act.sweep_if_due(ctx);
+        });
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             act.log_progress()
         });
         self.count_remaining(ctx);
+        self.take_fence();
         self.tick(ctx);
     }
 }
@@ -693,6 +824,12 @@ pub struct Status {
     pub writer_full: bool,
     /// Every project of this shard up to this id has a row; passes start here.
     pub watermark: i64,
+    /// A sweep below the watermark is under way.
+    #[serde(default)]
+    pub sweeping: bool,
+    /// Sweeps this process finished.
+    #[serde(default)]
+    pub sweeps: u64,
     /// Scheduling batches read from the database, and the database time they took.
     pub fetches: u64,
     pub fetch_ms_avg: f64,

@@ -90,7 +90,7 @@ pub async fn start(
     if options.from_start {
         watermark::reset(&db, shard).await?;
     }
-    let watermark = watermark::load(&db, shard).await?;
+    let (watermark, swept_ago) = watermark::load(&db, shard).await?;
     let registry_url = crate::redact::registry_url(&settings.registry.url);
     let registry = RegistryClient::with_ca(
         &settings.registry.url,
@@ -165,6 +165,8 @@ pub async fn start(
         watermark,
         progress_interval: settings.progress_interval(),
         registry_unconfirmed,
+        sweep_interval: settings.sweep_interval(),
+        swept_ago,
     };
     let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
     writer.do_send(SetPressureListener(scheduler.clone().recipient()));

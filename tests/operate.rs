@@ -498,3 +498,84 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
     );
     assert_eq!(rows[&ids[0]].missing_count, 5, "and nothing else");
 }
+
+#[actix_rt::test]
+async fn a_project_whose_transaction_commits_late_is_analysed_once_it_commits() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let mut world = World::new();
+    let g = world.group(None, "Busy");
+    for i in 0..30 {
+        world.project(g, &format!("P{i}"), &["", "img"], &[""]);
+    }
+    let mut app = TestApp::prepare(&world).await;
+    app.registry.add_repository("busy/late/img");
+    app.registry.add_repository("busy/later/img");
+    app.start(false).await;
+    assert!(app.db.wait_for_rows(30, Duration::from_secs(30)).await);
+
+    // Project A: GitLab's Projects::CreateService takes its id, then its transaction stays open.
+    let mut late = AsyncPgConnection::establish(&app.db.url)
+        .await
+        .expect("connects");
+    late.batch_execute("BEGIN").await.expect("begin");
+    let a: Id = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(format!(
+            "INSERT INTO projects (name, path, namespace_id, created_at, updated_at) \
+             VALUES ('Late', 'Late', {g}, now(), now()) RETURNING id"
+        )),
+        &mut late,
+    )
+    .await
+    .expect("insert A");
+    let a = a.id;
+    late.batch_execute(&format!(
+        "INSERT INTO routes (source_id, source_type, path) VALUES ({a}, 'Project', 'Busy/Late')"
+    ))
+    .await
+    .expect("route A");
+    // Project B comes after it and commits at once; it is analysed.
+    app.db
+        .execute(&format!(
+            "INSERT INTO projects (name, path, namespace_id, created_at, updated_at) \
+             VALUES ('Later', 'Later', {g}, now(), now()); \
+             INSERT INTO routes (source_id, source_type, path) \
+             VALUES (currval('projects_id_seq'), 'Project', 'Busy/Later')"
+        ))
+        .await;
+    assert!(app.db.wait_for_rows(31, Duration::from_secs(30)).await);
+    let rows = app.rows_by_project().await;
+    assert!(!rows.contains_key(&a));
+    let b = *rows.keys().max().expect("rows");
+    assert!(b > a, "B ({b}) has a higher id than A ({a})");
+
+    // Several rescans while A's transaction is open; each pass's end moves the watermark.
+    let pass = app.status().await.pass;
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        common::status_becomes(&scheduler, Duration::from_secs(30), |s| s.pass >= pass + 3).await
+    );
+    let status = app.status().await;
+    assert!(
+        status.watermark < a,
+        "the watermark ({}) must not pass a project that may still commit ({a})",
+        status.watermark
+    );
+
+    late.batch_execute("COMMIT").await.expect("commit");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            app.rows_by_project().await.contains_key(&a)
+        })
+        .await,
+        "A is analysed after it commits"
+    );
+    let row = &app.rows_by_project().await[&a];
+    assert_eq!(row.missing_count, 1);
+    assert_eq!(app.stop().await, RunEnd::Stopped);
+}

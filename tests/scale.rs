@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{assert_rows_match, TestApp, TestDb};
 use registry_repair::config::Shard;
-use registry_repair::db::watermark;
+use registry_repair::db::watermark::{self, Fences};
 use registry_repair::demo::seed::World;
 use registry_repair::scheduler::RunEnd;
 use registry_repair::service::{self, ServiceOptions};
@@ -62,7 +62,7 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
     let db = app.db.database();
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
     for index in 0..2 {
-        let through = watermark::load(&db, Shard { index, count: 2 })
+        let (through, _) = watermark::load(&db, Shard { index, count: 2 })
             .await
             .expect("load");
         assert!(through >= max_id - 1, "shard {index}: {through}");
@@ -77,7 +77,7 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
     let db = app.db.database();
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
     assert_eq!(
-        watermark::load(&db, Shard::ALL).await.expect("load"),
+        watermark::load(&db, Shard::ALL).await.expect("load").0,
         max_id
     );
 
@@ -96,14 +96,25 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
         ))
         .await;
     let requests = app.registry.stats().list_requests;
+    let first_path = world.projects[0]
+        .full_path
+        .as_deref()
+        .expect("route")
+        .to_lowercase();
+    let first_requests = app.registry.requests_for(&first_path);
     assert_eq!(app.run_until_done().await, RunEnd::Done);
-    assert_eq!(
-        app.registry.stats().list_requests,
-        requests + 1,
-        "only the new project: the walk starts past the watermark"
-    );
-    assert!(!app.rows_by_project().await.contains_key(&first));
+    // The walk starts past the watermark and finds the new project; `--until-done` ends only
+    // after a sweep below the watermark, which finds the deleted row's project.
+    assert_eq!(app.registry.stats().list_requests, requests + 2);
+    assert_eq!(app.registry.requests_for(&first_path), first_requests + 1);
+    assert!(app.rows_by_project().await.contains_key(&first));
 
+    // `--from-start` walks everything again from id 0 (and finds the row deleted once more).
+    app.db
+        .execute(&format!(
+            "DELETE FROM container_registry_data_repair_details WHERE project_id = {first}"
+        ))
+        .await;
     let options = ServiceOptions {
         until_done: true,
         from_start: true,
@@ -113,7 +124,7 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
         .await
         .expect("starts");
     assert_eq!(service.wait().await, RunEnd::Done);
-    assert_eq!(app.registry.stats().list_requests, requests + 2);
+    assert_eq!(app.registry.stats().list_requests, requests + 3);
     let rows = app.rows_by_project().await;
     assert_eq!(rows.len(), 121);
     assert_eq!(rows[&(max_id + 10)].missing_count, 0);
@@ -138,12 +149,30 @@ async fn the_watermark_stops_below_the_first_project_without_a_row() {
          SELECT id, 0, 1, now(), now() FROM projects WHERE id <> {hole}"
     ))
     .await;
-    let through = watermark::advance(&database, Shard::ALL, 0)
-        .await
-        .expect("advance");
-    assert_eq!(through, hole - 1);
+    // The fences wait for every transaction of the cluster that was running when they were
+    // taken (other tests' too) to end: ask until one is safe.
+    let fences = Fences::default();
+    let advance = |from: i64| {
+        let (database, fences) = (&database, &fences);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let through = watermark::advance(database, Shard::ALL, from, fences)
+                    .await
+                    .expect("advance");
+                if through > from || std::time::Instant::now() > deadline {
+                    return through;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(advance(0).await, hole - 1);
     assert_eq!(
-        watermark::load(&database, Shard::ALL).await.expect("load"),
+        watermark::load(&database, Shard::ALL)
+            .await
+            .expect("load")
+            .0,
         hole - 1
     );
     // Once the hole has its row, it moves on to the last project.
@@ -153,14 +182,49 @@ async fn the_watermark_stops_below_the_first_project_without_a_row() {
     ))
     .await;
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
+    assert_eq!(advance(hole - 1).await, max_id);
     assert_eq!(
-        watermark::advance(&database, Shard::ALL, hole - 1)
+        watermark::load(&database, Shard::ALL)
             .await
-            .expect("advance"),
+            .expect("load")
+            .0,
         max_id
     );
-    assert_eq!(
-        watermark::load(&database, Shard::ALL).await.expect("load"),
-        max_id
+}
+
+#[actix_rt::test]
+async fn rows_deleted_by_hand_and_projects_restored_below_the_watermark_are_found_by_the_sweep() {
+    let world = world(60);
+    let mut app = TestApp::prepare(&world).await;
+    app.settings.worker.sweep_interval_s = 1;
+    app.start(false).await;
+    let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        common::status_becomes(&scheduler, Duration::from_secs(30), |s| s.watermark
+            == max_id)
+        .await,
+        "every project analysed and the watermark past them"
     );
+    let (deleted, restored) = (world.projects[3].id, world.projects[5].id);
+    app.db
+        .execute(&format!(
+            "DELETE FROM container_registry_data_repair_details WHERE project_id = {deleted}; \
+             CREATE TEMP TABLE gone AS SELECT * FROM projects WHERE id = {restored}; \
+             DELETE FROM projects WHERE id = {restored}; \
+             INSERT INTO projects SELECT * FROM gone"
+        ))
+        .await;
+    assert!(
+        common::eventually(Duration::from_secs(30), || async {
+            let rows = app.rows_by_project().await;
+            rows.contains_key(&deleted) && rows.contains_key(&restored)
+        })
+        .await,
+        "the sweep finds both: {:?}",
+        app.status().await
+    );
+    assert!(app.status().await.sweeps >= 1);
+    assert_eq!(app.stop().await, RunEnd::Stopped);
+    assert_rows_match(&world, &app.db).await;
 }

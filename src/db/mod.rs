@@ -30,7 +30,7 @@ pub enum DbError {
     },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
-    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist in {target}: run `registry-repair migrate` first")]
+    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
 }
 
@@ -99,7 +99,10 @@ impl Database {
         let mut conn = self.conn().await?;
         let row: Exists = diesel::sql_query(
             "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
-                    AND to_regclass('registry_repair_watermarks') IS NOT NULL AS present",
+                    AND to_regclass('registry_repair_watermarks') IS NOT NULL \
+                    AND EXISTS (SELECT 1 FROM pg_attribute \
+                                WHERE attrelid = to_regclass('registry_repair_watermarks') \
+                                  AND attname = 'swept_at' AND NOT attisdropped) AS present",
         )
         .get_result(&mut conn)
         .await

@@ -40,22 +40,36 @@ impl Project {
     }
 }
 
-/// Projects of `shard` with id above `after` that have no tracking row that answers for them (a
-/// stale `ongoing` row left by GitLab's worker does not).
+/// Projects of `shard` with id above `after` (and up to `through`, if given) that have no
+/// tracking row that answers for them (a stale `ongoing` row left by GitLab's worker does not).
 ///
-/// An anti-join whose bound is repeated inside the subquery, so that PostgreSQL reads only the
-/// slice of the tracking table's primary key above the cursor, whatever share is analysed.
-fn unanalysed_after(after: i64, shard: Shard) -> projects::BoxedQuery<'static, Pg> {
-    projects::table
+/// An anti-join whose bounds are repeated inside the subquery, so that PostgreSQL reads only the
+/// slice of the tracking table's primary key in the range, whatever share is analysed.
+fn unanalysed_in(
+    after: i64,
+    through: Option<i64>,
+    shard: Shard,
+) -> projects::BoxedQuery<'static, Pg> {
+    let query = projects::table
         .filter(projects::id.gt(after))
         .filter(in_shard("projects.id", shard))
-        .filter(not(exists(
+        .into_boxed();
+    // The same subquery twice: a correlated one does not box.
+    match through {
+        Some(through) => query.filter(projects::id.le(through)).filter(not(exists(
+            tracking::table
+                .filter(tracking::project_id.eq(projects::id))
+                .filter(tracking::project_id.gt(after))
+                .filter(tracking::project_id.le(through))
+                .filter(sql::<Bool>(ANSWERED_SQL)),
+        ))),
+        None => query.filter(not(exists(
             tracking::table
                 .filter(tracking::project_id.eq(projects::id))
                 .filter(tracking::project_id.gt(after))
                 .filter(sql::<Bool>(ANSWERED_SQL)),
-        )))
-        .into_boxed()
+        ))),
+    }
 }
 
 /// The next `limit` projects with id above `after` that have no tracking row, in id order: a
@@ -66,15 +80,27 @@ pub async fn next_unanalysed(
     limit: i64,
     shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
+    unanalysed_between(db, after, None, limit, shard).await
+}
+
+/// As [`next_unanalysed`], only among ids up to `through` (a sweep's span).
+pub async fn unanalysed_between(
+    db: &Database,
+    after: i64,
+    through: Option<i64>,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
-    let ids: Vec<i64> = unanalysed_after(after, shard)
+    let ids: Vec<i64> = unanalysed_in(after, through, shard)
         .order(projects::id.asc())
         .limit(limit)
         .select(projects::id)
         .load(&mut conn)
         .await
         .map_err(DbError::query(format!(
-            "reading the next {limit} unanalysed projects after id {after}"
+            "reading the next {limit} unanalysed projects after id {after}{}",
+            through.map(|t| format!(" up to {t}")).unwrap_or_default()
         )))?;
     with_paths(&mut conn, ids).await
 }
@@ -195,7 +221,7 @@ pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Re
         let left = (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / shard.count as f64;
         return Ok(left as u64);
     }
-    let n: i64 = unanalysed_after(after, shard)
+    let n: i64 = unanalysed_in(after, None, shard)
         .count()
         .get_result(&mut conn)
         .await
