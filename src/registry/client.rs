@@ -354,7 +354,7 @@ impl RegistryClient {
         Pages {
             client: self,
             path: path.to_string(),
-            shared: shared.filter(|s| s.covers(path)),
+            shared: shared.filter(|s| s.covers(path) && !s.is_refused()),
             token: None,
             last: None,
             read: 0,
@@ -488,6 +488,7 @@ impl Pages<'_> {
             });
         }
         let token = self.token().await?;
+        let sent = token.bearer.len();
         let answer = self
             .client
             .list_page(&self.path, self.last.as_deref(), &token)
@@ -500,8 +501,14 @@ impl Pages<'_> {
             Err(RegistryError::Status {
                 status: 400 | 431, ..
             }) if self.shared.as_ref().is_some_and(|s| s.paths() > 1) => {
-                tracing::info!(path = %self.path, "the registry refused a shared token's request; retrying with a token for this project alone");
-                self.shared = None;
+                let refused = sent;
+                tracing::info!(path = %self.path, token_bytes = refused, "the registry refused a request with a shared token; retrying with a token for this project alone");
+                if let Some(bound) = self.client.signer.refused(refused) {
+                    tracing::warn!(token_bytes = refused, bound, "a proxy in front of the registry seems to refuse long Authorization headers; tokens are kept shorter from now on");
+                }
+                if let Some(shared) = self.shared.take() {
+                    shared.mark_refused();
+                }
                 self.token = None;
                 let token = self.token().await?;
                 let answer = self

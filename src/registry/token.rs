@@ -16,11 +16,15 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The longest token this service sends. nginx, which the Linux package puts in front of the
-/// registry, refuses a request header line longer than one of its `large_client_header_buffers`
-/// (8 KiB by default) with 400; Apache's `LimitRequestFieldSize` is 8,190 bytes. Half of that
-/// leaves room for `Authorization: Bearer ` and for proxies configured tighter than the defaults.
-pub const MAX_TOKEN_BYTES: usize = 4096;
+/// The longest token this service sends at first. nginx, which the Linux package puts in front of
+/// the registry, refuses a request header line longer than one of its `large_client_header_buffers`
+/// (8 KiB by default) with 400; Apache's `LimitRequestFieldSize` is 8,190 bytes. 6 KiB leaves
+/// 2 KiB to spare on such a line. A proxy configured tighter is learnt: see
+/// [`TokenSigner::refused`].
+pub const MAX_TOKEN_BYTES: usize = 6144;
+/// The bound never shrinks below this: a token for one project is at most about 1.2 KiB (a
+/// 255-byte path with a 2048-bit key), and such a token is always sent alone anyway.
+const MIN_TOKEN_BYTES: usize = 1024;
 
 /// GitLab back-dates `nbf` so that a registry whose clock is slightly behind still accepts it.
 const NOT_BEFORE_SLACK_S: i64 = 5;
@@ -104,6 +108,9 @@ pub struct TokenSigner {
     audience: String,
     lifetime: Duration,
     serial: AtomicU64,
+    /// The longest token batches are made for now: `MAX_TOKEN_BYTES`, less after a proxy refused
+    /// a shared token.
+    max_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl TokenSigner {
@@ -166,6 +173,7 @@ impl TokenSigner {
             audience: audience.to_string(),
             lifetime,
             serial: AtomicU64::new(0),
+            max_bytes: std::sync::atomic::AtomicUsize::new(MAX_TOKEN_BYTES),
         })
     }
 
@@ -181,8 +189,24 @@ impl TokenSigner {
         self.lifetime
     }
 
+    /// The longest token batches are made for now.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A request with a shared token of `bytes` was refused with 400 or 431, as a proxy refuses
+    /// a header line over its limit: from now on batches make tokens of at most half that, so
+    /// that one refusal, not one per batch, teaches the service the proxy's limit. Returns the
+    /// new bound when it shrank.
+    pub fn refused(&self, bytes: usize) -> Option<usize> {
+        let wanted = (bytes / 2).max(MIN_TOKEN_BYTES);
+        let before = self.max_bytes.fetch_min(wanted, Ordering::Relaxed);
+        (wanted < before).then_some(wanted)
+    }
+
     /// Splits `paths` (in order; `None` for a project that needs no token) into consecutive
-    /// batches of at most `max_paths`, each of whose tokens stays within [`MAX_TOKEN_BYTES`].
+    /// batches of at most `max_paths`, each of whose tokens stays within
+    /// [`max_token_bytes`](Self::max_token_bytes).
     /// Returns the batch lengths. A path too long to share a token gets one of its own.
     pub fn batch_lengths(&self, paths: &[Option<&str>], max_paths: usize) -> Vec<usize> {
         let budget = self.claims_budget();
@@ -203,11 +227,15 @@ impl TokenSigner {
         lengths
     }
 
-    /// How many bytes of `access` entries a token's claims may hold within [`MAX_TOKEN_BYTES`]:
+    /// How many bytes of `access` entries a token's claims may hold within the bound:
     /// the token is `header.claims.signature`, each part base64url without padding.
     fn claims_budget(&self) -> usize {
         let signature = base64_len(self.key.public_modulus_len());
-        let claims = MAX_TOKEN_BYTES.saturating_sub(self.header.len() + 2 + signature) * 3 / 4;
+        let claims = self
+            .max_token_bytes()
+            .saturating_sub(self.header.len() + 2 + signature)
+            * 3
+            / 4;
         // Everything but the access entries, with the widest values they can take.
         let fixed = serde_json::to_vec(&Claims {
             iss: self.issuer.clone(),
@@ -296,6 +324,8 @@ pub struct SharedToken {
     token: tokio::sync::Mutex<Option<Token>>,
     /// Signing ahead has been asked for once already.
     warming: std::sync::atomic::AtomicBool,
+    /// A request with it was refused as too long: the batch's other projects go alone.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -313,12 +343,23 @@ impl SharedToken {
             paths,
             token: tokio::sync::Mutex::new(None),
             warming: std::sync::atomic::AtomicBool::new(false),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// True the first time only: whoever gets true signs ahead of need.
     pub fn start_warming(&self) -> bool {
         !self.warming.swap(true, Ordering::Relaxed)
+    }
+
+    /// A proxy refused a request with this token (400/431): the batch's other projects sign
+    /// tokens of their own.
+    pub fn mark_refused(&self) {
+        self.refused.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// How many project paths the token grants.
@@ -434,7 +475,9 @@ mod tests {
         let pem = include_str!("../../tests/fixtures/registry.key");
         let signer = TokenSigner::from_pem(pem, "fixture", "iss", "aud", Duration::from_secs(300))
             .expect("fixture key parses");
-        let short: Vec<String> = (0..40).map(|i| format!("group/project-{i}")).collect();
+        let short: Vec<String> = (0..40)
+            .map(|i| format!("gitlab-org/build/images/project-{i:04}"))
+            .collect();
         let short: Vec<Option<&str>> = short.iter().map(|p| Some(p.as_str())).collect();
         assert_eq!(signer.batch_lengths(&short, 16), vec![16, 16, 8]);
 
@@ -450,6 +493,7 @@ mod tests {
         let mut with_gaps: Vec<Option<&str>> = long.iter().map(|p| Some(p.as_str())).collect();
         with_gaps.insert(5, None);
         let lengths = signer.batch_lengths(&with_gaps, 16);
+        let lengths_before = lengths.len();
         assert_eq!(lengths.iter().sum::<usize>(), with_gaps.len());
         assert!(
             lengths.len() > 3,
@@ -471,6 +515,24 @@ mod tests {
             );
             start += len;
         }
+        // A proxy refused a shared token: batches shrink to half its size, never below one path.
+        assert_eq!(signer.refused(6000), Some(3000));
+        assert_eq!(signer.refused(7000), None, "only ever down");
+        assert_eq!(signer.max_token_bytes(), 3000);
+        let smaller = signer.batch_lengths(&with_gaps, 16);
+        assert!(smaller.len() > lengths_before, "{smaller:?}");
+        let mut start = 0;
+        for len in smaller {
+            let paths: Vec<&str> = with_gaps[start..start + len]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            assert!(signer.mint_for(&paths).expect("token").bearer.len() <= 3000);
+            start += len;
+        }
+        assert_eq!(signer.refused(100), Some(MIN_TOKEN_BYTES));
+
         // A path too long to share gets a batch of its own, however long its token.
         let huge = "x".repeat(3000);
         assert_eq!(
