@@ -88,6 +88,13 @@ pub enum Analysis {
     Troubled { reason: String },
 }
 
+/// Why an attempt ended unrecorded, where it may be the project's own fault.
+#[derive(Debug, Clone, Copy)]
+enum Setback {
+    Trouble,
+    Refusal,
+}
+
 /// What every Analyzer shares.
 pub struct AnalyzerDeps {
     pub registry: RegistryClient,
@@ -127,52 +134,40 @@ impl Analyzer {
         });
     }
 
-    /// Unclear trouble. It counts against the project only when the registry served another
-    /// project right after (`others_served`); the project fails once it has had its share. Until
-    /// then it goes back to the queue unrecorded.
-    fn troubled(&self, mut job: Job, reason: String, others_served: bool) {
+    /// An attempt that ended unrecorded for a reason that may be the project's own: unclear
+    /// trouble (5xx, timeouts, broken answers) or a refusal (401, 403, 429, a redirect, a bare
+    /// 404; or the database). It counts against the project only when the registry answered the
+    /// canary right after (`others_served`); the project fails once it has had its share, so that
+    /// one path cannot hold up a pass for ever. Until then it goes back to the queue unrecorded.
+    fn setback(&self, mut job: Job, kind: Setback, reason: String, others_served: bool) {
         let project_id = job.project.id;
+        let (count, max) = match kind {
+            Setback::Trouble => (&mut job.troubles, MAX_TROUBLES),
+            Setback::Refusal => (&mut job.deferrals, MAX_DEFERRALS),
+        };
         if others_served {
-            job.troubles += 1;
+            *count += 1;
         }
-        if job.troubles >= MAX_TROUBLES {
-            tracing::warn!(project_id, troubles = job.troubles, %reason, "project failed while the registry serves others");
+        let count = *count;
+        if count >= max {
+            tracing::warn!(project_id, ?kind, count, %reason, "project failed: the registry serves others but not it");
             self.record(&job, TrackingRow::failed(project_id), 0);
-        } else {
-            tracing::info!(project_id, troubles = job.troubles, %reason, "project in trouble; it will be tried again");
-            self.finish(
-                project_id,
-                Disposition::Troubled {
-                    job,
-                    reason,
-                    others_served,
-                },
-            );
+            return;
         }
-    }
-
-    /// Refused by the registry, or stopped by the database. A refusal counts against the project
-    /// only when the registry answered the canary right after (`others_served`); the project fails
-    /// once it has had its share, so that one refused path cannot hold up a pass for ever.
-    fn deferred(&self, mut job: Job, reason: String, others_served: bool) {
-        let project_id = job.project.id;
-        if others_served {
-            job.deferrals += 1;
-        }
-        if job.deferrals >= MAX_DEFERRALS {
-            tracing::warn!(project_id, refusals = job.deferrals, %reason, "project failed: the registry refuses it while it serves others");
-            self.record(&job, TrackingRow::failed(project_id), 0);
-        } else {
-            tracing::info!(project_id, refusals = job.deferrals, %reason, "project deferred");
-            self.finish(
-                project_id,
-                Disposition::Deferred {
-                    job,
-                    reason,
-                    others_served,
-                },
-            );
-        }
+        tracing::info!(project_id, ?kind, count, %reason, "project not analysed this time; it will be tried again");
+        let disposition = match kind {
+            Setback::Trouble => Disposition::Troubled {
+                job,
+                reason,
+                others_served,
+            },
+            Setback::Refusal => Disposition::Deferred {
+                job,
+                reason,
+                others_served,
+            },
+        };
+        self.finish(project_id, disposition);
     }
 
     /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
@@ -294,8 +289,12 @@ impl Handler<Analyze> for Analyzer {
                     tracing::warn!(project_id, %reason, "project failed");
                     act.record(&job, TrackingRow::failed(project_id), 0);
                 }
-                Analysis::Deferred { reason, .. } => act.deferred(job, reason, others_served),
-                Analysis::Troubled { reason } => act.troubled(job, reason, others_served),
+                Analysis::Deferred { reason, .. } => {
+                    act.setback(job, Setback::Refusal, reason, others_served)
+                }
+                Analysis::Troubled { reason } => {
+                    act.setback(job, Setback::Trouble, reason, others_served)
+                }
             }
         }))
     }

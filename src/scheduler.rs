@@ -251,10 +251,7 @@ impl Scheduler {
             (result, started.elapsed())
         };
         ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
-            act.fetching = false;
-            act.timing.fetches += 1;
-            act.timing.fetch_total += took;
-            act.timing.fetch_max = act.timing.fetch_max.max(took);
+            act.fetched(took);
             match result {
                 Ok(projects) => {
                     if act.phase != Phase::Running || act.cursor != after {
@@ -277,6 +274,14 @@ impl Scheduler {
         }));
     }
 
+    /// A read of projects came back after `took`.
+    fn fetched(&mut self, took: Duration) {
+        self.fetching = false;
+        self.timing.fetches += 1;
+        self.timing.fetch_total += took;
+        self.timing.fetch_max = self.timing.fetch_max.max(took);
+    }
+
     /// Reads the next span of the sweep under way (see [`Sweep`]).
     fn refill_from_sweep(&mut self, (after, through): (i64, i64), ctx: &mut Context<Self>) {
         self.fetching = true;
@@ -287,10 +292,7 @@ impl Scheduler {
             (result, started.elapsed())
         };
         ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
-            act.fetching = false;
-            act.timing.fetches += 1;
-            act.timing.fetch_total += took;
-            act.timing.fetch_max = act.timing.fetch_max.max(took);
+            act.fetched(took);
             let projects = match result {
                 Ok(projects) => projects,
                 Err(error) => {

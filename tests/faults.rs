@@ -6,7 +6,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{assert_rows_match, eventually, signer, status_becomes, TestApp, TestDb, OTHER_KEY};
+use common::{
+    assert_rows_match, eventually, registry_path, signer, status_becomes, TestApp, TestDb,
+    OTHER_KEY,
+};
 use registry_repair::db::tracking::Status;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::demo::seed::{Expected, World};
@@ -33,15 +36,6 @@ fn world(n: usize) -> World {
         );
     }
     w
-}
-
-fn registry_path(w: &World, id: i64) -> String {
-    w.projects
-        .iter()
-        .find(|p| p.id == id)
-        .and_then(|p| p.full_path.clone())
-        .expect("project with a route")
-        .to_lowercase()
 }
 
 /// Rows must equal `expected`, project by project.
@@ -169,9 +163,9 @@ async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
     assert_eq!(app.db.rows().await.len(), 0);
 }
 
-#[actix_rt::test]
-async fn a_registry_that_refuses_connections_at_start_is_waited_for() {
-    let world = world(40);
+/// `world` seeded, and the service started with `--until-done` against a port where no registry
+/// listens yet; returns once its breaker is open (nothing dispatched).
+async fn start_before_the_registry(world: &World) -> (TestDb, u16, service::Service) {
     let db = TestDb::new().await;
     world.insert(&db.database()).await.expect("seed");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -188,6 +182,13 @@ async fn a_registry_that_refuses_connections_at_start_is_waited_for() {
         .expect("starts without a registry");
     let scheduler = service.scheduler.clone();
     assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await);
+    (db, port, service)
+}
+
+#[actix_rt::test]
+async fn a_registry_that_refuses_connections_at_start_is_waited_for() {
+    let world = world(40);
+    let (db, port, service) = start_before_the_registry(&world).await;
     assert_eq!(db.rows().await.len(), 0);
     let registry = RegistrySimulator::start(world.registry_paths(), common::trusted(), port)
         .expect("registry");
@@ -506,22 +507,7 @@ async fn a_registry_that_loses_its_api_mid_run_fails_no_project_and_is_waited_fo
 #[actix_rt::test]
 async fn a_registry_that_comes_up_without_gitlabs_api_ends_the_run_with_nothing_recorded() {
     let world = world(20);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seed");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let settings = common::settings_for(&db, &format!("http://127.0.0.1:{port}"));
-    let options = ServiceOptions {
-        until_done: true,
-        ..ServiceOptions::default()
-    };
-    let service = service::start(&settings, signer(common::FIXTURE_KEY), options)
-        .await
-        .expect("starts without a registry");
-    let scheduler = service.scheduler.clone();
-    assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await);
+    let (db, port, service) = start_before_the_registry(&world).await;
     let registry = RegistrySimulator::start(world.registry_paths(), common::trusted(), port)
         .expect("registry");
     registry.set_api_mode(ApiMode::Distribution);

@@ -8,23 +8,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{busy_world, cli, free_port, service_env, spawn, Env, Finished};
-use common::{assert_rows_match, eventually, signer, trusted, TestApp, TestDb, FIXTURE_KEY};
+use common::{
+    assert_rows_match, eventually, registry_path, signer, trusted, TestApp, TestDb, FIXTURE_KEY,
+};
 use registry_repair::db::tracking::TrackingRow;
-use registry_repair::demo::seed::{Expected, World};
+use registry_repair::demo::seed::Expected;
 use registry_repair::faults::WriterStep;
 use registry_repair::registry::simulator::{Hostile, RegistrySimulator};
 use registry_repair::registry::{RegistryClient, RegistryError};
 use registry_repair::scheduler::RunEnd;
 use registry_repair::writer::{GetWriterStats, Record};
-
-fn registry_path(w: &World, id: i64) -> String {
-    w.projects
-        .iter()
-        .find(|p| p.id == id)
-        .and_then(|p| p.full_path.clone())
-        .expect("project with a route")
-        .to_lowercase()
-}
 
 // ---------------------------------------------------------------------------------------------
 // The Writer

@@ -470,6 +470,31 @@ mod tests {
         assert!(err.to_string().contains("junk.pem"), "{err}");
     }
 
+    /// Signs the token of each batch of `paths` and checks its length.
+    fn assert_tokens_within(
+        signer: &TokenSigner,
+        paths: &[Option<&str>],
+        lengths: &[usize],
+        bound: usize,
+    ) {
+        let mut start = 0;
+        for &len in lengths {
+            let batch: Vec<&str> = paths[start..start + len]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            let token = signer.mint_for(&batch).expect("token");
+            assert!(
+                token.bearer.len() <= bound,
+                "{} bytes for {} paths",
+                token.bearer.len(),
+                batch.len()
+            );
+            start += len;
+        }
+    }
+
     #[test]
     fn token_batches_stay_within_the_size_bound_and_short_paths_fill_a_batch() {
         let pem = include_str!("../../tests/fixtures/registry.key");
@@ -499,38 +524,14 @@ mod tests {
             lengths.len() > 3,
             "long paths make smaller batches: {lengths:?}"
         );
-        let mut start = 0;
-        for len in lengths {
-            let paths: Vec<&str> = with_gaps[start..start + len]
-                .iter()
-                .flatten()
-                .copied()
-                .collect();
-            let token = signer.mint_for(&paths).expect("token");
-            assert!(
-                token.bearer.len() <= MAX_TOKEN_BYTES,
-                "{} bytes for {} paths",
-                token.bearer.len(),
-                paths.len()
-            );
-            start += len;
-        }
+        assert_tokens_within(&signer, &with_gaps, &lengths, MAX_TOKEN_BYTES);
         // A proxy refused a shared token: batches shrink to half its size, never below one path.
         assert_eq!(signer.refused(6000), Some(3000));
         assert_eq!(signer.refused(7000), None, "only ever down");
         assert_eq!(signer.max_token_bytes(), 3000);
         let smaller = signer.batch_lengths(&with_gaps, 16);
         assert!(smaller.len() > lengths_before, "{smaller:?}");
-        let mut start = 0;
-        for len in smaller {
-            let paths: Vec<&str> = with_gaps[start..start + len]
-                .iter()
-                .flatten()
-                .copied()
-                .collect();
-            assert!(signer.mint_for(&paths).expect("token").bearer.len() <= 3000);
-            start += len;
-        }
+        assert_tokens_within(&signer, &with_gaps, &smaller, 3000);
         assert_eq!(signer.refused(100), Some(MIN_TOKEN_BYTES));
 
         // A path too long to share gets a batch of its own, however long its token.

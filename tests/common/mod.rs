@@ -438,6 +438,16 @@ pub async fn status_becomes(
     .await
 }
 
+/// The registry path of project `id` of `w` (its full path, lowercased).
+pub fn registry_path(w: &World, id: i64) -> String {
+    w.projects
+        .iter()
+        .find(|p| p.id == id)
+        .and_then(|p| p.full_path.clone())
+        .expect("project with a route")
+        .to_lowercase()
+}
+
 /// Asserts that every project of `world` has exactly the row it must have.
 pub async fn assert_rows_match(world: &World, db: &TestDb) {
     let rows: HashMap<i64, TrackingRow> = db
