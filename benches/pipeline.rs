@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use diesel::sql_types::{BigInt, Nullable};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use registry_repair::admin::AdminClient;
 use registry_repair::config::Shard;
 use registry_repair::db::tracking::{Status, TrackingRow};
@@ -372,7 +372,8 @@ struct Count {
 }
 
 async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    Ok(AsyncPgConnection::establish(url).await?)
+    // As the service connects: the URL's sslmode and sslrootcert apply.
+    Ok(db::connect::establish_url(url).await?)
 }
 
 async fn is_seeded(url: &str, n: i64) -> bool {

@@ -1,23 +1,26 @@
 //! GitLab's database: a connection pool, the migration, and one module per table family.
+//! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
+pub mod connect;
 pub mod projects;
 pub mod schema;
 pub mod switches;
+mod tls;
 pub mod tracking;
 pub mod watermark;
 
 use std::time::Duration;
 
-use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+
+pub use connect::Target;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-pub type DbConn = Object<AsyncPgConnection>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -32,6 +35,9 @@ pub enum DbError {
     Migrate { target: String, message: String },
     #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
+    /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
+    #[error("reading the database settings")]
+    Config(#[source] crate::config::ConfigError),
 }
 
 impl DbError {
@@ -51,18 +57,34 @@ pub struct Database {
 
 impl Database {
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let target = Target::parse(url).map_err(DbError::Config)?;
+        let redacted = target.redacted().to_string();
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        manager_config.custom_setup = Box::new(move |_url| {
+            let target = target.clone();
+            async move {
+                connect::establish(&target)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            }
+            .boxed()
+        });
+        // The URL the manager keeps is only for show: `custom_setup` connects with `target`.
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            redacted.clone(),
+            manager_config,
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .build()
             .map_err(|e| DbError::Connect {
-                target: redact(url),
+                target: redacted.clone(),
                 message: e.to_string(),
             })?;
         Ok(Self {
             pool,
             connect_timeout,
-            target: redact(url),
+            target: redacted,
         })
     }
 
@@ -114,40 +136,63 @@ impl Database {
     }
 }
 
+pub type DbConn = Object<AsyncPgConnection>;
+
 /// Runs the pending migrations and returns their names. Gives up if no connection is made within
 /// `connect_timeout`; the migration itself may take as long as it needs.
 ///
 /// diesel's migration harness blocks on an async connection, which panics inside the actix System,
-/// so it always runs on a thread of its own with a runtime of its own.
+/// so it always runs on a thread of its own with a runtime of its own. All pending migrations run
+/// in one transaction: through a pooler in transaction mode that keeps them on one server
+/// connection, and anywhere it leaves nothing half-done.
 pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbError> {
+    use diesel::Connection as _;
     use std::sync::mpsc;
     enum Progress {
         Connected,
         Done(Result<Vec<String>, String>),
     }
-    let target = redact(url);
-    let url = url.to_string();
+    let target = Target::parse(url).map_err(DbError::Config)?;
+    let redacted = target.redacted().to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut conn = match AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url) {
-            Ok(conn) => conn,
+        // A worker thread drives the connection while this thread blocks on the harness.
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
             Err(e) => {
-                let _ = tx.send(Progress::Done(Err(format!(
-                    "connecting: {}",
-                    crate::errors::chain(&e)
-                ))));
+                let _ = tx.send(Progress::Done(Err(format!("starting a runtime: {e}"))));
                 return;
             }
         };
+        let _entered = runtime.enter();
+        let conn = match runtime.block_on(connect::establish(&target)) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = tx.send(Progress::Done(Err(format!("connecting: {e}"))));
+                return;
+            }
+        };
+        // Inside the entered runtime the wrapper blocks on its handle, so the connection's driver
+        // task keeps running on the worker thread.
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         let _ = tx.send(Progress::Connected);
         let result = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|applied| applied.iter().map(|m| m.to_string()).collect())
+            .transaction::<_, Box<dyn std::error::Error + Send + Sync>, _>(|conn| {
+                Ok(conn
+                    .run_pending_migrations(MIGRATIONS)?
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect())
+            })
             .map_err(|e| e.to_string());
         let _ = tx.send(Progress::Done(result));
     });
     let failed = |message: String| DbError::Migrate {
-        target: target.clone(),
+        target: redacted.clone(),
         message,
     };
     match rx.recv_timeout(connect_timeout) {
