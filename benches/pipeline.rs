@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use diesel::sql_types::{BigInt, Nullable};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use registry_repair::admin::AdminClient;
 use registry_repair::config::Shard;
 use registry_repair::db::tracking::{Status, TrackingRow};
@@ -371,8 +371,8 @@ struct Count {
     n: Option<i64>,
 }
 
-async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    // As the service connects: the URL's sslmode and sslrootcert apply.
+async fn connect(url: &str) -> anyhow::Result<db::SingleConn> {
+    // As the service connects: the URL's sslmode, sslrootcert and statement mode apply.
     Ok(db::connect::establish_url(url).await?)
 }
 

@@ -323,6 +323,7 @@ async fn ssl_parameters_that_are_not_supported_are_refused_naming_database_url()
             "sslmode=require&sslrootcert=system",
             "weak sslmode \"require\"",
         ),
+        ("prepared_statements=no", "prepared_statements `no`"),
         ("no_such_option=1", "no_such_option"),
     ] {
         let env = Env::new()

@@ -1,13 +1,17 @@
 //! Opening connections to PostgreSQL: `database.url` read as libpq reads it (`sslmode`,
-//! `sslrootcert`), and TLS with rustls.
+//! `sslrootcert`), TLS with rustls, and the pooler-safe statement mode for PgBouncer in
+//! transaction pooling.
 //!
 //! tokio-postgres parses the URL but knows only `sslmode=disable|prefer|require` and no root
 //! certificate, so the SSL parameters are taken out here and the rest is handed to it.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::task::Poll;
 
-use diesel_async::AsyncPgConnection;
+use diesel::connection::CacheSize;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 
 use super::tls::{self, HandshakeError, MakeRustls, RootSource, Roots, Verification};
@@ -68,6 +72,18 @@ impl std::fmt::Display for SslMode {
     }
 }
 
+/// How statements reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statements {
+    /// Prepared once per connection and cached: the fastest, for a direct connection (or a
+    /// pooler in session mode).
+    Prepared,
+    /// Each statement in a transaction of its own, no statement outliving it: what a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`) needs, since it may hand the next
+    /// transaction to another server connection.
+    PerTransaction,
+}
+
 /// `database.url`, read once: what tokio-postgres is given, and what this module does itself.
 #[derive(Clone)]
 pub struct Target {
@@ -77,6 +93,7 @@ pub struct Target {
     root: Option<RootSource>,
     /// Whether `sslrootcert` was given (for messages).
     root_given: bool,
+    pub statements: Statements,
     redacted: String,
 }
 
@@ -86,6 +103,7 @@ impl std::fmt::Debug for Target {
             .field("url", &self.redacted)
             .field("ssl_mode", &self.ssl_mode)
             .field("root", &self.root)
+            .field("statements", &self.statements)
             .finish()
     }
 }
@@ -106,6 +124,7 @@ impl Target {
             .map_err(|e| ConfigError::new(KEY, format!("not a valid URL: {e}")))?;
         let mut ssl_mode = None;
         let mut root_cert = None;
+        let mut statements = Statements::Prepared;
         let mut kept = Vec::new();
         for segment in parsed.query().unwrap_or("").split('&') {
             if segment.is_empty() {
@@ -124,6 +143,20 @@ impl Target {
                     ))
                 }
                 "sslrootcert" => root_cert = Some(value),
+                // Not libpq's but Rails' (GitLab's `db_prepared_statements`), spelt as in its
+                // DATABASE_URL.
+                "prepared_statements" => {
+                    statements = match value.as_str() {
+                        "true" => Statements::Prepared,
+                        "false" => Statements::PerTransaction,
+                        other => {
+                            return Err(ConfigError::new(
+                                KEY,
+                                format!("prepared_statements `{other}` is not true or false"),
+                            ))
+                        }
+                    }
+                }
                 // tokio-postgres implements these as libpq does.
                 "sslnegotiation" => kept.push(segment.to_string()),
                 "channel_binding" if value == "require" => {
@@ -190,6 +223,7 @@ impl Target {
             ssl_mode,
             root,
             root_given,
+            statements,
             redacted,
         };
         // Checked now so that a missing or unreadable root certificate is a configuration error at
@@ -250,6 +284,21 @@ impl Target {
     }
 }
 
+/// What to do about `message` when it is the mark of a pooler in transaction mode: a prepared
+/// statement of tokio-postgres's (`s0`, `s1`, ...) found missing or already there.
+pub fn pooler_hint(message: &str) -> &'static str {
+    if message.contains("prepared statement \"s")
+        && (message.contains("already exists") || message.contains("does not exist"))
+    {
+        " (the mark of a pooler in transaction mode, such as PgBouncer's pool_mode = transaction: \
+         add prepared_statements=false to database.url, or point it at PostgreSQL or a \
+         pool_mode = session pool; if it is already set, another client left the statement on \
+         the pooler's server connection, and RECONNECT in PgBouncer's admin console clears it)"
+    } else {
+        ""
+    }
+}
+
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -257,7 +306,7 @@ pub enum ConnectError {
     RootCertificate(String),
     #[error("{}", crate::errors::chain(.0))]
     Postgres(tokio_postgres::Error),
-    #[error("setting up the session: {0}")]
+    #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
     Setup(String),
 }
 
@@ -275,7 +324,7 @@ impl ConnectError {
     }
 }
 
-/// One connection, as libpq would make it for `target`.
+/// One connection, as libpq would make it for `target`, set up for its statement mode.
 pub async fn establish(target: &Target) -> Result<AsyncPgConnection, ConnectError> {
     let roots = target.roots().map_err(ConnectError::RootCertificate)?;
     let verification = Verification {
@@ -314,21 +363,75 @@ async fn open(
     let mut config = target.config.clone();
     config.ssl_mode(mode);
     let tls = MakeRustls::new(tls::client_config(verification), describe);
-    let (client, connection) = config.connect(tls).await.map_err(ConnectError::Postgres)?;
-    AsyncPgConnection::try_from_client_and_connection(client, connection)
-        .await
-        .map_err(|e| ConnectError::Setup(e.to_string()))
+    let (client, mut connection) = config.connect(tls).await.map_err(ConnectError::Postgres)?;
+    match target.statements {
+        Statements::Prepared => {
+            AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(|e| ConnectError::Setup(e.to_string()))
+        }
+        Statements::PerTransaction => {
+            // diesel-async's set-up prepares statements (SET TIME ZONE, SET CLIENT_ENCODING);
+            // inside a transaction they are prepared, run and closed on one server connection.
+            drive_while(&mut connection, client.batch_execute("BEGIN")).await?;
+            let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(|e| ConnectError::Setup(e.to_string()))?;
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            conn.batch_execute("COMMIT")
+                .await
+                .map_err(|e| ConnectError::Setup(format!("COMMIT: {e}")))?;
+            Ok(conn)
+        }
+    }
+}
+
+/// Runs `work` on the client while driving its connection, before diesel-async takes both over.
+async fn drive_while<S, T, F>(
+    connection: &mut tokio_postgres::Connection<S, T>,
+    work: F,
+) -> Result<(), ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(ConnectError::Postgres));
+        }
+        loop {
+            match connection.poll_message(cx) {
+                // Notices.
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnectError::Postgres(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(ConnectError::Setup(
+                        "the server closed the connection".into(),
+                    )))
+                }
+                Poll::Pending => break,
+            }
+        }
+        match work.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(ConnectError::Postgres)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// One connection for `url` outside the pool, for tools and the demo's set-up.
-pub async fn establish_url(url: &str) -> Result<AsyncPgConnection, super::DbError> {
+pub async fn establish_url(url: &str) -> Result<super::SingleConn, super::DbError> {
     let target = Target::parse(url).map_err(super::DbError::Config)?;
-    establish(&target)
-        .await
-        .map_err(|e| super::DbError::Connect {
+    match establish(&target).await {
+        Ok(conn) => Ok(super::DbConn::new(Box::new(conn), target.statements)),
+        Err(e) => Err(super::DbError::Connect {
             target: target.redacted.clone(),
             message: e.to_string(),
-        })
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,28 @@ mod tls;
 pub mod tracking;
 pub mod watermark;
 
+use std::ops::DerefMut;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use diesel::pg::Pg;
+use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel::QueryResult;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnectionCore, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 
-pub use connect::Target;
+pub use connect::{Statements, Target};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -26,7 +38,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 pub enum DbError {
     #[error("connecting to the database at {target}: {message}")]
     Connect { target: String, message: String },
-    #[error("{what}: {error}")]
+    #[error("{what}: {error}{}", connect::pooler_hint(&error.to_string()))]
     Query {
         what: String,
         error: diesel::result::Error,
@@ -53,11 +65,13 @@ pub struct Database {
     pool: Pool<AsyncPgConnection>,
     connect_timeout: Duration,
     target: String,
+    statements: Statements,
 }
 
 impl Database {
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
         let target = Target::parse(url).map_err(DbError::Config)?;
+        let statements = target.statements;
         let redacted = target.redacted().to_string();
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         manager_config.custom_setup = Box::new(move |_url| {
@@ -69,6 +83,12 @@ impl Database {
             }
             .boxed()
         });
+        if statements == Statements::PerTransaction {
+            // The default check prepares `SELECT 1`; the simple protocol prepares nothing.
+            manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+                conn.batch_execute("SELECT 1").boxed()
+            }));
+        }
         // The URL the manager keeps is only for show: `custom_setup` connects with `target`.
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             redacted.clone(),
@@ -85,6 +105,7 @@ impl Database {
             pool,
             connect_timeout,
             target: redacted,
+            statements,
         })
     }
 
@@ -96,7 +117,7 @@ impl Database {
     /// A pooled connection, or an error once `connect_timeout` has passed.
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => Ok(DbConn::new(conn, self.statements)),
             Ok(Err(e)) => Err(DbError::Connect {
                 target: self.target.clone(),
                 message: crate::errors::chain(&e),
@@ -136,7 +157,172 @@ impl Database {
     }
 }
 
-pub type DbConn = Object<AsyncPgConnection>;
+type PgRow = <AsyncPgConnection as AsyncConnectionCore>::Row<'static, 'static>;
+type RowStream = BoxStream<'static, QueryResult<PgRow>>;
+
+/// A connection from the pool. Queries run on it as on an `AsyncPgConnection`.
+///
+/// With [`Statements::PerTransaction`] every statement runs inside a transaction, so that the
+/// statement tokio-postgres prepares for it is prepared, bound and closed on one server connection
+/// even behind a pooler that hands out a server connection per transaction:
+/// - BEGIN goes out with the first statement;
+/// - a write (`execute`) commits at once, and its error is the caller's;
+/// - after a read the transaction stays open: the rows returned still hold the prepared
+///   statement, which is closed when they are dropped, so COMMIT follows when this connection
+///   goes back to the pool (or at the next write), after the close. A read-only transaction
+///   has nothing to lose if that COMMIT fails, and the next user's messages queue behind it.
+pub struct DbConn<C = Object<AsyncPgConnection>>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    inner: C,
+    statements: Statements,
+    /// BEGIN sent, no COMMIT or ROLLBACK since.
+    open: AtomicBool,
+    /// A statement or transaction command whose answer has not been read (or that failed).
+    unsettled: AtomicBool,
+}
+
+/// A connection of its own, outside the pool (tools, the demo's set-up), with the same statement
+/// mode.
+pub type SingleConn = DbConn<Box<AsyncPgConnection>>;
+
+impl<C> DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    fn new(inner: C, statements: Statements) -> Self {
+        Self {
+            inner,
+            statements,
+            open: AtomicBool::new(false),
+            unsettled: AtomicBool::new(false),
+        }
+    }
+
+    fn in_own_transactions(&mut self) -> bool {
+        self.statements == Statements::PerTransaction
+            // Inside a diesel transaction the statement already shares one.
+            && matches!(
+                AnsiTransactionManager::transaction_manager_status_mut(&mut *self.inner)
+                    .transaction_depth(),
+                Ok(None)
+            )
+    }
+
+    /// Runs `work` (whose first poll sends its first message) inside the transaction, opening it
+    /// with a BEGIN sent just before `work`'s first message if none is open; ends it with
+    /// ROLLBACK on error, or COMMIT when `commit`.
+    async fn transacted<R>(
+        &self,
+        work: impl std::future::Future<Output = QueryResult<R>>,
+        commit: bool,
+    ) -> QueryResult<R> {
+        let conn: &AsyncPgConnection = &self.inner;
+        self.unsettled.store(true, Ordering::SeqCst);
+        let result = if self.open.load(Ordering::SeqCst) {
+            work.await
+        } else {
+            let mut begin_on = conn;
+            let (begun, result) =
+                futures_util::future::join(begin_on.batch_execute("BEGIN"), work).await;
+            // If BEGIN failed, `work` ran outside a transaction (if at all): `unsettled` stays
+            // set and the connection is not used again.
+            begun?;
+            self.open.store(true, Ordering::SeqCst);
+            result
+        };
+        let end = match (&result, commit) {
+            (Err(_), _) => Some("ROLLBACK"),
+            (Ok(_), true) => Some("COMMIT"),
+            (Ok(_), false) => None,
+        };
+        if let Some(end) = end {
+            let mut end_on = conn;
+            // A failed COMMIT or ROLLBACK leaves `unsettled` set: the connection is not reused.
+            end_on.batch_execute(end).await?;
+            self.open.store(false, Ordering::SeqCst);
+        }
+        self.unsettled.store(false, Ordering::SeqCst);
+        result
+    }
+}
+
+impl<C> Drop for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    fn drop(&mut self) {
+        if *self.unsettled.get_mut() {
+            // A cancelled or failed statement: what the session holds is unknown (a statement
+            // prepared but never closed, a transaction), so the pool must not hand it out again.
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *self.inner).set_in_error();
+        } else if *self.open.get_mut() {
+            // Only reads since the last write: queue the COMMIT without waiting for its answer.
+            // tokio-postgres writes a request to its queue on the first poll, so it goes out
+            // before anything the next user of this connection sends.
+            let mut conn: &AsyncPgConnection = &self.inner;
+            let _ = conn.batch_execute("COMMIT").now_or_never();
+        }
+    }
+}
+
+impl<C> SimpleAsyncConnection for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    // The simple query protocol prepares nothing: safe behind any pooler as it is.
+    async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.inner.batch_execute(query).await
+    }
+}
+
+impl<C> AsyncConnectionCore for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
+    type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<RowStream>>;
+    type Stream<'conn, 'query> = RowStream;
+    type Row<'conn, 'query> = PgRow;
+    type Backend = Pg;
+
+    fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        if !self.in_own_transactions() {
+            return AsyncConnectionCore::load(&mut *self.inner, source);
+        }
+        let this: &'conn Self = self;
+        let mut shared: &'conn AsyncPgConnection = &this.inner;
+        let query = AsyncConnectionCore::load(&mut shared, source);
+        let read = async move {
+            // Every row is read while the statement is known to be in flight.
+            let rows: Vec<PgRow> = query.await?.try_collect().await?;
+            Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed())
+        };
+        this.transacted(read, false).boxed()
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        if !self.in_own_transactions() {
+            return AsyncConnectionCore::execute_returning_count(&mut *self.inner, source);
+        }
+        let this: &'conn Self = self;
+        let mut shared: &'conn AsyncPgConnection = &this.inner;
+        let execute = AsyncConnectionCore::execute_returning_count(&mut shared, source);
+        // The statement is closed when `execute` returns, before the COMMIT.
+        this.transacted(execute, true).boxed()
+    }
+}
 
 /// Runs the pending migrations and returns their names. Gives up if no connection is made within
 /// `connect_timeout`; the migration itself may take as long as it needs.

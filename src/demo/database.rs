@@ -1,6 +1,6 @@
 //! Throwaway GitLab-shaped databases: the demo's, and the tests' template.
 
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 
 use crate::db::{redact, DbError};
 
@@ -27,7 +27,7 @@ pub fn valid_database_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-async fn admin_connection(server_url: &str) -> Result<AsyncPgConnection, DbError> {
+async fn admin_connection(server_url: &str) -> Result<crate::db::SingleConn, DbError> {
     let url = database_url(server_url, "postgres")?;
     crate::db::connect::establish_url(&url).await
 }
