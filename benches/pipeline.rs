@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use diesel::sql_types::{BigInt, Nullable};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use registry_repair::admin::AdminClient;
 use registry_repair::config::Shard;
 use registry_repair::db::tracking::TrackingRow;
@@ -372,8 +372,9 @@ struct Count {
     n: Option<i64>,
 }
 
-async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    Ok(AsyncPgConnection::establish(url).await?)
+async fn connect(url: &str) -> anyhow::Result<db::SingleConn> {
+    // As the service connects: the URL's sslmode, sslrootcert and statement mode apply.
+    Ok(db::connect::establish_url(url).await?)
 }
 
 async fn is_seeded(url: &str, n: i64) -> bool {

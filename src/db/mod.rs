@@ -1,29 +1,44 @@
 //! GitLab's database: a connection pool, the migration, and one module per table family.
+//! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
+pub mod connect;
 pub mod projects;
 pub mod schema;
 pub mod switches;
+mod tls;
 pub mod tracking;
 pub mod watermark;
 
+use std::ops::DerefMut;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use diesel::Connection;
+use diesel::pg::Pg;
+use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel::QueryResult;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnectionCore, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+
+pub use connect::{Statements, Target};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-pub type DbConn = Object<AsyncPgConnection>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("connecting to the database at {target}: {message}")]
     Connect { target: String, message: String },
-    #[error("{what}: {error}")]
+    #[error("{what}: {error}{}", connect::pooler_hint(&error.to_string()))]
     Query {
         what: String,
         error: diesel::result::Error,
@@ -32,6 +47,9 @@ pub enum DbError {
     Migrate { target: String, message: String },
     #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
+    /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
+    #[error("reading the database settings")]
+    Config(#[source] crate::config::ConfigError),
 }
 
 impl DbError {
@@ -47,22 +65,47 @@ pub struct Database {
     pool: Pool<AsyncPgConnection>,
     connect_timeout: Duration,
     target: String,
+    statements: Statements,
 }
 
 impl Database {
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let target = Target::parse(url).map_err(DbError::Config)?;
+        let statements = target.statements;
+        let redacted = target.redacted().to_string();
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        manager_config.custom_setup = Box::new(move |_url| {
+            let target = target.clone();
+            async move {
+                connect::establish(&target)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            }
+            .boxed()
+        });
+        if statements == Statements::PerTransaction {
+            // The default check prepares `SELECT 1`; the simple protocol prepares nothing.
+            manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+                conn.batch_execute("SELECT 1").boxed()
+            }));
+        }
+        // The URL the manager keeps is only for show: `custom_setup` connects with `target`.
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            redacted.clone(),
+            manager_config,
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .build()
             .map_err(|e| DbError::Connect {
-                target: redact(url),
+                target: redacted.clone(),
                 message: e.to_string(),
             })?;
         Ok(Self {
             pool,
             connect_timeout,
-            target: redact(url),
+            target: redacted,
+            statements,
         })
     }
 
@@ -74,7 +117,7 @@ impl Database {
     /// A pooled connection, or an error once `connect_timeout` has passed.
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => Ok(DbConn::new(conn, self.statements)),
             Ok(Err(e)) => Err(DbError::Connect {
                 target: self.target.clone(),
                 message: crate::errors::chain(&e),
@@ -117,40 +160,228 @@ impl Database {
     }
 }
 
+type PgRow = <AsyncPgConnection as AsyncConnectionCore>::Row<'static, 'static>;
+type RowStream = BoxStream<'static, QueryResult<PgRow>>;
+
+/// A connection from the pool. Queries run on it as on an `AsyncPgConnection`.
+///
+/// With [`Statements::PerTransaction`] every statement runs inside a transaction, so that the
+/// statement tokio-postgres prepares for it is prepared, bound and closed on one server connection
+/// even behind a pooler that hands out a server connection per transaction:
+/// - BEGIN goes out with the first statement;
+/// - a write (`execute`) commits at once, and its error is the caller's;
+/// - after a read the transaction stays open: the rows returned still hold the prepared
+///   statement, which is closed when they are dropped, so COMMIT follows when this connection
+///   goes back to the pool (or at the next write), after the close. A read-only transaction
+///   has nothing to lose if that COMMIT fails, and the next user's messages queue behind it.
+pub struct DbConn<C = Object<AsyncPgConnection>>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    inner: C,
+    statements: Statements,
+    /// BEGIN sent, no COMMIT or ROLLBACK since.
+    open: AtomicBool,
+    /// A statement or transaction command whose answer has not been read (or that failed).
+    unsettled: AtomicBool,
+}
+
+/// A connection of its own, outside the pool (tools, the demo's set-up), with the same statement
+/// mode.
+pub type SingleConn = DbConn<Box<AsyncPgConnection>>;
+
+impl<C> DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    fn new(inner: C, statements: Statements) -> Self {
+        Self {
+            inner,
+            statements,
+            open: AtomicBool::new(false),
+            unsettled: AtomicBool::new(false),
+        }
+    }
+
+    fn in_own_transactions(&mut self) -> bool {
+        self.statements == Statements::PerTransaction
+            // Inside a diesel transaction the statement already shares one.
+            && matches!(
+                AnsiTransactionManager::transaction_manager_status_mut(&mut *self.inner)
+                    .transaction_depth(),
+                Ok(None)
+            )
+    }
+
+    /// Runs `work` (whose first poll sends its first message) inside the transaction, opening it
+    /// with a BEGIN sent just before `work`'s first message if none is open; ends it with
+    /// ROLLBACK on error, or COMMIT when `commit`.
+    async fn transacted<R>(
+        &self,
+        work: impl std::future::Future<Output = QueryResult<R>>,
+        commit: bool,
+    ) -> QueryResult<R> {
+        let conn: &AsyncPgConnection = &self.inner;
+        self.unsettled.store(true, Ordering::SeqCst);
+        let result = if self.open.load(Ordering::SeqCst) {
+            work.await
+        } else {
+            let mut begin_on = conn;
+            let (begun, result) =
+                futures_util::future::join(begin_on.batch_execute("BEGIN"), work).await;
+            // If BEGIN failed, `work` ran outside a transaction (if at all): `unsettled` stays
+            // set and the connection is not used again.
+            begun?;
+            self.open.store(true, Ordering::SeqCst);
+            result
+        };
+        let end = match (&result, commit) {
+            (Err(_), _) => Some("ROLLBACK"),
+            (Ok(_), true) => Some("COMMIT"),
+            (Ok(_), false) => None,
+        };
+        if let Some(end) = end {
+            let mut end_on = conn;
+            // A failed COMMIT or ROLLBACK leaves `unsettled` set: the connection is not reused.
+            end_on.batch_execute(end).await?;
+            self.open.store(false, Ordering::SeqCst);
+        }
+        self.unsettled.store(false, Ordering::SeqCst);
+        result
+    }
+}
+
+impl<C> Drop for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    fn drop(&mut self) {
+        if *self.unsettled.get_mut() {
+            // A cancelled or failed statement: what the session holds is unknown (a statement
+            // prepared but never closed, a transaction), so the pool must not hand it out again.
+            AnsiTransactionManager::transaction_manager_status_mut(&mut *self.inner).set_in_error();
+        } else if *self.open.get_mut() {
+            // Only reads since the last write: queue the COMMIT without waiting for its answer.
+            // tokio-postgres writes a request to its queue on the first poll, so it goes out
+            // before anything the next user of this connection sends.
+            let mut conn: &AsyncPgConnection = &self.inner;
+            let _ = conn.batch_execute("COMMIT").now_or_never();
+        }
+    }
+}
+
+impl<C> SimpleAsyncConnection for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    // The simple query protocol prepares nothing: safe behind any pooler as it is.
+    async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.inner.batch_execute(query).await
+    }
+}
+
+impl<C> AsyncConnectionCore for DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
+    type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<RowStream>>;
+    type Stream<'conn, 'query> = RowStream;
+    type Row<'conn, 'query> = PgRow;
+    type Backend = Pg;
+
+    fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        if !self.in_own_transactions() {
+            return AsyncConnectionCore::load(&mut *self.inner, source);
+        }
+        let this: &'conn Self = self;
+        let mut shared: &'conn AsyncPgConnection = &this.inner;
+        let query = AsyncConnectionCore::load(&mut shared, source);
+        let read = async move {
+            // Every row is read while the statement is known to be in flight.
+            let rows: Vec<PgRow> = query.await?.try_collect().await?;
+            Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed())
+        };
+        this.transacted(read, false).boxed()
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        if !self.in_own_transactions() {
+            return AsyncConnectionCore::execute_returning_count(&mut *self.inner, source);
+        }
+        let this: &'conn Self = self;
+        let mut shared: &'conn AsyncPgConnection = &this.inner;
+        let execute = AsyncConnectionCore::execute_returning_count(&mut shared, source);
+        // The statement is closed when `execute` returns, before the COMMIT.
+        this.transacted(execute, true).boxed()
+    }
+}
+
 /// Runs the pending migrations and returns their names. Gives up if no connection is made within
 /// `connect_timeout`; the migration itself may take as long as it needs.
 ///
 /// diesel's migration harness blocks on an async connection, which panics inside the actix System,
-/// so it always runs on a thread of its own with a runtime of its own.
+/// so it always runs on a thread of its own with a runtime of its own. All pending migrations run
+/// in one transaction: through a pooler in transaction mode that keeps them on one server
+/// connection, and anywhere it leaves nothing half-done.
 pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbError> {
+    use diesel::Connection as _;
     use std::sync::mpsc;
     enum Progress {
         Connected,
         Done(Result<Vec<String>, String>),
     }
-    let target = redact(url);
-    let url = url.to_string();
+    let target = Target::parse(url).map_err(DbError::Config)?;
+    let redacted = target.redacted().to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut conn = match AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url) {
-            Ok(conn) => conn,
+        // A worker thread drives the connection while this thread blocks on the harness.
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
             Err(e) => {
-                let _ = tx.send(Progress::Done(Err(format!(
-                    "connecting: {}",
-                    crate::errors::chain(&e)
-                ))));
+                let _ = tx.send(Progress::Done(Err(format!("starting a runtime: {e}"))));
                 return;
             }
         };
+        let _entered = runtime.enter();
+        let conn = match runtime.block_on(connect::establish(&target)) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = tx.send(Progress::Done(Err(format!("connecting: {e}"))));
+                return;
+            }
+        };
+        // Inside the entered runtime the wrapper blocks on its handle, so the connection's driver
+        // task keeps running on the worker thread.
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         let _ = tx.send(Progress::Connected);
         let result = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|applied| applied.iter().map(|m| m.to_string()).collect())
+            .transaction::<_, Box<dyn std::error::Error + Send + Sync>, _>(|conn| {
+                Ok(conn
+                    .run_pending_migrations(MIGRATIONS)?
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect())
+            })
             .map_err(|e| e.to_string());
         let _ = tx.send(Progress::Done(result));
     });
     let failed = |message: String| DbError::Migrate {
-        target: target.clone(),
+        target: redacted.clone(),
         message,
     };
     match rx.recv_timeout(connect_timeout) {

@@ -8,13 +8,13 @@ use diesel::expression::SqlLiteral;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
 };
 use super::tracking::{Status, ANSWERED_SQL};
-use super::{Database, DbError};
+use super::{Database, DbConn, DbError};
 use crate::config::Shard;
 
 /// `column % N = i`, or true for the single shard. Only integers are spliced in.
@@ -105,7 +105,7 @@ pub async fn unanalysed_between(
     with_paths(&mut conn, ids).await
 }
 
-async fn with_paths(conn: &mut AsyncPgConnection, ids: Vec<i64>) -> Result<Vec<Project>, DbError> {
+async fn with_paths(conn: &mut DbConn, ids: Vec<i64>) -> Result<Vec<Project>, DbError> {
     let mut paths = route_paths(conn, &ids).await?;
     Ok(ids
         .into_iter()
@@ -119,10 +119,7 @@ async fn with_paths(conn: &mut AsyncPgConnection, ids: Vec<i64>) -> Result<Vec<P
 /// The full paths of `ids` (ascending). When they lie close together, as projects above the
 /// watermark do, one range scan of the routes index reads them in order (about 0.4 ms per 1,000
 /// here); a probe per project costs six times that.
-async fn route_paths(
-    conn: &mut AsyncPgConnection,
-    ids: &[i64],
-) -> Result<HashMap<i64, String>, DbError> {
+async fn route_paths(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, String>, DbError> {
     let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
         return Ok(HashMap::new());
     };

@@ -1,6 +1,6 @@
 //! Throwaway GitLab-shaped databases: the demo's, and the tests' template.
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 
 use crate::db::{redact, DbError};
 
@@ -27,14 +27,9 @@ pub fn valid_database_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-async fn admin_connection(server_url: &str) -> Result<AsyncPgConnection, DbError> {
+async fn admin_connection(server_url: &str) -> Result<crate::db::SingleConn, DbError> {
     let url = database_url(server_url, "postgres")?;
-    AsyncPgConnection::establish(&url)
-        .await
-        .map_err(|e| DbError::Connect {
-            target: redact(&url),
-            message: e.to_string(),
-        })
+    crate::db::connect::establish_url(&url).await
 }
 
 /// Runs statements on the server's `postgres` database (CREATE/DROP DATABASE and the like).
@@ -76,12 +71,7 @@ pub async fn recreate_database(
 
 /// Creates GitLab's tables in the (empty) database at `url`.
 pub async fn load_gitlab_schema(url: &str) -> Result<(), DbError> {
-    let mut conn = AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| DbError::Connect {
-            target: redact(url),
-            message: e.to_string(),
-        })?;
+    let mut conn = crate::db::connect::establish_url(url).await?;
     conn.batch_execute(GITLAB_SCHEMA)
         .await
         .map_err(DbError::query("creating GitLab's tables"))

@@ -3,6 +3,7 @@
 //! the whole service in-process against both.
 #![allow(dead_code)]
 
+pub mod pgbouncer;
 pub mod process;
 
 use std::collections::HashMap;

@@ -36,6 +36,13 @@ impl Env {
         self
     }
 
+    /// Any other variable, `name` as it is (e.g. `HOME`).
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.0.retain(|(k, _)| k != name);
+        self.0.push((name.to_string(), value.into()));
+        self
+    }
+
     pub fn unset(mut self, key: &str) -> Self {
         let name = format!("REGISTRY_REPAIR__{key}");
         self.0.retain(|(k, _)| *k != name);

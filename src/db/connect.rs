@@ -1,0 +1,519 @@
+//! Opening connections to PostgreSQL: `database.url` read as libpq reads it (`sslmode`,
+//! `sslrootcert`), TLS with rustls, and the pooler-safe statement mode for PgBouncer in
+//! transaction pooling.
+//!
+//! tokio-postgres parses the URL but knows only `sslmode=disable|prefer|require` and no root
+//! certificate, so the SSL parameters are taken out here and the rest is handed to it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::task::Poll;
+
+use diesel::connection::CacheSize;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tokio_postgres::config::{Host, SslMode as PgSslMode};
+
+use super::tls::{self, HandshakeError, MakeRustls, RootSource, Roots, Verification};
+use crate::config::ConfigError;
+
+const KEY: &str = "database.url";
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        Ok(match value {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(ConfigError::new(
+                    KEY,
+                    format!(
+                        "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    ),
+                ))
+            }
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How statements reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statements {
+    /// Prepared once per connection and cached: the fastest, for a direct connection (or a
+    /// pooler in session mode).
+    Prepared,
+    /// Each statement in a transaction of its own, no statement outliving it: what a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`) needs, since it may hand the next
+    /// transaction to another server connection.
+    PerTransaction,
+}
+
+/// `database.url`, read once: what tokio-postgres is given, and what this module does itself.
+#[derive(Clone)]
+pub struct Target {
+    config: tokio_postgres::Config,
+    ssl_mode: SslMode,
+    /// The root certificates libpq would look for: `sslrootcert`, or `~/.postgresql/root.crt`.
+    root: Option<RootSource>,
+    /// Whether `sslrootcert` was given (for messages).
+    root_given: bool,
+    pub statements: Statements,
+    redacted: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.redacted)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root", &self.root)
+            .field("statements", &self.statements)
+            .finish()
+    }
+}
+
+fn decode(raw: &str) -> String {
+    // libpq decodes %XX only (a `+` stays a `+`).
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl Target {
+    /// Reads `url` (already known to be a `postgres://` URL). Every problem is a [`ConfigError`]
+    /// naming `database.url`; the message never holds the password.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let redacted = super::redact(url);
+        let mut parsed = url::Url::parse(url)
+            .map_err(|e| ConfigError::new(KEY, format!("not a valid URL: {e}")))?;
+        let mut ssl_mode = None;
+        let mut root_cert = None;
+        let mut statements = Statements::Prepared;
+        let mut kept = Vec::new();
+        for segment in parsed.query().unwrap_or("").split('&') {
+            if segment.is_empty() {
+                continue;
+            }
+            let (raw_key, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+            let (key, value) = (decode(raw_key), decode(raw_value));
+            match key.as_str() {
+                "sslmode" => ssl_mode = Some(SslMode::parse(&value)?),
+                // libpq's JDBC-compatible spelling.
+                "ssl" if value == "true" => ssl_mode = Some(SslMode::Require),
+                "ssl" => {
+                    return Err(ConfigError::new(
+                        KEY,
+                        format!("`ssl={value}`: only `ssl=true` (sslmode=require) is understood"),
+                    ))
+                }
+                "sslrootcert" => root_cert = Some(value),
+                // Not libpq's but Rails' (GitLab's `db_prepared_statements`), spelt as in its
+                // DATABASE_URL.
+                "prepared_statements" => {
+                    statements = match value.as_str() {
+                        "true" => Statements::Prepared,
+                        "false" => Statements::PerTransaction,
+                        other => {
+                            return Err(ConfigError::new(
+                                KEY,
+                                format!("prepared_statements `{other}` is not true or false"),
+                            ))
+                        }
+                    }
+                }
+                // tokio-postgres implements these as libpq does.
+                "sslnegotiation" => kept.push(segment.to_string()),
+                "channel_binding" if value == "require" => {
+                    return Err(ConfigError::new(
+                        KEY,
+                        "channel_binding=require is not supported (SCRAM channel binding is not \
+                         offered); use sslmode=verify-full to authenticate the server instead",
+                    ))
+                }
+                other if other.starts_with("ssl") || other == "requiressl" => {
+                    return Err(ConfigError::new(
+                        KEY,
+                        format!(
+                            "`{other}` is not supported: of libpq's SSL parameters only sslmode, \
+                             sslrootcert and sslnegotiation are (no client certificates)"
+                        ),
+                    ))
+                }
+                _ => kept.push(segment.to_string()),
+            }
+        }
+        let query = kept.join("&");
+        parsed.set_query((!query.is_empty()).then_some(query.as_str()));
+        let mut config = tokio_postgres::Config::from_str(parsed.as_str())
+            .map_err(|e| ConfigError::new(KEY, crate::errors::chain(&e)))?;
+
+        let system_roots = root_cert.as_deref() == Some("system");
+        // As in libpq: sslrootcert=system makes verify-full the default, and refuses anything less.
+        let mut ssl_mode = ssl_mode.unwrap_or(if system_roots {
+            SslMode::VerifyFull
+        } else {
+            SslMode::Prefer
+        });
+        if system_roots && ssl_mode != SslMode::VerifyFull {
+            return Err(ConfigError::new(
+                KEY,
+                format!(
+                    "weak sslmode \"{ssl_mode}\" may not be used with sslrootcert=system (use \"verify-full\")"
+                ),
+            ));
+        }
+        // libpq never uses SSL on a Unix-domain socket, whatever sslmode says.
+        let all_unix = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| !matches!(h, Host::Tcp(_)));
+        if all_unix {
+            ssl_mode = SslMode::Disable;
+        }
+        let root_given = root_cert.is_some();
+        let root = match root_cert.as_deref() {
+            Some("system") => Some(RootSource::System),
+            Some(path) => Some(RootSource::File(PathBuf::from(path))),
+            None => std::env::home_dir()
+                .map(|home| RootSource::File(home.join(".postgresql").join("root.crt"))),
+        };
+        let target = Self {
+            config: {
+                // What tokio-postgres does with TLS is decided per attempt in `establish`.
+                config.ssl_mode(PgSslMode::Disable);
+                config
+            },
+            ssl_mode,
+            root,
+            root_given,
+            statements,
+            redacted,
+        };
+        // Checked now so that a missing or unreadable root certificate is a configuration error at
+        // start; read again at each connection, so a replaced file is picked up.
+        if ssl_mode != SslMode::Disable {
+            target
+                .roots()
+                .map_err(|message| ConfigError::new(KEY, message))?;
+        }
+        Ok(target)
+    }
+
+    /// Where this points, without a password: safe to log.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The root certificates to verify the server with, as libpq finds them: `None` when there
+    /// are none (then `prefer` and `require` do not verify, and `verify-*` is an error).
+    fn roots(&self) -> Result<Option<Roots>, String> {
+        let present = match &self.root {
+            Some(RootSource::System) => true,
+            Some(RootSource::File(path)) => path.exists(),
+            None => false,
+        };
+        match &self.root {
+            Some(source) if present => Roots::load(source).map(Some),
+            _ if self.ssl_mode.verifies() => Err(match &self.root {
+                Some(RootSource::File(path)) => format!(
+                    "sslmode={} needs a root certificate, and root certificate file \"{}\" does \
+                     not exist{}; set sslrootcert=FILE in the URL to the CA certificate that \
+                     signed the server's (or the server's own, if it is self-signed), or use \
+                     sslrootcert=system with sslmode=verify-full for the system's trusted roots, or \
+                     sslmode=require to encrypt without verifying the server",
+                    self.ssl_mode,
+                    path.display(),
+                    if self.root_given {
+                        ""
+                    } else {
+                        " (libpq's default, used when sslrootcert is not given)"
+                    }
+                ),
+                _ => format!(
+                    "sslmode={} needs a root certificate: set sslrootcert=FILE in the URL (no home \
+                     directory to look for ~/.postgresql/root.crt)",
+                    self.ssl_mode
+                ),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    fn describe(&self, roots: &Option<Roots>) -> String {
+        match roots {
+            Some(r) => format!("sslmode={}, sslrootcert={}", self.ssl_mode, r.source),
+            None => format!("sslmode={}, no root certificate", self.ssl_mode),
+        }
+    }
+}
+
+/// What to do about `message` when it is the mark of a pooler in transaction mode: a prepared
+/// statement of tokio-postgres's (`s0`, `s1`, ...) found missing or already there.
+pub fn pooler_hint(message: &str) -> &'static str {
+    if message.contains("prepared statement \"s")
+        && (message.contains("already exists") || message.contains("does not exist"))
+    {
+        " (the mark of a pooler in transaction mode, such as PgBouncer's pool_mode = transaction: \
+         add prepared_statements=false to database.url, or point it at PostgreSQL or a \
+         pool_mode = session pool; if it is already set, another client left the statement on \
+         the pooler's server connection, and RECONNECT in PgBouncer's admin console clears it)"
+    } else {
+        ""
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    RootCertificate(String),
+    #[error("{}", crate::errors::chain(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
+    Setup(String),
+}
+
+impl ConnectError {
+    fn is_handshake(&self) -> bool {
+        match self {
+            ConnectError::Postgres(e) => std::error::Error::source(e)
+                .is_some_and(|cause| cause.downcast_ref::<HandshakeError>().is_some()),
+            _ => false,
+        }
+    }
+
+    fn is_refused_by_server(&self) -> bool {
+        matches!(self, ConnectError::Postgres(e) if e.as_db_error().is_some())
+    }
+}
+
+/// One connection, as libpq would make it for `target`, set up for its statement mode.
+pub async fn establish(target: &Target) -> Result<AsyncPgConnection, ConnectError> {
+    let roots = target.roots().map_err(ConnectError::RootCertificate)?;
+    let verification = Verification {
+        roots: roots.clone(),
+        check_host: target.ssl_mode == SslMode::VerifyFull,
+    };
+    let describe = target.describe(&roots);
+    let attempt = |mode: PgSslMode| open(target, mode, verification.clone(), describe.clone());
+    match target.ssl_mode {
+        SslMode::Disable => attempt(PgSslMode::Disable).await,
+        // Unencrypted first; encrypted only if the server refuses that.
+        SslMode::Allow => match attempt(PgSslMode::Disable).await {
+            Err(e) if e.is_refused_by_server() => attempt(PgSslMode::Require).await,
+            other => other,
+        },
+        // Encrypted if the server offers it; unencrypted if it does not, or the handshake fails.
+        SslMode::Prefer => match attempt(PgSslMode::Prefer).await {
+            Err(e) if e.is_handshake() => {
+                tracing::warn!(database = %target.redacted, error = %e, "sslmode=prefer: the TLS handshake failed; connecting without TLS, as libpq does");
+                attempt(PgSslMode::Disable).await
+            }
+            other => other,
+        },
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            attempt(PgSslMode::Require).await
+        }
+    }
+}
+
+async fn open(
+    target: &Target,
+    mode: PgSslMode,
+    verification: Verification,
+    describe: String,
+) -> Result<AsyncPgConnection, ConnectError> {
+    let mut config = target.config.clone();
+    config.ssl_mode(mode);
+    let tls = MakeRustls::new(tls::client_config(verification), describe);
+    let (client, mut connection) = config.connect(tls).await.map_err(ConnectError::Postgres)?;
+    match target.statements {
+        Statements::Prepared => {
+            AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(|e| ConnectError::Setup(e.to_string()))
+        }
+        Statements::PerTransaction => {
+            // diesel-async's set-up prepares statements (SET TIME ZONE, SET CLIENT_ENCODING);
+            // inside a transaction they are prepared, run and closed on one server connection.
+            drive_while(&mut connection, client.batch_execute("BEGIN")).await?;
+            let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(|e| ConnectError::Setup(e.to_string()))?;
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            conn.batch_execute("COMMIT")
+                .await
+                .map_err(|e| ConnectError::Setup(format!("COMMIT: {e}")))?;
+            Ok(conn)
+        }
+    }
+}
+
+/// Runs `work` on the client while driving its connection, before diesel-async takes both over.
+async fn drive_while<S, T, F>(
+    connection: &mut tokio_postgres::Connection<S, T>,
+    work: F,
+) -> Result<(), ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(ConnectError::Postgres));
+        }
+        loop {
+            match connection.poll_message(cx) {
+                // Notices.
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnectError::Postgres(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(ConnectError::Setup(
+                        "the server closed the connection".into(),
+                    )))
+                }
+                Poll::Pending => break,
+            }
+        }
+        match work.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(ConnectError::Postgres)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// One connection for `url` outside the pool, for tools and the demo's set-up.
+pub async fn establish_url(url: &str) -> Result<super::SingleConn, super::DbError> {
+    let target = Target::parse(url).map_err(super::DbError::Config)?;
+    match establish(&target).await {
+        Ok(conn) => Ok(super::DbConn::new(Box::new(conn), target.statements)),
+        Err(e) => Err(super::DbError::Connect {
+            target: target.redacted.clone(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Target, ConfigError> {
+        Target::parse(url)
+    }
+
+    #[test]
+    fn ssl_parameters_are_taken_out_and_the_rest_passed_on() {
+        let t = parse("postgres://u:pw@db.example:6432/gitlab?sslmode=require&application_name=rr&sslrootcert=%2Ftmp%2Fnone.pem")
+            .expect("parses");
+        assert_eq!(t.ssl_mode, SslMode::Require);
+        assert_eq!(t.root, Some(RootSource::File("/tmp/none.pem".into())));
+        assert_eq!(t.config.get_application_name(), Some("rr"));
+        assert_eq!(t.config.get_dbname(), Some("gitlab"));
+        assert_eq!(t.config.get_ports(), &[6432]);
+        assert_eq!(t.redacted(), "postgres://u:***@db.example:6432/gitlab?sslmode=require&application_name=rr&sslrootcert=%2Ftmp%2Fnone.pem");
+    }
+
+    #[test]
+    fn the_default_is_prefer_verify_full_with_system_roots_and_ssl_true_is_require() {
+        assert_eq!(
+            parse("postgres://u@h/d").expect("parses").ssl_mode,
+            SslMode::Prefer
+        );
+        assert_eq!(
+            parse("postgres://u@h/d?ssl=true").expect("parses").ssl_mode,
+            SslMode::Require
+        );
+        let system = parse("postgres://u@h/d?sslrootcert=system").expect("parses");
+        assert_eq!(system.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(system.root, Some(RootSource::System));
+    }
+
+    #[test]
+    fn unix_sockets_never_use_ssl() {
+        let t = parse("postgres://u@%2Fvar%2Frun%2Fpostgresql/d?sslmode=require").expect("parses");
+        assert_eq!(t.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn bad_ssl_settings_are_config_errors_naming_the_key() {
+        for (url, needle) in [
+            ("postgres://u@h/d?sslmode=verify", "sslmode `verify`"),
+            (
+                "postgres://u@h/d?sslcert=/c.pem",
+                "`sslcert` is not supported",
+            ),
+            (
+                "postgres://u@h/d?sslkey=/k.pem",
+                "`sslkey` is not supported",
+            ),
+            ("postgres://u@h/d?ssl=1", "only `ssl=true`"),
+            (
+                "postgres://u@h/d?sslmode=require&sslrootcert=system",
+                "weak sslmode \"require\" may not be used with sslrootcert=system",
+            ),
+            (
+                "postgres://u@h/d?sslmode=verify-ca&sslrootcert=/nonexistent/root.pem",
+                "root certificate file \"/nonexistent/root.pem\" does not exist",
+            ),
+            (
+                "postgres://u@h/d?channel_binding=require",
+                "channel_binding=require",
+            ),
+            ("postgres://u@h/d?no_such_option=1", "no_such_option"),
+        ] {
+            let e = parse(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} must be refused"));
+            assert_eq!(e.key, "database.url", "{url}");
+            assert!(e.message.contains(needle), "{url}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_missing_root_file_only_matters_to_verify_modes() {
+        let t = parse("postgres://u@h/d?sslmode=require&sslrootcert=/nonexistent/root.pem")
+            .expect("require without a root file does not verify, as in libpq");
+        assert!(t.roots().expect("no error").is_none());
+    }
+}
