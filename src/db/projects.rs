@@ -13,17 +13,22 @@ use diesel_async::RunQueryDsl;
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
 };
-use super::tracking::{Status, ANSWERED_SQL};
+use super::tracking::{Status, STALE_ONGOING_SQL};
 use super::{Database, DbConn, DbError};
 use crate::config::Shard;
 
-/// `column % N = i`, or true for the single shard. Only integers are spliced in.
-fn in_shard(column: &str, shard: Shard) -> SqlLiteral<Bool> {
+/// `column % N = i`, or true for the single shard: the one definition of a shard, for the walk,
+/// the sweep, the watermark and the count (they must never disagree). Only integers are spliced in.
+pub(super) fn in_shard_sql(column: &str, shard: Shard) -> String {
     if shard.count <= 1 {
-        sql::<Bool>("TRUE")
+        "TRUE".into()
     } else {
-        sql::<Bool>(&format!("{column} % {} = {}", shard.count, shard.index))
+        format!("{column} % {} = {}", shard.count, shard.index)
     }
+}
+
+fn in_shard(column: &str, shard: Shard) -> SqlLiteral<Bool> {
+    sql::<Bool>(&in_shard_sql(column, shard))
 }
 
 /// A project to analyse. `full_path` is its `routes.path` (mixed case); `None` when it has no route.
@@ -40,36 +45,96 @@ impl Project {
     }
 }
 
-/// Projects of `shard` with id above `after` (and up to `through`, if given) that have no
-/// tracking row that answers for them (a stale `ongoing` row left by GitLab's worker does not).
-///
-/// An anti-join whose bounds are repeated inside the subquery, so that PostgreSQL reads only the
-/// slice of the tracking table's primary key in the range, whatever share is analysed.
-fn unanalysed_in(
-    after: i64,
-    through: Option<i64>,
-    shard: Shard,
-) -> projects::BoxedQuery<'static, Pg> {
-    let query = projects::table
-        .filter(projects::id.gt(after))
-        .filter(in_shard("projects.id", shard))
+/// Where a walk looks: project ids above `after`, and up to `through` when given (a sweep's span).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    pub after: i64,
+    pub through: Option<i64>,
+}
+
+/// Projects of `shard` in `span` with no tracking row at all: an anti-join whose bounds are
+/// repeated inside the subquery, so that PostgreSQL reads only the slice of the tracking table's
+/// primary key in the span (index-only, whatever share is analysed). A statement diesel builds,
+/// so that it is prepared once per connection (planning would cost as much as running it).
+fn without_row(span: Span, shard: Shard) -> projects::BoxedQuery<'static, Pg> {
+    let mut query = projects::table
+        .filter(projects::id.gt(span.after))
         .into_boxed();
+    if shard.count > 1 {
+        query = query.filter(in_shard("projects.id", shard));
+    }
     // The same subquery twice: a correlated one does not box.
-    match through {
+    match span.through {
         Some(through) => query.filter(projects::id.le(through)).filter(not(exists(
             tracking::table
                 .filter(tracking::project_id.eq(projects::id))
-                .filter(tracking::project_id.gt(after))
-                .filter(tracking::project_id.le(through))
-                .filter(sql::<Bool>(ANSWERED_SQL)),
+                .filter(tracking::project_id.gt(span.after))
+                .filter(tracking::project_id.le(through)),
         ))),
         None => query.filter(not(exists(
             tracking::table
                 .filter(tracking::project_id.eq(projects::id))
-                .filter(tracking::project_id.gt(after))
-                .filter(sql::<Bool>(ANSWERED_SQL)),
+                .filter(tracking::project_id.gt(span.after)),
         ))),
     }
+}
+
+/// The stale `ongoing` rows of `shard` in `span`: rows, but no answer (GitLab's worker left them).
+/// Found through the index on `status`; there are few.
+fn stale_ongoing(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> {
+    let mut query = tracking::table
+        .filter(tracking::project_id.gt(span.after))
+        .filter(sql::<Bool>(STALE_ONGOING_SQL))
+        .into_boxed();
+    if let Some(through) = span.through {
+        query = query.filter(tracking::project_id.le(through));
+    }
+    if shard.count > 1 {
+        query = query.filter(in_shard(
+            "container_registry_data_repair_details.project_id",
+            shard,
+        ));
+    }
+    query
+}
+
+/// The first `limit` projects of `shard` in `span` that have no tracking row answering for them,
+/// in id order: the walk, the sweep and the watermark all ask this.
+pub(super) async fn unanswered_ids(
+    conn: &mut DbConn,
+    span: Span,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<i64>, DbError> {
+    let what = || {
+        format!(
+            "reading the next {limit} unanalysed projects after id {}{}",
+            span.after,
+            span.through
+                .map(|t| format!(" up to {t}"))
+                .unwrap_or_default()
+        )
+    };
+    let mut ids: Vec<i64> = without_row(span, shard)
+        .order(projects::id.asc())
+        .limit(limit)
+        .select(projects::id)
+        .load(conn)
+        .await
+        .map_err(DbError::query(what()))?;
+    let stale: Vec<i64> = stale_ongoing(span, shard)
+        .order(tracking::project_id.asc())
+        .limit(limit)
+        .select(tracking::project_id)
+        .load(conn)
+        .await
+        .map_err(DbError::query(what()))?;
+    if !stale.is_empty() {
+        ids.extend(stale);
+        ids.sort_unstable();
+        ids.truncate(usize::try_from(limit).unwrap_or(0));
+    }
+    Ok(ids)
 }
 
 /// The next `limit` projects with id above `after` that have no tracking row, in id order: a
@@ -92,16 +157,7 @@ pub async fn unanalysed_between(
     shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
-    let ids: Vec<i64> = unanalysed_in(after, through, shard)
-        .order(projects::id.asc())
-        .limit(limit)
-        .select(projects::id)
-        .load(&mut conn)
-        .await
-        .map_err(DbError::query(format!(
-            "reading the next {limit} unanalysed projects after id {after}{}",
-            through.map(|t| format!(" up to {t}")).unwrap_or_default()
-        )))?;
+    let ids = unanswered_ids(&mut conn, Span { after, through }, limit, shard).await?;
     with_paths(&mut conn, ids).await
 }
 
@@ -218,10 +274,19 @@ pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Re
         let left = (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / shard.count as f64;
         return Ok(left as u64);
     }
-    let n: i64 = unanalysed_in(after, None, shard)
+    let span = Span {
+        after,
+        through: None,
+    };
+    let without: i64 = without_row(span, shard)
         .count()
         .get_result(&mut conn)
         .await
         .map_err(DbError::query("counting the projects left to analyse"))?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    let stale: i64 = stale_ongoing(span, shard)
+        .count()
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("counting the stale ongoing rows"))?;
+    Ok(u64::try_from(without + stale).unwrap_or(0))
 }

@@ -28,11 +28,11 @@ macro_rules! stale_ongoing {
 }
 use stale_ongoing;
 
-/// Whether a tracking row answers for its project: anything but a stale `ongoing` row. One
-/// definition for the walk, the watermark and the writes.
-pub const ANSWERED_SQL: &str = concat!(
-    "(container_registry_data_repair_details.status <> 0 \
-      OR container_registry_data_repair_details.updated_at >= now() - interval '",
+/// A tracking row that is no answer for its project: `ongoing` and not updated for
+/// [`STALE_ONGOING`]. One definition for the walk, the sweep, the watermark and the writes.
+pub const STALE_ONGOING_SQL: &str = concat!(
+    "(container_registry_data_repair_details.status = 0 \
+      AND container_registry_data_repair_details.updated_at < now() - interval '",
     stale_ongoing!(),
     "')"
 );
@@ -99,7 +99,7 @@ pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbErro
         .collect();
     let mut conn = db.conn().await?;
     diesel::sql_query(format!(
-        "INSERT INTO container_registry_data_repair_details AS t \
+        "INSERT INTO container_registry_data_repair_details \
              (project_id, missing_count, status, created_at, updated_at) \
          SELECT u.project_id, u.missing_count, u.status, now(), now() \
          FROM UNNEST($1::bigint[], $2::integer[], $3::smallint[]) AS u(project_id, missing_count, status) \
@@ -107,8 +107,9 @@ pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbErro
          ON CONFLICT (project_id) DO UPDATE \
          SET missing_count = EXCLUDED.missing_count, status = EXCLUDED.status, \
              updated_at = EXCLUDED.updated_at \
-         WHERE (t.status = 0 AND t.updated_at < now() - interval '{STALE_ONGOING}') \
-            OR (t.status = 2 AND t.project_id = ANY($4::bigint[]))"
+         WHERE {STALE_ONGOING_SQL} \
+            OR (container_registry_data_repair_details.status = 2 \
+                AND container_registry_data_repair_details.project_id = ANY($4::bigint[]))"
     ))
     .bind::<Array<BigInt>, _>(ids)
     .bind::<Array<Integer>, _>(missing)

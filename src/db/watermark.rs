@@ -20,7 +20,7 @@ use std::time::Duration;
 use diesel::sql_types::{BigInt, Double, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use super::tracking::ANSWERED_SQL;
+use super::projects::{unanswered_ids, Span};
 use super::{Database, DbError};
 use crate::config::Shard;
 use crate::sync::lock;
@@ -32,12 +32,6 @@ const STEPS_PER_CALL: usize = 20;
 /// Fences kept while none is safe yet (a long transaction holds `xmin` back); the oldest, which
 /// becomes safe first, and the newest are always kept.
 const MAX_FENCES: usize = 64;
-
-#[derive(diesel::QueryableByName)]
-struct Value {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    value: Option<i64>,
-}
 
 /// The highest visible project id at one moment, and the first transaction id not yet started
 /// then: every transaction that could be adding a project below `max_id` has an id below `xmax`.
@@ -177,23 +171,15 @@ pub async fn advance(
             break;
         }
         let upper = (through + STEP).min(max);
-        let hole: Value = diesel::sql_query(format!(
-            "SELECT min(p.id) AS value FROM projects p \
-             WHERE p.id > $1 AND p.id <= $2 AND {} \
-             AND NOT EXISTS (SELECT 1 FROM container_registry_data_repair_details \
-                             WHERE project_id = p.id AND project_id > $1 AND project_id <= $2 \
-                               AND {})",
-            in_shard_sql(shard),
-            ANSWERED_SQL
-        ))
-        .bind::<BigInt, _>(through)
-        .bind::<BigInt, _>(upper)
-        .get_result(&mut conn)
-        .await
-        .map_err(DbError::query(format!(
-            "looking for unanalysed projects between ids {through} and {upper}"
-        )))?;
-        match hole.value {
+        let span = Span {
+            after: through,
+            through: Some(upper),
+        };
+        let hole = unanswered_ids(&mut conn, span, 1, shard)
+            .await?
+            .into_iter()
+            .next();
+        match hole {
             Some(first_unanalysed) => {
                 through = first_unanalysed - 1;
                 break;
@@ -242,14 +228,6 @@ pub async fn reset(db: &Database, shard: Shard) -> Result<(), DbError> {
         .await
         .map_err(DbError::query("resetting the watermark"))?;
     Ok(())
-}
-
-fn in_shard_sql(shard: Shard) -> String {
-    if shard.count <= 1 {
-        "TRUE".into()
-    } else {
-        format!("p.id % {} = {}", shard.count, shard.index)
-    }
 }
 
 #[cfg(test)]
