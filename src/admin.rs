@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::db::switches;
-use crate::metrics::RegistryMetrics;
+use crate::registry::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, SetConcurrency, SetEnabled, Status};
 
 #[derive(Debug, thiserror::Error)]

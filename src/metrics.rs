@@ -1,117 +1,11 @@
 //! Prometheus metrics in the text exposition format, served at `/metrics` on the admin listener.
-//! Registry requests are counted where they are made (the client); everything else is read from
-//! the Scheduler's status (which carries the Writer's) at scrape time.
+//! Registry requests are counted where they are made (`registry::metrics`); everything else is
+//! read from the Scheduler's status (which carries the Writer's) at scrape time.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use crate::registry::RegistryMetrics;
 use crate::scheduler::Status;
-
-/// Upper bounds of the registry request duration histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// Registry requests by answer and how long they took. Counting is a few relaxed atomic adds: it
-/// runs for every request.
-#[derive(Debug)]
-pub struct RegistryMetrics {
-    /// By HTTP status code (100 to 599); the last slot counts requests that got no answer.
-    by_code: Vec<AtomicU64>,
-    /// Requests per duration bucket, the last past every bound (not cumulative; summed when
-    /// rendered).
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-const CODES: std::ops::Range<u16> = 100..600;
-
-impl Default for RegistryMetrics {
-    fn default() -> Self {
-        Self {
-            by_code: (CODES.start..=CODES.end)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-}
-
-impl RegistryMetrics {
-    pub fn observe(&self, code: Option<u16>, took: Duration) {
-        let slot = match code {
-            Some(c) if CODES.contains(&c) => usize::from(c - CODES.start),
-            _ => self.by_code.len() - 1,
-        };
-        self.by_code[slot].fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String) {
-        header(
-            out,
-            "registry_requests_total",
-            "counter",
-            "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
-        );
-        let no_answer = self.by_code.len() - 1;
-        for (slot, n) in self.by_code.iter().enumerate() {
-            let n = n.load(Ordering::Relaxed);
-            if n == 0 {
-                continue;
-            }
-            let code = if slot == no_answer {
-                "error".to_string()
-            } else {
-                (usize::from(CODES.start) + slot).to_string()
-            };
-            let _ = writeln!(
-                out,
-                "registry_repair_registry_requests_total{{code=\"{code}\"}} {n}"
-            );
-        }
-        header(
-            out,
-            "registry_request_duration_seconds",
-            "histogram",
-            "How long registry requests took",
-        );
-        let mut cumulative = 0;
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "registry_repair_registry_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "registry_repair_registry_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "registry_repair_registry_request_duration_seconds_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "registry_repair_registry_request_duration_seconds_count {count}"
-        );
-    }
-}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP registry_repair_{name} {help}");
@@ -276,6 +170,50 @@ pub fn render(status: &Status, registry: &RegistryMetrics) -> String {
             writer.failed_writes,
         );
     }
-    registry.render(&mut out);
+    render_registry(&mut out, registry);
     out
+}
+
+/// The registry client's requests: by status code, and a duration histogram.
+fn render_registry(out: &mut String, registry: &RegistryMetrics) {
+    header(
+        out,
+        "registry_requests_total",
+        "counter",
+        "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
+    );
+    for (code, n) in registry.by_code() {
+        let code = code.map_or_else(|| "error".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "registry_repair_registry_requests_total{{code=\"{code}\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "registry_request_duration_seconds",
+        "histogram",
+        "How long registry requests took",
+    );
+    let histogram = registry.histogram();
+    for (bound, cumulative) in &histogram.buckets {
+        let _ = writeln!(
+            out,
+            "registry_repair_registry_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let count = histogram.count;
+    let _ = writeln!(
+        out,
+        "registry_repair_registry_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "registry_repair_registry_request_duration_seconds_sum {}",
+        histogram.sum_seconds
+    );
+    let _ = writeln!(
+        out,
+        "registry_repair_registry_request_duration_seconds_count {count}"
+    );
 }

@@ -8,8 +8,8 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use super::metrics::RegistryMetrics;
 use super::token::{sign, SharedToken, Token, TokenError, TokenSigner};
-use crate::metrics::RegistryMetrics;
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);

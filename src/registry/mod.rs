@@ -2,8 +2,10 @@
 
 pub mod client;
 pub mod grammar;
+pub mod metrics;
 pub mod simulator;
 pub mod token;
 
 pub use client::{Blame, Entry, RegistryClient, RegistryError};
+pub use metrics::RegistryMetrics;
 pub use token::TokenSigner;
