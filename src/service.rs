@@ -16,7 +16,7 @@ use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
-use crate::writer::{SetPressureListener, Writer};
+use crate::writer::Writer;
 
 #[derive(Default)]
 pub struct ServiceOptions {
@@ -128,12 +128,18 @@ pub async fn start(
     let batch_size = settings.batch_size();
     let flush_interval = settings.flush_interval();
     let writer_faults = options.faults.clone();
+    // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
+    // when its buffer fills; the Scheduler itself runs once it has the Writer's.
+    let scheduler_context = Context::<Scheduler>::new();
+    let pressure = scheduler_context.address().recipient();
     let writer = Supervisor::start(move |_| {
-        Writer::new(writer_db, batch_size, flush_interval).with_faults(writer_faults)
+        Writer::new(writer_db, batch_size, flush_interval)
+            .with_faults(writer_faults)
+            .reporting_pressure_to(pressure)
     });
     let registry_metrics = registry.metrics();
     let deps = Arc::new(AnalyzerDeps {
-        registry,
+        registry: registry.clone(),
         db: db.clone(),
         writer: writer.clone(),
         faults: options.faults.clone(),
@@ -168,8 +174,14 @@ pub async fn start(
         sweep_interval: settings.sweep_interval(),
         swept_ago,
     };
-    let scheduler = Scheduler::new(db.clone(), deps, config, finished_tx).start();
-    writer.do_send(SetPressureListener(scheduler.clone().recipient()));
+    let scheduler = scheduler_context.run(Scheduler::new(
+        db.clone(),
+        registry,
+        writer.clone(),
+        deps,
+        config,
+        finished_tx,
+    ));
     if let Some(initial) = gitlab_switches {
         GitlabControl::new(
             db.clone(),

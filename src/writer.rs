@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::Database;
 use crate::faults::{Faults, WriterStep};
+use crate::scheduler::WriterPressure;
 
 /// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,6 +92,13 @@ impl Writer {
             stats: WriterStats::default(),
             faults: Arc::default(),
         }
+    }
+
+    /// Who to tell when the buffer fills or drains: the Scheduler, whose address exists before
+    /// the Writer starts.
+    pub fn reporting_pressure_to(mut self, listener: Recipient<WriterPressure>) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// Test-only fault injection.
@@ -302,13 +310,6 @@ impl Supervised for Writer {
     }
 }
 
-/// Sent by the Writer whenever its buffer crosses its bound, either way.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct WriterPressure {
-    pub full: bool,
-}
-
 /// One project's result.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -366,21 +367,6 @@ impl Handler<Flush> for Writer {
             rx.await
                 .unwrap_or_else(|_| Err("the writer stopped before writing".into()))
         })
-    }
-}
-
-/// Who to tell when the buffer fills or drains.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetPressureListener(pub Recipient<WriterPressure>);
-
-impl Handler<SetPressureListener> for Writer {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetPressureListener, ctx: &mut Context<Self>) {
-        self.guarded(ctx, "setting the pressure listener", |act, _| {
-            act.listener = Some(msg.0);
-        });
     }
 }
 

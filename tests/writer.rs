@@ -10,9 +10,8 @@ use actix::prelude::*;
 use common::{eventually, TestDb};
 use registry_repair::db::tracking::{self, Status, TrackingRow};
 use registry_repair::demo::seed::World;
-use registry_repair::writer::{
-    Flush, GetWriterStats, Record, SetPressureListener, Writer, WriterPressure,
-};
+use registry_repair::scheduler::WriterPressure;
+use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -137,10 +136,11 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     // projects that did not exist, as it skips projects deleted during a run.)
     let (db, ids) = db_with_projects(70).await;
     db.refuse_connections().await;
-    let writer = Writer::new(db.database(), 4, Duration::from_millis(100)).start();
     let log = Arc::new(Mutex::new(Vec::new()));
     let listener = PressureLog(log.clone()).start();
-    writer.do_send(SetPressureListener(listener.recipient()));
+    let writer = Writer::new(db.database(), 4, Duration::from_millis(100))
+        .reporting_pressure_to(listener.recipient())
+        .start();
     for id in &ids {
         writer.do_send(row(*id, 1, Status::Completed));
     }

@@ -1,5 +1,6 @@
 //! The container registry: its API client, the tokens it trusts, and a simulated registry.
 
+pub mod batch;
 pub mod client;
 pub mod grammar;
 pub mod metrics;

@@ -1,0 +1,245 @@
+//! The Scheduler's accounting: what became of the projects it dispatched, where its time went,
+//! the rate, the ETA and the progress line. Kept apart from the actor so that deciding what runs
+//! and counting what ran do not share one file.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Disposition;
+use crate::db::tracking::Status as RowStatus;
+use crate::writer::WriterStats;
+
+/// The running service's state, as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub state: String,
+    pub enabled: bool,
+    pub max_concurrency: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    /// Projects recorded by this process (completed + failed).
+    pub analysed: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub missing_found: u64,
+    /// Attempts that ended unrecorded (registry or database trouble), to be tried again.
+    pub deferred: u64,
+    /// Registry entries outside the project path, ignored.
+    pub ignored_entries: u64,
+    /// Projects whose path breaks the registry's name grammar: recorded with 0, nothing asked.
+    #[serde(default)]
+    pub unaddressable: u64,
+    pub analyzer_restarts: u64,
+    pub analyzers: usize,
+    pub pass: u64,
+    pub rate_per_s: f64,
+    pub uptime_s: f64,
+    pub writer_full: bool,
+    /// Every project of this shard up to this id has a row; passes start here.
+    pub watermark: i64,
+    /// A sweep below the watermark is under way.
+    #[serde(default)]
+    pub sweeping: bool,
+    /// Sweeps this process finished.
+    #[serde(default)]
+    pub sweeps: u64,
+    /// Scheduling batches read from the database, and the database time they took.
+    pub fetches: u64,
+    pub fetch_ms_avg: f64,
+    pub fetch_ms_max: f64,
+    /// From dispatching a project to its Analyzer reporting back, on average.
+    pub analysis_ms_avg: f64,
+    /// From the Scheduler's start to its first dispatch.
+    pub first_dispatch_ms: Option<f64>,
+    /// Projects without a row yet (estimate: counted at start, less those analysed since).
+    pub remaining: Option<u64>,
+    /// When `remaining` will be done at the rate so far.
+    pub eta_s: Option<f64>,
+    /// The process's peak resident memory (VmHWM).
+    pub peak_rss_kib: Option<u64>,
+    pub writer: Option<WriterStats>,
+    /// `closed` (dispatching), `open` (the registry fails as a whole; probing) or `half-open`.
+    pub breaker: String,
+    pub breaker_trips: u64,
+    pub last_error: Option<String>,
+}
+
+/// What became of the projects dispatched so far.
+#[derive(Default)]
+struct Counts {
+    completed: u64,
+    failed: u64,
+    missing: u64,
+    deferred: u64,
+    crashes: u64,
+    ignored_entries: u64,
+    unaddressable: u64,
+}
+
+/// Where the Scheduler's time goes.
+#[derive(Default)]
+struct Timing {
+    /// Projects back from an Analyzer, and the time from dispatch to that.
+    analyses: u64,
+    analysis_total: Duration,
+    fetches: u64,
+    fetch_total: Duration,
+    fetch_max: Duration,
+    first_dispatch: Option<Duration>,
+}
+
+/// Counts, timings and the estimate of what is left, since the Scheduler started.
+pub struct Accounting {
+    counts: Counts,
+    timing: Timing,
+    /// Projects left when last counted, and how many this process had analysed then.
+    counted: Option<(u64, u64)>,
+    started_at: Instant,
+}
+
+impl Accounting {
+    pub fn new() -> Self {
+        Self {
+            counts: Counts::default(),
+            timing: Timing::default(),
+            counted: None,
+            started_at: Instant::now(),
+        }
+    }
+
+    /// What became of one project.
+    pub fn record(&mut self, disposition: &Disposition) {
+        let counts = &mut self.counts;
+        match disposition {
+            Disposition::Recorded { row, .. } if row.status == RowStatus::Failed => {
+                counts.failed += 1
+            }
+            Disposition::Recorded {
+                unaddressable: true,
+                ..
+            } => {
+                counts.completed += 1;
+                counts.unaddressable += 1;
+            }
+            Disposition::Recorded { row, ignored, .. } => {
+                counts.ignored_entries += u64::from(*ignored);
+                counts.completed += 1;
+                counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
+            }
+            Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
+            Disposition::Crashed(_) => counts.crashes += 1,
+            Disposition::CrashedForGood => {
+                counts.crashes += 1;
+                counts.failed += 1;
+            }
+        }
+    }
+
+    /// A project came back from its Analyzer `took` after it was dispatched.
+    pub fn analysis_back(&mut self, took: Duration) {
+        self.timing.analyses += 1;
+        self.timing.analysis_total += took;
+    }
+
+    /// A read of projects came back after `took`.
+    pub fn fetched(&mut self, took: Duration) {
+        self.timing.fetches += 1;
+        self.timing.fetch_total += took;
+        self.timing.fetch_max = self.timing.fetch_max.max(took);
+    }
+
+    /// A project is dispatched: the first time, how long after the start.
+    pub fn dispatched(&mut self) -> Option<Duration> {
+        if self.timing.first_dispatch.is_some() {
+            return None;
+        }
+        let after = self.started_at.elapsed();
+        self.timing.first_dispatch = Some(after);
+        Some(after)
+    }
+
+    /// The projects left to analyse were counted (or estimated): `left`.
+    pub fn counted(&mut self, left: u64) {
+        self.counted = Some((left, self.analysed()));
+    }
+
+    pub fn analysed(&self) -> u64 {
+        self.counts.completed + self.counts.failed
+    }
+
+    /// Projects recorded per second since the start.
+    fn rate(&self) -> f64 {
+        self.analysed() as f64 / self.started_at.elapsed().as_secs_f64().max(1e-3)
+    }
+
+    /// Projects left now (estimate), and when they will be done at the rate so far.
+    fn remaining(&self) -> Option<(u64, Option<f64>)> {
+        let (left, at) = self.counted?;
+        let left = left.saturating_sub(self.analysed().saturating_sub(at));
+        let rate = self.rate();
+        Some((left, (rate > 0.0).then(|| left as f64 / rate)))
+    }
+
+    /// One `progress` log line; `state` is the Scheduler's.
+    pub fn log_progress(&self, state: &str) {
+        let done = self.analysed();
+        let rate = self.rate();
+        match self.remaining() {
+            Some((left, eta)) => tracing::info!(
+                done,
+                total = done + left,
+                left,
+                rate_per_s = format!("{rate:.1}"),
+                eta_s = eta.map(|e| e.round() as u64),
+                state,
+                "progress"
+            ),
+            None => tracing::info!(done, rate_per_s = format!("{rate:.1}"), state, "progress"),
+        }
+    }
+
+    /// The status fields this accounting knows; the Scheduler fills in the rest.
+    pub fn status(&self) -> Status {
+        let remaining = self.remaining();
+        let (counts, timing) = (&self.counts, &self.timing);
+        Status {
+            analysed: self.analysed(),
+            completed: counts.completed,
+            failed: counts.failed,
+            missing_found: counts.missing,
+            deferred: counts.deferred,
+            ignored_entries: counts.ignored_entries,
+            unaddressable: counts.unaddressable,
+            analyzer_restarts: counts.crashes,
+            rate_per_s: self.rate(),
+            uptime_s: self.started_at.elapsed().as_secs_f64(),
+            fetches: timing.fetches,
+            fetch_ms_avg: average_ms(timing.fetch_total, timing.fetches),
+            fetch_ms_max: timing.fetch_max.as_secs_f64() * 1000.0,
+            analysis_ms_avg: average_ms(timing.analysis_total, timing.analyses),
+            first_dispatch_ms: timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
+            peak_rss_kib: peak_rss_kib(),
+            remaining: remaining.map(|(left, _)| left),
+            eta_s: remaining.and_then(|(_, eta)| eta),
+            ..Status::default()
+        }
+    }
+}
+
+fn average_ms(total: Duration, n: u64) -> f64 {
+    if n > 0 {
+        total.as_secs_f64() * 1000.0 / n as f64
+    } else {
+        0.0
+    }
+}
+
+/// The process's peak resident set size, from /proc (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,548 @@
+//! The Scheduler actor: walks the projects that have no tracking row (keyset, in id order), keeps a
+//! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
+//! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
+//! pass all arrive here as messages, and are defined here, beside the actor that receives them.
+//! Where projects come from is `walk`, living through an outage `outage`, counting `accounting`.
+
+mod accounting;
+mod outage;
+mod walk;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use self::accounting::Accounting;
+pub use self::accounting::Status;
+use self::walk::Source;
+use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
+use crate::breaker::{Breaker, State as BreakerState};
+use crate::config::Shard;
+use crate::db::tracking::{Status as RowStatus, TrackingRow};
+use crate::db::watermark::Fences;
+use crate::db::Database;
+use crate::registry::RegistryClient;
+use crate::sweep::Sweep;
+use crate::writer::{Flush, GetWriterStats, Writer};
+
+/// Projects read per keyset query; the queue is refilled when it falls below half of this.
+pub const FETCH_BATCH: i64 = 1000;
+/// How often the watermark is moved up.
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
+const RETRY_DB: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub limit: usize,
+    pub enabled: bool,
+    pub until_done: bool,
+    pub rescan_interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// Walk the projects recorded `failed` first, and analyse them again.
+    pub retry_failed: bool,
+    /// This instance's share of the projects.
+    pub shard: Shard,
+    /// Every project of the shard up to this id has a row (see `db::watermark`).
+    pub watermark: i64,
+    /// How often a progress line is logged.
+    pub progress_interval: Duration,
+    /// Why the registry's GitLab API is not confirmed yet (it did not answer at start): then
+    /// nothing is dispatched until a probe answers, and an answer without the API ends the run.
+    pub registry_unconfirmed: Option<String>,
+    /// How often the projects below the watermark are swept for ones without an answer.
+    pub sweep_interval: Duration,
+    /// How long ago this shard was last swept (`None`: never).
+    pub swept_ago: Option<Duration>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `--until-done`: every project has a row and everything is flushed.
+    Done,
+    /// Stopped by a signal; everything that finished in time is flushed.
+    Stopped,
+    /// Stopped, but the last flush failed: those projects will be analysed again next time.
+    FlushFailed(String),
+    /// The registry answered, but without GitLab's API, before anything was dispatched: no
+    /// project can be analysed until its configuration changes.
+    RegistryWithoutApi(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Walking projects and dispatching them.
+    Running,
+    /// The pass is over; waiting for the Writer to flush before the next pass.
+    Flushing,
+    /// Nothing was left to do; waiting `rescan_interval` before looking again.
+    Idle,
+    /// Shutting down: no new dispatch, in-flight projects finishing.
+    Draining,
+    Finished,
+}
+
+struct Slot {
+    addr: Addr<Analyzer>,
+    busy: Option<i64>,
+    since: Instant,
+}
+
+pub struct Scheduler {
+    db: Database,
+    /// Probes, and signs batch tokens ahead of need.
+    registry: RegistryClient,
+    /// Flushes at the end of a pass and on shutdown.
+    writer: Addr<Writer>,
+    /// What each Analyzer the pool grows by is started with.
+    analyzer_deps: Arc<AnalyzerDeps>,
+    config: SchedulerConfig,
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    cursor: i64,
+    exhausted: bool,
+    fetching: bool,
+    found_in_pass: u64,
+    passes: u64,
+    phase: Phase,
+    writer_full: bool,
+    breaker_reported_open: bool,
+    breaker: Breaker,
+    /// `GET /gitlab/v1/` has answered 200 or 401 once.
+    registry_confirmed: bool,
+    source: Source,
+    advancing: bool,
+    /// What caps the watermark: fences against transactions that commit late.
+    fences: Arc<Fences>,
+    sweep: Sweep,
+    /// While a sweep runs, reads alternate between it and the walk above the watermark.
+    sweep_turn: bool,
+    accounting: Accounting,
+    finished: Option<oneshot::Sender<RunEnd>>,
+}
+
+impl Scheduler {
+    pub fn new(
+        db: Database,
+        registry: RegistryClient,
+        writer: Addr<Writer>,
+        analyzer_deps: Arc<AnalyzerDeps>,
+        config: SchedulerConfig,
+        finished: oneshot::Sender<RunEnd>,
+    ) -> Self {
+        let retry_failed = config.retry_failed;
+        let breaker = match &config.registry_unconfirmed {
+            Some(reason) => Breaker::waiting_for_registry(reason.clone()),
+            None => Breaker::default(),
+        };
+        let registry_confirmed = config.registry_unconfirmed.is_none();
+        let cursor = if retry_failed { 0 } else { config.watermark };
+        let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
+        Self {
+            db,
+            registry,
+            writer,
+            analyzer_deps,
+            config,
+            slots: Vec::new(),
+            queue: VecDeque::new(),
+            cursor,
+            exhausted: false,
+            fetching: false,
+            found_in_pass: 0,
+            passes: 1,
+            phase: Phase::Running,
+            writer_full: false,
+            breaker_reported_open: false,
+            registry_confirmed,
+            breaker,
+            advancing: false,
+            fences: Arc::default(),
+            sweep,
+            sweep_turn: false,
+            accounting: Accounting::new(),
+            source: if retry_failed {
+                Source::Failed
+            } else {
+                Source::Unanalysed
+            },
+            finished: Some(finished),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.busy.is_some()).count()
+    }
+
+    /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.refill(ctx);
+        self.dispatch(ctx);
+        self.end_pass_if_done(ctx);
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
+            return;
+        }
+        let limit = self.breaker.allowed(self.config.limit);
+        let mut in_flight = self.in_flight();
+        while in_flight < limit {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let slot = match self.slots.iter().position(|s| s.busy.is_none()) {
+                Some(index) => index,
+                None => self.grow_pool(ctx),
+            };
+            self.slots[slot].busy = Some(job.project.id);
+            self.slots[slot].since = Instant::now();
+            if let Some(after) = self.accounting.dispatched() {
+                tracing::info!(
+                    after_ms = after.as_millis() as u64,
+                    cursor = self.cursor,
+                    "first project dispatched"
+                );
+            }
+            self.slots[slot].addr.do_send(Analyze(job));
+            // The next batch's token is signed while the projects ahead of it run.
+            if let Some(next) = self.queue.front().and_then(|job| job.token.as_ref()) {
+                self.registry.sign_ahead(next);
+            }
+            in_flight += 1;
+        }
+    }
+
+    /// Starts one more supervised Analyzer; returns its slot.
+    fn grow_pool(&mut self, ctx: &mut Context<Self>) -> usize {
+        let id = self.slots.len();
+        let deps = self.analyzer_deps.clone();
+        let me = ctx.address().recipient();
+        let addr = actix::Supervisor::start(move |_| Analyzer::new(id, deps, me));
+        self.slots.push(Slot {
+            addr,
+            busy: None,
+            since: Instant::now(),
+        });
+        id
+    }
+
+    /// The Analyzer of `slot` is free again, done with `project_id`.
+    fn freed(&mut self, slot: usize, project_id: i64) {
+        if let Some(slot) = self.slots.get_mut(slot) {
+            if slot.busy == Some(project_id) {
+                slot.busy = None;
+                self.accounting.analysis_back(slot.since.elapsed());
+            }
+        }
+    }
+
+    /// A project goes back to the queue: `first` in line, or to the back. Not once draining.
+    fn requeue(&mut self, job: Job, first: bool) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if first {
+            self.queue.push_front(job);
+        } else {
+            self.queue.push_back(job);
+        }
+    }
+
+    fn finish(&mut self, end: RunEnd) {
+        self.phase = Phase::Finished;
+        if let Some(tx) = self.finished.take() {
+            let _ = tx.send(end);
+        }
+    }
+
+    /// The last step of a shutdown: flush what the Writer holds, then report.
+    fn finalize(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Draining {
+            return;
+        }
+        self.phase = Phase::Finished;
+        let abandoned = self.in_flight();
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
+        }
+        let flush = self.writer.send(Flush::SHUTDOWN);
+        ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
+            let end = match result {
+                Ok(Ok(_)) => RunEnd::Stopped,
+                Ok(Err(e)) => RunEnd::FlushFailed(e),
+                Err(e) => RunEnd::FlushFailed(e.to_string()),
+            };
+            if let Some(tx) = act.finished.take() {
+                let _ = tx.send(end);
+            }
+        }));
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Draining => "draining",
+            Phase::Finished => "stopped",
+            _ if !self.config.enabled => "paused",
+            _ if self.config.limit == 0 => "paused (concurrency 0)",
+            _ if self.breaker.state() != BreakerState::Closed => "registry unavailable",
+            _ if self.writer_full => "waiting for the writer",
+            Phase::Idle => "idle",
+            Phase::Running | Phase::Flushing => "running",
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            state: self.state_name().to_string(),
+            enabled: self.config.enabled,
+            max_concurrency: self.config.limit,
+            in_flight: self.in_flight(),
+            queued: self.queue.len(),
+            analyzers: self.slots.len(),
+            pass: self.passes,
+            writer_full: self.writer_full,
+            watermark: self.config.watermark,
+            sweeping: self.sweep.is_active(),
+            sweeps: self.sweep.completed(),
+            writer: None,
+            breaker: self.breaker.name().to_string(),
+            breaker_trips: self.breaker.trips(),
+            last_error: self.breaker.last_error().map(str::to_string),
+            ..self.accounting.status()
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            max_concurrency = self.config.limit,
+            enabled = self.config.enabled,
+            until_done = self.config.until_done,
+            shard = %self.config.shard,
+            watermark = self.config.watermark,
+            "scheduler started"
+        );
+        if let Some(reason) = &self.config.registry_unconfirmed {
+            tracing::warn!(%reason, "the registry does not answer yet; nothing is dispatched until it does");
+            self.breaker_reported_open = true;
+            ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
+        }
+        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
+            act.advance_watermark(ctx);
+            act.sweep_if_due(ctx);
+        });
+        ctx.run_interval(self.config.progress_interval, |act, _ctx| {
+            if act.phase != Phase::Finished {
+                act.accounting.log_progress(act.state_name());
+            }
+        });
+        self.count_remaining(ctx);
+        self.take_fence();
+        self.tick(ctx);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for Scheduler {
+    type Result = ResponseActFuture<Self, Status>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let writer = self.writer.send(GetWriterStats);
+        Box::pin(writer.into_actor(self).map(|stats, act, _ctx| {
+            let mut status = act.status();
+            status.writer = stats.ok();
+            status
+        }))
+    }
+}
+
+/// Use at most this many projects in flight from now on; 0 pauses.
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct SetConcurrency(pub usize);
+
+impl Handler<SetConcurrency> for Scheduler {
+    type Result = MessageResult<SetConcurrency>;
+
+    fn handle(
+        &mut self,
+        SetConcurrency(limit): SetConcurrency,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        if limit != self.config.limit {
+            tracing::info!(
+                from = self.config.limit,
+                to = limit,
+                "max concurrency changed"
+            );
+            self.config.limit = limit;
+        }
+        // Lowering takes effect as in-flight projects finish: none is interrupted.
+        self.tick(ctx);
+        MessageResult(self.status())
+    }
+}
+
+/// Switch the feature flag: off stops dispatching, in-flight projects finish and are recorded.
+#[derive(Message)]
+#[rtype(result = "Status")]
+pub struct SetEnabled(pub bool);
+
+impl Handler<SetEnabled> for Scheduler {
+    type Result = MessageResult<SetEnabled>;
+
+    fn handle(&mut self, SetEnabled(enabled): SetEnabled, ctx: &mut Context<Self>) -> Self::Result {
+        if enabled != self.config.enabled {
+            tracing::info!(enabled, "feature flag switched");
+            self.config.enabled = enabled;
+        }
+        self.tick(ctx);
+        MessageResult(self.status())
+    }
+}
+
+/// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
+/// `Shutdown::NOW` (a second signal) stops waiting for in-flight projects.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub now: bool,
+}
+
+impl Shutdown {
+    pub const GRACEFUL: Shutdown = Shutdown { now: false };
+    pub const NOW: Shutdown = Shutdown { now: true };
+}
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Draining && msg.now {
+            self.finalize(ctx);
+            return;
+        }
+        if matches!(self.phase, Phase::Draining | Phase::Finished) {
+            return;
+        }
+        let in_flight = self.in_flight();
+        tracing::info!(in_flight, "shutting down: waiting for in-flight projects");
+        self.phase = Phase::Draining;
+        self.queue.clear();
+        if in_flight == 0 {
+            self.finalize(ctx);
+        } else {
+            ctx.run_later(self.config.shutdown_timeout, |act, ctx| act.finalize(ctx));
+        }
+    }
+}
+
+/// What became of a project an Analyzer was given.
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    /// Its result went to the Writer; `ignored` registry entries were outside its path;
+    /// `unaddressable`: its path breaks the registry's name grammar, so nothing was asked.
+    Recorded {
+        row: TrackingRow,
+        ignored: u32,
+        unaddressable: bool,
+    },
+    /// It could not be analysed for a reason outside it; analyse it again later.
+    /// `others_served`: the registry refused it but answered the canary right after.
+    Deferred {
+        job: Job,
+        reason: String,
+        others_served: bool,
+    },
+    /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
+    /// answered for another project right after, so this was the project's trouble alone.
+    Troubled {
+        job: Job,
+        reason: String,
+        others_served: bool,
+    },
+    /// The Analyzer panicked on it and was restarted; analyse it again.
+    Crashed(Job),
+    /// The Analyzer panicked on it once too often; it was recorded `failed`.
+    CrashedForGood,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AnalyzerFinished {
+    pub analyzer: usize,
+    pub project_id: i64,
+    pub disposition: Disposition,
+}
+
+impl Handler<AnalyzerFinished> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnalyzerFinished, ctx: &mut Context<Self>) {
+        self.freed(msg.analyzer, msg.project_id);
+        self.accounting.record(&msg.disposition);
+        match msg.disposition {
+            Disposition::Recorded {
+                row,
+                unaddressable: false,
+                ..
+            } if row.status != RowStatus::Failed => self.registry_served(ctx),
+            Disposition::Recorded { .. } | Disposition::CrashedForGood => {}
+            // The registry refuses this path only: to the back, as trouble goes.
+            Disposition::Deferred {
+                job,
+                others_served: true,
+                ..
+            } => self.requeue(job, false),
+            // The registry refuses every path: first in line when it is back.
+            Disposition::Deferred { job, reason, .. } => {
+                self.registry_troubled(&reason, ctx);
+                self.requeue(job, true);
+            }
+            // To the back: other projects show meanwhile whether the registry serves.
+            Disposition::Troubled {
+                job,
+                reason,
+                others_served,
+            } => {
+                if !others_served {
+                    self.registry_troubled(&reason, ctx);
+                }
+                self.requeue(job, false);
+            }
+            Disposition::Crashed(job) => self.requeue(job, true),
+        }
+        if self.phase == Phase::Draining && self.in_flight() == 0 {
+            self.finalize(ctx);
+            return;
+        }
+        self.tick(ctx);
+    }
+}
+
+/// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
+/// stops dispatching until it drains.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WriterPressure {
+    pub full: bool,
+}
+
+impl Handler<WriterPressure> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterPressure, ctx: &mut Context<Self>) {
+        self.writer_full = msg.full;
+        self.tick(ctx);
+    }
+}
