@@ -730,7 +730,7 @@ async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f
         }
     }
     writer
-        .send(Flush::PASS_END)
+        .send(Flush::PassEnd)
         .await?
         .map_err(anyhow::Error::msg)?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::tracking::TrackingRow;
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::faults::Faults;
 use crate::registry::client::{Pages, Step};
 use crate::registry::grammar::is_addressable;
@@ -64,8 +64,19 @@ impl Job {
     }
 }
 
+/// Why a project was not analysed, this time or for good.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("the project has no route, so no registry path")]
+    NoRoute,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
 /// What analysing one project found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Analysis {
     /// The project's registry path breaks the registry's name grammar: no repository can exist
     /// under it, so nothing was asked and nothing is missing.
@@ -77,22 +88,54 @@ pub enum Analysis {
         pages: u32,
     },
     /// The project cannot be analysed on its own account.
-    Failed { reason: String },
+    Failed { reason: AnalysisError },
     /// Something outside this project failed (registry unreachable or rejecting us, database
     /// down): the project must be analysed again later, and nothing recorded now. `refused`: the
     /// registry answered this project's request with a refusal (401, 403, 429, a redirect, a bare
     /// 404), which is the project's own if the registry serves others meanwhile.
-    Deferred { reason: String, refused: bool },
+    Deferred {
+        reason: AnalysisError,
+        refused: bool,
+    },
     /// 5xx, timeouts or broken answers after retries: the project's fault only if the registry
     /// serves others meanwhile.
-    Troubled { reason: String },
+    Troubled { reason: RegistryError },
 }
 
 /// Why an attempt ended unrecorded, where it may be the project's own fault.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Setback {
-    Trouble,
-    Refusal,
+    /// 5xx, timeouts or broken answers after retries.
+    Trouble(RegistryError),
+    /// A refusal (401, 403, 429, a redirect, a bare 404), or the database.
+    Refusal(AnalysisError),
+}
+
+impl Setback {
+    /// How often it happened to the project so far, and how often it may before it fails.
+    fn count<'a>(&self, job: &'a mut Job) -> (&'a mut u32, u32) {
+        match self {
+            Setback::Trouble(_) => (&mut job.troubles, MAX_TROUBLES),
+            Setback::Refusal(_) => (&mut job.deferrals, MAX_DEFERRALS),
+        }
+    }
+
+    /// As the log shows it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Setback::Trouble(_) => "Trouble",
+            Setback::Refusal(_) => "Refusal",
+        }
+    }
+}
+
+impl std::fmt::Display for Setback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setback::Trouble(reason) => reason.fmt(f),
+            Setback::Refusal(reason) => reason.fmt(f),
+        }
+    }
 }
 
 /// What every Analyzer shares.
@@ -139,29 +182,27 @@ impl Analyzer {
     /// 404; or the database). It counts against the project only when the registry answered the
     /// canary right after (`others_served`); the project fails once it has had its share, so that
     /// one path cannot hold up a pass for ever. Until then it goes back to the queue unrecorded.
-    fn setback(&self, mut job: Job, kind: Setback, reason: String, others_served: bool) {
+    fn setback(&self, mut job: Job, setback: Setback, others_served: bool) {
         let project_id = job.project.id;
-        let (count, max) = match kind {
-            Setback::Trouble => (&mut job.troubles, MAX_TROUBLES),
-            Setback::Refusal => (&mut job.deferrals, MAX_DEFERRALS),
-        };
+        let (count, max) = setback.count(&mut job);
         if others_served {
             *count += 1;
         }
         let count = *count;
+        let (kind, reason) = (setback.kind(), &setback);
         if count >= max {
-            tracing::warn!(project_id, ?kind, count, %reason, "project failed: the registry serves others but not it");
+            tracing::warn!(project_id, %kind, count, %reason, "project failed: the registry serves others but not it");
             self.record(&job, TrackingRow::failed(project_id), 0);
             return;
         }
-        tracing::info!(project_id, ?kind, count, %reason, "project not analysed this time; it will be tried again");
-        let disposition = match kind {
-            Setback::Trouble => Disposition::Troubled {
+        tracing::info!(project_id, %kind, count, %reason, "project not analysed this time; it will be tried again");
+        let disposition = match setback {
+            Setback::Trouble(reason) => Disposition::Troubled {
                 job,
                 reason,
                 others_served,
             },
-            Setback::Refusal => Disposition::Deferred {
+            Setback::Refusal(reason) => Disposition::Deferred {
                 job,
                 reason,
                 others_served,
@@ -290,10 +331,10 @@ impl Handler<Analyze> for Analyzer {
                     act.record(&job, TrackingRow::failed(project_id), 0);
                 }
                 Analysis::Deferred { reason, .. } => {
-                    act.setback(job, Setback::Refusal, reason, others_served)
+                    act.setback(job, Setback::Refusal(reason), others_served)
                 }
                 Analysis::Troubled { reason } => {
-                    act.setback(job, Setback::Trouble, reason, others_served)
+                    act.setback(job, Setback::Trouble(reason), others_served)
                 }
             }
         }))
@@ -318,7 +359,7 @@ pub async fn analyze(
 ) -> Analysis {
     let Some(path) = project.registry_path() else {
         return Analysis::Failed {
-            reason: "the project has no route, so no registry path".into(),
+            reason: AnalysisError::NoRoute,
         };
     };
     if !is_addressable(&path) {
@@ -336,14 +377,15 @@ pub async fn analyze(
                 continue;
             }
             Err(error) => {
-                let reason = error.to_string();
                 return match error.blame() {
                     Blame::Registry => Analysis::Deferred {
                         refused: matches!(error, RegistryError::Status { .. }),
-                        reason,
+                        reason: error.into(),
                     },
-                    Blame::Unclear => Analysis::Troubled { reason },
-                    Blame::Project => Analysis::Failed { reason },
+                    Blame::Unclear => Analysis::Troubled { reason: error },
+                    Blame::Project => Analysis::Failed {
+                        reason: error.into(),
+                    },
                 };
             }
         };
@@ -356,7 +398,7 @@ pub async fn analyze(
             Ok(known) => known,
             Err(error) => {
                 return Analysis::Deferred {
-                    reason: error.to_string(),
+                    reason: error.into(),
                     refused: false,
                 }
             }

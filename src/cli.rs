@@ -251,10 +251,10 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
         actix_rt::spawn(async move {
             let name = signals.next().await;
             tracing::info!(signal = name, "signal received; shutting down");
-            scheduler.do_send(Shutdown::GRACEFUL);
+            scheduler.do_send(Shutdown::Graceful);
             let name = signals.next().await;
             tracing::warn!(signal = name, "second signal: not waiting for in-flight projects; flushing and exiting");
-            scheduler.do_send(Shutdown::NOW);
+            scheduler.do_send(Shutdown::Now);
         });
         let end = service.wait().await;
         crate::progress::finish(bar);

@@ -14,9 +14,9 @@ use crate::control::GitlabControl;
 use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
-use crate::registry::{RegistryClient, TokenSigner};
+use crate::registry::{NoGitlabApi, RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
-use crate::writer::Writer;
+use crate::writer::{WriteError, Writer};
 
 #[derive(Default)]
 pub struct ServiceOptions {
@@ -48,8 +48,8 @@ pub enum StartError {
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
-    #[error("{0}")]
-    RegistryWithoutApi(String),
+    #[error(transparent)]
+    RegistryWithoutApi(NoGitlabApi),
     #[error("the registry at {url} presents a TLS certificate this host does not trust ({reason}): {}",
         if reason.contains("not valid for name") {
             "registry.url must name a host the certificate is for"
@@ -108,9 +108,12 @@ pub async fn start(
             tracing::info!(registry = %registry_url, status, "registry answers with GitLab's API");
             None
         }
-        ApiProbe::Absent { .. } => {
-            let message = probe.absent_message(&registry_url).unwrap_or_default();
-            return Err(StartError::RegistryWithoutApi(message));
+        ApiProbe::Absent { status, location } => {
+            return Err(StartError::RegistryWithoutApi(NoGitlabApi {
+                registry_url,
+                status: *status,
+                location: location.clone(),
+            }));
         }
         ApiProbe::Unavailable(error) => {
             // No retry mends a certificate this host does not trust.
@@ -218,7 +221,7 @@ pub async fn start(
 impl Service {
     /// Asks the service to stop: no new dispatch, in-flight projects finish, the Writer flushes.
     pub fn shutdown(&self) {
-        self.scheduler.do_send(Shutdown::GRACEFUL);
+        self.scheduler.do_send(Shutdown::Graceful);
     }
 
     /// Waits until the run ends, then stops the admin API.
@@ -226,7 +229,7 @@ impl Service {
         let end = self
             .finished
             .await
-            .unwrap_or_else(|_| RunEnd::FlushFailed("the scheduler stopped unexpectedly".into()));
+            .unwrap_or(RunEnd::FlushFailed(WriteError::SchedulerStopped));
         self.admin.stop().await;
         end
     }

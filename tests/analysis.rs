@@ -240,7 +240,7 @@ async fn paths_the_registry_cannot_hold_are_completed_with_zero_without_a_reques
     let s = setup(&w, 1000).await;
     for id in odd {
         let a = analyze(&s.client, &s.database, &project(&s, id).await, None).await;
-        assert_eq!(a, Analysis::Unaddressable, "project {id}");
+        assert!(matches!(a, Analysis::Unaddressable), "project {id}: {a:?}");
     }
     assert_eq!(s.registry.stats().list_requests, 0, "nothing asked");
     let a = analyze(&s.client, &s.database, &project(&s, fine).await, None).await;

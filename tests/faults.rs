@@ -512,7 +512,8 @@ async fn a_registry_that_comes_up_without_gitlabs_api_ends_the_run_with_nothing_
         .expect("registry");
     registry.set_api_mode(ApiMode::Distribution);
     match common::run_to_end(service).await {
-        RunEnd::RegistryWithoutApi(message) => {
+        RunEnd::RegistryWithoutApi(absent) => {
+            let message = absent.to_string();
             assert!(message.contains("answered 404"), "{message}");
             assert!(message.contains(&port.to_string()), "{message}");
         }

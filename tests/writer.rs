@@ -109,8 +109,8 @@ async fn flush_on_request_writes_everything_and_answers_the_count() {
     for id in &ids[..2] {
         writer.do_send(row(*id, 1, Status::Completed));
     }
-    let written = writer.send(Flush::PASS_END).await.expect("mailbox");
-    assert_eq!(written, Ok(2));
+    let written = writer.send(Flush::PassEnd).await.expect("mailbox");
+    assert_eq!(written.ok(), Some(2));
     assert_eq!(count(&db).await, 2);
 }
 
@@ -144,7 +144,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     for id in &ids {
         writer.do_send(row(*id, 1, Status::Completed));
     }
-    let flushed = writer.send(Flush::PASS_END).await.expect("mailbox");
+    let flushed = writer.send(Flush::PassEnd).await.expect("mailbox");
     assert!(flushed.is_err(), "no database: {flushed:?}");
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(stats.buffered, 70, "nothing is dropped");

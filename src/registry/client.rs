@@ -107,13 +107,23 @@ pub enum ApiProbe {
     Unavailable(RegistryError),
 }
 
-impl ApiProbe {
-    /// For an `Absent` answer, one line naming `registry_url`, the answer and what is needed.
-    pub fn absent_message(&self, registry_url: &str) -> Option<String> {
-        let ApiProbe::Absent { status, location } = self else {
-            return None;
-        };
-        Some(match (status, location) {
+/// The registry answered `GET /gitlab/v1/`, but not as one with GitLab's API: no request will
+/// succeed until its configuration or `registry.url` changes. Shown as one line naming
+/// `registry.url`, the answer and what is needed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct NoGitlabApi {
+    /// `registry.url` as it may be shown.
+    pub registry_url: String,
+    pub status: u16,
+    /// Where a redirect pointed, as it may be shown.
+    pub location: Option<String>,
+}
+
+impl NoGitlabApi {
+    fn message(&self) -> String {
+        let (registry_url, status) = (&self.registry_url, self.status);
+        match (status, &self.location) {
             (300..=399, location) => format!(
                 "registry.url `{registry_url}`: GET /gitlab/v1/ answered {status} (a redirect{}); \
                  set registry.url to the registry's own base URL (https:// if it redirects there), \
@@ -134,7 +144,7 @@ impl ApiProbe {
                  container registry answers 200 or 401; it needs GitLab's container registry with \
                  its metadata database enabled, reached at its base URL"
             ),
-        })
+        }
     }
 }
 

@@ -7,6 +7,6 @@ pub mod metrics;
 pub mod simulator;
 pub mod token;
 
-pub use client::{Blame, Entry, RegistryClient, RegistryError};
+pub use client::{Blame, Entry, NoGitlabApi, RegistryClient, RegistryError};
 pub use metrics::RegistryMetrics;
 pub use token::TokenSigner;

@@ -18,15 +18,15 @@ use tokio::sync::oneshot;
 use self::accounting::Accounting;
 pub use self::accounting::Status;
 use self::walk::Source;
-use crate::analyzer::{Analyze, Analyzer, AnalyzerDeps, Job};
+use crate::analyzer::{AnalysisError, Analyze, Analyzer, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState};
 use crate::config::Shard;
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
 use crate::db::watermark::Fences;
 use crate::db::Database;
-use crate::registry::RegistryClient;
+use crate::registry::{NoGitlabApi, RegistryClient, RegistryError};
 use crate::sweep::Sweep;
-use crate::writer::{Flush, GetWriterStats, Writer};
+use crate::writer::{Flush, GetWriterStats, WriteError, Writer};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
@@ -59,17 +59,30 @@ pub struct SchedulerConfig {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RunEnd {
     /// `--until-done`: every project has a row and everything is flushed.
     Done,
     /// Stopped by a signal; everything that finished in time is flushed.
     Stopped,
     /// Stopped, but the last flush failed: those projects will be analysed again next time.
-    FlushFailed(String),
+    FlushFailed(WriteError),
     /// The registry answered, but without GitLab's API, before anything was dispatched: no
     /// project can be analysed until its configuration changes.
-    RegistryWithoutApi(String),
+    RegistryWithoutApi(NoGitlabApi),
+}
+
+/// Runs end alike when they end the same way. A failed flush compares by what it says: a
+/// database error has no other equality.
+impl PartialEq for RunEnd {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RunEnd::Done, RunEnd::Done) | (RunEnd::Stopped, RunEnd::Stopped) => true,
+            (RunEnd::FlushFailed(a), RunEnd::FlushFailed(b)) => a.to_string() == b.to_string(),
+            (RunEnd::RegistryWithoutApi(a), RunEnd::RegistryWithoutApi(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,12 +282,12 @@ impl Scheduler {
         if abandoned > 0 {
             tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
         }
-        let flush = self.writer.send(Flush::SHUTDOWN);
+        let flush = self.writer.send(Flush::Shutdown);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
             let end = match result {
                 Ok(Ok(_)) => RunEnd::Stopped,
-                Ok(Err(e)) => RunEnd::FlushFailed(e),
-                Err(e) => RunEnd::FlushFailed(e.to_string()),
+                Ok(Err(error)) => RunEnd::FlushFailed(error),
+                Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
             };
             if let Some(tx) = act.finished.take() {
                 let _ = tx.send(end);
@@ -412,23 +425,20 @@ impl Handler<SetEnabled> for Scheduler {
 }
 
 /// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
-/// `Shutdown::NOW` (a second signal) stops waiting for in-flight projects.
-#[derive(Message, Clone, Copy)]
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct Shutdown {
-    pub now: bool,
-}
-
-impl Shutdown {
-    pub const GRACEFUL: Shutdown = Shutdown { now: false };
-    pub const NOW: Shutdown = Shutdown { now: true };
+pub enum Shutdown {
+    /// The first signal: wait for in-flight projects, at most `worker.shutdown_timeout_s`.
+    Graceful,
+    /// A second signal: stop waiting for in-flight projects; flush what is done.
+    Now,
 }
 
 impl Handler<Shutdown> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Draining && msg.now {
+        if self.phase == Phase::Draining && msg == Shutdown::Now {
             self.finalize(ctx);
             return;
         }
@@ -448,7 +458,7 @@ impl Handler<Shutdown> for Scheduler {
 }
 
 /// What became of a project an Analyzer was given.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Disposition {
     /// Its result went to the Writer; `ignored` registry entries were outside its path;
     /// `unaddressable`: its path breaks the registry's name grammar, so nothing was asked.
@@ -461,14 +471,14 @@ pub enum Disposition {
     /// `others_served`: the registry refused it but answered the canary right after.
     Deferred {
         job: Job,
-        reason: String,
+        reason: AnalysisError,
         others_served: bool,
     },
     /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
     /// answered for another project right after, so this was the project's trouble alone.
     Troubled {
         job: Job,
-        reason: String,
+        reason: RegistryError,
         others_served: bool,
     },
     /// The Analyzer panicked on it and was restarted; analyse it again.
@@ -506,7 +516,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
             } => self.requeue(job, false),
             // The registry refuses every path: first in line when it is back.
             Disposition::Deferred { job, reason, .. } => {
-                self.registry_troubled(&reason, ctx);
+                self.registry_troubled(&reason.to_string(), ctx);
                 self.requeue(job, true);
             }
             // To the back: other projects show meanwhile whether the registry serves.
@@ -516,7 +526,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 others_served,
             } => {
                 if !others_served {
-                    self.registry_troubled(&reason, ctx);
+                    self.registry_troubled(&reason.to_string(), ctx);
                 }
                 self.requeue(job, false);
             }

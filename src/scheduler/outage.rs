@@ -7,6 +7,7 @@ use actix::prelude::*;
 use super::{Phase, RunEnd, Scheduler};
 use crate::breaker::Transition;
 use crate::registry::client::ApiProbe;
+use crate::registry::NoGitlabApi;
 
 impl Scheduler {
     /// A project was analysed: the registry serves.
@@ -61,19 +62,21 @@ impl Scheduler {
                     act.registry_confirmed = true;
                     Ok(())
                 }
-                absent @ ApiProbe::Absent { .. } => {
-                    let message = absent
-                        .absent_message(&act.registry.display_url())
-                        .unwrap_or_default();
+                ApiProbe::Absent { status, location } => {
+                    let absent = NoGitlabApi {
+                        registry_url: act.registry.display_url(),
+                        status,
+                        location,
+                    };
                     if !act.registry_confirmed && act.in_flight() == 0 {
                         // Nothing was ever dispatched: stop before anything is recorded.
-                        tracing::error!(%message, "the registry has no GitLab API");
+                        tracing::error!(message = %absent, "the registry has no GitLab API");
                         act.phase = Phase::Finished;
-                        act.finish(RunEnd::RegistryWithoutApi(message));
+                        act.finish(RunEnd::RegistryWithoutApi(absent));
                         return;
                     }
                     // It served us before: a proxy or a deploy in between; keep probing.
-                    Err(message)
+                    Err(absent.to_string())
                 }
                 ApiProbe::Unavailable(error) => Err(format!("probe of /gitlab/v1/: {error}")),
             };

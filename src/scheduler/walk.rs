@@ -12,7 +12,7 @@ use crate::db::projects::{
     next_failed, next_unanalysed, remaining_unanalysed, unanalysed_between, Project,
 };
 use crate::db::watermark;
-use crate::writer::Flush;
+use crate::writer::{Flush, WriteError};
 
 /// Which projects a pass walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +189,7 @@ impl Scheduler {
         // found without a row and analysed twice.
         // Then move the watermark, so that the next pass (or the next start) begins past it.
         self.phase = Phase::Flushing;
-        let flush = self.writer.send(Flush::PASS_END);
+        let flush = self.writer.send(Flush::PassEnd);
         let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
         let fences = self.fences.clone();
         let work = async move {
@@ -209,18 +209,17 @@ impl Scheduler {
             }
             match result {
                 Ok(Ok(_)) => act.next_pass(ctx),
-                other => {
-                    let reason = match other {
-                        Ok(Err(e)) => e,
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
-                    act.phase = Phase::Running;
-                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
-                }
+                Ok(Err(reason)) => act.pass_flush_failed(&reason, ctx),
+                Err(_) => act.pass_flush_failed(&WriteError::WriterStopped, ctx),
             }
         }));
+    }
+
+    /// The flush that ends a pass failed: keep walking, and try to end the pass again.
+    fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
+        tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
+        self.phase = Phase::Running;
+        ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
     }
 
     /// A pass is over and flushed: walk again now, later, or end the run.

@@ -14,26 +14,30 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+mod policy;
+
+pub use self::policy::FlushReason;
+use self::policy::{FlushPolicy, Held, Step};
 use crate::db::tracking::{self, Status, TrackingRow};
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::faults::{Faults, WriterStep};
 use crate::scheduler::WriterPressure;
 
 /// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// Why a flush happened; counted per reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushReason {
-    Size,
-    Timer,
-    Failure,
-    /// Asked for at the end of a pass.
-    Requested,
-    /// Asked for on shutdown.
-    Shutdown,
+/// Why the buffer was not written. Cloned to every waiter of the same write.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Database(Arc<DbError>),
+    #[error("writing {rows} rows took longer than {after:?}")]
+    TimedOut { rows: usize, after: Duration },
+    #[error("the writer stopped before writing")]
+    WriterStopped,
+    /// The Scheduler went away before it asked for the last write.
+    #[error("the scheduler stopped unexpectedly")]
+    SchedulerStopped,
 }
 
 /// What the Writer has done so far.
@@ -54,23 +58,18 @@ pub struct WriterStats {
 }
 
 /// Someone waiting for the buffer to be written, and the rows written when they asked.
-type Waiter = (u64, oneshot::Sender<Result<usize, String>>);
+type Waiter = (u64, oneshot::Sender<Result<usize, WriteError>>);
 
 pub struct Writer {
     db: Database,
-    batch_size: usize,
     flush_interval: Duration,
-    /// Over this many buffered rows the Scheduler stops dispatching.
-    high_water: usize,
+    /// When to write, and when the Scheduler must hold back.
+    policy: FlushPolicy,
     buffer: Vec<TrackingRow>,
     /// The rows of the write under way: put back if the actor restarts in the middle of it.
     writing: Option<Arc<Vec<TrackingRow>>>,
-    /// A failed project arrived while writing: write again as soon as the current write ends.
-    urgent: bool,
     waiters: Vec<Waiter>,
     listener: Option<Recipient<WriterPressure>>,
-    retry_delay: Duration,
-    retry_after: Option<Instant>,
     stats: WriterStats,
     faults: Arc<Faults>,
 }
@@ -79,16 +78,12 @@ impl Writer {
     pub fn new(db: Database, batch_size: usize, flush_interval: Duration) -> Self {
         Self {
             db,
-            batch_size,
             flush_interval,
-            high_water: batch_size.saturating_mul(4).max(64),
+            policy: FlushPolicy::new(batch_size),
             buffer: Vec::new(),
             writing: None,
-            urgent: false,
             waiters: Vec::new(),
             listener: None,
-            retry_delay: RETRY_MIN,
-            retry_after: None,
             stats: WriterStats::default(),
             faults: Arc::default(),
         }
@@ -107,24 +102,25 @@ impl Writer {
         self
     }
 
-    fn backing_off(&self) -> bool {
-        self.retry_after.is_some_and(|t| Instant::now() < t)
+    /// What the policy decides on.
+    fn holding(&self) -> Held {
+        Held {
+            buffered: self.buffer.len(),
+            writing: self.writing.is_some(),
+            waiters: !self.waiters.is_empty(),
+        }
     }
 
     /// Starts writing the whole buffer in one statement, unless a write is under way (then the
     /// rows wait for the next one) or the database failed a moment ago (then the timer retries).
     fn flush(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
-        if self.writing.is_some() {
-            self.urgent |= reason == FlushReason::Failure;
-            return;
-        }
-        if self.buffer.is_empty() {
-            self.answer_waiters(Ok(()));
-            return;
-        }
-        let asked = matches!(reason, FlushReason::Requested | FlushReason::Shutdown);
-        if !asked && self.backing_off() {
-            return;
+        match self.policy.flush(reason, self.holding(), Instant::now()) {
+            Step::Write => {}
+            Step::Later => return,
+            Step::Written => {
+                self.answer_waiters(Ok(()));
+                return;
+            }
         }
         match reason {
             FlushReason::Size => self.stats.flushes_size += 1,
@@ -133,7 +129,6 @@ impl Writer {
             FlushReason::Requested => self.stats.flushes_requested += 1,
             FlushReason::Shutdown => self.stats.flushes_shutdown += 1,
         }
-        self.urgent = false;
         let rows = Arc::new(dedupe(std::mem::take(&mut self.buffer)));
         self.writing = Some(rows.clone());
         let db = self.db.clone();
@@ -142,11 +137,11 @@ impl Writer {
             let outcome = tokio::time::timeout(WRITE_TIMEOUT, tracking::upsert(&db, &rows)).await;
             let result = match outcome {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!(
-                    "writing {} rows took longer than {WRITE_TIMEOUT:?}",
-                    rows.len()
-                )),
+                Ok(Err(error)) => Err(WriteError::Database(Arc::new(error))),
+                Err(_) => Err(WriteError::TimedOut {
+                    rows: rows.len(),
+                    after: WRITE_TIMEOUT,
+                }),
             };
             (result, started.elapsed())
         };
@@ -163,7 +158,7 @@ impl Writer {
         &mut self,
         ctx: &mut Context<Self>,
         reason: FlushReason,
-        result: Result<(), String>,
+        result: Result<(), WriteError>,
         took: Duration,
     ) {
         self.faults.writer(WriterStep::WriteDone);
@@ -173,25 +168,16 @@ impl Writer {
                 let rows = self.writing.take().map_or(0, |rows| rows.len());
                 self.stats.rows_written += rows as u64;
                 tracing::debug!(rows, ?reason, ?took, "results flushed");
-                self.retry_delay = RETRY_MIN;
-                self.retry_after = None;
                 // What arrived meanwhile: write it now if it makes a batch or is awaited.
-                if self.buffer.is_empty() {
-                    self.answer_waiters(Ok(()));
-                } else if !self.waiters.is_empty() {
-                    self.flush(ctx, FlushReason::Requested);
-                } else if self.urgent {
-                    self.flush(ctx, FlushReason::Failure);
-                } else if self.buffer.len() >= self.batch_size {
-                    self.flush(ctx, FlushReason::Size);
+                if let Some(reason) = self.policy.written(self.holding()) {
+                    self.flush(ctx, reason);
                 }
             }
             Err(error) => {
                 self.stats.failed_writes += 1;
                 self.put_back();
-                self.retry_after = Some(Instant::now() + self.retry_delay);
-                tracing::warn!(%error, kept = self.buffer.len(), retry_in = ?self.retry_delay, "flush failed; results kept for the next attempt");
-                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+                let retry_in = self.policy.write_failed(Instant::now());
+                tracing::warn!(%error, kept = self.buffer.len(), ?retry_in, "flush failed; results kept for the next attempt");
                 self.answer_waiters(Err(error));
             }
         }
@@ -219,7 +205,7 @@ impl Writer {
                 tracing::error!(
                     during = what,
                     %cause,
-                    buffered = self.held(),
+                    buffered = self.unwritten(),
                     "writer panicked; restarting with its buffer"
                 );
                 self.stats.restarts += 1;
@@ -238,7 +224,7 @@ impl Writer {
         }
     }
 
-    fn answer_waiters(&mut self, result: Result<(), String>) {
+    fn answer_waiters(&mut self, result: Result<(), WriteError>) {
         let written = self.stats.rows_written;
         for (since, waiter) in self.waiters.drain(..) {
             let answer = result
@@ -249,28 +235,28 @@ impl Writer {
     }
 
     /// Rows not yet in the database: buffered, or in the write under way.
-    fn held(&self) -> usize {
+    fn unwritten(&self) -> usize {
         self.buffer.len() + self.writing.as_ref().map_or(0, |rows| rows.len())
     }
 
     fn update_pressure(&mut self) {
-        let full = self.held() >= self.high_water;
-        if full != self.stats.full {
-            self.stats.full = full;
-            if full {
-                tracing::warn!(
-                    buffered = self.held(),
-                    "writer buffer full; dispatching stops until it drains"
-                );
-            } else {
-                tracing::info!(
-                    buffered = self.held(),
-                    "writer buffer drained; dispatching resumes"
-                );
-            }
-            if let Some(listener) = &self.listener {
-                listener.do_send(WriterPressure { full });
-            }
+        let Some(full) = self.policy.pressure(self.unwritten()) else {
+            return;
+        };
+        self.stats.full = full;
+        if full {
+            tracing::warn!(
+                buffered = self.unwritten(),
+                "writer buffer full; dispatching stops until it drains"
+            );
+        } else {
+            tracing::info!(
+                buffered = self.unwritten(),
+                "writer buffer drained; dispatching resumes"
+            );
+        }
+        if let Some(listener) = &self.listener {
+            listener.do_send(WriterPressure { full });
         }
     }
 }
@@ -324,38 +310,31 @@ impl Handler<Record> for Writer {
             act.buffer.push(row);
             act.faults.writer(WriterStep::Record);
             act.update_pressure();
-            if failed {
-                act.flush(ctx, FlushReason::Failure);
-            } else if act.buffer.len() >= act.batch_size {
-                act.flush(ctx, FlushReason::Size);
+            if let Some(reason) = act.policy.after_record(failed, act.buffer.len()) {
+                act.flush(ctx, reason);
             }
         });
     }
 }
 
 /// Write everything buffered now; answers how many rows were written, or why not.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "Result<usize, String>")]
-pub struct Flush {
-    pub shutdown: bool,
-}
-
-impl Flush {
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "Result<usize, WriteError>")]
+pub enum Flush {
     /// At the end of a pass, before looking for projects again.
-    pub const PASS_END: Flush = Flush { shutdown: false };
+    PassEnd,
     /// On shutdown, the last write.
-    pub const SHUTDOWN: Flush = Flush { shutdown: true };
+    Shutdown,
 }
 
 impl Handler<Flush> for Writer {
-    type Result = ResponseFuture<Result<usize, String>>;
+    type Result = ResponseFuture<Result<usize, WriteError>>;
 
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let reason = if msg.shutdown {
-            FlushReason::Shutdown
-        } else {
-            FlushReason::Requested
+        let reason = match msg {
+            Flush::PassEnd => FlushReason::Requested,
+            Flush::Shutdown => FlushReason::Shutdown,
         };
         // The waiter goes in first: after a panic the restarted Writer answers it.
         self.guarded(ctx, "a flush request", |act, ctx| {
@@ -363,10 +342,7 @@ impl Handler<Flush> for Writer {
             act.faults.writer(WriterStep::Flush);
             act.flush(ctx, reason);
         });
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the writer stopped before writing".into()))
-        })
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::WriterStopped)) })
     }
 }
 
@@ -380,7 +356,7 @@ impl Handler<GetWriterStats> for Writer {
     fn handle(&mut self, _msg: GetWriterStats, ctx: &mut Context<Self>) -> Self::Result {
         let stats = self.guarded(ctx, "reporting its stats", |act, _| {
             let mut stats = act.stats.clone();
-            stats.buffered = act.held();
+            stats.buffered = act.unwritten();
             stats
         });
         // After a panic here the counters are the ones it had; restarts counts this one.
