@@ -2,23 +2,26 @@
 //! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
 //! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
 //! pass all arrive here as messages, and are defined here, beside the actor that receives them.
-//! Where projects come from is `walk`, living through an outage `outage`, counting `accounting`.
+//! The rest of it is split by concern: `walk` (where projects come from, passes), `pool` (the
+//! Analyzers and dispatching), `outage` (the breaker's probes) and `accounting` (counts, status).
 
 mod accounting;
 mod outage;
+mod pool;
 mod walk;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::accounting::Accounting;
 pub use self::accounting::Status;
+use self::pool::Slot;
 use self::walk::Source;
-use crate::analyzer::{AnalysisError, Analyze, Analyzer, AnalyzerDeps, Job};
+use crate::analyzer::{AnalysisError, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState};
 use crate::config::Shard;
 use crate::db::tracking::{Status as RowStatus, TrackingRow};
@@ -96,12 +99,6 @@ enum Phase {
     /// Shutting down: no new dispatch, in-flight projects finishing.
     Draining,
     Finished,
-}
-
-struct Slot {
-    addr: Addr<Analyzer>,
-    busy: Option<i64>,
-    since: Instant,
 }
 
 pub struct Scheduler {
@@ -186,83 +183,11 @@ impl Scheduler {
         }
     }
 
-    fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.busy.is_some()).count()
-    }
-
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.refill(ctx);
         self.dispatch(ctx);
         self.end_pass_if_done(ctx);
-    }
-
-    fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
-            return;
-        }
-        let limit = self.breaker.allowed(self.config.limit);
-        let mut in_flight = self.in_flight();
-        while in_flight < limit {
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            let slot = match self.slots.iter().position(|s| s.busy.is_none()) {
-                Some(index) => index,
-                None => self.grow_pool(ctx),
-            };
-            self.slots[slot].busy = Some(job.project.id);
-            self.slots[slot].since = Instant::now();
-            if let Some(after) = self.accounting.dispatched() {
-                tracing::info!(
-                    after_ms = after.as_millis() as u64,
-                    cursor = self.cursor,
-                    "first project dispatched"
-                );
-            }
-            self.slots[slot].addr.do_send(Analyze(job));
-            // The next batch's token is signed while the projects ahead of it run.
-            if let Some(next) = self.queue.front().and_then(|job| job.token.as_ref()) {
-                self.registry.sign_ahead(next);
-            }
-            in_flight += 1;
-        }
-    }
-
-    /// Starts one more supervised Analyzer; returns its slot.
-    fn grow_pool(&mut self, ctx: &mut Context<Self>) -> usize {
-        let id = self.slots.len();
-        let deps = self.analyzer_deps.clone();
-        let me = ctx.address().recipient();
-        let addr = actix::Supervisor::start(move |_| Analyzer::new(id, deps, me));
-        self.slots.push(Slot {
-            addr,
-            busy: None,
-            since: Instant::now(),
-        });
-        id
-    }
-
-    /// The Analyzer of `slot` is free again, done with `project_id`.
-    fn freed(&mut self, slot: usize, project_id: i64) {
-        if let Some(slot) = self.slots.get_mut(slot) {
-            if slot.busy == Some(project_id) {
-                slot.busy = None;
-                self.accounting.analysis_back(slot.since.elapsed());
-            }
-        }
-    }
-
-    /// A project goes back to the queue: `first` in line, or to the back. Not once draining.
-    fn requeue(&mut self, job: Job, first: bool) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if first {
-            self.queue.push_front(job);
-        } else {
-            self.queue.push_back(job);
-        }
     }
 
     fn finish(&mut self, end: RunEnd) {
