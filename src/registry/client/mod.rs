@@ -1,15 +1,23 @@
-//! The registry's List Sub Repositories API (GitLab v1): one page per call, and a walker that
-//! follows `Link` headers to the end with a token that never expires mid-project.
+//! The registry's List Sub Repositories API (GitLab v1): one page per call, its errors and whose
+//! fault they are, and the probe of `GET /gitlab/v1/`. The walk over a project's pages is in
+//! `pages`, reading an answer's body and headers within bounds in `answer`.
+
+mod answer;
+mod pages;
+
+pub use self::pages::{Pages, Step};
+
+use self::answer::{max_body, next_marker, read_bounded, shown_location, Body};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{HeaderMap, AUTHORIZATION, LINK};
+use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::metrics::RegistryMetrics;
-use super::token::{sign, SharedToken, Token, TokenError, TokenSigner};
+use super::token::{SharedToken, Token, TokenError, TokenSigner};
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -354,26 +362,6 @@ impl RegistryClient {
         })
     }
 
-    /// Starts walking the pages of `path`, with a token of its own.
-    pub fn pages(&self, path: &str) -> Pages<'_> {
-        self.pages_sharing(path, None)
-    }
-
-    /// Starts walking the pages of `path`, with `shared`'s token when it covers the path.
-    pub fn pages_sharing(&self, path: &str, shared: Option<Arc<SharedToken>>) -> Pages<'_> {
-        Pages {
-            client: self,
-            path: path.to_string(),
-            shared: shared.filter(|s| s.covers(path) && !s.is_refused()),
-            token: None,
-            last: None,
-            read: 0,
-            fetched: 0,
-            restarts: 0,
-            done: false,
-        }
-    }
-
     /// Signs `shared`'s token ahead of need, so that the first project of its batch does not wait
     /// for the signature (and the others behind it).
     pub async fn warm(&self, shared: &SharedToken) -> Result<(), RegistryError> {
@@ -446,276 +434,14 @@ impl RegistryClient {
     }
 }
 
-/// How often a walk may start over because its path vanished mid-walk before it counts as trouble.
-const MAX_RESTARTS: u32 = 3;
-
-/// One step of a walk over a project's pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// The next page's entries.
-    Page(Vec<Entry>),
-    /// The path vanished after the first page (404 NAME_UNKNOWN: renamed or deleted mid-walk).
-    /// Everything read so far is void; the walk starts again from the first page.
-    Restarted,
-    /// Every page has been read.
-    Done,
-}
-
-impl Step {
-    /// The entries of a page; `None` for the other steps.
-    pub fn into_entries(self) -> Option<Vec<Entry>> {
-        match self {
-            Step::Page(entries) => Some(entries),
-            Step::Restarted | Step::Done => None,
-        }
-    }
-}
-
-/// The walk over one project's pages.
-pub struct Pages<'a> {
-    client: &'a RegistryClient,
-    path: String,
-    shared: Option<Arc<SharedToken>>,
-    token: Option<Token>,
-    last: Option<String>,
-    /// Pages read in this walk since its last restart.
-    read: u32,
-    fetched: u32,
-    restarts: u32,
-    done: bool,
-}
-
-impl Pages<'_> {
-    /// The next step of the walk.
-    pub async fn next_page(&mut self) -> Result<Step, RegistryError> {
-        if self.done {
-            return Ok(Step::Done);
-        }
-        if self.fetched >= self.client.max_pages {
-            return Err(RegistryError::TooManyPages {
-                path: self.path.clone(),
-                max_pages: self.client.max_pages,
-            });
-        }
-        let token = self.token().await?;
-        let sent = token.bearer.len();
-        let answer = self
-            .client
-            .list_page(&self.path, self.last.as_deref(), &token)
-            .await;
-        self.token = Some(token);
-        let answer = match answer {
-            // A proxy in front of the registry (nginx: 8 KiB per header line by default) refuses a
-            // header it finds too long with 400 or 431. A token shared by several projects grows
-            // with their paths; one for this project alone is as short as a token gets.
-            Err(RegistryError::Status {
-                status: 400 | 431, ..
-            }) if self.shared.as_ref().is_some_and(|s| s.paths() > 1) => {
-                let refused = sent;
-                tracing::info!(path = %self.path, token_bytes = refused, "the registry refused a request with a shared token; retrying with a token for this project alone");
-                if let Some(bound) = self.client.signer.refused(refused) {
-                    tracing::warn!(token_bytes = refused, bound, "a proxy in front of the registry seems to refuse long Authorization headers; tokens are kept shorter from now on");
-                }
-                if let Some(shared) = self.shared.take() {
-                    shared.mark_refused();
-                }
-                self.token = None;
-                let token = self.token().await?;
-                let answer = self
-                    .client
-                    .list_page(&self.path, self.last.as_deref(), &token)
-                    .await;
-                self.token = Some(token);
-                answer
-            }
-            other => other,
-        };
-        let answer = answer?;
-        self.fetched += 1;
-        match answer {
-            PageAnswer::NameUnknown if self.read == 0 => {
-                self.done = true;
-                Ok(Step::Done)
-            }
-            PageAnswer::NameUnknown => {
-                // The path was there a page ago: the earlier pages' count would be a partial one.
-                self.restarts += 1;
-                if self.restarts > MAX_RESTARTS {
-                    return Err(RegistryError::Malformed {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "the path vanished mid-walk {} times (404 NAME_UNKNOWN after the first page)",
-                            self.restarts
-                        ),
-                    });
-                }
-                self.last = None;
-                self.read = 0;
-                Ok(Step::Restarted)
-            }
-            PageAnswer::Page { entries, next } => {
-                self.read += 1;
-                match next {
-                    Some(next) => {
-                        // A marker that does not move forward would loop for ever.
-                        if self
-                            .last
-                            .as_deref()
-                            .is_some_and(|last| next.as_str() <= last)
-                        {
-                            return Err(RegistryError::Malformed {
-                                path: self.path.clone(),
-                                reason: format!("next marker `{next}` does not advance"),
-                            });
-                        }
-                        self.last = Some(next);
-                    }
-                    None => self.done = true,
-                }
-                Ok(Step::Page(entries))
-            }
-        }
-    }
-
-    /// The token for the next request: the one in hand while fresh, else the shared one, else
-    /// one for this path alone.
-    async fn token(&mut self) -> Result<Token, RegistryError> {
-        Ok(match (self.token.take(), &self.shared) {
-            (Some(token), _) if self.client.token_is_fresh(&token) => token,
-            (_, Some(shared)) => {
-                shared
-                    .get(&self.client.signer, |t| self.client.token_is_fresh(t))
-                    .await?
-            }
-            (_, None) => sign(&self.client.signer, vec![self.path.clone()]).await?,
-        })
-    }
-
-    pub fn pages_fetched(&self) -> u32 {
-        self.fetched
-    }
-}
-
-/// A `Location` as it may be shown: without user name, password, query or fragment.
-fn shown_location(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            parsed.to_string()
-        }
-        // A relative Location: its path is all there is to show.
-        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_string(),
-    }
-}
-
-/// The most an answer's body may take for a page of `page_size` entries: 1 KiB per entry (an entry
-/// with the longest paths the registry allows is about 650 bytes) and 64 KiB for the rest. A
-/// registry that sends more is broken or hostile, and is not given the memory to prove it.
-fn max_body(page_size: u32) -> usize {
-    (page_size as usize)
-        .saturating_mul(1024)
-        .saturating_add(64 * 1024)
-}
-
-/// An answer's body, read no further than a bound.
-enum Body {
-    Read(Vec<u8>),
-    /// Longer than the bound: said so by `Content-Length` (then nothing was read), or found so
-    /// while reading (then reading stopped there).
-    TooLong {
-        declared: Option<u64>,
-    },
-}
-
-/// Reads `response`'s body chunk by chunk, stopping as soon as it would pass `limit` bytes.
-async fn read_bounded(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Body, reqwest::Error> {
-    let declared = response.content_length();
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Ok(Body::TooLong { declared });
-    }
-    let expected = declared.map_or(16 * 1024, |length| length as usize);
-    let mut body = Vec::with_capacity(expected.min(limit));
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(Body::TooLong { declared: None });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Body::Read(body))
-}
-
-/// The `last` query value of a `Link: <URL>; rel="next"` header, if there is one.
-fn next_marker(headers: &HeaderMap) -> Result<Option<String>, String> {
-    for value in headers.get_all(LINK) {
-        let text = value
-            .to_str()
-            .map_err(|_| "Link header is not ASCII".to_string())?;
-        for link in text.split(',') {
-            let mut parts = link.split(';').map(str::trim);
-            let target = parts.next().unwrap_or_default();
-            let is_next = parts.any(|p| {
-                let p = p.replace(' ', "");
-                p == "rel=\"next\"" || p == "rel=next"
-            });
-            if !is_next {
-                continue;
-            }
-            let inner = target
-                .strip_prefix('<')
-                .and_then(|t| t.strip_suffix('>'))
-                .ok_or_else(|| format!("Link target `{target}` is not in angle brackets"))?;
-            // The target may be relative; only its query matters.
-            let parsed = url::Url::parse("http://registry.invalid/")
-                .and_then(|base| base.join(inner))
-                .map_err(|e| format!("Link target `{inner}` is not a URL: {e}"))?;
-            let last = parsed
-                .query_pairs()
-                .find(|(k, _)| k == "last")
-                .map(|(_, v)| v.into_owned())
-                .ok_or_else(|| format!("Link target `{inner}` has no `last` parameter"))?;
-            return Ok(Some(last));
-        }
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn link(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(LINK, HeaderValue::from_str(value).expect("header"));
-        headers
-    }
-
-    #[test]
-    fn only_the_last_value_of_a_next_link_is_taken() {
-        let h = link("<https://evil.example/gitlab/v1/repository-paths/a/repositories/list/?n=2&last=a%2Fb>; rel=\"next\"");
-        assert_eq!(next_marker(&h), Ok(Some("a/b".to_string())));
-        let h =
-            link("</gitlab/v1/repository-paths/a/repositories/list/?last=a/c&n=2>; rel=\"next\"");
-        assert_eq!(next_marker(&h), Ok(Some("a/c".to_string())));
-    }
-
-    #[test]
-    fn no_link_means_last_page_and_a_next_link_without_last_is_malformed() {
-        assert_eq!(next_marker(&HeaderMap::new()), Ok(None));
-        assert_eq!(next_marker(&link("</x?n=1>; rel=\"prev\"")), Ok(None));
-        assert!(next_marker(&link("</x?n=1>; rel=\"next\"")).is_err());
-    }
 
     #[test]
     fn list_url_has_the_trailing_slash_and_escapes_nothing_it_should_not() {
         let signer = TokenSigner::from_pem(
-            include_str!("../../tests/fixtures/registry.key"),
+            include_str!("../../../tests/fixtures/registry.key"),
             "fixture",
             "i",
             "a",
