@@ -79,14 +79,14 @@ pub async fn start(
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
     let registry_ca = settings.registry_ca()?;
-    let listener = crate::admin::bind(settings.admin_listen()?)?;
+    let listener = crate::admin::bind(settings.admin.listen)?;
     let db = Database::new(
-        &settings.database.url,
-        usize::try_from(settings.database.pool_size).unwrap_or(1),
+        settings.database.url.expose(),
+        settings.database.pool_size,
         settings.connect_timeout(),
     )?;
     db.check_ready().await?;
-    let shard = settings.shard()?;
+    let shard = settings.worker.shard;
     if options.from_start {
         watermark::reset(&db, shard).await?;
     }
@@ -94,9 +94,9 @@ pub async fn start(
     let registry_url = crate::redact::registry_url(&settings.registry.url);
     let registry = RegistryClient::with_ca(
         &settings.registry.url,
-        u32::try_from(settings.registry.page_size).unwrap_or(1000),
+        settings.registry.page_size,
         settings.registry_timeout(),
-        u32::try_from(settings.registry.max_pages).unwrap_or(u32::MAX),
+        settings.registry.max_pages,
         signer,
         registry_ca,
     )?;
