@@ -82,6 +82,7 @@ pub enum Command {
     /// Switch the running service's feature flag back on
     Resume,
     /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
+    /// (needs the `simulator` feature, on by default)
     Demo {
         /// Projects to seed
         #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
@@ -137,6 +138,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&log);
     match cli.command {
         Command::Migrate => migrate(&settings),
+        // Test builds (feature `faults`) give `ServiceOptions` one more field.
+        #[cfg_attr(not(feature = "faults"), allow(clippy::needless_update))]
         Command::Run {
             until_done,
             retry_failed,
@@ -199,7 +202,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        #[cfg(feature = "simulator")]
         Command::Demo { projects, database } => crate::demo::run(&settings, projects, &database),
+        #[cfg(not(feature = "simulator"))]
+        Command::Demo { .. } => Err(anyhow!(
+            "this registry-repair was built without the `simulator` feature, which `demo` needs \
+             (a default `cargo build` has it)"
+        )),
     }
 }
 

@@ -11,8 +11,10 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod errors;
+#[cfg(feature = "faults")]
 pub mod faults;
 pub mod metrics;
 pub mod progress;

@@ -12,6 +12,7 @@ use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::control::GitlabControl;
 use crate::db::{switches, watermark, Database};
+#[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{RegistryClient, TokenSigner};
@@ -27,6 +28,7 @@ pub struct ServiceOptions {
     /// Forget the watermark and walk from the first project.
     pub from_start: bool,
     /// Fault injection; only tests set it.
+    #[cfg(feature = "faults")]
     pub faults: Arc<Faults>,
 }
 
@@ -127,15 +129,20 @@ pub async fn start(
     let writer_db = db.clone();
     let batch_size = settings.batch_size();
     let flush_interval = settings.flush_interval();
+    #[cfg(feature = "faults")]
     let writer_faults = options.faults.clone();
     let writer = Supervisor::start(move |_| {
-        Writer::new(writer_db, batch_size, flush_interval).with_faults(writer_faults)
+        let writer = Writer::new(writer_db, batch_size, flush_interval);
+        #[cfg(feature = "faults")]
+        let writer = writer.with_faults(writer_faults);
+        writer
     });
     let registry_metrics = registry.metrics();
     let deps = Arc::new(AnalyzerDeps {
         registry,
         db: db.clone(),
         writer: writer.clone(),
+        #[cfg(feature = "faults")]
         faults: options.faults.clone(),
     });
     let (finished_tx, finished) = oneshot::channel();

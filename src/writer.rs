@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::Database;
+#[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
 
 /// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
@@ -71,6 +72,7 @@ pub struct Writer {
     retry_delay: Duration,
     retry_after: Option<Instant>,
     stats: WriterStats,
+    #[cfg(feature = "faults")]
     faults: Arc<Faults>,
 }
 
@@ -89,11 +91,13 @@ impl Writer {
             retry_delay: RETRY_MIN,
             retry_after: None,
             stats: WriterStats::default(),
+            #[cfg(feature = "faults")]
             faults: Arc::default(),
         }
     }
 
     /// Test-only fault injection.
+    #[cfg(feature = "faults")]
     pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = faults;
         self
@@ -158,6 +162,7 @@ impl Writer {
         result: Result<(), String>,
         took: Duration,
     ) {
+        #[cfg(feature = "faults")]
         self.faults.writer(WriterStep::WriteDone);
         self.stats.write_ms_total += took.as_millis() as u64;
         match result {
@@ -283,6 +288,7 @@ impl Actor for Writer {
         // Runs again after a supervised restart, which cancels the old timer: the buffer survives.
         ctx.run_interval(self.flush_interval, |act, ctx| {
             act.guarded(ctx, "the flush timer", |act, ctx| {
+                #[cfg(feature = "faults")]
                 act.faults.writer(WriterStep::Timer);
                 act.flush(ctx, FlushReason::Timer);
             });
@@ -321,6 +327,7 @@ impl Handler<Record> for Writer {
         self.guarded(ctx, "recording a result", |act, ctx| {
             let failed = row.status == Status::Failed;
             act.buffer.push(row);
+            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Record);
             act.update_pressure();
             if failed {
@@ -359,6 +366,7 @@ impl Handler<Flush> for Writer {
         // The waiter goes in first: after a panic the restarted Writer answers it.
         self.guarded(ctx, "a flush request", |act, ctx| {
             act.waiters.push((act.stats.rows_written, tx));
+            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Flush);
             act.flush(ctx, reason);
         });

@@ -1,7 +1,9 @@
-//! The container registry: its API client, the tokens it trusts, and a simulated registry.
+//! The container registry: its API client, the tokens it trusts, and (feature `simulator`) a
+//! simulated registry.
 
 pub mod client;
 pub mod grammar;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod token;
 
