@@ -226,7 +226,8 @@ impl Settings {
     /// Checks and types every value that can be checked without touching the network or a file,
     /// each refusal naming its key.
     fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
-        // Fields are checked in the order written, the order of the keys in the README.
+        // Each key is checked where its field is made, in the order written: the first bad one is
+        // the one reported.
         Ok(Settings {
             database: DatabaseSettings {
                 url: raw.database.url.parse()?,
