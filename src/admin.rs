@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use crate::config::Secret;
 use crate::db::switches;
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, SetConcurrency, SetEnabled, Status};
@@ -38,7 +39,7 @@ pub struct AdminDeps {
     pub scheduler: Addr<Scheduler>,
     /// When set, every call (`/status` and `/metrics` too: `last_error` names private project
     /// paths) needs it as a bearer token.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub registry_metrics: Arc<RegistryMetrics>,
     /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
     pub follows_gitlab: bool,
@@ -141,7 +142,7 @@ fn authorized(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpRespon
 }
 
 fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
-    let Some(expected) = &state.token else {
+    let Some(expected) = state.token.as_ref().map(Secret::expose) else {
         return Ok(());
     };
     let given = req
@@ -240,13 +241,13 @@ async fn resume(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
 /// Talks to a running service's admin API.
 pub struct AdminClient {
     base: String,
-    token: Option<String>,
+    token: Option<Secret>,
     http: reqwest::Client,
 }
 
 impl AdminClient {
     /// `listen` is the service's `admin.listen`; a wildcard address is reached on loopback.
-    pub fn new(listen: SocketAddr, token: Option<String>) -> Self {
+    pub fn new(listen: SocketAddr, token: Option<Secret>) -> Self {
         let ip = match listen.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -284,7 +285,7 @@ impl AdminClient {
 
     async fn call(&self, mut request: reqwest::RequestBuilder) -> Result<Status, AdminError> {
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose());
         }
         let url = self.base.clone();
         let response = request.send().await.map_err(|e| AdminError::NotRunning {

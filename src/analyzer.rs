@@ -14,6 +14,7 @@ use rand::Rng;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::tracking::TrackingRow;
 use crate::db::{Database, DbError};
+#[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::{Pages, Step};
 use crate::registry::grammar::is_addressable;
@@ -143,6 +144,7 @@ pub struct AnalyzerDeps {
     pub registry: RegistryClient,
     pub db: Database,
     pub writer: Addr<Writer>,
+    #[cfg(feature = "faults")]
     pub faults: Arc<Faults>,
 }
 
@@ -283,6 +285,7 @@ impl Handler<Analyze> for Analyzer {
         let token = job.token.clone();
         let work = async move {
             AssertUnwindSafe(async {
+                #[cfg(feature = "faults")]
                 deps.faults.analysis(project.id);
                 let analysis = analyze(&deps.registry, &deps.db, &project, token).await;
                 let others_served = match &analysis {

@@ -59,8 +59,8 @@ pub enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
         top: u32,
         /// List only projects with at least this many missing repositories
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        min_missing: u32,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+        min_missing: i32,
         /// How many top-level namespaces to list, most missing first (0: none)
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
         namespaces: u32,
@@ -82,6 +82,7 @@ pub enum Command {
     /// Switch the running service's feature flag back on
     Resume,
     /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
+    /// (needs the `simulator` feature, on by default)
     Demo {
         /// Projects to seed
         #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
@@ -137,6 +138,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&log);
     match cli.command {
         Command::Migrate => migrate(&settings),
+        // Test builds (feature `faults`) give `ServiceOptions` one more field.
+        #[cfg_attr(not(feature = "faults"), allow(clippy::needless_update))]
         Command::Run {
             until_done,
             retry_failed,
@@ -160,7 +163,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             format,
             Listing {
                 top: i64::from(top),
-                min_missing: i32::try_from(min_missing).unwrap_or(i32::MAX),
+                min_missing,
                 namespaces: i64::from(namespaces),
             },
         ),
@@ -199,12 +202,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        #[cfg(feature = "simulator")]
         Command::Demo { projects, database } => crate::demo::run(&settings, projects, &database),
+        #[cfg(not(feature = "simulator"))]
+        Command::Demo { .. } => Err(anyhow!(
+            "this registry-repair was built without the `simulator` feature, which `demo` needs \
+             (a default `cargo build` has it)"
+        )),
     }
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let applied = db::migrate(&settings.database.url, settings.connect_timeout())?;
+    let applied = db::migrate(settings.database.url.expose(), settings.connect_timeout())?;
     if applied.is_empty() {
         println!("tracking table up to date; nothing to do");
     } else {
@@ -217,14 +226,11 @@ fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
     let path = settings.key_path()?;
-    let lifetime = std::time::Duration::from_secs(
-        u64::try_from(settings.registry.token_lifetime_s).unwrap_or(300),
-    );
     TokenSigner::from_pem_file(
         path,
         &settings.registry.issuer,
         &settings.registry.audience,
-        lifetime,
+        settings.registry.token_lifetime,
     )
     .map(Arc::new)
     .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))
@@ -308,7 +314,11 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn report(settings: &Settings, format: Format, listing: Listing) -> anyhow::Result<()> {
     let rt = current_thread_runtime()?;
     let report = rt.block_on(async {
-        let db = Database::new(&settings.database.url, 1, settings.connect_timeout())?;
+        let db = Database::new(
+            settings.database.url.expose(),
+            1,
+            settings.connect_timeout(),
+        )?;
         db.check_ready().await?;
         anyhow::Ok(Report::load(&db, listing).await?)
     })?;
@@ -321,7 +331,7 @@ where
     F: FnOnce(AdminClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let client = AdminClient::new(settings.admin_listen()?, settings.admin.token.clone());
+    let client = AdminClient::new(settings.admin.listen, settings.admin.token.clone());
     current_thread_runtime()?.block_on(call(client))
 }
 

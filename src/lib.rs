@@ -3,25 +3,31 @@
 //! Data flows one way: projects from the database to the [`scheduler`], to an [`analyzer`], to the
 //! [`registry`] and back, to the [`writer`], to the database. [`service`] wires them together;
 //! [`cli`] is the command line; [`admin`] the HTTP API that steers a running service.
+//!
+//! Public are the modules the binary, the integration tests and the benchmark use; the rest is
+//! the service's own business. `demo` and `registry::simulator` exist with the `simulator`
+//! feature (on by default), `faults` with the test-only `faults` feature.
 
 pub mod admin;
 pub mod analyzer;
-pub mod breaker;
+mod breaker;
 pub mod cli;
 pub mod config;
-pub mod control;
+mod control;
 pub mod db;
+#[cfg(feature = "simulator")]
 pub mod demo;
-pub mod errors;
+mod errors;
+#[cfg(feature = "faults")]
 pub mod faults;
-pub mod metrics;
-pub mod progress;
-pub mod redact;
+mod metrics;
+mod progress;
+mod redact;
 pub mod registry;
-pub mod report;
+mod report;
 pub mod scheduler;
 pub mod service;
-pub mod sweep;
+mod sweep;
 mod sync;
-pub mod telemetry;
+mod telemetry;
 pub mod writer;

@@ -12,6 +12,7 @@ use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::control::GitlabControl;
 use crate::db::{switches, watermark, Database};
+#[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{NoGitlabApi, RegistryClient, TokenSigner};
@@ -27,6 +28,7 @@ pub struct ServiceOptions {
     /// Forget the watermark and walk from the first project.
     pub from_start: bool,
     /// Fault injection; only tests set it.
+    #[cfg(feature = "faults")]
     pub faults: Arc<Faults>,
 }
 
@@ -79,14 +81,14 @@ pub async fn start(
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
     let registry_ca = settings.registry_ca()?;
-    let listener = crate::admin::bind(settings.admin_listen()?)?;
+    let listener = crate::admin::bind(settings.admin.listen)?;
     let db = Database::new(
-        &settings.database.url,
-        usize::try_from(settings.database.pool_size).unwrap_or(1),
+        settings.database.url.expose(),
+        settings.database.pool_size,
         settings.connect_timeout(),
     )?;
     db.check_ready().await?;
-    let shard = settings.shard()?;
+    let shard = settings.worker.shard;
     if options.from_start {
         watermark::reset(&db, shard).await?;
     }
@@ -94,9 +96,9 @@ pub async fn start(
     let registry_url = crate::redact::registry_url(&settings.registry.url);
     let registry = RegistryClient::with_ca(
         &settings.registry.url,
-        u32::try_from(settings.registry.page_size).unwrap_or(1000),
+        settings.registry.page_size,
         settings.registry_timeout(),
-        u32::try_from(settings.registry.max_pages).unwrap_or(u32::MAX),
+        settings.registry.max_pages,
         signer,
         registry_ca,
     )?;
@@ -130,21 +132,25 @@ pub async fn start(
     let writer_db = db.clone();
     let batch_size = settings.batch_size();
     let flush_interval = settings.flush_interval();
+    #[cfg(feature = "faults")]
     let writer_faults = options.faults.clone();
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
     // when its buffer fills; the Scheduler itself runs once it has the Writer's.
     let scheduler_context = Context::<Scheduler>::new();
     let pressure = scheduler_context.address().recipient();
     let writer = Supervisor::start(move |_| {
-        Writer::new(writer_db, batch_size, flush_interval)
-            .with_faults(writer_faults)
-            .reporting_pressure_to(pressure)
+        let writer =
+            Writer::new(writer_db, batch_size, flush_interval).reporting_pressure_to(pressure);
+        #[cfg(feature = "faults")]
+        let writer = writer.with_faults(writer_faults);
+        writer
     });
     let registry_metrics = registry.metrics();
     let deps = Arc::new(AnalyzerDeps {
         registry: registry.clone(),
         db: db.clone(),
         writer: writer.clone(),
+        #[cfg(feature = "faults")]
         faults: options.faults.clone(),
     });
     let (finished_tx, finished) = oneshot::channel();

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogSettings;
+use crate::config::{LogFormat, LogSettings};
 
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
@@ -18,7 +18,7 @@ pub fn init(settings: &LogSettings) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // A second initialisation (tests) keeps the first subscriber.
-    let _ = if settings.format == "json" {
+    let _ = if settings.format == LogFormat::Json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()

@@ -79,7 +79,7 @@ async fn a_flaky_registry_still_gives_every_project_its_true_count_and_always_re
     for id in refused {
         app.registry.refuse(&registry_path(&world, id), 503);
     }
-    app.settings.registry.timeout_ms = 400;
+    app.settings.registry.timeout = Duration::from_millis(400);
     app.settings.worker.max_concurrency = 8;
     assert_eq!(app.run_until_done().await, RunEnd::Done);
 
@@ -304,7 +304,7 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
     let mut app = TestApp::prepare(&world).await;
     app.registry.set_latency(Duration::from_millis(10));
     app.settings.worker.max_concurrency = 4;
-    app.settings.database.connect_timeout_ms = 500;
+    app.settings.database.connect_timeout = Duration::from_millis(500);
     app.start(true).await;
     let db = &app.db;
     assert!(db.wait_for_rows(40, Duration::from_secs(10)).await);
@@ -327,9 +327,9 @@ async fn a_database_outage_mid_run_loses_and_duplicates_nothing() {
 async fn a_panicking_writer_is_restarted_with_its_buffer() {
     let world = world(30);
     let mut app = TestApp::prepare(&world).await;
-    app.settings.writer.flush_interval_ms = 300;
+    app.settings.writer.flush_interval = Duration::from_millis(300);
     // No second pass: its pass-end flush would write the lone result below before the timer could.
-    app.settings.worker.rescan_interval_s = 3600;
+    app.settings.worker.rescan_interval = Duration::from_secs(3600);
     app.faults.panic_writer_once();
     app.start(false).await;
     let db = &app.db;

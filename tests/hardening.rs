@@ -54,7 +54,7 @@ async fn the_rows_of_a_failed_write_survive_a_panic_as_it_ends() {
     let mut app = TestApp::prepare(&world).await;
     // Nothing is analysed: the rows come from the test.
     app.settings.worker.enabled = false;
-    app.settings.database.connect_timeout_ms = 300;
+    app.settings.database.connect_timeout = Duration::from_millis(300);
     app.start(false).await;
     let writer = app.service().writer.clone();
     app.db.refuse_connections().await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::process::{busy_world, cli, service_env};
 use common::{eventually, TestApp, TestDb};
 use registry_repair::admin::{AdminClient, AdminError};
+use registry_repair::config::ControlSource;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::scheduler::RunEnd;
@@ -36,8 +37,8 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     let mut app = TestApp::prepare(&world).await;
     set_gitlab_switches(&app.db, 2, true).await;
     app.registry.set_latency(Duration::from_millis(100));
-    app.settings.control.source = "gitlab".into();
-    app.settings.control.poll_interval_ms = 200;
+    app.settings.control.source = ControlSource::Gitlab;
+    app.settings.control.poll_interval = Duration::from_millis(200);
     // The configuration says otherwise; GitLab wins.
     app.settings.worker.max_concurrency = 9;
     app.start(false).await;
@@ -181,7 +182,7 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
     app.registry.set_latency(Duration::from_millis(10));
     app.settings.writer.batch_size = 20;
     // Only size flushes write while it runs (and the end of the pass).
-    app.settings.writer.flush_interval_ms = 60_000;
+    app.settings.writer.flush_interval = Duration::from_millis(60_000);
     app.start(false).await;
     let addr = app.service().admin_addr;
     let db = &app.db;
@@ -480,7 +481,7 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
         );
     }
 
-    app.settings.worker.rescan_interval_s = 1;
+    app.settings.worker.rescan_interval = Duration::from_secs(1);
     let options = registry_repair::service::ServiceOptions {
         until_done: true,
         retry_failed: true,

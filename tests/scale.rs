@@ -36,7 +36,7 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
     let mut starts = Vec::new();
     for shard in ["0/2", "1/2"] {
         let mut settings = app.settings.clone();
-        settings.worker.shard = shard.into();
+        settings.worker.shard = shard.parse().expect("a shard");
         settings.worker.max_concurrency = 4;
         let options = ServiceOptions {
             until_done: true,
@@ -62,7 +62,7 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
     let db = app.db.database();
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
     for index in 0..2 {
-        let (through, _) = watermark::load(&db, Shard { index, count: 2 })
+        let (through, _) = watermark::load(&db, Shard::new(index, 2).expect("a shard"))
             .await
             .expect("load");
         assert!(through >= max_id - 1, "shard {index}: {through}");
@@ -196,7 +196,7 @@ async fn the_watermark_stops_below_the_first_project_without_a_row() {
 async fn rows_deleted_by_hand_and_projects_restored_below_the_watermark_are_found_by_the_sweep() {
     let world = world(60);
     let mut app = TestApp::prepare(&world).await;
-    app.settings.worker.sweep_interval_s = 1;
+    app.settings.worker.sweep_interval = Duration::from_secs(1);
     app.start(false).await;
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
     let scheduler = app.service().scheduler.clone();

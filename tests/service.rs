@@ -249,7 +249,7 @@ async fn shutdown_lets_in_flight_projects_finish_and_flushes_them() {
     let mut app = TestApp::prepare(&world).await;
     app.registry.set_latency(Duration::from_millis(300));
     app.settings.worker.max_concurrency = 4;
-    app.settings.writer.flush_interval_ms = 60_000;
+    app.settings.writer.flush_interval = Duration::from_millis(60_000);
     app.start(false).await;
     let reg = &app.registry;
     assert!(

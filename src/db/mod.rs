@@ -3,8 +3,8 @@
 
 pub mod connect;
 pub mod projects;
-pub mod schema;
-pub mod switches;
+pub(crate) mod schema;
+pub(crate) mod switches;
 mod tls;
 pub mod tracking;
 pub mod watermark;

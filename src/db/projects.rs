@@ -17,18 +17,13 @@ use super::tracking::{Status, STALE_ONGOING_SQL};
 use super::{Database, DbConn, DbError};
 use crate::config::Shard;
 
-/// `column % N = i`, or true for the single shard: the one definition of a shard, for the walk,
-/// the sweep, the watermark and the count (they must never disagree). Only integers are spliced in.
-pub(super) fn in_shard_sql(column: &str, shard: Shard) -> String {
-    if shard.count <= 1 {
-        "TRUE".into()
-    } else {
-        format!("{column} % {} = {}", shard.count, shard.index)
-    }
-}
-
-fn in_shard(column: &str, shard: Shard) -> SqlLiteral<Bool> {
-    sql::<Bool>(&in_shard_sql(column, shard))
+/// `column % N = i`: the one definition of a shard, for the walk, the sweep, the watermark, the
+/// count and the retry of failed projects (they must never disagree). `None` for the single shard,
+/// which holds every project: then the statement has no predicate to plan, and stays one diesel
+/// prepares once. Only the shard's two integers are spliced in.
+fn in_shard(column: &str, shard: Shard) -> Option<SqlLiteral<Bool>> {
+    (shard.count() > 1)
+        .then(|| sql::<Bool>(&format!("{column} % {} = {}", shard.count(), shard.index())))
 }
 
 /// A project to analyse. `full_path` is its `routes.path` (mixed case); `None` when it has no route.
@@ -60,8 +55,8 @@ fn without_row(span: Span, shard: Shard) -> projects::BoxedQuery<'static, Pg> {
     let mut query = projects::table
         .filter(projects::id.gt(span.after))
         .into_boxed();
-    if shard.count > 1 {
-        query = query.filter(in_shard("projects.id", shard));
+    if let Some(in_shard) = in_shard("projects.id", shard) {
+        query = query.filter(in_shard);
     }
     // The same subquery twice: a correlated one does not box.
     match span.through {
@@ -89,11 +84,8 @@ fn stale_ongoing(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> 
     if let Some(through) = span.through {
         query = query.filter(tracking::project_id.le(through));
     }
-    if shard.count > 1 {
-        query = query.filter(in_shard(
-            "container_registry_data_repair_details.project_id",
-            shard,
-        ));
+    if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
+        query = query.filter(in_shard);
     }
     query
 }
@@ -227,13 +219,14 @@ pub async fn next_failed(
     shard: Shard,
 ) -> Result<Vec<Project>, DbError> {
     let mut conn = db.conn().await?;
-    let ids: Vec<i64> = tracking::table
+    let mut query = tracking::table
         .filter(tracking::project_id.gt(after))
         .filter(tracking::status.eq(Status::Failed as i16))
-        .filter(in_shard(
-            "container_registry_data_repair_details.project_id",
-            shard,
-        ))
+        .into_boxed();
+    if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
+        query = query.filter(in_shard);
+    }
+    let ids: Vec<i64> = query
         .order(tracking::project_id.asc())
         .limit(limit)
         .select(tracking::project_id)
@@ -271,7 +264,8 @@ pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Re
     .await
     .map_err(DbError::query("reading the table statistics"))?;
     if estimate.projects > EXACT_COUNT_UP_TO {
-        let left = (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / shard.count as f64;
+        let left =
+            (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / f64::from(shard.count());
         return Ok(left as u64);
     }
     let span = Span {

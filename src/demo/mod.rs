@@ -5,6 +5,7 @@
 pub mod database;
 pub mod seed;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,14 +34,14 @@ pub fn run(settings: &Settings, projects: u32, database: &str) -> anyhow::Result
     }
     let started = Instant::now();
     let world = World::generate(projects, 2026);
-    let url = database::database_url(&settings.database.url, database)?;
+    let url = database::database_url(settings.database.url.expose(), database)?;
     let mut run_settings = settings.clone();
-    run_settings.database.url = url.clone();
-    run_settings.admin.listen = "127.0.0.1:0".into();
+    run_settings.database.url = url.parse()?;
+    run_settings.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
 
     let system = actix_rt::System::new();
     system.block_on(async move {
-        database::recreate_database(&settings.database.url, database, None)
+        database::recreate_database(settings.database.url.expose(), database, None)
             .await
             .context("creating the demo database")?;
         database::load_gitlab_schema(&url).await?;

@@ -1,9 +1,11 @@
-//! The container registry: its API client, the tokens it trusts, and a simulated registry.
+//! The container registry: its API client, the tokens it trusts, and (feature `simulator`) a
+//! simulated registry.
 
 pub mod batch;
 pub mod client;
 pub mod grammar;
 pub mod metrics;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod token;
 

@@ -20,6 +20,7 @@ pub use self::policy::FlushReason;
 use self::policy::{FlushPolicy, Held, Step};
 use crate::db::tracking::{self, Status, TrackingRow};
 use crate::db::{Database, DbError};
+#[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
 use crate::scheduler::WriterPressure;
 
@@ -71,6 +72,7 @@ pub struct Writer {
     waiters: Vec<Waiter>,
     listener: Option<Recipient<WriterPressure>>,
     stats: WriterStats,
+    #[cfg(feature = "faults")]
     faults: Arc<Faults>,
 }
 
@@ -85,6 +87,7 @@ impl Writer {
             waiters: Vec::new(),
             listener: None,
             stats: WriterStats::default(),
+            #[cfg(feature = "faults")]
             faults: Arc::default(),
         }
     }
@@ -97,6 +100,7 @@ impl Writer {
     }
 
     /// Test-only fault injection.
+    #[cfg(feature = "faults")]
     pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = faults;
         self
@@ -161,6 +165,7 @@ impl Writer {
         result: Result<(), WriteError>,
         took: Duration,
     ) {
+        #[cfg(feature = "faults")]
         self.faults.writer(WriterStep::WriteDone);
         self.stats.write_ms_total += took.as_millis() as u64;
         match result {
@@ -277,6 +282,7 @@ impl Actor for Writer {
         // Runs again after a supervised restart, which cancels the old timer: the buffer survives.
         ctx.run_interval(self.flush_interval, |act, ctx| {
             act.guarded(ctx, "the flush timer", |act, ctx| {
+                #[cfg(feature = "faults")]
                 act.faults.writer(WriterStep::Timer);
                 act.flush(ctx, FlushReason::Timer);
             });
@@ -308,6 +314,7 @@ impl Handler<Record> for Writer {
         self.guarded(ctx, "recording a result", |act, ctx| {
             let failed = row.status == Status::Failed;
             act.buffer.push(row);
+            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Record);
             act.update_pressure();
             if let Some(reason) = act.policy.after_record(failed, act.buffer.len()) {
@@ -339,6 +346,7 @@ impl Handler<Flush> for Writer {
         // The waiter goes in first: after a panic the restarted Writer answers it.
         self.guarded(ctx, "a flush request", |act, ctx| {
             act.waiters.push((act.stats.rows_written, tx));
+            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Flush);
             act.flush(ctx, reason);
         });

@@ -8,6 +8,7 @@ pub mod process;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -294,15 +295,15 @@ impl Drop for TestDb {
 /// Settings pointing at `db` and `registry`, tuned for quick tests.
 pub fn settings_for(db: &TestDb, registry_url: &str) -> Settings {
     let mut s = Settings::default();
-    s.database.url = db.url.clone();
+    s.database.url = db.url.clone().parse().expect("a database URL");
     s.database.pool_size = 4;
     s.registry.url = registry_url.to_string();
     s.registry.key_path = Some(fixture_key_path());
-    s.registry.timeout_ms = 5000;
-    s.admin.listen = "127.0.0.1:0".into();
-    s.writer.flush_interval_ms = 50;
-    s.worker.rescan_interval_s = 1;
-    s.worker.shutdown_timeout_s = 10;
+    s.registry.timeout = Duration::from_millis(5000);
+    s.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    s.writer.flush_interval = Duration::from_millis(50);
+    s.worker.rescan_interval = Duration::from_secs(1);
+    s.worker.shutdown_timeout = Duration::from_secs(10);
     s
 }
 

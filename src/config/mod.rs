@@ -1,0 +1,684 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then
+//! `REGISTRY_REPAIR__SECTION__KEY` environment variables, later winning. The keys are read as
+//! documented (`raw`), then each is checked and typed once, here, so that the rest of the service
+//! holds durations, counts, addresses and secrets that cannot be wrong.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+mod raw;
+mod secret;
+mod shard;
+
+use raw::RawSettings;
+pub use secret::{DatabaseUrl, Secret};
+pub use shard::{InvalidShard, Shard};
+
+pub const ENV_PREFIX: &str = "REGISTRY_REPAIR";
+
+/// A configuration value that cannot be used. Always names the key, so an operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The configuration, checked and typed: durations are [`Duration`]s, counts are unsigned, the
+/// admin address a [`SocketAddr`], the shard a [`Shard`], secrets a [`Secret`]. Made only from
+/// values that passed their checks (see [`Settings::load`]); `Default` is the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub registry: RegistrySettings,
+    pub worker: WorkerSettings,
+    pub writer: WriterSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+    pub control: ControlSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `database.url`
+    pub url: DatabaseUrl,
+    /// `database.pool_size`, at least 1.
+    pub pool_size: usize,
+    /// `database.connect_timeout_ms`: how long to wait for a connection (start-up and every query).
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// `registry.url`, an `http` or `https` URL (it may carry credentials: show it through
+    /// `crate::redact::registry_url`).
+    pub url: String,
+    pub key_path: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    /// `registry.page_size`: `n`, 1..=1000.
+    pub page_size: u32,
+    /// `registry.timeout_ms`: per request.
+    pub timeout: Duration,
+    /// `registry.token_lifetime_s`, at least 60 s: a token is replaced well before it could expire
+    /// mid-request.
+    pub token_lifetime: Duration,
+    /// `registry.max_pages`: a project with more pages is recorded `failed`, not walked forever.
+    pub max_pages: u32,
+    /// PEM file of one or more CA certificates trusted for `registry.url`, besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub max_concurrency: usize,
+    /// `worker.rescan_interval_s`
+    pub rescan_interval: Duration,
+    /// `worker.sweep_interval_s`: how often the projects below the watermark are swept from id 0
+    /// for ones without an answer (tracking rows deleted by hand, projects restored with their id).
+    pub sweep_interval: Duration,
+    /// `worker.shutdown_timeout_s`: on SIGTERM, how long in-flight projects may take before the
+    /// service flushes and exits anyway.
+    pub shutdown_timeout: Duration,
+    /// `i/N`: this instance analyses the projects whose id modulo N is i.
+    pub shard: Shard,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub batch_size: usize,
+    /// `writer.flush_interval_ms`
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Required (and non-empty) when `listen` is not a loopback address.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter directive (`info`, `registry_repair=debug`, ...), checked at load.
+    pub level: String,
+    pub format: LogFormat,
+    /// `log.progress_interval_s`: how often a progress line is logged (done/total, rate, ETA).
+    pub progress_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub source: ControlSource,
+    /// `control.poll_interval_ms`: with `source = gitlab`, how often GitLab's switches are read.
+    pub poll_interval: Duration,
+}
+
+/// `log.format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("must be `text` or `json` (got `{s}`)")),
+        }
+    }
+}
+
+/// `control.source`: who steers `max_concurrency` and the feature flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlSource {
+    /// `worker.max_concurrency`, `worker.enabled` and the admin API.
+    Config,
+    /// GitLab's application setting and feature flag, read every `control.poll_interval_ms`.
+    Gitlab,
+}
+
+impl FromStr for ControlSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "config" => Ok(Self::Config),
+            "gitlab" => Ok(Self::Gitlab),
+            _ => Err(format!("must be `config` or `gitlab` (got `{s}`)")),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // The defaults are constants, checked by the `defaults_match_the_spec` test.
+        Settings::from_raw(RawSettings::default()).expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment and an optional file, then checks every value.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        Self::load_from(file, env)
+    }
+
+    /// Loads from an explicit set of environment variables, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&RawSettings::default())
+            .map_err(|e| ConfigError::new("(defaults)", e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("no such file: {}", path.display()),
+                ));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::new(source_name(file), e.to_string()))?;
+        let raw: RawSettings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::new(source_name(file), e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Checks and types every value that can be checked without touching the network or a file,
+    /// each refusal naming its key.
+    fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        // Each key is checked where its field is made, in the order written: the first bad one is
+        // the one reported.
+        Ok(Settings {
+            database: DatabaseSettings {
+                url: raw.database.url.parse()?,
+                pool_size: number("database.pool_size", raw.database.pool_size, 1)?,
+                connect_timeout: millis(
+                    "database.connect_timeout_ms",
+                    raw.database.connect_timeout_ms,
+                    1,
+                )?,
+            },
+            registry: RegistrySettings {
+                url: {
+                    parse_url("registry.url", &raw.registry.url, &["http", "https"])?;
+                    raw.registry.url
+                },
+                key_path: raw.registry.key_path,
+                page_size: within("registry.page_size", raw.registry.page_size, 1..=1000)?,
+                timeout: millis("registry.timeout_ms", raw.registry.timeout_ms, 1)?,
+                // The registry allows 60 s of clock skew; a token must outlive one request by a
+                // wide margin.
+                token_lifetime: secs(
+                    "registry.token_lifetime_s",
+                    raw.registry.token_lifetime_s,
+                    60,
+                )?,
+                max_pages: number("registry.max_pages", raw.registry.max_pages, 1)?,
+                issuer: non_empty("registry.issuer", raw.registry.issuer)?,
+                audience: non_empty("registry.audience", raw.registry.audience)?,
+                ca_file: raw.registry.ca_file,
+            },
+            worker: WorkerSettings {
+                enabled: raw.worker.enabled,
+                max_concurrency: number("worker.max_concurrency", raw.worker.max_concurrency, 0)?,
+                rescan_interval: secs("worker.rescan_interval_s", raw.worker.rescan_interval_s, 1)?,
+                sweep_interval: secs("worker.sweep_interval_s", raw.worker.sweep_interval_s, 1)?,
+                shutdown_timeout: secs(
+                    "worker.shutdown_timeout_s",
+                    raw.worker.shutdown_timeout_s,
+                    0,
+                )?,
+                shard: raw
+                    .worker
+                    .shard
+                    .parse()
+                    .map_err(|e: InvalidShard| ConfigError::new("worker.shard", e.to_string()))?,
+            },
+            writer: WriterSettings {
+                batch_size: number("writer.batch_size", raw.writer.batch_size, 1)?,
+                flush_interval: millis(
+                    "writer.flush_interval_ms",
+                    raw.writer.flush_interval_ms,
+                    1,
+                )?,
+            },
+            admin: admin(raw.admin)?,
+            log: LogSettings {
+                format: raw
+                    .log
+                    .format
+                    .parse()
+                    .map_err(|e: String| ConfigError::new("log.format", e))?,
+                level: {
+                    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+                        .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+                    raw.log.level
+                },
+                progress_interval: secs("log.progress_interval_s", raw.log.progress_interval_s, 1)?,
+            },
+            control: ControlSettings {
+                source: raw
+                    .control
+                    .source
+                    .parse()
+                    .map_err(|e: String| ConfigError::new("control.source", e))?,
+                poll_interval: millis(
+                    "control.poll_interval_ms",
+                    raw.control.poll_interval_ms,
+                    100,
+                )?,
+            },
+        })
+    }
+
+    /// The registry signing key path, which only the commands that talk to the registry need.
+    pub fn key_path(&self) -> Result<&Path, ConfigError> {
+        self.registry
+            .key_path
+            .as_deref()
+            .ok_or_else(|| ConfigError::new("registry.key_path", "must be set to run the analysis (the PEM RSA private key GitLab signs registry tokens with)"))
+    }
+
+    /// The certificates of `registry.ca_file` (none when unset), each checked to be one rustls
+    /// can trust, so that a bad file is a configuration error and not a failed connection later.
+    pub fn registry_ca(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.registry.ca_file else {
+            return Ok(Vec::new());
+        };
+        let bad = |message: String| ConfigError::new("registry.ca_file", message);
+        let pem =
+            std::fs::read(path).map_err(|e| bad(format!("reading {}: {e}", path.display())))?;
+        let ders = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("{} is not valid PEM: {e}", path.display())))?;
+        if ders.is_empty() {
+            return Err(bad(format!(
+                "{} holds no certificate (a PEM file with one or more `-----BEGIN CERTIFICATE-----` blocks)",
+                path.display()
+            )));
+        }
+        let mut certificates = Vec::with_capacity(ders.len());
+        for (index, der) in ders.into_iter().enumerate() {
+            rustls::RootCertStore::empty()
+                .add(der.clone())
+                .map_err(|e| {
+                    bad(format!(
+                        "certificate {} of {} is not a usable CA certificate ({e})",
+                        index + 1,
+                        path.display()
+                    ))
+                })?;
+            certificates.push(reqwest::Certificate::from_der(&der).map_err(|e| {
+                bad(format!(
+                    "certificate {} of {}: {e}",
+                    index + 1,
+                    path.display()
+                ))
+            })?);
+        }
+        Ok(certificates)
+    }
+
+    /// Whether GitLab's own switches steer the service (`control.source = "gitlab"`).
+    pub fn follows_gitlab(&self) -> bool {
+        self.control.source == ControlSource::Gitlab
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.control.poll_interval
+    }
+
+    pub fn progress_interval(&self) -> Duration {
+        self.log.progress_interval
+    }
+
+    pub fn max_concurrency(&self) -> usize {
+        self.worker.max_concurrency
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.writer.batch_size
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        self.writer.flush_interval
+    }
+
+    pub fn rescan_interval(&self) -> Duration {
+        self.worker.rescan_interval
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        self.worker.sweep_interval
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.worker.shutdown_timeout
+    }
+
+    pub fn registry_timeout(&self) -> Duration {
+        self.registry.timeout
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.database.connect_timeout
+    }
+}
+
+/// `admin.listen`, and `admin.token`, which a listener that is not on loopback requires.
+fn admin(raw: raw::Admin) -> Result<AdminSettings, ConfigError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        ConfigError::new(
+            "admin.listen",
+            format!("`{}` is not an IP:port address", raw.listen),
+        )
+    })?;
+    let token = match raw.token {
+        Some(token) => Some(Secret::from(non_empty("admin.token", token)?)),
+        None if !listen.ip().is_loopback() => {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!("must be set when admin.listen ({listen}) is not a loopback address"),
+            ))
+        }
+        None => None,
+    };
+    Ok(AdminSettings { listen, token })
+}
+
+fn source_name(file: Option<&Path>) -> String {
+    match file {
+        Some(path) => format!("{} or {ENV_PREFIX}__* environment", path.display()),
+        None => format!("{ENV_PREFIX}__* environment"),
+    }
+}
+
+/// `value` as a count of at least `min` (0 or 1) in the type the service uses.
+fn number<T: TryFrom<i64>>(key: &str, value: i64, min: i64) -> Result<T, ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(
+            key,
+            format!("must be at least {min} (got {value})"),
+        ));
+    }
+    T::try_from(value).map_err(|_| ConfigError::new(key, format!("{value} is too large")))
+}
+
+fn within<T: TryFrom<i64>>(
+    key: &str,
+    value: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<T, ConfigError> {
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "must be between {} and {} (got {value})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    number(key, value, *range.start())
+}
+
+/// A `_ms` key as a [`Duration`] of at least `min` milliseconds.
+fn millis(key: &str, value: i64, min: i64) -> Result<Duration, ConfigError> {
+    number(key, value, min).map(Duration::from_millis)
+}
+
+/// A `_s` key as a [`Duration`] of at least `min` seconds.
+fn secs(key: &str, value: i64, min: i64) -> Result<Duration, ConfigError> {
+    number(key, value, min).map(Duration::from_secs)
+}
+
+fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn parse_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+    let parsed = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("not a valid URL: {e}")))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "scheme `{}` is not one of {}",
+                parsed.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::load_from(None, HashMap::new()).expect("defaults are valid");
+        assert_eq!(
+            s.database.url.expose(),
+            "postgres://postgres@127.0.0.1:5432/gitlabhq_production"
+        );
+        assert_eq!(s.database.pool_size, 8);
+        assert_eq!(s.database.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.registry.page_size, 1000);
+        assert_eq!(s.registry.timeout, Duration::from_secs(20));
+        assert_eq!(s.registry.token_lifetime, Duration::from_secs(300));
+        assert_eq!(s.worker.max_concurrency, 2);
+        assert!(s.worker.enabled);
+        assert_eq!(s.worker.rescan_interval, Duration::from_secs(60));
+        assert_eq!(s.worker.sweep_interval, Duration::from_secs(3600));
+        assert_eq!(s.worker.shard, Shard::ALL);
+        assert_eq!(s.writer.batch_size, 500);
+        assert_eq!(s.writer.flush_interval, Duration::from_secs(1));
+        assert_eq!(s.admin.listen, SocketAddr::from(([127, 0, 0, 1], 9393)));
+        assert!(s.admin.token.is_none());
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.control.source, ControlSource::Config);
+        assert_eq!(s.control.poll_interval, Duration::from_secs(5));
+        // `Settings::default()` is the same, without reading anything.
+        let d = Settings::default();
+        assert_eq!(d.database.url.expose(), s.database.url.expose());
+        assert_eq!(d.worker.shard, s.worker.shard);
+        assert_eq!(d.log.progress_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("rr-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[worker]\nmax_concurrency = 7\nrescan_interval_s = 5\n[writer]\nbatch_size = 9\n",
+        )
+        .expect("write config");
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[("REGISTRY_REPAIR__WORKER__MAX_CONCURRENCY", "3")]),
+        )
+        .expect("valid");
+        assert_eq!(s.worker.max_concurrency, 3);
+        assert_eq!(s.worker.rescan_interval, Duration::from_secs(5));
+        assert_eq!(s.writer.batch_size, 9);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                "REGISTRY_REPAIR__WORKER__MAX_CONCURRENCY",
+                "-1",
+                "worker.max_concurrency",
+            ),
+            (
+                "REGISTRY_REPAIR__REGISTRY__PAGE_SIZE",
+                "1001",
+                "registry.page_size",
+            ),
+            (
+                "REGISTRY_REPAIR__REGISTRY__PAGE_SIZE",
+                "0",
+                "registry.page_size",
+            ),
+            (
+                "REGISTRY_REPAIR__REGISTRY__URL",
+                "not a url",
+                "registry.url",
+            ),
+            (
+                "REGISTRY_REPAIR__DATABASE__URL",
+                "http://x/y",
+                "database.url",
+            ),
+            (
+                "REGISTRY_REPAIR__ADMIN__LISTEN",
+                "0.0.0.0:9393",
+                "admin.token",
+            ),
+            ("REGISTRY_REPAIR__ADMIN__LISTEN", "nowhere", "admin.listen"),
+            (
+                "REGISTRY_REPAIR__WRITER__BATCH_SIZE",
+                "0",
+                "writer.batch_size",
+            ),
+            ("REGISTRY_REPAIR__LOG__FORMAT", "xml", "log.format"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "2/2", "worker.shard"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "1", "worker.shard"),
+            ("REGISTRY_REPAIR__WORKER__SHARD", "-1/3", "worker.shard"),
+            (
+                "REGISTRY_REPAIR__CONTROL__SOURCE",
+                "flipper",
+                "control.source",
+            ),
+            (
+                "REGISTRY_REPAIR__CONTROL__POLL_INTERVAL_MS",
+                "0",
+                "control.poll_interval_ms",
+            ),
+            (
+                "REGISTRY_REPAIR__LOG__PROGRESS_INTERVAL_S",
+                "0",
+                "log.progress_interval_s",
+            ),
+            (
+                "REGISTRY_REPAIR__REGISTRY__MAX_PAGES",
+                "99999999999",
+                "registry.max_pages",
+            ),
+            (
+                "REGISTRY_REPAIR__REGISTRY__TOKEN_LIFETIME_S",
+                "59",
+                "registry.token_lifetime_s",
+            ),
+            (
+                "REGISTRY_REPAIR__WORKER__SHUTDOWN_TIMEOUT_S",
+                "-1",
+                "worker.shutdown_timeout_s",
+            ),
+            ("REGISTRY_REPAIR__ADMIN__TOKEN", " ", "admin.token"),
+            ("REGISTRY_REPAIR__LOG__LEVEL", "a=b=c", "log.level"),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .expect_err(&format!("{var}={value} must be refused"));
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_keys_are_refused_with_the_key_in_the_message() {
+        let err = Settings::load_from(
+            None,
+            env(&[("REGISTRY_REPAIR__WORKER__MAX_CONCURRENCY", "lots")]),
+        )
+        .expect_err("not a number");
+        assert!(err.to_string().contains("max_concurrency"), "{err}");
+        let err = Settings::load_from(None, env(&[("REGISTRY_REPAIR__WORKER__SPEED", "3")]))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("speed"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_and_the_database_password_never_show() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("REGISTRY_REPAIR__ADMIN__TOKEN", "tok-secret"),
+                (
+                    "REGISTRY_REPAIR__DATABASE__URL",
+                    "postgres://rr:pw-secret@db/x?password=pw-secret",
+                ),
+            ]),
+        )
+        .expect("valid");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert_eq!(
+            s.admin.token.as_ref().map(Secret::expose),
+            Some("tok-secret")
+        );
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/rr.toml")), HashMap::new())
+            .expect_err("missing file");
+        assert_eq!(err.key, "--config");
+    }
+}
