@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod progress;
 pub mod redact;
 pub mod registry;
+pub mod repair;
 pub mod report;
 pub mod scheduler;
 pub mod service;
