@@ -789,3 +789,134 @@ async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_
         .assert_exit(1)
         .assert_stderr_has("does not exist");
 }
+
+/// How many rows `sql` (a count) returns.
+async fn count(database: &Database, sql: &str) -> i64 {
+    lines(database, sql)
+        .await
+        .first()
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|n| n.trim_end_matches('}').parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: not a count"))
+}
+
+#[actix_rt::test]
+async fn apply_killed_at_any_moment_then_run_again_ends_as_an_uninterrupted_run() {
+    const PROJECTS: usize = 120;
+    let names = ["", "a", "b/c"];
+    for written_before_kill in [1i64, 30, 60] {
+        let mut w = World::new();
+        let g = w.group(None, "Kill-Grp");
+        for i in 0..PROJECTS {
+            w.project(g, &format!("P{i}"), &names, &[]);
+        }
+        let db = TestDb::new().await;
+        let database = db.database();
+        w.insert(&database).await.expect("seeding");
+        let rows: Vec<TrackingRow> = w
+            .expected()
+            .into_iter()
+            .map(|(id, e)| TrackingRow::completed(id, e.missing))
+            .collect();
+        tracking::upsert(&database, &rows)
+            .await
+            .expect("tracking rows");
+        let registry =
+            RegistrySimulator::start(w.registry_paths(), trusted(), 0).expect("registry");
+        registry.set_latency(Duration::from_millis(5));
+        let env =
+            service_env(&db, &registry.url(), "127.0.0.1:0").set("WORKER__MAX_CONCURRENCY", "2");
+
+        let mut child = common::process::spawn(&["repair", "apply", "--format", "csv"], &env);
+        let reached = common::eventually(Duration::from_secs(60), || async {
+            count(
+                &database,
+                "SELECT count(*) AS n FROM registry_repair_run_projects",
+            )
+            .await
+                >= written_before_kill
+        })
+        .await;
+        assert!(
+            reached,
+            "the apply never wrote {written_before_kill} projects"
+        );
+        child.signal(libc::SIGKILL);
+        child.wait(Duration::from_secs(10)).await;
+        let at_kill = count(
+            &database,
+            "SELECT count(*) AS n FROM registry_repair_run_projects",
+        )
+        .await;
+        eprintln!("killed after {at_kill} of {PROJECTS} projects written");
+        assert!(
+            (at_kill as usize) < PROJECTS,
+            "the kill came after the end; nothing was proven"
+        );
+
+        // Every project the killed run touched is whole: its three rows and their audit rows.
+        let torn = count(
+            &database,
+            "SELECT count(*) AS n FROM registry_repair_run_projects rp \
+             WHERE rp.restored <> 3 \
+                OR (SELECT count(*) FROM registry_repair_restored r \
+                    WHERE r.run_id = rp.run_id AND r.project_id = rp.project_id) <> 3 \
+                OR (SELECT count(*) FROM container_repositories c \
+                    WHERE c.project_id = rp.project_id) <> 3",
+        )
+        .await;
+        assert_eq!(torn, 0, "killed after {written_before_kill}");
+        let partial = count(
+            &database,
+            "SELECT count(*) AS n FROM (SELECT project_id FROM container_repositories \
+             GROUP BY project_id HAVING count(*) <> 3) t",
+        )
+        .await;
+        assert_eq!(partial, 0, "a project half written");
+
+        cli(&["repair", "apply"], &env, Duration::from_secs(120))
+            .await
+            .assert_exit(0);
+        // The same final tables as an uninterrupted run: every name once, restored once, nothing
+        // missing.
+        let got = lines(
+            &database,
+            "SELECT project_id, name, status FROM container_repositories ORDER BY project_id, name",
+        )
+        .await;
+        let mut want: Vec<String> = w
+            .projects
+            .iter()
+            .flat_map(|p| {
+                let mut sorted = names.to_vec();
+                sorted.sort();
+                sorted.into_iter().map(move |n| {
+                    format!(
+                        "{{\"project_id\":{},\"name\":\"{n}\",\"status\":null}}",
+                        p.id
+                    )
+                })
+            })
+            .collect();
+        want.sort_by_key(|l| {
+            let id: i64 = l[14..]
+                .split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (id, l.clone())
+        });
+        assert_eq!(got, want, "killed after {written_before_kill}");
+        assert_eq!(
+            count(
+                &database,
+                "SELECT count(*) AS n FROM registry_repair_restored"
+            )
+            .await,
+            (PROJECTS * names.len()) as i64,
+            "each row restored exactly once"
+        );
+        assert!(db.rows().await.iter().all(|r| r.missing_count == 0));
+        registry.stop().await;
+    }
+}
