@@ -920,3 +920,23 @@ async fn apply_killed_at_any_moment_then_run_again_ends_as_an_uninterrupted_run(
         registry.stop().await;
     }
 }
+
+#[actix_rt::test]
+async fn apply_and_undo_work_alike_with_prepared_statements_off() {
+    // What a pooler in transaction mode needs: every statement in a transaction, and the
+    // per-project transaction around them.
+    let s = seed().await;
+    let before = repositories(&s.database).await;
+    let url = format!("{}?prepared_statements=false", s.db.url);
+    let pooled = Database::new(&url, 2, Duration::from_secs(5)).expect("pool");
+    repair::check_primary(&pooled).await.expect("a primary");
+    let (run, walked) = run::apply(&pooled, &s.client, &Scope::default(), 2)
+        .await
+        .expect("apply");
+    assert!(walked.errors.is_empty(), "{:?}", walked.errors);
+    assert_eq!(restored_names(&walked.written).len(), 4);
+    assert_eq!(repositories(&s.database).await.len(), before.len() + 4);
+    let undone = repair::undo(&pooled, run).await.expect("undo");
+    assert_eq!((undone.deleted.len(), undone.kept.len()), (4, 0));
+    assert_eq!(repositories(&s.database).await, before);
+}

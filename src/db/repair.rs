@@ -34,6 +34,8 @@ pub enum RepairError {
     },
     #[error("the repair's tables (registry_repair_runs and others) do not exist in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
+    #[error("the database at {target} is a read-only standby (a Geo secondary or a replica): point database.url at the primary to write")]
+    ReadOnly { target: String },
     #[error("no top-level group, subgroup or user has the path `{0}` (--namespace)")]
     UnknownNamespace(String),
     #[error(transparent)]
@@ -125,6 +127,28 @@ pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
         Err(RepairError::NotMigrated {
             target: db.target().to_string(),
         })
+    }
+}
+
+/// Refuses a database that cannot be written: a standby or a Geo secondary (read-only), where
+/// `apply` and `undo` would fail on their first write.
+pub async fn check_primary(db: &Database) -> Result<(), RepairError> {
+    #[derive(diesel::QueryableByName)]
+    struct Recovery {
+        #[diesel(sql_type = Bool)]
+        standby: bool,
+    }
+    let mut conn = db.conn().await?;
+    let row: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS standby")
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("asking whether the database is a standby"))?;
+    if row.standby {
+        Err(RepairError::ReadOnly {
+            target: db.target().to_string(),
+        })
+    } else {
+        Ok(())
     }
 }
 

@@ -92,9 +92,15 @@ pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()
         repair::check_ready(&db).await?;
         match command {
             RepairCommand::Plan(args) => plan_or_apply(settings, &db, &args, false).await,
-            RepairCommand::Apply(args) => plan_or_apply(settings, &db, &args, true).await,
+            RepairCommand::Apply(args) => {
+                repair::check_primary(&db).await?;
+                plan_or_apply(settings, &db, &args, true).await
+            }
             RepairCommand::Verify { run } => verify_run(settings, &db, run).await,
-            RepairCommand::Undo { run } => undo(&db, run).await,
+            RepairCommand::Undo { run } => {
+                repair::check_primary(&db).await?;
+                undo(&db, run).await
+            }
             RepairCommand::Runs { format } => {
                 let runs = repair::runs(&db).await?;
                 print!("{}", render_runs(&runs, format));
