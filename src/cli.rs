@@ -81,6 +81,11 @@ pub enum Command {
     Pause,
     /// Switch the running service's feature flag back on
     Resume,
+    /// Restore the missing rows: plan (dry run), apply, verify, undo, runs
+    Repair {
+        #[command(subcommand)]
+        command: crate::repair::cli::RepairCommand,
+    },
     /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
     /// (needs the `simulator` feature, on by default)
     Demo {
@@ -202,6 +207,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        Command::Repair { command } => crate::repair::cli::execute(&settings, command),
         #[cfg(feature = "simulator")]
         Command::Demo { projects, database } => crate::demo::run(&settings, projects, &database),
         #[cfg(not(feature = "simulator"))]

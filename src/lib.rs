@@ -24,6 +24,7 @@ mod metrics;
 mod progress;
 mod redact;
 pub mod registry;
+pub mod repair;
 mod report;
 pub mod scheduler;
 pub mod service;

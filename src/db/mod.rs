@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod projects;
+pub mod repair;
 pub(crate) mod schema;
 pub(crate) mod switches;
 mod tls;
@@ -248,6 +249,52 @@ where
         }
         self.unsettled.store(false, Ordering::SeqCst);
         result
+    }
+}
+
+impl<C> DbConn<C>
+where
+    C: DerefMut<Target = AsyncPgConnection> + Send + Sync,
+{
+    /// Runs `work` in one transaction of its own: BEGIN, `work`'s statements, then COMMIT, or
+    /// ROLLBACK when it fails. Every statement of `work` shares the transaction, in either
+    /// [`Statements`] mode (so behind a pooler in transaction mode too). A cancelled or failed
+    /// transaction leaves the connection marked broken, so the pool never hands it out again.
+    pub async fn transaction<R, F>(&mut self, work: F) -> Result<R, DbError>
+    where
+        F: for<'r> FnOnce(&'r mut Self) -> BoxFuture<'r, Result<R, DbError>>,
+    {
+        if *self.open.get_mut() {
+            // A read of `Statements::PerTransaction` left its transaction open: end it first.
+            self.inner
+                .batch_execute("COMMIT")
+                .await
+                .map_err(DbError::query("ending the previous read's transaction"))?;
+            *self.open.get_mut() = false;
+        }
+        *self.unsettled.get_mut() = true;
+        AnsiTransactionManager::begin_transaction(&mut *self.inner)
+            .await
+            .map_err(DbError::query("beginning a transaction"))?;
+        let result = work(self).await;
+        match result {
+            Ok(value) => {
+                AnsiTransactionManager::commit_transaction(&mut *self.inner)
+                    .await
+                    .map_err(DbError::query("committing a transaction"))?;
+                *self.unsettled.get_mut() = false;
+                Ok(value)
+            }
+            Err(error) => {
+                if AnsiTransactionManager::rollback_transaction(&mut *self.inner)
+                    .await
+                    .is_ok()
+                {
+                    *self.unsettled.get_mut() = false;
+                }
+                Err(error)
+            }
+        }
     }
 }
 

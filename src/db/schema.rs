@@ -41,3 +41,64 @@ diesel::allow_tables_to_appear_in_same_query!(
     container_repositories,
     container_registry_data_repair_details,
 );
+
+// The repair's own tables (migration 2026-11-28-000000_repair_runs; see `db::repair`).
+
+diesel::table! {
+    registry_repair_runs (id) {
+        id -> BigInt,
+        kind -> Text,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        scope -> Text,
+        include_older -> Bool,
+        projects -> Integer,
+        restored -> Integer,
+        skipped -> Integer,
+        review -> Integer,
+        deleted -> Integer,
+        kept -> Integer,
+        undo_of -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    registry_repair_restored (run_id, project_id, repository_id) {
+        run_id -> BigInt,
+        project_id -> BigInt,
+        repository_id -> BigInt,
+        name -> Text,
+        registry_path -> Text,
+        registry_created_at -> Nullable<Timestamptz>,
+        restored_at -> Timestamptz,
+        undone_by -> Nullable<BigInt>,
+        undone_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    registry_repair_skipped (run_id, project_id, name) {
+        run_id -> BigInt,
+        project_id -> BigInt,
+        name -> Text,
+        registry_path -> Text,
+        action -> Text,
+        reason -> Text,
+        registry_created_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    registry_repair_run_projects (run_id, project_id) {
+        run_id -> BigInt,
+        project_id -> BigInt,
+        full_path -> Text,
+        restored -> Integer,
+        already_present -> Integer,
+        skipped -> Integer,
+        review -> Integer,
+        missing_before -> Nullable<Integer>,
+        missing_after -> Integer,
+        applied_at -> Timestamptz,
+    }
+}

@@ -12,6 +12,18 @@ use crate::db::tracking::Status;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
 
+/// When seeded projects were created: before every repository the simulated registry lists
+/// (2024-01-01), so that the repair's `older_than_project` guard holds only where a test moves a
+/// project's `created_at` later.
+pub const PROJECTS_CREATED_AT: chrono::NaiveDateTime =
+    match chrono::NaiveDate::from_ymd_opt(2020, 1, 1) {
+        Some(date) => match date.and_hms_opt(0, 0, 0) {
+            Some(at) => at,
+            None => chrono::NaiveDateTime::MIN,
+        },
+        None => chrono::NaiveDateTime::MIN,
+    };
+
 #[derive(Debug, Clone)]
 pub struct Group {
     pub id: i64,
@@ -194,15 +206,25 @@ impl World {
             self.projects.iter().map(|p| p.full_path.clone()).collect();
         diesel::sql_query(
             "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at) \
-             SELECT u.id, u.path, u.path, u.namespace_id, now(), now() \
+             SELECT u.id, u.path, u.path, u.namespace_id, $4, now() \
              FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, namespace_id, path)",
         )
         .bind::<Array<BigInt>, _>(&pid)
         .bind::<Array<BigInt>, _>(&pns)
         .bind::<Array<Text>, _>(&ppath)
+        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding projects"))?;
+        // GitLab creates every project with its project_features row; the registry enabled (20).
+        diesel::sql_query(
+            "INSERT INTO project_features (project_id, container_registry_access_level, created_at, updated_at) \
+             SELECT u.id, 20, now(), now() FROM UNNEST($1::bigint[]) AS u(id)",
+        )
+        .bind::<Array<BigInt>, _>(&pid)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding project_features"))?;
         diesel::sql_query(
             "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
              SELECT u.id, 'Project', u.full_path, u.full_path, now(), now() \

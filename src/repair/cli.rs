@@ -1,0 +1,362 @@
+//! The `repair` subcommands: `plan`, `apply`, `verify RUN`, `undo RUN`, `runs`. Each reads the
+//! same configuration as the other commands (`--config`).
+//!
+//! `plan` and `apply` run the interim loop of [`super::run`] (bounded by
+//! `worker.max_concurrency`) until they move onto the pipeline.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use clap::{Args, Subcommand};
+
+use super::output::{refresh_statistics_line, Outcome};
+use super::run::Walked;
+use super::verify::verify;
+use crate::config::{ConfigError, Settings};
+use crate::db::repair::{self, RepairError, RunRow, Scope};
+use crate::db::Database;
+use crate::registry::{RegistryClient, TokenSigner};
+use crate::report::{csv_field, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Dry run: list the registry again for the projects with missing repositories and print what
+    /// `apply` would restore, skip or leave for review, and why. Writes nothing.
+    Plan(PlanArgs),
+    /// Restore the missing rows (each project in one transaction), recorded as a run that `undo`
+    /// can take back.
+    Apply(PlanArgs),
+    /// List the registry again for a run's projects; exit 1 if a repository the run did not skip
+    /// still has no row.
+    Verify {
+        /// The apply run's id (`repair runs`)
+        #[arg(value_name = "RUN")]
+        run: i64,
+    },
+    /// Delete the rows an apply run restored that are unchanged since; list the others.
+    Undo {
+        /// The apply run's id (`repair runs`)
+        #[arg(value_name = "RUN")]
+        run: i64,
+    },
+    /// List the apply and undo runs with their counts.
+    Runs {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only this project (repeatable)
+    #[arg(long = "project", value_name = "ID", value_parser = clap::value_parser!(i64).range(1..))]
+    pub projects: Vec<i64>,
+    /// Only projects in this group or user namespace and everything below it
+    #[arg(long, value_name = "PATH")]
+    pub namespace: Option<String>,
+    /// At most N projects
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Restore repositories older than their project too (listed as `review` otherwise)
+    #[arg(long)]
+    pub include_older: bool,
+}
+
+impl PlanArgs {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            projects: self.projects.clone(),
+            namespace: self.namespace.clone(),
+            limit: self.limit,
+            include_older: self.include_older,
+        }
+    }
+}
+
+/// Runs one `repair` subcommand.
+pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let db = Database::new(
+            settings.database.url.expose(),
+            settings.database.pool_size,
+            settings.connect_timeout(),
+        )?;
+        db.check_ready().await?;
+        repair::check_ready(&db).await?;
+        match command {
+            RepairCommand::Plan(args) => plan_or_apply(settings, &db, &args, false).await,
+            RepairCommand::Apply(args) => {
+                repair::check_primary(&db).await?;
+                plan_or_apply(settings, &db, &args, true).await
+            }
+            RepairCommand::Verify { run } => verify_run(settings, &db, run).await,
+            RepairCommand::Undo { run } => {
+                repair::check_primary(&db).await?;
+                undo(&db, run).await
+            }
+            RepairCommand::Runs { format } => {
+                let runs = repair::runs(&db).await?;
+                print!("{}", render_runs(&runs, format));
+                Ok(())
+            }
+        }
+    })
+}
+
+fn registry_client(settings: &Settings) -> anyhow::Result<RegistryClient> {
+    let path = settings.key_path()?;
+    let lifetime = settings.registry.token_lifetime;
+    let signer = TokenSigner::from_pem_file(
+        path,
+        &settings.registry.issuer,
+        &settings.registry.audience,
+        lifetime,
+    )
+    .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))?;
+    Ok(RegistryClient::with_ca(
+        &settings.registry.url,
+        settings.registry.page_size,
+        settings.registry_timeout(),
+        settings.registry.max_pages,
+        Arc::new(signer),
+        settings.registry_ca()?,
+    )?)
+}
+
+fn concurrency(settings: &Settings) -> usize {
+    settings.worker.max_concurrency.max(1)
+}
+
+async fn plan_or_apply(
+    settings: &Settings,
+    db: &Database,
+    args: &PlanArgs,
+    write: bool,
+) -> anyhow::Result<()> {
+    let scope = args.scope();
+    if let Some(namespace) = &scope.namespace {
+        if !repair::namespace_exists(db, namespace).await? {
+            return Err(ConfigError::new(
+                "--namespace",
+                RepairError::UnknownNamespace(namespace.clone()).to_string(),
+            )
+            .into());
+        }
+    }
+    let registry = registry_client(settings)?;
+    let index = repair::index_health(db).await?;
+    if !index.is_safe() {
+        eprintln!(
+            "registry-repair: warning: {}; nothing will be restored (reason index_unsafe)",
+            index.describe()
+        );
+    }
+    let (run, walked): (Option<i64>, Walked) = if write {
+        let (run, walked) = super::run::apply(db, &registry, &scope, concurrency(settings)).await?;
+        (Some(run), walked)
+    } else {
+        (
+            None,
+            super::run::plan(db, &registry, &scope, concurrency(settings)).await?,
+        )
+    };
+    let mut outcome = Outcome::new(run);
+    for plan in &walked.plans {
+        outcome.add_plan(plan);
+    }
+    for written in &walked.written {
+        outcome.add_written(written);
+    }
+    print!("{}", outcome.render(args.format));
+    // Notes go to standard error when standard output is JSON or CSV, so it stays parseable.
+    let note = |text: String| {
+        if args.format == Format::Table {
+            println!("{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    };
+    if let Some(run) = run {
+        let projects = repair::restored_projects(db, run).await?;
+        if !projects.is_empty() {
+            note(format!(
+                "\nRestored rows in {} projects: {}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
+                projects.len(),
+                projects
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                refresh_statistics_line(run, &projects)
+            ));
+        }
+        let policed = repair::under_cleanup_policy(db, run).await?;
+        if policed > 0 {
+            note(format!(
+                "\nWarning: {policed} restored repositories are in projects with an enabled cleanup policy \
+                 (container_expiration_policies); its next run may delete their tags."
+            ));
+        }
+        note(format!(
+            "\nCheck with `registry-repair repair verify {run}`; take back with `registry-repair repair undo {run}`."
+        ));
+    }
+    if !walked.errors.is_empty() {
+        for error in &walked.errors {
+            eprintln!("registry-repair: not planned: {error}");
+        }
+        return Err(anyhow!(
+            "{} projects could not be listed or looked up and were left as they are; run again",
+            walked.errors.len()
+        ));
+    }
+    Ok(())
+}
+
+async fn verify_run(settings: &Settings, db: &Database, run: i64) -> anyhow::Result<()> {
+    let registry = registry_client(settings)?;
+    let found = verify(db, &registry, run, concurrency(settings)).await?;
+    println!(
+        "Repair run {run}: {} projects listed again ({} gone since)",
+        found.projects, found.gone
+    );
+    for u in &found.unrestored {
+        let shown = if u.name.is_empty() {
+            u.full_path.clone()
+        } else {
+            format!("{}/{}", u.full_path, u.name)
+        };
+        println!("  still without a row: project {} {shown}", u.project_id);
+    }
+    for (project, error) in &found.errors {
+        println!("  not verified: project {project}: {error}");
+    }
+    if found.is_clean() {
+        println!("Every repository the run meant to restore has a row.");
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "repair run {run}: {} repositories still without a row, {} projects not verified",
+            found.unrestored.len(),
+            found.errors.len()
+        ))
+    }
+}
+
+async fn undo(db: &Database, run: i64) -> anyhow::Result<()> {
+    let outcome = repair::undo(db, run).await?;
+    println!(
+        "Undo run {} of repair run {run}: {} rows deleted in {} projects; {} left because they changed since",
+        outcome.run,
+        outcome.deleted.len(),
+        outcome.projects,
+        outcome.kept.len()
+    );
+    for kept in &outcome.kept {
+        println!(
+            "  left: project {} repository {} name {:?} ({})",
+            kept.project_id, kept.repository_id, kept.name, kept.why
+        );
+    }
+    Ok(())
+}
+
+/// `repair runs` in the chosen format. JSON: an array of runs; CSV: one line per run.
+pub fn render_runs(runs: &[RunRow], format: Format) -> String {
+    use std::fmt::Write as _;
+    let undone = |r: &RunRow| {
+        r.undone_by
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    };
+    match format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(runs)
+                .unwrap_or_else(|e| format!("{{\"error\": \"serialising the runs: {e}\"}}"));
+            text.push('\n');
+            text
+        }
+        Format::Csv => {
+            let mut out = String::from(
+                "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by\n",
+            );
+            for r in runs {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    r.id,
+                    r.kind,
+                    time(Some(r.started_at)),
+                    time(r.finished_at),
+                    csv_field(&r.scope),
+                    r.projects,
+                    r.restored,
+                    r.skipped,
+                    r.review,
+                    r.deleted,
+                    r.kept,
+                    r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
+                    undone(r)
+                );
+            }
+            out
+        }
+        Format::Table => {
+            if runs.is_empty() {
+                return "No repair run yet.\n".into();
+            }
+            let mut out = format!(
+                "{:>5}  {:<5}  {:<20}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>5}  NOTE\n",
+                "RUN",
+                "KIND",
+                "STARTED",
+                "FINISHED",
+                "PROJECTS",
+                "RESTORED",
+                "SKIPPED",
+                "REVIEW",
+                "DELETED",
+                "KEPT"
+            );
+            for r in runs {
+                let note = match (r.undo_of, r.undone_by.is_empty()) {
+                    (Some(of), _) => format!("undoes run {of}"),
+                    (None, false) => format!("undone by {}", undone(r)),
+                    (None, true) => r.scope.clone(),
+                };
+                let finished = match r.finished_at {
+                    Some(t) => time(Some(t)),
+                    None => "(not finished)".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:>5}  {:<5}  {:<20}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>5}  {}",
+                    r.id,
+                    r.kind,
+                    time(Some(r.started_at)),
+                    finished,
+                    r.projects,
+                    r.restored,
+                    r.skipped,
+                    r.review,
+                    r.deleted,
+                    r.kept,
+                    note
+                );
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The plan (`repair plan`) and the result (`repair apply`) as a table, JSON or CSV, with stable
+//! field names (documented in the README):
+//!
+//! - JSON: one object `{"run", "totals", "repositories"}`. `run` is the apply's run id (null for a
+//!   plan); `totals` holds `projects`, `restore`, `skip` (an object with a count for every skip
+//!   reason, 0 included), `review` and `already_present` (planned restores that had a row by the
+//!   time of the write; 0 in a plan); `repositories` holds one record per registry repository
+//!   without a row: `project_id`, `full_path`, `name`, `action`, `reason` (null for `restore`),
+//!   `registry_created_at`.
+//! - CSV: `metric,value` rows (the totals, `skip_<reason>` for each skip reason, and `run`), a blank
+//!   line, then `project_id,full_path,name,action,reason,registry_created_at`.
+//! - Table: the totals and the first rows.
+//!
+//! In `apply`, `restore` means written.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::guards::{Action, ProjectPlan, Reason};
+use crate::db::repair::Written;
+use crate::report::{csv_field, Format};
+
+/// Rows the table form shows.
+pub const TABLE_ROWS: usize = 50;
+
+/// One registry repository without a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub project_id: i64,
+    pub full_path: String,
+    pub name: String,
+    pub action: Action,
+    pub reason: Option<Reason>,
+    pub registry_created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub projects: u64,
+    pub restore: u64,
+    /// Every skip reason (alphabetical in JSON), with its count.
+    pub skip: BTreeMap<&'static str, u64>,
+    pub review: u64,
+    pub already_present: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Self {
+            projects: 0,
+            restore: 0,
+            skip: Reason::ALL
+                .into_iter()
+                .filter(|r| r.action() == Action::Skip)
+                .map(|r| (r.as_str(), 0))
+                .collect(),
+            review: 0,
+            already_present: 0,
+        }
+    }
+}
+
+impl Totals {
+    pub fn skipped(&self) -> u64 {
+        self.skip.values().sum()
+    }
+}
+
+/// A plan or an apply's result, as printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub run: Option<i64>,
+    pub totals: Totals,
+    pub repositories: Vec<Record>,
+}
+
+impl Outcome {
+    pub fn new(run: Option<i64>) -> Self {
+        Self {
+            run,
+            ..Self::default()
+        }
+    }
+
+    /// Counts a project's plan and its records.
+    pub fn add_plan(&mut self, plan: &ProjectPlan) {
+        self.totals.projects += 1;
+        for r in &plan.repositories {
+            match (r.action, r.reason) {
+                (Action::Restore, _) => self.totals.restore += 1,
+                (Action::Review, _) => self.totals.review += 1,
+                (Action::Skip, reason) => {
+                    let key = reason.map_or("unknown", Reason::as_str);
+                    *self.totals.skip.entry(key).or_insert(0) += 1;
+                }
+            }
+            self.repositories.push(Record {
+                project_id: plan.project_id,
+                full_path: plan.full_path.clone(),
+                name: r.name.clone(),
+                action: r.action,
+                reason: r.reason,
+                registry_created_at: r.registry_created_at.clone(),
+            });
+        }
+    }
+
+    /// Counts what the write of a project did: `restore` are the rows written; planned restores
+    /// that found a row are counted in `already_present` and not listed (they have a row now).
+    pub fn add_written(&mut self, written: &Written) {
+        let Written::Applied {
+            plan,
+            already_present,
+            ..
+        } = written
+        else {
+            return;
+        };
+        let mut plan = plan.clone();
+        plan.repositories.retain(|r| {
+            !(r.action == Action::Restore && already_present.iter().any(|n| n == &r.name))
+        });
+        self.add_plan(&plan);
+        self.totals.already_present += already_present.len() as u64;
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => {
+                let mut text = serde_json::to_string_pretty(self)
+                    .unwrap_or_else(|e| format!("{{\"error\": \"serialising the plan: {e}\"}}"));
+                text.push('\n');
+                text
+            }
+            Format::Csv => self.csv(),
+            Format::Table => self.table(TABLE_ROWS),
+        }
+    }
+
+    fn metrics(&self) -> Vec<(String, u64)> {
+        let t = &self.totals;
+        let mut rows = vec![
+            ("projects".to_string(), t.projects),
+            ("restore".to_string(), t.restore),
+        ];
+        rows.extend(t.skip.iter().map(|(r, n)| (format!("skip_{r}"), *n)));
+        rows.push(("review".into(), t.review));
+        rows.push(("already_present".into(), t.already_present));
+        rows
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::from("metric,value\n");
+        for (name, value) in self.metrics() {
+            let _ = writeln!(out, "{name},{value}");
+        }
+        let _ = writeln!(
+            out,
+            "run,{}",
+            self.run.map(|r| r.to_string()).unwrap_or_default()
+        );
+        out.push_str("\nproject_id,full_path,name,action,reason,registry_created_at\n");
+        for r in &self.repositories {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                r.project_id,
+                csv_field(&r.full_path),
+                csv_field(&r.name),
+                r.action.as_str(),
+                r.reason.map_or("", Reason::as_str),
+                csv_field(r.registry_created_at.as_deref().unwrap_or("")),
+            );
+        }
+        out
+    }
+
+    fn table(&self, rows: usize) -> String {
+        let t = &self.totals;
+        let mut out = String::new();
+        match self.run {
+            Some(run) => {
+                let _ = writeln!(out, "Repair run {run}: rows written");
+            }
+            None => {
+                let _ = writeln!(out, "Repair plan (dry run: nothing was written)");
+            }
+        }
+        let _ = writeln!(out, "  projects          {}", t.projects);
+        let _ = writeln!(out, "  restore           {}", t.restore);
+        let _ = writeln!(out, "  skip              {}", t.skipped());
+        for (reason, n) in &t.skip {
+            if *n > 0 {
+                let _ = writeln!(out, "    {reason:<26} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  review            {} (older than their project; --include-older restores them)",
+            t.review
+        );
+        if t.already_present > 0 {
+            let _ = writeln!(out, "  already present   {}", t.already_present);
+        }
+        if self.repositories.is_empty() {
+            out.push_str("\nNo repository without a row.\n");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "\n{:>10}  {:<7}  {:<24}  {:<20}  REPOSITORY",
+            "PROJECT ID", "ACTION", "REASON", "REGISTRY CREATED"
+        );
+        for r in self.repositories.iter().take(rows) {
+            let repository = if r.name.is_empty() {
+                r.full_path.clone()
+            } else {
+                format!("{}/{}", r.full_path, r.name)
+            };
+            let _ = writeln!(
+                out,
+                "{:>10}  {:<7}  {:<24}  {:<20}  {}",
+                r.project_id,
+                r.action.as_str(),
+                r.reason.map_or("", Reason::as_str),
+                r.registry_created_at.as_deref().unwrap_or("-"),
+                repository
+            );
+        }
+        if self.repositories.len() > rows {
+            let _ = writeln!(
+                out,
+                "... and {} more (--format json or csv lists them all)",
+                self.repositories.len() - rows
+            );
+        }
+        out
+    }
+}
+
+/// A `gitlab-rails runner` line that refreshes the storage statistics of the projects run `run`
+/// restored rows in: their ids when there are few, else a query of the audit table.
+pub fn refresh_statistics_line(run: i64, projects: &[i64]) -> String {
+    const WORKER: &str = "ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])";
+    if projects.len() <= 100 {
+        let ids: Vec<String> = projects.iter().map(i64::to_string).collect();
+        format!(
+            "gitlab-rails runner '[{}].each {{ |id| {WORKER} }}'",
+            ids.join(", ")
+        )
+    } else {
+        format!(
+            "gitlab-rails runner 'ApplicationRecord.connection.select_values(\"SELECT DISTINCT project_id FROM registry_repair_restored WHERE run_id = {run} AND undone_at IS NULL\").each {{ |id| {WORKER} }}'"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::repair::RestoredRow;
+    use crate::repair::guards::PlannedRepository;
+
+    fn plan() -> ProjectPlan {
+        let repo = |name: &str, action, reason, at: Option<&str>| PlannedRepository {
+            name: name.into(),
+            registry_path: if name.is_empty() {
+                "g/p".into()
+            } else {
+                format!("g/p/{name}")
+            },
+            action,
+            reason,
+            registry_created_at: at.map(str::to_string),
+        };
+        ProjectPlan {
+            project_id: 42,
+            full_path: "G/P".into(),
+            repositories: vec![
+                repo("", Action::Restore, None, Some("2024-01-01T00:00:00Z")),
+                repo("a,b", Action::Skip, Some(Reason::NameUnaddressable), None),
+                repo(
+                    "old",
+                    Action::Review,
+                    Some(Reason::OlderThanProject),
+                    Some("2019-01-01T00:00:00Z"),
+                ),
+            ],
+            ignored: 0,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let mut outcome = Outcome::new(None);
+        outcome.add_plan(&plan());
+        let value: serde_json::Value =
+            serde_json::from_str(&outcome.render(Format::Json)).expect("JSON");
+        assert_eq!(value["run"], serde_json::Value::Null);
+        assert_eq!(value["totals"]["projects"], 1);
+        assert_eq!(value["totals"]["restore"], 1);
+        assert_eq!(value["totals"]["review"], 1);
+        assert_eq!(value["totals"]["skip"]["name_unaddressable"], 1);
+        for reason in [
+            "project_pending_deletion",
+            "registry_disabled",
+            "ambiguous_path",
+            "index_unsafe",
+        ] {
+            assert_eq!(value["totals"]["skip"][reason], 0, "{reason}");
+        }
+        assert!(value["totals"]["skip"].get("older_than_project").is_none());
+        let repos = value["repositories"].as_array().expect("array");
+        assert_eq!(repos.len(), 3);
+        assert_eq!(
+            repos[0],
+            serde_json::json!({
+                "project_id": 42, "full_path": "G/P", "name": "", "action": "restore",
+                "reason": null, "registry_created_at": "2024-01-01T00:00:00Z"
+            })
+        );
+        assert_eq!(repos[2]["action"], "review");
+        assert_eq!(repos[2]["reason"], "older_than_project");
+    }
+
+    #[test]
+    fn csv_has_totals_then_records_quoted_where_needed() {
+        let mut outcome = Outcome::new(Some(9));
+        outcome.add_plan(&plan());
+        let text = outcome.render(Format::Csv);
+        let (metrics, records) = text.split_once("\n\n").expect("two blocks");
+        assert!(metrics.starts_with("metric,value\nprojects,1\nrestore,1\n"));
+        assert!(metrics.contains("skip_name_unaddressable,1"));
+        assert!(metrics.ends_with("run,9"));
+        let lines: Vec<&str> = records.lines().collect();
+        assert_eq!(
+            lines[0],
+            "project_id,full_path,name,action,reason,registry_created_at"
+        );
+        assert_eq!(lines[1], "42,G/P,,restore,,2024-01-01T00:00:00Z");
+        assert_eq!(lines[2], "42,G/P,\"a,b\",skip,name_unaddressable,");
+    }
+
+    #[test]
+    fn table_shows_totals_and_only_the_first_rows() {
+        let mut outcome = Outcome::new(None);
+        outcome.add_plan(&plan());
+        let text = outcome.table(2);
+        assert!(text.contains("dry run"));
+        assert!(text.contains("restore           1"));
+        assert!(text.contains("name_unaddressable"));
+        assert!(text.contains("G/P/a,b"));
+        assert!(!text.contains("G/P/old"));
+        assert!(text.contains("... and 1 more"));
+        assert!(Outcome::new(None)
+            .table(5)
+            .contains("No repository without a row"));
+    }
+
+    #[test]
+    fn an_apply_lists_what_it_wrote_and_counts_what_was_present() {
+        let mut p = plan();
+        p.repositories[0].action = Action::Restore;
+        p.repositories.push(PlannedRepository {
+            name: "raced".into(),
+            registry_path: "g/p/raced".into(),
+            action: Action::Restore,
+            reason: None,
+            registry_created_at: None,
+        });
+        let written = Written::Applied {
+            plan: p,
+            restored: vec![RestoredRow {
+                repository_id: 1,
+                name: String::new(),
+            }],
+            already_present: vec!["raced".into()],
+        };
+        let mut outcome = Outcome::new(Some(3));
+        outcome.add_written(&written);
+        outcome.add_written(&Written::ProjectGone { project_id: 5 });
+        assert_eq!(outcome.totals.restore, 1);
+        assert_eq!(outcome.totals.already_present, 1);
+        assert_eq!(outcome.totals.projects, 1);
+        assert!(outcome.repositories.iter().all(|r| r.name != "raced"));
+    }
+
+    #[test]
+    fn the_refresh_line_names_the_projects_or_queries_them() {
+        assert_eq!(
+            refresh_statistics_line(4, &[1, 2]),
+            "gitlab-rails runner '[1, 2].each { |id| ProjectCacheWorker.perform_async(id, [], %w[container_registry_size]) }'"
+        );
+        let many: Vec<i64> = (1..=101).collect();
+        let line = refresh_statistics_line(4, &many);
+        assert!(line.contains("registry_repair_restored WHERE run_id = 4"));
+        assert!(
+            line.contains("ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])")
+        );
+    }
+}
