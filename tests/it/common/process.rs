@@ -1,7 +1,7 @@
 //! Running the real `registry-repair` binary as an operator does: configured only through
 //! `REGISTRY_REPAIR__*` environment variables, its output drained by threads of its own, waited for
 //! without blocking the test's runtime (the simulated registry runs inside the test process), and
-//! killed if the test ends first. Shared by tests/cli.rs and tests/signals.rs.
+//! killed if the test ends first. Shared by every module that runs the binary (cli, signals, ...).
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -1,12 +1,12 @@
 //! Faults end in a correct table: flaky registries, outages, a rejected key, hostile answers, a
 //! database that goes away, a Writer that panics, and failed projects analysed again.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     assert_rows_match, eventually, registry_path, signer, status_becomes, TestApp, TestDb,
     OTHER_KEY,
 };

@@ -1,11 +1,11 @@
 //! The whole service in-process: Scheduler, supervised Analyzers and Writer against a real
 //! database and the simulated registry.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{assert_rows_match, eventually, TestApp};
+use crate::common::{assert_rows_match, eventually, TestApp};
 use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;

@@ -26,8 +26,8 @@ use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, Status};
 use registry_repair::service::{self, Service, ServiceOptions};
 use tokio::sync::OnceCell;
 
-pub const FIXTURE_KEY: &str = include_str!("../fixtures/registry.key");
-pub const OTHER_KEY: &str = include_str!("../fixtures/other.key");
+pub const FIXTURE_KEY: &str = include_str!("../../fixtures/registry.key");
+pub const OTHER_KEY: &str = include_str!("../../fixtures/other.key");
 pub const ISSUER: &str = "gitlab-issuer";
 pub const AUDIENCE: &str = "container_registry";
 

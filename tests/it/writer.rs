@@ -1,13 +1,11 @@
 //! The Writer: flushes on size, on its timer, at once on a failed project, on request; keeps its
 //! buffer while the database is away and tells the Scheduler to hold back while it is full.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{eventually, TestDb};
 use actix::prelude::*;
-use common::{eventually, TestDb};
 use registry_repair::db::tracking::{self, Status, TrackingRow};
 use registry_repair::demo::seed::World;
 use registry_repair::writer::{

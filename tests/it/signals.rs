@@ -3,13 +3,13 @@
 //! analyses exactly the projects without one. The simulated registry runs inside the test process
 //! and counts the requests made for each project, which shows what every start asked for.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::process::{cli, service_env, spawn, Env, Running};
-use common::{assert_rows_match, eventually, trusted, TestDb};
+use crate::common::process::{cli, service_env, spawn, Env, Running};
+use crate::common::{assert_rows_match, eventually, trusted, TestDb};
 use diesel::sql_types::{BigInt, Integer, Nullable, SmallInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::rngs::StdRng;

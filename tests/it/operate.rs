@@ -1,13 +1,13 @@
 //! Operating it the GitLab way: GitLab's own switches steer it, Prometheus scrapes it, reports and
 //! logs say what an operator needs and never a secret.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::process::{busy_world, cli, service_env};
-use common::{eventually, TestApp, TestDb};
+use crate::common::process::{busy_world, cli, service_env};
+use crate::common::{eventually, TestApp, TestDb};
 use registry_repair::admin::{AdminClient, AdminError};
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;

@@ -3,16 +3,14 @@
 //! output and what it leaves in the database. The simulated registry runs inside the test process,
 //! so every child is waited for without blocking the test's runtime.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::process::{
+use crate::common::process::{
     assert_written_rows_correct, busy_world, cli, free_port, service_env, spawn, Env,
 };
-use common::{assert_rows_match, eventually, fixture_key_path, trusted, TestDb};
+use crate::common::{assert_rows_match, eventually, fixture_key_path, trusted, TestDb};
 use diesel::query_builder::SqlQuery;
 use diesel::sql_types::{BigInt, Integer, Nullable, SmallInt, Text};
 use diesel_async::methods::LoadQuery;
