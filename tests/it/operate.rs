@@ -1,11 +1,10 @@
 //! Operating it the GitLab way: GitLab's own switches steer it, Prometheus scrapes it, reports and
 //! logs say what an operator needs and never a secret.
 
-use crate::common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common;
 use crate::common::process::{busy_world, cli, service_env};
 use crate::common::{eventually, TestApp, TestDb};
 use registry_repair::admin::{AdminClient, AdminError};

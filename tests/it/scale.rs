@@ -1,10 +1,9 @@
 //! Scale-out and restarts at scale: shards split the work with no overlap and no gap; the watermark
 //! lets a restart start past the analysed projects, and never passes one without a row.
 
-use crate::common;
-
 use std::time::Duration;
 
+use crate::common;
 use crate::common::{assert_rows_match, TestApp, TestDb};
 use registry_repair::config::Shard;
 use registry_repair::db::watermark::{self, Fences};

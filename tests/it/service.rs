@@ -1,10 +1,9 @@
 //! The whole service in-process: Scheduler, supervised Analyzers and Writer against a real
 //! database and the simulated registry.
 
-use crate::common;
-
 use std::time::Duration;
 
+use crate::common;
 use crate::common::{assert_rows_match, eventually, TestApp};
 use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
