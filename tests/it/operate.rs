@@ -57,6 +57,12 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     );
 
     app.db.execute("DELETE FROM feature_gates").await;
+    // No in-flight request is no proof by itself: the Scheduler may not have seen the flag yet.
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        common::status_becomes(&scheduler, Duration::from_secs(5), |s| !s.enabled).await,
+        "the flag off reaches the Scheduler"
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             reg.stats().in_flight == 0
@@ -512,6 +518,8 @@ async fn a_project_whose_transaction_commits_late_is_analysed_once_it_commits() 
     for i in 0..30 {
         world.project(g, &format!("P{i}"), &["", "img"], &[""]);
     }
+    // This test keeps a transaction open, which holds back every watermark of the cluster.
+    let _open = common::keeping_a_transaction_open().await;
     let mut app = TestApp::prepare(&world).await;
     app.registry.add_repository("busy/late/img");
     app.registry.add_repository("busy/later/img");

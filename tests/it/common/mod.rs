@@ -173,6 +173,22 @@ async fn sweep_leftovers(conn: &mut AsyncPgConnection) {
     }
 }
 
+/// The cluster's oldest running transaction (`xmin`) holds back the watermark of every database on
+/// it (src/db/watermark.rs), and the tests of all modules run at once in this process: while one
+/// test keeps a transaction open, no other test's watermark moves. Such a test holds this
+/// exclusively, a test that needs its watermark to move holds it shared.
+static XMIN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held for as long as a test keeps a transaction open (see `XMIN`).
+pub async fn keeping_a_transaction_open() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    XMIN.write().await
+}
+
+/// Held by a test that needs its watermark to move (see `XMIN`).
+pub async fn needing_the_watermark_to_move() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    XMIN.read().await
+}
+
 /// A database of this test's own, with GitLab's tables and the tracking table; dropped on drop.
 pub struct TestDb {
     pub name: String,
