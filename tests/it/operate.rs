@@ -518,9 +518,9 @@ async fn a_project_whose_transaction_commits_late_is_analysed_once_it_commits() 
     for i in 0..30 {
         world.project(g, &format!("P{i}"), &["", "img"], &[""]);
     }
+    let mut app = TestApp::prepare(&world).await;
     // This test keeps a transaction open, which holds back every watermark of the cluster.
     let _open = common::keeping_a_transaction_open().await;
-    let mut app = TestApp::prepare(&world).await;
     app.registry.add_repository("busy/late/img");
     app.registry.add_repository("busy/later/img");
     app.start(false).await;

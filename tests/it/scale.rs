@@ -29,9 +29,9 @@ fn world(n: usize) -> World {
 
 #[actix_rt::test]
 async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap() {
-    let _watermark = common::needing_the_watermark_to_move().await;
     let world = world(400);
     let app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     app.registry.set_latency(Duration::from_millis(5));
     let mut starts = Vec::new();
     for shard in ["0/2", "1/2"] {
@@ -71,9 +71,9 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
 
 #[actix_rt::test]
 async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_again() {
-    let _watermark = common::needing_the_watermark_to_move().await;
     let world = world(120);
     let mut app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     let db = app.db.database();
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
@@ -140,9 +140,9 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
 
 #[actix_rt::test]
 async fn the_watermark_stops_below_the_first_project_without_a_row() {
-    let _watermark = common::needing_the_watermark_to_move().await;
     let world = world(50);
     let db = TestDb::new().await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     let database = db.database();
     world.insert(&database).await.expect("seed");
     let hole = world.projects[20].id;
@@ -196,9 +196,9 @@ async fn the_watermark_stops_below_the_first_project_without_a_row() {
 
 #[actix_rt::test]
 async fn rows_deleted_by_hand_and_projects_restored_below_the_watermark_are_found_by_the_sweep() {
-    let _watermark = common::needing_the_watermark_to_move().await;
     let world = world(60);
     let mut app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     app.settings.worker.sweep_interval_s = 1;
     app.start(false).await;
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");

@@ -70,11 +70,11 @@ async fn control_commands_steer_a_running_service_and_sigterm_stops_it_cleanly()
         .assert_stdout_has("4")
         .assert_no_panic();
     assert!(
-        eventually(Duration::from_secs(1), || async move {
+        eventually(Duration::from_secs(5), || async move {
             r.stats().in_flight >= 4
         })
         .await,
-        "in flight should reach 4 within 1 s: {:?}",
+        "in flight should reach 4: {:?}",
         registry.stats()
     );
     assert!(
