@@ -3,7 +3,9 @@
 //!
 //! The tests share one process and run on parallel threads: nothing here may set an environment
 //! variable, install a process-wide default or assume a process id of its own (the databases they
-//! create are named by the process id and a counter, see `common::TestDb`).
+//! create are named by the process id and a counter, see `common::TestDb`). They share the
+//! PostgreSQL cluster's oldest running transaction too, which holds back every watermark: a test
+//! that keeps a transaction open or needs its watermark to move says so (`common::XMIN`).
 
 mod common;
 
