@@ -3,12 +3,10 @@
 //! neither takes the memory nor counts as a page; no password of a database or registry URL ever
 //! reaches a log line, an error or `status`; with `admin.token` set every admin call needs it.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::{busy_world, cli, free_port, service_env, spawn, Env, Finished};
-use common::{
+use crate::common::process::{busy_world, cli, free_port, service_env, spawn, Env, Finished};
+use crate::common::{
     assert_rows_match, eventually, registry_path, signer, trusted, TestApp, TestDb, FIXTURE_KEY,
 };
 use registry_repair::db::tracking::TrackingRow;

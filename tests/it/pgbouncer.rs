@@ -1,15 +1,13 @@
 //! The real binary pointed at PgBouncer in transaction pooling (`pool_mode = transaction`), as
 //! GitLab's high-availability setups run it: few server connections shared by many clients, the
 //! next transaction possibly on another server connection. Each test starts a PgBouncer of its own
-//! (tests/common/pgbouncer.rs) and skips with a notice where pgbouncer is not installed.
-
-mod common;
+//! (common/pgbouncer.rs) and skips with a notice where pgbouncer is not installed.
 
 use std::time::Duration;
 
-use common::pgbouncer::PgBouncer;
-use common::process::{busy_world, cli, service_env, Env};
-use common::{assert_rows_match, trusted, TestDb};
+use crate::common::pgbouncer::PgBouncer;
+use crate::common::process::{busy_world, cli, service_env, Env};
+use crate::common::{assert_rows_match, trusted, TestDb};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use registry_repair::registry::simulator::RegistrySimulator;
 

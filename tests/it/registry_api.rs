@@ -1,11 +1,9 @@
 //! The registry client against the simulated registry, and the simulator against SPEC section 2:
 //! pagination, the empty last page, 404 NAME_UNKNOWN, the trailing slash, `n` bounds, tokens.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{signer, trusted, AUDIENCE, FIXTURE_KEY, ISSUER, OTHER_KEY};
+use crate::common::{signer, trusted, AUDIENCE, FIXTURE_KEY, ISSUER, OTHER_KEY};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use registry_repair::registry::client::{PageAnswer, Step};
 use registry_repair::registry::simulator::RegistrySimulator;

@@ -1,13 +1,12 @@
 //! Operating it the GitLab way: GitLab's own switches steer it, Prometheus scrapes it, reports and
 //! logs say what an operator needs and never a secret.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::process::{busy_world, cli, service_env};
-use common::{eventually, TestApp, TestDb};
+use crate::common;
+use crate::common::process::{busy_world, cli, service_env};
+use crate::common::{eventually, TestApp, TestDb};
 use registry_repair::admin::{AdminClient, AdminError};
 use registry_repair::config::ControlSource;
 use registry_repair::demo::seed::World;
@@ -59,6 +58,12 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     );
 
     app.db.execute("DELETE FROM feature_gates").await;
+    // No in-flight request is no proof by itself: the Scheduler may not have seen the flag yet.
+    let scheduler = app.service().scheduler.clone();
+    assert!(
+        common::status_becomes(&scheduler, Duration::from_secs(5), |s| !s.enabled).await,
+        "the flag off reaches the Scheduler"
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             reg.stats().in_flight == 0
@@ -515,6 +520,8 @@ async fn a_project_whose_transaction_commits_late_is_analysed_once_it_commits() 
         world.project(g, &format!("P{i}"), &["", "img"], &[""]);
     }
     let mut app = TestApp::prepare(&world).await;
+    // This test keeps a transaction open, which holds back every watermark of the cluster.
+    let _open = common::keeping_a_transaction_open().await;
     app.registry.add_repository("busy/late/img");
     app.registry.add_repository("busy/later/img");
     app.start(false).await;

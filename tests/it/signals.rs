@@ -3,13 +3,12 @@
 //! analyses exactly the projects without one. The simulated registry runs inside the test process
 //! and counts the requests made for each project, which shows what every start asked for.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::process::{cli, service_env, spawn, Env, Running};
-use common::{assert_rows_match, eventually, trusted, TestDb};
+use crate::common;
+use crate::common::process::{cli, service_env, spawn, Env, Running};
+use crate::common::{assert_rows_match, eventually, trusted, TestDb};
 use diesel::sql_types::{BigInt, Integer, Nullable, SmallInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::rngs::StdRng;
@@ -351,7 +350,19 @@ async fn sigterm_while_starting_exits_0_and_a_second_signal_cuts_the_drain_short
     let admin = format!("127.0.0.1:{}", common::process::free_port());
     let env = service_env(&db, &silent_url, &admin).set("REGISTRY__TIMEOUT_MS", "20000");
     let mut running = spawn(&["run"], &env);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Starting: its start-up probe has connected to the registry, which never answers.
+    silent.set_nonblocking(true).expect("non-blocking accept");
+    let mut probe = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            if let Ok((stream, _)) = silent.accept() {
+                probe = Some(stream);
+            }
+            std::future::ready(probe.is_some())
+        })
+        .await,
+        "the start-up probe connects to the registry"
+    );
     assert!(!running.has_exited(), "still starting");
     running.signal(libc::SIGTERM);
     let finished = running.wait(Duration::from_secs(5)).await;
@@ -373,7 +384,12 @@ async fn sigterm_while_starting_exits_0_and_a_second_signal_cuts_the_drain_short
         .await
     );
     running.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        running
+            .logs_within("signal received; shutting down", Duration::from_secs(10))
+            .await,
+        "the first signal starts the drain"
+    );
     assert!(
         !running.has_exited(),
         "draining: waiting for the two in flight"

@@ -1,13 +1,11 @@
 //! The Writer: flushes on size, on its timer, at once on a failed project, on request; keeps its
 //! buffer while the database is away and tells the Scheduler to hold back while it is full.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{eventually, TestDb};
 use actix::prelude::*;
-use common::{eventually, TestDb};
 use registry_repair::db::tracking::{self, Status, TrackingRow};
 use registry_repair::demo::seed::World;
 use registry_repair::scheduler::WriterPressure;
@@ -49,12 +47,14 @@ async fn flushes_when_the_buffer_reaches_the_batch_size() {
     let writer = Writer::new(db.database(), 3, HOUR).start();
     writer.do_send(row(ids[0], 1, Status::Completed));
     writer.do_send(row(ids[1], 2, Status::Completed));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Messages are handled in order: once it answers, both rows are in and no write started.
+    let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(
-        count(&db).await,
-        0,
+        (stats.buffered, stats.flushes_size, stats.flushes_timer),
+        (2, 0, 0),
         "below the batch size nothing is written"
     );
+    assert_eq!(count(&db).await, 0);
     writer.do_send(row(ids[2], 3, Status::Completed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 3 }).await);
     let stats = writer.send(GetWriterStats).await.expect("stats");
@@ -86,7 +86,12 @@ async fn a_failed_project_flushes_everything_at_once() {
     let writer = Writer::new(db.database(), 100, HOUR).start();
     writer.do_send(row(ids[0], 2, Status::Completed));
     writer.do_send(row(ids[1], 0, Status::Completed));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = writer.send(GetWriterStats).await.expect("stats");
+    assert_eq!(
+        (stats.buffered, stats.flushes_size, stats.flushes_failure),
+        (2, 0, 0),
+        "completed projects wait for the batch or the timer"
+    );
     assert_eq!(count(&db).await, 0);
     writer.do_send(row(ids[2], 0, Status::Failed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 3 }).await);

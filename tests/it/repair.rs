@@ -2,13 +2,12 @@
 //! seeded projects, plan writing nothing, apply writing exactly the planned rows once, undo, runs
 //! and verify, and the real binary's `repair` commands and exit codes.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::process::{cli, service_env};
-use common::{signer, trusted, TestDb, FIXTURE_KEY};
+use crate::common;
+use crate::common::process::{cli, service_env};
+use crate::common::{signer, trusted, TestDb, FIXTURE_KEY};
 use diesel::sql_types::Text;
 use registry_repair::db::repair::{self, Scope, Written};
 use registry_repair::db::tracking::{self, TrackingRow};

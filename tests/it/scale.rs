@@ -1,11 +1,10 @@
 //! Scale-out and restarts at scale: shards split the work with no overlap and no gap; the watermark
 //! lets a restart start past the analysed projects, and never passes one without a row.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{assert_rows_match, TestApp, TestDb};
+use crate::common;
+use crate::common::{assert_rows_match, TestApp, TestDb};
 use registry_repair::config::Shard;
 use registry_repair::db::watermark::{self, Fences};
 use registry_repair::demo::seed::World;
@@ -32,6 +31,7 @@ fn world(n: usize) -> World {
 async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap() {
     let world = world(400);
     let app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     app.registry.set_latency(Duration::from_millis(5));
     let mut starts = Vec::new();
     for shard in ["0/2", "1/2"] {
@@ -73,6 +73,7 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
 async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_again() {
     let world = world(120);
     let mut app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     let db = app.db.database();
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");
@@ -141,6 +142,7 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
 async fn the_watermark_stops_below_the_first_project_without_a_row() {
     let world = world(50);
     let db = TestDb::new().await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     let database = db.database();
     world.insert(&database).await.expect("seed");
     let hole = world.projects[20].id;
@@ -196,6 +198,7 @@ async fn the_watermark_stops_below_the_first_project_without_a_row() {
 async fn rows_deleted_by_hand_and_projects_restored_below_the_watermark_are_found_by_the_sweep() {
     let world = world(60);
     let mut app = TestApp::prepare(&world).await;
+    let _watermark = common::needing_the_watermark_to_move().await;
     app.settings.worker.sweep_interval = Duration::from_secs(1);
     app.start(false).await;
     let max_id = world.projects.iter().map(|p| p.id).max().expect("projects");

@@ -6,14 +6,12 @@
 //! The modes that need a server refusing plaintext, or one whose certificate is `CA:TRUE`, run
 //! against a PgBouncer of their own with the fixture certificate (skipped without pgbouncer).
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::pgbouncer::PgBouncer;
-use common::process::{busy_world, cli, service_env, spawn, Env};
-use common::{assert_rows_match, server_url, trusted, TestDb};
+use crate::common::pgbouncer::PgBouncer;
+use crate::common::process::{busy_world, cli, service_env, spawn, Env};
+use crate::common::{assert_rows_match, server_url, trusted, TestDb};
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use registry_repair::db::Database;

@@ -4,14 +4,12 @@
 //! at start with one line that says the certificate is not trusted and names `registry.ca_file`;
 //! a file that is missing, unreadable or holds no usable certificate is a configuration error.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::process::{cli, service_env, Env};
-use common::{assert_rows_match, fixture_key_path, trusted, TestDb};
+use crate::common::process::{cli, service_env, Env};
+use crate::common::{assert_rows_match, fixture_key_path, trusted, TestDb};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };

@@ -1,11 +1,9 @@
 //! One project's analysis against a real database and the simulated registry: how registry paths
 //! become Rails names and which count as missing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{signer, trusted, TestDb, FIXTURE_KEY};
+use crate::common::{signer, trusted, TestDb, FIXTURE_KEY};
 use registry_repair::analyzer::{analyze, Analysis};
 use registry_repair::config::Shard;
 use registry_repair::db::projects::{next_unanalysed, Project};

@@ -1,0 +1,200 @@
+//! Failures an operator must understand: control commands without a service, bad configuration
+//! and arguments (exit 2), a database that is unreachable or never answers, a taken admin port.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::common::process::{cli, free_port, service_env, Env};
+use crate::common::{fixture_key_path, trusted, TestDb};
+use registry_repair::demo::seed::World;
+use registry_repair::registry::simulator::RegistrySimulator;
+
+/// A database nobody listens on.
+const UNREACHABLE_DB: &str = "postgres://postgres@127.0.0.1:1/x";
+
+#[actix_rt::test]
+async fn control_commands_without_a_service_say_so_and_exit_1() {
+    let env = Env::new().set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()));
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["pause"],
+        &["resume"],
+        &["concurrency", "3"],
+    ] {
+        cli(args, &env, Duration::from_secs(20))
+            .await
+            .assert_exit(1)
+            .assert_stderr_has("no registry-repair service answers")
+            .assert_no_panic();
+    }
+}
+
+/// Settings for commands that must fail on the database (or on validation) before they touch a
+/// registry: the registry's port is closed, the admin port free.
+fn env_with_database(url: &str, connect_timeout_ms: u32) -> Env {
+    Env::new()
+        .set("DATABASE__URL", url)
+        .set(
+            "DATABASE__CONNECT_TIMEOUT_MS",
+            connect_timeout_ms.to_string(),
+        )
+        .set("REGISTRY__URL", "http://127.0.0.1:1")
+        .set(
+            "REGISTRY__KEY_PATH",
+            fixture_key_path().to_string_lossy().into_owned(),
+        )
+        .set("ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+}
+
+#[actix_rt::test]
+async fn bad_configuration_and_arguments_exit_2_naming_what_to_fix() {
+    // If validation let something through, the command fails fast here instead of touching a
+    // real database or port.
+    let base = env_with_database(UNREACHABLE_DB, 1000);
+    let cargo_toml = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let dir = std::env::temp_dir().join(format!("rr-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let unknown_key = dir.join("unknown-key.toml");
+    std::fs::write(&unknown_key, "[worker]\nspeed = 3\n").expect("writing a config file");
+    let unknown_key = unknown_key.to_string_lossy().into_owned();
+
+    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
+        (
+            vec!["run"],
+            base.clone().set("WORKER__MAX_CONCURRENCY", "-1"),
+            "worker.max_concurrency",
+        ),
+        (
+            vec!["run"],
+            base.clone().set("REGISTRY__PAGE_SIZE", "5000"),
+            "registry.page_size",
+        ),
+        (
+            vec!["run"],
+            base.clone().unset("REGISTRY__KEY_PATH"),
+            "registry.key_path",
+        ),
+        (
+            vec!["run"],
+            base.clone().set(
+                "REGISTRY__KEY_PATH",
+                cargo_toml.to_string_lossy().into_owned(),
+            ),
+            "registry.key_path",
+        ),
+        (
+            vec!["run"],
+            base.clone()
+                .set("REGISTRY__KEY_PATH", "/nonexistent/registry.key"),
+            "registry.key_path",
+        ),
+        (
+            vec!["--config", "/nonexistent.toml", "status"],
+            base.clone(),
+            "--config",
+        ),
+        (
+            vec!["--config", &unknown_key, "status"],
+            base.clone(),
+            "speed",
+        ),
+        (vec!["--config", &unknown_key, "run"], base.clone(), "speed"),
+        (vec!["concurrency", "-1"], base.clone(), ""),
+        (vec!["concurrency", "abc"], base.clone(), "abc"),
+        (vec!["report", "--format", "xml"], base.clone(), "xml"),
+        (vec!["frobnicate"], base.clone(), "frobnicate"),
+    ];
+    for (args, env, names) in &cases {
+        let out = cli(args, env, Duration::from_secs(20)).await;
+        out.assert_exit(2).assert_no_panic();
+        if !names.is_empty() {
+            out.assert_stderr_has(names);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn an_unreachable_database_fails_run_and_report_quickly_naming_it() {
+    let env = env_with_database(UNREACHABLE_DB, 2000);
+    for args in [
+        &["run"][..],
+        &["run", "--until-done"],
+        &["report"],
+        &["migrate"],
+    ] {
+        let out = cli(args, &env, Duration::from_secs(20)).await;
+        out.assert_exit(1)
+            .assert_stderr_has("127.0.0.1:1")
+            .assert_no_panic();
+        assert!(
+            out.elapsed < Duration::from_secs(10),
+            "must give up within 10 s:\n{}",
+            out.dump()
+        );
+    }
+}
+
+/// A "database server" that accepts connections but never answers (overloaded, or a proxy whose
+/// backend is gone): only `database.connect_timeout_ms` ends the wait.
+fn silent_server() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a silent server");
+    let addr = listener.local_addr().expect("local address");
+    (listener, format!("postgres://postgres@{addr}/x"))
+}
+
+#[actix_rt::test]
+async fn a_database_that_never_answers_fails_run_and_report_after_the_connect_timeout() {
+    let (_listener, url) = silent_server();
+    let env = env_with_database(&url, 2000);
+    let host = url
+        .trim_start_matches("postgres://postgres@")
+        .trim_end_matches("/x");
+    for args in [&["run"][..], &["report"]] {
+        let out = cli(args, &env, Duration::from_secs(20)).await;
+        out.assert_exit(1).assert_stderr_has(host).assert_no_panic();
+        assert!(
+            out.elapsed < Duration::from_secs(10),
+            "must give up after the connect timeout:\n{}",
+            out.dump()
+        );
+    }
+}
+
+/// `migrate` honours `database.connect_timeout_ms` as `run` and `report` do (src/cli.rs passes
+/// it to `db::migrate`, which waits that long for the connection): against a server that never
+/// answers it exits 1 well within the harness's 10 s, rather than hanging for as long as the
+/// server keeps the connection open.
+#[actix_rt::test]
+async fn migrate_against_a_database_that_never_answers_gives_up_after_the_connect_timeout() {
+    let (_listener, url) = silent_server();
+    let env = Env::new()
+        .set("DATABASE__URL", &url)
+        .set("DATABASE__CONNECT_TIMEOUT_MS", "2000");
+    let out = cli(&["migrate"], &env, Duration::from_secs(10)).await;
+    out.assert_exit(1).assert_no_panic();
+}
+
+/// `admin.listen` already taken: `service::start` binds it before it starts any actor
+/// (`admin::bind`), so `run` exits 1 with a line naming `admin.listen` and the address, and
+/// nothing panics on the way out (no half-started Writer or Scheduler is left to drop).
+#[actix_rt::test]
+async fn run_with_admin_listen_already_taken_exits_1_naming_it_without_a_panic() {
+    let mut world = World::new();
+    let g = world.group(None, "Port-Group");
+    world.project(g, "App", &["api"], &[]);
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seeding");
+    let registry =
+        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("taking a port");
+    let listen = taken.local_addr().expect("local address").to_string();
+    let env = service_env(&db, &registry.url(), &listen);
+    cli(&["run"], &env, Duration::from_secs(20))
+        .await
+        .assert_exit(1)
+        .assert_stderr_has("admin.listen")
+        .assert_stderr_has(&listen)
+        .assert_no_panic();
+}

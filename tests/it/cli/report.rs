@@ -1,0 +1,169 @@
+//! `report`: totals and the projects missing most, in every format.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::process::{cli, service_env, Env};
+use crate::common::{assert_rows_match, trusted, TestDb};
+use registry_repair::db::tracking::Status;
+use registry_repair::demo::seed::World;
+use registry_repair::registry::simulator::RegistrySimulator;
+
+#[actix_rt::test]
+async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
+    let mut world = World::new();
+    let top = world.group(None, "Top-Group");
+    let sub = world.group(Some(top), "Sub_Team");
+    let other = world.group(None, "Other.Org");
+    let web = world.project(top, "Web-App", &["", "api", "api/v2"], &["api"]);
+    let deep = world.project(sub, "Deep.Project", &["", "a/b/c", "x"], &[]);
+    world.project(other, "Clean", &["one"], &["one"]);
+    world.project(other, "Rails-Only", &[], &["gone"]);
+    world.project(other, "Dash-", &[], &[]);
+    world.project_without_route(top, "Orphan");
+
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seeding");
+    let registry =
+        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let env = service_env(&db, &registry.url(), "127.0.0.1:0");
+    cli(&["run", "--until-done"], &env, Duration::from_secs(30))
+        .await
+        .assert_exit(0)
+        .assert_no_panic();
+    assert_rows_match(&world, &db).await;
+
+    let expected = world.expected();
+    let completed = expected
+        .values()
+        .filter(|e| e.status == Status::Completed)
+        .count() as i64;
+    let failed = expected
+        .values()
+        .filter(|e| e.status == Status::Failed)
+        .count() as i64;
+    let with_missing = expected.values().filter(|e| e.missing > 0).count() as i64;
+    let missing: i64 = expected.values().map(|e| i64::from(e.missing)).sum();
+    assert_eq!(
+        (completed, failed, with_missing, missing),
+        (5, 1, 2, 5),
+        "the world is as this test thinks"
+    );
+
+    let report_env = Env::new().set("DATABASE__URL", &db.url);
+    let json = cli(
+        &["report", "--format", "json"],
+        &report_env,
+        Duration::from_secs(20),
+    )
+    .await;
+    json.assert_exit(0).assert_no_panic();
+    let report: serde_json::Value = serde_json::from_str(&json.stdout)
+        .unwrap_or_else(|e| panic!("report --format json is not JSON: {e}\n{}", json.dump()));
+    let totals: HashMap<&str, i64> = [
+        "projects",
+        "analysed",
+        "completed",
+        "failed",
+        "pending",
+        "projects_with_missing",
+        "missing",
+        "unaddressable",
+    ]
+    .into_iter()
+    .map(|k| {
+        (
+            k,
+            report["totals"][k]
+                .as_i64()
+                .unwrap_or_else(|| panic!("totals.{k} is missing: {report}")),
+        )
+    })
+    .collect();
+    let n = world.projects.len() as i64;
+    let want: HashMap<&str, i64> = [
+        ("projects", n),
+        ("analysed", n),
+        ("completed", completed),
+        ("failed", failed),
+        ("pending", 0),
+        ("projects_with_missing", with_missing),
+        ("missing", missing),
+        ("unaddressable", 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(totals, want, "{report}");
+
+    let top_missing: Vec<(i64, String, i64)> = report["top_missing"]
+        .as_array()
+        .unwrap_or_else(|| panic!("top_missing is not a list: {report}"))
+        .iter()
+        .map(|p| {
+            (
+                p["project_id"].as_i64().expect("project_id"),
+                p["full_path"].as_str().expect("full_path").to_string(),
+                p["missing_count"].as_i64().expect("missing_count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        top_missing,
+        vec![
+            (deep, "Top-Group/Sub_Team/Deep.Project".to_string(), 3),
+            (web, "Top-Group/Web-App".to_string(), 2),
+        ],
+        "{report}"
+    );
+
+    let csv = cli(
+        &["report", "--format", "csv"],
+        &report_env,
+        Duration::from_secs(20),
+    )
+    .await;
+    csv.assert_exit(0).assert_no_panic();
+    let lines: Vec<&str> = csv.stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| *l == "project_id,full_path,missing_count")
+        .unwrap_or_else(|| panic!("no CSV header line\n{}", csv.dump()));
+    // The project block ends at the blank line before the namespace block.
+    let block: Vec<&str> = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect();
+    assert_eq!(
+        block,
+        vec![
+            format!("{deep},Top-Group/Sub_Team/Deep.Project,3"),
+            format!("{web},Top-Group/Web-App,2"),
+        ],
+        "{}",
+        csv.dump()
+    );
+    assert!(
+        csv.stdout
+            .contains("\nnamespace,analysed,completed,failed,projects_with_missing,missing\n"),
+        "{}",
+        csv.dump()
+    );
+
+    let table = cli(
+        &["report", "--format", "table"],
+        &report_env,
+        Duration::from_secs(20),
+    )
+    .await;
+    table
+        .assert_exit(0)
+        .assert_stdout_has("Top-Group/Sub_Team/Deep.Project")
+        .assert_no_panic();
+    let default = cli(&["report"], &report_env, Duration::from_secs(20)).await;
+    default.assert_exit(0);
+    assert_eq!(
+        default.stdout, table.stdout,
+        "the default format is the table"
+    );
+}
