@@ -8,17 +8,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::process::{cli, service_env};
-use common::{signer, trusted, TestDb, FIXTURE_KEY};
+use common::{settings_for, signer, trusted, TestDb, FIXTURE_KEY};
 use diesel::sql_types::Text;
+use registry_repair::config::Settings;
 use registry_repair::db::repair::{self, Scope, Written};
 use registry_repair::db::tracking::{self, TrackingRow};
 use registry_repair::db::Database;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::RegistryClient;
-use registry_repair::repair::run;
+use registry_repair::repair::pipeline::{self, Repaired};
 use registry_repair::repair::verify::verify;
 use registry_repair::repair::{Action, ProjectPlan, Reason};
+use registry_repair::scheduler::RunEnd;
+use registry_repair::service::ServiceOptions;
 
 /// The seeded GitLab: projects by name, each with what the registry holds and Rails knows.
 struct Seeded {
@@ -148,7 +151,8 @@ async fn repair_tables(database: &Database) -> Vec<String> {
         "SELECT (SELECT count(*) FROM registry_repair_runs) AS runs, \
                 (SELECT count(*) FROM registry_repair_run_projects) AS projects, \
                 (SELECT count(*) FROM registry_repair_restored) AS restored, \
-                (SELECT count(*) FROM registry_repair_skipped) AS skipped",
+                (SELECT count(*) FROM registry_repair_skipped) AS skipped, \
+                (SELECT count(*) FROM registry_repair_watermarks) AS watermarks",
     )
     .await
 }
@@ -192,20 +196,56 @@ fn expected(ids: &HashMap<&'static str, i64>) -> Decisions {
     .collect()
 }
 
-async fn plan(s: &Seeded, scope: &Scope) -> Vec<ProjectPlan> {
-    let walked = run::plan(&s.database, &s.client, scope, 3)
+/// The service's settings for `db` and `registry`: two entries per page (several pages per
+/// project), three projects in flight.
+fn repair_settings(db: &TestDb, registry: &RegistrySimulator) -> Settings {
+    let mut settings = settings_for(db, &registry.url());
+    settings.registry.page_size = 2;
+    settings.worker.max_concurrency = 3;
+    settings
+}
+
+/// A plan or an apply on the pipeline, run to its end.
+async fn repair_run(
+    settings: &Settings,
+    database: &Database,
+    scope: &Scope,
+    apply: bool,
+) -> Repaired {
+    let repairing = pipeline::start(
+        settings,
+        signer(FIXTURE_KEY),
+        database,
+        scope.clone(),
+        apply,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("the repair starts");
+    let repaired = tokio::time::timeout(Duration::from_secs(60), repairing.wait())
         .await
-        .expect("plan");
-    assert!(walked.errors.is_empty(), "{:?}", walked.errors);
-    walked.plans
+        .expect("the repair ends within 60 s")
+        .expect("the repair ends");
+    assert_eq!(repaired.end, RunEnd::Done);
+    assert!(
+        repaired.not_planned.is_empty(),
+        "{:?}",
+        repaired.not_planned
+    );
+    repaired
+}
+
+async fn plan(s: &Seeded, scope: &Scope) -> Vec<ProjectPlan> {
+    let settings = repair_settings(&s.db, &s.registry);
+    let mut plans = repair_run(&settings, &s.database, scope, false).await.plans;
+    plans.sort_by_key(|p| p.project_id);
+    plans
 }
 
 async fn apply(s: &Seeded, scope: &Scope) -> (i64, Vec<Written>) {
-    let (run, walked) = run::apply(&s.database, &s.client, scope, 3)
-        .await
-        .expect("apply");
-    assert!(walked.errors.is_empty(), "{:?}", walked.errors);
-    (run, walked.written)
+    let settings = repair_settings(&s.db, &s.registry);
+    let repaired = repair_run(&settings, &s.database, scope, true).await;
+    (repaired.run.expect("an apply run"), repaired.written)
 }
 
 fn restored_names(written: &[Written]) -> Vec<(i64, String)> {
@@ -930,10 +970,10 @@ async fn apply_and_undo_work_alike_with_prepared_statements_off() {
     let url = format!("{}?prepared_statements=false", s.db.url);
     let pooled = Database::new(&url, 2, Duration::from_secs(5)).expect("pool");
     repair::check_primary(&pooled).await.expect("a primary");
-    let (run, walked) = run::apply(&pooled, &s.client, &Scope::default(), 2)
-        .await
-        .expect("apply");
-    assert!(walked.errors.is_empty(), "{:?}", walked.errors);
+    let mut settings = repair_settings(&s.db, &s.registry);
+    settings.database.url = url.parse().expect("a database URL");
+    let walked = repair_run(&settings, &pooled, &Scope::default(), true).await;
+    let run = walked.run.expect("an apply run");
     assert_eq!(restored_names(&walked.written).len(), 4);
     assert_eq!(repositories(&s.database).await.len(), before.len() + 4);
     let undone = repair::undo(&pooled, run).await.expect("undo");

@@ -2,10 +2,11 @@
 //! its guards need (in bulk per batch), whether GitLab's unique index can be trusted, the write of
 //! a project's plan in one transaction, undo, and the runs.
 //!
-//! For the pipeline: the Scheduler pages [`candidates`]; the Analyzer reads [`project_facts`]
-//! (per batch), [`index_health`], the names GitLab has ([`super::projects::existing_repository_names`])
-//! and [`claimed_paths`], and calls [`crate::repair::plan_project`]; the Writer calls
-//! [`apply_batch`] with the plans of a run started by [`start_run`], and [`finish_run`] at the end.
+//! For the pipeline: the Scheduler pages [`candidates`] and reads [`project_facts`] and
+//! [`index_health`] per page; the Analyzer reads the names GitLab has
+//! ([`super::projects::existing_repository_names`]) and [`claimed_paths`], and calls
+//! [`crate::repair::plan_project`]; the Writer calls [`apply_into`] with the plans of a run
+//! started by [`start_apply`]; the command calls [`finish_run`] once the run is done.
 
 use std::collections::{HashMap, HashSet};
 
@@ -438,13 +439,51 @@ pub async fn apply_batch(
     run_id: i64,
     plans: &[ProjectPlan],
 ) -> Result<Vec<Written>, DbError> {
+    let mut written = Vec::with_capacity(plans.len());
+    apply_into(db, run_id, plans, &mut written).await?;
+    Ok(written)
+}
+
+/// [`apply_batch`], pushing what each project's write did onto `written` as it commits: after an
+/// error, or when the caller gives up on the future (a timeout), `written` holds the projects
+/// that are written. The Writer's way.
+pub async fn apply_into(
+    db: &Database,
+    run_id: i64,
+    plans: &[ProjectPlan],
+    written: &mut Vec<Written>,
+) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     let index_safe = index_health_on(&mut conn).await?.is_safe();
-    let mut written = Vec::with_capacity(plans.len());
     for plan in plans {
         written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
     }
-    Ok(written)
+    Ok(())
+}
+
+/// How many candidates `scope` holds (for progress: a total and an ETA).
+pub async fn count_candidates(db: &Database, scope: &Scope) -> Result<u64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = db.conn().await?;
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n \
+         FROM container_registry_data_repair_details t \
+         JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+         WHERE t.status = 1 AND t.missing_count > 0 \
+           AND (cardinality($1::bigint[]) = 0 OR t.project_id = ANY($1::bigint[])) \
+           AND ($2::text IS NULL OR lower(r.path) LIKE $2::text ESCAPE '\\')",
+    )
+    .bind::<Array<BigInt>, _>(&scope.projects)
+    .bind::<Nullable<Text>, _>(scope.namespace_pattern())
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("counting the projects to repair"))?;
+    let n = u64::try_from(row.n).unwrap_or(0);
+    Ok(scope.limit.map_or(n, |limit| n.min(limit)))
 }
 
 #[derive(diesel::QueryableByName)]

@@ -127,6 +127,15 @@ impl Accounting {
                 counts.completed += 1;
                 counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
             }
+            Disposition::Planned {
+                ignored,
+                repositories,
+            } => {
+                counts.ignored_entries += u64::from(*ignored);
+                counts.completed += 1;
+                counts.missing += *repositories as u64;
+            }
+            Disposition::NotPlanned => counts.failed += 1,
             Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
             Disposition::Crashed(_) => counts.crashes += 1,
             Disposition::CrashedForGood => {

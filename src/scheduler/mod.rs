@@ -2,10 +2,16 @@
 //! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
 //! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
 //! pass all arrive here as messages, and are defined here, beside the actor that receives them.
-//! The rest of it is split by concern: `walk` (where projects come from, passes), `pool` (the
-//! Analyzers and dispatching), `outage` (the breaker's probes) and `accounting` (counts, status).
+//! The rest of it is split by concern: `walk` (where an analysis' projects come from, passes),
+//! `candidates` (where a repair's come from: one finite pass), `pool` (the Analyzers and
+//! dispatching), `outage` (the breaker's probes) and `accounting` (counts, status).
+//!
+//! It is started with one kind of [`Work`]: an analysis (`run`) or a repair (`repair plan`,
+//! `repair apply`). Concurrency, the feature flag, pause and resume, the breaker, the Writer's
+//! back-pressure, progress and shutdown work alike for both.
 
 mod accounting;
+mod candidates;
 mod outage;
 mod pool;
 mod walk;
@@ -29,6 +35,7 @@ use crate::db::watermark::Fences;
 use crate::db::Database;
 use crate::registry::{NoGitlabApi, RegistryClient, RegistryError};
 use crate::sweep::Sweep;
+use crate::work::Work;
 use crate::writer::{Flush, GetWriterStats, WriteError, Writer};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
@@ -59,12 +66,16 @@ pub struct SchedulerConfig {
     pub sweep_interval: Duration,
     /// How long ago this shard was last swept (`None`: never).
     pub swept_ago: Option<Duration>,
+    /// What the service does: analyse, or repair (then `until_done`, `retry_failed`, the shard,
+    /// the watermark and the sweep do not apply: a repair walks its candidates once).
+    pub work: Work,
 }
 
 /// How a run ended.
 #[derive(Debug)]
 pub enum RunEnd {
-    /// `--until-done`: every project has a row and everything is flushed.
+    /// `--until-done`: every project has a row and everything is flushed. A repair: every
+    /// candidate was planned (or failed) and everything is flushed.
     Done,
     /// Stopped by a signal; everything that finished in time is flushed.
     Stopped,
@@ -130,6 +141,8 @@ pub struct Scheduler {
     sweep: Sweep,
     /// While a sweep runs, reads alternate between it and the walk above the watermark.
     sweep_turn: bool,
+    /// A repair's `--limit`: candidates still to read.
+    candidates_left: Option<u64>,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
 }
@@ -149,7 +162,11 @@ impl Scheduler {
             None => Breaker::default(),
         };
         let registry_confirmed = config.registry_unconfirmed.is_none();
-        let cursor = if retry_failed { 0 } else { config.watermark };
+        let cursor = match (&config.work, retry_failed) {
+            (Work::Repair(_), _) | (Work::Analyse, true) => 0,
+            (Work::Analyse, false) => config.watermark,
+        };
+        let candidates_left = config.work.repair().and_then(|r| r.scope.limit);
         let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
         Self {
             db,
@@ -173,6 +190,7 @@ impl Scheduler {
             fences: Arc::default(),
             sweep,
             sweep_turn: false,
+            candidates_left,
             accounting: Accounting::new(),
             source: if retry_failed {
                 Source::Failed
@@ -185,9 +203,18 @@ impl Scheduler {
 
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.refill(ctx);
-        self.dispatch(ctx);
-        self.end_pass_if_done(ctx);
+        match self.config.work {
+            Work::Analyse => {
+                self.refill(ctx);
+                self.dispatch(ctx);
+                self.end_pass_if_done(ctx);
+            }
+            Work::Repair(_) => {
+                self.refill_candidates(ctx);
+                self.dispatch(ctx);
+                self.end_repair_if_done(ctx);
+            }
+        }
     }
 
     fn finish(&mut self, end: RunEnd) {
@@ -272,17 +299,23 @@ impl Actor for Scheduler {
             self.breaker_reported_open = true;
             ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
         }
-        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
-            act.advance_watermark(ctx);
-            act.sweep_if_due(ctx);
-        });
+        match self.config.work {
+            Work::Analyse => {
+                ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
+                    act.advance_watermark(ctx);
+                    act.sweep_if_due(ctx);
+                });
+                self.count_remaining(ctx);
+                self.take_fence();
+            }
+            // A repair writes no watermark (a plan writes nothing at all).
+            Work::Repair(_) => self.count_candidates(ctx),
+        }
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
                 act.accounting.log_progress(act.state_name());
             }
         });
-        self.count_remaining(ctx);
-        self.take_fence();
         self.tick(ctx);
     }
 }
@@ -408,8 +441,13 @@ pub enum Disposition {
     },
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
-    /// The Analyzer panicked on it once too often; it was recorded `failed`.
+    /// The Analyzer panicked on it once too often; it was recorded `failed` (a repair: reported
+    /// failed, nothing written).
     CrashedForGood,
+    /// A repair's plan went to the Writer; `ignored` registry entries were outside its path.
+    Planned { ignored: u32, repositories: usize },
+    /// A repair could not plan the project on its own account: reported failed, nothing written.
+    NotPlanned,
 }
 
 #[derive(Message, Debug)]
@@ -432,7 +470,10 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 unaddressable: false,
                 ..
             } if row.status != RowStatus::Failed => self.registry_served(ctx),
-            Disposition::Recorded { .. } | Disposition::CrashedForGood => {}
+            Disposition::Planned { .. } => self.registry_served(ctx),
+            Disposition::Recorded { .. }
+            | Disposition::CrashedForGood
+            | Disposition::NotPlanned => {}
             // The registry refuses this path only: to the back, as trouble goes.
             Disposition::Deferred {
                 job,
