@@ -1,10 +1,11 @@
-//! The Scheduler actor: walks the projects that have no tracking row (keyset, in id order), keeps a
-//! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
-//! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
-//! pass all arrive here as messages, and are defined here, beside the actor that receives them.
-//! The rest of it is split by concern: `walk` (where an analysis' projects come from, passes),
-//! `candidates` (where a repair's come from: one finite pass), `pool` (the Analyzers and
-//! dispatching), `outage` (the breaker's probes) and `accounting` (counts, status).
+//! The Scheduler actor: walks the projects to work on (keyset, in id order), keeps a bounded queue
+//! of them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
+//! decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
+//! messages, and are defined here, beside the actor that receives them (`Shutdown` beside its
+//! handling). The rest of it is split by concern: `walk` (where an analysis' projects come from,
+//! passes), `candidates` (where a repair's come from: one finite pass), `pool` (the Analyzers and
+//! dispatching), `outage` (the breaker's probes), `shutdown` (draining) and `accounting` (counts,
+//! status).
 //!
 //! It is started with one kind of [`Work`]: an analysis (`run`) or a repair (`repair plan`,
 //! `repair apply`). Concurrency, the feature flag, pause and resume, the breaker, the Writer's
@@ -14,6 +15,7 @@ mod accounting;
 mod candidates;
 mod outage;
 mod pool;
+mod shutdown;
 mod walk;
 
 use std::collections::VecDeque;
@@ -26,6 +28,7 @@ use tokio::sync::oneshot;
 use self::accounting::Accounting;
 pub use self::accounting::Status;
 use self::pool::Slot;
+pub use self::shutdown::Shutdown;
 use self::walk::Source;
 use crate::analyzer::{AnalysisError, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState};
@@ -36,7 +39,7 @@ use crate::db::Database;
 use crate::registry::{NoGitlabApi, RegistryClient, RegistryError};
 use crate::sweep::Sweep;
 use crate::work::Work;
-use crate::writer::{Flush, GetWriterStats, WriteError, Writer};
+use crate::writer::{GetWriterStats, WriteError, Writer};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
@@ -224,29 +227,6 @@ impl Scheduler {
         }
     }
 
-    /// The last step of a shutdown: flush what the Writer holds, then report.
-    fn finalize(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Draining {
-            return;
-        }
-        self.phase = Phase::Finished;
-        let abandoned = self.in_flight();
-        if abandoned > 0 {
-            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
-        }
-        let flush = self.writer.send(Flush::Shutdown);
-        ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
-            let end = match result {
-                Ok(Ok(_)) => RunEnd::Stopped,
-                Ok(Err(error)) => RunEnd::FlushFailed(error),
-                Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
-            };
-            if let Some(tx) = act.finished.take() {
-                let _ = tx.send(end);
-            }
-        }));
-    }
-
     fn state_name(&self) -> &'static str {
         match self.phase {
             Phase::Draining => "draining",
@@ -379,39 +359,6 @@ impl Handler<SetEnabled> for Scheduler {
         }
         self.tick(ctx);
         MessageResult(self.status())
-    }
-}
-
-/// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub enum Shutdown {
-    /// The first signal: wait for in-flight projects, at most `worker.shutdown_timeout_s`.
-    Graceful,
-    /// A second signal: stop waiting for in-flight projects; flush what is done.
-    Now,
-}
-
-impl Handler<Shutdown> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Draining && msg == Shutdown::Now {
-            self.finalize(ctx);
-            return;
-        }
-        if matches!(self.phase, Phase::Draining | Phase::Finished) {
-            return;
-        }
-        let in_flight = self.in_flight();
-        tracing::info!(in_flight, "shutting down: waiting for in-flight projects");
-        self.phase = Phase::Draining;
-        self.queue.clear();
-        if in_flight == 0 {
-            self.finalize(ctx);
-        } else {
-            ctx.run_later(self.config.shutdown_timeout, |act, ctx| act.finalize(ctx));
-        }
     }
 }
 
