@@ -392,6 +392,20 @@ pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
     Ok(row.id)
 }
 
+/// Forgets run `run_id` if it wrote nothing (its service did not start).
+pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "DELETE FROM registry_repair_runs WHERE id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM registry_repair_run_projects WHERE run_id = $1)",
+    )
+    .bind::<BigInt, _>(run_id)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(format!("discarding repair run {run_id}")))?;
+    Ok(())
+}
+
 /// Records that `run_id` ended.
 pub async fn finish_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
@@ -439,26 +453,42 @@ pub async fn apply_batch(
     run_id: i64,
     plans: &[ProjectPlan],
 ) -> Result<Vec<Written>, DbError> {
-    let mut written = Vec::with_capacity(plans.len());
-    apply_into(db, run_id, plans, &mut written).await?;
+    let mut lanes = [Vec::with_capacity(plans.len())];
+    apply_into(db, run_id, plans, &mut lanes).await?;
+    let [written] = lanes;
     Ok(written)
 }
 
-/// [`apply_batch`], pushing what each project's write did onto `written` as it commits: after an
-/// error, or when the caller gives up on the future (a timeout), `written` holds the projects
-/// that are written. The Writer's way.
+/// [`apply_batch`] on `lanes.len()` connections at once, each writing a contiguous share of
+/// `plans` (in order) and pushing what each project's write did onto its lane as it commits:
+/// after an error, or when the caller gives up on the future (a timeout), the lanes hold the
+/// projects that are written. The projects' transactions touch disjoint rows but the run's, which
+/// each updates last, just before its commit. The Writer's way.
 pub async fn apply_into(
     db: &Database,
     run_id: i64,
     plans: &[ProjectPlan],
-    written: &mut Vec<Written>,
+    lanes: &mut [Vec<Written>],
 ) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    let index_safe = index_health_on(&mut conn).await?.is_safe();
-    for plan in plans {
-        written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
+    if plans.is_empty() || lanes.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let share = plans.len().div_ceil(lanes.len());
+    let writes = plans
+        .chunks(share)
+        .zip(lanes.iter_mut())
+        .map(|(plans, written)| async move {
+            let mut conn = db.conn().await?;
+            let index_safe = index_health_on(&mut conn).await?.is_safe();
+            for plan in plans {
+                written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
+            }
+            Ok::<(), DbError>(())
+        });
+    futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// How many candidates `scope` holds (for progress: a total and an ETA).

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::db::repair::{finish_run, start_apply, Scope, Written};
+use crate::db::repair::{discard_run, finish_run, start_apply, Scope, Written};
 use crate::db::{Database, DbError};
 use crate::registry::TokenSigner;
 use crate::repair::ProjectPlan;
@@ -70,7 +70,18 @@ pub async fn start(
         work: Work::Repair(Repair { scope, mode }),
         ..options
     };
-    let service = service::start(settings, signer, options).await?;
+    let service = match service::start(settings, signer, options).await {
+        Ok(service) => service,
+        Err(error) => {
+            // Nothing ran: no run to list (the admin port taken, the registry without its API).
+            if let Some(run) = run {
+                if let Err(discarding) = discard_run(db, run).await {
+                    tracing::warn!(%discarding, run, "an apply run that never started stays listed");
+                }
+            }
+            return Err(error.into());
+        }
+    };
     Ok(Repairing {
         service,
         run,
@@ -83,8 +94,11 @@ impl Repairing {
     /// records an apply's end when it is done.
     pub async fn wait(self) -> Result<Repaired, PipelineError> {
         let (end, collected) = self.service.wait_collected().await;
-        if let (RunEnd::Done, Some(run)) = (&end, self.run) {
-            finish_run(&self.db, run).await?;
+        match (&end, self.run) {
+            (RunEnd::Done, Some(run)) => finish_run(&self.db, run).await?,
+            // Nothing was dispatched: no run to list.
+            (RunEnd::RegistryWithoutApi(_), Some(run)) => discard_run(&self.db, run).await?,
+            _ => {}
         }
         Ok(Repaired {
             end,
