@@ -406,10 +406,18 @@ pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Records that `run_id` ended.
+/// Records that apply run `run_id` ended, with its counts.
 pub async fn finish_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query("UPDATE registry_repair_runs SET finished_at = now() WHERE id = $1")
+    diesel::sql_query(
+        "UPDATE registry_repair_runs r SET finished_at = now(), \
+                projects = w.projects, restored = w.restored, skipped = w.skipped, review = w.review \
+         FROM (SELECT count(*)::int AS projects, COALESCE(sum(p.restored), 0)::int AS restored, \
+                      COALESCE(sum(p.skipped), 0)::int AS skipped, \
+                      COALESCE(sum(p.review), 0)::int AS review \
+               FROM registry_repair_run_projects p WHERE p.run_id = $1) w \
+         WHERE r.id = $1",
+    )
         .bind::<BigInt, _>(run_id)
         .execute(&mut conn)
         .await
@@ -728,19 +736,8 @@ pub async fn apply_project(
                 .await
                 .map_err(DbError::query(what("updating the tracking row")))?;
             }
-            diesel::sql_query(
-                "UPDATE registry_repair_runs \
-                 SET projects = projects + 1, restored = restored + $2, \
-                     skipped = skipped + $3, review = review + $4 \
-                 WHERE id = $1",
-            )
-            .bind::<BigInt, _>(run_id)
-            .bind::<Integer, _>(n_restored)
-            .bind::<Integer, _>(skipped)
-            .bind::<Integer, _>(review)
-            .execute(conn)
-            .await
-            .map_err(DbError::query(what("counting the run's work")))?;
+            // The run's counts are the sums of its projects' rows (see `RUNS_SQL`): no row that
+            // every project's transaction updates, which would serialize their commits.
             Ok(Written::Applied {
                 plan,
                 restored,
@@ -784,11 +781,23 @@ pub struct RunRow {
     pub undone_by: Vec<i64>,
 }
 
-const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, r.projects, \
-        r.restored, r.skipped, r.review, r.deleted, r.kept, r.undo_of, \
+/// An apply run's counts are the sums of its `registry_repair_run_projects` rows, each written in
+/// the same transaction as its project's rows (so exact after a SIGKILL too); `finish_run` also
+/// stores them in the run's row. An undo run's are in its row.
+const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, \
+        CASE WHEN r.kind = 'apply' THEN w.projects ELSE r.projects END AS projects, \
+        CASE WHEN r.kind = 'apply' THEN w.restored ELSE r.restored END AS restored, \
+        CASE WHEN r.kind = 'apply' THEN w.skipped ELSE r.skipped END AS skipped, \
+        CASE WHEN r.kind = 'apply' THEN w.review ELSE r.review END AS review, \
+        r.deleted, r.kept, r.undo_of, \
         ARRAY(SELECT u.id FROM registry_repair_runs u WHERE u.undo_of = r.id ORDER BY u.id) \
             AS undone_by \
-     FROM registry_repair_runs r";
+     FROM registry_repair_runs r \
+     CROSS JOIN LATERAL (SELECT count(*)::int AS projects, \
+            COALESCE(sum(p.restored), 0)::int AS restored, \
+            COALESCE(sum(p.skipped), 0)::int AS skipped, \
+            COALESCE(sum(p.review), 0)::int AS review \
+        FROM registry_repair_run_projects p WHERE p.run_id = r.id) w";
 
 /// Every run, newest first.
 pub async fn runs(db: &Database) -> Result<Vec<RunRow>, DbError> {
