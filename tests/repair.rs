@@ -1297,3 +1297,73 @@ async fn a_plan_started_during_a_registry_outage_waits_and_plans_every_project_a
     );
     assert_eq!(before, after, "a plan writes nothing");
 }
+
+#[actix_rt::test]
+async fn a_project_the_registry_fails_on_its_own_is_reported_not_planned_and_nothing_is_written_for_it(
+) {
+    let (w, db, database, registry) = many(20, Duration::ZERO).await;
+    let mut ids: Vec<i64> = w.projects.iter().map(|p| p.id).collect();
+    ids.sort();
+    let refused = ids[7];
+    // A 400 of its own: the project's fault, failed at once (see the README's Faults).
+    registry.refuse(&common::registry_path(&w, refused), 400);
+    let settings = many_settings(&db, &registry, 4);
+    for apply in [false, true] {
+        let repaired = wait_repaired(start_repair(&settings, &database, apply).await).await;
+        assert_eq!(
+            repaired.end,
+            RunEnd::Done,
+            "a failed project does not hold up the run"
+        );
+        assert_eq!(
+            repaired
+                .not_planned
+                .iter()
+                .map(|p| p.project_id)
+                .collect::<Vec<_>>(),
+            vec![refused]
+        );
+        let done: Vec<i64> = if apply {
+            repaired
+                .written
+                .iter()
+                .filter_map(|w| match w {
+                    Written::Applied { plan, .. } => Some(plan.project_id),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            repaired.plans.iter().map(|p| p.project_id).collect()
+        };
+        assert_eq!(done.len(), 19);
+        assert!(!done.contains(&refused));
+    }
+    assert_eq!(
+        count(
+            &database,
+            &format!(
+                "SELECT count(*) AS n FROM container_repositories WHERE project_id = {refused}"
+            )
+        )
+        .await,
+        0,
+        "nothing written for it"
+    );
+    assert_eq!(
+        count(
+            &database,
+            &format!(
+                "SELECT count(*) AS n FROM registry_repair_run_projects WHERE project_id = {refused}"
+            )
+        )
+        .await,
+        0
+    );
+    // Its tracking row is as the analysis left it: a candidate for the next apply.
+    let rows = db.rows().await;
+    let row = rows
+        .iter()
+        .find(|r| r.project_id == refused)
+        .expect("its row");
+    assert_eq!(row.missing_count, NAMES.len() as i32);
+}
