@@ -314,6 +314,9 @@ where
 
 fn print_status(s: &Status) {
     println!("state            {}", s.state);
+    if !s.work.is_empty() {
+        println!("work             {}", s.work);
+    }
     println!("enabled          {}", s.enabled);
     println!("max_concurrency  {}", s.max_concurrency);
     println!("in flight        {}", s.in_flight);

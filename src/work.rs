@@ -44,3 +44,20 @@ impl Work {
         }
     }
 }
+
+/// As `status` shows it.
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Analyse => f.write_str("analyse"),
+            Work::Repair(Repair {
+                mode: RepairMode::Plan,
+                ..
+            }) => f.write_str("repair plan"),
+            Work::Repair(Repair {
+                mode: RepairMode::Apply { run_id },
+                ..
+            }) => write!(f, "repair apply (run {run_id})"),
+        }
+    }
+}

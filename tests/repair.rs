@@ -1090,6 +1090,8 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     );
     let status = scheduler.send(GetStatus).await.expect("status");
     assert_eq!((status.in_flight, status.completed), (0, 0), "{status:?}");
+    let run = repairing.run.expect("an apply run");
+    assert_eq!(status.work, format!("repair apply (run {run})"));
     assert_eq!(registry.stats().list_requests, 0, "no project was listed");
     assert_eq!(written_projects(&database).await, 0);
     assert_eq!(repositories(&database).await, before, "nothing written");
@@ -1102,7 +1104,6 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     assert_eq!(repaired.end, RunEnd::Done);
     assert_eq!(restored_names(&repaired.written).len(), 40 * NAMES.len());
     assert_all_restored_once(&w, &db, &database).await;
-    let run = repaired.run.expect("an apply run");
     let row = repair::run(&database, run)
         .await
         .expect("query")

@@ -14,6 +14,9 @@ use crate::writer::WriterStats;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub state: String,
+    /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
+    #[serde(default)]
+    pub work: String,
     pub enabled: bool,
     pub max_concurrency: usize,
     pub in_flight: usize,

@@ -243,6 +243,7 @@ impl Scheduler {
     fn status(&self) -> Status {
         Status {
             state: self.state_name().to_string(),
+            work: self.config.work.to_string(),
             enabled: self.config.enabled,
             max_concurrency: self.config.limit,
             in_flight: self.in_flight(),
