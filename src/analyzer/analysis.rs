@@ -1,7 +1,6 @@
 //! An Analyzer's step for an analysis: walk the project's pages in the registry, and count the
 //! names GitLab's database has no row for.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,9 @@ use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
 use crate::registry::client::{Pages, Step};
 use crate::registry::grammar::is_addressable;
+use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
-use crate::registry::{Entry, RegistryClient, RegistryError};
+use crate::registry::{RegistryClient, RegistryError};
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row
 /// for. Reads every page, or records nothing.
@@ -67,34 +67,6 @@ pub async fn analyze(
     }
 }
 
-/// The Rails names (`container_repositories.name`) of a page's entries, without duplicates, and
-/// the entries that are neither the project path nor under it.
-pub fn rails_names<'a>(path: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<&'a Entry>) {
-    let prefix = format!("{path}/");
-    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
-    let mut ordered = Vec::with_capacity(entries.len());
-    let mut outside = Vec::new();
-    for entry in entries {
-        let name = if entry.path == path {
-            Some("")
-        } else {
-            entry
-                .path
-                .strip_prefix(&prefix)
-                .filter(|rest| !rest.is_empty())
-        };
-        match name {
-            Some(name) => {
-                if seen.insert(name) {
-                    ordered.push(name.to_string());
-                }
-            }
-            None => outside.push(entry),
-        }
-    }
-    (ordered, outside)
-}
-
 /// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
 /// exponential backoff and full jitter. A failed try leaves the walk where it was.
 async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<Step, RegistryError> {
@@ -115,36 +87,5 @@ async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<Step, RegistryE
             }
             Err(error) => return Err(error),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(path: &str) -> Entry {
-        Entry {
-            name: path.rsplit('/').next().unwrap_or(path).to_string(),
-            path: path.to_string(),
-            created_at: None,
-            updated_at: None,
-        }
-    }
-
-    #[test]
-    fn rails_names_strip_the_project_path() {
-        let entries = [
-            entry("g/p"),
-            entry("g/p/a"),
-            entry("g/p/a/b/c"),
-            entry("g/p-other/x"),
-            entry("g/pp"),
-            entry("g"),
-            entry("g/p/a"),
-        ];
-        let (names, outside) = rails_names("g/p", &entries);
-        assert_eq!(names, vec!["", "a", "a/b/c"]);
-        let outside: Vec<&str> = outside.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(outside, vec!["g/p-other/x", "g/pp", "g"]);
     }
 }

@@ -25,7 +25,7 @@ use crate::repair::ProjectPlan;
 use crate::scheduler::{AnalyzerFinished, Disposition};
 use crate::writer::{NotPlanned, Record, RecordNotPlanned, RecordPlan, Writer};
 
-pub use self::analysis::{analyze, rails_names};
+pub use self::analysis::analyze;
 pub use self::repair::RepairTask;
 
 /// Attempts per registry request before a transient error counts.

@@ -13,10 +13,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{rails_names, Analysis};
+use super::Analysis;
 use crate::db::projects::existing_repository_names;
 use crate::db::repair::claimed_paths;
 use crate::db::Database;
+use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::RegistryClient;
 use crate::repair::guards::{candidate_claims, plan_project, Inputs, ProjectFacts};

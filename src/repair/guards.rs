@@ -36,8 +36,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::analyzer::rails_names;
 use crate::registry::grammar::is_addressable;
+use crate::registry::names::rails_names;
 use crate::registry::Entry;
 
 /// GitLab's `ContainerRegistry::Path::LEVELS_SUPPORTED`, counted with the project itself: a

@@ -10,12 +10,12 @@ use futures_util::stream::{self, StreamExt};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::analyzer::rails_names;
 use crate::db::projects::existing_repository_names;
 use crate::db::repair::{run_projects, RepairError, RunProject};
 use crate::db::Database;
 use crate::registry::client::Step;
 use crate::registry::grammar::is_addressable;
+use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::{Entry, RegistryClient, RegistryError};
 
