@@ -5,6 +5,11 @@
 //!
 //!     cargo bench --bench pipeline -- --projects 1000000
 //!     cargo bench --bench pipeline -- --projects 10000000 --concurrency 2,32,256
+//!     cargo bench --bench pipeline -- --projects 100000 --only repair
+//!
+//! The `repair` section makes every project a repair candidate (a tracking row with one missing
+//! repository, which the registry then holds) and measures `repair plan` and `repair apply` on
+//! the same pipeline, at the same latency and concurrencies as the analysis.
 //!
 //! The seeded database (`rr_bench_<N>`) is kept between runs; `--reseed` makes it again.
 
@@ -58,11 +63,11 @@ struct Args {
     /// Rows for the Writer measurement.
     #[arg(long, default_value_t = 200_000)]
     writer_rows: i64,
-    /// Sections to run, of throughput, pick, restart, writer (default: all).
+    /// Sections to run, of throughput, pick, restart, writer, repair (default: all).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,pick,restart,writer"
+        default_value = "throughput,pick,restart,writer,repair"
     )]
     only: Vec<String>,
     /// Passed by `cargo bench`.
@@ -219,6 +224,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 args.writer_rows.min(n)
             );
         }
+        set_analysed(&url, 0, None).await?;
+    }
+
+    if section("repair") {
+        println!(
+            "\n## Repair ({} s per run, after 2 s of warm-up; every project a candidate)",
+            args.seconds
+        );
+        println!("Each project: one missing repository the registry holds, the registry listed again, the guards' lookups, and for apply one transaction (the rows, the audit, the tracking row).");
+        println!("| latency | max_concurrency | planned projects/s | applied projects/s | limit (c/latency) | service peak RSS (apply) |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for i in 1..=n {
+            registry.add_repository(&format!("group-{}/proj-{i}/r", 1 + i % GROUPS));
+        }
+        let latency = Duration::from_millis(args.latency_ms);
+        for &c in &args.concurrency {
+            let planned = repair_rate(&url, &registry, latency, c, args.seconds, false).await?;
+            let applied = repair_rate(&url, &registry, latency, c, args.seconds, true).await?;
+            rss.push(applied.peak_rss_kib);
+            println!(
+                "| {} ms | {c} | {:.0} | {:.0} | {:.0} | {} |",
+                args.latency_ms,
+                planned.projects_per_s,
+                applied.projects_per_s,
+                c as f64 / latency.as_secs_f64().max(1e-9),
+                applied
+                    .peak_rss_kib
+                    .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "n/a".into())
+            );
+            let _ = std::io::stdout().flush();
+        }
+        reset_repair(&url, n, false).await?;
         set_analysed(&url, 0, None).await?;
     }
 
@@ -521,6 +559,17 @@ struct Service {
 
 impl Service {
     fn spawn(url: &str, registry: &str, concurrency: usize, log: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(&["run"], url, registry, concurrency, log)
+    }
+
+    /// The binary with `args` (`run`, `repair plan ...`).
+    fn spawn_with(
+        args: &[&str],
+        url: &str,
+        registry: &str,
+        concurrency: usize,
+        log: &str,
+    ) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let listen = listener.local_addr()?;
         drop(listener);
@@ -543,7 +592,7 @@ impl Service {
             ("REGISTRY_REPAIR__LOG__LEVEL", "warn".to_string()),
         ]);
         let child = Command::new(env!("CARGO_BIN_EXE_registry-repair"))
-            .arg("run")
+            .args(args)
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -741,4 +790,113 @@ async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f
         stats.rows_written
     );
     Ok(rows as f64 / elapsed)
+}
+
+/// Makes every one of the `n` projects a repair candidate again: the rows an earlier apply
+/// restored deleted, the repair's tables emptied, a tracking row `completed` with one missing
+/// repository per project, and (once) the `project_features` row GitLab creates with every
+/// project, registry enabled. `candidates: false` leaves no tracking row (as the other sections
+/// expect).
+async fn reset_repair(url: &str, n: i64, candidates: bool) -> anyhow::Result<()> {
+    let mut conn = connect(url).await?;
+    conn.batch_execute(
+        "DELETE FROM container_repositories c USING registry_repair_restored r \
+         WHERE c.id = r.repository_id; \
+         TRUNCATE registry_repair_runs, registry_repair_run_projects, registry_repair_restored, \
+                  registry_repair_skipped CASCADE; \
+         TRUNCATE container_registry_data_repair_details",
+    )
+    .await?;
+    if candidates {
+        conn.batch_execute(&format!(
+            "INSERT INTO project_features (project_id, container_registry_access_level, created_at, updated_at) \
+             SELECT i, 20, now(), now() FROM generate_series(1, {n}) i ON CONFLICT (project_id) DO NOTHING; \
+             INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
+             SELECT i, 1, 1, now(), now() FROM generate_series(1, {n}) i"
+        ))
+        .await?;
+    }
+    conn.batch_execute("VACUUM ANALYZE container_registry_data_repair_details, container_repositories, project_features")
+        .await?;
+    Ok(())
+}
+
+struct RepairRate {
+    projects_per_s: f64,
+    peak_rss_kib: Option<u64>,
+}
+
+/// Projects/s of `repair plan` (planned, from `status`) or `repair apply` (written, from
+/// `registry_repair_run_projects`), over `seconds` after 2 s of warm-up or until the run ends.
+/// `--include-older`: the simulator dates every repository 2024-01-01, before the seeded projects.
+async fn repair_rate(
+    url: &str,
+    registry: &RegistrySimulator,
+    latency: Duration,
+    concurrency: usize,
+    seconds: u64,
+    apply: bool,
+) -> anyhow::Result<RepairRate> {
+    let n = projects_total(url).await?;
+    reset_repair(url, n, true).await?;
+    registry.set_latency(latency);
+    let mode = if apply { "apply" } else { "plan" };
+    let service = Service::spawn_with(
+        &["repair", mode, "--format", "csv", "--include-older"],
+        url,
+        &registry.url(),
+        concurrency,
+        &format!("repair-{mode}-{}ms-c{concurrency}", latency.as_millis()),
+    )?;
+    service.ready().await?;
+    let mut conn = connect(url).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = service.admin.status().await.ok();
+    let (d0, t0) = (
+        repair_done(&mut conn, apply, first.as_ref()).await?,
+        Instant::now(),
+    );
+    let mut last = (d0, t0, first.as_ref().and_then(|s| s.peak_rss_kib));
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(status) = service.admin.status().await else {
+            break; // the run ended: every candidate done
+        };
+        last = (
+            repair_done(&mut conn, apply, Some(&status)).await?,
+            Instant::now(),
+            status.peak_rss_kib,
+        );
+    }
+    service.stop();
+    let (Some(d0), (Some(d1), t1, rss)) = (d0, last) else {
+        anyhow::bail!("repair {mode} at c={concurrency}: the run ended within the warm-up; use more --projects");
+    };
+    Ok(RepairRate {
+        projects_per_s: d1.saturating_sub(d0) as f64 / (t1 - t0).as_secs_f64().max(1e-3),
+        peak_rss_kib: rss,
+    })
+}
+
+/// Projects done so far: written (apply, from the database), or planned (plan, from `status`).
+async fn repair_done(
+    conn: &mut db::SingleConn,
+    apply: bool,
+    status: Option<&ServiceStatus>,
+) -> anyhow::Result<Option<u64>> {
+    if !apply {
+        return Ok(status.map(|s| s.analysed));
+    }
+    let c: Count = diesel::sql_query("SELECT count(*) AS n FROM registry_repair_run_projects")
+        .get_result(conn)
+        .await?;
+    Ok(Some(u64::try_from(c.n.unwrap_or(0)).unwrap_or(0)))
+}
+
+async fn projects_total(url: &str) -> anyhow::Result<i64> {
+    let mut conn = connect(url).await?;
+    let c: Count = diesel::sql_query("SELECT max(id) AS n FROM projects")
+        .get_result(&mut conn)
+        .await?;
+    Ok(c.n.unwrap_or(0))
 }

@@ -13,8 +13,9 @@ use crate::config::{ConfigError, Settings};
 use crate::db::{self, Database};
 use crate::registry::TokenSigner;
 use crate::report::{Format, Listing, Report};
-use crate::scheduler::{RunEnd, Shutdown, Status};
+use crate::scheduler::{RunEnd, Status};
 use crate::service::{self, ServiceOptions};
+use crate::signals::Signals;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -230,7 +231,7 @@ fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
+pub(crate) fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
     let path = settings.key_path()?;
     TokenSigner::from_pem_file(
         path,
@@ -260,14 +261,7 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
         };
         let scheduler = service.scheduler.clone();
         let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
-        actix_rt::spawn(async move {
-            let name = signals.next().await;
-            tracing::info!(signal = name, "signal received; shutting down");
-            scheduler.do_send(Shutdown::Graceful);
-            let name = signals.next().await;
-            tracing::warn!(signal = name, "second signal: not waiting for in-flight projects; flushing and exiting");
-            scheduler.do_send(Shutdown::Now);
-        });
+        signals.forward_to(scheduler);
         let end = service.wait().await;
         crate::progress::finish(bar);
         match end {
@@ -285,29 +279,6 @@ fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
             )),
         }
     })
-}
-
-/// SIGTERM and SIGINT, caught from the moment `listen` returns.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
 }
 
 fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -343,6 +314,9 @@ where
 
 fn print_status(s: &Status) {
     println!("state            {}", s.state);
+    if !s.work.is_empty() {
+        println!("work             {}", s.work);
+    }
     println!("enabled          {}", s.enabled);
     println!("max_concurrency  {}", s.max_concurrency);
     println!("in flight        {}", s.in_flight);

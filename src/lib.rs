@@ -1,8 +1,10 @@
 //! registry-repair: finds container registry repositories that GitLab's database has lost.
 //!
 //! Data flows one way: projects from the database to the [`scheduler`], to an [`analyzer`], to the
-//! [`registry`] and back, to the [`writer`], to the database. [`service`] wires them together;
-//! [`cli`] is the command line; [`admin`] the HTTP API that steers a running service.
+//! [`registry`] and back, to the [`writer`], to the database. [`service`] wires them together for
+//! one kind of [`work`]: the analysis (`run`) or the [`repair`] (`repair plan`, `repair apply`);
+//! [`cli`] is the command line; [`admin`] the HTTP API that steers a running service; [`signals`]
+//! SIGTERM and SIGINT.
 //!
 //! Public are the modules the binary, the integration tests and the benchmark use; the rest is
 //! the service's own business. `demo` and `registry::simulator` exist with the `simulator`
@@ -28,7 +30,9 @@ pub mod repair;
 mod report;
 pub mod scheduler;
 pub mod service;
+pub mod signals;
 mod sweep;
 mod sync;
 mod telemetry;
+pub mod work;
 pub mod writer;

@@ -1,5 +1,6 @@
 //! Wires the actors together: one Writer, one Scheduler with its supervised Analyzers, and the admin
-//! API, all on the current actix System. `run`, `demo` and the tests start the service this way.
+//! API, all on the current actix System. `run`, `repair plan`, `repair apply`, `demo` and the tests
+//! start the service this way, each with its [`Work`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{NoGitlabApi, RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
-use crate::writer::{WriteError, Writer};
+use crate::work::{RepairMode, Work};
+use crate::writer::{Collected, TakeCollected, WriteError, Writer};
 
 #[derive(Default)]
 pub struct ServiceOptions {
@@ -27,6 +29,8 @@ pub struct ServiceOptions {
     pub retry_failed: bool,
     /// Forget the watermark and walk from the first project.
     pub from_start: bool,
+    /// Analyse (the default), or repair.
+    pub work: Work,
     /// Fault injection; only tests set it.
     #[cfg(feature = "faults")]
     pub faults: Arc<Faults>,
@@ -89,7 +93,7 @@ pub async fn start(
     )?;
     db.check_ready().await?;
     let shard = settings.worker.shard;
-    if options.from_start {
+    if options.from_start && options.work == Work::Analyse {
         watermark::reset(&db, shard).await?;
     }
     let (watermark, swept_ago) = watermark::load(&db, shard).await?;
@@ -130,6 +134,10 @@ pub async fn start(
     };
 
     let writer_db = db.clone();
+    let plan_mode = options
+        .work
+        .repair()
+        .map_or(RepairMode::Plan, |repair| repair.mode);
     let batch_size = settings.batch_size();
     let flush_interval = settings.flush_interval();
     #[cfg(feature = "faults")]
@@ -139,8 +147,9 @@ pub async fn start(
     let scheduler_context = Context::<Scheduler>::new();
     let pressure = scheduler_context.address().recipient();
     let writer = Supervisor::start(move |_| {
-        let writer =
-            Writer::new(writer_db, batch_size, flush_interval).reporting_pressure_to(pressure);
+        let writer = Writer::new(writer_db, batch_size, flush_interval)
+            .reporting_pressure_to(pressure)
+            .handling_plans(plan_mode);
         #[cfg(feature = "faults")]
         let writer = writer.with_faults(writer_faults);
         writer
@@ -182,6 +191,7 @@ pub async fn start(
         registry_unconfirmed,
         sweep_interval: settings.sweep_interval(),
         swept_ago,
+        work: options.work,
     };
     let scheduler = scheduler_context.run(Scheduler::new(
         db.clone(),
@@ -232,11 +242,18 @@ impl Service {
 
     /// Waits until the run ends, then stops the admin API.
     pub async fn wait(self) -> RunEnd {
+        self.wait_collected().await.0
+    }
+
+    /// Waits until the run ends, then takes what a repair's Writer collected (empty for an
+    /// analysis) and stops the admin API.
+    pub async fn wait_collected(self) -> (RunEnd, Collected) {
         let end = self
             .finished
             .await
             .unwrap_or(RunEnd::FlushFailed(WriteError::SchedulerStopped));
+        let collected = self.writer.send(TakeCollected).await.unwrap_or_default();
         self.admin.stop().await;
-        end
+        (end, collected)
     }
 }

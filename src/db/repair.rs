@@ -2,10 +2,11 @@
 //! its guards need (in bulk per batch), whether GitLab's unique index can be trusted, the write of
 //! a project's plan in one transaction, undo, and the runs.
 //!
-//! For the pipeline: the Scheduler pages [`candidates`]; the Analyzer reads [`project_facts`]
-//! (per batch), [`index_health`], the names GitLab has ([`super::projects::existing_repository_names`])
-//! and [`claimed_paths`], and calls [`crate::repair::plan_project`]; the Writer calls
-//! [`apply_batch`] with the plans of a run started by [`start_run`], and [`finish_run`] at the end.
+//! For the pipeline: the Scheduler pages [`candidates`] and reads [`project_facts`] and
+//! [`index_health`] per page; the Analyzer reads the names GitLab has
+//! ([`super::projects::existing_repository_names`]) and [`claimed_paths`], and calls
+//! [`crate::repair::plan_project`]; the Writer calls [`apply_into`] with the plans of a run
+//! started by [`start_apply`]; the command calls [`finish_run`] once the run is done.
 
 use std::collections::{HashMap, HashSet};
 
@@ -391,10 +392,32 @@ pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
     Ok(row.id)
 }
 
-/// Records that `run_id` ended.
+/// Forgets run `run_id` if it wrote nothing (its service did not start).
+pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "DELETE FROM registry_repair_runs WHERE id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM registry_repair_run_projects WHERE run_id = $1)",
+    )
+    .bind::<BigInt, _>(run_id)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(format!("discarding repair run {run_id}")))?;
+    Ok(())
+}
+
+/// Records that apply run `run_id` ended, with its counts.
 pub async fn finish_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query("UPDATE registry_repair_runs SET finished_at = now() WHERE id = $1")
+    diesel::sql_query(
+        "UPDATE registry_repair_runs r SET finished_at = now(), \
+                projects = w.projects, restored = w.restored, skipped = w.skipped, review = w.review \
+         FROM (SELECT count(*)::int AS projects, COALESCE(sum(p.restored), 0)::int AS restored, \
+                      COALESCE(sum(p.skipped), 0)::int AS skipped, \
+                      COALESCE(sum(p.review), 0)::int AS review \
+               FROM registry_repair_run_projects p WHERE p.run_id = $1) w \
+         WHERE r.id = $1",
+    )
         .bind::<BigInt, _>(run_id)
         .execute(&mut conn)
         .await
@@ -438,13 +461,67 @@ pub async fn apply_batch(
     run_id: i64,
     plans: &[ProjectPlan],
 ) -> Result<Vec<Written>, DbError> {
-    let mut conn = db.conn().await?;
-    let index_safe = index_health_on(&mut conn).await?.is_safe();
-    let mut written = Vec::with_capacity(plans.len());
-    for plan in plans {
-        written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
-    }
+    let mut lanes = [Vec::with_capacity(plans.len())];
+    apply_into(db, run_id, plans, &mut lanes).await?;
+    let [written] = lanes;
     Ok(written)
+}
+
+/// [`apply_batch`] on `lanes.len()` connections at once, each writing a contiguous share of
+/// `plans` (in order) and pushing what each project's write did onto its lane as it commits:
+/// after an error, or when the caller gives up on the future (a timeout), the lanes hold the
+/// projects that are written. The projects' transactions touch disjoint rows but the run's, which
+/// each updates last, just before its commit. The Writer's way.
+pub async fn apply_into(
+    db: &Database,
+    run_id: i64,
+    plans: &[ProjectPlan],
+    lanes: &mut [Vec<Written>],
+) -> Result<(), DbError> {
+    if plans.is_empty() || lanes.is_empty() {
+        return Ok(());
+    }
+    let share = plans.len().div_ceil(lanes.len());
+    let writes = plans
+        .chunks(share)
+        .zip(lanes.iter_mut())
+        .map(|(plans, written)| async move {
+            let mut conn = db.conn().await?;
+            let index_safe = index_health_on(&mut conn).await?.is_safe();
+            for plan in plans {
+                written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
+            }
+            Ok::<(), DbError>(())
+        });
+    futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// How many candidates `scope` holds (for progress: a total and an ETA).
+pub async fn count_candidates(db: &Database, scope: &Scope) -> Result<u64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = db.conn().await?;
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n \
+         FROM container_registry_data_repair_details t \
+         JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+         WHERE t.status = 1 AND t.missing_count > 0 \
+           AND (cardinality($1::bigint[]) = 0 OR t.project_id = ANY($1::bigint[])) \
+           AND ($2::text IS NULL OR lower(r.path) LIKE $2::text ESCAPE '\\')",
+    )
+    .bind::<Array<BigInt>, _>(&scope.projects)
+    .bind::<Nullable<Text>, _>(scope.namespace_pattern())
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("counting the projects to repair"))?;
+    let n = u64::try_from(row.n).unwrap_or(0);
+    Ok(scope.limit.map_or(n, |limit| n.min(limit)))
 }
 
 #[derive(diesel::QueryableByName)]
@@ -659,19 +736,8 @@ pub async fn apply_project(
                 .await
                 .map_err(DbError::query(what("updating the tracking row")))?;
             }
-            diesel::sql_query(
-                "UPDATE registry_repair_runs \
-                 SET projects = projects + 1, restored = restored + $2, \
-                     skipped = skipped + $3, review = review + $4 \
-                 WHERE id = $1",
-            )
-            .bind::<BigInt, _>(run_id)
-            .bind::<Integer, _>(n_restored)
-            .bind::<Integer, _>(skipped)
-            .bind::<Integer, _>(review)
-            .execute(conn)
-            .await
-            .map_err(DbError::query(what("counting the run's work")))?;
+            // The run's counts are the sums of its projects' rows (see `RUNS_SQL`): no row that
+            // every project's transaction updates, which would serialize their commits.
             Ok(Written::Applied {
                 plan,
                 restored,
@@ -715,11 +781,23 @@ pub struct RunRow {
     pub undone_by: Vec<i64>,
 }
 
-const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, r.projects, \
-        r.restored, r.skipped, r.review, r.deleted, r.kept, r.undo_of, \
+/// An apply run's counts are the sums of its `registry_repair_run_projects` rows, each written in
+/// the same transaction as its project's rows (so exact after a SIGKILL too); `finish_run` also
+/// stores them in the run's row. An undo run's are in its row.
+const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, \
+        CASE WHEN r.kind = 'apply' THEN w.projects ELSE r.projects END AS projects, \
+        CASE WHEN r.kind = 'apply' THEN w.restored ELSE r.restored END AS restored, \
+        CASE WHEN r.kind = 'apply' THEN w.skipped ELSE r.skipped END AS skipped, \
+        CASE WHEN r.kind = 'apply' THEN w.review ELSE r.review END AS review, \
+        r.deleted, r.kept, r.undo_of, \
         ARRAY(SELECT u.id FROM registry_repair_runs u WHERE u.undo_of = r.id ORDER BY u.id) \
             AS undone_by \
-     FROM registry_repair_runs r";
+     FROM registry_repair_runs r \
+     CROSS JOIN LATERAL (SELECT count(*)::int AS projects, \
+            COALESCE(sum(p.restored), 0)::int AS restored, \
+            COALESCE(sum(p.skipped), 0)::int AS skipped, \
+            COALESCE(sum(p.review), 0)::int AS review \
+        FROM registry_repair_run_projects p WHERE p.run_id = r.id) w";
 
 /// Every run, newest first.
 pub async fn runs(db: &Database) -> Result<Vec<RunRow>, DbError> {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod client;
 pub mod grammar;
 pub mod metrics;
+pub mod names;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod token;

@@ -1,8 +1,8 @@
 //! The `repair` subcommands: `plan`, `apply`, `verify RUN`, `undo RUN`, `runs`. Each reads the
 //! same configuration as the other commands (`--config`).
 //!
-//! `plan` and `apply` run the interim loop of [`super::run`] (bounded by
-//! `worker.max_concurrency`) until they move onto the pipeline.
+//! `plan` and `apply` run the service's pipeline ([`super::pipeline`]): the admin API, pause and
+//! resume, the breaker, progress and SIGTERM / SIGINT apply to them as to `run`.
 
 use std::sync::Arc;
 
@@ -10,13 +10,16 @@ use anyhow::{anyhow, Context as _};
 use clap::{Args, Subcommand};
 
 use super::output::{refresh_statistics_line, Outcome};
-use super::run::Walked;
+use super::pipeline::{self, Repaired};
 use super::verify::verify;
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::{self, RepairError, RunRow, Scope};
 use crate::db::Database;
 use crate::registry::{RegistryClient, TokenSigner};
 use crate::report::{csv_field, Format};
+use crate::scheduler::RunEnd;
+use crate::service::ServiceOptions;
+use crate::signals::Signals;
 
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
@@ -77,11 +80,8 @@ impl PlanArgs {
 
 /// Runs one `repair` subcommand.
 pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
+    // An actix System: `plan` and `apply` run the service's actors.
+    actix_rt::System::new().block_on(async {
         let db = Database::new(
             settings.database.url.expose(),
             settings.database.pool_size,
@@ -129,6 +129,7 @@ fn registry_client(settings: &Settings) -> anyhow::Result<RegistryClient> {
     )?)
 }
 
+/// At most this many projects listed at once by `verify`.
 fn concurrency(settings: &Settings) -> usize {
     settings.worker.max_concurrency.max(1)
 }
@@ -149,7 +150,7 @@ async fn plan_or_apply(
             .into());
         }
     }
-    let registry = registry_client(settings)?;
+    let signer = crate::cli::load_signer(settings)?;
     let index = repair::index_health(db).await?;
     if !index.is_safe() {
         eprintln!(
@@ -157,15 +158,33 @@ async fn plan_or_apply(
             index.describe()
         );
     }
-    let (run, walked): (Option<i64>, Walked) = if write {
-        let (run, walked) = super::run::apply(db, &registry, &scope, concurrency(settings)).await?;
-        (Some(run), walked)
-    } else {
-        (
-            None,
-            super::run::plan(db, &registry, &scope, concurrency(settings)).await?,
-        )
-    };
+    // Listen before anything starts, so that no signal finds its default (killing) action.
+    let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+    let repairing = pipeline::start(
+        settings,
+        signer,
+        db,
+        scope,
+        write,
+        ServiceOptions::default(),
+    )
+    .await
+    .context("starting the repair")?;
+    let scheduler = repairing.service.scheduler.clone();
+    let bar = crate::progress::spawn(scheduler.clone());
+    signals.forward_to(scheduler);
+    let walked: Repaired = repairing.wait().await?;
+    crate::progress::finish(bar);
+    let run = walked.run;
+    match &walked.end {
+        RunEnd::Done | RunEnd::Stopped => {}
+        RunEnd::RegistryWithoutApi(message) => return Err(anyhow!(message.clone())),
+        RunEnd::FlushFailed(reason) => {
+            return Err(anyhow!(
+                "stopped, but the last plans could not be written ({reason}); their projects are untouched: run again"
+            ))
+        }
+    }
     let mut outcome = Outcome::new(run);
     for plan in &walked.plans {
         outcome.add_plan(plan);
@@ -207,13 +226,25 @@ async fn plan_or_apply(
             "\nCheck with `registry-repair repair verify {run}`; take back with `registry-repair repair undo {run}`."
         ));
     }
-    if !walked.errors.is_empty() {
-        for error in &walked.errors {
-            eprintln!("registry-repair: not planned: {error}");
+    if walked.end == RunEnd::Stopped {
+        note(format!(
+            "\nStopped before every project was {}: {} projects done; each is {} or untouched. Run `registry-repair repair {}` again to finish.",
+            if write { "written" } else { "planned" },
+            outcome.totals.projects,
+            if write { "fully written" } else { "planned" },
+            if write { "apply" } else { "plan" },
+        ));
+    }
+    if !walked.not_planned.is_empty() {
+        for failed in &walked.not_planned {
+            eprintln!(
+                "registry-repair: not planned: project {} ({}): {}",
+                failed.project_id, failed.full_path, failed.reason
+            );
         }
         return Err(anyhow!(
-            "{} projects could not be listed or looked up and were left as they are; run again",
-            walked.errors.len()
+            "{} projects could not be listed in the registry and were left as they are; run again",
+            walked.not_planned.len()
         ));
     }
     Ok(())

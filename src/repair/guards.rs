@@ -4,7 +4,7 @@
 //!
 //! [`plan_project`] does no I/O: the Analyzer calls it once per project with facts read in bulk
 //! ([`crate::db::repair`]), the registry's entries and the names GitLab already has; the Writer
-//! applies the [`ProjectPlan`] it returns ([`crate::db::repair::apply_batch`]).
+//! applies the [`ProjectPlan`] it returns ([`crate::db::repair::apply_into`]).
 //!
 //! Every guard (issue 10, point 3) and the order in which they are asked, first match wins:
 //! 1. `project_pending_deletion`: `pending_delete` or `marked_for_deletion_at` is set. The
@@ -36,8 +36,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::analyzer::rails_names;
 use crate::registry::grammar::is_addressable;
+use crate::registry::names::rails_names;
 use crate::registry::Entry;
 
 /// GitLab's `ContainerRegistry::Path::LEVELS_SUPPORTED`, counted with the project itself: a

@@ -4,8 +4,9 @@
 //! - [`output`]: the plan and the result as a table, JSON or CSV.
 //! - [`cli`]: the `repair` subcommands (`plan`, `apply`, `verify`, `undo`, `runs`).
 //! - [`verify`]: lists the registry again for a run's projects.
-//! - [`run`]: `plan` and `apply` as a bounded-concurrency loop, until they move onto the
-//!   Scheduler → Analyzers → Writer pipeline.
+//! - [`pipeline`]: `plan` and `apply` as a service on the Scheduler → Analyzers → Writer
+//!   pipeline ([`crate::work::Work::Repair`]); the Analyzer's per-project step is
+//!   `analyzer/repair.rs`, the Writer's per-batch write `writer/pending.rs`.
 //!
 //! The database side (candidates, facts, the index check, apply, undo, runs) is
 //! [`crate::db::repair`].
@@ -13,7 +14,7 @@
 pub mod cli;
 pub mod guards;
 pub mod output;
-pub mod run;
+pub mod pipeline;
 pub mod verify;
 
 pub use guards::{

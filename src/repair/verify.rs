@@ -1,20 +1,22 @@
 //! `repair verify RUN`: lists the registry again for the projects an apply run wrote and reports
 //! every repository still without a `container_repositories` row that the run did not hold back
-//! (skip or review). Also the registry walk the interim `plan`/`apply` loop ([`super::run`]) uses.
+//! (skip or review). Also the registry walk an Analyzer plans a repair with.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::analyzer::rails_names;
 use crate::db::projects::existing_repository_names;
 use crate::db::repair::{run_projects, RepairError, RunProject};
 use crate::db::Database;
 use crate::registry::client::Step;
 use crate::registry::grammar::is_addressable;
+use crate::registry::names::rails_names;
+use crate::registry::token::SharedToken;
 use crate::registry::{Entry, RegistryClient, RegistryError};
 
 /// Attempts per registry request before its error counts (transient errors only).
@@ -26,11 +28,16 @@ const PAGE: i64 = 500;
 /// Every entry the registry lists under `path` (every page; a walk the registry restarts starts
 /// the list again), retrying transient errors with exponential backoff and jitter. A path the
 /// registry's grammar cannot hold has no entries and is not asked.
-pub async fn list_all(registry: &RegistryClient, path: &str) -> Result<Vec<Entry>, RegistryError> {
+/// `token`: the one the project shares with its dispatch batch, if any.
+pub async fn list_all(
+    registry: &RegistryClient,
+    path: &str,
+    token: Option<Arc<SharedToken>>,
+) -> Result<Vec<Entry>, RegistryError> {
     if !is_addressable(path) {
         return Ok(Vec::new());
     }
-    let mut pages = registry.pages(path);
+    let mut pages = registry.pages_sharing(path, token);
     let mut entries = Vec::new();
     let mut attempt = 0u32;
     loop {
@@ -90,7 +97,7 @@ async fn check(db: &Database, registry: &RegistryClient, project: RunProject) ->
         return Checked::Gone;
     };
     let path = full_path.to_lowercase();
-    let entries = match list_all(registry, &path).await {
+    let entries = match list_all(registry, &path, None).await {
         Ok(entries) => entries,
         Err(error) => return Checked::Error(project.project_id, error.to_string()),
     };

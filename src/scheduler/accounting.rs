@@ -14,6 +14,9 @@ use crate::writer::WriterStats;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub state: String,
+    /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
+    #[serde(default)]
+    pub work: String,
     pub enabled: bool,
     pub max_concurrency: usize,
     pub in_flight: usize,
@@ -127,6 +130,15 @@ impl Accounting {
                 counts.completed += 1;
                 counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
             }
+            Disposition::Planned {
+                ignored,
+                repositories,
+            } => {
+                counts.ignored_entries += u64::from(*ignored);
+                counts.completed += 1;
+                counts.missing += *repositories as u64;
+            }
+            Disposition::NotPlanned => counts.failed += 1,
             Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
             Disposition::Crashed(_) => counts.crashes += 1,
             Disposition::CrashedForGood => {

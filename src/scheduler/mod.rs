@@ -1,13 +1,21 @@
-//! The Scheduler actor: walks the projects that have no tracking row (keyset, in id order), keeps a
-//! bounded queue of them, and hands each to an idle Analyzer while fewer than `limit` are in
-//! flight. It alone decides what runs: concurrency, pause and resume, shutdown and the end of a
-//! pass all arrive here as messages, and are defined here, beside the actor that receives them.
-//! The rest of it is split by concern: `walk` (where projects come from, passes), `pool` (the
-//! Analyzers and dispatching), `outage` (the breaker's probes) and `accounting` (counts, status).
+//! The Scheduler actor: walks the projects to work on (keyset, in id order), keeps a bounded queue
+//! of them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
+//! decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
+//! messages, and are defined here, beside the actor that receives them (`Shutdown` beside its
+//! handling). The rest of it is split by concern: `walk` (where an analysis' projects come from,
+//! passes), `candidates` (where a repair's come from: one finite pass), `pool` (the Analyzers and
+//! dispatching), `outage` (the breaker's probes), `shutdown` (draining) and `accounting` (counts,
+//! status).
+//!
+//! It is started with one kind of [`Work`]: an analysis (`run`) or a repair (`repair plan`,
+//! `repair apply`). Concurrency, the feature flag, pause and resume, the breaker, the Writer's
+//! back-pressure, progress and shutdown work alike for both.
 
 mod accounting;
+mod candidates;
 mod outage;
 mod pool;
+mod shutdown;
 mod walk;
 
 use std::collections::VecDeque;
@@ -20,6 +28,7 @@ use tokio::sync::oneshot;
 use self::accounting::Accounting;
 pub use self::accounting::Status;
 use self::pool::Slot;
+pub use self::shutdown::Shutdown;
 use self::walk::Source;
 use crate::analyzer::{AnalysisError, AnalyzerDeps, Job};
 use crate::breaker::{Breaker, State as BreakerState};
@@ -29,7 +38,8 @@ use crate::db::watermark::Fences;
 use crate::db::Database;
 use crate::registry::{NoGitlabApi, RegistryClient, RegistryError};
 use crate::sweep::Sweep;
-use crate::writer::{Flush, GetWriterStats, WriteError, Writer};
+use crate::work::Work;
+use crate::writer::{GetWriterStats, WriteError, Writer};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
@@ -59,12 +69,16 @@ pub struct SchedulerConfig {
     pub sweep_interval: Duration,
     /// How long ago this shard was last swept (`None`: never).
     pub swept_ago: Option<Duration>,
+    /// What the service does: analyse, or repair (then `until_done`, `retry_failed`, the shard,
+    /// the watermark and the sweep do not apply: a repair walks its candidates once).
+    pub work: Work,
 }
 
 /// How a run ended.
 #[derive(Debug)]
 pub enum RunEnd {
-    /// `--until-done`: every project has a row and everything is flushed.
+    /// `--until-done`: every project has a row and everything is flushed. A repair: every
+    /// candidate was planned (or failed) and everything is flushed.
     Done,
     /// Stopped by a signal; everything that finished in time is flushed.
     Stopped,
@@ -130,6 +144,8 @@ pub struct Scheduler {
     sweep: Sweep,
     /// While a sweep runs, reads alternate between it and the walk above the watermark.
     sweep_turn: bool,
+    /// A repair's `--limit`: candidates still to read.
+    candidates_left: Option<u64>,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
 }
@@ -149,7 +165,11 @@ impl Scheduler {
             None => Breaker::default(),
         };
         let registry_confirmed = config.registry_unconfirmed.is_none();
-        let cursor = if retry_failed { 0 } else { config.watermark };
+        let cursor = match (&config.work, retry_failed) {
+            (Work::Repair(_), _) | (Work::Analyse, true) => 0,
+            (Work::Analyse, false) => config.watermark,
+        };
+        let candidates_left = config.work.repair().and_then(|r| r.scope.limit);
         let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
         Self {
             db,
@@ -173,6 +193,7 @@ impl Scheduler {
             fences: Arc::default(),
             sweep,
             sweep_turn: false,
+            candidates_left,
             accounting: Accounting::new(),
             source: if retry_failed {
                 Source::Failed
@@ -185,9 +206,18 @@ impl Scheduler {
 
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.refill(ctx);
-        self.dispatch(ctx);
-        self.end_pass_if_done(ctx);
+        match self.config.work {
+            Work::Analyse => {
+                self.refill(ctx);
+                self.dispatch(ctx);
+                self.end_pass_if_done(ctx);
+            }
+            Work::Repair(_) => {
+                self.refill_candidates(ctx);
+                self.dispatch(ctx);
+                self.end_repair_if_done(ctx);
+            }
+        }
     }
 
     fn finish(&mut self, end: RunEnd) {
@@ -195,29 +225,6 @@ impl Scheduler {
         if let Some(tx) = self.finished.take() {
             let _ = tx.send(end);
         }
-    }
-
-    /// The last step of a shutdown: flush what the Writer holds, then report.
-    fn finalize(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Draining {
-            return;
-        }
-        self.phase = Phase::Finished;
-        let abandoned = self.in_flight();
-        if abandoned > 0 {
-            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
-        }
-        let flush = self.writer.send(Flush::Shutdown);
-        ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
-            let end = match result {
-                Ok(Ok(_)) => RunEnd::Stopped,
-                Ok(Err(error)) => RunEnd::FlushFailed(error),
-                Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
-            };
-            if let Some(tx) = act.finished.take() {
-                let _ = tx.send(end);
-            }
-        }));
     }
 
     fn state_name(&self) -> &'static str {
@@ -236,6 +243,7 @@ impl Scheduler {
     fn status(&self) -> Status {
         Status {
             state: self.state_name().to_string(),
+            work: self.config.work.to_string(),
             enabled: self.config.enabled,
             max_concurrency: self.config.limit,
             in_flight: self.in_flight(),
@@ -272,17 +280,23 @@ impl Actor for Scheduler {
             self.breaker_reported_open = true;
             ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
         }
-        ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
-            act.advance_watermark(ctx);
-            act.sweep_if_due(ctx);
-        });
+        match self.config.work {
+            Work::Analyse => {
+                ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
+                    act.advance_watermark(ctx);
+                    act.sweep_if_due(ctx);
+                });
+                self.count_remaining(ctx);
+                self.take_fence();
+            }
+            // A repair writes no watermark (a plan writes nothing at all).
+            Work::Repair(_) => self.count_candidates(ctx),
+        }
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
                 act.accounting.log_progress(act.state_name());
             }
         });
-        self.count_remaining(ctx);
-        self.take_fence();
         self.tick(ctx);
     }
 }
@@ -349,39 +363,6 @@ impl Handler<SetEnabled> for Scheduler {
     }
 }
 
-/// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub enum Shutdown {
-    /// The first signal: wait for in-flight projects, at most `worker.shutdown_timeout_s`.
-    Graceful,
-    /// A second signal: stop waiting for in-flight projects; flush what is done.
-    Now,
-}
-
-impl Handler<Shutdown> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Draining && msg == Shutdown::Now {
-            self.finalize(ctx);
-            return;
-        }
-        if matches!(self.phase, Phase::Draining | Phase::Finished) {
-            return;
-        }
-        let in_flight = self.in_flight();
-        tracing::info!(in_flight, "shutting down: waiting for in-flight projects");
-        self.phase = Phase::Draining;
-        self.queue.clear();
-        if in_flight == 0 {
-            self.finalize(ctx);
-        } else {
-            ctx.run_later(self.config.shutdown_timeout, |act, ctx| act.finalize(ctx));
-        }
-    }
-}
-
 /// What became of a project an Analyzer was given.
 #[derive(Debug)]
 pub enum Disposition {
@@ -408,8 +389,13 @@ pub enum Disposition {
     },
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
-    /// The Analyzer panicked on it once too often; it was recorded `failed`.
+    /// The Analyzer panicked on it once too often; it was recorded `failed` (a repair: reported
+    /// failed, nothing written).
     CrashedForGood,
+    /// A repair's plan went to the Writer; `ignored` registry entries were outside its path.
+    Planned { ignored: u32, repositories: usize },
+    /// A repair could not plan the project on its own account: reported failed, nothing written.
+    NotPlanned,
 }
 
 #[derive(Message, Debug)]
@@ -432,7 +418,10 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 unaddressable: false,
                 ..
             } if row.status != RowStatus::Failed => self.registry_served(ctx),
-            Disposition::Recorded { .. } | Disposition::CrashedForGood => {}
+            Disposition::Planned { .. } => self.registry_served(ctx),
+            Disposition::Recorded { .. }
+            | Disposition::CrashedForGood
+            | Disposition::NotPlanned => {}
             // The registry refuses this path only: to the back, as trouble goes.
             Disposition::Deferred {
                 job,

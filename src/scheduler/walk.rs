@@ -216,7 +216,7 @@ impl Scheduler {
     }
 
     /// The flush that ends a pass failed: keep walking, and try to end the pass again.
-    fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
+    pub(super) fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
         self.phase = Phase::Running;
         ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));

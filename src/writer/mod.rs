@@ -6,6 +6,9 @@
 //! write that fails keeps its rows and is tried again; while the buffer is over its bound the
 //! Scheduler is told to stop dispatching. A panic anywhere in it becomes a supervised restart that
 //! keeps every row.
+//!
+//! A repair's plans are buffered, batched and flushed the same way (`pending.rs` says how each
+//! kind is written; `plans.rs` holds the repair's messages and the outcome it collects).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -14,18 +17,20 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+mod pending;
+mod plans;
 mod policy;
 
+use self::pending::Pending;
+pub use self::plans::{Collected, NotPlanned, RecordNotPlanned, RecordPlan, TakeCollected};
 pub use self::policy::FlushReason;
 use self::policy::{FlushPolicy, Held, Step};
-use crate::db::tracking::{self, Status, TrackingRow};
+use crate::db::tracking::{Status, TrackingRow};
 use crate::db::{Database, DbError};
 #[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
 use crate::scheduler::WriterPressure;
-
-/// How long one bulk write may take before it is abandoned and retried (the upsert is idempotent).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::work::RepairMode;
 
 /// Why the buffer was not written. Cloned to every waiter of the same write.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,10 +71,14 @@ pub struct Writer {
     flush_interval: Duration,
     /// When to write, and when the Scheduler must hold back.
     policy: FlushPolicy,
-    buffer: Vec<TrackingRow>,
+    buffer: Pending,
     /// The rows of the write under way: put back if the actor restarts in the middle of it.
-    writing: Option<Arc<Vec<TrackingRow>>>,
+    writing: Option<Arc<Pending>>,
     waiters: Vec<Waiter>,
+    /// What becomes of a repair's plans.
+    mode: RepairMode,
+    /// A repair's outcome so far.
+    collected: Collected,
     listener: Option<Recipient<WriterPressure>>,
     stats: WriterStats,
     #[cfg(feature = "faults")]
@@ -82,9 +91,11 @@ impl Writer {
             db,
             flush_interval,
             policy: FlushPolicy::new(batch_size),
-            buffer: Vec::new(),
+            buffer: Pending::default(),
             writing: None,
             waiters: Vec::new(),
+            mode: RepairMode::default(),
+            collected: Collected::default(),
             listener: None,
             stats: WriterStats::default(),
             #[cfg(feature = "faults")]
@@ -96,6 +107,12 @@ impl Writer {
     /// the Writer starts.
     pub fn reporting_pressure_to(mut self, listener: Recipient<WriterPressure>) -> Self {
         self.listener = Some(listener);
+        self
+    }
+
+    /// What to do with a repair's plans: write them (apply) or only collect them (plan).
+    pub fn handling_plans(mut self, mode: RepairMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -133,27 +150,23 @@ impl Writer {
             FlushReason::Requested => self.stats.flushes_requested += 1,
             FlushReason::Shutdown => self.stats.flushes_shutdown += 1,
         }
-        let rows = Arc::new(dedupe(std::mem::take(&mut self.buffer)));
-        self.writing = Some(rows.clone());
-        let db = self.db.clone();
-        let work = async move {
-            let started = Instant::now();
-            let outcome = tokio::time::timeout(WRITE_TIMEOUT, tracking::upsert(&db, &rows)).await;
-            let result = match outcome {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(WriteError::Database(Arc::new(error))),
-                Err(_) => Err(WriteError::TimedOut {
-                    rows: rows.len(),
-                    after: WRITE_TIMEOUT,
-                }),
-            };
-            (result, started.elapsed())
-        };
-        ctx.spawn(work.into_actor(self).map(move |(result, took), act, ctx| {
+        let batch = Arc::new(self.buffer.take());
+        self.writing = Some(batch.clone());
+        let work = pending::write(self.db.clone(), self.mode, batch);
+        ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
             act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
-                act.write_done(ctx, reason, result, took)
+                act.collected.written(done.written);
+                act.write_done(ctx, reason, done.result, done.took)
             });
         }));
+    }
+
+    /// Something was buffered (`failed`: a project ended failed): flush if that makes a batch.
+    fn buffered(&mut self, failed: bool, ctx: &mut Context<Self>) {
+        self.update_pressure();
+        if let Some(reason) = self.policy.after_record(failed, self.buffer.len()) {
+            self.flush(ctx, reason);
+        }
     }
 
     /// A bulk write has ended: count it, and on success write what arrived meanwhile if it is due;
@@ -170,7 +183,9 @@ impl Writer {
         self.stats.write_ms_total += took.as_millis() as u64;
         match result {
             Ok(()) => {
-                let rows = self.writing.take().map_or(0, |rows| rows.len());
+                let batch = self.writing.take().unwrap_or_default();
+                self.collected.flushed(self.mode, &batch.plans);
+                let rows = batch.len();
                 self.stats.rows_written += rows as u64;
                 tracing::debug!(rows, ?reason, ?took, "results flushed");
                 // What arrived meanwhile: write it now if it makes a batch or is awaited.
@@ -222,10 +237,9 @@ impl Writer {
 
     /// The rows of an unfinished write go back to the front of the buffer, before newer ones.
     fn put_back(&mut self) {
-        if let Some(rows) = self.writing.take() {
-            let mut rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone());
-            rows.append(&mut self.buffer);
-            self.buffer = rows;
+        if let Some(batch) = self.writing.take() {
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| shared.as_ref().clone());
+            self.buffer.put_before(batch);
         }
     }
 
@@ -266,15 +280,6 @@ impl Writer {
     }
 }
 
-/// Keeps the last result per project: one statement cannot update the same row twice.
-fn dedupe(mut rows: Vec<TrackingRow>) -> Vec<TrackingRow> {
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    rows.reverse();
-    rows.retain(|r| seen.insert(r.project_id));
-    rows.reverse();
-    rows
-}
-
 impl Actor for Writer {
     type Context = Context<Self>;
 
@@ -313,13 +318,10 @@ impl Handler<Record> for Writer {
     fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
         self.guarded(ctx, "recording a result", |act, ctx| {
             let failed = row.status == Status::Failed;
-            act.buffer.push(row);
+            act.buffer.rows.push(row);
             #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Record);
-            act.update_pressure();
-            if let Some(reason) = act.policy.after_record(failed, act.buffer.len()) {
-                act.flush(ctx, reason);
-            }
+            act.buffered(failed, ctx);
         });
     }
 }
@@ -369,20 +371,5 @@ impl Handler<GetWriterStats> for Writer {
         });
         // After a panic here the counters are the ones it had; restarts counts this one.
         MessageResult(stats.unwrap_or_else(|| self.stats.clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(project_id: i64, missing_count: i32) -> TrackingRow {
-        TrackingRow::completed(project_id, missing_count)
-    }
-
-    #[test]
-    fn dedupe_keeps_the_latest_result_per_project_in_order() {
-        let rows = vec![row(1, 1), row(2, 2), row(1, 3), row(3, 4)];
-        assert_eq!(dedupe(rows), vec![row(2, 2), row(1, 3), row(3, 4)]);
     }
 }

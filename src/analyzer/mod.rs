@@ -1,27 +1,32 @@
-//! The Analyzer actor: analyses one project at a time. It walks the project's pages in the
+//! The Analyzer actor: one project at a time. For an analysis it walks the project's pages in the
 //! registry, asks the database which of each page's names it knows, sends the result to the Writer
-//! and tells the Scheduler it is free again. A panic stops the actor, and its Supervisor restarts it.
+//! and tells the Scheduler it is free again; for a repair it plans the project instead (`repair`)
+//! and sends the Writer the plan. Failures are classified alike for both (deferred, troubled,
+//! failed). A panic stops the actor, and its Supervisor restarts it.
 
-use std::collections::HashSet;
+mod analysis;
+mod repair;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use rand::Rng;
 
-use crate::db::projects::{existing_repository_names, Project};
+use crate::db::projects::Project;
 use crate::db::tracking::TrackingRow;
 use crate::db::{Database, DbError};
 #[cfg(feature = "faults")]
 use crate::faults::Faults;
-use crate::registry::client::{Pages, Step};
-use crate::registry::grammar::is_addressable;
 use crate::registry::token::SharedToken;
-use crate::registry::{Blame, Entry, RegistryClient, RegistryError};
+use crate::registry::{Blame, RegistryClient, RegistryError};
+use crate::repair::ProjectPlan;
 use crate::scheduler::{AnalyzerFinished, Disposition};
-use crate::writer::{Record, Writer};
+use crate::writer::{NotPlanned, Record, RecordNotPlanned, RecordPlan, Writer};
+
+pub use self::analysis::analyze;
+pub use self::repair::RepairTask;
 
 /// Attempts per registry request before a transient error counts.
 const REQUEST_ATTEMPTS: u32 = 4;
@@ -50,6 +55,18 @@ pub struct Job {
     pub replaces_failed: bool,
     /// The token this project shares with the others of its dispatch batch.
     pub token: Option<Arc<SharedToken>>,
+    /// What to do with the project.
+    pub task: Task,
+}
+
+/// What an Analyzer does with a project: the kind of work the service was started with.
+#[derive(Debug, Clone, Default)]
+pub enum Task {
+    /// Count its missing repositories; the Writer records a tracking row.
+    #[default]
+    Analyse,
+    /// Plan its repair; the Writer writes (apply) or collects (plan) the plan.
+    Repair(Box<RepairTask>),
 }
 
 impl Job {
@@ -61,6 +78,7 @@ impl Job {
             deferrals: 0,
             replaces_failed: false,
             token,
+            task: Task::Analyse,
         }
     }
 }
@@ -88,6 +106,8 @@ pub enum Analysis {
         ignored: u32,
         pages: u32,
     },
+    /// A repair's plan for the project (nothing written yet).
+    Planned(Box<ProjectPlan>),
     /// The project cannot be analysed on its own account.
     Failed { reason: AnalysisError },
     /// Something outside this project failed (registry unreachable or rejecting us, database
@@ -101,6 +121,22 @@ pub enum Analysis {
     /// 5xx, timeouts or broken answers after retries: the project's fault only if the registry
     /// serves others meanwhile.
     Troubled { reason: RegistryError },
+}
+
+impl Analysis {
+    /// A registry request failed after its retries: whose fault it is decides what follows.
+    fn registry_failed(error: RegistryError) -> Self {
+        match error.blame() {
+            Blame::Registry => Analysis::Deferred {
+                refused: matches!(error, RegistryError::Status { .. }),
+                reason: error.into(),
+            },
+            Blame::Unclear => Analysis::Troubled { reason: error },
+            Blame::Project => Analysis::Failed {
+                reason: error.into(),
+            },
+        }
+    }
 }
 
 /// Why an attempt ended unrecorded, where it may be the project's own fault.
@@ -194,7 +230,7 @@ impl Analyzer {
         let (kind, reason) = (setback.kind(), &setback);
         if count >= max {
             tracing::warn!(project_id, %kind, count, %reason, "project failed: the registry serves others but not it");
-            self.record(&job, TrackingRow::failed(project_id), 0);
+            self.fail(&job, reason.to_string());
             return;
         }
         tracing::info!(project_id, %kind, count, %reason, "project not analysed this time; it will be tried again");
@@ -226,6 +262,34 @@ impl Analyzer {
                 unaddressable: false,
             },
         );
+    }
+
+    /// The project ended failed: an analysis records a `failed` row; a repair writes nothing for
+    /// it and reports it failed in the plan or result.
+    fn fail(&self, job: &Job, reason: String) {
+        let project_id = job.project.id;
+        match &job.task {
+            Task::Analyse => self.record(job, TrackingRow::failed(project_id), 0),
+            Task::Repair(task) => {
+                self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
+                    project_id,
+                    full_path: task.facts.full_path.clone(),
+                    reason,
+                }));
+                self.finish(project_id, Disposition::NotPlanned);
+            }
+        }
+    }
+
+    /// A repair's plan goes to the Writer.
+    fn planned(&self, plan: ProjectPlan) {
+        let project_id = plan.project_id;
+        let disposition = Disposition::Planned {
+            ignored: plan.ignored,
+            repositories: plan.repositories.len(),
+        };
+        self.deps.writer.do_send(RecordPlan(plan));
+        self.finish(project_id, disposition);
     }
 
     fn record_unaddressable(&self, job: &Job) {
@@ -260,9 +324,16 @@ impl Supervised for Analyzer {
             "analyzer restarted after a panic"
         );
         if crashes >= MAX_CRASHES {
-            self.deps.writer.do_send(Record(
-                TrackingRow::failed(job.project.id).replacing_failed(job.replaces_failed),
-            ));
+            match &job.task {
+                Task::Analyse => self.deps.writer.do_send(Record(
+                    TrackingRow::failed(job.project.id).replacing_failed(job.replaces_failed),
+                )),
+                Task::Repair(task) => self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
+                    project_id: job.project.id,
+                    full_path: task.facts.full_path.clone(),
+                    reason: format!("planning it panicked {crashes} times"),
+                })),
+            }
             self.finish(job.project.id, Disposition::CrashedForGood);
         } else {
             self.finish(job.project.id, Disposition::Crashed(Job { crashes, ..job }));
@@ -283,11 +354,15 @@ impl Handler<Analyze> for Analyzer {
         let deps = self.deps.clone();
         let project = job.project.clone();
         let token = job.token.clone();
+        let task = job.task.clone();
         let work = async move {
             AssertUnwindSafe(async {
                 #[cfg(feature = "faults")]
                 deps.faults.analysis(project.id);
-                let analysis = analyze(&deps.registry, &deps.db, &project, token).await;
+                let analysis = match &task {
+                    Task::Analyse => analyze(&deps.registry, &deps.db, &project, token).await,
+                    Task::Repair(task) => repair::plan(&deps.registry, &deps.db, task, token).await,
+                };
                 let others_served = match &analysis {
                     Analysis::Troubled { .. } | Analysis::Deferred { refused: true, .. } => {
                         registry_serves_others(&deps, &project).await
@@ -329,9 +404,13 @@ impl Handler<Analyze> for Analyzer {
                     );
                     act.record_unaddressable(&job);
                 }
+                Analysis::Planned(plan) => {
+                    tracing::debug!(project_id, repositories = plan.repositories.len(), "project planned");
+                    act.planned(*plan);
+                }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
-                    act.record(&job, TrackingRow::failed(project_id), 0);
+                    act.fail(&job, reason.to_string());
                 }
                 Analysis::Deferred { reason, .. } => {
                     act.setback(job, Setback::Refusal(reason), others_served)
@@ -350,149 +429,4 @@ async fn registry_serves_others(deps: &AnalyzerDeps, project: &Project) -> bool 
         return false;
     }
     deps.registry.pages(CANARY_PATH).next_page().await.is_ok()
-}
-
-/// Counts the repositories under the project's registry path that GitLab's database has no row
-/// for. Reads every page, or records nothing.
-pub async fn analyze(
-    registry: &RegistryClient,
-    db: &Database,
-    project: &Project,
-    token: Option<Arc<SharedToken>>,
-) -> Analysis {
-    let Some(path) = project.registry_path() else {
-        return Analysis::Failed {
-            reason: AnalysisError::NoRoute,
-        };
-    };
-    if !is_addressable(&path) {
-        return Analysis::Unaddressable;
-    }
-    let mut pages = registry.pages_sharing(&path, token);
-    let (mut missing, mut ignored) = (0i64, 0u32);
-    loop {
-        let entries = match next_page_with_retries(&mut pages).await {
-            Ok(Step::Page(entries)) => entries,
-            Ok(Step::Done) => break,
-            Ok(Step::Restarted) => {
-                tracing::info!(project_id = project.id, %path, "the path vanished mid-walk; analysing it again from the first page");
-                (missing, ignored) = (0, 0);
-                continue;
-            }
-            Err(error) => {
-                return match error.blame() {
-                    Blame::Registry => Analysis::Deferred {
-                        refused: matches!(error, RegistryError::Status { .. }),
-                        reason: error.into(),
-                    },
-                    Blame::Unclear => Analysis::Troubled { reason: error },
-                    Blame::Project => Analysis::Failed {
-                        reason: error.into(),
-                    },
-                };
-            }
-        };
-        let (names, outside) = rails_names(&path, &entries);
-        for entry in outside {
-            tracing::warn!(project_id = project.id, %path, entry = %entry.path, "registry listed a repository outside the project path; ignored");
-            ignored += 1;
-        }
-        let known = match existing_repository_names(db, project.id, &names).await {
-            Ok(known) => known,
-            Err(error) => {
-                return Analysis::Deferred {
-                    reason: error.into(),
-                    refused: false,
-                }
-            }
-        };
-        missing += names.iter().filter(|n| !known.contains(*n)).count() as i64;
-    }
-    Analysis::Completed {
-        missing: i32::try_from(missing).unwrap_or(i32::MAX),
-        ignored,
-        pages: pages.pages_fetched(),
-    }
-}
-
-/// The Rails names (`container_repositories.name`) of a page's entries, without duplicates, and
-/// the entries that are neither the project path nor under it.
-pub fn rails_names<'a>(path: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<&'a Entry>) {
-    let prefix = format!("{path}/");
-    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
-    let mut ordered = Vec::with_capacity(entries.len());
-    let mut outside = Vec::new();
-    for entry in entries {
-        let name = if entry.path == path {
-            Some("")
-        } else {
-            entry
-                .path
-                .strip_prefix(&prefix)
-                .filter(|rest| !rest.is_empty())
-        };
-        match name {
-            Some(name) => {
-                if seen.insert(name) {
-                    ordered.push(name.to_string());
-                }
-            }
-            None => outside.push(entry),
-        }
-    }
-    (ordered, outside)
-}
-
-/// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
-/// exponential backoff and full jitter. A failed try leaves the walk where it was.
-async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<Step, RegistryError> {
-    let mut attempt = 0;
-    loop {
-        match pages.next_page().await {
-            Ok(page) => return Ok(page),
-            Err(error) if error.is_transient() && attempt + 1 < REQUEST_ATTEMPTS => {
-                let ceiling = RETRY_BASE
-                    .saturating_mul(1 << attempt)
-                    .min(RETRY_CAP)
-                    .as_millis() as u64;
-                let pause =
-                    Duration::from_millis(rand::thread_rng().gen_range(ceiling / 2..=ceiling));
-                tracing::debug!(%error, attempt, ?pause, "registry request failed; retrying");
-                tokio::time::sleep(pause).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(path: &str) -> Entry {
-        Entry {
-            name: path.rsplit('/').next().unwrap_or(path).to_string(),
-            path: path.to_string(),
-            created_at: None,
-            updated_at: None,
-        }
-    }
-
-    #[test]
-    fn rails_names_strip_the_project_path() {
-        let entries = [
-            entry("g/p"),
-            entry("g/p/a"),
-            entry("g/p/a/b/c"),
-            entry("g/p-other/x"),
-            entry("g/pp"),
-            entry("g"),
-            entry("g/p/a"),
-        ];
-        let (names, outside) = rails_names("g/p", &entries);
-        assert_eq!(names, vec!["", "a", "a/b/c"]);
-        let outside: Vec<&str> = outside.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(outside, vec!["g/p-other/x", "g/pp", "g"]);
-    }
 }

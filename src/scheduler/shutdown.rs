@@ -1,0 +1,66 @@
+//! How the Scheduler stops: on [`Shutdown`] (SIGTERM, SIGINT, or a test) it stops dispatching,
+//! lets the projects in flight finish (at most `worker.shutdown_timeout_s`), has the Writer flush,
+//! and reports `Stopped`. Alike for an analysis and a repair.
+
+use actix::prelude::*;
+
+use super::{Phase, RunEnd, Scheduler};
+use crate::writer::{Flush, WriteError};
+
+impl Scheduler {
+    /// The last step of a shutdown: flush what the Writer holds, then report.
+    pub(super) fn finalize(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Draining {
+            return;
+        }
+        self.phase = Phase::Finished;
+        let abandoned = self.in_flight();
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
+        }
+        let flush = self.writer.send(Flush::Shutdown);
+        ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
+            let end = match result {
+                Ok(Ok(_)) => RunEnd::Stopped,
+                Ok(Err(error)) => RunEnd::FlushFailed(error),
+                Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
+            };
+            if let Some(tx) = act.finished.take() {
+                let _ = tx.send(end);
+            }
+        }));
+    }
+}
+
+/// Stop dispatching, let in-flight projects finish (bounded), flush, then report `Stopped`.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum Shutdown {
+    /// The first signal: wait for in-flight projects, at most `worker.shutdown_timeout_s`.
+    Graceful,
+    /// A second signal: stop waiting for in-flight projects; flush what is done.
+    Now,
+}
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Draining && msg == Shutdown::Now {
+            self.finalize(ctx);
+            return;
+        }
+        if matches!(self.phase, Phase::Draining | Phase::Finished) {
+            return;
+        }
+        let in_flight = self.in_flight();
+        tracing::info!(in_flight, "shutting down: waiting for in-flight projects");
+        self.phase = Phase::Draining;
+        self.queue.clear();
+        if in_flight == 0 {
+            self.finalize(ctx);
+        } else {
+            ctx.run_later(self.config.shutdown_timeout, |act, ctx| act.finalize(ctx));
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! What the Writer receives and keeps for a repair (`repair plan`, `repair apply`): plans to write
+//! (or, for a plan, only to collect), projects that ended failed (reported, never written), and
+//! what became of each: the [`Collected`] outcome the command prints at the end.
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::Writer;
+use crate::db::repair::Written;
+use crate::repair::ProjectPlan;
+use crate::work::RepairMode;
+
+/// A project a repair could not plan: the registry failed it on its own account (too many pages,
+/// `NAME_INVALID`, trouble or refusals while the registry served others), or planning it
+/// panicked too often. Nothing was written for it; `repair apply` again tries it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotPlanned {
+    pub project_id: i64,
+    pub full_path: String,
+    pub reason: String,
+}
+
+/// What a repair's Writer handed on: every flushed plan (`repair plan`), what writing each
+/// project did (`repair apply`), and the projects that ended failed.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    pub plans: Vec<ProjectPlan>,
+    pub written: Vec<Written>,
+    pub not_planned: Vec<NotPlanned>,
+}
+
+impl Collected {
+    /// A flushed batch of plans: collected as they are for a plan; for an apply, what writing
+    /// them did arrives through [`Collected::written`] instead.
+    pub(super) fn flushed(&mut self, mode: RepairMode, plans: &[ProjectPlan]) {
+        if mode == RepairMode::Plan {
+            self.plans.extend_from_slice(plans);
+        }
+    }
+
+    /// Projects written. A retried batch's projects written by its failed attempt come back as
+    /// `AlreadyWritten`: the first answer (collected then) is the one kept.
+    pub(super) fn written(&mut self, written: Vec<Written>) {
+        self.written.extend(
+            written
+                .into_iter()
+                .filter(|w| !matches!(w, Written::AlreadyWritten { .. })),
+        );
+    }
+}
+
+/// One project's repair plan.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RecordPlan(pub ProjectPlan);
+
+impl Handler<RecordPlan> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, RecordPlan(plan): RecordPlan, ctx: &mut Context<Self>) {
+        self.guarded(ctx, "recording a plan", |act, ctx| {
+            act.buffer.plans.push(plan);
+            act.buffered(false, ctx);
+        });
+    }
+}
+
+/// A project a repair could not plan; nothing is written for it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RecordNotPlanned(pub NotPlanned);
+
+impl Handler<RecordNotPlanned> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, RecordNotPlanned(project): RecordNotPlanned, ctx: &mut Context<Self>) {
+        self.guarded(ctx, "recording a project not planned", |act, ctx| {
+            act.collected.not_planned.push(project);
+            // Like a failed analysis: what is buffered is written now.
+            act.buffered(true, ctx);
+        });
+    }
+}
+
+/// Hand over what was collected (once the run has ended and the last flush is done).
+#[derive(Message)]
+#[rtype(result = "Collected")]
+pub struct TakeCollected;
+
+impl Handler<TakeCollected> for Writer {
+    type Result = MessageResult<TakeCollected>;
+
+    fn handle(&mut self, _msg: TakeCollected, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(std::mem::take(&mut self.collected))
+    }
+}
