@@ -1,0 +1,68 @@
+//! The repair's queries: which projects to repair (keyset-paged, with the scope flags), the facts
+//! its guards need (in bulk per batch), whether GitLab's unique index can be trusted, the write of
+//! a project's plan in one transaction, undo, and the runs.
+//!
+//! For the pipeline: the Scheduler pages [`candidates()`] and reads [`project_facts`] and
+//! [`index_health`] per page; the Analyzer reads the names GitLab has
+//! ([`super::projects::existing_repository_names`]) and [`claimed_paths`], and calls
+//! [`crate::repair::plan_project`]; the Writer calls [`apply_into`] with the plans of a run
+//! started by [`start_apply`]; the command calls [`finish_run`] once the run is done.
+//!
+//! By what they hold: `candidates.rs` (the scope and the projects in it), `facts.rs` (what the
+//! guards read besides the registry), `apply.rs` (an apply run and its per-project write),
+//! `undo.rs`, and `runs.rs` (the runs recorded, and whether the database can take one).
+
+mod apply;
+mod candidates;
+mod facts;
+mod runs;
+mod undo;
+
+use diesel::sql_types::BigInt;
+
+use super::DbError;
+
+pub use apply::{
+    apply_batch, apply_into, apply_project, discard_run, finish_run, start_apply, RestoredRow,
+    Written,
+};
+pub use candidates::{candidates, count_candidates, namespace_exists, Candidate, Scope};
+pub use facts::{claimed_paths, index_health, project_facts, IndexHealth, UNIQUE_INDEX};
+pub use runs::{
+    check_primary, check_ready, restored_projects, run, run_projects, runs, under_cleanup_policy,
+    RunProject, RunRow,
+};
+pub use undo::{undo, KeptRow, UndoOutcome};
+
+/// Errors a caller matches on: a run that does not exist or cannot be undone, tables missing.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error("repair run {0} does not exist (`registry-repair repair runs` lists them)")]
+    UnknownRun(i64),
+    #[error("repair run {id} is an {kind} run; only apply runs can be {what}")]
+    NotAnApplyRun {
+        id: i64,
+        kind: String,
+        what: &'static str,
+    },
+    #[error("the repair's tables (registry_repair_runs and others) do not exist in {target}: run `registry-repair migrate` first")]
+    NotMigrated { target: String },
+    #[error("the database at {target} is a read-only standby (a Geo secondary or a replica): point database.url at the primary to write")]
+    ReadOnly { target: String },
+    #[error("no top-level group, subgroup or user has the path `{0}` (--namespace)")]
+    UnknownNamespace(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A `RETURNING id` row (a run's id).
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// A row count as the `integer` columns take it.
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,249 @@
+//! The runs recorded in `registry_repair_runs` and what each wrote (for `repair runs`, `verify`
+//! and the result), and the checks before a run may start: migrated, and a primary.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::RepairError;
+use crate::db::{Database, DbError};
+
+/// Whether the repair's tables exist (the migration ran).
+pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
+    #[derive(diesel::QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = Bool)]
+        present: bool,
+    }
+    let mut conn = db.conn().await?;
+    let row: Present = diesel::sql_query(
+        "SELECT to_regclass('registry_repair_runs') IS NOT NULL \
+                AND to_regclass('registry_repair_run_projects') IS NOT NULL \
+                AND to_regclass('registry_repair_restored') IS NOT NULL \
+                AND to_regclass('registry_repair_skipped') IS NOT NULL AS present",
+    )
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("checking for the repair's tables"))?;
+    if row.present {
+        Ok(())
+    } else {
+        Err(RepairError::NotMigrated {
+            target: db.target().to_string(),
+        })
+    }
+}
+
+/// Refuses a database that cannot be written: a standby or a Geo secondary (read-only), where
+/// `apply` and `undo` would fail on their first write.
+pub async fn check_primary(db: &Database) -> Result<(), RepairError> {
+    #[derive(diesel::QueryableByName)]
+    struct Recovery {
+        #[diesel(sql_type = Bool)]
+        standby: bool,
+    }
+    let mut conn = db.conn().await?;
+    let row: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS standby")
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("asking whether the database is a standby"))?;
+    if row.standby {
+        Err(RepairError::ReadOnly {
+            target: db.target().to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// One row of `registry_repair_runs`, with the undo runs that undid it (for `repair runs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct RunRow {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub started_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Text)]
+    pub scope: String,
+    #[diesel(sql_type = Integer)]
+    pub projects: i32,
+    #[diesel(sql_type = Integer)]
+    pub restored: i32,
+    #[diesel(sql_type = Integer)]
+    pub skipped: i32,
+    #[diesel(sql_type = Integer)]
+    pub review: i32,
+    #[diesel(sql_type = Integer)]
+    pub deleted: i32,
+    #[diesel(sql_type = Integer)]
+    pub kept: i32,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub undo_of: Option<i64>,
+    /// The undo runs of this apply run, oldest first.
+    #[diesel(sql_type = Array<BigInt>)]
+    pub undone_by: Vec<i64>,
+}
+
+/// An apply run's counts are the sums of its `registry_repair_run_projects` rows, each written in
+/// the same transaction as its project's rows (so exact after a SIGKILL too); `finish_run` also
+/// stores them in the run's row. An undo run's are in its row.
+const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, \
+        CASE WHEN r.kind = 'apply' THEN w.projects ELSE r.projects END AS projects, \
+        CASE WHEN r.kind = 'apply' THEN w.restored ELSE r.restored END AS restored, \
+        CASE WHEN r.kind = 'apply' THEN w.skipped ELSE r.skipped END AS skipped, \
+        CASE WHEN r.kind = 'apply' THEN w.review ELSE r.review END AS review, \
+        r.deleted, r.kept, r.undo_of, \
+        ARRAY(SELECT u.id FROM registry_repair_runs u WHERE u.undo_of = r.id ORDER BY u.id) \
+            AS undone_by \
+     FROM registry_repair_runs r \
+     CROSS JOIN LATERAL (SELECT count(*)::int AS projects, \
+            COALESCE(sum(p.restored), 0)::int AS restored, \
+            COALESCE(sum(p.skipped), 0)::int AS skipped, \
+            COALESCE(sum(p.review), 0)::int AS review \
+        FROM registry_repair_run_projects p WHERE p.run_id = r.id) w";
+
+/// Every run, newest first.
+pub async fn runs(db: &Database) -> Result<Vec<RunRow>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!("{RUNS_SQL} ORDER BY r.id DESC"))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query("reading registry_repair_runs"))
+}
+
+/// One run.
+pub async fn run(db: &Database, id: i64) -> Result<Option<RunRow>, DbError> {
+    let mut conn = db.conn().await?;
+    let mut rows: Vec<RunRow> = diesel::sql_query(format!("{RUNS_SQL} WHERE r.id = $1"))
+        .bind::<BigInt, _>(id)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!("reading repair run {id}")))?;
+    Ok(rows.pop())
+}
+
+pub(super) async fn apply_run(
+    db: &Database,
+    id: i64,
+    what: &'static str,
+) -> Result<RunRow, RepairError> {
+    let run = run(db, id).await?.ok_or(RepairError::UnknownRun(id))?;
+    if run.kind != "apply" {
+        return Err(RepairError::NotAnApplyRun {
+            id,
+            kind: run.kind,
+            what,
+        });
+    }
+    Ok(run)
+}
+
+/// A project an apply run wrote, and the names it held back (skip or review): what `verify` does
+/// not report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunProject {
+    pub project_id: i64,
+    /// The project's route now (the registry moves repositories with a rename); `None` when the
+    /// project or its route is gone.
+    pub full_path: Option<String>,
+    pub held_back: HashSet<String>,
+}
+
+/// The projects run `run_id` wrote, in id order, `limit` after project id `after`.
+pub async fn run_projects(
+    db: &Database,
+    run_id: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RunProject>, RepairError> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        full_path: Option<String>,
+        #[diesel(sql_type = Array<Text>)]
+        held_back: Vec<String>,
+    }
+    if after == 0 {
+        apply_run(db, run_id, "verified").await?;
+    }
+    let mut conn = db.conn().await?;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT rp.project_id, r.path AS full_path, \
+                ARRAY(SELECT s.name FROM registry_repair_skipped s \
+                      WHERE s.run_id = rp.run_id AND s.project_id = rp.project_id) AS held_back \
+         FROM registry_repair_run_projects rp \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = rp.project_id \
+         WHERE rp.run_id = $1 AND rp.project_id > $2 \
+         ORDER BY rp.project_id LIMIT $3",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "reading the projects of repair run {run_id} after id {after}"
+    )))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RunProject {
+            project_id: r.project_id,
+            full_path: r.full_path,
+            held_back: r.held_back.into_iter().collect(),
+        })
+        .collect())
+}
+
+/// Rows run `run_id` restored (and not undone) in projects whose cleanup policy is enabled: the
+/// policy's next run may delete their tags.
+pub async fn under_cleanup_policy(db: &Database, run_id: i64) -> Result<i64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = db.conn().await?;
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM registry_repair_restored r \
+         JOIN container_expiration_policies p ON p.project_id = r.project_id AND p.enabled \
+         WHERE r.run_id = $1 AND r.undone_at IS NULL",
+    )
+    .bind::<BigInt, _>(run_id)
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "counting the rows of repair run {run_id} under an enabled cleanup policy"
+    )))?;
+    Ok(row.n)
+}
+
+/// The projects run `run_id` restored rows in (not undone), in id order: whose statistics to
+/// refresh.
+pub async fn restored_projects(db: &Database, run_id: i64) -> Result<Vec<i64>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct ProjectId {
+        #[diesel(sql_type = BigInt)]
+        project_id: i64,
+    }
+    let mut conn = db.conn().await?;
+    let rows: Vec<ProjectId> = diesel::sql_query(
+        "SELECT DISTINCT project_id FROM registry_repair_restored \
+         WHERE run_id = $1 AND undone_at IS NULL ORDER BY project_id",
+    )
+    .bind::<BigInt, _>(run_id)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "reading the projects repair run {run_id} restored rows in"
+    )))?;
+    Ok(rows.into_iter().map(|r| r.project_id).collect())
+}

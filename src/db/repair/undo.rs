@@ -1,0 +1,178 @@
+//! Undo of an apply run: deletes only the rows it restored that nobody changed since, project by
+//! project, and lists the ones it kept; safe to run again after an interruption.
+
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel_async::RunQueryDsl;
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use super::runs::apply_run;
+use super::{count, finish_run, Id, RepairError, RestoredRow};
+use crate::db::{Database, DbConn, DbError};
+
+/// A restored row that undo left in place, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct KeptRow {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub repository_id: i64,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    /// `gone` (deleted since), `status N` (GitLab is deleting it), `moved` (another project or
+    /// name now).
+    #[diesel(sql_type = Text)]
+    pub why: String,
+}
+
+/// What `repair undo RUN` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndoOutcome {
+    /// The undo's own run id.
+    pub run: i64,
+    pub undo_of: i64,
+    pub projects: usize,
+    /// Rows deleted.
+    pub deleted: Vec<RestoredRow>,
+    /// Rows the run restored that changed since, left in place.
+    pub kept: Vec<KeptRow>,
+}
+
+/// Projects per page of an undo's walk.
+const UNDO_PAGE: i64 = 500;
+
+/// Deletes exactly the rows run `undo_of` restored that are unchanged since (same id, project and
+/// name, `status` still NULL), each project in one transaction that also marks the audit rows
+/// undone and adds the deleted rows back to the tracking row's `missing_count`. Rows changed since
+/// are left and listed. Recorded as a run of kind `undo`. Running it again (after a SIGKILL, say)
+/// finishes the job and deletes nothing twice.
+pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairError> {
+    apply_run(db, undo_of, "undone").await?;
+    let mut conn = db.conn().await?;
+    let run: Id = diesel::sql_query(
+        "INSERT INTO registry_repair_runs (kind, scope, undo_of) \
+         VALUES ('undo', 'undo ' || $1, $1) RETURNING id",
+    )
+    .bind::<BigInt, _>(undo_of)
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "recording the start of the undo of repair run {undo_of}"
+    )))?;
+    let mut outcome = UndoOutcome {
+        run: run.id,
+        undo_of,
+        projects: 0,
+        deleted: Vec::new(),
+        kept: Vec::new(),
+    };
+    let mut after = 0i64;
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct ProjectId {
+            #[diesel(sql_type = BigInt)]
+            project_id: i64,
+        }
+        let page: Vec<ProjectId> = diesel::sql_query(
+            "SELECT DISTINCT project_id FROM registry_repair_restored \
+             WHERE run_id = $1 AND project_id > $2 AND undone_at IS NULL \
+             ORDER BY project_id LIMIT $3",
+        )
+        .bind::<BigInt, _>(undo_of)
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(UNDO_PAGE)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the projects repair run {undo_of} restored rows in, after id {after}"
+        )))?;
+        let Some(last) = page.last() else { break };
+        after = last.project_id;
+        for ProjectId { project_id } in page {
+            let (deleted, kept) = undo_project(&mut conn, undo_of, outcome.run, project_id).await?;
+            outcome.projects += 1;
+            outcome.deleted.extend(deleted);
+            outcome.kept.extend(kept);
+        }
+    }
+    finish_run(db, outcome.run).await?;
+    Ok(outcome)
+}
+
+async fn undo_project(
+    conn: &mut DbConn,
+    undo_of: i64,
+    run: i64,
+    project_id: i64,
+) -> Result<(Vec<RestoredRow>, Vec<KeptRow>), DbError> {
+    let what =
+        move |step: &str| format!("undoing repair run {undo_of}, project {project_id}: {step}");
+    conn.transaction(|conn| {
+        async move {
+            let deleted: Vec<RestoredRow> = diesel::sql_query(
+                "WITH mine AS ( \
+                     SELECT repository_id, name FROM registry_repair_restored \
+                     WHERE run_id = $1 AND project_id = $2 AND undone_at IS NULL \
+                     FOR UPDATE), \
+                 gone AS ( \
+                     DELETE FROM container_repositories c USING mine \
+                     WHERE c.id = mine.repository_id AND c.project_id = $2 \
+                       AND c.name = mine.name AND c.status IS NULL \
+                     RETURNING c.id) \
+                 UPDATE registry_repair_restored r SET undone_by = $3, undone_at = now() \
+                 FROM gone \
+                 WHERE r.run_id = $1 AND r.project_id = $2 AND r.repository_id = gone.id \
+                 RETURNING r.repository_id, r.name",
+            )
+            .bind::<BigInt, _>(undo_of)
+            .bind::<BigInt, _>(project_id)
+            .bind::<BigInt, _>(run)
+            .load(conn)
+            .await
+            .map_err(DbError::query(what("deleting the unchanged restored rows")))?;
+            let kept: Vec<KeptRow> = diesel::sql_query(
+                "SELECT r.project_id, r.repository_id, r.name, \
+                        CASE WHEN c.id IS NULL THEN 'gone' \
+                             WHEN c.project_id <> r.project_id OR c.name <> r.name THEN 'moved' \
+                             ELSE 'status ' || c.status END AS why \
+                 FROM registry_repair_restored r \
+                 LEFT JOIN container_repositories c ON c.id = r.repository_id \
+                 WHERE r.run_id = $1 AND r.project_id = $2 AND r.undone_at IS NULL \
+                 ORDER BY r.repository_id",
+            )
+            .bind::<BigInt, _>(undo_of)
+            .bind::<BigInt, _>(project_id)
+            .load(conn)
+            .await
+            .map_err(DbError::query(what("listing the rows changed since")))?;
+            if !deleted.is_empty() {
+                diesel::sql_query(
+                    "UPDATE container_registry_data_repair_details \
+                     SET missing_count = COALESCE(missing_count, 0) + $2, updated_at = now() \
+                     WHERE project_id = $1",
+                )
+                .bind::<BigInt, _>(project_id)
+                .bind::<Integer, _>(count(deleted.len()))
+                .execute(conn)
+                .await
+                .map_err(DbError::query(what(
+                    "restoring the tracking row's missing_count",
+                )))?;
+            }
+            diesel::sql_query(
+                "UPDATE registry_repair_runs \
+                 SET projects = projects + 1, deleted = deleted + $2, kept = kept + $3 \
+                 WHERE id = $1",
+            )
+            .bind::<BigInt, _>(run)
+            .bind::<Integer, _>(count(deleted.len()))
+            .bind::<Integer, _>(count(kept.len()))
+            .execute(conn)
+            .await
+            .map_err(DbError::query(what("counting the undo's work")))?;
+            Ok((deleted, kept))
+        }
+        .boxed()
+    })
+    .await
+}
