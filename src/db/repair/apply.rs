@@ -107,8 +107,8 @@ pub async fn apply_batch(
 /// [`apply_batch`] on `lanes.len()` connections at once, each writing a contiguous share of
 /// `plans` (in order) and pushing what each project's write did onto its lane as it commits:
 /// after an error, or when the caller gives up on the future (a timeout), the lanes hold the
-/// projects that are written. The projects' transactions touch disjoint rows but the run's, which
-/// each updates last, just before its commit. The Writer's way.
+/// projects that are written. The projects' transactions touch disjoint rows (the run's counts are
+/// summed from its projects' rows when it finishes), so they commit side by side. The Writer's way.
 pub async fn apply_into(
     db: &Database,
     run_id: i64,
