@@ -69,6 +69,13 @@ pub struct Database {
     statements: Statements,
 }
 
+/// The row of a `SELECT <condition> AS present`: whether a table, column or route exists.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Present {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub present: bool,
+}
+
 impl Database {
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
         let target = Target::parse(url).map_err(DbError::Config)?;
@@ -132,16 +139,10 @@ impl Database {
 
     /// Connects once and checks that the migrations ran, so `run` fails early and clearly.
     pub async fn check_ready(&self) -> Result<(), DbError> {
-        use diesel::sql_types::Bool;
         use diesel_async::RunQueryDsl;
 
-        #[derive(diesel::QueryableByName)]
-        struct Exists {
-            #[diesel(sql_type = Bool)]
-            present: bool,
-        }
         let mut conn = self.conn().await?;
-        let row: Exists = diesel::sql_query(
+        let row: Present = diesel::sql_query(
             "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
                     AND to_regclass('registry_repair_watermarks') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \

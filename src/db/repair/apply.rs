@@ -3,16 +3,18 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+// In scope for `#[diesel(embed)]`, which names the trait unqualified.
+use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use serde::Serialize;
 
-use super::facts::{index_health_on, FACTS_COLUMNS};
+use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use super::{count, Id, Scope};
 use crate::db::{Database, DbConn, DbError};
-use crate::repair::guards::{Action, ProjectFacts, ProjectPlan, Reason};
+use crate::repair::guards::{Action, ProjectPlan, Reason};
 
 /// Records the start of an `apply` and returns its run id.
 pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
@@ -136,20 +138,10 @@ pub async fn apply_into(
         .collect()
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(QueryableByName)]
 struct Locked {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    created_at: Option<NaiveDateTime>,
-    #[diesel(sql_type = Bool)]
-    pending_delete: bool,
-    #[diesel(sql_type = Bool)]
-    marked_for_deletion: bool,
-    #[diesel(sql_type = Nullable<Integer>)]
-    registry_access_level: Option<i32>,
-    #[diesel(sql_type = Bool)]
-    duplicate_rows: bool,
+    #[diesel(embed)]
+    facts: FactsRow,
     #[diesel(sql_type = Nullable<Integer>)]
     missing_before: Option<i32>,
     #[diesel(sql_type = Bool)]
@@ -198,15 +190,7 @@ pub async fn apply_project(
             let Some(locked) = locked else {
                 return Ok(Written::ProjectGone { project_id });
             };
-            let facts = ProjectFacts {
-                id: locked.id,
-                full_path: plan.full_path.clone(),
-                created_at: locked.created_at,
-                pending_delete: locked.pending_delete,
-                marked_for_deletion: locked.marked_for_deletion,
-                registry_access_level: locked.registry_access_level,
-                duplicate_rows: locked.duplicate_rows,
-            };
+            let facts = locked.facts.into_facts(plan.full_path.clone());
             if let Some(reason) = facts.project_reason(index_safe) {
                 plan.hold_back(reason);
             }

@@ -1,10 +1,10 @@
 //! Which projects a repair looks at: the scope flags, and the candidates in scope walked by keyset
 //! (a page costs the same at any depth) and counted (for progress).
 
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, Present};
 
 /// Which projects a `plan` or `apply` looks at (the canary flags).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,11 +70,6 @@ pub struct Candidate {
 
 /// Whether a group or user (a `Namespace` route) has `path`, ignoring case.
 pub async fn namespace_exists(db: &Database, path: &str) -> Result<bool, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Present {
-        #[diesel(sql_type = Bool)]
-        present: bool,
-    }
     let mut conn = db.conn().await?;
     let row: Present = diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM routes WHERE source_type = 'Namespace' \

@@ -15,8 +15,9 @@ use crate::repair::guards::ProjectFacts;
 /// The unique index GitLab's upsert (and ours) relies on.
 pub const UNIQUE_INDEX: &str = "index_container_repositories_on_project_id_and_name";
 
+/// One project's guard facts as [`FACTS_COLUMNS`] reads them.
 #[derive(diesel::QueryableByName)]
-struct FactsRow {
+pub(super) struct FactsRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Nullable<Timestamp>)]
@@ -41,7 +42,7 @@ pub(super) const FACTS_COLUMNS: &str = "p.id, p.created_at, \
                 GROUP BY c.name HAVING count(*) > 1) AS duplicate_rows";
 
 impl FactsRow {
-    fn into_facts(self, full_path: String) -> ProjectFacts {
+    pub(super) fn into_facts(self, full_path: String) -> ProjectFacts {
         ProjectFacts {
             id: self.id,
             full_path,

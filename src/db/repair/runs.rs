@@ -9,15 +9,10 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::RepairError;
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, Present};
 
 /// Whether the repair's tables exist (the migration ran).
 pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
-    #[derive(diesel::QueryableByName)]
-    struct Present {
-        #[diesel(sql_type = Bool)]
-        present: bool,
-    }
     let mut conn = db.conn().await?;
     let row: Present = diesel::sql_query(
         "SELECT to_regclass('registry_repair_runs') IS NOT NULL \
