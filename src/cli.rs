@@ -291,11 +291,7 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn report(settings: &Settings, format: Format, listing: Listing) -> anyhow::Result<()> {
     let rt = current_thread_runtime()?;
     let report = rt.block_on(async {
-        let db = Database::new(
-            settings.database.url.expose(),
-            1,
-            settings.connect_timeout(),
-        )?;
+        let db = Database::for_settings(settings, 1)?;
         db.check_ready().await?;
         anyhow::Ok(Report::load(&db, listing).await?)
     })?;

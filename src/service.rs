@@ -86,11 +86,7 @@ pub async fn start(
 ) -> Result<Service, StartError> {
     let registry_ca = settings.registry_ca()?;
     let listener = crate::admin::bind(settings.admin.listen)?;
-    let db = Database::new(
-        settings.database.url.expose(),
-        settings.database.pool_size,
-        settings.connect_timeout(),
-    )?;
+    let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
     let shard = settings.worker.shard;
     if options.from_start && options.work == Work::Analyse {

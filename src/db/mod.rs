@@ -14,6 +14,8 @@ use std::ops::DerefMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::config::Settings;
+
 use diesel::pg::Pg;
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::QueryResult;
@@ -77,6 +79,15 @@ pub(crate) struct Present {
 }
 
 impl Database {
+    /// The database `settings` name, with at most `pool_size` connections.
+    pub fn for_settings(settings: &Settings, pool_size: usize) -> Result<Self, DbError> {
+        Self::new(
+            settings.database.url.expose(),
+            pool_size,
+            settings.connect_timeout(),
+        )
+    }
+
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
         let target = Target::parse(url).map_err(DbError::Config)?;
         let statements = target.statements;

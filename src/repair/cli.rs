@@ -82,11 +82,7 @@ impl PlanArgs {
 pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()> {
     // An actix System: `plan` and `apply` run the service's actors.
     actix_rt::System::new().block_on(async {
-        let db = Database::new(
-            settings.database.url.expose(),
-            settings.database.pool_size,
-            settings.connect_timeout(),
-        )?;
+        let db = Database::for_settings(settings, settings.database.pool_size)?;
         db.check_ready().await?;
         repair::check_ready(&db).await?;
         match command {
