@@ -1,0 +1,178 @@
+//! The real binary's `repair` commands: exit codes, and a SIGKILL at any moment of an apply.
+
+use super::*;
+
+#[actix_rt::test]
+async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_codes() {
+    let s = seed().await;
+    let env = service_env(&s.db, &s.registry.url(), "127.0.0.1:0");
+    let long = Duration::from_secs(60);
+
+    let planned = cli(&["repair", "plan", "--format", "json"], &env, long).await;
+    planned.assert_exit(0).assert_no_panic();
+    let value: serde_json::Value = serde_json::from_str(&planned.stdout).expect("JSON plan");
+    assert_eq!(value["run"], serde_json::Value::Null);
+    assert_eq!(value["totals"]["projects"], 9);
+    assert_eq!(value["totals"]["restore"], 4);
+    assert_eq!(value["totals"]["review"], 1);
+    assert_eq!(value["totals"]["skip"]["project_pending_deletion"], 3);
+    assert_eq!(value["totals"]["skip"]["ambiguous_path"], 2);
+    assert_eq!(value["repositories"].as_array().map(Vec::len), Some(13));
+
+    cli(&["repair", "plan", "--namespace", "nope"], &env, long)
+        .await
+        .assert_exit(2)
+        .assert_stderr_has("--namespace");
+    cli(&["repair", "plan", "--limit", "0"], &env, long)
+        .await
+        .assert_exit(2);
+
+    let applied = cli(
+        &["repair", "apply", "--project", &s.ids["plain"].to_string()],
+        &env,
+        long,
+    )
+    .await;
+    applied
+        .assert_exit(0)
+        .assert_stdout_has("Repair run ")
+        .assert_stdout_has("ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])")
+        .assert_stdout_has("enabled cleanup policy");
+    let runs = repair::runs(&s.database).await.expect("runs");
+    let run = runs[0].id.to_string();
+
+    cli(&["repair", "verify", &run], &env, long)
+        .await
+        .assert_exit(0)
+        .assert_stdout_has("Every repository the run meant to restore has a row");
+    s.db.execute(&format!(
+        "DELETE FROM container_repositories WHERE project_id = {} AND name = ''",
+        s.ids["plain"]
+    ))
+    .await;
+    cli(&["repair", "verify", &run], &env, long)
+        .await
+        .assert_exit(1)
+        .assert_stdout_has("still without a row");
+
+    let listed = cli(&["repair", "runs", "--format", "json"], &env, long).await;
+    listed.assert_exit(0);
+    let value: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON runs");
+    assert_eq!(value[0]["restored"], 3);
+
+    cli(&["repair", "undo", &run], &env, long)
+        .await
+        .assert_exit(0)
+        .assert_stdout_has("2 rows deleted");
+    cli(&["repair", "runs"], &env, long)
+        .await
+        .assert_exit(0)
+        .assert_stdout_has(&format!("undoes run {run}"));
+    cli(&["repair", "undo", "424242"], &env, long)
+        .await
+        .assert_exit(1)
+        .assert_stderr_has("does not exist");
+}
+
+#[actix_rt::test]
+async fn apply_killed_at_any_moment_then_run_again_ends_as_an_uninterrupted_run() {
+    const PROJECTS: usize = 120;
+    let names = NAMES;
+    for written_before_kill in [1i64, 30, 60] {
+        let (w, db, database, registry) = many(PROJECTS, Duration::from_millis(5)).await;
+        let env =
+            service_env(&db, &registry.url(), "127.0.0.1:0").set("WORKER__MAX_CONCURRENCY", "2");
+
+        let mut child = common::process::spawn(&["repair", "apply", "--format", "csv"], &env);
+        let reached = common::eventually(Duration::from_secs(60), || async {
+            count(
+                &database,
+                "SELECT count(*) AS n FROM registry_repair_run_projects",
+            )
+            .await
+                >= written_before_kill
+        })
+        .await;
+        assert!(
+            reached,
+            "the apply never wrote {written_before_kill} projects"
+        );
+        child.signal(libc::SIGKILL);
+        child.wait(Duration::from_secs(10)).await;
+        let at_kill = count(
+            &database,
+            "SELECT count(*) AS n FROM registry_repair_run_projects",
+        )
+        .await;
+        eprintln!("killed after {at_kill} of {PROJECTS} projects written");
+        assert!(
+            (at_kill as usize) < PROJECTS,
+            "the kill came after the end; nothing was proven"
+        );
+
+        // Every project the killed run touched is whole: its three rows and their audit rows.
+        let torn = count(
+            &database,
+            "SELECT count(*) AS n FROM registry_repair_run_projects rp \
+             WHERE rp.restored <> 3 \
+                OR (SELECT count(*) FROM registry_repair_restored r \
+                    WHERE r.run_id = rp.run_id AND r.project_id = rp.project_id) <> 3 \
+                OR (SELECT count(*) FROM container_repositories c \
+                    WHERE c.project_id = rp.project_id) <> 3",
+        )
+        .await;
+        assert_eq!(torn, 0, "killed after {written_before_kill}");
+        let partial = count(
+            &database,
+            "SELECT count(*) AS n FROM (SELECT project_id FROM container_repositories \
+             GROUP BY project_id HAVING count(*) <> 3) t",
+        )
+        .await;
+        assert_eq!(partial, 0, "a project half written");
+
+        cli(&["repair", "apply"], &env, Duration::from_secs(120))
+            .await
+            .assert_exit(0);
+        // The same final tables as an uninterrupted run: every name once, restored once, nothing
+        // missing.
+        let got = lines(
+            &database,
+            "SELECT project_id, name, status FROM container_repositories ORDER BY project_id, name",
+        )
+        .await;
+        let mut want: Vec<String> = w
+            .projects
+            .iter()
+            .flat_map(|p| {
+                let mut sorted = names.to_vec();
+                sorted.sort();
+                sorted.into_iter().map(move |n| {
+                    format!(
+                        "{{\"project_id\":{},\"name\":\"{n}\",\"status\":null}}",
+                        p.id
+                    )
+                })
+            })
+            .collect();
+        want.sort_by_key(|l| {
+            let id: i64 = l[14..]
+                .split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (id, l.clone())
+        });
+        assert_eq!(got, want, "killed after {written_before_kill}");
+        assert_eq!(
+            count(
+                &database,
+                "SELECT count(*) AS n FROM registry_repair_restored"
+            )
+            .await,
+            (PROJECTS * names.len()) as i64,
+            "each row restored exactly once"
+        );
+        assert!(db.rows().await.iter().all(|r| r.missing_count == 0));
+        registry.stop().await;
+    }
+}
