@@ -1,9 +1,10 @@
--- The repair's own bookkeeping (part 2/2; GitLab never reads these tables). Idempotent, like the
--- earlier migrations: running it twice, or where the tables exist, changes nothing.
+-- The repair's own bookkeeping (GitLab never reads these tables). Idempotent, like the earlier
+-- migrations: running it twice, or where the tables exist, changes nothing.
 
 -- One row per `repair apply` and per `repair undo RUN`. `repair plan` writes nothing, so it has
--- none. The counts are raised in the same transaction as each project's rows, so a run stopped
--- by SIGKILL still shows exactly what it did.
+-- none. An apply's counts are the sums of its registry_repair_run_projects rows, each written in
+-- the same transaction as its project's rows (so a run stopped by SIGKILL still shows exactly
+-- what it did), and stored here when it finishes; an undo raises its counts per project.
 CREATE TABLE IF NOT EXISTS registry_repair_runs (
     id bigserial PRIMARY KEY,
     kind text NOT NULL,

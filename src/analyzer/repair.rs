@@ -20,20 +20,21 @@ use crate::db::Database;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::RegistryClient;
-use crate::repair::guards::{candidate_claims, plan_project, Inputs, ProjectFacts};
+use crate::repair::guards::{claim_lookups, plan_project, Consent, Inputs, ProjectFacts};
 use crate::repair::verify::list_all;
 
 /// A candidate with what its plan needs besides the registry: the guards' facts (read in bulk
-/// per page of candidates), the unique index's health when the page was read, the flag.
+/// per page of candidates), the unique index's health when the page was read, the review reasons
+/// the operator lifted.
 #[derive(Debug, Clone)]
 pub struct RepairTask {
     pub facts: ProjectFacts,
     pub index_safe: bool,
-    pub include_older: bool,
+    pub consent: Consent,
 }
 
-/// Plans one project: every registry entry under its path, the names GitLab has, the paths other
-/// projects claim, and the guards.
+/// Plans one project: every registry entry under its path, the names GitLab has, the projects
+/// GitLab could resolve its repositories' paths to, and the guards.
 pub(super) async fn plan(
     registry: &RegistryClient,
     db: &Database,
@@ -55,7 +56,7 @@ pub(super) async fn plan(
         Ok(existing) => existing,
         Err(error) => return deferred(error),
     };
-    let claimed = match claimed_paths(db, facts.id, &candidate_claims(&path, &entries)).await {
+    let claimed = match claimed_paths(db, facts.id, &claim_lookups(&path, &entries)).await {
         Ok(claimed) => claimed,
         Err(error) => return deferred(error),
     };
@@ -66,7 +67,7 @@ pub(super) async fn plan(
             existing: &existing,
             claimed_by_others: &claimed,
             index_safe: task.index_safe,
-            include_older: task.include_older,
+            consent: task.consent,
         },
     )))
 }

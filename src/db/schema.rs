@@ -42,7 +42,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     container_registry_data_repair_details,
 );
 
-// The repair's own tables (migration 2026-11-28-000000_repair_runs; see `db::repair`).
+// The repair's own tables (migrations 2026-11-28-000000_repair_runs and
+// 2026-12-03-000000_repair_ownership; see `db::repair`).
 
 diesel::table! {
     registry_repair_runs (id) {
@@ -52,6 +53,8 @@ diesel::table! {
         finished_at -> Nullable<Timestamptz>,
         scope -> Text,
         include_older -> Bool,
+        include_older_than_path -> Bool,
+        include_cleanup_policy -> Bool,
         projects -> Integer,
         restored -> Integer,
         skipped -> Integer,
@@ -59,6 +62,7 @@ diesel::table! {
         deleted -> Integer,
         kept -> Integer,
         undo_of -> Nullable<BigInt>,
+        path_changed -> Integer,
     }
 }
 
@@ -100,5 +104,7 @@ diesel::table! {
         missing_before -> Nullable<Integer>,
         missing_after -> Integer,
         applied_at -> Timestamptz,
+        outcome -> Text,
+        path_at_write -> Nullable<Text>,
     }
 }

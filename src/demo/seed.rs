@@ -12,9 +12,10 @@ use crate::db::tracking::Status;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
 
-/// When seeded projects were created: before every repository the simulated registry lists
-/// (2024-01-01), so that the repair's `older_than_project` guard holds only where a test moves a
-/// project's `created_at` later.
+/// When seeded projects were created, and their routes (and their groups') last written: before
+/// every repository the simulated registry lists (2024-01-01), so that the repair's
+/// `older_than_project` and `older_than_path` guards hold only where a test moves a project's
+/// `created_at` or its route's `updated_at` later.
 pub const PROJECTS_CREATED_AT: chrono::NaiveDateTime =
     match chrono::NaiveDate::from_ymd_opt(2020, 1, 1) {
         Some(date) => match date.and_hms_opt(0, 0, 0) {
@@ -190,11 +191,12 @@ impl World {
         .map_err(DbError::query("seeding namespaces"))?;
         diesel::sql_query(
             "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Namespace', u.full_path, u.full_path, now(), now() \
+             SELECT u.id, 'Namespace', u.full_path, u.full_path, $3, $3 \
              FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path)",
         )
         .bind::<Array<BigInt>, _>(&gid)
         .bind::<Array<Text>, _>(&gfull)
+        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding namespace routes"))?;
@@ -227,12 +229,13 @@ impl World {
         .map_err(DbError::query("seeding project_features"))?;
         diesel::sql_query(
             "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Project', u.full_path, u.full_path, now(), now() \
+             SELECT u.id, 'Project', u.full_path, u.full_path, $3, $3 \
              FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path) \
              WHERE u.full_path IS NOT NULL",
         )
         .bind::<Array<BigInt>, _>(&pid)
         .bind::<Array<Nullable<Text>>, _>(&pfull)
+        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding project routes"))?;

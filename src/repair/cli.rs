@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _};
 use clap::{Args, Subcommand};
 
-use super::output::{refresh_statistics_line, Outcome};
+use super::guards::Consent;
+use super::output::{announce_to_geo_line, refresh_statistics_line, Outcome};
 use super::pipeline::{self, Repaired};
 use super::verify::verify;
 use crate::config::{ConfigError, Settings};
@@ -62,9 +63,18 @@ pub struct PlanArgs {
     /// At most N projects
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// Restore repositories older than their project too (listed as `review` otherwise)
+    /// Restore repositories the registry created before their project (review reason
+    /// `older_than_project`)
     #[arg(long)]
     pub include_older: bool,
+    /// Restore repositories the registry created before their project moved to its path by a
+    /// rename or transfer (review reason `older_than_path`)
+    #[arg(long)]
+    pub include_older_than_path: bool,
+    /// Restore in projects whose cleanup policy is enabled, whose next run may delete the
+    /// restored tags (review reason `cleanup_policy_enabled`)
+    #[arg(long)]
+    pub include_cleanup_policy: bool,
 }
 
 impl PlanArgs {
@@ -73,7 +83,11 @@ impl PlanArgs {
             projects: self.projects.clone(),
             namespace: self.namespace.clone(),
             limit: self.limit,
-            include_older: self.include_older,
+            consent: Consent {
+                older_than_project: self.include_older,
+                older_than_path: self.include_older_than_path,
+                cleanup_policy: self.include_cleanup_policy,
+            },
         }
     }
 }
@@ -198,29 +212,9 @@ async fn plan_or_apply(
         }
     };
     if let Some(run) = run {
-        let projects = repair::restored_projects(db, run).await?;
-        if !projects.is_empty() {
-            note(format!(
-                "\nRestored rows in {} projects: {}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
-                projects.len(),
-                projects
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                refresh_statistics_line(run, &projects)
-            ));
+        for text in apply_notes(db, run, args.scope().consent).await? {
+            note(text);
         }
-        let policed = repair::under_cleanup_policy(db, run).await?;
-        if policed > 0 {
-            note(format!(
-                "\nWarning: {policed} restored repositories are in projects with an enabled cleanup policy \
-                 (container_expiration_policies); its next run may delete their tags."
-            ));
-        }
-        note(format!(
-            "\nCheck with `registry-repair repair verify {run}`; take back with `registry-repair repair undo {run}`."
-        ));
     }
     if walked.end == RunEnd::Stopped {
         note(format!(
@@ -230,6 +224,14 @@ async fn plan_or_apply(
             if write { "fully written" } else { "planned" },
             if write { "apply" } else { "plan" },
         ));
+    }
+    for moved in &outcome.path_changed {
+        eprintln!(
+            "registry-repair: not written: project {} ({}): its path changed to {} between the listing and the write; nothing was written for it",
+            moved.project_id,
+            moved.listed_path,
+            moved.path_now.as_deref().unwrap_or("(no route)")
+        );
     }
     if !walked.not_planned.is_empty() {
         for failed in &walked.not_planned {
@@ -243,7 +245,58 @@ async fn plan_or_apply(
             walked.not_planned.len()
         ));
     }
+    if !outcome.path_changed.is_empty() {
+        return Err(anyhow!(
+            "{} projects were renamed or moved while the run listed them and were left as they are; run `registry-repair repair apply` again",
+            outcome.path_changed.len()
+        ));
+    }
     Ok(())
+}
+
+/// What to do after apply run `run`: the lines that do what GitLab does on its own when it
+/// creates a row (storage statistics; Geo, where it has secondaries), the cleanup policies the
+/// operator accepted, and how to check or take back the run.
+async fn apply_notes(db: &Database, run: i64, consent: Consent) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let projects = repair::restored_projects(db, run).await?;
+    if !projects.is_empty() {
+        notes.push(format!(
+            "\nRestored rows in {} projects: {}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
+            projects.len(),
+            projects
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            refresh_statistics_line(run, &projects)
+        ));
+        let geo = repair::geo_secondaries(db).await?;
+        if geo != Some(false) {
+            let repositories = repair::restored_repositories(db, run).await?;
+            notes.push(format!(
+                "\n{}, announce the restored rows to them (GitLab's own callbacks do this for a row it creates):\n  {}",
+                match geo {
+                    Some(_) => "This GitLab has Geo secondary sites",
+                    None => "If this GitLab has Geo secondary sites (geo_nodes could not be read)",
+                },
+                announce_to_geo_line(run, &repositories)
+            ));
+        }
+    }
+    if consent.cleanup_policy {
+        let policed = repair::under_cleanup_policy(db, run).await?;
+        if policed > 0 {
+            notes.push(format!(
+                "\nWarning: {policed} restored repositories are in projects with an enabled cleanup policy \
+                 (--include-cleanup-policy); its next run may delete their tags, which undo cannot bring back."
+            ));
+        }
+    }
+    notes.push(format!(
+        "\nCheck with `registry-repair repair verify {run}`; take back with `registry-repair repair undo {run}`."
+    ));
+    Ok(notes)
 }
 
 async fn verify_run(settings: &Settings, db: &Database, run: i64) -> anyhow::Result<()> {
@@ -253,24 +306,56 @@ async fn verify_run(settings: &Settings, db: &Database, run: i64) -> anyhow::Res
         "Repair run {run}: {} projects listed again ({} gone since)",
         found.projects, found.gone
     );
-    for u in &found.unrestored {
-        let shown = if u.name.is_empty() {
-            u.full_path.clone()
+    let shown = |path: &str, name: &str| {
+        if name.is_empty() {
+            path.to_string()
         } else {
-            format!("{}/{}", u.full_path, u.name)
+            format!("{path}/{name}")
+        }
+    };
+    for u in &found.unrestored {
+        println!(
+            "  still without a row: project {} {}",
+            u.project_id,
+            shown(&u.full_path, &u.name)
+        );
+    }
+    for d in &found.dangling {
+        let since = match &d.listed_path {
+            Some(listed) => format!(" (the project was at {listed} when the run wrote it)"),
+            None => String::new(),
         };
-        println!("  still without a row: project {} {shown}", u.project_id);
+        println!(
+            "  restored row names nothing the registry holds: project {} {}{since}",
+            d.project_id,
+            shown(&d.full_path, &d.name)
+        );
+    }
+    for n in &found.not_written {
+        let now = n.path_at_write.as_deref().unwrap_or("(no route)");
+        match n.written_later_by {
+            Some(later) => println!(
+                "  project {} ({}): its path changed to {now} before this run wrote it; run {later} wrote it (verify that run)",
+                n.project_id, n.listed_path
+            ),
+            None => println!(
+                "  not written: project {} ({}): its path changed to {now} between the listing and the write; run `registry-repair repair apply --project {}` again",
+                n.project_id, n.listed_path, n.project_id
+            ),
+        }
     }
     for (project, error) in &found.errors {
         println!("  not verified: project {project}: {error}");
     }
     if found.is_clean() {
-        println!("Every repository the run meant to restore has a row.");
+        println!("Every repository the run meant to restore has a row, and every row it restored names a repository the registry holds.");
         Ok(())
     } else {
         Err(anyhow!(
-            "repair run {run}: {} repositories still without a row, {} projects not verified",
+            "repair run {run}: {} repositories still without a row, {} restored rows naming nothing the registry holds, {} projects not written, {} projects not verified",
             found.unrestored.len(),
+            found.dangling.len(),
+            found.not_written.iter().filter(|n| n.written_later_by.is_none()).count(),
             found.errors.len()
         ))
     }

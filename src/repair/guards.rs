@@ -4,32 +4,47 @@
 //!
 //! [`plan_project`] does no I/O: the Analyzer calls it once per project with facts read in bulk
 //! ([`crate::db::repair`]), the registry's entries and the names GitLab already has; the Writer
-//! applies the [`ProjectPlan`] it returns ([`crate::db::repair::apply_into`]).
+//! asks the guards again in the project's write transaction ([`ProjectPlan::recheck`]) with the
+//! facts it locked, and writes what still holds ([`crate::db::repair::apply_into`]).
 //!
-//! Every guard (issue 10, point 3) and the order in which they are asked, first match wins:
-//! 1. `project_pending_deletion`: `pending_delete` or `marked_for_deletion_at` is set. The
+//! The guards, in the order they are asked (first match wins; [`Reason::ALL`]):
+//! 1. `path_changed` (write time only): the project's route is not the path that was listed (a
+//!    rename or transfer of it or of a parent group in between). Its rows would resolve under a
+//!    path where the registry holds none of these images, so nothing is written for it.
+//! 2. `project_pending_deletion`: `pending_delete` or `marked_for_deletion_at` is set. The
 //!    deletion walks the project's rows to delete registry data; a row inserted meanwhile is lost
 //!    with the project while the images stay.
-//! 2. `registry_disabled`: `project_features.container_registry_access_level = 0`, or no
+//! 3. `registry_disabled`: `project_features.container_registry_access_level = 0`, or no
 //!    `project_features` row at all (GitLab creates one with every project; without it GitLab's
 //!    `project_feature&.container_registry_enabled?` is false, and a wrong row is worse than none).
-//! 3. `ambiguous_path`: another project's route lowercases to the repository path, or to the path
-//!    with segments removed down to this project's path (legacy routes that differ only in case):
-//!    the registry cannot tell whose the repository is, so neither project gets it.
-//! 4. `name_unaddressable`: a name of three or more segments (GitLab's `ContainerRegistry::Path`
-//!    looks for the project at the path and with one or two trailing segments removed,
-//!    `LEVELS_SUPPORTED = 3`), or a path that breaks the registry's grammar.
-//! 5. `index_unsafe`: the unique index `index_container_repositories_on_project_id_and_name` is
+//! 4. `ambiguous_path`: another project's route lowercases to one of the nodes GitLab's
+//!    `ContainerRegistry::Path#repository_project` tries for the repository's path ([`gitlab_nodes`]:
+//!    the path, then without its last one and two segments, parents of the project included).
+//!    GitLab gives the repository to the lowest project id among them; the registry cannot say
+//!    whose it is, so no project gets it.
+//! 5. `name_unaddressable`: a name of three or more segments (GitLab looks for the project at the
+//!    path and with one or two trailing segments removed, `LEVELS_SUPPORTED = 3`), a path of 20 or
+//!    more components (`Path#valid?`, `NUMBER_OF_ANCESTORS_ALLOWED`), or a path that breaks the
+//!    registry's grammar: GitLab could never find the project from the row.
+//! 6. `index_unsafe`: the unique index `index_container_repositories_on_project_id_and_name` is
 //!    missing or invalid, or the project already has duplicate `(project_id, name)` rows: `ON
 //!    CONFLICT` is then no protection, so nothing is restored in the project.
-//! 6. `older_than_project` (action `review`): the registry created the repository before the
-//!    project (or either date is unknown): it may be a deleted project's, left under a path that
-//!    was reused. Restored only with `--include-older`.
+//! 7. `older_than_project` (review; `--include-older`): the registry created the repository before
+//!    the project (or either date is unknown): it may be a deleted project's, left under a path
+//!    that was reused.
+//! 8. `older_than_path` (review; `--include-older-than-path`): the project moved to its path
+//!    (`routes.updated_at`, set by a rename or transfer of the project or of any parent group)
+//!    after the registry created the repository: it may be the images of a project that moved
+//!    away and left them behind, which GitLab allows once their rows are lost.
+//! 9. `cleanup_policy_enabled` (review; `--include-cleanup-policy`): the project's cleanup policy
+//!    is enabled. A restored row starts unscheduled, so the policy's next run acts on it and may
+//!    delete the restored tags, which `undo` cannot bring back: consent is asked before the write.
 //!
-//! The order puts first what no operator action lifts for this project (its deletion, its switched
-//! off registry, a path shared with another project, a name GitLab cannot address), then what an
-//! operator can mend and rerun (the index), and last the one reason a flag lifts (`review`), so
-//! that the reason shown is the one that would still hold once everything after it is fixed.
+//! The order puts first what no operator action lifts for this project (its path changing under
+//! the write, its deletion, its switched off registry, a path shared with another project, a name
+//! GitLab cannot address), then what an operator can mend and rerun (the index), and last the
+//! reasons a flag lifts (`review`): whose images they are before whether they may be cleaned up.
+//! So the reason shown is the one that would still hold once everything after it is fixed.
 
 use std::collections::HashSet;
 
@@ -40,9 +55,17 @@ use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::Entry;
 
-/// GitLab's `ContainerRegistry::Path::LEVELS_SUPPORTED`, counted with the project itself: a
-/// repository name has at most this many segments less one.
-pub const MAX_NAME_SEGMENTS: usize = 2;
+/// GitLab's `ContainerRegistry::Path::LEVELS_SUPPORTED`: the nodes of a repository path GitLab
+/// looks its project up by, counted with the path itself.
+pub const LEVELS_SUPPORTED: usize = 3;
+
+/// A repository name has at most this many segments: the project's path must be one of the
+/// [`LEVELS_SUPPORTED`] nodes.
+pub const MAX_NAME_SEGMENTS: usize = LEVELS_SUPPORTED - 1;
+
+/// GitLab's `Namespace::NUMBER_OF_ANCESTORS_ALLOWED`: `ContainerRegistry::Path#valid?` takes only
+/// paths of fewer components.
+pub const NUMBER_OF_ANCESTORS_ALLOWED: usize = 20;
 
 /// `project_features.container_registry_access_level` when the registry is off.
 pub const REGISTRY_DISABLED: i32 = 0;
@@ -55,7 +78,7 @@ pub enum Action {
     Restore,
     /// Never restored by this run (a reason says why).
     Skip,
-    /// Older than the project: restored only with `--include-older`.
+    /// Restored only with the flag that lifts its reason ([`Reason::flag`]).
     Review,
 }
 
@@ -79,37 +102,47 @@ impl Action {
     }
 }
 
-/// Why a repository is not restored. The names are stable (JSON, CSV, the audit table).
+/// Why a repository is not restored. The names are stable (JSON, CSV, the audit table); the
+/// declaration order is the order the guards are asked in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    PathChanged,
     ProjectPendingDeletion,
     RegistryDisabled,
     AmbiguousPath,
     NameUnaddressable,
     IndexUnsafe,
     OlderThanProject,
+    OlderThanPath,
+    CleanupPolicyEnabled,
 }
 
 impl Reason {
     /// Every reason, in the order the guards are asked.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 9] = [
+        Reason::PathChanged,
         Reason::ProjectPendingDeletion,
         Reason::RegistryDisabled,
         Reason::AmbiguousPath,
         Reason::NameUnaddressable,
         Reason::IndexUnsafe,
         Reason::OlderThanProject,
+        Reason::OlderThanPath,
+        Reason::CleanupPolicyEnabled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Reason::PathChanged => "path_changed",
             Reason::ProjectPendingDeletion => "project_pending_deletion",
             Reason::RegistryDisabled => "registry_disabled",
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::NameUnaddressable => "name_unaddressable",
             Reason::IndexUnsafe => "index_unsafe",
             Reason::OlderThanProject => "older_than_project",
+            Reason::OlderThanPath => "older_than_path",
+            Reason::CleanupPolicyEnabled => "cleanup_policy_enabled",
         }
     }
 
@@ -119,9 +152,19 @@ impl Reason {
 
     /// The action a repository held back for this reason gets.
     pub fn action(self) -> Action {
+        match self.flag() {
+            Some(_) => Action::Review,
+            None => Action::Skip,
+        }
+    }
+
+    /// The `repair plan|apply` flag that lifts a review reason.
+    pub fn flag(self) -> Option<&'static str> {
         match self {
-            Reason::OlderThanProject => Action::Review,
-            _ => Action::Skip,
+            Reason::OlderThanProject => Some("--include-older"),
+            Reason::OlderThanPath => Some("--include-older-than-path"),
+            Reason::CleanupPolicyEnabled => Some("--include-cleanup-policy"),
+            _ => None,
         }
     }
 }
@@ -132,7 +175,41 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// What the database says about one project, read in bulk per batch ([`crate::db::repair`]).
+/// The review reasons the operator lifted, each with its flag ([`Reason::flag`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consent {
+    /// `--include-older`: repositories older than their project are restored.
+    pub older_than_project: bool,
+    /// `--include-older-than-path`: repositories older than the project's move to its path are
+    /// restored.
+    pub older_than_path: bool,
+    /// `--include-cleanup-policy`: projects with an enabled cleanup policy are restored.
+    pub cleanup_policy: bool,
+}
+
+impl Consent {
+    /// Whether a flag lifts `reason`.
+    pub fn lifts(self, reason: Reason) -> bool {
+        match reason {
+            Reason::OlderThanProject => self.older_than_project,
+            Reason::OlderThanPath => self.older_than_path,
+            Reason::CleanupPolicyEnabled => self.cleanup_policy,
+            _ => false,
+        }
+    }
+
+    /// The flags given, as an operator types them.
+    pub fn flags(self) -> Vec<&'static str> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| self.lifts(*r))
+            .filter_map(Reason::flag)
+            .collect()
+    }
+}
+
+/// What the database says about one project, read in bulk per batch ([`crate::db::repair`]), and
+/// again under lock when its plan is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectFacts {
     pub id: i64,
@@ -140,6 +217,9 @@ pub struct ProjectFacts {
     pub full_path: String,
     /// `projects.created_at` (UTC, stored without time zone); `None` when NULL.
     pub created_at: Option<NaiveDateTime>,
+    /// `routes.updated_at` of the project's route (UTC): set whenever the path changes, by a
+    /// rename or transfer of the project or of a parent group; `None` when NULL (old rows).
+    pub route_updated_at: Option<NaiveDateTime>,
     pub pending_delete: bool,
     /// `marked_for_deletion_at` is set.
     pub marked_for_deletion: bool,
@@ -147,6 +227,8 @@ pub struct ProjectFacts {
     pub registry_access_level: Option<i32>,
     /// The project has two or more `container_repositories` rows with the same name.
     pub duplicate_rows: bool,
+    /// The project's `container_expiration_policies` row is enabled.
+    pub cleanup_policy: bool,
 }
 
 impl ProjectFacts {
@@ -155,19 +237,14 @@ impl ProjectFacts {
         self.full_path.to_lowercase()
     }
 
-    /// The reason that holds for the whole project, if any (guards 1, 2 and the project's part of 5).
-    pub fn project_reason(&self, index_safe: bool) -> Option<Reason> {
-        if self.pending_delete || self.marked_for_deletion {
-            Some(Reason::ProjectPendingDeletion)
-        } else if self
-            .registry_access_level
-            .is_none_or(|level| level == REGISTRY_DISABLED)
-        {
-            Some(Reason::RegistryDisabled)
-        } else if !index_safe || self.duplicate_rows {
-            Some(Reason::IndexUnsafe)
-        } else {
-            None
+    /// When the project arrived at its path, if that was after it was created: its route's
+    /// `updated_at` when later than `created_at` (or when `created_at` is unknown). `None` when it
+    /// has been where it is since it was created, as far as the database can tell.
+    pub fn moved_in_at(&self) -> Option<NaiveDateTime> {
+        let moved = self.route_updated_at?;
+        match self.created_at {
+            Some(created) if moved <= created => None,
+            _ => Some(moved),
         }
     }
 }
@@ -180,13 +257,13 @@ pub struct Inputs<'a> {
     /// The names GitLab's `container_repositories` has for the project (at least those of
     /// `entries`).
     pub existing: &'a HashSet<String>,
-    /// Lowercased paths at or under the project's registry path that are another project's
-    /// route lowercased ([`crate::db::repair::claimed_paths`]; see [`candidate_claims`]).
+    /// Lowercased paths among [`claim_lookups`] that are another project's route lowercased
+    /// ([`crate::db::repair::claimed_paths`]).
     pub claimed_by_others: &'a HashSet<String>,
     /// `index_container_repositories_on_project_id_and_name` exists, is valid and ready.
     pub index_safe: bool,
-    /// `--include-older`: repositories older than the project are restored instead of reviewed.
-    pub include_older: bool,
+    /// The review reasons the operator lifted.
+    pub consent: Consent,
 }
 
 /// One registry repository without a row, and what the repair does about it.
@@ -208,16 +285,25 @@ impl PlannedRepository {
     pub fn registry_created_at_parsed(&self) -> Option<DateTime<Utc>> {
         parse_time(self.registry_created_at.as_deref())
     }
+
+    fn decided(&mut self, reason: Option<Reason>) {
+        self.action = reason.map_or(Action::Restore, Reason::action);
+        self.reason = reason;
+    }
 }
 
 /// The plan for one project: one record per registry repository without a row, in registry order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProjectPlan {
     pub project_id: i64,
+    /// The route the project was listed under (mixed case).
     pub full_path: String,
     pub repositories: Vec<PlannedRepository>,
     /// Listed entries that are neither the project path nor under it (ignored, as in analysis).
     pub ignored: u32,
+    /// The review reasons the operator lifted: the write asks the guards again with the same.
+    #[serde(skip)]
+    pub consent: Consent,
 }
 
 impl ProjectPlan {
@@ -237,15 +323,30 @@ impl ProjectPlan {
         i32::try_from(n).unwrap_or(i32::MAX)
     }
 
-    /// Every `restore` turned into a skip for `reason` (a guard that failed at write time).
-    pub fn hold_back(&mut self, reason: Reason) {
+    /// The write's second look, with the project's facts as its transaction locked them: every
+    /// repository's guards are asked again. The plan only ever holds back more: a reason that held
+    /// when it was made stays, unless one earlier in the order holds now.
+    pub fn recheck(&mut self, facts: &ProjectFacts, index_safe: bool) {
         for repository in &mut self.repositories {
-            if repository.action == Action::Restore
-                || (repository.action == Action::Review && reason != Reason::OlderThanProject)
-            {
-                repository.action = reason.action();
-                repository.reason = Some(reason);
-            }
+            let seen = Seen {
+                name: &repository.name,
+                registry_path: &repository.registry_path,
+                created_at: repository.registry_created_at_parsed(),
+                claimed: repository.reason == Some(Reason::AmbiguousPath),
+            };
+            let now = decide(facts, &seen, index_safe, self.consent);
+            let reason = match (repository.reason, now) {
+                (Some(then), Some(now)) => Some(then.min(now)),
+                (then, now) => then.or(now),
+            };
+            repository.decided(reason);
+        }
+    }
+
+    /// Every record held back: the project's path changed between the listing and the write.
+    pub fn path_changed(&mut self) {
+        for repository in &mut self.repositories {
+            repository.decided(Some(Reason::PathChanged));
         }
     }
 }
@@ -257,55 +358,110 @@ fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
 }
 
 /// Whether a Rails name is one GitLab can find its project from: at most
-/// [`MAX_NAME_SEGMENTS`] segments, and a full registry path the registry's grammar allows.
+/// [`MAX_NAME_SEGMENTS`] segments, a full registry path of fewer than
+/// [`NUMBER_OF_ANCESTORS_ALLOWED`] components, and one the registry's grammar allows.
 pub fn name_is_addressable(name: &str, registry_path: &str) -> bool {
     (name.is_empty() || name.split('/').count() <= MAX_NAME_SEGMENTS)
+        && registry_path.split('/').count() < NUMBER_OF_ANCESTORS_ALLOWED
         && is_addressable(registry_path)
 }
 
+/// The nodes GitLab's `ContainerRegistry::Path#repository_project` looks the project of
+/// `registry_path` up by, longest first: the path, then without its last one and two segments
+/// ([`LEVELS_SUPPORTED`]), never shorter than two segments. GitLab takes the lowest project id
+/// whose route lowercases to any of them.
+pub fn gitlab_nodes(registry_path: &str) -> impl Iterator<Item = &str> {
+    let ends: Vec<usize> = registry_path
+        .match_indices('/')
+        .map(|(at, _)| at)
+        .chain([registry_path.len()])
+        .collect();
+    let components = ends.len();
+    let shortest = components.saturating_sub(LEVELS_SUPPORTED - 1).max(2);
+    (shortest..=components)
+        .rev()
+        .map(move |k| &registry_path[..ends[k - 1]])
+}
+
 /// The registry paths whose owner must be looked up for [`Inputs::claimed_by_others`]: the
-/// project's own, and each entry's path with zero or more trailing segments removed down to (not
-/// including) the project's, for names GitLab could address. Lowercased, without duplicates.
-pub fn candidate_claims(project_path: &str, entries: &[Entry]) -> Vec<String> {
+/// [`gitlab_nodes`] of the project's own path and of every listed repository under it, parents of
+/// the project included. Lowercased, without duplicates, longest paths of each repository first.
+pub fn claim_lookups(project_path: &str, entries: &[Entry]) -> Vec<String> {
     let project_path = project_path.to_lowercase();
     let (names, _) = rails_names(&project_path, entries);
     let mut seen: HashSet<String> = HashSet::new();
-    let mut out = vec![project_path.clone()];
-    seen.insert(project_path.clone());
-    for name in names {
-        if name.is_empty() || name.split('/').count() > MAX_NAME_SEGMENTS {
-            continue;
-        }
-        let mut prefix = project_path.clone();
-        for segment in name.split('/') {
-            prefix.push('/');
-            prefix.push_str(segment);
-            if seen.insert(prefix.clone()) {
-                out.push(prefix.clone());
+    let mut out = Vec::new();
+    for name in std::iter::once(String::new()).chain(names) {
+        let path = repository_path(&project_path, &name);
+        for node in gitlab_nodes(&path) {
+            if seen.insert(node.to_string()) {
+                out.push(node.to_string());
             }
         }
     }
     out
 }
 
-/// Whether `path` (lowercased) or a shorter path down to the project's is another project's.
-fn is_claimed(project_path: &str, path: &str, claimed: &HashSet<String>) -> bool {
-    if claimed.is_empty() {
-        return false;
+fn repository_path(project_path: &str, name: &str) -> String {
+    if name.is_empty() {
+        project_path.to_string()
+    } else {
+        format!("{project_path}/{name}")
     }
-    let mut at = path;
-    loop {
-        if claimed.contains(at) {
-            return true;
-        }
-        if at.len() <= project_path.len() {
-            return false;
-        }
-        match at.rfind('/') {
-            Some(cut) => at = &at[..cut],
-            None => return false,
-        }
-    }
+}
+
+/// One repository as the guards see it.
+struct Seen<'a> {
+    name: &'a str,
+    registry_path: &'a str,
+    created_at: Option<DateTime<Utc>>,
+    /// Another project's route is one of the repository path's [`gitlab_nodes`].
+    claimed: bool,
+}
+
+/// The first guard that holds for one repository and that the operator did not lift, in the order
+/// of [`Reason::ALL`] (`path_changed` is the write's own, decided before the guards are asked).
+fn decide(
+    facts: &ProjectFacts,
+    repository: &Seen<'_>,
+    index_safe: bool,
+    consent: Consent,
+) -> Option<Reason> {
+    let project_created = facts.created_at.map(|t| t.and_utc());
+    // An age that cannot be compared is not proof of the repository's owner.
+    let older_than = |moment: Option<DateTime<Utc>>| match (repository.created_at, moment) {
+        (Some(repository), Some(moment)) => repository < moment,
+        _ => true,
+    };
+    let moved_in_at = facts.moved_in_at().map(|t| t.and_utc());
+    let guards = [
+        (
+            Reason::ProjectPendingDeletion,
+            facts.pending_delete || facts.marked_for_deletion,
+        ),
+        (
+            Reason::RegistryDisabled,
+            facts
+                .registry_access_level
+                .is_none_or(|level| level == REGISTRY_DISABLED),
+        ),
+        (Reason::AmbiguousPath, repository.claimed),
+        (
+            Reason::NameUnaddressable,
+            !name_is_addressable(repository.name, repository.registry_path),
+        ),
+        (Reason::IndexUnsafe, !index_safe || facts.duplicate_rows),
+        (Reason::OlderThanProject, older_than(project_created)),
+        (
+            Reason::OlderThanPath,
+            moved_in_at.is_some() && older_than(moved_in_at),
+        ),
+        (Reason::CleanupPolicyEnabled, facts.cleanup_policy),
+    ];
+    guards
+        .into_iter()
+        .find(|(reason, holds)| *holds && !consent.lifts(*reason))
+        .map(|(reason, _)| reason)
 }
 
 /// The plan for one project: every registry repository under its path that GitLab has no row
@@ -313,46 +469,27 @@ fn is_claimed(project_path: &str, path: &str, claimed: &HashSet<String>) -> bool
 pub fn plan_project(facts: &ProjectFacts, inputs: &Inputs<'_>) -> ProjectPlan {
     let path = facts.registry_path();
     let (names, outside) = rails_names(&path, inputs.entries);
-    let project_reason = facts.project_reason(inputs.index_safe);
     let mut repositories = Vec::new();
     for name in names {
         if inputs.existing.contains(&name) {
             continue;
         }
-        let registry_path = if name.is_empty() {
-            path.clone()
-        } else {
-            format!("{path}/{name}")
-        };
+        let registry_path = repository_path(&path, &name);
         // `rails_names` keeps the first entry of each name.
         let entry = inputs.entries.iter().find(|e| e.path == registry_path);
         let registry_created_at = entry.and_then(|e| e.created_at.clone());
-        let reason = match project_reason {
-            Some(reason @ (Reason::ProjectPendingDeletion | Reason::RegistryDisabled)) => {
-                Some(reason)
-            }
-            _ if is_claimed(&path, &registry_path, inputs.claimed_by_others) => {
-                Some(Reason::AmbiguousPath)
-            }
-            _ if !name_is_addressable(&name, &registry_path) => Some(Reason::NameUnaddressable),
-            Some(reason) => Some(reason),
-            None => {
-                let older = match (
-                    parse_time(registry_created_at.as_deref()),
-                    facts.created_at.map(|t| t.and_utc()),
-                ) {
-                    (Some(repository), Some(project)) => repository < project,
-                    // An age that cannot be compared is not proof of the repository's owner.
-                    _ => true,
-                };
-                (older && !inputs.include_older).then_some(Reason::OlderThanProject)
-            }
+        let seen = Seen {
+            name: &name,
+            registry_path: &registry_path,
+            created_at: parse_time(registry_created_at.as_deref()),
+            claimed: gitlab_nodes(&registry_path).any(|n| inputs.claimed_by_others.contains(n)),
         };
+        let reason = decide(facts, &seen, inputs.index_safe, inputs.consent);
         repositories.push(PlannedRepository {
-            name,
-            registry_path,
             action: reason.map_or(Action::Restore, Reason::action),
             reason,
+            name,
+            registry_path,
             registry_created_at,
         });
     }
@@ -361,6 +498,7 @@ pub fn plan_project(facts: &ProjectFacts, inputs: &Inputs<'_>) -> ProjectPlan {
         full_path: facts.full_path.clone(),
         repositories,
         ignored: u32::try_from(outside.len()).unwrap_or(u32::MAX),
+        consent: inputs.consent,
     }
 }
 
@@ -380,16 +518,21 @@ mod tests {
     const NEW: &str = "2024-06-01T00:00:00Z";
     const OLD: &str = "2019-01-01T00:00:00Z";
 
+    fn at(text: &str) -> Option<NaiveDateTime> {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()
+    }
+
     fn facts() -> ProjectFacts {
         ProjectFacts {
             id: 7,
             full_path: "Group/Sub/Proj".into(),
-            created_at: NaiveDateTime::parse_from_str("2020-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
-                .ok(),
+            created_at: at("2020-01-01 00:00:00"),
+            route_updated_at: at("2020-01-01 00:00:00"),
             pending_delete: false,
             marked_for_deletion: false,
             registry_access_level: Some(20),
             duplicate_rows: false,
+            cleanup_policy: false,
         }
     }
 
@@ -399,7 +542,7 @@ mod tests {
         existing: HashSet<String>,
         claimed: HashSet<String>,
         index_safe: bool,
-        include_older: bool,
+        consent: Consent,
     }
 
     impl Case {
@@ -410,7 +553,7 @@ mod tests {
                 existing: HashSet::new(),
                 claimed: HashSet::new(),
                 index_safe: true,
-                include_older: false,
+                consent: Consent::default(),
             }
         }
 
@@ -422,19 +565,22 @@ mod tests {
                     existing: &self.existing,
                     claimed_by_others: &self.claimed,
                     index_safe: self.index_safe,
-                    include_older: self.include_older,
+                    consent: self.consent,
                 },
             )
         }
 
         /// (name, action, reason) of every record.
         fn decisions(&self) -> Vec<(String, Action, Option<Reason>)> {
-            self.plan()
-                .repositories
-                .into_iter()
-                .map(|r| (r.name, r.action, r.reason))
-                .collect()
+            decisions(&self.plan())
         }
+    }
+
+    fn decisions(plan: &ProjectPlan) -> Vec<(String, Action, Option<Reason>)> {
+        plan.repositories
+            .iter()
+            .map(|r| (r.name.clone(), r.action, r.reason))
+            .collect()
     }
 
     fn all(case: &Case, action: Action, reason: Option<Reason>) {
@@ -457,9 +603,8 @@ mod tests {
         case.existing.insert("known".into());
         case.existing.insert("rails-only".into());
         let plan = case.plan();
-        let decisions = case.decisions();
         assert_eq!(
-            decisions,
+            case.decisions(),
             vec![
                 ("".to_string(), Action::Restore, None),
                 ("a".to_string(), Action::Restore, None),
@@ -531,6 +676,41 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_twenty_components_or_more_are_unaddressable() {
+        // A project 18 groups deep: its path has 19 components, the most GitLab resolves.
+        let groups: Vec<String> = (1..=18).map(|i| format!("g{i}")).collect();
+        let project = format!("{}/proj", groups.join("/"));
+        let mut case = Case::new(&[]);
+        case.facts.full_path = project.clone();
+        case.entries = vec![
+            entry(&project, NEW),
+            entry(&format!("{project}/a"), NEW),
+            entry(&format!("{project}/a/b"), NEW),
+        ];
+        assert_eq!(
+            case.decisions(),
+            vec![
+                ("".into(), Action::Restore, None),
+                ("a".into(), Action::Skip, Some(Reason::NameUnaddressable)),
+                ("a/b".into(), Action::Skip, Some(Reason::NameUnaddressable)),
+            ]
+        );
+        assert!(name_is_addressable("", &project));
+        assert!(!name_is_addressable("a", &format!("{project}/a")));
+    }
+
+    #[test]
+    fn gitlab_tries_the_path_and_up_to_two_parents_never_shorter_than_two_segments() {
+        fn nodes(path: &str) -> Vec<&str> {
+            gitlab_nodes(path).collect()
+        }
+        assert_eq!(nodes("a/b/c/d/e"), vec!["a/b/c/d/e", "a/b/c/d", "a/b/c"]);
+        assert_eq!(nodes("a/b/c"), vec!["a/b/c", "a/b"]);
+        assert_eq!(nodes("a/b"), vec!["a/b"]);
+        assert_eq!(nodes("a"), Vec::<&str>::new());
+    }
+
+    #[test]
     fn a_path_another_project_shares_in_lowercase_is_ambiguous() {
         let mut case = Case::new(&["group/sub/proj", "group/sub/proj/a"]);
         case.claimed.insert("group/sub/proj".into());
@@ -553,6 +733,61 @@ mod tests {
                 ("a".into(), Action::Restore, None),
                 ("deep".into(), Action::Skip, Some(Reason::AmbiguousPath)),
                 ("deep/x".into(), Action::Skip, Some(Reason::AmbiguousPath)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_project_at_a_parent_path_claims_the_root_and_one_segment_names_not_two() {
+        // A legacy project whose route lowercases to this project's parent group: GitLab tries
+        // `group/sub` for the root repository and for one-segment names, and would give them to
+        // that project if its id is lower.
+        let mut case = Case::new(&["group/sub/proj", "group/sub/proj/a", "group/sub/proj/a/b"]);
+        case.claimed.insert("group/sub".into());
+        assert_eq!(
+            case.decisions(),
+            vec![
+                ("".into(), Action::Skip, Some(Reason::AmbiguousPath)),
+                ("a".into(), Action::Skip, Some(Reason::AmbiguousPath)),
+                ("a/b".into(), Action::Restore, None),
+            ]
+        );
+        // The grandparent counts for the root repository of a project three groups deep.
+        let mut case = Case::new(&[]);
+        case.facts.full_path = "Top/Mid/Group/Proj".into();
+        case.entries = vec![
+            entry("top/mid/group/proj", NEW),
+            entry("top/mid/group/proj/a", NEW),
+        ];
+        case.claimed.insert("top/mid".into());
+        assert_eq!(
+            case.decisions(),
+            vec![
+                ("".into(), Action::Skip, Some(Reason::AmbiguousPath)),
+                ("a".into(), Action::Restore, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn claim_lookups_cover_every_node_gitlab_tries_parents_included() {
+        let entries = [
+            entry("group/sub/proj", NEW),
+            entry("group/sub/proj/a", NEW),
+            entry("group/sub/proj/a/b", NEW),
+            entry("group/sub/proj/c/d/e", NEW),
+            entry("elsewhere/x", NEW),
+        ];
+        assert_eq!(
+            claim_lookups("Group/Sub/Proj", &entries),
+            vec![
+                "group/sub/proj",
+                "group/sub",
+                "group/sub/proj/a",
+                "group/sub/proj/a/b",
+                "group/sub/proj/c/d/e",
+                "group/sub/proj/c/d",
+                "group/sub/proj/c",
             ]
         );
     }
@@ -595,9 +830,9 @@ mod tests {
             ]
         );
         assert_eq!(case.plan().still_missing(), 3);
-        case.include_older = true;
+        case.consent.older_than_project = true;
         all(&case, Action::Restore, None);
-        case.include_older = false;
+        case.consent.older_than_project = false;
         case.facts.created_at = None;
         all(&case, Action::Review, Some(Reason::OlderThanProject));
     }
@@ -619,12 +854,91 @@ mod tests {
     }
 
     #[test]
-    fn precedence_deletion_then_registry_then_ambiguity_then_name_then_index_then_age() {
+    fn repositories_from_before_the_project_moved_to_its_path_are_for_review() {
+        // Created in 2020, renamed (or a parent group renamed) into its path in 2025: the 2024
+        // repository was pushed by whoever was here before.
+        let mut case = Case::new(&["group/sub/proj/before"]);
+        case.entries
+            .push(entry("group/sub/proj/after", "2025-06-01T00:00:00Z"));
+        case.facts.route_updated_at = at("2025-01-01 00:00:00");
+        assert_eq!(
+            case.facts.moved_in_at(),
+            at("2025-01-01 00:00:00"),
+            "the later of the two"
+        );
+        assert_eq!(
+            case.decisions(),
+            vec![
+                ("before".into(), Action::Review, Some(Reason::OlderThanPath)),
+                ("after".into(), Action::Restore, None),
+            ]
+        );
+        case.consent.older_than_path = true;
+        all(&case, Action::Restore, None);
+        case.consent.older_than_path = false;
+        // No timestamp on the route (old rows): the project's creation alone decides.
+        case.facts.route_updated_at = None;
+        assert_eq!(case.facts.moved_in_at(), None);
+        all(&case, Action::Restore, None);
+        // A route written with the project, or before it: not a move.
+        case.facts.route_updated_at = at("2019-06-01 00:00:00");
+        all(&case, Action::Restore, None);
+    }
+
+    #[test]
+    fn older_than_the_project_shows_first_and_the_move_still_holds_once_it_is_lifted() {
+        let mut case = Case::new(&[]);
+        case.entries.push(entry("group/sub/proj/old", OLD));
+        case.facts.route_updated_at = at("2025-01-01 00:00:00");
+        all(&case, Action::Review, Some(Reason::OlderThanProject));
+        case.consent.older_than_project = true;
+        all(&case, Action::Review, Some(Reason::OlderThanPath));
+        case.consent.older_than_path = true;
+        all(&case, Action::Restore, None);
+    }
+
+    #[test]
+    fn an_enabled_cleanup_policy_is_for_review_until_consented_after_the_ages() {
+        let mut case = Case::new(&["group/sub/proj", "group/sub/proj/a"]);
+        case.entries.push(entry("group/sub/proj/old", OLD));
+        case.facts.cleanup_policy = true;
+        assert_eq!(
+            case.decisions(),
+            vec![
+                (
+                    "".into(),
+                    Action::Review,
+                    Some(Reason::CleanupPolicyEnabled)
+                ),
+                (
+                    "a".into(),
+                    Action::Review,
+                    Some(Reason::CleanupPolicyEnabled)
+                ),
+                ("old".into(), Action::Review, Some(Reason::OlderThanProject)),
+            ]
+        );
+        case.consent.cleanup_policy = true;
+        assert_eq!(
+            case.decisions(),
+            vec![
+                ("".into(), Action::Restore, None),
+                ("a".into(), Action::Restore, None),
+                ("old".into(), Action::Review, Some(Reason::OlderThanProject)),
+            ]
+        );
+    }
+
+    #[test]
+    fn precedence_follows_the_order_of_the_reasons() {
         let mut case = Case::new(&[]);
         case.entries.push(entry("group/sub/proj/a/b/c", OLD));
         case.facts.pending_delete = true;
         case.facts.registry_access_level = Some(0);
-        case.claimed.insert("group/sub/proj".into());
+        case.facts.route_updated_at = at("2025-01-01 00:00:00");
+        case.facts.cleanup_policy = true;
+        // GitLab would resolve `group/sub/proj/a/b/c` to a project at `group/sub/proj/a`.
+        case.claimed.insert("group/sub/proj/a".into());
         case.index_safe = false;
         let expect = |case: &Case, reason: Reason| {
             all(case, reason.action(), Some(reason));
@@ -638,56 +952,119 @@ mod tests {
         expect(&case, Reason::NameUnaddressable);
         case.entries = vec![entry("group/sub/proj/a", OLD)];
         expect(&case, Reason::IndexUnsafe);
-        case.include_older = true;
+        case.consent = Consent {
+            older_than_project: true,
+            older_than_path: true,
+            cleanup_policy: true,
+        };
         expect(&case, Reason::IndexUnsafe);
-        case.include_older = false;
+        case.consent = Consent::default();
         case.index_safe = true;
         expect(&case, Reason::OlderThanProject);
-    }
-
-    #[test]
-    fn candidate_claims_cover_the_project_and_each_addressable_prefix() {
-        let entries = [
-            entry("group/sub/proj", NEW),
-            entry("group/sub/proj/a", NEW),
-            entry("group/sub/proj/a/b", NEW),
-            entry("group/sub/proj/c/d", NEW),
-            entry("group/sub/proj/e/f/g", NEW),
-            entry("elsewhere/x", NEW),
-        ];
+        case.consent.older_than_project = true;
+        expect(&case, Reason::OlderThanPath);
+        case.consent.older_than_path = true;
+        expect(&case, Reason::CleanupPolicyEnabled);
+        case.consent.cleanup_policy = true;
+        all(&case, Action::Restore, None);
+        let ordered: Vec<Reason> = {
+            let mut all = Reason::ALL.to_vec();
+            all.sort();
+            all
+        };
         assert_eq!(
-            candidate_claims("Group/Sub/Proj", &entries),
-            vec![
-                "group/sub/proj",
-                "group/sub/proj/a",
-                "group/sub/proj/a/b",
-                "group/sub/proj/c",
-                "group/sub/proj/c/d",
-            ]
+            ordered,
+            Reason::ALL,
+            "declaration order is the guards' order"
         );
     }
 
     #[test]
-    fn hold_back_turns_every_restore_into_a_skip() {
-        let mut case = Case::new(&["group/sub/proj/a"]);
+    fn the_write_asks_again_and_only_ever_holds_back_more() {
+        let mut case = Case::new(&["group/sub/proj/a", "group/sub/proj/deep/x/y"]);
         case.entries.push(entry("group/sub/proj/old", OLD));
-        let mut plan = case.plan();
-        plan.hold_back(Reason::ProjectPendingDeletion);
+        case.entries.push(entry("group/sub/proj/twin", NEW));
+        case.claimed.insert("group/sub/proj/twin".into());
+        let planned = case.plan();
+        let before = decisions(&planned);
+
+        // Nothing changed: the same decisions.
+        let mut same = planned.clone();
+        same.recheck(&case.facts, true);
+        assert_eq!(decisions(&same), before);
+
+        // A deletion started: every record is held back for it, whatever it had.
+        let mut deleting = planned.clone();
+        let mut facts = case.facts.clone();
+        facts.pending_delete = true;
+        deleting.recheck(&facts, true);
+        assert!(deleting
+            .repositories
+            .iter()
+            .all(|r| r.reason == Some(Reason::ProjectPendingDeletion)));
+
+        // A cleanup policy enabled meanwhile: restores become reviews; skips stay skips, and a
+        // review for age keeps its reason.
+        let mut policed = planned.clone();
+        let mut facts = case.facts.clone();
+        facts.cleanup_policy = true;
+        policed.recheck(&facts, true);
+        assert_eq!(
+            decisions(&policed),
+            vec![
+                (
+                    "a".into(),
+                    Action::Review,
+                    Some(Reason::CleanupPolicyEnabled)
+                ),
+                (
+                    "deep/x/y".into(),
+                    Action::Skip,
+                    Some(Reason::NameUnaddressable)
+                ),
+                ("old".into(), Action::Review, Some(Reason::OlderThanProject)),
+                ("twin".into(), Action::Skip, Some(Reason::AmbiguousPath)),
+            ]
+        );
+
+        // What the plan held back is never restored at write time.
+        let mut lifted = planned.clone();
+        let mut facts = case.facts.clone();
+        facts.created_at = at("2010-01-01 00:00:00");
+        lifted.recheck(&facts, true);
+        assert_eq!(decisions(&lifted), before);
+        assert_eq!(lifted.still_missing(), 3);
+    }
+
+    #[test]
+    fn a_changed_path_holds_back_every_record() {
+        let mut plan = Case::new(&["group/sub/proj", "group/sub/proj/a"]).plan();
+        plan.path_changed();
         assert!(plan
             .repositories
             .iter()
-            .all(|r| r.action == Action::Skip && r.reason == Some(Reason::ProjectPendingDeletion)));
+            .all(|r| r.action == Action::Skip && r.reason == Some(Reason::PathChanged)));
         assert_eq!(plan.still_missing(), 2);
     }
 
     #[test]
-    fn reasons_and_actions_read_back_as_written() {
+    fn reasons_actions_and_flags_read_back_as_written() {
         for reason in Reason::ALL {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            assert_eq!(reason.action() == Action::Review, reason.flag().is_some());
         }
         for action in [Action::Restore, Action::Skip, Action::Review] {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
         assert_eq!(Reason::parse("nope"), None);
+        let consent = Consent {
+            older_than_project: true,
+            older_than_path: false,
+            cleanup_policy: true,
+        };
+        assert_eq!(
+            consent.flags(),
+            vec!["--include-older", "--include-cleanup-policy"]
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Part 2/2: restoring the `container_repositories` rows GitLab lost, safely.
+//! The repair: restoring the `container_repositories` rows GitLab lost, safely.
 //!
 //! - [`guards`]: the pure per-project decision (restore, skip, review, and why).
 //! - [`output`]: the plan and the result as a table, JSON or CSV.

@@ -1,14 +1,17 @@
 //! The plan (`repair plan`) and the result (`repair apply`) as a table, JSON or CSV, with stable
 //! field names (documented in the README):
 //!
-//! - JSON: one object `{"run", "totals", "repositories"}`. `run` is the apply's run id (null for a
-//!   plan); `totals` holds `projects`, `restore`, `skip` (an object with a count for every skip
-//!   reason, 0 included), `review` and `already_present` (planned restores that had a row by the
-//!   time of the write; 0 in a plan); `repositories` holds one record per registry repository
-//!   without a row: `project_id`, `full_path`, `name`, `action`, `reason` (null for `restore`),
-//!   `registry_created_at`.
-//! - CSV: `metric,value` rows (the totals, `skip_<reason>` for each skip reason, and `run`), a blank
-//!   line, then `project_id,full_path,name,action,reason,registry_created_at`.
+//! - JSON: one object `{"run", "totals", "repositories", "path_changed"}`. `run` is the apply's run
+//!   id (null for a plan); `totals` holds `projects`, `restore`, `skip` (an object with a count for
+//!   every skip reason, 0 included), `review`, `review_by_reason` (the same for the review
+//!   reasons) and `already_present` (planned restores that had a row by the time of the write; 0
+//!   in a plan); `repositories` holds one record per registry repository without a row:
+//!   `project_id`, `full_path`, `name`, `action`, `reason` (null for `restore`),
+//!   `registry_created_at`; `path_changed` (apply) the projects not written because their path
+//!   changed between the listing and the write: `project_id`, `listed_path`, `path_now`.
+//! - CSV: `metric,value` rows (the totals, `skip_<reason>` for each skip reason, `review_<reason>`
+//!   for each review reason, and `run`), a blank line, then
+//!   `project_id,full_path,name,action,reason,registry_created_at`.
 //! - Table: the totals and the first rows.
 //!
 //! In `apply`, `restore` means written.
@@ -36,6 +39,15 @@ pub struct Record {
     pub registry_created_at: Option<String>,
 }
 
+/// A project an apply did not write: its route was no longer the path it was listed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathChange {
+    pub project_id: i64,
+    pub listed_path: String,
+    /// The route at write time; `None`: the project had no route.
+    pub path_now: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub projects: u64,
@@ -43,20 +55,26 @@ pub struct Totals {
     /// Every skip reason (alphabetical in JSON), with its count.
     pub skip: BTreeMap<&'static str, u64>,
     pub review: u64,
+    /// Every review reason (alphabetical in JSON), with its count.
+    pub review_by_reason: BTreeMap<&'static str, u64>,
     pub already_present: u64,
 }
 
 impl Default for Totals {
     fn default() -> Self {
+        let reasons = |action| {
+            Reason::ALL
+                .into_iter()
+                .filter(move |r| r.action() == action)
+                .map(|r| (r.as_str(), 0))
+                .collect()
+        };
         Self {
             projects: 0,
             restore: 0,
-            skip: Reason::ALL
-                .into_iter()
-                .filter(|r| r.action() == Action::Skip)
-                .map(|r| (r.as_str(), 0))
-                .collect(),
+            skip: reasons(Action::Skip),
             review: 0,
+            review_by_reason: reasons(Action::Review),
             already_present: 0,
         }
     }
@@ -74,6 +92,7 @@ pub struct Outcome {
     pub run: Option<i64>,
     pub totals: Totals,
     pub repositories: Vec<Record>,
+    pub path_changed: Vec<PathChange>,
 }
 
 impl Outcome {
@@ -88,13 +107,14 @@ impl Outcome {
     pub fn add_plan(&mut self, plan: &ProjectPlan) {
         self.totals.projects += 1;
         for r in &plan.repositories {
-            match (r.action, r.reason) {
-                (Action::Restore, _) => self.totals.restore += 1,
-                (Action::Review, _) => self.totals.review += 1,
-                (Action::Skip, reason) => {
-                    let key = reason.map_or("unknown", Reason::as_str);
-                    *self.totals.skip.entry(key).or_insert(0) += 1;
+            let key = r.reason.map_or("unknown", Reason::as_str);
+            match r.action {
+                Action::Restore => self.totals.restore += 1,
+                Action::Review => {
+                    self.totals.review += 1;
+                    *self.totals.review_by_reason.entry(key).or_insert(0) += 1;
                 }
+                Action::Skip => *self.totals.skip.entry(key).or_insert(0) += 1,
             }
             self.repositories.push(Record {
                 project_id: plan.project_id,
@@ -108,15 +128,25 @@ impl Outcome {
     }
 
     /// Counts what the write of a project did: `restore` are the rows written; planned restores
-    /// that found a row are counted in `already_present` and not listed (they have a row now).
+    /// that found a row are counted in `already_present` and not listed (they have a row now); a
+    /// project whose path changed is listed with every record a `path_changed` skip.
     pub fn add_written(&mut self, written: &Written) {
-        let Written::Applied {
-            plan,
-            already_present,
-            ..
-        } = written
-        else {
-            return;
+        let (plan, already_present) = match written {
+            Written::Applied {
+                plan,
+                already_present,
+                ..
+            } => (plan, already_present),
+            Written::PathChanged { plan, now } => {
+                self.add_plan(plan);
+                self.path_changed.push(PathChange {
+                    project_id: plan.project_id,
+                    listed_path: plan.full_path.clone(),
+                    path_now: now.clone(),
+                });
+                return;
+            }
+            Written::ProjectGone { .. } => return,
         };
         let mut plan = plan.clone();
         plan.repositories.retain(|r| {
@@ -147,6 +177,11 @@ impl Outcome {
         ];
         rows.extend(t.skip.iter().map(|(r, n)| (format!("skip_{r}"), *n)));
         rows.push(("review".into(), t.review));
+        rows.extend(
+            t.review_by_reason
+                .iter()
+                .map(|(r, n)| (format!("review_{r}"), *n)),
+        );
         rows.push(("already_present".into(), t.already_present));
         rows
     }
@@ -196,11 +231,21 @@ impl Outcome {
                 let _ = writeln!(out, "    {reason:<26} {n}");
             }
         }
-        let _ = writeln!(
-            out,
-            "  review            {} (older than their project; --include-older restores them)",
-            t.review
-        );
+        let _ = writeln!(out, "  review            {}", t.review);
+        for reason in Reason::ALL {
+            let n = t
+                .review_by_reason
+                .get(reason.as_str())
+                .copied()
+                .unwrap_or(0);
+            if let (true, Some(flag)) = (n > 0, reason.flag()) {
+                let _ = writeln!(
+                    out,
+                    "    {:<26} {n} ({flag} restores them)",
+                    reason.as_str()
+                );
+            }
+        }
         if t.already_present > 0 {
             let _ = writeln!(out, "  already present   {}", t.already_present);
         }
@@ -240,21 +285,41 @@ impl Outcome {
     }
 }
 
+/// At most this many ids are written into a `gitlab-rails runner` line; more are read from the
+/// audit table by the line itself.
+const IDS_IN_A_LINE: usize = 100;
+
+/// `ids` as Ruby: the list itself when short, else `query` run by Rails.
+fn ruby_ids(ids: &[i64], query: &str) -> String {
+    if ids.len() <= IDS_IN_A_LINE {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        format!("[{}]", ids.join(", "))
+    } else {
+        format!("ApplicationRecord.connection.select_values(\"{query}\")")
+    }
+}
+
 /// A `gitlab-rails runner` line that refreshes the storage statistics of the projects run `run`
 /// restored rows in: their ids when there are few, else a query of the audit table.
 pub fn refresh_statistics_line(run: i64, projects: &[i64]) -> String {
-    const WORKER: &str = "ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])";
-    if projects.len() <= 100 {
-        let ids: Vec<String> = projects.iter().map(i64::to_string).collect();
-        format!(
-            "gitlab-rails runner '[{}].each {{ |id| {WORKER} }}'",
-            ids.join(", ")
-        )
-    } else {
-        format!(
-            "gitlab-rails runner 'ApplicationRecord.connection.select_values(\"SELECT DISTINCT project_id FROM registry_repair_restored WHERE run_id = {run} AND undone_at IS NULL\").each {{ |id| {WORKER} }}'"
-        )
-    }
+    let ids = ruby_ids(
+        projects,
+        &format!("SELECT DISTINCT project_id FROM registry_repair_restored WHERE run_id = {run} AND undone_at IS NULL"),
+    );
+    format!("gitlab-rails runner '{ids}.each {{ |id| ProjectCacheWorker.perform_async(id, [], %w[container_registry_size]) }}'")
+}
+
+/// A `gitlab-rails runner` line that does for the rows run `run` restored what GitLab EE's
+/// `ContainerRepository` callbacks do for a row created through the model, which a plain INSERT
+/// skips: Geo's verification state (`after_save`) and the `created` event its secondaries
+/// replicate from (`after_create_commit`). `try` makes it do nothing where the methods do not
+/// exist (CE), and GitLab itself does nothing unless this is a Geo primary with secondaries.
+pub fn announce_to_geo_line(run: i64, repositories: &[i64]) -> String {
+    let ids = ruby_ids(
+        repositories,
+        &format!("SELECT repository_id FROM registry_repair_restored WHERE run_id = {run} AND undone_at IS NULL"),
+    );
+    format!("gitlab-rails runner 'ContainerRepository.where(id: {ids}).find_each {{ |r| r.try(:save_verification_details); r.try(:geo_handle_after_create) }}'")
 }
 
 #[cfg(test)]
@@ -289,6 +354,7 @@ mod tests {
                 ),
             ],
             ignored: 0,
+            consent: Default::default(),
         }
     }
 
@@ -385,6 +451,19 @@ mod tests {
         assert_eq!(outcome.totals.already_present, 1);
         assert_eq!(outcome.totals.projects, 1);
         assert!(outcome.repositories.iter().all(|r| r.name != "raced"));
+    }
+
+    #[test]
+    fn the_geo_line_names_the_rows_or_queries_them() {
+        assert_eq!(
+            announce_to_geo_line(4, &[10, 11]),
+            "gitlab-rails runner 'ContainerRepository.where(id: [10, 11]).find_each { |r| r.try(:save_verification_details); r.try(:geo_handle_after_create) }'"
+        );
+        let many: Vec<i64> = (1..=101).collect();
+        let line = announce_to_geo_line(4, &many);
+        assert!(line.contains(
+            "select_values(\"SELECT repository_id FROM registry_repair_restored WHERE run_id = 4 AND undone_at IS NULL\")"
+        ));
     }
 
     #[test]

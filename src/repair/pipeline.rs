@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::db::repair::{discard_run, finish_run, start_apply, Scope, Written};
+use crate::db::repair::{discard_run, finish_apply, start_apply, Scope, Written};
 use crate::db::{Database, DbError};
 use crate::registry::TokenSigner;
 use crate::repair::ProjectPlan;
@@ -95,7 +95,7 @@ impl Repairing {
     pub async fn wait(self) -> Result<Repaired, PipelineError> {
         let (end, collected) = self.service.wait_collected().await;
         match (&end, self.run) {
-            (RunEnd::Done, Some(run)) => finish_run(&self.db, run).await?,
+            (RunEnd::Done, Some(run)) => finish_apply(&self.db, run).await?,
             // Nothing was dispatched: no run to list.
             (RunEnd::RegistryWithoutApi(_), Some(run)) => discard_run(&self.db, run).await?,
             _ => {}

@@ -1,6 +1,10 @@
-//! `repair verify RUN`: lists the registry again for the projects an apply run wrote and reports
-//! every repository still without a `container_repositories` row that the run did not hold back
-//! (skip or review). Also the registry walk an Analyzer plans a repair with.
+//! `repair verify RUN`: lists the registry again for the projects an apply run claimed and reports
+//! what the run left undone or wrong: every repository still without a `container_repositories`
+//! row that the run did not hold back (skip or review); every row it restored that names no
+//! repository the registry holds under the project's path now (the project renamed or moved
+//! since, or the images gone); and every project it did not write because its path changed
+//! between the listing and the write, until a later apply writes it. Also the registry walk an
+//! Analyzer plans a repair with.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::db::projects::existing_repository_names;
-use crate::db::repair::{run_projects, RepairError, RunProject};
+use crate::db::repair::{run_projects, RepairError, RunProject, WriteOutcome};
 use crate::db::Database;
 use crate::registry::client::Step;
 use crate::registry::grammar::is_addressable;
@@ -67,6 +71,29 @@ pub struct Unrestored {
     pub name: String,
 }
 
+/// A row the run restored that names no repository the registry lists under the project's path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dangling {
+    pub project_id: i64,
+    /// The project's route now.
+    pub full_path: String,
+    pub name: String,
+    /// The route the run listed the project under, when it is not `full_path`.
+    pub listed_path: Option<String>,
+}
+
+/// A project the run did not write because its route changed between the listing and the write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotWritten {
+    pub project_id: i64,
+    pub listed_path: String,
+    /// The route the write found (`None`: no route).
+    pub path_at_write: Option<String>,
+    /// The later apply run that wrote the project, if one did: then this run's verify does not
+    /// fail for it.
+    pub written_later_by: Option<i64>,
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Verification {
@@ -75,24 +102,46 @@ pub struct Verification {
     /// Projects whose route is gone (deleted since): nothing to check.
     pub gone: usize,
     pub unrestored: Vec<Unrestored>,
+    pub dangling: Vec<Dangling>,
+    pub not_written: Vec<NotWritten>,
     /// Projects the registry could not be listed for, with the error.
     pub errors: Vec<(i64, String)>,
 }
 
 impl Verification {
-    /// Whether the run left nothing behind that it meant to restore.
+    /// Whether the run left nothing behind that it meant to restore, and restored nothing the
+    /// registry does not hold where GitLab looks.
     pub fn is_clean(&self) -> bool {
-        self.unrestored.is_empty() && self.errors.is_empty()
+        self.unrestored.is_empty()
+            && self.dangling.is_empty()
+            && self.errors.is_empty()
+            && self
+                .not_written
+                .iter()
+                .all(|n| n.written_later_by.is_some())
     }
 }
 
 enum Checked {
     Gone,
-    Unrestored(Vec<Unrestored>),
+    Listed(Vec<Unrestored>, Vec<Dangling>),
+    NotWritten(NotWritten),
     Error(i64, String),
 }
 
 async fn check(db: &Database, registry: &RegistryClient, project: RunProject) -> Checked {
+    if let WriteOutcome::PathChanged {
+        at_write,
+        written_later_by,
+    } = project.written
+    {
+        return Checked::NotWritten(NotWritten {
+            project_id: project.project_id,
+            listed_path: project.listed_path,
+            path_at_write: at_write,
+            written_later_by,
+        });
+    }
     let Some(full_path) = project.full_path else {
         return Checked::Gone;
     };
@@ -107,20 +156,32 @@ async fn check(db: &Database, registry: &RegistryClient, project: RunProject) ->
             Ok(existing) => existing,
             Err(error) => return Checked::Error(project.project_id, error.to_string()),
         };
-    Checked::Unrestored(
-        names
-            .into_iter()
-            .filter(|n| !existing.contains(n) && !project.held_back.contains(n))
-            .map(|name| Unrestored {
-                project_id: project.project_id,
-                full_path: full_path.clone(),
-                name,
-            })
-            .collect(),
-    )
+    let unrestored = names
+        .iter()
+        .filter(|n| !existing.contains(*n) && !project.held_back.contains(*n))
+        .map(|name| Unrestored {
+            project_id: project.project_id,
+            full_path: full_path.clone(),
+            name: name.clone(),
+        })
+        .collect();
+    let listed: HashSet<&String> = names.iter().collect();
+    let moved = (project.listed_path.to_lowercase() != path).then_some(project.listed_path);
+    let dangling = project
+        .restored
+        .into_iter()
+        .filter(|name| !listed.contains(name))
+        .map(|name| Dangling {
+            project_id: project.project_id,
+            full_path: full_path.clone(),
+            name,
+            listed_path: moved.clone(),
+        })
+        .collect();
+    Checked::Listed(unrestored, dangling)
 }
 
-/// Lists the registry again for every project run `run` wrote, `concurrency` projects at once.
+/// Lists the registry again for every project run `run` claimed, `concurrency` projects at once.
 pub async fn verify(
     db: &Database,
     registry: &RegistryClient,
@@ -143,7 +204,11 @@ pub async fn verify(
         while let Some(result) = checked.next().await {
             match result {
                 Checked::Gone => outcome.gone += 1,
-                Checked::Unrestored(list) => outcome.unrestored.extend(list),
+                Checked::Listed(unrestored, dangling) => {
+                    outcome.unrestored.extend(unrestored);
+                    outcome.dangling.extend(dangling);
+                }
+                Checked::NotWritten(project) => outcome.not_written.push(project),
                 Checked::Error(id, error) => outcome.errors.push((id, error)),
             }
         }
@@ -151,6 +216,10 @@ pub async fn verify(
     outcome
         .unrestored
         .sort_by(|a, b| (a.project_id, &a.name).cmp(&(b.project_id, &b.name)));
+    outcome
+        .dangling
+        .sort_by(|a, b| (a.project_id, &a.name).cmp(&(b.project_id, &b.name)));
+    outcome.not_written.sort_by_key(|n| n.project_id);
     outcome.errors.sort();
     Ok(outcome)
 }

@@ -37,7 +37,7 @@ async fn read_page(db: &Database, scope: &Scope, after: i64, want: i64) -> Resul
             .map(|facts| RepairTask {
                 facts,
                 index_safe,
-                include_older: scope.include_older,
+                consent: scope.consent,
             })
             .collect(),
     })

@@ -2,6 +2,8 @@
 //! (or, for a plan, only to collect), projects that ended failed (reported, never written), and
 //! what became of each: the [`Collected`] outcome the command prints at the end.
 
+use std::collections::HashSet;
+
 use actix::prelude::*;
 use serde::Serialize;
 
@@ -27,6 +29,8 @@ pub struct Collected {
     pub plans: Vec<ProjectPlan>,
     pub written: Vec<Written>,
     pub not_planned: Vec<NotPlanned>,
+    /// The projects in `written`.
+    written_projects: HashSet<i64>,
 }
 
 impl Collected {
@@ -38,14 +42,16 @@ impl Collected {
         }
     }
 
-    /// Projects written. A retried batch's projects written by its failed attempt come back as
-    /// `AlreadyWritten`: the first answer (collected then) is the one kept.
+    /// Projects written, each counted once. A batch written again (its first write timed out, or
+    /// the Writer restarted) answers for the projects its first write committed what that write
+    /// did: kept if the first answer was lost on the way (a commit whose reply never came), and
+    /// dropped if it was collected then.
     pub(super) fn written(&mut self, written: Vec<Written>) {
-        self.written.extend(
-            written
-                .into_iter()
-                .filter(|w| !matches!(w, Written::AlreadyWritten { .. })),
-        );
+        for project in written {
+            if self.written_projects.insert(project.project_id()) {
+                self.written.push(project);
+            }
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! An apply run: recorded first, then each project's plan written in one transaction of its own
 //! (a SIGKILL leaves a project fully repaired or untouched), then finished with its counts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
 // In scope for `#[diesel(embed)]`, which names the trait unqualified.
 use diesel::QueryableByName;
+use diesel::{OptionalExtension, QueryResult};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use serde::Serialize;
@@ -20,11 +21,14 @@ use crate::repair::guards::{Action, ProjectPlan, Reason};
 pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
     let mut conn = db.conn().await?;
     let row: Id = diesel::sql_query(
-        "INSERT INTO registry_repair_runs (kind, scope, include_older) \
-         VALUES ('apply', $1, $2) RETURNING id",
+        "INSERT INTO registry_repair_runs \
+             (kind, scope, include_older, include_older_than_path, include_cleanup_policy) \
+         VALUES ('apply', $1, $2, $3, $4) RETURNING id",
     )
     .bind::<Text, _>(scope.describe())
-    .bind::<Bool, _>(scope.include_older)
+    .bind::<Bool, _>(scope.consent.older_than_project)
+    .bind::<Bool, _>(scope.consent.older_than_path)
+    .bind::<Bool, _>(scope.consent.cleanup_policy)
     .get_result(&mut conn)
     .await
     .map_err(DbError::query("recording the start of a repair apply run"))?;
@@ -45,24 +49,27 @@ pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Records that apply run `run_id` ended, with its counts.
-pub async fn finish_run(db: &Database, run_id: i64) -> Result<(), DbError> {
+/// Records that apply run `run_id` ended, with its counts: the sums of its projects' rows.
+pub async fn finish_apply(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     diesel::sql_query(
         "UPDATE registry_repair_runs r SET finished_at = now(), \
-                projects = w.projects, restored = w.restored, skipped = w.skipped, review = w.review \
-         FROM (SELECT count(*)::int AS projects, COALESCE(sum(p.restored), 0)::int AS restored, \
+                projects = w.projects, restored = w.restored, skipped = w.skipped, \
+                review = w.review, path_changed = w.path_changed \
+         FROM (SELECT count(*) FILTER (WHERE p.outcome = 'written')::int AS projects, \
+                      COALESCE(sum(p.restored), 0)::int AS restored, \
                       COALESCE(sum(p.skipped), 0)::int AS skipped, \
-                      COALESCE(sum(p.review), 0)::int AS review \
+                      COALESCE(sum(p.review), 0)::int AS review, \
+                      count(*) FILTER (WHERE p.outcome = 'path_changed')::int AS path_changed \
                FROM registry_repair_run_projects p WHERE p.run_id = $1) w \
-         WHERE r.id = $1",
+         WHERE r.id = $1 AND r.kind = 'apply'",
     )
-        .bind::<BigInt, _>(run_id)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query(format!(
-            "recording the end of repair run {run_id}"
-        )))?;
+    .bind::<BigInt, _>(run_id)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "recording the end of repair run {run_id}"
+    )))?;
     Ok(())
 }
 
@@ -75,20 +82,36 @@ pub struct RestoredRow {
     pub name: String,
 }
 
-/// What writing one project's plan did.
+/// What writing one project's plan did. A batch written again (after a timeout, or a Writer
+/// restarted in the middle of it) answers for a project this run wrote already what that write
+/// did, read back from the run's tables: nothing is written twice, and nothing is left uncounted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Written {
-    /// The plan as written (write-time guards may have turned restores into skips), the rows
-    /// inserted, and the names a planned restore found present (Rails made them meanwhile).
+    /// The plan as written (write-time guards may have held back more), the rows inserted, and
+    /// the names a planned restore found present (Rails made them meanwhile).
     Applied {
         plan: ProjectPlan,
         restored: Vec<RestoredRow>,
         already_present: Vec<String>,
     },
-    /// This run had written the project already (a retried batch): nothing was done again.
-    AlreadyWritten { project_id: i64 },
+    /// The project's route was no longer the path it was listed under: nothing was written for it
+    /// and its tracking row is as it was. Every record of `plan` is a `path_changed` skip; `now`
+    /// is the route found at write time (`None`: no route).
+    PathChanged {
+        plan: ProjectPlan,
+        now: Option<String>,
+    },
     /// The project no longer exists: nothing was written.
     ProjectGone { project_id: i64 },
+}
+
+impl Written {
+    pub fn project_id(&self) -> i64 {
+        match self {
+            Written::Applied { plan, .. } | Written::PathChanged { plan, .. } => plan.project_id,
+            Written::ProjectGone { project_id } => *project_id,
+        }
+    }
 }
 
 /// Writes a batch of plans of run `run_id`, each project in one transaction of its own (see
@@ -138,27 +161,22 @@ pub async fn apply_into(
         .collect()
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(embed)]
-    facts: FactsRow,
-    #[diesel(sql_type = Nullable<Integer>)]
-    missing_before: Option<i32>,
-    #[diesel(sql_type = Bool)]
-    tracked: bool,
-}
-
 /// Writes one project's plan in one transaction, so that a SIGKILL at any moment leaves the
-/// project fully repaired or untouched:
-/// 1. the run's claim on the project (`registry_repair_run_projects`; if this run wrote it
-///    already, nothing else happens);
-/// 2. the project row is locked `FOR SHARE` and the project-level guards asked again (deletion,
-///    registry setting, duplicates; a deletion that starts meanwhile waits for this transaction);
-/// 3. the restores as Rails' `find_or_create_from_path!` writes them: `project_id`, `name`,
-///    `created_at`, `updated_at` (UTC `now()`), `ON CONFLICT (project_id, name) DO NOTHING`, with
-///    one audit row per row actually inserted;
-/// 4. the skipped and reviewed repositories, the tracking row's `missing_count` (what is still
-///    missing), and the run's counts.
+/// project fully repaired or untouched. The steps, in order:
+/// 1. [`lock_project`]: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
+///    transfer that starts meanwhile waits for this transaction; one that committed first is
+///    seen), and [`lock_route`]: its route row `FOR SHARE` (a rename of the project or of a parent
+///    group rewrites it);
+/// 2. the route compared with the path the plan was listed under: if it changed, the project is
+///    claimed as `path_changed` and nothing else is written; otherwise the guards are asked again
+///    with the locked facts ([`ProjectPlan::recheck`]);
+/// 3. [`claim`]: the run's claim on the project; if this run holds it already (a batch written
+///    again), what that write did is read back ([`recorded`]) and nothing else happens;
+/// 4. [`insert_rows`]: the restores as Rails' `find_or_create_from_path!` writes them, with one
+///    audit row per row actually inserted;
+/// 5. [`record_held`], [`count_written`], [`update_tracking`]: the skipped and reviewed
+///    repositories, the project's counts, the tracking row's `missing_count` (what is still
+///    missing).
 pub async fn apply_project(
     conn: &mut DbConn,
     run_id: i64,
@@ -170,166 +188,69 @@ pub async fn apply_project(
     conn.transaction(|conn| {
         async move {
             let mut plan = plan;
-            let locked: Option<Locked> = diesel::sql_query(format!(
-                "SELECT {FACTS_COLUMNS}, \
-                        t.missing_count AS missing_before, t.project_id IS NOT NULL AS tracked \
-                 FROM projects p \
-                 LEFT JOIN container_registry_data_repair_details t ON t.project_id = p.id \
-                 WHERE p.id = $1 \
-                 FOR SHARE OF p"
-            ))
-            .bind::<BigInt, _>(project_id)
-            .get_result(conn)
-            .await
-            .map(Some)
-            .or_else(|e| match e {
-                diesel::result::Error::NotFound => Ok(None),
-                e => Err(e),
-            })
-            .map_err(DbError::query(what("locking the project row")))?;
+            let locked = lock_project(conn, project_id)
+                .await
+                .map_err(DbError::query(what("locking the project row")))?;
             let Some(locked) = locked else {
                 return Ok(Written::ProjectGone { project_id });
             };
-            let facts = locked.facts.into_facts(plan.full_path.clone());
-            if let Some(reason) = facts.project_reason(index_safe) {
-                plan.hold_back(reason);
+            let route = lock_route(conn, project_id)
+                .await
+                .map_err(DbError::query(what("locking the project's route")))?;
+            let moved_to = match &route {
+                Some(route) if route.path.to_lowercase() == plan.full_path.to_lowercase() => None,
+                Some(route) => Some(Some(route.path.clone())),
+                None => Some(None),
+            };
+            match &moved_to {
+                Some(_) => plan.path_changed(),
+                None => {
+                    let mut facts = locked.facts.into_facts(plan.full_path.clone());
+                    facts.route_updated_at = route.as_ref().and_then(|r| r.updated_at);
+                    plan.recheck(&facts, index_safe);
+                }
             }
 
-            let restore: Vec<_> = plan.with_action(Action::Restore).cloned().collect();
-            let names: Vec<String> = restore.iter().map(|r| r.name.clone()).collect();
-            let paths: Vec<String> = restore.iter().map(|r| r.registry_path.clone()).collect();
-            let created: Vec<Option<DateTime<Utc>>> = restore
-                .iter()
-                .map(|r| r.registry_created_at_parsed())
-                .collect();
-            let held: Vec<_> = plan
-                .repositories
-                .iter()
-                .filter(|r| r.action != Action::Restore)
-                .collect();
-            let skipped = count(held.iter().filter(|r| r.action == Action::Skip).count());
-            let review = count(held.iter().filter(|r| r.action == Action::Review).count());
-
-            // 1. This run's claim on the project: a retried batch finds it and stops here.
-            let claimed = diesel::sql_query(
-                "INSERT INTO registry_repair_run_projects \
-                     (run_id, project_id, full_path, restored, already_present, skipped, review, \
-                      missing_before, missing_after) \
-                 VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7) \
-                 ON CONFLICT (run_id, project_id) DO NOTHING",
+            let claimed = claim(
+                conn,
+                run_id,
+                &plan,
+                locked.missing_before,
+                moved_to.as_ref().map(Option::as_deref),
             )
-            .bind::<BigInt, _>(run_id)
-            .bind::<BigInt, _>(project_id)
-            .bind::<Text, _>(&plan.full_path)
-            .bind::<Integer, _>(skipped)
-            .bind::<Integer, _>(review)
-            .bind::<Nullable<Integer>, _>(locked.missing_before)
-            .bind::<Integer, _>(plan.still_missing())
-            .execute(conn)
             .await
             .map_err(DbError::query(what("recording the project in the run")))?;
-            if claimed == 0 {
-                return Ok(Written::AlreadyWritten { project_id });
+            if !claimed {
+                return recorded(conn, run_id, plan)
+                    .await
+                    .map_err(DbError::query(what("reading back what this run wrote")));
+            }
+            if let Some(now) = moved_to {
+                return Ok(Written::PathChanged { plan, now });
             }
 
-            // 3. The rows, as Rails writes them, and an audit row for each one inserted.
-            let restored: Vec<RestoredRow> = if names.is_empty() {
-                Vec::new()
-            } else {
-                diesel::sql_query(
-                    "WITH wanted AS ( \
-                         SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]) \
-                             AS u(name, registry_path, registry_created_at)), \
-                     inserted AS ( \
-                         INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
-                         SELECT $1, wanted.name, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' \
-                         FROM wanted \
-                         ON CONFLICT (project_id, name) DO NOTHING \
-                         RETURNING id, name) \
-                     INSERT INTO registry_repair_restored \
-                         (run_id, project_id, repository_id, name, registry_path, registry_created_at) \
-                     SELECT $5, $1, inserted.id, inserted.name, wanted.registry_path, \
-                            wanted.registry_created_at \
-                     FROM inserted JOIN wanted ON wanted.name = inserted.name \
-                     RETURNING repository_id, name",
-                )
-                .bind::<BigInt, _>(project_id)
-                .bind::<Array<Text>, _>(&names)
-                .bind::<Array<Text>, _>(&paths)
-                .bind::<Array<Nullable<Timestamptz>>, _>(&created)
-                .bind::<BigInt, _>(run_id)
-                .load(conn)
+            let restored = insert_rows(conn, run_id, &plan)
                 .await
-                .map_err(DbError::query(what(&format!(
-                    "inserting {} container_repositories rows",
-                    names.len()
-                ))))?
-            };
+                .map_err(DbError::query(what(
+                    "inserting the container_repositories rows",
+                )))?;
             let inserted: HashSet<&str> = restored.iter().map(|r| r.name.as_str()).collect();
-            let already_present: Vec<String> = names
-                .iter()
-                .filter(|n| !inserted.contains(n.as_str()))
-                .cloned()
+            let already_present: Vec<String> = plan
+                .with_action(Action::Restore)
+                .filter(|r| !inserted.contains(r.name.as_str()))
+                .map(|r| r.name.clone())
                 .collect();
-
-            // 4. What was held back, the tracking row, the counts.
-            if !held.is_empty() {
-                let names: Vec<&str> = held.iter().map(|r| r.name.as_str()).collect();
-                let paths: Vec<&str> = held.iter().map(|r| r.registry_path.as_str()).collect();
-                let actions: Vec<&str> = held.iter().map(|r| r.action.as_str()).collect();
-                let reasons: Vec<&str> = held
-                    .iter()
-                    .map(|r| r.reason.map_or("", Reason::as_str))
-                    .collect();
-                let created: Vec<Option<DateTime<Utc>>> = held
-                    .iter()
-                    .map(|r| r.registry_created_at_parsed())
-                    .collect();
-                diesel::sql_query(
-                    "INSERT INTO registry_repair_skipped \
-                         (run_id, project_id, name, registry_path, action, reason, registry_created_at) \
-                     SELECT $1, $2, u.name, u.registry_path, u.action, u.reason, u.created_at \
-                     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[]) \
-                         AS u(name, registry_path, action, reason, created_at) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind::<BigInt, _>(run_id)
-                .bind::<BigInt, _>(project_id)
-                .bind::<Array<Text>, _>(&names)
-                .bind::<Array<Text>, _>(&paths)
-                .bind::<Array<Text>, _>(&actions)
-                .bind::<Array<Text>, _>(&reasons)
-                .bind::<Array<Nullable<Timestamptz>>, _>(&created)
-                .execute(conn)
+            record_held(conn, run_id, &plan)
                 .await
                 .map_err(DbError::query(what("recording the skipped repositories")))?;
-            }
-            let n_restored = count(restored.len());
-            let n_present = count(already_present.len());
-            diesel::sql_query(
-                "UPDATE registry_repair_run_projects SET restored = $3, already_present = $4 \
-                 WHERE run_id = $1 AND project_id = $2",
-            )
-            .bind::<BigInt, _>(run_id)
-            .bind::<BigInt, _>(project_id)
-            .bind::<Integer, _>(n_restored)
-            .bind::<Integer, _>(n_present)
-            .execute(conn)
-            .await
-            .map_err(DbError::query(what("counting the restored rows")))?;
-            if locked.tracked {
-                diesel::sql_query(
-                    "UPDATE container_registry_data_repair_details \
-                     SET missing_count = $2, updated_at = now() WHERE project_id = $1",
-                )
-                .bind::<BigInt, _>(project_id)
-                .bind::<Integer, _>(plan.still_missing())
-                .execute(conn)
+            count_written(conn, run_id, project_id, &restored, &already_present)
                 .await
-                .map_err(DbError::query(what("updating the tracking row")))?;
+                .map_err(DbError::query(what("counting the restored rows")))?;
+            if locked.tracked {
+                update_tracking(conn, project_id, plan.still_missing())
+                    .await
+                    .map_err(DbError::query(what("updating the tracking row")))?;
             }
-            // The run's counts are the sums of its projects' rows (see `RUNS_SQL`): no row that
-            // every project's transaction updates, which would serialize their commits.
             Ok(Written::Applied {
                 plan,
                 restored,
@@ -339,4 +260,289 @@ pub async fn apply_project(
         .boxed()
     })
     .await
+}
+
+/// The project row, locked, with the guards' facts and its tracking row's count.
+#[derive(QueryableByName)]
+struct LockedProject {
+    #[diesel(embed)]
+    facts: FactsRow,
+    #[diesel(sql_type = Nullable<Integer>)]
+    missing_before: Option<i32>,
+    #[diesel(sql_type = Bool)]
+    tracked: bool,
+}
+
+async fn lock_project(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<LockedProject>> {
+    diesel::sql_query(format!(
+        "SELECT {FACTS_COLUMNS}, \
+                t.missing_count AS missing_before, t.project_id IS NOT NULL AS tracked \
+         FROM projects p \
+         LEFT JOIN container_registry_data_repair_details t ON t.project_id = p.id \
+         WHERE p.id = $1 \
+         FOR SHARE OF p"
+    ))
+    .bind::<BigInt, _>(project_id)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// The project's route as locked by the write.
+#[derive(QueryableByName)]
+struct LockedRoute {
+    #[diesel(sql_type = Text)]
+    path: String,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    updated_at: Option<NaiveDateTime>,
+}
+
+/// After the project row, as GitLab's rename and transfer lock them (no lock order inverted).
+async fn lock_route(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<LockedRoute>> {
+    diesel::sql_query(
+        "SELECT path, updated_at FROM routes \
+         WHERE source_type = 'Project' AND source_id = $1 \
+         FOR SHARE",
+    )
+    .bind::<BigInt, _>(project_id)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// This run's claim on the project: whether it is new (false: this run wrote the project already,
+/// and the claim of that write stands). `moved_to`: the route found, when it is not the path the
+/// plan was listed under.
+async fn claim(
+    conn: &mut DbConn,
+    run_id: i64,
+    plan: &ProjectPlan,
+    missing_before: Option<i32>,
+    moved_to: Option<Option<&str>>,
+) -> QueryResult<bool> {
+    let held = |action| count(plan.with_action(action).count());
+    let (outcome, skipped, review, missing_after) = match moved_to {
+        // Nothing is written: the tracking row keeps its count.
+        Some(_) => ("path_changed", 0, 0, missing_before.unwrap_or(0)),
+        None => (
+            "written",
+            held(Action::Skip),
+            held(Action::Review),
+            plan.still_missing(),
+        ),
+    };
+    let claimed = diesel::sql_query(
+        "INSERT INTO registry_repair_run_projects \
+             (run_id, project_id, full_path, restored, already_present, skipped, review, \
+              missing_before, missing_after, outcome, path_at_write) \
+         VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (run_id, project_id) DO NOTHING",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(plan.project_id)
+    .bind::<Text, _>(&plan.full_path)
+    .bind::<Integer, _>(skipped)
+    .bind::<Integer, _>(review)
+    .bind::<Nullable<Integer>, _>(missing_before)
+    .bind::<Integer, _>(missing_after)
+    .bind::<Text, _>(outcome)
+    .bind::<Nullable<Text>, _>(moved_to.flatten())
+    .execute(conn)
+    .await?;
+    Ok(claimed == 1)
+}
+
+/// What this run's earlier write of the project did, from its claim, its audit rows and its
+/// skipped rows, laid over `plan` (the plan as the Writer holds it): the answer a batch written
+/// again gives, so that the run's printed result counts every project once.
+async fn recorded(conn: &mut DbConn, run_id: i64, mut plan: ProjectPlan) -> QueryResult<Written> {
+    #[derive(QueryableByName)]
+    struct Claim {
+        #[diesel(sql_type = Text)]
+        outcome: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        path_at_write: Option<String>,
+    }
+    #[derive(QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Text)]
+        action: String,
+        #[diesel(sql_type = Text)]
+        reason: String,
+    }
+    let claim: Claim = diesel::sql_query(
+        "SELECT outcome, path_at_write FROM registry_repair_run_projects \
+         WHERE run_id = $1 AND project_id = $2",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(plan.project_id)
+    .get_result(conn)
+    .await?;
+    if claim.outcome == "path_changed" {
+        plan.path_changed();
+        return Ok(Written::PathChanged {
+            plan,
+            now: claim.path_at_write,
+        });
+    }
+    let restored: Vec<RestoredRow> = diesel::sql_query(
+        "SELECT repository_id, name FROM registry_repair_restored \
+         WHERE run_id = $1 AND project_id = $2 ORDER BY repository_id",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(plan.project_id)
+    .load(conn)
+    .await?;
+    let held: HashMap<String, (Option<Action>, Option<Reason>)> = diesel::sql_query(
+        "SELECT name, action, reason FROM registry_repair_skipped \
+         WHERE run_id = $1 AND project_id = $2",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(plan.project_id)
+    .load::<Held>(conn)
+    .await?
+    .into_iter()
+    .map(|h| (h.name, (Action::parse(&h.action), Reason::parse(&h.reason))))
+    .collect();
+    let inserted: HashSet<&str> = restored.iter().map(|r| r.name.as_str()).collect();
+    let mut already_present = Vec::new();
+    for repository in &mut plan.repositories {
+        if let Some((Some(action), reason)) = held.get(&repository.name) {
+            repository.action = *action;
+            repository.reason = *reason;
+        } else if inserted.contains(repository.name.as_str()) {
+            repository.action = Action::Restore;
+            repository.reason = None;
+        } else if repository.action == Action::Restore {
+            already_present.push(repository.name.clone());
+        }
+    }
+    Ok(Written::Applied {
+        plan,
+        restored,
+        already_present,
+    })
+}
+
+/// The restores, as Rails' `find_or_create_from_path!` writes them: `project_id`, `name`,
+/// `created_at` and `updated_at` (UTC `now()`, whatever the session's `TimeZone`), every other
+/// column its default (valid on every GitLab from 15.10, `migration_*` columns included), `ON
+/// CONFLICT (project_id, name) DO NOTHING`; and an audit row for each row actually inserted.
+async fn insert_rows(
+    conn: &mut DbConn,
+    run_id: i64,
+    plan: &ProjectPlan,
+) -> QueryResult<Vec<RestoredRow>> {
+    let restore: Vec<_> = plan.with_action(Action::Restore).collect();
+    if restore.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = restore.iter().map(|r| r.name.as_str()).collect();
+    let paths: Vec<&str> = restore.iter().map(|r| r.registry_path.as_str()).collect();
+    let created: Vec<Option<DateTime<Utc>>> = restore
+        .iter()
+        .map(|r| r.registry_created_at_parsed())
+        .collect();
+    diesel::sql_query(
+        "WITH wanted AS ( \
+             SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]) \
+                 AS u(name, registry_path, registry_created_at)), \
+         inserted AS ( \
+             INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
+             SELECT $1, wanted.name, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' \
+             FROM wanted \
+             ON CONFLICT (project_id, name) DO NOTHING \
+             RETURNING id, name) \
+         INSERT INTO registry_repair_restored \
+             (run_id, project_id, repository_id, name, registry_path, registry_created_at) \
+         SELECT $5, $1, inserted.id, inserted.name, wanted.registry_path, \
+                wanted.registry_created_at \
+         FROM inserted JOIN wanted ON wanted.name = inserted.name \
+         RETURNING repository_id, name",
+    )
+    .bind::<BigInt, _>(plan.project_id)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&paths)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&created)
+    .bind::<BigInt, _>(run_id)
+    .load(conn)
+    .await
+}
+
+/// The repositories held back (skip and review), with their reasons.
+async fn record_held(conn: &mut DbConn, run_id: i64, plan: &ProjectPlan) -> QueryResult<()> {
+    let held: Vec<_> = plan
+        .repositories
+        .iter()
+        .filter(|r| r.action != Action::Restore)
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = held.iter().map(|r| r.name.as_str()).collect();
+    let paths: Vec<&str> = held.iter().map(|r| r.registry_path.as_str()).collect();
+    let actions: Vec<&str> = held.iter().map(|r| r.action.as_str()).collect();
+    let reasons: Vec<&str> = held
+        .iter()
+        .map(|r| r.reason.map_or("", Reason::as_str))
+        .collect();
+    let created: Vec<Option<DateTime<Utc>>> = held
+        .iter()
+        .map(|r| r.registry_created_at_parsed())
+        .collect();
+    diesel::sql_query(
+        "INSERT INTO registry_repair_skipped \
+             (run_id, project_id, name, registry_path, action, reason, registry_created_at) \
+         SELECT $1, $2, u.name, u.registry_path, u.action, u.reason, u.created_at \
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[]) \
+             AS u(name, registry_path, action, reason, created_at) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(plan.project_id)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Text>, _>(&paths)
+    .bind::<Array<Text>, _>(&actions)
+    .bind::<Array<Text>, _>(&reasons)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&created)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The project's counts. The run's are their sums (see `RUNS_SQL`): no row that every project's
+/// transaction updates, which would serialize their commits.
+async fn count_written(
+    conn: &mut DbConn,
+    run_id: i64,
+    project_id: i64,
+    restored: &[RestoredRow],
+    already_present: &[String],
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE registry_repair_run_projects SET restored = $3, already_present = $4 \
+         WHERE run_id = $1 AND project_id = $2",
+    )
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(project_id)
+    .bind::<Integer, _>(count(restored.len()))
+    .bind::<Integer, _>(count(already_present.len()))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The tracking row says what is still missing: the repositories held back.
+async fn update_tracking(conn: &mut DbConn, project_id: i64, missing: i32) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE container_registry_data_repair_details \
+         SET missing_count = $2, updated_at = now() WHERE project_id = $1",
+    )
+    .bind::<BigInt, _>(project_id)
+    .bind::<Integer, _>(missing)
+    .execute(conn)
+    .await
+    .map(drop)
 }

@@ -5,6 +5,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
 use crate::db::{Database, DbError, Present};
+use crate::repair::guards::Consent;
 
 /// Which projects a `plan` or `apply` looks at (the canary flags).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,8 +16,9 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// `--limit N` projects at most.
     pub limit: Option<u64>,
-    /// `--include-older`: restore repositories older than their project too.
-    pub include_older: bool,
+    /// The review reasons lifted by `--include-older`, `--include-older-than-path` and
+    /// `--include-cleanup-policy`.
+    pub consent: Consent,
 }
 
 impl Scope {
@@ -33,9 +35,7 @@ impl Scope {
         if let Some(limit) = self.limit {
             parts.push(format!("--limit {limit}"));
         }
-        if self.include_older {
-            parts.push("--include-older".into());
-        }
+        parts.extend(self.consent.flags().into_iter().map(String::from));
         parts.join(" ")
     }
 
@@ -149,11 +149,16 @@ mod tests {
             projects: vec![3, 5],
             namespace: Some("Gitlab-Org".into()),
             limit: Some(10),
-            include_older: true,
+            consent: Consent {
+                older_than_project: true,
+                older_than_path: true,
+                cleanup_policy: true,
+            },
         };
         assert_eq!(
             scope.describe(),
-            "--project 3 --project 5 --namespace Gitlab-Org --limit 10 --include-older"
+            "--project 3 --project 5 --namespace Gitlab-Org --limit 10 --include-older \
+             --include-older-than-path --include-cleanup-policy"
         );
         assert_eq!(Scope::default().describe(), "");
     }

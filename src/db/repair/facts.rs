@@ -22,6 +22,8 @@ pub(super) struct FactsRow {
     id: i64,
     #[diesel(sql_type = Nullable<Timestamp>)]
     created_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    route_updated_at: Option<NaiveDateTime>,
     #[diesel(sql_type = Bool)]
     pending_delete: bool,
     #[diesel(sql_type = Bool)]
@@ -30,16 +32,23 @@ pub(super) struct FactsRow {
     registry_access_level: Option<i32>,
     #[diesel(sql_type = Bool)]
     duplicate_rows: bool,
+    #[diesel(sql_type = Bool)]
+    cleanup_policy: bool,
 }
 
-/// The guards' facts of project `p`: one definition for the bulk read and the write-time check.
+/// The guards' facts of project `p`: one definition for the bulk read and the write-time check
+/// (which locks the route row itself and takes its `updated_at` from there).
 pub(super) const FACTS_COLUMNS: &str = "p.id, p.created_at, \
+        (SELECT r.updated_at FROM routes r \
+         WHERE r.source_type = 'Project' AND r.source_id = p.id) AS route_updated_at, \
         COALESCE(p.pending_delete, false) AS pending_delete, \
         p.marked_for_deletion_at IS NOT NULL AS marked_for_deletion, \
         (SELECT f.container_registry_access_level FROM project_features f \
          WHERE f.project_id = p.id LIMIT 1) AS registry_access_level, \
         EXISTS (SELECT 1 FROM container_repositories c WHERE c.project_id = p.id \
-                GROUP BY c.name HAVING count(*) > 1) AS duplicate_rows";
+                GROUP BY c.name HAVING count(*) > 1) AS duplicate_rows, \
+        EXISTS (SELECT 1 FROM container_expiration_policies e \
+                WHERE e.project_id = p.id AND e.enabled) AS cleanup_policy";
 
 impl FactsRow {
     pub(super) fn into_facts(self, full_path: String) -> ProjectFacts {
@@ -47,17 +56,19 @@ impl FactsRow {
             id: self.id,
             full_path,
             created_at: self.created_at,
+            route_updated_at: self.route_updated_at,
             pending_delete: self.pending_delete,
             marked_for_deletion: self.marked_for_deletion,
             registry_access_level: self.registry_access_level,
             duplicate_rows: self.duplicate_rows,
+            cleanup_policy: self.cleanup_policy,
         }
     }
 }
 
-/// The guards' facts for a batch of candidates, in one statement: deletion columns,
-/// `project_features`, duplicate `(project_id, name)` rows. A project deleted meanwhile is absent
-/// from the map.
+/// The guards' facts for a batch of candidates, in one statement: creation and route times,
+/// deletion columns, `project_features`, duplicate `(project_id, name)` rows, the cleanup policy.
+/// A project deleted meanwhile is absent from the map.
 pub async fn project_facts(
     db: &Database,
     candidates: &[Candidate],
@@ -78,7 +89,7 @@ pub async fn project_facts(
     .load(&mut conn)
     .await
     .map_err(DbError::query(format!(
-        "reading the deletion state, registry setting and duplicates of {} projects",
+        "reading the guards' facts (dates, deletion, registry setting, duplicates, cleanup policy) of {} projects",
         ids.len()
     )))?;
     Ok(rows
@@ -152,9 +163,9 @@ pub(super) async fn index_health_on(conn: &mut DbConn) -> Result<IndexHealth, Db
     )))
 }
 
-/// Which of `paths` (lowercased registry paths, see [`crate::repair::guards::candidate_claims`])
-/// are the lowercased route of a project other than `project_id`: through the index on
-/// `lower(routes.path)`.
+/// Which of `paths` (lowercased registry paths, see [`crate::repair::guards::claim_lookups`]) are
+/// the lowercased route of a project other than `project_id`, as GitLab's `where_full_path_in`
+/// matches them: through the index on `lower(routes.path)`.
 pub async fn claimed_paths(
     db: &Database,
     project_id: i64,

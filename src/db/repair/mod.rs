@@ -6,7 +6,7 @@
 //! [`index_health`] per page; the Analyzer reads the names GitLab has
 //! ([`super::projects::existing_repository_names`]) and [`claimed_paths`], and calls
 //! [`crate::repair::plan_project`]; the Writer calls [`apply_into`] with the plans of a run
-//! started by [`start_apply`]; the command calls [`finish_run`] once the run is done.
+//! started by [`start_apply`]; the command calls [`finish_apply`] once the run is done.
 //!
 //! By what they hold: `candidates.rs` (the scope and the projects in it), `facts.rs` (what the
 //! guards read besides the registry), `apply.rs` (an apply run and its per-project write),
@@ -23,14 +23,14 @@ use diesel::sql_types::BigInt;
 use super::DbError;
 
 pub use apply::{
-    apply_batch, apply_into, apply_project, discard_run, finish_run, start_apply, RestoredRow,
+    apply_batch, apply_into, apply_project, discard_run, finish_apply, start_apply, RestoredRow,
     Written,
 };
 pub use candidates::{candidates, count_candidates, namespace_exists, Candidate, Scope};
 pub use facts::{claimed_paths, index_health, project_facts, IndexHealth, UNIQUE_INDEX};
 pub use runs::{
-    check_primary, check_ready, restored_projects, run, run_projects, runs, under_cleanup_policy,
-    RunProject, RunRow,
+    check_primary, check_ready, geo_secondaries, restored_projects, restored_repositories, run,
+    run_projects, runs, under_cleanup_policy, RunProject, RunRow, WriteOutcome,
 };
 pub use undo::{undo, KeptRow, UndoOutcome};
 

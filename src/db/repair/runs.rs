@@ -18,7 +18,10 @@ pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
         "SELECT to_regclass('registry_repair_runs') IS NOT NULL \
                 AND to_regclass('registry_repair_run_projects') IS NOT NULL \
                 AND to_regclass('registry_repair_restored') IS NOT NULL \
-                AND to_regclass('registry_repair_skipped') IS NOT NULL AS present",
+                AND to_regclass('registry_repair_skipped') IS NOT NULL \
+                AND EXISTS (SELECT 1 FROM pg_attribute \
+                            WHERE attrelid = to_regclass('registry_repair_run_projects') \
+                              AND attname = 'outcome' AND NOT attisdropped) AS present",
     )
     .get_result(&mut conn)
     .await
@@ -79,6 +82,9 @@ pub struct RunRow {
     pub deleted: i32,
     #[diesel(sql_type = Integer)]
     pub kept: i32,
+    /// Projects not written because their path changed between the listing and the write.
+    #[diesel(sql_type = Integer)]
+    pub path_changed: i32,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub undo_of: Option<i64>,
     /// The undo runs of this apply run, oldest first.
@@ -87,21 +93,24 @@ pub struct RunRow {
 }
 
 /// An apply run's counts are the sums of its `registry_repair_run_projects` rows, each written in
-/// the same transaction as its project's rows (so exact after a SIGKILL too); `finish_run` also
-/// stores them in the run's row. An undo run's are in its row.
+/// the same transaction as its project's rows (so exact after a SIGKILL too); `finish_apply` also
+/// stores them in the run's row. An undo run's are in its row, raised project by project.
 const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scope, \
         CASE WHEN r.kind = 'apply' THEN w.projects ELSE r.projects END AS projects, \
         CASE WHEN r.kind = 'apply' THEN w.restored ELSE r.restored END AS restored, \
         CASE WHEN r.kind = 'apply' THEN w.skipped ELSE r.skipped END AS skipped, \
         CASE WHEN r.kind = 'apply' THEN w.review ELSE r.review END AS review, \
-        r.deleted, r.kept, r.undo_of, \
+        r.deleted, r.kept, \
+        CASE WHEN r.kind = 'apply' THEN w.path_changed ELSE r.path_changed END AS path_changed, \
+        r.undo_of, \
         ARRAY(SELECT u.id FROM registry_repair_runs u WHERE u.undo_of = r.id ORDER BY u.id) \
             AS undone_by \
      FROM registry_repair_runs r \
-     CROSS JOIN LATERAL (SELECT count(*)::int AS projects, \
+     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE p.outcome = 'written')::int AS projects, \
             COALESCE(sum(p.restored), 0)::int AS restored, \
             COALESCE(sum(p.skipped), 0)::int AS skipped, \
-            COALESCE(sum(p.review), 0)::int AS review \
+            COALESCE(sum(p.review), 0)::int AS review, \
+            count(*) FILTER (WHERE p.outcome = 'path_changed')::int AS path_changed \
         FROM registry_repair_run_projects p WHERE p.run_id = r.id) w";
 
 /// Every run, newest first.
@@ -140,18 +149,35 @@ pub(super) async fn apply_run(
     Ok(run)
 }
 
-/// A project an apply run wrote, and the names it held back (skip or review): what `verify` does
-/// not report.
+/// A project an apply run claimed, as `verify` checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunProject {
     pub project_id: i64,
-    /// The project's route now (the registry moves repositories with a rename); `None` when the
-    /// project or its route is gone.
+    /// The route the run listed the project under.
+    pub listed_path: String,
+    /// The project's route now; `None` when the project or its route is gone.
     pub full_path: Option<String>,
+    pub written: WriteOutcome,
+    /// The names the run held back (skip or review).
     pub held_back: HashSet<String>,
+    /// The names of the rows the run restored that are still there, unchanged in project and name
+    /// and not undone.
+    pub restored: Vec<String>,
 }
 
-/// The projects run `run_id` wrote, in id order, `limit` after project id `after`.
+/// What the run's write of a project did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The route was `at_write` (`None`: no route), not the listed path: nothing was written.
+    /// `written_later_by`: the first later apply run that wrote the project.
+    PathChanged {
+        at_write: Option<String>,
+        written_later_by: Option<i64>,
+    },
+}
+
+/// The projects run `run_id` claimed, in id order, `limit` after project id `after`.
 pub async fn run_projects(
     db: &Database,
     run_id: i64,
@@ -162,19 +188,39 @@ pub async fn run_projects(
     struct Row {
         #[diesel(sql_type = BigInt)]
         project_id: i64,
+        #[diesel(sql_type = Text)]
+        listed_path: String,
         #[diesel(sql_type = Nullable<Text>)]
         full_path: Option<String>,
+        #[diesel(sql_type = Text)]
+        outcome: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        path_at_write: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        written_later_by: Option<i64>,
         #[diesel(sql_type = Array<Text>)]
         held_back: Vec<String>,
+        #[diesel(sql_type = Array<Text>)]
+        restored: Vec<String>,
     }
     if after == 0 {
         apply_run(db, run_id, "verified").await?;
     }
     let mut conn = db.conn().await?;
     let rows: Vec<Row> = diesel::sql_query(
-        "SELECT rp.project_id, r.path AS full_path, \
+        "SELECT rp.project_id, rp.full_path AS listed_path, r.path AS full_path, rp.outcome, \
+                rp.path_at_write, \
+                CASE WHEN rp.outcome = 'path_changed' THEN \
+                    (SELECT min(l.run_id) FROM registry_repair_run_projects l \
+                     WHERE l.project_id = rp.project_id AND l.run_id > rp.run_id \
+                       AND l.outcome = 'written') END AS written_later_by, \
                 ARRAY(SELECT s.name FROM registry_repair_skipped s \
-                      WHERE s.run_id = rp.run_id AND s.project_id = rp.project_id) AS held_back \
+                      WHERE s.run_id = rp.run_id AND s.project_id = rp.project_id) AS held_back, \
+                ARRAY(SELECT x.name FROM registry_repair_restored x \
+                      JOIN container_repositories c ON c.id = x.repository_id \
+                           AND c.project_id = x.project_id AND c.name = x.name \
+                      WHERE x.run_id = rp.run_id AND x.project_id = rp.project_id \
+                        AND x.undone_at IS NULL ORDER BY x.name) AS restored \
          FROM registry_repair_run_projects rp \
          LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = rp.project_id \
          WHERE rp.run_id = $1 AND rp.project_id > $2 \
@@ -192,8 +238,17 @@ pub async fn run_projects(
         .into_iter()
         .map(|r| RunProject {
             project_id: r.project_id,
+            listed_path: r.listed_path,
             full_path: r.full_path,
+            written: match r.outcome.as_str() {
+                "path_changed" => WriteOutcome::PathChanged {
+                    at_write: r.path_at_write,
+                    written_later_by: r.written_later_by,
+                },
+                _ => WriteOutcome::Written,
+            },
             held_back: r.held_back.into_iter().collect(),
+            restored: r.restored,
         })
         .collect())
 }
@@ -219,6 +274,58 @@ pub async fn under_cleanup_policy(db: &Database, run_id: i64) -> Result<i64, DbE
         "counting the rows of repair run {run_id} under an enabled cleanup policy"
     )))?;
     Ok(row.n)
+}
+
+/// Whether GitLab's Geo has a secondary site here (EE's `geo_nodes`; empty, or absent, without
+/// Geo): the restored rows must then be announced to it. `None` when the table is there but this
+/// role may not read it: unknown.
+pub async fn geo_secondaries(db: &Database) -> Result<Option<bool>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Readable {
+        #[diesel(sql_type = Nullable<Bool>)]
+        readable: Option<bool>,
+    }
+    let mut conn = db.conn().await?;
+    let table: Readable = diesel::sql_query(
+        "SELECT has_table_privilege(to_regclass('geo_nodes'), 'SELECT') AS readable",
+    )
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("looking for GitLab's geo_nodes table"))?;
+    match table.readable {
+        None => return Ok(Some(false)),
+        Some(false) => return Ok(None),
+        Some(true) => {}
+    }
+    let row: Present = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM geo_nodes WHERE NOT \"primary\") AS present",
+    )
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("reading GitLab's geo_nodes"))?;
+    Ok(Some(row.present))
+}
+
+/// The `container_repositories` ids run `run_id` restored (not undone), in order: the rows to
+/// announce to Geo.
+pub async fn restored_repositories(db: &Database, run_id: i64) -> Result<Vec<i64>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Repository {
+        #[diesel(sql_type = BigInt)]
+        repository_id: i64,
+    }
+    let mut conn = db.conn().await?;
+    let rows: Vec<Repository> = diesel::sql_query(
+        "SELECT repository_id FROM registry_repair_restored \
+         WHERE run_id = $1 AND undone_at IS NULL ORDER BY repository_id",
+    )
+    .bind::<BigInt, _>(run_id)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "reading the rows repair run {run_id} restored"
+    )))?;
+    Ok(rows.into_iter().map(|r| r.repository_id).collect())
 }
 
 /// The projects run `run_id` restored rows in (not undone), in id order: whose statistics to

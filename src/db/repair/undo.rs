@@ -7,7 +7,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::runs::apply_run;
-use super::{count, finish_run, Id, RepairError, RestoredRow};
+use super::{count, Id, RepairError, RestoredRow};
 use crate::db::{Database, DbConn, DbError};
 
 /// A restored row that undo left in place, and why.
@@ -19,8 +19,9 @@ pub struct KeptRow {
     pub repository_id: i64,
     #[diesel(sql_type = Text)]
     pub name: String,
-    /// `gone` (deleted since), `status N` (GitLab is deleting it), `moved` (another project or
-    /// name now).
+    /// `gone` (deleted since), `moved` (another project or name now), `status N` (GitLab is
+    /// deleting it), `deletion started`, `cleanup ran` (a cleanup policy worked on it, and may
+    /// have deleted tags) or `updated since` (anything else GitLab saved).
     #[diesel(sql_type = Text)]
     pub why: String,
 }
@@ -41,11 +42,27 @@ pub struct UndoOutcome {
 /// Projects per page of an undo's walk.
 const UNDO_PAGE: i64 = 500;
 
-/// Deletes exactly the rows run `undo_of` restored that are unchanged since (same id, project and
-/// name, `status` still NULL), each project in one transaction that also marks the audit rows
-/// undone and adds the deleted rows back to the tracking row's `missing_count`. Rows changed since
-/// are left and listed. Recorded as a run of kind `undo`. Running it again (after a SIGKILL, say)
-/// finishes the job and deletes nothing twice.
+/// Whether GitLab has deleted, scheduled, cleaned up or saved the row `c` since the apply wrote
+/// it: its deletion and cleanup columns still as inserted, `updated_at` still `created_at` (the
+/// apply writes both with one `now()`; a Rails save moves it). Columns that not every GitLab from
+/// 15.10 on has are read through `to_jsonb`, where a missing one reads as NULL.
+const DELETION_STARTED: &str = "(c.status IS NOT NULL \
+     OR (to_jsonb(c) ->> 'delete_started_at') IS NOT NULL \
+     OR (to_jsonb(c) ->> 'status_updated_at') IS NOT NULL \
+     OR COALESCE((to_jsonb(c) ->> 'failed_deletion_count')::int, 0) <> 0 \
+     OR (to_jsonb(c) ->> 'next_delete_attempt_at') IS NOT NULL)";
+const CLEANUP_RAN: &str = "((to_jsonb(c) ->> 'expiration_policy_started_at') IS NOT NULL \
+     OR (to_jsonb(c) ->> 'expiration_policy_completed_at') IS NOT NULL \
+     OR COALESCE((to_jsonb(c) ->> 'expiration_policy_cleanup_status')::int, 0) <> 0 \
+     OR (to_jsonb(c) ->> 'last_cleanup_deleted_tags_count') IS NOT NULL)";
+const SAVED_SINCE: &str = "(c.updated_at IS DISTINCT FROM c.created_at)";
+
+/// Deletes exactly the rows run `undo_of` restored that are unchanged since: same id, project and
+/// name, and nothing GitLab did to it (no deletion scheduled or started, no cleanup started or
+/// finished, no tags deleted, no save). Each project is one transaction that also marks the audit
+/// rows undone and adds the deleted rows back to the tracking row's `missing_count`. Rows changed
+/// since are left and listed with why. Recorded as a run of kind `undo`. Running it again (after a
+/// SIGKILL, say) finishes the job and deletes nothing twice.
 pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairError> {
     apply_run(db, undo_of, "undone").await?;
     let mut conn = db.conn().await?;
@@ -95,7 +112,7 @@ pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairErro
             outcome.kept.extend(kept);
         }
     }
-    finish_run(db, outcome.run).await?;
+    finish_undo(db, outcome.run).await?;
     Ok(outcome)
 }
 
@@ -109,7 +126,7 @@ async fn undo_project(
         move |step: &str| format!("undoing repair run {undo_of}, project {project_id}: {step}");
     conn.transaction(|conn| {
         async move {
-            let deleted: Vec<RestoredRow> = diesel::sql_query(
+            let deleted: Vec<RestoredRow> = diesel::sql_query(format!(
                 "WITH mine AS ( \
                      SELECT repository_id, name FROM registry_repair_restored \
                      WHERE run_id = $1 AND project_id = $2 AND undone_at IS NULL \
@@ -117,29 +134,33 @@ async fn undo_project(
                  gone AS ( \
                      DELETE FROM container_repositories c USING mine \
                      WHERE c.id = mine.repository_id AND c.project_id = $2 \
-                       AND c.name = mine.name AND c.status IS NULL \
+                       AND c.name = mine.name AND NOT {DELETION_STARTED} \
+                       AND NOT {CLEANUP_RAN} AND NOT {SAVED_SINCE} \
                      RETURNING c.id) \
                  UPDATE registry_repair_restored r SET undone_by = $3, undone_at = now() \
                  FROM gone \
                  WHERE r.run_id = $1 AND r.project_id = $2 AND r.repository_id = gone.id \
-                 RETURNING r.repository_id, r.name",
-            )
+                 RETURNING r.repository_id, r.name"
+            ))
             .bind::<BigInt, _>(undo_of)
             .bind::<BigInt, _>(project_id)
             .bind::<BigInt, _>(run)
             .load(conn)
             .await
             .map_err(DbError::query(what("deleting the unchanged restored rows")))?;
-            let kept: Vec<KeptRow> = diesel::sql_query(
+            let kept: Vec<KeptRow> = diesel::sql_query(format!(
                 "SELECT r.project_id, r.repository_id, r.name, \
                         CASE WHEN c.id IS NULL THEN 'gone' \
                              WHEN c.project_id <> r.project_id OR c.name <> r.name THEN 'moved' \
-                             ELSE 'status ' || c.status END AS why \
+                             WHEN c.status IS NOT NULL THEN 'status ' || c.status \
+                             WHEN {DELETION_STARTED} THEN 'deletion started' \
+                             WHEN {CLEANUP_RAN} THEN 'cleanup ran' \
+                             ELSE 'updated since' END AS why \
                  FROM registry_repair_restored r \
                  LEFT JOIN container_repositories c ON c.id = r.repository_id \
                  WHERE r.run_id = $1 AND r.project_id = $2 AND r.undone_at IS NULL \
-                 ORDER BY r.repository_id",
-            )
+                 ORDER BY r.repository_id"
+            ))
             .bind::<BigInt, _>(undo_of)
             .bind::<BigInt, _>(project_id)
             .load(conn)
@@ -175,4 +196,19 @@ async fn undo_project(
         .boxed()
     })
     .await
+}
+
+/// Records that undo run `run` ended. Its counts were raised project by project as it went.
+async fn finish_undo(db: &Database, run: i64) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "UPDATE registry_repair_runs SET finished_at = now() WHERE id = $1 AND kind = 'undo'",
+    )
+    .bind::<BigInt, _>(run)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(format!(
+        "recording the end of undo run {run}"
+    )))?;
+    Ok(())
 }

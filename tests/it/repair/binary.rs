@@ -12,12 +12,18 @@ async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_
     planned.assert_exit(0).assert_no_panic();
     let value: serde_json::Value = serde_json::from_str(&planned.stdout).expect("JSON plan");
     assert_eq!(value["run"], serde_json::Value::Null);
-    assert_eq!(value["totals"]["projects"], 9);
+    assert_eq!(value["totals"]["projects"], 10);
     assert_eq!(value["totals"]["restore"], 4);
-    assert_eq!(value["totals"]["review"], 1);
+    assert_eq!(value["totals"]["review"], 2);
+    assert_eq!(value["totals"]["review_by_reason"]["older_than_project"], 1);
+    assert_eq!(
+        value["totals"]["review_by_reason"]["cleanup_policy_enabled"],
+        1
+    );
+    assert_eq!(value["totals"]["review_by_reason"]["older_than_path"], 0);
     assert_eq!(value["totals"]["skip"]["project_pending_deletion"], 3);
     assert_eq!(value["totals"]["skip"]["ambiguous_path"], 2);
-    assert_eq!(value["repositories"].as_array().map(Vec::len), Some(13));
+    assert_eq!(value["repositories"].as_array().map(Vec::len), Some(14));
 
     cli(&["repair", "plan", "--namespace", "nope"], &env, long)
         .await
@@ -36,8 +42,12 @@ async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_
     applied
         .assert_exit(0)
         .assert_stdout_has("Repair run ")
-        .assert_stdout_has("ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])")
-        .assert_stdout_has("enabled cleanup policy");
+        .assert_stdout_has("ProjectCacheWorker.perform_async(id, [], %w[container_registry_size])");
+    assert!(
+        !applied.stdout.contains("cleanup policy") && !applied.stdout.contains("Geo"),
+        "no cleanup policy, no Geo here\n{}",
+        applied.dump()
+    );
     let runs = repair::runs(&s.database).await.expect("runs");
     let run = runs[0].id.to_string();
 
@@ -72,6 +82,48 @@ async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_
         .await
         .assert_exit(1)
         .assert_stderr_has("does not exist");
+
+    // Consent is asked before the write: an enabled cleanup policy holds the project's
+    // repositories for review until `--include-cleanup-policy`, after which the result warns what
+    // the policy may do to them.
+    let policed = s.ids["policed"].to_string();
+    let held = cli(
+        &["repair", "apply", "--project", &policed, "--format", "json"],
+        &env,
+        long,
+    )
+    .await;
+    held.assert_exit(0);
+    let value: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON result");
+    assert_eq!(value["totals"]["restore"], 0);
+    assert_eq!(
+        value["totals"]["review_by_reason"]["cleanup_policy_enabled"],
+        1
+    );
+    let consented = cli(
+        &[
+            "repair",
+            "apply",
+            "--project",
+            &policed,
+            "--include-cleanup-policy",
+        ],
+        &env,
+        long,
+    )
+    .await;
+    consented
+        .assert_exit(0)
+        .assert_stdout_has("restore           1")
+        .assert_stdout_has("enabled cleanup policy (--include-cleanup-policy)");
+    let row = &repair::runs(&s.database).await.expect("runs")[0];
+    assert_eq!(
+        (row.restored, row.scope.as_str()),
+        (
+            1,
+            format!("--project {policed} --include-cleanup-policy").as_str()
+        )
+    );
 }
 
 #[actix_rt::test]

@@ -26,6 +26,8 @@ use registry_repair::db::Database;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::RegistryClient;
+use registry_repair::repair::guards::Consent;
+use registry_repair::repair::output::Outcome;
 use registry_repair::repair::pipeline::{self, Repaired};
 use registry_repair::repair::verify::verify;
 use registry_repair::repair::{Action, ProjectPlan, Reason};
@@ -67,6 +69,8 @@ fn world() -> (World, HashMap<&'static str, i64>) {
     ids.insert("twin_upper", w.project(g, "TWIN", &["t"], &[]));
     // Created after the registry's repositories (2024-01-01): a reused path.
     ids.insert("reused", w.project(g, "Reused", &["old"], &[]));
+    // An enabled cleanup policy: restored only with consent.
+    ids.insert("policed", w.project(g, "Policed", &["p"], &[]));
     // Another top-level namespace, for the scope flags.
     ids.insert("elsewhere", w.project(other, "Elsewhere", &["e"], &[]));
     ids.insert("nothing_missing", w.project(other, "Fine", &["f"], &["f"]));
@@ -94,12 +98,13 @@ async fn seed() -> Seeded {
          DELETE FROM project_features WHERE project_id = {}; \
          UPDATE projects SET created_at = '2025-01-01' WHERE id = {}; \
          INSERT INTO container_expiration_policies (project_id, created_at, updated_at, enabled) \
-             VALUES ({}, now(), now(), true);",
+             VALUES ({}, now(), now(), true), ({}, now(), now(), false);",
         ids["pending"],
         ids["marked"],
         ids["disabled"],
         ids["no_features"],
         ids["reused"],
+        ids["policed"],
         ids["plain"]
     ))
     .await;
@@ -199,6 +204,7 @@ fn expected(ids: &HashMap<&'static str, i64>) -> Decisions {
         d("twin", "t", Skip, Some(AmbiguousPath)),
         d("twin_upper", "t", Skip, Some(AmbiguousPath)),
         d("reused", "old", Review, Some(OlderThanProject)),
+        d("policed", "p", Review, Some(CleanupPolicyEnabled)),
         d("elsewhere", "e", Restore, None),
     ]
     .into_iter()

@@ -36,7 +36,10 @@ async fn the_dry_run_writes_nothing_and_plans_exactly_the_missing_names_with_the
         &s,
         &Scope {
             projects: vec![s.ids["reused"]],
-            include_older: true,
+            consent: Consent {
+                older_than_project: true,
+                ..Consent::default()
+            },
             ..Scope::default()
         },
     )

@@ -81,7 +81,7 @@ async fn verify_reports_nothing_after_apply_and_a_row_lost_since() {
         .await
         .expect("verify");
     assert!(clean.is_clean(), "{clean:?}");
-    assert_eq!(clean.projects, 9);
+    assert_eq!(clean.projects, 10);
     s.db.execute(&format!(
         "DELETE FROM container_repositories WHERE project_id = {} AND name = 'a/b'",
         s.ids["plain"]
