@@ -171,6 +171,27 @@ impl World {
             .collect()
     }
 
+    /// The repositories the registry holds and GitLab lost, `(project id, Rails name)`: what a
+    /// repair plan lists, for every project the analysis can count (a route, a path the registry
+    /// can hold).
+    pub fn lost_repositories(&self) -> Vec<(i64, String)> {
+        let mut lost = Vec::new();
+        for p in &self.projects {
+            let Some(full) = &p.full_path else { continue };
+            if !is_addressable(&full.to_lowercase()) {
+                continue;
+            }
+            let rails: BTreeSet<&str> = p.rails.iter().map(String::as_str).collect();
+            let registry: BTreeSet<&str> = p.registry.iter().map(String::as_str).collect();
+            lost.extend(
+                registry
+                    .difference(&rails)
+                    .map(|name| (p.id, name.to_string())),
+            );
+        }
+        lost
+    }
+
     /// Writes groups, projects, routes and `container_repositories` rows, in bulk.
     pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
         let mut conn = db.conn().await?;

@@ -316,3 +316,100 @@ async fn apply_and_undo_work_alike_with_prepared_statements_off() {
     assert_eq!((undone.deleted.len(), undone.kept.len()), (4, 0));
     assert_eq!(repositories(&s.database).await, before);
 }
+
+#[actix_rt::test]
+async fn restored_rows_carry_utc_times_whatever_the_session_time_zone() {
+    let s = seed().await;
+    // A database whose sessions default to UTC+14: the whole pipeline writes through it.
+    s.db.execute(&format!(
+        "ALTER DATABASE {} SET timezone TO 'Pacific/Kiritimati'",
+        s.db.name
+    ))
+    .await;
+    let (_, written) = apply(
+        &s,
+        &Scope {
+            projects: vec![s.ids["elsewhere"]],
+            ..Scope::default()
+        },
+    )
+    .await;
+    assert_eq!(restored_names(&written).len(), 1);
+    // And a connection set to it explicitly, which diesel-async's set-up would otherwise undo:
+    // the write itself must not depend on the session.
+    let plans = plan(
+        &s,
+        &Scope {
+            projects: vec![s.ids["plain"]],
+            ..Scope::default()
+        },
+    )
+    .await;
+    let run = repair::start_apply(&s.database, &Scope::default())
+        .await
+        .expect("run");
+    let mut conn = s.database.conn().await.expect("connection");
+    {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query("SET TIME ZONE 'Pacific/Kiritimati'")
+            .execute(&mut conn)
+            .await
+            .expect("SET TIME ZONE");
+    }
+    let written = repair::apply_project(&mut conn, run, plans[0].clone(), true)
+        .await
+        .expect("apply");
+    assert_eq!(restored_names(&[written]).len(), 3);
+    drop(conn);
+    let times = lines(
+        &s.database,
+        "SELECT name, \
+                abs(extract(epoch FROM (now() AT TIME ZONE 'UTC') - created_at)) < 60 AS utc, \
+                abs(extract(epoch FROM (now() AT TIME ZONE 'Pacific/Kiritimati') - created_at)) > 13 * 3600 AS not_local, \
+                created_at = updated_at AS same \
+         FROM container_repositories WHERE id > (SELECT max(id) - 4 FROM container_repositories) \
+         ORDER BY id",
+    )
+    .await;
+    assert_eq!(times.len(), 4);
+    for line in &times {
+        assert!(
+            line.contains("\"utc\":true")
+                && line.contains("\"not_local\":true")
+                && line.contains("\"same\":true"),
+            "{line}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn apply_verify_and_undo_work_on_the_table_shape_of_gitlab_15_10_to_17_0() {
+    let s = seed().await;
+    s.db.execute(include_str!(
+        "../../fixtures/gitlab-15.10-container-repositories.sql"
+    ))
+    .await;
+    let before = repositories(&s.database).await;
+    let (run, written) = apply(&s, &Scope::default()).await;
+    assert_eq!(restored_names(&written).len(), 4);
+    let new = lines(
+        &s.database,
+        "SELECT migration_state, migration_retries_count, migration_plan \
+         FROM container_repositories WHERE id > (SELECT max(id) - 4 FROM container_repositories)",
+    )
+    .await;
+    assert_eq!(
+        new,
+        vec![
+            "{\"migration_state\":\"default\",\"migration_retries_count\":0,\"migration_plan\":null}";
+            4
+        ]
+    );
+    assert!(verify(&s.database, &s.client, run, 2)
+        .await
+        .expect("verify")
+        .is_clean());
+    let undone = repair::undo(&s.database, run).await.expect("undo");
+    assert_eq!((undone.deleted.len(), undone.kept.len()), (4, 0));
+    assert_eq!(repositories(&s.database).await, before);
+}

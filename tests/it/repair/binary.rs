@@ -228,3 +228,127 @@ async fn apply_killed_at_any_moment_then_run_again_ends_as_an_uninterrupted_run(
         registry.stop().await;
     }
 }
+
+#[actix_rt::test]
+async fn apply_killed_inside_its_projects_transactions_leaves_them_untouched_and_a_rerun_completes()
+{
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let (w, db, database, registry) = many(12, Duration::ZERO).await;
+    let _xmin = common::keeping_a_transaction_open().await;
+    let before = (
+        repositories(&database).await,
+        lines(
+            &database,
+            "SELECT * FROM container_registry_data_repair_details ORDER BY project_id",
+        )
+        .await,
+    );
+    let env = service_env(&db, &registry.url(), "127.0.0.1:0")
+        .set(
+            "DATABASE__URL",
+            format!("{}?application_name=rr_killed_apply", db.url),
+        )
+        .set("WORKER__MAX_CONCURRENCY", "4");
+    let backends = |state: &'static str| {
+        let database = database.clone();
+        async move {
+            count(
+                &database,
+                &format!(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE application_name = 'rr_killed_apply' {state}"
+                ),
+            )
+            .await
+        }
+    };
+
+    // A gate: every project's INSERT waits inside its transaction, after the project, its route
+    // and the run's claim on it.
+    let mut gate = AsyncPgConnection::establish(&db.url).await.expect("gate");
+    gate.batch_execute("BEGIN; LOCK TABLE container_repositories IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .expect("gate");
+    let mut child = common::process::spawn(&["repair", "apply"], &env);
+    assert!(
+        common::eventually(Duration::from_secs(30), || async {
+            backends(
+                "AND wait_event_type = 'Lock' AND xact_start IS NOT NULL \
+                 AND query LIKE 'WITH wanted%'",
+            )
+            .await
+                >= 1
+        })
+        .await,
+        "the apply's writes wait inside their transactions"
+    );
+    child.signal(libc::SIGKILL);
+    child.wait(Duration::from_secs(10)).await;
+    gate.batch_execute("ROLLBACK").await.expect("open the gate");
+    // The killed process's backends notice it is gone once their statement ends, and roll back.
+    assert!(
+        common::eventually(Duration::from_secs(30), || async {
+            backends("").await == 0
+        })
+        .await,
+        "the killed apply's sessions end"
+    );
+    let after = (
+        repositories(&database).await,
+        lines(
+            &database,
+            "SELECT * FROM container_registry_data_repair_details ORDER BY project_id",
+        )
+        .await,
+    );
+    assert_eq!(
+        after, before,
+        "no row, no tracking change: every transaction rolled back"
+    );
+    assert_eq!(written_projects(&database).await, 0, "no claim survives");
+
+    cli(&["repair", "apply"], &env, Duration::from_secs(60))
+        .await
+        .assert_exit(0);
+    assert_all_restored_once(&w, &db, &database).await;
+}
+
+#[actix_rt::test]
+async fn apply_says_how_to_announce_the_restored_rows_to_geo_secondaries() {
+    let s = seed().await;
+    let env = service_env(&s.db, &s.registry.url(), "127.0.0.1:0");
+    let long = Duration::from_secs(60);
+    // EE's table, with a primary only: no Geo line.
+    s.db.execute(
+        "CREATE TABLE geo_nodes (id bigserial PRIMARY KEY, \"primary\" boolean DEFAULT false, \
+                                 name varchar NOT NULL); \
+         INSERT INTO geo_nodes (\"primary\", name) VALUES (true, 'primary')",
+    )
+    .await;
+    let elsewhere = s.ids["elsewhere"].to_string();
+    let alone = cli(&["repair", "apply", "--project", &elsewhere], &env, long).await;
+    alone.assert_exit(0);
+    assert!(!alone.stdout.contains("Geo"), "{}", alone.dump());
+
+    // A secondary: the line names the restored rows, by their container_repositories ids.
+    s.db.execute("INSERT INTO geo_nodes (\"primary\", name) VALUES (false, 'secondary')")
+        .await;
+    let plain = s.ids["plain"].to_string();
+    let applied = cli(&["repair", "apply", "--project", &plain], &env, long).await;
+    applied.assert_exit(0);
+    let run = repair::runs(&s.database).await.expect("runs")[0].id;
+    let ids = lines(
+        &s.database,
+        &format!(
+            "SELECT string_agg(repository_id::text, ', ' ORDER BY repository_id) AS ids \
+             FROM registry_repair_restored WHERE run_id = {run}"
+        ),
+    )
+    .await;
+    let ids = ids[0]
+        .trim_start_matches("{\"ids\":\"")
+        .trim_end_matches("\"}");
+    applied.assert_stdout_has(&format!(
+        "gitlab-rails runner 'ContainerRepository.where(id: [{ids}]).find_each {{ |r| r.try(:save_verification_details); r.try(:geo_handle_after_create) }}'"
+    ));
+}

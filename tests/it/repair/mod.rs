@@ -6,7 +6,9 @@
 mod apply;
 mod binary;
 mod controls;
+mod ownership;
 mod plan;
+mod races;
 mod undo_verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -79,19 +81,8 @@ fn world() -> (World, HashMap<&'static str, i64>) {
 
 async fn seed() -> Seeded {
     let (world, ids) = world();
-    let db = TestDb::new().await;
-    let database = db.database();
-    world.insert(&database).await.expect("seeding");
-    // The analysis' answer for every project, as `run` records it.
-    let rows: Vec<TrackingRow> = world
-        .expected()
-        .into_iter()
-        .map(|(id, e)| TrackingRow::completed(id, e.missing))
-        .collect();
-    tracking::upsert(&database, &rows)
-        .await
-        .expect("tracking rows");
-    db.execute(&format!(
+    let s = Seeded::from(&world, ids).await;
+    s.db.execute(&format!(
         "UPDATE projects SET pending_delete = true WHERE id = {}; \
          UPDATE projects SET marked_for_deletion_at = current_date WHERE id = {}; \
          UPDATE project_features SET container_registry_access_level = 0 WHERE project_id = {}; \
@@ -99,33 +90,41 @@ async fn seed() -> Seeded {
          UPDATE projects SET created_at = '2025-01-01' WHERE id = {}; \
          INSERT INTO container_expiration_policies (project_id, created_at, updated_at, enabled) \
              VALUES ({}, now(), now(), true), ({}, now(), now(), false);",
-        ids["pending"],
-        ids["marked"],
-        ids["disabled"],
-        ids["no_features"],
-        ids["reused"],
-        ids["policed"],
-        ids["plain"]
+        s.ids["pending"],
+        s.ids["marked"],
+        s.ids["disabled"],
+        s.ids["no_features"],
+        s.ids["reused"],
+        s.ids["policed"],
+        s.ids["plain"]
     ))
     .await;
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
     // Entries outside the project path on its first page: ignored.
-    registry.add_foreign_entries("other/elsewhere", &["other/elsewhere-x/q"]);
-    let client = RegistryClient::new(
-        &registry.url(),
-        2, // several pages per project
-        Duration::from_secs(5),
-        100,
-        signer(FIXTURE_KEY),
-    )
-    .expect("client");
-    Seeded {
-        db,
-        database,
-        registry,
-        client,
-        ids,
+    s.registry
+        .add_foreign_entries("other/elsewhere", &["other/elsewhere-x/q"]);
+    s
+}
+
+impl Seeded {
+    /// `world` analysed (see [`analysed`]), its projects known by the names in `ids`, and a
+    /// registry client that reads two entries per page.
+    async fn from(world: &World, ids: HashMap<&'static str, i64>) -> Self {
+        let (db, database, registry) = analysed(world).await;
+        let client = RegistryClient::new(
+            &registry.url(),
+            2, // several pages per project
+            Duration::from_secs(5),
+            100,
+            signer(FIXTURE_KEY),
+        )
+        .expect("client");
+        Seeded {
+            db,
+            database,
+            registry,
+            client,
+            ids,
+        }
     }
 }
 
@@ -299,6 +298,14 @@ async fn many(n: usize, latency: Duration) -> (World, TestDb, Database, Registry
     for i in 0..n {
         w.project(g, &format!("P{i}"), &NAMES, &[]);
     }
+    let (db, database, registry) = analysed(&w).await;
+    registry.set_latency(latency);
+    (w, db, database, registry)
+}
+
+/// `w` seeded into a fresh database with the tracking row the analysis gives each project, and a
+/// registry holding its repositories.
+async fn analysed(w: &World) -> (TestDb, Database, RegistrySimulator) {
     let db = TestDb::new().await;
     let database = db.database();
     w.insert(&database).await.expect("seeding");
@@ -311,8 +318,7 @@ async fn many(n: usize, latency: Duration) -> (World, TestDb, Database, Registry
         .await
         .expect("tracking rows");
     let registry = RegistrySimulator::start(w.registry_paths(), trusted(), 0).expect("registry");
-    registry.set_latency(latency);
-    (w, db, database, registry)
+    (db, database, registry)
 }
 
 /// Projects written by an apply whose rows, audit rows or counts are not all three: none may be.

@@ -99,3 +99,81 @@ async fn verify_reports_nothing_after_apply_and_a_row_lost_since() {
         vec![(s.ids["plain"], "a/b")]
     );
 }
+
+#[actix_rt::test]
+async fn undo_leaves_every_row_gitlab_worked_on_since_and_counts_its_projects() {
+    let (_w, db, database, registry) = many(3, Duration::ZERO).await;
+    let before = repositories(&database).await;
+    let settings = many_settings(&db, &registry, 2);
+    let repaired = repair_run(&settings, &database, &Scope::default(), true).await;
+    let run = repaired.run.expect("an apply run");
+    assert_eq!(restored_names(&repaired.written).len(), 9);
+    // What GitLab may do to a row after the apply, one thing per row; the third project's rows
+    // are left alone.
+    let changes = [
+        (
+            0,
+            "",
+            "expiration_policy_started_at = now(), expiration_policy_cleanup_status = 3",
+            "cleanup ran",
+        ),
+        (
+            0,
+            "a",
+            "expiration_policy_completed_at = now(), last_cleanup_deleted_tags_count = 2",
+            "cleanup ran",
+        ),
+        (0, "b/c", "delete_started_at = now()", "deletion started"),
+        (
+            1,
+            "",
+            "failed_deletion_count = 1, next_delete_attempt_at = now()",
+            "deletion started",
+        ),
+        (1, "a", "status = 0, status_updated_at = now()", "status 0"),
+        (
+            1,
+            "b/c",
+            "updated_at = updated_at + interval '1 second'",
+            "updated since",
+        ),
+    ];
+    let ids: Vec<i64> = {
+        let mut ids: Vec<i64> = repaired.written.iter().map(Written::project_id).collect();
+        ids.sort();
+        ids
+    };
+    for (project, name, set, _) in changes {
+        db.execute(&format!(
+            "UPDATE container_repositories SET {set} WHERE project_id = {} AND name = '{name}'",
+            ids[project]
+        ))
+        .await;
+    }
+    let outcome = repair::undo(&database, run).await.expect("undo");
+    assert_eq!(outcome.deleted.len(), 3, "the untouched project's rows");
+    let mut kept: Vec<(i64, String, String)> = outcome
+        .kept
+        .iter()
+        .map(|k| (k.project_id, k.name.clone(), k.why.clone()))
+        .collect();
+    kept.sort();
+    let mut want: Vec<(i64, String, String)> = changes
+        .iter()
+        .map(|(project, name, _, why)| (ids[*project], name.to_string(), why.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(kept, want);
+    let after = repositories(&database).await;
+    assert_eq!(after.len(), before.len() + 6);
+    // The undo run counts the projects it worked on, once it has finished too.
+    let row = repair::run(&database, outcome.run)
+        .await
+        .expect("query")
+        .expect("undo run");
+    assert_eq!(
+        (row.kind.as_str(), row.projects, row.deleted, row.kept),
+        ("undo", 3, 3, 6)
+    );
+    assert!(row.finished_at.is_some());
+}

@@ -1,0 +1,332 @@
+//! What changes under a repair between its listing and its write, or during the write itself: the
+//! write locks the project and its route, asks every guard again, and writes nothing for a
+//! project whose path moved; GitLab's own deletion or rename that starts during the write waits
+//! for its commit and then sees the new rows.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+use super::*;
+
+/// The plan of the seeded project `plain` alone.
+async fn plain_plan(s: &Seeded) -> Vec<ProjectPlan> {
+    plan(
+        s,
+        &Scope {
+            projects: vec![s.ids["plain"]],
+            ..Scope::default()
+        },
+    )
+    .await
+}
+
+/// `plans` written as a new apply run, in one batch.
+async fn write(s: &Seeded, plans: &[ProjectPlan]) -> (i64, Vec<Written>) {
+    let run = repair::start_apply(&s.database, &Scope::default())
+        .await
+        .expect("run");
+    let written = repair::apply_batch(&s.database, run, plans)
+        .await
+        .expect("apply");
+    (run, written)
+}
+
+#[actix_rt::test]
+async fn a_registry_switched_off_or_a_cleanup_policy_enabled_after_the_plan_holds_the_write_back() {
+    for (change, reason) in [
+        (
+            "UPDATE project_features SET container_registry_access_level = 0 WHERE project_id = {}",
+            Reason::RegistryDisabled,
+        ),
+        (
+            "UPDATE container_expiration_policies SET enabled = true WHERE project_id = {}",
+            Reason::CleanupPolicyEnabled,
+        ),
+    ] {
+        let s = seed().await;
+        let plans = plain_plan(&s).await;
+        assert_eq!(plans[0].with_action(Action::Restore).count(), 3);
+        s.db.execute(&change.replace("{}", &s.ids["plain"].to_string()))
+            .await;
+        let before = repositories(&s.database).await;
+        let (_, written) = write(&s, &plans).await;
+        let Written::Applied { plan, restored, .. } = &written[0] else {
+            panic!("{written:?}");
+        };
+        assert!(restored.is_empty(), "{reason}");
+        assert_eq!(repositories(&s.database).await, before, "{reason}");
+        assert_eq!(
+            decisions([plan]),
+            [
+                ("", reason.action(), Some(reason)),
+                ("a", reason.action(), Some(reason)),
+                ("a/b", reason.action(), Some(reason)),
+                // The earlier of the two reasons in the guards' order.
+                (
+                    "deep/x/y",
+                    Action::Skip,
+                    Some(reason.min(Reason::NameUnaddressable)),
+                ),
+            ]
+            .into_iter()
+            .map(|(name, action, reason)| ((s.ids["plain"], name.to_string()), (action, reason)))
+            .collect::<Decisions>(),
+            "{reason}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_path_that_changes_between_the_listing_and_the_write_gets_nothing_and_verify_says_so() {
+    // A rename of the project itself, and a rename of its parent group (which rewrites the
+    // project's route and never touches `projects`).
+    for (what, rename) in [
+        (
+            "project rename",
+            "UPDATE routes SET path = 'Repair_Grp/Sub/Renamed', updated_at = now() \
+             WHERE source_type = 'Project' AND path = 'Repair_Grp/Sub/Plain'",
+        ),
+        (
+            "parent group rename",
+            "UPDATE routes SET path = 'Repair_Grp/Moved' || substr(path, length('Repair_Grp/Sub') + 1), \
+                    updated_at = now() \
+             WHERE path = 'Repair_Grp/Sub' OR path LIKE 'Repair_Grp/Sub/%'",
+        ),
+    ] {
+        let s = seed().await;
+        let plans = plain_plan(&s).await;
+        s.db.execute(rename).await;
+        let before = (
+            repositories(&s.database).await,
+            tracking_rows(&s.database).await,
+        );
+        let (run, written) = write(&s, &plans).await;
+        let Written::PathChanged { plan, now } = &written[0] else {
+            panic!("{what}: {written:?}");
+        };
+        assert!(
+            plan.repositories
+                .iter()
+                .all(|r| r.reason == Some(Reason::PathChanged)),
+            "{what}"
+        );
+        assert!(
+            now.is_some() && now.as_deref() != Some("Repair_Grp/Sub/Plain"),
+            "{what}: {now:?}"
+        );
+        let after = (
+            repositories(&s.database).await,
+            tracking_rows(&s.database).await,
+        );
+        assert_eq!(after, before, "{what}: nothing written, the tracking row as it was");
+        assert_eq!(
+            count(
+                &s.database,
+                &format!("SELECT count(*) AS n FROM registry_repair_skipped WHERE run_id = {run}")
+            )
+            .await,
+            0,
+            "{what}"
+        );
+
+        // The result says so, the run completes, and verify does not call it clean.
+        let mut printed = Outcome::new(Some(run));
+        printed.add_written(&written[0]);
+        assert_eq!(printed.path_changed.len(), 1, "{what}");
+        assert_eq!(printed.totals.skip["path_changed"], 4, "{what}");
+        repair::finish_apply(&s.database, run)
+            .await
+            .expect("finish");
+        let row = repair::run(&s.database, run)
+            .await
+            .expect("query")
+            .expect("run");
+        assert_eq!(
+            (row.projects, row.path_changed, row.restored),
+            (0, 1, 0),
+            "{what}"
+        );
+        let found = verify(&s.database, &s.client, run, 2)
+            .await
+            .expect("verify");
+        assert!(!found.is_clean(), "{what}: {found:?}");
+        assert_eq!(found.not_written.len(), 1, "{what}");
+        assert_eq!(found.not_written[0].written_later_by, None, "{what}");
+
+        // The same batch again (a retry) answers the same, and writes nothing.
+        let again = repair::apply_batch(&s.database, run, &plans)
+            .await
+            .expect("again");
+        assert_eq!(again, written, "{what}");
+
+        // A later apply plans the project under its new path (where the registry holds none of
+        // those images) and writes it; the first run's verify then points there.
+        let (later, _) = apply(
+            &s,
+            &Scope {
+                projects: vec![s.ids["plain"]],
+                ..Scope::default()
+            },
+        )
+        .await;
+        let found = verify(&s.database, &s.client, run, 2)
+            .await
+            .expect("verify");
+        assert_eq!(found.not_written[0].written_later_by, Some(later), "{what}");
+        assert!(found.is_clean(), "{what}: {found:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn verify_reports_the_restored_rows_of_a_project_renamed_since_the_apply() {
+    let s = seed().await;
+    let (run, _) = apply(&s, &Scope::default()).await;
+    assert!(verify(&s.database, &s.client, run, 2)
+        .await
+        .expect("verify")
+        .is_clean());
+    s.db.execute(
+        "UPDATE routes SET path = 'Repair_Grp/Sub/Renamed', updated_at = now() \
+         WHERE source_type = 'Project' AND path = 'Repair_Grp/Sub/Plain'",
+    )
+    .await;
+    let found = verify(&s.database, &s.client, run, 2)
+        .await
+        .expect("verify");
+    assert!(!found.is_clean());
+    assert_eq!(
+        found
+            .dangling
+            .iter()
+            .map(|d| (
+                d.project_id,
+                d.name.as_str(),
+                d.full_path.as_str(),
+                d.listed_path.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        ["", "a", "a/b"]
+            .into_iter()
+            .map(|name| (
+                s.ids["plain"],
+                name,
+                "Repair_Grp/Sub/Renamed",
+                Some("Repair_Grp/Sub/Plain")
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// How many backends of this test's database wait for a lock running a statement that starts
+/// with `statement`.
+async fn waiting(s: &Seeded, statement: &str) -> i64 {
+    count(
+        &s.database,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE '{statement}%'"
+        ),
+    )
+    .await
+}
+
+async fn connect(s: &Seeded) -> AsyncPgConnection {
+    AsyncPgConnection::establish(&s.db.url)
+        .await
+        .expect("a connection of the test's own")
+}
+
+#[actix_rt::test]
+async fn a_deletion_or_rename_that_starts_during_the_write_waits_for_its_commit_and_sees_the_rows()
+{
+    let s = seed().await;
+    let _xmin = common::keeping_a_transaction_open().await;
+    let plans = plain_plan(&s).await;
+    let project = s.ids["plain"];
+    let within = Duration::from_secs(20);
+
+    // A gate: the write's INSERT waits inside its transaction, after it locked the project and
+    // its route.
+    let mut gate = connect(&s).await;
+    gate.batch_execute("BEGIN; LOCK TABLE container_repositories IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .expect("gate");
+    let run = repair::start_apply(&s.database, &Scope::default())
+        .await
+        .expect("run");
+    let database = s.database.clone();
+    let writing = actix_rt::spawn(async move { repair::apply_batch(&database, run, &plans).await });
+    assert!(
+        common::eventually(within, || async { waiting(&s, "WITH wanted").await == 1 }).await,
+        "the write reaches its INSERT"
+    );
+
+    // GitLab starts deleting the project (Projects::DestroyService's first UPDATE) and renaming
+    // it, each in a transaction of its own.
+    let mut deletion = connect(&s).await;
+    let deleting = actix_rt::spawn(async move {
+        use diesel_async::RunQueryDsl;
+        deletion.batch_execute("BEGIN").await.expect("BEGIN");
+        deletion
+            .batch_execute(&format!(
+                "UPDATE projects SET pending_delete = true WHERE id = {project}"
+            ))
+            .await
+            .expect("the deletion's UPDATE");
+        // What the deletion then walks: the project's rows, the restored ones among them.
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            name: String,
+        }
+        let names: Vec<Name> = diesel::sql_query(format!(
+            "SELECT name FROM container_repositories WHERE project_id = {project} ORDER BY name"
+        ))
+        .load(&mut deletion)
+        .await
+        .expect("the rows the deletion walks");
+        deletion.batch_execute("COMMIT").await.expect("commit");
+        names.into_iter().map(|n| n.name).collect::<Vec<_>>()
+    });
+    let mut rename = connect(&s).await;
+    let renaming = actix_rt::spawn(async move {
+        rename
+            .batch_execute(&format!(
+                "UPDATE routes SET path = 'Repair_Grp/Sub/Renamed', updated_at = now() \
+                 WHERE source_type = 'Project' AND source_id = {project}"
+            ))
+            .await
+            .expect("the rename");
+    });
+    assert!(
+        common::eventually(within, || async {
+            waiting(&s, "UPDATE projects").await == 1 && waiting(&s, "UPDATE routes").await == 1
+        })
+        .await,
+        "the deletion and the rename wait for the write's transaction"
+    );
+
+    gate.batch_execute("ROLLBACK").await.expect("open the gate");
+    let written = tokio::time::timeout(within, writing)
+        .await
+        .expect("the write ends")
+        .expect("the write's task")
+        .expect("the write");
+    let Written::Applied { restored, .. } = &written[0] else {
+        panic!("{written:?}");
+    };
+    assert_eq!(restored.len(), 3, "written before either committed");
+    let seen = tokio::time::timeout(within, deleting)
+        .await
+        .expect("the deletion ends")
+        .expect("the deletion's task");
+    assert_eq!(
+        seen,
+        vec!["", "a", "a/b", "known", "rails-only"],
+        "the deletion walks the restored rows too"
+    );
+    tokio::time::timeout(within, renaming)
+        .await
+        .expect("the rename ends")
+        .expect("the rename's task");
+}
