@@ -261,14 +261,15 @@ async fn apply_notes(db: &Database, run: i64, consent: Consent) -> anyhow::Resul
     let mut notes = Vec::new();
     let projects = repair::restored_projects(db, run).await?;
     if !projects.is_empty() {
+        let listed = if projects.len() <= 100 {
+            let ids: Vec<String> = projects.iter().map(i64::to_string).collect();
+            format!(": {}", ids.join(" "))
+        } else {
+            String::new()
+        };
         notes.push(format!(
-            "\nRestored rows in {} projects: {}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
+            "\nRestored rows in {} projects{listed}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
             projects.len(),
-            projects
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
             refresh_statistics_line(run, &projects)
         ));
         let geo = repair::geo_secondaries(db).await?;
@@ -402,12 +403,12 @@ pub fn render_runs(runs: &[RunRow], format: Format) -> String {
         }
         Format::Csv => {
             let mut out = String::from(
-                "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by\n",
+                "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed\n",
             );
             for r in runs {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.id,
                     r.kind,
                     time(Some(r.started_at)),
@@ -420,7 +421,8 @@ pub fn render_runs(runs: &[RunRow], format: Format) -> String {
                     r.deleted,
                     r.kept,
                     r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
-                    undone(r)
+                    undone(r),
+                    r.path_changed
                 );
             }
             out
@@ -443,11 +445,19 @@ pub fn render_runs(runs: &[RunRow], format: Format) -> String {
                 "KEPT"
             );
             for r in runs {
-                let note = match (r.undo_of, r.undone_by.is_empty()) {
+                let mut note = match (r.undo_of, r.undone_by.is_empty()) {
                     (Some(of), _) => format!("undoes run {of}"),
                     (None, false) => format!("undone by {}", undone(r)),
                     (None, true) => r.scope.clone(),
                 };
+                if r.path_changed > 0 {
+                    let changed = format!("{} projects not written: path changed", r.path_changed);
+                    note = if note.is_empty() {
+                        changed
+                    } else {
+                        format!("{changed}; {note}")
+                    };
+                }
                 let finished = match r.finished_at {
                     Some(t) => time(Some(t)),
                     None => "(not finished)".into(),

@@ -51,21 +51,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::registry::grammar::is_addressable;
+use super::resolution::repository_path;
+pub use super::resolution::{claim_lookups, gitlab_nodes, name_is_addressable};
 use crate::registry::names::rails_names;
 use crate::registry::Entry;
-
-/// GitLab's `ContainerRegistry::Path::LEVELS_SUPPORTED`: the nodes of a repository path GitLab
-/// looks its project up by, counted with the path itself.
-pub const LEVELS_SUPPORTED: usize = 3;
-
-/// A repository name has at most this many segments: the project's path must be one of the
-/// [`LEVELS_SUPPORTED`] nodes.
-pub const MAX_NAME_SEGMENTS: usize = LEVELS_SUPPORTED - 1;
-
-/// GitLab's `Namespace::NUMBER_OF_ANCESTORS_ALLOWED`: `ContainerRegistry::Path#valid?` takes only
-/// paths of fewer components.
-pub const NUMBER_OF_ANCESTORS_ALLOWED: usize = 20;
 
 /// `project_features.container_registry_access_level` when the registry is off.
 pub const REGISTRY_DISABLED: i32 = 0;
@@ -355,59 +344,6 @@ fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text?)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Whether a Rails name is one GitLab can find its project from: at most
-/// [`MAX_NAME_SEGMENTS`] segments, a full registry path of fewer than
-/// [`NUMBER_OF_ANCESTORS_ALLOWED`] components, and one the registry's grammar allows.
-pub fn name_is_addressable(name: &str, registry_path: &str) -> bool {
-    (name.is_empty() || name.split('/').count() <= MAX_NAME_SEGMENTS)
-        && registry_path.split('/').count() < NUMBER_OF_ANCESTORS_ALLOWED
-        && is_addressable(registry_path)
-}
-
-/// The nodes GitLab's `ContainerRegistry::Path#repository_project` looks the project of
-/// `registry_path` up by, longest first: the path, then without its last one and two segments
-/// ([`LEVELS_SUPPORTED`]), never shorter than two segments. GitLab takes the lowest project id
-/// whose route lowercases to any of them.
-pub fn gitlab_nodes(registry_path: &str) -> impl Iterator<Item = &str> {
-    let ends: Vec<usize> = registry_path
-        .match_indices('/')
-        .map(|(at, _)| at)
-        .chain([registry_path.len()])
-        .collect();
-    let components = ends.len();
-    let shortest = components.saturating_sub(LEVELS_SUPPORTED - 1).max(2);
-    (shortest..=components)
-        .rev()
-        .map(move |k| &registry_path[..ends[k - 1]])
-}
-
-/// The registry paths whose owner must be looked up for [`Inputs::claimed_by_others`]: the
-/// [`gitlab_nodes`] of the project's own path and of every listed repository under it, parents of
-/// the project included. Lowercased, without duplicates, longest paths of each repository first.
-pub fn claim_lookups(project_path: &str, entries: &[Entry]) -> Vec<String> {
-    let project_path = project_path.to_lowercase();
-    let (names, _) = rails_names(&project_path, entries);
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut out = Vec::new();
-    for name in std::iter::once(String::new()).chain(names) {
-        let path = repository_path(&project_path, &name);
-        for node in gitlab_nodes(&path) {
-            if seen.insert(node.to_string()) {
-                out.push(node.to_string());
-            }
-        }
-    }
-    out
-}
-
-fn repository_path(project_path: &str, name: &str) -> String {
-    if name.is_empty() {
-        project_path.to_string()
-    } else {
-        format!("{project_path}/{name}")
-    }
 }
 
 /// One repository as the guards see it.
@@ -700,17 +636,6 @@ mod tests {
     }
 
     #[test]
-    fn gitlab_tries_the_path_and_up_to_two_parents_never_shorter_than_two_segments() {
-        fn nodes(path: &str) -> Vec<&str> {
-            gitlab_nodes(path).collect()
-        }
-        assert_eq!(nodes("a/b/c/d/e"), vec!["a/b/c/d/e", "a/b/c/d", "a/b/c"]);
-        assert_eq!(nodes("a/b/c"), vec!["a/b/c", "a/b"]);
-        assert_eq!(nodes("a/b"), vec!["a/b"]);
-        assert_eq!(nodes("a"), Vec::<&str>::new());
-    }
-
-    #[test]
     fn a_path_another_project_shares_in_lowercase_is_ambiguous() {
         let mut case = Case::new(&["group/sub/proj", "group/sub/proj/a"]);
         case.claimed.insert("group/sub/proj".into());
@@ -765,29 +690,6 @@ mod tests {
             vec![
                 ("".into(), Action::Skip, Some(Reason::AmbiguousPath)),
                 ("a".into(), Action::Restore, None),
-            ]
-        );
-    }
-
-    #[test]
-    fn claim_lookups_cover_every_node_gitlab_tries_parents_included() {
-        let entries = [
-            entry("group/sub/proj", NEW),
-            entry("group/sub/proj/a", NEW),
-            entry("group/sub/proj/a/b", NEW),
-            entry("group/sub/proj/c/d/e", NEW),
-            entry("elsewhere/x", NEW),
-        ];
-        assert_eq!(
-            claim_lookups("Group/Sub/Proj", &entries),
-            vec![
-                "group/sub/proj",
-                "group/sub",
-                "group/sub/proj/a",
-                "group/sub/proj/a/b",
-                "group/sub/proj/c/d/e",
-                "group/sub/proj/c/d",
-                "group/sub/proj/c",
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! The repair: restoring the `container_repositories` rows GitLab lost, safely.
 //!
 //! - [`guards`]: the pure per-project decision (restore, skip, review, and why).
+//! - [`resolution`]: how GitLab finds a registry path's project (pure), which the guards ask.
 //! - [`output`]: the plan and the result as a table, JSON or CSV.
 //! - [`cli`]: the `repair` subcommands (`plan`, `apply`, `verify`, `undo`, `runs`).
 //! - [`verify`]: lists the registry again for a run's projects.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod guards;
 pub mod output;
 pub mod pipeline;
+pub mod resolution;
 pub mod verify;
 
 pub use guards::{

@@ -100,3 +100,35 @@ impl Handler<TakeCollected> for Writer {
         MessageResult(std::mem::take(&mut self.collected))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repair::guards::Consent;
+
+    fn applied(project_id: i64) -> Written {
+        Written::Applied {
+            plan: ProjectPlan {
+                project_id,
+                full_path: format!("g/p{project_id}"),
+                repositories: Vec::new(),
+                ignored: 0,
+                consent: Consent::default(),
+            },
+            restored: Vec::new(),
+            already_present: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_project_written_again_is_counted_once_and_a_lost_first_answer_is_made_good() {
+        let mut collected = Collected::default();
+        // A first write that timed out: project 1's answer came back, project 2 committed but
+        // its answer was lost with the timeout.
+        collected.written(vec![applied(1)]);
+        // The batch written again answers for both (read back), and for 3, written now.
+        collected.written(vec![applied(1), applied(2), applied(3)]);
+        let ids: Vec<i64> = collected.written.iter().map(Written::project_id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+    }
+}

@@ -1,5 +1,5 @@
-//! An apply run: recorded first, then each project's plan written in one transaction of its own
-//! (a SIGKILL leaves a project fully repaired or untouched), then finished with its counts.
+//! An apply run's writes: each project's plan in one transaction of its own (a SIGKILL leaves a
+//! project fully repaired or untouched). The run itself is started and finished in `runs.rs`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,65 +13,9 @@ use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
-use super::{count, Id, Scope};
+use super::count;
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::{Action, ProjectPlan, Reason};
-
-/// Records the start of an `apply` and returns its run id.
-pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
-    let mut conn = db.conn().await?;
-    let row: Id = diesel::sql_query(
-        "INSERT INTO registry_repair_runs \
-             (kind, scope, include_older, include_older_than_path, include_cleanup_policy) \
-         VALUES ('apply', $1, $2, $3, $4) RETURNING id",
-    )
-    .bind::<Text, _>(scope.describe())
-    .bind::<Bool, _>(scope.consent.older_than_project)
-    .bind::<Bool, _>(scope.consent.older_than_path)
-    .bind::<Bool, _>(scope.consent.cleanup_policy)
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("recording the start of a repair apply run"))?;
-    Ok(row.id)
-}
-
-/// Forgets run `run_id` if it wrote nothing (its service did not start).
-pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "DELETE FROM registry_repair_runs WHERE id = $1 \
-         AND NOT EXISTS (SELECT 1 FROM registry_repair_run_projects WHERE run_id = $1)",
-    )
-    .bind::<BigInt, _>(run_id)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(format!("discarding repair run {run_id}")))?;
-    Ok(())
-}
-
-/// Records that apply run `run_id` ended, with its counts: the sums of its projects' rows.
-pub async fn finish_apply(db: &Database, run_id: i64) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "UPDATE registry_repair_runs r SET finished_at = now(), \
-                projects = w.projects, restored = w.restored, skipped = w.skipped, \
-                review = w.review, path_changed = w.path_changed \
-         FROM (SELECT count(*) FILTER (WHERE p.outcome = 'written')::int AS projects, \
-                      COALESCE(sum(p.restored), 0)::int AS restored, \
-                      COALESCE(sum(p.skipped), 0)::int AS skipped, \
-                      COALESCE(sum(p.review), 0)::int AS review, \
-                      count(*) FILTER (WHERE p.outcome = 'path_changed')::int AS path_changed \
-               FROM registry_repair_run_projects p WHERE p.run_id = $1) w \
-         WHERE r.id = $1 AND r.kind = 'apply'",
-    )
-    .bind::<BigInt, _>(run_id)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "recording the end of repair run {run_id}"
-    )))?;
-    Ok(())
-}
 
 /// A row an apply inserted into `container_repositories`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]

@@ -9,8 +9,8 @@
 //! started by [`start_apply`]; the command calls [`finish_apply`] once the run is done.
 //!
 //! By what they hold: `candidates.rs` (the scope and the projects in it), `facts.rs` (what the
-//! guards read besides the registry), `apply.rs` (an apply run and its per-project write),
-//! `undo.rs`, and `runs.rs` (the runs recorded, and whether the database can take one).
+//! guards read besides the registry), `apply.rs` (an apply's per-project write), `undo.rs`, and
+//! `runs.rs` (the runs: whether the database can take one, their start, finish and records).
 
 mod apply;
 mod candidates;
@@ -22,15 +22,13 @@ use diesel::sql_types::BigInt;
 
 use super::DbError;
 
-pub use apply::{
-    apply_batch, apply_into, apply_project, discard_run, finish_apply, start_apply, RestoredRow,
-    Written,
-};
+pub use apply::{apply_batch, apply_into, apply_project, RestoredRow, Written};
 pub use candidates::{candidates, count_candidates, namespace_exists, Candidate, Scope};
 pub use facts::{claimed_paths, index_health, project_facts, IndexHealth, UNIQUE_INDEX};
 pub use runs::{
-    check_primary, check_ready, geo_secondaries, restored_projects, restored_repositories, run,
-    run_projects, runs, under_cleanup_policy, RunProject, RunRow, WriteOutcome,
+    check_primary, check_ready, discard_run, finish_apply, geo_secondaries, restored_projects,
+    restored_repositories, run, run_projects, runs, start_apply, under_cleanup_policy, RunProject,
+    RunRow, WriteOutcome,
 };
 pub use undo::{undo, KeptRow, UndoOutcome};
 
