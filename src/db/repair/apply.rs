@@ -12,8 +12,8 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use serde::Serialize;
 
-use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use super::count;
+use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::{Action, ProjectPlan, Reason};
 
@@ -141,35 +141,30 @@ pub async fn apply_project(
             let route = lock_route(conn, project_id)
                 .await
                 .map_err(DbError::query(what("locking the project's route")))?;
-            let moved_to = match &route {
-                Some(route) if route.path.to_lowercase() == plan.full_path.to_lowercase() => None,
-                Some(route) => Some(Some(route.path.clone())),
-                None => Some(None),
+            let path = match &route {
+                Some(route) if route.path.to_lowercase() == plan.full_path.to_lowercase() => {
+                    PathNow::AsListed
+                }
+                route => PathNow::Moved(route.as_ref().map(|r| r.path.clone())),
             };
-            match &moved_to {
-                Some(_) => plan.path_changed(),
-                None => {
+            match &path {
+                PathNow::Moved(_) => plan.path_changed(),
+                PathNow::AsListed => {
                     let mut facts = locked.facts.into_facts(plan.full_path.clone());
                     facts.route_updated_at = route.as_ref().and_then(|r| r.updated_at);
                     plan.recheck(&facts, index_safe);
                 }
             }
 
-            let claimed = claim(
-                conn,
-                run_id,
-                &plan,
-                locked.missing_before,
-                moved_to.as_ref().map(Option::as_deref),
-            )
-            .await
-            .map_err(DbError::query(what("recording the project in the run")))?;
+            let claimed = claim(conn, run_id, &plan, locked.missing_before, &path)
+                .await
+                .map_err(DbError::query(what("recording the project in the run")))?;
             if !claimed {
                 return recorded(conn, run_id, plan)
                     .await
                     .map_err(DbError::query(what("reading back what this run wrote")));
             }
-            if let Some(now) = moved_to {
+            if let PathNow::Moved(now) = path {
                 return Ok(Written::PathChanged { plan, now });
             }
 
@@ -254,25 +249,38 @@ async fn lock_route(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<Lo
     .optional()
 }
 
+/// The project's route at write time, against the path its plan was listed under.
+enum PathNow {
+    AsListed,
+    /// Renamed or moved since the listing, to this route (`None`: the project has no route).
+    Moved(Option<String>),
+}
+
 /// This run's claim on the project: whether it is new (false: this run wrote the project already,
-/// and the claim of that write stands). `moved_to`: the route found, when it is not the path the
-/// plan was listed under.
+/// and the claim of that write stands).
 async fn claim(
     conn: &mut DbConn,
     run_id: i64,
     plan: &ProjectPlan,
     missing_before: Option<i32>,
-    moved_to: Option<Option<&str>>,
+    path: &PathNow,
 ) -> QueryResult<bool> {
     let held = |action| count(plan.with_action(action).count());
-    let (outcome, skipped, review, missing_after) = match moved_to {
-        // Nothing is written: the tracking row keeps its count.
-        Some(_) => ("path_changed", 0, 0, missing_before.unwrap_or(0)),
-        None => (
+    let (outcome, skipped, review, missing_after, path_at_write) = match path {
+        PathNow::AsListed => (
             "written",
             held(Action::Skip),
             held(Action::Review),
             plan.still_missing(),
+            None,
+        ),
+        // Nothing is written: the tracking row keeps its count.
+        PathNow::Moved(to) => (
+            "path_changed",
+            0,
+            0,
+            missing_before.unwrap_or(0),
+            to.as_deref(),
         ),
     };
     let claimed = diesel::sql_query(
@@ -290,7 +298,7 @@ async fn claim(
     .bind::<Nullable<Integer>, _>(missing_before)
     .bind::<Integer, _>(missing_after)
     .bind::<Text, _>(outcome)
-    .bind::<Nullable<Text>, _>(moved_to.flatten())
+    .bind::<Nullable<Text>, _>(path_at_write)
     .execute(conn)
     .await?;
     Ok(claimed == 1)
