@@ -102,6 +102,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             seeded.elapsed().as_secs_f64()
         );
     } else {
+        // This version's migrations, on a database an older one seeded (idempotent).
+        db::migrate(&url, Duration::from_secs(10))?;
         println!("reusing the seeded database {name}");
     }
     let database = Database::new(&url, 4, Duration::from_secs(5))?;
@@ -828,7 +830,8 @@ struct RepairRate {
 
 /// Projects/s of `repair plan` (planned, from `status`) or `repair apply` (written, from
 /// `registry_repair_run_projects`), over `seconds` after 2 s of warm-up or until the run ends.
-/// `--include-older`: the simulator dates every repository 2024-01-01, before the seeded projects.
+/// `--include-older` and `--include-older-than-path`: the simulator dates every repository
+/// 2024-01-01, before the seeded projects and their routes, which the guards would hold back.
 async fn repair_rate(
     url: &str,
     registry: &RegistrySimulator,
@@ -842,7 +845,14 @@ async fn repair_rate(
     registry.set_latency(latency);
     let mode = if apply { "apply" } else { "plan" };
     let service = Service::spawn_with(
-        &["repair", mode, "--format", "csv", "--include-older"],
+        &[
+            "repair",
+            mode,
+            "--format",
+            "csv",
+            "--include-older",
+            "--include-older-than-path",
+        ],
         url,
         &registry.url(),
         concurrency,

@@ -40,12 +40,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str) -> Entry {
-        Entry {
-            name: path.rsplit('/').next().unwrap_or(path).to_string(),
-            path: path.to_string(),
-            created_at: None,
-            updated_at: None,
-        }
+        Entry::at(path)
     }
 
     #[test]

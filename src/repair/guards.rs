@@ -444,10 +444,8 @@ mod tests {
 
     fn entry(path: &str, created_at: &str) -> Entry {
         Entry {
-            name: path.rsplit('/').next().unwrap_or(path).to_string(),
-            path: path.to_string(),
             created_at: Some(created_at.to_string()),
-            updated_at: None,
+            ..Entry::at(path)
         }
     }
 

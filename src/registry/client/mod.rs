@@ -31,6 +31,19 @@ pub struct Entry {
     pub updated_at: Option<String>,
 }
 
+#[cfg(test)]
+impl Entry {
+    /// The entry the registry lists for `path`, undated.
+    pub(crate) fn at(path: &str) -> Self {
+        Self {
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+            path: path.to_string(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("listing {path}: cannot reach the registry: {message}")]

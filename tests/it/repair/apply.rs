@@ -128,14 +128,7 @@ async fn apply_writes_exactly_the_planned_rows_once_and_a_second_apply_restores_
 #[actix_rt::test]
 async fn a_retried_batch_writes_nothing_twice_and_a_restore_rails_made_meanwhile_is_present() {
     let s = seed().await;
-    let plans = plan(
-        &s,
-        &Scope {
-            projects: vec![s.ids["plain"]],
-            ..Scope::default()
-        },
-    )
-    .await;
+    let plans = plain_plan(&s).await;
     // Rails creates one of the planned rows between the plan and the write.
     s.db.execute(&format!(
         "INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
@@ -195,14 +188,7 @@ async fn a_retried_batch_writes_nothing_twice_and_a_restore_rails_made_meanwhile
 #[actix_rt::test]
 async fn a_project_whose_deletion_starts_after_the_plan_gets_nothing() {
     let s = seed().await;
-    let plans = plan(
-        &s,
-        &Scope {
-            projects: vec![s.ids["plain"]],
-            ..Scope::default()
-        },
-    )
-    .await;
+    let plans = plain_plan(&s).await;
     s.db.execute(&format!(
         "UPDATE projects SET pending_delete = true WHERE id = {}",
         s.ids["plain"]
@@ -326,25 +312,11 @@ async fn restored_rows_carry_utc_times_whatever_the_session_time_zone() {
         s.db.name
     ))
     .await;
-    let (_, written) = apply(
-        &s,
-        &Scope {
-            projects: vec![s.ids["elsewhere"]],
-            ..Scope::default()
-        },
-    )
-    .await;
+    let (_, written) = apply(&s, &only(s.ids["elsewhere"])).await;
     assert_eq!(restored_names(&written).len(), 1);
     // And a connection set to it explicitly, which diesel-async's set-up would otherwise undo:
     // the write itself must not depend on the session.
-    let plans = plan(
-        &s,
-        &Scope {
-            projects: vec![s.ids["plain"]],
-            ..Scope::default()
-        },
-    )
-    .await;
+    let plans = plain_plan(&s).await;
     let run = repair::start_apply(&s.database, &Scope::default())
         .await
         .expect("run");

@@ -163,24 +163,11 @@ async fn apply_killed_at_any_moment_then_run_again_ends_as_an_uninterrupted_run(
         );
 
         // Every project the killed run touched is whole: its three rows and their audit rows.
-        let torn = count(
-            &database,
-            "SELECT count(*) AS n FROM registry_repair_run_projects rp \
-             WHERE rp.restored <> 3 \
-                OR (SELECT count(*) FROM registry_repair_restored r \
-                    WHERE r.run_id = rp.run_id AND r.project_id = rp.project_id) <> 3 \
-                OR (SELECT count(*) FROM container_repositories c \
-                    WHERE c.project_id = rp.project_id) <> 3",
-        )
-        .await;
-        assert_eq!(torn, 0, "killed after {written_before_kill}");
-        let partial = count(
-            &database,
-            "SELECT count(*) AS n FROM (SELECT project_id FROM container_repositories \
-             GROUP BY project_id HAVING count(*) <> 3) t",
-        )
-        .await;
-        assert_eq!(partial, 0, "a project half written");
+        assert_eq!(
+            torn_projects(&database).await,
+            0,
+            "killed after {written_before_kill}: a project half written"
+        );
 
         cli(&["repair", "apply"], &env, Duration::from_secs(120))
             .await

@@ -262,6 +262,30 @@ async fn apply(s: &Seeded, scope: &Scope) -> (i64, Vec<Written>) {
     (repaired.run.expect("an apply run"), repaired.written)
 }
 
+/// The scope of one project.
+fn only(project: i64) -> Scope {
+    Scope {
+        projects: vec![project],
+        ..Scope::default()
+    }
+}
+
+/// The plan of the seeded project `plain` alone.
+async fn plain_plan(s: &Seeded) -> Vec<ProjectPlan> {
+    plan(s, &only(s.ids["plain"])).await
+}
+
+/// `plans` written as a new apply run, in one batch.
+async fn write(s: &Seeded, plans: &[ProjectPlan]) -> (i64, Vec<Written>) {
+    let run = repair::start_apply(&s.database, &Scope::default())
+        .await
+        .expect("run");
+    let written = repair::apply_batch(&s.database, run, plans)
+        .await
+        .expect("apply");
+    (run, written)
+}
+
 fn restored_names(written: &[Written]) -> Vec<(i64, String)> {
     let mut out: Vec<(i64, String)> = written
         .iter()

@@ -85,10 +85,7 @@ async fn images_left_behind_by_a_project_that_moved_away_are_not_handed_to_the_o
 
     // Without the flag, apply writes none of them; with it (after a look), it restores them.
     let before = repositories(&s.database).await;
-    let arriver = Scope {
-        projects: vec![s.ids["arriver"]],
-        ..Scope::default()
-    };
+    let arriver = only(s.ids["arriver"]);
     let (_, written) = apply(&s, &arriver).await;
     assert!(restored_names(&written).is_empty());
     assert_eq!(repositories(&s.database).await, before);

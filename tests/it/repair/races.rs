@@ -7,29 +7,6 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 use super::*;
 
-/// The plan of the seeded project `plain` alone.
-async fn plain_plan(s: &Seeded) -> Vec<ProjectPlan> {
-    plan(
-        s,
-        &Scope {
-            projects: vec![s.ids["plain"]],
-            ..Scope::default()
-        },
-    )
-    .await
-}
-
-/// `plans` written as a new apply run, in one batch.
-async fn write(s: &Seeded, plans: &[ProjectPlan]) -> (i64, Vec<Written>) {
-    let run = repair::start_apply(&s.database, &Scope::default())
-        .await
-        .expect("run");
-    let written = repair::apply_batch(&s.database, run, plans)
-        .await
-        .expect("apply");
-    (run, written)
-}
-
 #[actix_rt::test]
 async fn a_registry_switched_off_or_a_cleanup_policy_enabled_after_the_plan_holds_the_write_back() {
     for (change, reason) in [
@@ -162,10 +139,7 @@ async fn a_path_that_changes_between_the_listing_and_the_write_gets_nothing_and_
         // those images) and writes it; the first run's verify then points there.
         let (later, _) = apply(
             &s,
-            &Scope {
-                projects: vec![s.ids["plain"]],
-                ..Scope::default()
-            },
+            &only(s.ids["plain"]),
         )
         .await;
         let found = verify(&s.database, &s.client, run, 2)
