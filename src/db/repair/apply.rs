@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp, Timestamptz};
 // In scope for `#[diesel(embed)]`, which names the trait unqualified.
 use diesel::QueryableByName;
 use diesel::{OptionalExtension, QueryResult};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::count;
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use crate::db::{Database, DbConn, DbError};
-use crate::repair::guards::{Action, ProjectPlan, Reason};
+use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
 
 /// A row an apply inserted into `container_repositories`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
@@ -116,11 +116,9 @@ pub async fn apply_into(
 ///    with the locked facts ([`ProjectPlan::recheck`]);
 /// 3. [`claim`]: the run's claim on the project; if this run holds it already (a batch written
 ///    again), what that write did is read back ([`recorded`]) and nothing else happens;
-/// 4. [`insert_rows`]: the restores as Rails' `find_or_create_from_path!` writes them, with one
-///    audit row per row actually inserted;
-/// 5. [`record_held`], [`count_written`], [`update_tracking`]: the skipped and reviewed
-///    repositories, the project's counts, the tracking row's `missing_count` (what is still
-///    missing).
+/// 4. [`write_plan`], one statement: the restores as Rails' `find_or_create_from_path!` writes
+///    them with one audit row per row actually inserted, the skipped and reviewed repositories, the
+///    project's counts, and the tracking row's `missing_count` (what is still missing).
 pub async fn apply_project(
     conn: &mut DbConn,
     run_id: i64,
@@ -168,10 +166,10 @@ pub async fn apply_project(
                 return Ok(Written::PathChanged { plan, now });
             }
 
-            let restored = insert_rows(conn, run_id, &plan)
+            let restored = write_plan(conn, run_id, &plan)
                 .await
                 .map_err(DbError::query(what(
-                    "inserting the container_repositories rows",
+                    "writing the rows, the audit, the counts and the tracking row",
                 )))?;
             let inserted: HashSet<&str> = restored.iter().map(|r| r.name.as_str()).collect();
             let already_present: Vec<String> = plan
@@ -179,17 +177,6 @@ pub async fn apply_project(
                 .filter(|r| !inserted.contains(r.name.as_str()))
                 .map(|r| r.name.clone())
                 .collect();
-            record_held(conn, run_id, &plan)
-                .await
-                .map_err(DbError::query(what("recording the skipped repositories")))?;
-            count_written(conn, run_id, project_id, &restored, &already_present)
-                .await
-                .map_err(DbError::query(what("counting the restored rows")))?;
-            if locked.tracked {
-                update_tracking(conn, project_id, plan.still_missing())
-                    .await
-                    .map_err(DbError::query(what("updating the tracking row")))?;
-            }
             Ok(Written::Applied {
                 plan,
                 restored,
@@ -201,21 +188,18 @@ pub async fn apply_project(
     .await
 }
 
-/// The project row, locked, with the guards' facts and its tracking row's count.
+/// The project row, locked, with the guards' facts and its tracking row's count (NULL: no row).
 #[derive(QueryableByName)]
 struct LockedProject {
     #[diesel(embed)]
     facts: FactsRow,
     #[diesel(sql_type = Nullable<Integer>)]
     missing_before: Option<i32>,
-    #[diesel(sql_type = Bool)]
-    tracked: bool,
 }
 
 async fn lock_project(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<LockedProject>> {
     diesel::sql_query(format!(
-        "SELECT {FACTS_COLUMNS}, \
-                t.missing_count AS missing_before, t.project_id IS NOT NULL AS tracked \
+        "SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before \
          FROM projects p \
          LEFT JOIN container_registry_data_repair_details t ON t.project_id = p.id \
          WHERE p.id = $1 \
@@ -378,123 +362,97 @@ async fn recorded(conn: &mut DbConn, run_id: i64, mut plan: ProjectPlan) -> Quer
     })
 }
 
-/// The restores, as Rails' `find_or_create_from_path!` writes them: `project_id`, `name`,
-/// `created_at` and `updated_at` (UTC `now()`, whatever the session's `TimeZone`), every other
-/// column its default (valid on every GitLab from 15.10, `migration_*` columns included), `ON
-/// CONFLICT (project_id, name) DO NOTHING`; and an audit row for each row actually inserted.
-async fn insert_rows(
+/// Everything the write of a claimed project puts in the database, in one statement (a round trip
+/// per project is most of an apply's time):
+/// - `inserted`: the restores as Rails' `find_or_create_from_path!` writes them: `project_id`,
+///   `name`, `created_at` and `updated_at` (UTC `now()`, whatever the session's `TimeZone`), every
+///   other column its default (valid on every GitLab from 15.10, `migration_*` columns included),
+///   `ON CONFLICT (project_id, name) DO NOTHING`;
+/// - `audit`: an audit row for each row actually inserted (what the statement returns);
+/// - `held`: the repositories held back (skip and review), with their reasons;
+/// - `counted`: the project's counts, restored and already present (a planned restore that found
+///   a row Rails made meanwhile); the run's counts are their sums (see `RUNS_SQL`), so that no row
+///   is updated by every project's transaction, which would serialize their commits;
+/// - the tracking row's `missing_count`: what is still missing, the repositories held back.
+async fn write_plan(
     conn: &mut DbConn,
     run_id: i64,
     plan: &ProjectPlan,
 ) -> QueryResult<Vec<RestoredRow>> {
     let restore: Vec<_> = plan.with_action(Action::Restore).collect();
-    if restore.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<&str> = restore.iter().map(|r| r.name.as_str()).collect();
-    let paths: Vec<&str> = restore.iter().map(|r| r.registry_path.as_str()).collect();
-    let created: Vec<Option<DateTime<Utc>>> = restore
-        .iter()
-        .map(|r| r.registry_created_at_parsed())
-        .collect();
-    diesel::sql_query(
-        "WITH wanted AS ( \
-             SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]) \
-                 AS u(name, registry_path, registry_created_at)), \
-         inserted AS ( \
-             INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
-             SELECT $1, wanted.name, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' \
-             FROM wanted \
-             ON CONFLICT (project_id, name) DO NOTHING \
-             RETURNING id, name) \
-         INSERT INTO registry_repair_restored \
-             (run_id, project_id, repository_id, name, registry_path, registry_created_at) \
-         SELECT $5, $1, inserted.id, inserted.name, wanted.registry_path, \
-                wanted.registry_created_at \
-         FROM inserted JOIN wanted ON wanted.name = inserted.name \
-         RETURNING repository_id, name",
-    )
-    .bind::<BigInt, _>(plan.project_id)
-    .bind::<Array<Text>, _>(&names)
-    .bind::<Array<Text>, _>(&paths)
-    .bind::<Array<Nullable<Timestamptz>>, _>(&created)
-    .bind::<BigInt, _>(run_id)
-    .load(conn)
-    .await
-}
-
-/// The repositories held back (skip and review), with their reasons.
-async fn record_held(conn: &mut DbConn, run_id: i64, plan: &ProjectPlan) -> QueryResult<()> {
     let held: Vec<_> = plan
         .repositories
         .iter()
         .filter(|r| r.action != Action::Restore)
         .collect();
-    if held.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = held.iter().map(|r| r.name.as_str()).collect();
-    let paths: Vec<&str> = held.iter().map(|r| r.registry_path.as_str()).collect();
+    let names = |list: &[&PlannedRepository]| -> Vec<String> {
+        list.iter().map(|r| r.name.clone()).collect()
+    };
+    let paths = |list: &[&PlannedRepository]| -> Vec<String> {
+        list.iter().map(|r| r.registry_path.clone()).collect()
+    };
+    let created = |list: &[&PlannedRepository]| -> Vec<Option<DateTime<Utc>>> {
+        list.iter()
+            .map(|r| r.registry_created_at_parsed())
+            .collect()
+    };
     let actions: Vec<&str> = held.iter().map(|r| r.action.as_str()).collect();
     let reasons: Vec<&str> = held
         .iter()
         .map(|r| r.reason.map_or("", Reason::as_str))
         .collect();
-    let created: Vec<Option<DateTime<Utc>>> = held
-        .iter()
-        .map(|r| r.registry_created_at_parsed())
-        .collect();
-    diesel::sql_query(
-        "INSERT INTO registry_repair_skipped \
-             (run_id, project_id, name, registry_path, action, reason, registry_created_at) \
-         SELECT $1, $2, u.name, u.registry_path, u.action, u.reason, u.created_at \
-         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[]) \
-             AS u(name, registry_path, action, reason, created_at) \
-         ON CONFLICT DO NOTHING",
-    )
+    // Without restores the INSERT is left out: `ON CONFLICT (project_id, name)` is refused at
+    // planning time when the unique index is gone, which is when every restore is held back.
+    let restores = if restore.is_empty() {
+        "audit AS (SELECT NULL::bigint AS repository_id, NULL::text AS name WHERE false)"
+    } else {
+        "inserted AS ( \
+             INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
+             SELECT $2, wanted.name, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' \
+             FROM wanted \
+             ON CONFLICT (project_id, name) DO NOTHING \
+             RETURNING id, name), \
+         audit AS ( \
+             INSERT INTO registry_repair_restored \
+                 (run_id, project_id, repository_id, name, registry_path, registry_created_at) \
+             SELECT $1, $2, inserted.id, inserted.name, wanted.registry_path, \
+                    wanted.registry_created_at \
+             FROM inserted JOIN wanted ON wanted.name = inserted.name \
+             RETURNING repository_id, name)"
+    };
+    diesel::sql_query(format!(
+        "WITH wanted AS ( \
+             SELECT * FROM UNNEST($3::text[], $4::text[], $5::timestamptz[]) \
+                 AS u(name, registry_path, registry_created_at)), \
+         {restores}, \
+         held AS ( \
+             INSERT INTO registry_repair_skipped \
+                 (run_id, project_id, name, registry_path, action, reason, registry_created_at) \
+             SELECT $1, $2, h.name, h.registry_path, h.action, h.reason, h.created_at \
+             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[]) \
+                 AS h(name, registry_path, action, reason, created_at) \
+             ON CONFLICT DO NOTHING), \
+         counted AS ( \
+             UPDATE registry_repair_run_projects \
+             SET restored = (SELECT count(*) FROM audit), \
+                 already_present = (SELECT count(*) FROM wanted) - (SELECT count(*) FROM audit) \
+             WHERE run_id = $1 AND project_id = $2), \
+         tracked AS ( \
+             UPDATE container_registry_data_repair_details \
+             SET missing_count = $11, updated_at = now() WHERE project_id = $2) \
+         SELECT repository_id, name FROM audit ORDER BY repository_id"
+    ))
     .bind::<BigInt, _>(run_id)
     .bind::<BigInt, _>(plan.project_id)
-    .bind::<Array<Text>, _>(&names)
-    .bind::<Array<Text>, _>(&paths)
+    .bind::<Array<Text>, _>(names(&restore))
+    .bind::<Array<Text>, _>(paths(&restore))
+    .bind::<Array<Nullable<Timestamptz>>, _>(created(&restore))
+    .bind::<Array<Text>, _>(names(&held))
+    .bind::<Array<Text>, _>(paths(&held))
     .bind::<Array<Text>, _>(&actions)
     .bind::<Array<Text>, _>(&reasons)
-    .bind::<Array<Nullable<Timestamptz>>, _>(&created)
-    .execute(conn)
+    .bind::<Array<Nullable<Timestamptz>>, _>(created(&held))
+    .bind::<Integer, _>(plan.still_missing())
+    .load(conn)
     .await
-    .map(drop)
-}
-
-/// The project's counts. The run's are their sums (see `RUNS_SQL`): no row that every project's
-/// transaction updates, which would serialize their commits.
-async fn count_written(
-    conn: &mut DbConn,
-    run_id: i64,
-    project_id: i64,
-    restored: &[RestoredRow],
-    already_present: &[String],
-) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE registry_repair_run_projects SET restored = $3, already_present = $4 \
-         WHERE run_id = $1 AND project_id = $2",
-    )
-    .bind::<BigInt, _>(run_id)
-    .bind::<BigInt, _>(project_id)
-    .bind::<Integer, _>(count(restored.len()))
-    .bind::<Integer, _>(count(already_present.len()))
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-/// The tracking row says what is still missing: the repositories held back.
-async fn update_tracking(conn: &mut DbConn, project_id: i64, missing: i32) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE container_registry_data_repair_details \
-         SET missing_count = $2, updated_at = now() WHERE project_id = $1",
-    )
-    .bind::<BigInt, _>(project_id)
-    .bind::<Integer, _>(missing)
-    .execute(conn)
-    .await
-    .map(drop)
 }
