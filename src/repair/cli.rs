@@ -482,3 +482,46 @@ pub fn render_runs(runs: &[RunRow], format: Format) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply_run(id: i64, path_changed: i32) -> RunRow {
+        RunRow {
+            id,
+            kind: "apply".into(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            finished_at: None,
+            scope: "--project 7".into(),
+            projects: 3,
+            restored: 5,
+            skipped: 1,
+            review: 2,
+            deleted: 0,
+            kept: 0,
+            path_changed,
+            undo_of: None,
+            undone_by: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_show_the_projects_a_moved_path_kept_from_the_write() {
+        let runs = [apply_run(2, 1), apply_run(1, 0)];
+        let table = render_runs(&runs, Format::Table);
+        assert!(
+            table.contains("1 projects not written: path changed; --project 7"),
+            "{table}"
+        );
+        assert!(table.contains("(not finished)"));
+        let csv = render_runs(&runs, Format::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",undone_by,path_changed"));
+        assert!(lines[1].ends_with(",1"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",0"), "{}", lines[2]);
+        let json: serde_json::Value =
+            serde_json::from_str(&render_runs(&runs, Format::Json)).expect("JSON");
+        assert_eq!(json[0]["path_changed"], 1);
+    }
+}
