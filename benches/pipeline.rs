@@ -28,7 +28,7 @@ use registry_repair::db::{self, projects, Database};
 use registry_repair::demo::database::{database_url, load_gitlab_schema, recreate_database};
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
-use registry_repair::scheduler::Status as ServiceStatus;
+use registry_repair::scheduler::ServiceStatus;
 use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
 
 const KEY: &str = include_str!("../tests/fixtures/registry.key");

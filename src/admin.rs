@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::config::Secret;
 use crate::db::switches;
 use crate::registry::RegistryMetrics;
-use crate::scheduler::{GetStatus, Scheduler, SetConcurrency, SetEnabled, Status};
+use crate::scheduler::{GetStatus, Scheduler, ServiceStatus, SetConcurrency, SetEnabled};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -169,7 +169,7 @@ fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpRespo
 
 async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
 where
-    M: actix::Message<Result = Status> + Send + 'static,
+    M: actix::Message<Result = ServiceStatus> + Send + 'static,
     Scheduler: actix::Handler<M>,
 {
     match state.scheduler.send(msg).await {
@@ -264,12 +264,12 @@ impl AdminClient {
         }
     }
 
-    pub async fn status(&self) -> Result<Status, AdminError> {
+    pub async fn status(&self) -> Result<ServiceStatus, AdminError> {
         self.call(self.http.get(format!("{}/status", self.base)))
             .await
     }
 
-    pub async fn set_concurrency(&self, max_concurrency: i64) -> Result<Status, AdminError> {
+    pub async fn set_concurrency(&self, max_concurrency: i64) -> Result<ServiceStatus, AdminError> {
         let request = self
             .http
             .post(format!("{}/concurrency", self.base))
@@ -277,13 +277,16 @@ impl AdminClient {
         self.call(request).await
     }
 
-    pub async fn set_enabled(&self, enabled: bool) -> Result<Status, AdminError> {
+    pub async fn set_enabled(&self, enabled: bool) -> Result<ServiceStatus, AdminError> {
         let verb = if enabled { "resume" } else { "pause" };
         self.call(self.http.post(format!("{}/{verb}", self.base)))
             .await
     }
 
-    async fn call(&self, mut request: reqwest::RequestBuilder) -> Result<Status, AdminError> {
+    async fn call(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<ServiceStatus, AdminError> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose());
         }

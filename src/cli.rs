@@ -13,7 +13,7 @@ use crate::config::{ConfigError, Settings};
 use crate::db::{self, Database};
 use crate::registry::TokenSigner;
 use crate::report::{Format, Listing, Report};
-use crate::scheduler::{RunEnd, Status};
+use crate::scheduler::{RunEnd, ServiceStatus};
 use crate::service::{self, ServiceOptions};
 use crate::signals::Signals;
 
@@ -308,7 +308,7 @@ where
     current_thread_runtime()?.block_on(call(client))
 }
 
-fn print_status(s: &Status) {
+fn print_status(s: &ServiceStatus) {
     println!("state            {}", s.state);
     if !s.work.is_empty() {
         println!("work             {}", s.work);

@@ -12,7 +12,6 @@
 
 pub mod admin;
 pub mod analyzer;
-mod breaker;
 pub mod cli;
 pub mod config;
 mod control;
@@ -31,7 +30,6 @@ mod report;
 pub mod scheduler;
 pub mod service;
 pub mod signals;
-mod sweep;
 mod sync;
 mod telemetry;
 pub mod work;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::registry::RegistryMetrics;
-use crate::scheduler::Status;
+use crate::scheduler::ServiceStatus;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP registry_repair_{name} {help}");
@@ -18,7 +18,7 @@ fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The whole exposition.
-pub fn render(status: &Status, registry: &RegistryMetrics) -> String {
+pub fn render(status: &ServiceStatus, registry: &RegistryMetrics) -> String {
     let mut out = String::new();
     header(
         &mut out,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use crate::scheduler::{GetStatus, Scheduler, Status};
+use crate::scheduler::{GetStatus, Scheduler, ServiceStatus};
 
 /// Draws until the Scheduler stops answering; returns at once when standard error is not a
 /// terminal (logs and pipes get no bar).
@@ -32,7 +32,7 @@ pub fn finish(handle: Option<actix_rt::task::JoinHandle<()>>) {
 }
 
 /// `[########------------]  40.0%  1200/3000  350/s  ETA 5s`
-pub fn line(s: &Status) -> String {
+pub fn line(s: &ServiceStatus) -> String {
     const WIDTH: usize = 30;
     let done = s.analysed;
     let Some(left) = s.remaining else {

@@ -89,7 +89,7 @@ pub async fn start(
     let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
     let shard = settings.worker.shard;
-    if options.from_start && options.work == Work::Analyse {
+    if options.from_start && options.work == Work::Analysis {
         watermark::reset(&db, shard).await?;
     }
     let (watermark, swept_ago) = watermark::load(&db, shard).await?;

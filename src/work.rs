@@ -11,7 +11,7 @@ use crate::db::repair::Scope;
 pub enum Work {
     /// Analyse the projects without a tracking row, pass after pass (`run`).
     #[default]
-    Analyse,
+    Analysis,
     /// One pass over the repair's candidates in `scope` (`repair plan` / `repair apply`); the
     /// service ends once every candidate was planned (or failed) and flushed.
     Repair(Repair),
@@ -39,7 +39,7 @@ impl Work {
     /// The repair, when this work is one.
     pub fn repair(&self) -> Option<&Repair> {
         match self {
-            Work::Analyse => None,
+            Work::Analysis => None,
             Work::Repair(repair) => Some(repair),
         }
     }
@@ -49,7 +49,7 @@ impl Work {
 impl std::fmt::Display for Work {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Work::Analyse => f.write_str("analyse"),
+            Work::Analysis => f.write_str("analyse"),
             Work::Repair(Repair {
                 mode: RepairMode::Plan,
                 ..

@@ -9,7 +9,7 @@ use rand::Rng;
 use super::{Analysis, AnalysisError, REQUEST_ATTEMPTS, RETRY_BASE, RETRY_CAP};
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
-use crate::registry::client::{Pages, Step};
+use crate::registry::client::{PageStep, Pages};
 use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
@@ -35,9 +35,9 @@ pub async fn analyze(
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {
         let entries = match next_page_with_retries(&mut pages).await {
-            Ok(Step::Page(entries)) => entries,
-            Ok(Step::Done) => break,
-            Ok(Step::Restarted) => {
+            Ok(PageStep::Page(entries)) => entries,
+            Ok(PageStep::Done) => break,
+            Ok(PageStep::Restarted) => {
                 tracing::info!(project_id = project.id, %path, "the path vanished mid-walk; analysing it again from the first page");
                 (missing, ignored) = (0, 0);
                 continue;
@@ -69,7 +69,7 @@ pub async fn analyze(
 
 /// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
 /// exponential backoff and full jitter. A failed try leaves the walk where it was.
-async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<Step, RegistryError> {
+async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<PageStep, RegistryError> {
     let mut attempt = 0;
     loop {
         match pages.next_page().await {

@@ -5,6 +5,7 @@
 //! failed). A panic stops the actor, and its Supervisor restarts it.
 
 mod analysis;
+mod finished;
 mod repair;
 
 use std::panic::AssertUnwindSafe;
@@ -22,10 +23,10 @@ use crate::faults::Faults;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, RegistryClient, RegistryError};
 use crate::repair::ProjectPlan;
-use crate::scheduler::{AnalyzerFinished, Disposition};
 use crate::writer::{NotPlanned, Record, RecordNotPlanned, RecordPlan, Writer};
 
 pub use self::analysis::analyze;
+pub use self::finished::{AnalyzerFinished, Disposition};
 pub use self::repair::RepairTask;
 
 /// Attempts per registry request before a transient error counts.

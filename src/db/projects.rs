@@ -13,7 +13,7 @@ use diesel_async::RunQueryDsl;
 use super::schema::{
     container_registry_data_repair_details as tracking, container_repositories, projects, routes,
 };
-use super::tracking::{Status, STALE_ONGOING_SQL};
+use super::tracking::{TrackingStatus, STALE_ONGOING_SQL};
 use super::{Database, DbConn, DbError};
 use crate::config::Shard;
 
@@ -221,7 +221,7 @@ pub async fn next_failed(
     let mut conn = db.conn().await?;
     let mut query = tracking::table
         .filter(tracking::project_id.gt(after))
-        .filter(tracking::status.eq(Status::Failed as i16))
+        .filter(tracking::status.eq(TrackingStatus::Failed as i16))
         .into_boxed();
     if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
         query = query.filter(in_shard);

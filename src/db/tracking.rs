@@ -11,7 +11,7 @@ use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
 /// GitLab's enum for the `status` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum TrackingStatus {
     Ongoing = 0,
     Completed = 1,
     Failed = 2,
@@ -42,7 +42,7 @@ pub const STALE_ONGOING_SQL: &str = concat!(
 pub struct TrackingRow {
     pub project_id: i64,
     pub missing_count: i32,
-    pub status: Status,
+    pub status: TrackingStatus,
     /// A second analysis of a project recorded `failed` (`run --retry-failed`): it replaces a row
     /// that is still `failed`. Any other row an answer is already there for is left as it is.
     pub replaces_failed: bool,
@@ -53,7 +53,7 @@ impl TrackingRow {
         Self {
             project_id,
             missing_count,
-            status: Status::Completed,
+            status: TrackingStatus::Completed,
             replaces_failed: false,
         }
     }
@@ -63,7 +63,7 @@ impl TrackingRow {
         Self {
             project_id,
             missing_count: 0,
-            status: Status::Failed,
+            status: TrackingStatus::Failed,
             replaces_failed: false,
         }
     }
@@ -274,9 +274,9 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
             project_id: r.project_id,
             missing_count: r.missing_count,
             status: match r.status {
-                1 => Status::Completed,
-                2 => Status::Failed,
-                _ => Status::Ongoing,
+                1 => TrackingStatus::Completed,
+                2 => TrackingStatus::Failed,
+                _ => TrackingStatus::Ongoing,
             },
             replaces_failed: false,
         })

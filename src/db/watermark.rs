@@ -11,7 +11,7 @@
 //! such transaction has committed or rolled back, and the ids up to the fence are final.
 //!
 //! What no fence can see (tracking rows deleted by hand, projects restored with their old id) the
-//! sweep finds: see `crate::sweep`. This module also keeps when the shard was last swept.
+//! sweep finds: see the Scheduler's `sweep`. This module also keeps when the shard was last swept.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

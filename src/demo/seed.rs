@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
 
-use crate::db::tracking::Status;
+use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
 
@@ -49,14 +49,14 @@ pub struct SeedProject {
 /// What the tracking table must say about a project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
-    pub status: Status,
+    pub status: TrackingStatus,
     pub missing: i32,
 }
 
 impl Expected {
     /// A failed project: its row says failed and counts nothing.
     pub const FAILED: Expected = Expected {
-        status: Status::Failed,
+        status: TrackingStatus::Failed,
         missing: 0,
     };
 }
@@ -155,14 +155,14 @@ impl World {
                 } else if addressable == Some(false) {
                     // Nothing can live there: completed with 0, without asking the registry.
                     Expected {
-                        status: Status::Completed,
+                        status: TrackingStatus::Completed,
                         missing: 0,
                     }
                 } else {
                     let rails: BTreeSet<&str> = p.rails.iter().map(String::as_str).collect();
                     let registry: BTreeSet<&str> = p.registry.iter().map(String::as_str).collect();
                     Expected {
-                        status: Status::Completed,
+                        status: TrackingStatus::Completed,
                         missing: registry.difference(&rails).count() as i32,
                     }
                 };
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(
             e[&p],
             Expected {
-                status: Status::Completed,
+                status: TrackingStatus::Completed,
                 missing: 2
             }
         );
@@ -446,7 +446,9 @@ mod tests {
         assert_eq!(a.projects.len(), 300);
         assert_eq!(a.registry_paths(), b.registry_paths());
         let expected = a.expected();
-        assert!(expected.values().any(|e| e.status == Status::Failed));
+        assert!(expected
+            .values()
+            .any(|e| e.status == TrackingStatus::Failed));
         assert!(expected.values().any(|e| e.missing == 1000));
         assert!(expected.values().any(|e| e.missing == 345));
         assert!(a.projects.iter().any(|p| p

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::db::projects::existing_repository_names;
 use crate::db::repair::{run_projects, RepairError, RunProject, WriteOutcome};
 use crate::db::Database;
-use crate::registry::client::Step;
+use crate::registry::client::PageStep;
 use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
@@ -46,12 +46,12 @@ pub async fn list_all(
     let mut attempt = 0u32;
     loop {
         match pages.next_page().await {
-            Ok(Step::Page(page)) => {
+            Ok(PageStep::Page(page)) => {
                 attempt = 0;
                 entries.extend(page);
             }
-            Ok(Step::Restarted) => entries.clear(),
-            Ok(Step::Done) => return Ok(entries),
+            Ok(PageStep::Restarted) => entries.clear(),
+            Ok(PageStep::Done) => return Ok(entries),
             Err(error) if error.is_transient() && attempt + 1 < ATTEMPTS => {
                 let ceiling = RETRY_BASE.saturating_mul(1 << attempt).as_millis() as u64;
                 let pause = rand::thread_rng().gen_range(ceiling / 2..=ceiling);

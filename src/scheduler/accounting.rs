@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Disposition;
-use crate::db::tracking::Status as RowStatus;
+use crate::db::tracking::TrackingStatus;
 use crate::writer::WriterStats;
 
 /// The running service's state, as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+pub struct ServiceStatus {
     pub state: String,
     /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
     #[serde(default)]
@@ -115,7 +115,7 @@ impl Accounting {
     pub fn record(&mut self, disposition: &Disposition) {
         let counts = &mut self.counts;
         match disposition {
-            Disposition::Recorded { row, .. } if row.status == RowStatus::Failed => {
+            Disposition::Recorded { row, .. } if row.status == TrackingStatus::Failed => {
                 counts.failed += 1
             }
             Disposition::Recorded {
@@ -212,10 +212,10 @@ impl Accounting {
     }
 
     /// The status fields this accounting knows; the Scheduler fills in the rest.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> ServiceStatus {
         let remaining = self.remaining();
         let (counts, timing) = (&self.counts, &self.timing);
-        Status {
+        ServiceStatus {
             analysed: self.analysed(),
             completed: counts.completed,
             failed: counts.failed,
@@ -234,7 +234,7 @@ impl Accounting {
             peak_rss_kib: peak_rss_kib(),
             remaining: remaining.map(|(left, _)| left),
             eta_s: remaining.and_then(|(_, eta)| eta),
-            ..Status::default()
+            ..ServiceStatus::default()
         }
     }
 }

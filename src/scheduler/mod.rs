@@ -12,10 +12,12 @@
 //! back-pressure, progress and shutdown work alike for both.
 
 mod accounting;
+mod breaker;
 mod candidates;
 mod outage;
 mod pool;
 mod shutdown;
+mod sweep;
 mod walk;
 
 use std::collections::VecDeque;
@@ -26,20 +28,20 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::accounting::Accounting;
-pub use self::accounting::Status;
+pub use self::accounting::ServiceStatus;
+use self::breaker::{Breaker, State as BreakerState};
 use self::pool::Slot;
 pub use self::shutdown::Shutdown;
+use self::sweep::Sweep;
 use self::walk::Source;
-use crate::analyzer::{AnalysisError, AnalyzerDeps, Job};
-use crate::breaker::{Breaker, State as BreakerState};
+use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition, Job};
 use crate::config::Shard;
-use crate::db::tracking::{Status as RowStatus, TrackingRow};
+use crate::db::tracking::TrackingStatus;
 use crate::db::watermark::Fences;
 use crate::db::Database;
-use crate::registry::{NoGitlabApi, RegistryClient, RegistryError};
-use crate::sweep::Sweep;
+use crate::registry::{NoGitlabApi, RegistryClient};
 use crate::work::Work;
-use crate::writer::{GetWriterStats, WriteError, Writer};
+use crate::writer::{GetWriterStats, WriteError, Writer, WriterPressure};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
@@ -166,8 +168,8 @@ impl Scheduler {
         };
         let registry_confirmed = config.registry_unconfirmed.is_none();
         let cursor = match (&config.work, retry_failed) {
-            (Work::Repair(_), _) | (Work::Analyse, true) => 0,
-            (Work::Analyse, false) => config.watermark,
+            (Work::Repair(_), _) | (Work::Analysis, true) => 0,
+            (Work::Analysis, false) => config.watermark,
         };
         let candidates_left = config.work.repair().and_then(|r| r.scope.limit);
         let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
@@ -207,7 +209,7 @@ impl Scheduler {
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         match self.config.work {
-            Work::Analyse => {
+            Work::Analysis => {
                 self.refill(ctx);
                 self.dispatch(ctx);
                 self.end_pass_if_done(ctx);
@@ -240,8 +242,8 @@ impl Scheduler {
         }
     }
 
-    fn status(&self) -> Status {
-        Status {
+    fn status(&self) -> ServiceStatus {
+        ServiceStatus {
             state: self.state_name().to_string(),
             work: self.config.work.to_string(),
             enabled: self.config.enabled,
@@ -281,7 +283,7 @@ impl Actor for Scheduler {
             ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
         }
         match self.config.work {
-            Work::Analyse => {
+            Work::Analysis => {
                 ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
                     act.advance_watermark(ctx);
                     act.sweep_if_due(ctx);
@@ -302,11 +304,11 @@ impl Actor for Scheduler {
 }
 
 #[derive(Message)]
-#[rtype(result = "Status")]
+#[rtype(result = "ServiceStatus")]
 pub struct GetStatus;
 
 impl Handler<GetStatus> for Scheduler {
-    type Result = ResponseActFuture<Self, Status>;
+    type Result = ResponseActFuture<Self, ServiceStatus>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
         let writer = self.writer.send(GetWriterStats);
@@ -320,7 +322,7 @@ impl Handler<GetStatus> for Scheduler {
 
 /// Use at most this many projects in flight from now on; 0 pauses.
 #[derive(Message)]
-#[rtype(result = "Status")]
+#[rtype(result = "ServiceStatus")]
 pub struct SetConcurrency(pub usize);
 
 impl Handler<SetConcurrency> for Scheduler {
@@ -347,7 +349,7 @@ impl Handler<SetConcurrency> for Scheduler {
 
 /// Switch the feature flag: off stops dispatching, in-flight projects finish and are recorded.
 #[derive(Message)]
-#[rtype(result = "Status")]
+#[rtype(result = "ServiceStatus")]
 pub struct SetEnabled(pub bool);
 
 impl Handler<SetEnabled> for Scheduler {
@@ -363,49 +365,6 @@ impl Handler<SetEnabled> for Scheduler {
     }
 }
 
-/// What became of a project an Analyzer was given.
-#[derive(Debug)]
-pub enum Disposition {
-    /// Its result went to the Writer; `ignored` registry entries were outside its path;
-    /// `unaddressable`: its path breaks the registry's name grammar, so nothing was asked.
-    Recorded {
-        row: TrackingRow,
-        ignored: u32,
-        unaddressable: bool,
-    },
-    /// It could not be analysed for a reason outside it; analyse it again later.
-    /// `others_served`: the registry refused it but answered the canary right after.
-    Deferred {
-        job: Job,
-        reason: AnalysisError,
-        others_served: bool,
-    },
-    /// 5xx, timeouts or broken answers; analyse it again later. `others_served`: the registry
-    /// answered for another project right after, so this was the project's trouble alone.
-    Troubled {
-        job: Job,
-        reason: RegistryError,
-        others_served: bool,
-    },
-    /// The Analyzer panicked on it and was restarted; analyse it again.
-    Crashed(Job),
-    /// The Analyzer panicked on it once too often; it was recorded `failed` (a repair: reported
-    /// failed, nothing written).
-    CrashedForGood,
-    /// A repair's plan went to the Writer; `ignored` registry entries were outside its path.
-    Planned { ignored: u32, repositories: usize },
-    /// A repair could not plan the project on its own account: reported failed, nothing written.
-    NotPlanned,
-}
-
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct AnalyzerFinished {
-    pub analyzer: usize,
-    pub project_id: i64,
-    pub disposition: Disposition,
-}
-
 impl Handler<AnalyzerFinished> for Scheduler {
     type Result = ();
 
@@ -417,7 +376,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 row,
                 unaddressable: false,
                 ..
-            } if row.status != RowStatus::Failed => self.registry_served(ctx),
+            } if row.status != TrackingStatus::Failed => self.registry_served(ctx),
             Disposition::Planned { .. } => self.registry_served(ctx),
             Disposition::Recorded { .. }
             | Disposition::CrashedForGood
@@ -452,14 +411,6 @@ impl Handler<AnalyzerFinished> for Scheduler {
         }
         self.tick(ctx);
     }
-}
-
-/// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
-/// stops dispatching until it drains.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct WriterPressure {
-    pub full: bool,
 }
 
 impl Handler<WriterPressure> for Scheduler {

@@ -1,11 +1,11 @@
 //! How the Scheduler lives through a registry outage: it reports the breaker's trips and
 //! recoveries (one line each) and probes `GET /gitlab/v1/` until the registry answers. The
-//! decisions themselves are the [`Breaker`](crate::breaker::Breaker)'s.
+//! decisions themselves are the [`Breaker`](super::breaker::Breaker)'s.
 
 use actix::prelude::*;
 
+use super::breaker::Transition;
 use super::{Phase, RunEnd, Scheduler};
-use crate::breaker::Transition;
 use crate::registry::client::ApiProbe;
 use crate::registry::NoGitlabApi;
 

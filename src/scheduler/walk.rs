@@ -84,7 +84,7 @@ impl Scheduler {
         }));
     }
 
-    /// Reads the next span of the sweep under way (see [`Sweep`](crate::sweep::Sweep)).
+    /// Reads the next span of the sweep under way (see [`Sweep`](super::sweep::Sweep)).
     fn refill_from_sweep(&mut self, (after, through): (i64, i64), ctx: &mut Context<Self>) {
         self.fetching = true;
         let (db, shard) = (self.db.clone(), self.config.shard);
@@ -136,7 +136,7 @@ impl Scheduler {
         }));
     }
 
-    /// Starts a sweep when one is due (see [`Sweep`](crate::sweep::Sweep)); a service idle
+    /// Starts a sweep when one is due (see [`Sweep`](super::sweep::Sweep)); a service idle
     /// between passes starts one.
     pub(super) fn sweep_if_due(&mut self, ctx: &mut Context<Self>) {
         if !self.sweep.due()

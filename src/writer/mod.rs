@@ -24,13 +24,20 @@ mod policy;
 use self::pending::Pending;
 pub use self::plans::{Collected, NotPlanned, RecordNotPlanned, RecordPlan, TakeCollected};
 pub use self::policy::FlushReason;
-use self::policy::{FlushPolicy, Held, Step};
-use crate::db::tracking::{Status, TrackingRow};
+use self::policy::{FlushPolicy, FlushStep, Held};
+use crate::db::tracking::{TrackingRow, TrackingStatus};
 use crate::db::{Database, DbError};
 #[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
-use crate::scheduler::WriterPressure;
 use crate::work::RepairMode;
+
+/// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
+/// stops dispatching until it drains.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct WriterPressure {
+    pub full: bool,
+}
 
 /// Why the buffer was not written. Cloned to every waiter of the same write.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -136,9 +143,9 @@ impl Writer {
     /// rows wait for the next one) or the database failed a moment ago (then the timer retries).
     fn flush(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
         match self.policy.flush(reason, self.holding(), Instant::now()) {
-            Step::Write => {}
-            Step::Later => return,
-            Step::Written => {
+            FlushStep::Write => {}
+            FlushStep::Later => return,
+            FlushStep::Written => {
                 self.answer_waiters(Ok(()));
                 return;
             }
@@ -317,7 +324,7 @@ impl Handler<Record> for Writer {
 
     fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
         self.guarded(ctx, "recording a result", |act, ctx| {
-            let failed = row.status == Status::Failed;
+            let failed = row.status == TrackingStatus::Failed;
             act.buffer.rows.push(row);
             #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Record);

@@ -40,7 +40,7 @@ pub struct Held {
 
 /// What to do about a flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum FlushStep {
     /// Write the whole buffer now, in one statement.
     Write,
     /// Not now: a write is under way (its end decides again), or the database refused one a
@@ -88,19 +88,19 @@ impl FlushPolicy {
     }
 
     /// Whether a flush for `reason` writes now. `Write` means the write starts.
-    pub fn flush(&mut self, reason: FlushReason, held: Held, now: Instant) -> Step {
+    pub fn flush(&mut self, reason: FlushReason, held: Held, now: Instant) -> FlushStep {
         if held.writing {
             self.urgent |= reason == FlushReason::Failure;
-            return Step::Later;
+            return FlushStep::Later;
         }
         if held.buffered == 0 {
-            return Step::Written;
+            return FlushStep::Written;
         }
         if !reason.asked() && self.retry_after.is_some_and(|t| now < t) {
-            return Step::Later;
+            return FlushStep::Later;
         }
         self.urgent = false;
-        Step::Write
+        FlushStep::Write
     }
 
     /// A write succeeded; `held` is what arrived meanwhile. Answers the flush to start now, if
@@ -173,10 +173,13 @@ mod tests {
     fn the_timer_writes_what_is_buffered_and_an_empty_buffer_answers_at_once() {
         let mut policy = FlushPolicy::new(100);
         let now = Instant::now();
-        assert_eq!(policy.flush(FlushReason::Timer, held(1), now), Step::Write);
+        assert_eq!(
+            policy.flush(FlushReason::Timer, held(1), now),
+            FlushStep::Write
+        );
         assert_eq!(
             policy.flush(FlushReason::Requested, held(0), now),
-            Step::Written
+            FlushStep::Written
         );
     }
 
@@ -186,7 +189,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             policy.flush(FlushReason::Size, writing(10), now),
-            Step::Later
+            FlushStep::Later
         );
         // A batch arrived meanwhile: it is written next.
         assert_eq!(policy.written(held(10)), Some(FlushReason::Size));
@@ -204,9 +207,9 @@ mod tests {
             assert_eq!(
                 policy.flush(FlushReason::Requested, waited, now),
                 if buffered > 0 {
-                    Step::Write
+                    FlushStep::Write
                 } else {
-                    Step::Written
+                    FlushStep::Written
                 }
             );
         }
@@ -218,13 +221,13 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             policy.flush(FlushReason::Failure, writing(1), now),
-            Step::Later
+            FlushStep::Later
         );
         assert_eq!(policy.written(held(1)), Some(FlushReason::Failure));
         // Once written, the urgency is spent.
         assert_eq!(
             policy.flush(FlushReason::Failure, held(1), now),
-            Step::Write
+            FlushStep::Write
         );
         assert_eq!(policy.written(held(1)), None);
     }
@@ -237,20 +240,20 @@ mod tests {
         for reason in [FlushReason::Timer, FlushReason::Size, FlushReason::Failure] {
             assert_eq!(
                 policy.flush(reason, held(5), now),
-                Step::Later,
+                FlushStep::Later,
                 "{reason:?}"
             );
         }
         for reason in [FlushReason::Requested, FlushReason::Shutdown] {
             assert_eq!(
                 policy.flush(reason, held(5), now),
-                Step::Write,
+                FlushStep::Write,
                 "{reason:?}"
             );
         }
         assert_eq!(
             policy.flush(FlushReason::Timer, held(5), now + RETRY_MIN),
-            Step::Write
+            FlushStep::Write
         );
     }
 

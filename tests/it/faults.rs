@@ -9,8 +9,8 @@ use crate::common::{
     assert_rows_match, eventually, registry_path, signer, status_becomes, TestApp, TestDb,
     OTHER_KEY,
 };
-use registry_repair::db::tracking::Status;
 use registry_repair::db::tracking::TrackingRow;
+use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::{Expected, World};
 use registry_repair::registry::simulator::{ApiMode, FaultMix, Hostile, RegistrySimulator};
 use registry_repair::registry::token::MAX_TOKEN_BYTES;
@@ -56,7 +56,7 @@ async fn failed_rows(app: &TestApp) -> usize {
         .rows()
         .await
         .iter()
-        .filter(|r| r.status == Status::Failed)
+        .filter(|r| r.status == TrackingStatus::Failed)
         .count()
 }
 
@@ -393,7 +393,10 @@ async fn retry_failed_analyses_failed_projects_again_and_nothing_else() {
     let mut app = TestApp::prepare(&world).await;
     app.registry.refuse(&path, 500);
     assert_eq!(app.run_until_done().await, RunEnd::Done);
-    assert_eq!(app.rows_by_project().await[&victim].status, Status::Failed);
+    assert_eq!(
+        app.rows_by_project().await[&victim].status,
+        TrackingStatus::Failed
+    );
 
     app.registry.accept(&path);
     let before = app.registry.stats().list_requests;
@@ -487,7 +490,7 @@ async fn a_fresh_process_with_only_troubled_projects_left_records_them_failed_an
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     let rows = app.rows_by_project().await;
     for id in troubled {
-        assert_eq!(rows[&id].status, Status::Failed, "project {id}");
+        assert_eq!(rows[&id].status, TrackingStatus::Failed, "project {id}");
     }
 }
 

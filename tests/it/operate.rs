@@ -454,24 +454,28 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     let rows = app.rows_by_project().await;
     let got = |id: i64| (rows[&id].status, rows[&id].missing_count);
-    use registry_repair::db::tracking::Status;
-    assert_eq!(got(ids[0]), (Status::Completed, 5), "GitLab's answer stays");
+    use registry_repair::db::tracking::TrackingStatus;
+    assert_eq!(
+        got(ids[0]),
+        (TrackingStatus::Completed, 5),
+        "GitLab's answer stays"
+    );
     assert_eq!(
         got(ids[1]),
-        (Status::Failed, 0),
+        (TrackingStatus::Failed, 0),
         "failed stays without --retry-failed"
     );
     assert_eq!(
         got(ids[2]),
-        (Status::Completed, 2),
+        (TrackingStatus::Completed, 2),
         "a stale ongoing row is analysed again"
     );
     assert_eq!(
         got(ids[3]),
-        (Status::Ongoing, 0),
+        (TrackingStatus::Ongoing, 0),
         "a young one may be GitLab at work"
     );
-    assert_eq!(got(ids[4]), (Status::Completed, 2));
+    assert_eq!(got(ids[4]), (TrackingStatus::Completed, 2));
     let path = |id: i64| {
         format!(
             "where-gitlab-ran/p{}",
@@ -499,7 +503,7 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
     let rows = app.rows_by_project().await;
     assert_eq!(
         (rows[&ids[1]].status, rows[&ids[1]].missing_count),
-        (Status::Completed, 2),
+        (TrackingStatus::Completed, 2),
         "--retry-failed replaces GitLab's failed row"
     );
     assert_eq!(rows[&ids[0]].missing_count, 5, "and nothing else");

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::{signer, trusted, AUDIENCE, FIXTURE_KEY, ISSUER, OTHER_KEY};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use registry_repair::registry::client::{PageAnswer, Step};
+use registry_repair::registry::client::{PageAnswer, PageStep};
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::token::{pull_access, Claims};
 use registry_repair::registry::{RegistryClient, RegistryError, TokenSigner};
@@ -24,9 +24,9 @@ async fn walk(client: &RegistryClient, path: &str) -> Result<Vec<Vec<String>>, R
     let mut out = Vec::new();
     loop {
         match pages.next_page().await? {
-            Step::Page(entries) => out.push(entries.into_iter().map(|e| e.path).collect()),
-            Step::Restarted => out.clear(),
-            Step::Done => break,
+            PageStep::Page(entries) => out.push(entries.into_iter().map(|e| e.path).collect()),
+            PageStep::Restarted => out.clear(),
+            PageStep::Done => break,
         }
     }
     Ok(out)

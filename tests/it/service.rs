@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common;
 use crate::common::{assert_rows_match, eventually, TestApp};
 use registry_repair::analyzer::MAX_CRASHES;
-use registry_repair::db::tracking::Status;
+use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::grammar::is_addressable;
 use registry_repair::registry::simulator::RegistrySimulator;
@@ -195,18 +195,18 @@ async fn a_panicking_analyzer_is_restarted_and_its_project_is_analysed_again() {
     let rows = app.rows_by_project().await;
     assert_eq!(
         (rows[&once].status, rows[&once].missing_count),
-        (Status::Completed, 1)
+        (TrackingStatus::Completed, 1)
     );
     assert_eq!(
         rows[&always].status,
-        Status::Failed,
+        TrackingStatus::Failed,
         "recorded failed after {MAX_CRASHES} crashes"
     );
     for p in &world.projects {
         if p.id != always {
             assert_eq!(
                 (rows[&p.id].status, rows[&p.id].missing_count),
-                (Status::Completed, 1)
+                (TrackingStatus::Completed, 1)
             );
         }
     }
@@ -243,7 +243,7 @@ async fn projects_created_while_running_are_picked_up_on_the_next_scan() {
     let rows = app.rows_by_project().await;
     assert_eq!(
         (rows[&9001].status, rows[&9001].missing_count),
-        (Status::Completed, 2)
+        (TrackingStatus::Completed, 2)
     );
     assert_eq!(app.stop().await, RunEnd::Stopped);
 }
@@ -277,7 +277,7 @@ async fn shutdown_lets_in_flight_projects_finish_and_flushes_them() {
     assert!(rows.len() >= 4);
     assert!(rows
         .iter()
-        .all(|r| r.status == Status::Completed && r.missing_count == 1));
+        .all(|r| r.status == TrackingStatus::Completed && r.missing_count == 1));
 }
 
 #[actix_rt::test]

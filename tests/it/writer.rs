@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::common::{eventually, TestDb};
 use actix::prelude::*;
-use registry_repair::db::tracking::{self, Status, TrackingRow};
+use registry_repair::db::tracking::{self, TrackingRow, TrackingStatus};
 use registry_repair::demo::seed::World;
-use registry_repair::scheduler::WriterPressure;
+use registry_repair::writer::WriterPressure;
 use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -30,9 +30,9 @@ async fn seed(db: &TestDb, n: usize) -> Vec<i64> {
     ids
 }
 
-fn row(project_id: i64, missing_count: i32, status: Status) -> Record {
+fn row(project_id: i64, missing_count: i32, status: TrackingStatus) -> Record {
     Record(match status {
-        Status::Failed => TrackingRow::failed(project_id),
+        TrackingStatus::Failed => TrackingRow::failed(project_id),
         _ => TrackingRow::completed(project_id, missing_count),
     })
 }
@@ -45,8 +45,8 @@ async fn count(db: &TestDb) -> usize {
 async fn flushes_when_the_buffer_reaches_the_batch_size() {
     let (db, ids) = db_with_projects(5).await;
     let writer = Writer::new(db.database(), 3, HOUR).start();
-    writer.do_send(row(ids[0], 1, Status::Completed));
-    writer.do_send(row(ids[1], 2, Status::Completed));
+    writer.do_send(row(ids[0], 1, TrackingStatus::Completed));
+    writer.do_send(row(ids[1], 2, TrackingStatus::Completed));
     // Messages are handled in order: once it answers, both rows are in and no write started.
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(
@@ -55,7 +55,7 @@ async fn flushes_when_the_buffer_reaches_the_batch_size() {
         "below the batch size nothing is written"
     );
     assert_eq!(count(&db).await, 0);
-    writer.do_send(row(ids[2], 3, Status::Completed));
+    writer.do_send(row(ids[2], 3, TrackingStatus::Completed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 3 }).await);
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!((stats.flushes_size, stats.flushes_timer), (1, 0));
@@ -72,8 +72,8 @@ async fn flushes_when_the_buffer_reaches_the_batch_size() {
 async fn flushes_on_its_timer() {
     let (db, ids) = db_with_projects(2).await;
     let writer = Writer::new(db.database(), 100, Duration::from_millis(100)).start();
-    writer.do_send(row(ids[0], 0, Status::Completed));
-    writer.do_send(row(ids[1], 4, Status::Completed));
+    writer.do_send(row(ids[0], 0, TrackingStatus::Completed));
+    writer.do_send(row(ids[1], 4, TrackingStatus::Completed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 2 }).await);
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert!(stats.flushes_timer >= 1);
@@ -84,8 +84,8 @@ async fn flushes_on_its_timer() {
 async fn a_failed_project_flushes_everything_at_once() {
     let (db, ids) = db_with_projects(3).await;
     let writer = Writer::new(db.database(), 100, HOUR).start();
-    writer.do_send(row(ids[0], 2, Status::Completed));
-    writer.do_send(row(ids[1], 0, Status::Completed));
+    writer.do_send(row(ids[0], 2, TrackingStatus::Completed));
+    writer.do_send(row(ids[1], 0, TrackingStatus::Completed));
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(
         (stats.buffered, stats.flushes_size, stats.flushes_failure),
@@ -93,7 +93,7 @@ async fn a_failed_project_flushes_everything_at_once() {
         "completed projects wait for the batch or the timer"
     );
     assert_eq!(count(&db).await, 0);
-    writer.do_send(row(ids[2], 0, Status::Failed));
+    writer.do_send(row(ids[2], 0, TrackingStatus::Failed));
     assert!(eventually(Duration::from_secs(5), || async { count(&db).await == 3 }).await);
     let stats = writer.send(GetWriterStats).await.expect("stats");
     assert_eq!(stats.flushes_failure, 1);
@@ -101,7 +101,7 @@ async fn a_failed_project_flushes_everything_at_once() {
         .rows()
         .await
         .into_iter()
-        .filter(|r| r.status == Status::Failed)
+        .filter(|r| r.status == TrackingStatus::Failed)
         .map(|r| r.project_id)
         .collect();
     assert_eq!(failed, vec![ids[2]]);
@@ -112,7 +112,7 @@ async fn flush_on_request_writes_everything_and_answers_the_count() {
     let (db, ids) = db_with_projects(7).await;
     let writer = Writer::new(db.database(), 3, HOUR).start();
     for id in &ids[..2] {
-        writer.do_send(row(*id, 1, Status::Completed));
+        writer.do_send(row(*id, 1, TrackingStatus::Completed));
     }
     let written = writer.send(Flush::PassEnd).await.expect("mailbox");
     assert_eq!(written.ok(), Some(2));
@@ -147,7 +147,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
         .reporting_pressure_to(listener.recipient())
         .start();
     for id in &ids {
-        writer.do_send(row(*id, 1, Status::Completed));
+        writer.do_send(row(*id, 1, TrackingStatus::Completed));
     }
     let flushed = writer.send(Flush::PassEnd).await.expect("mailbox");
     assert!(flushed.is_err(), "no database: {flushed:?}");
@@ -205,7 +205,7 @@ async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_ret
     tracking::upsert(&db.database(), &rows[6..])
         .await
         .expect("upsert");
-    let got: Vec<(i64, Status, i32)> = db
+    let got: Vec<(i64, TrackingStatus, i32)> = db
         .rows()
         .await
         .into_iter()
@@ -214,12 +214,12 @@ async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_ret
     assert_eq!(
         got,
         vec![
-            (ids[0], Status::Completed, 7), // GitLab's answer stays
-            (ids[1], Status::Failed, 0),    // failed stays, but for a retry
-            (ids[2], Status::Completed, 3), // the retry replaces it
-            (ids[3], Status::Completed, 4), // a stale ongoing row is no answer
-            (ids[4], Status::Ongoing, 0),   // a young one may be GitLab's worker at work
-            (ids[5], Status::Completed, 6), // a new row
+            (ids[0], TrackingStatus::Completed, 7), // GitLab's answer stays
+            (ids[1], TrackingStatus::Failed, 0),    // failed stays, but for a retry
+            (ids[2], TrackingStatus::Completed, 3), // the retry replaces it
+            (ids[3], TrackingStatus::Completed, 4), // a stale ongoing row is no answer
+            (ids[4], TrackingStatus::Ongoing, 0),   // a young one may be GitLab's worker at work
+            (ids[5], TrackingStatus::Completed, 6), // a new row
         ]
     );
 }

@@ -5,7 +5,7 @@
 mod answer;
 mod pages;
 
-pub use self::pages::{Pages, Step};
+pub use self::pages::{PageStep, Pages};
 
 use self::answer::{max_body, next_marker, read_bounded, shown_location, Body};
 

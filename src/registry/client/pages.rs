@@ -34,7 +34,7 @@ const MAX_RESTARTS: u32 = 3;
 
 /// One step of a walk over a project's pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum PageStep {
     /// The next page's entries.
     Page(Vec<Entry>),
     /// The path vanished after the first page (404 NAME_UNKNOWN: renamed or deleted mid-walk).
@@ -44,12 +44,12 @@ pub enum Step {
     Done,
 }
 
-impl Step {
+impl PageStep {
     /// The entries of a page; `None` for the other steps.
     pub fn into_entries(self) -> Option<Vec<Entry>> {
         match self {
-            Step::Page(entries) => Some(entries),
-            Step::Restarted | Step::Done => None,
+            PageStep::Page(entries) => Some(entries),
+            PageStep::Restarted | PageStep::Done => None,
         }
     }
 }
@@ -70,9 +70,9 @@ pub struct Pages<'a> {
 
 impl Pages<'_> {
     /// The next step of the walk.
-    pub async fn next_page(&mut self) -> Result<Step, RegistryError> {
+    pub async fn next_page(&mut self) -> Result<PageStep, RegistryError> {
         if self.done {
-            return Ok(Step::Done);
+            return Ok(PageStep::Done);
         }
         if self.fetched >= self.client.max_pages {
             return Err(RegistryError::TooManyPages {
@@ -118,7 +118,7 @@ impl Pages<'_> {
         match answer {
             PageAnswer::NameUnknown if self.read == 0 => {
                 self.done = true;
-                Ok(Step::Done)
+                Ok(PageStep::Done)
             }
             PageAnswer::NameUnknown => {
                 // The path was there a page ago: the earlier pages' count would be a partial one.
@@ -134,7 +134,7 @@ impl Pages<'_> {
                 }
                 self.last = None;
                 self.read = 0;
-                Ok(Step::Restarted)
+                Ok(PageStep::Restarted)
             }
             PageAnswer::Page { entries, next } => {
                 self.read += 1;
@@ -155,7 +155,7 @@ impl Pages<'_> {
                     }
                     None => self.done = true,
                 }
-                Ok(Step::Page(entries))
+                Ok(PageStep::Page(entries))
             }
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::process::{cli, service_env, Env};
 use crate::common::{assert_rows_match, trusted, TestDb};
-use registry_repair::db::tracking::Status;
+use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 
@@ -36,11 +36,11 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     let expected = world.expected();
     let completed = expected
         .values()
-        .filter(|e| e.status == Status::Completed)
+        .filter(|e| e.status == TrackingStatus::Completed)
         .count() as i64;
     let failed = expected
         .values()
-        .filter(|e| e.status == Status::Failed)
+        .filter(|e| e.status == TrackingStatus::Failed)
         .count() as i64;
     let with_missing = expected.values().filter(|e| e.missing > 0).count() as i64;
     let missing: i64 = expected.values().map(|e| i64::from(e.missing)).sum();

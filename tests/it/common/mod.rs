@@ -23,7 +23,7 @@ use registry_repair::demo::seed::World;
 use registry_repair::faults::Faults;
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
-use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, Status};
+use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, ServiceStatus};
 use registry_repair::service::{self, Service, ServiceOptions};
 use tokio::sync::OnceCell;
 
@@ -392,7 +392,7 @@ impl TestApp {
     }
 
     /// The running service's status.
-    pub async fn status(&self) -> Status {
+    pub async fn status(&self) -> ServiceStatus {
         self.service()
             .scheduler
             .send(GetStatus)
@@ -457,7 +457,7 @@ pub async fn run_to_end(service: Service) -> RunEnd {
 pub async fn status_becomes(
     scheduler: &Addr<Scheduler>,
     within: Duration,
-    check: impl Fn(&Status) -> bool,
+    check: impl Fn(&ServiceStatus) -> bool,
 ) -> bool {
     eventually(within, || async {
         scheduler.send(GetStatus).await.is_ok_and(|s| check(&s))
