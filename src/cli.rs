@@ -1,21 +1,18 @@
-//! The command line: parses arguments, loads configuration, runs one command, and turns its outcome
-//! into an exit status (0 success, 2 bad usage or configuration, 1 anything else).
+//! The command line: parses arguments, loads the settings, hands them to one command
+//! ([`crate::commands`]), and turns its outcome into an exit status (0 success, 2 bad usage or
+//! configuration, 1 anything else).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{anyhow, Context as _};
 use clap::{Parser, Subcommand};
 
-use crate::admin::AdminClient;
+use crate::commands::{self, repair::RepairCommand};
 use crate::config::{ConfigError, Settings};
-use crate::db::{self, Database};
-use crate::registry::TokenSigner;
-use crate::report::{Format, Listing, Report};
-use crate::scheduler::{RunEnd, ServiceStatus};
-use crate::service::{self, ServiceOptions};
-use crate::signals::Signals;
+use crate::format::Format;
+use crate::registry::ClientSetupError;
+use crate::report::Listing;
+use crate::service::{ServiceOptions, StartError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,7 +82,7 @@ pub enum Command {
     /// Restore the missing rows: plan (dry run), apply, verify, undo, runs
     Repair {
         #[command(subcommand)]
-        command: crate::repair::cli::RepairCommand,
+        command: RepairCommand,
     },
     /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
     /// (needs the `simulator` feature, on by default)
@@ -123,8 +120,12 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
     let config_error = error.chain().any(|cause| {
         cause.is::<ConfigError>()
             || matches!(
-                cause.downcast_ref::<service::StartError>(),
-                Some(service::StartError::Config(_))
+                cause.downcast_ref::<StartError>(),
+                Some(StartError::Config(_))
+            )
+            || matches!(
+                cause.downcast_ref::<ClientSetupError>(),
+                Some(ClientSetupError::Config(_))
             )
     });
     if config_error {
@@ -143,14 +144,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
     crate::telemetry::init(&log);
     match cli.command {
-        Command::Migrate => migrate(&settings),
+        Command::Migrate => commands::migrate::execute(&settings),
         // Test builds (feature `faults`) give `ServiceOptions` one more field.
         #[cfg_attr(not(feature = "faults"), allow(clippy::needless_update))]
         Command::Run {
             until_done,
             retry_failed,
             from_start,
-        } => run(
+        } => commands::run::execute(
             settings,
             ServiceOptions {
                 until_done,
@@ -164,7 +165,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             top,
             min_missing,
             namespaces,
-        } => report(
+        } => commands::report::execute(
             &settings,
             format,
             Listing {
@@ -173,163 +174,19 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 namespaces: i64::from(namespaces),
             },
         ),
-        Command::Status { json } => control(&settings, |client| async move {
-            let status = client.status().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
-            }
-            Ok(())
-        }),
-        Command::Concurrency { n } => control(&settings, |client| async move {
-            let status = client.set_concurrency(i64::from(n)).await?;
-            println!(
-                "max_concurrency is now {} ({} in flight{})",
-                status.max_concurrency,
-                status.in_flight,
-                if n == 0 { "; 0 pauses new work" } else { "" }
-            );
-            Ok(())
-        }),
-        Command::Pause => control(&settings, |client| async move {
-            let status = client.set_enabled(false).await?;
-            println!(
-                "paused: no new project is dispatched; {} in flight will finish and be recorded",
-                status.in_flight
-            );
-            Ok(())
-        }),
-        Command::Resume => control(&settings, |client| async move {
-            let status = client.set_enabled(true).await?;
-            println!(
-                "resumed: dispatching up to {} projects at once",
-                status.max_concurrency
-            );
-            Ok(())
-        }),
-        Command::Repair { command } => crate::repair::cli::execute(&settings, command),
+        Command::Status { json } => commands::control::status(&settings, json),
+        Command::Concurrency { n } => commands::control::concurrency(&settings, n),
+        Command::Pause => commands::control::set_enabled(&settings, false),
+        Command::Resume => commands::control::set_enabled(&settings, true),
+        Command::Repair { command } => commands::repair::execute(&settings, command),
         #[cfg(feature = "simulator")]
-        Command::Demo { projects, database } => crate::demo::run(&settings, projects, &database),
+        Command::Demo { projects, database } => {
+            commands::demo::execute(&settings, projects, &database)
+        }
         #[cfg(not(feature = "simulator"))]
-        Command::Demo { .. } => Err(anyhow!(
+        Command::Demo { .. } => Err(anyhow::anyhow!(
             "this registry-repair was built without the `simulator` feature, which `demo` needs \
              (a default `cargo build` has it)"
         )),
-    }
-}
-
-fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let applied = db::migrate(settings.database.url.expose(), settings.connect_timeout())?;
-    if applied.is_empty() {
-        println!("tracking table up to date; nothing to do");
-    } else {
-        for name in applied {
-            println!("applied migration {name}");
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn load_signer(settings: &Settings) -> Result<Arc<TokenSigner>, ConfigError> {
-    let path = settings.key_path()?;
-    TokenSigner::from_pem_file(
-        path,
-        &settings.registry.issuer,
-        &settings.registry.audience,
-        settings.registry.token_lifetime,
-    )
-    .map(Arc::new)
-    .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))
-}
-
-fn run(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
-    let signer = load_signer(&settings)?;
-    let system = actix_rt::System::new();
-    system.block_on(async move {
-        let options_until_done = options.until_done;
-        // Listen before anything starts, so that no signal finds its default (killing) action.
-        let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
-        let service = tokio::select! {
-            started = service::start(&settings, signer, options) => {
-                started.context("starting the service")?
-            }
-            name = signals.next() => {
-                tracing::info!(signal = name, "signal received while starting; nothing to stop");
-                return Ok(());
-            }
-        };
-        let scheduler = service.scheduler.clone();
-        let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
-        signals.forward_to(scheduler);
-        let end = service.wait().await;
-        crate::progress::finish(bar);
-        match end {
-            RunEnd::Done => {
-                tracing::info!("every project has a row; done");
-                Ok(())
-            }
-            RunEnd::Stopped => {
-                tracing::info!("stopped");
-                Ok(())
-            }
-            RunEnd::RegistryWithoutApi(message) => Err(anyhow!(message)),
-            RunEnd::FlushFailed(reason) => Err(anyhow!(
-                "stopped, but the last results could not be written ({reason}); their projects will be analysed again on the next start"
-            )),
-        }
-    })
-}
-
-fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn report(settings: &Settings, format: Format, listing: Listing) -> anyhow::Result<()> {
-    let rt = current_thread_runtime()?;
-    let report = rt.block_on(async {
-        let db = Database::for_settings(settings, 1)?;
-        db.check_ready().await?;
-        anyhow::Ok(Report::load(&db, listing).await?)
-    })?;
-    print!("{}", report.render(format));
-    Ok(())
-}
-
-fn control<F, Fut>(settings: &Settings, call: F) -> anyhow::Result<()>
-where
-    F: FnOnce(AdminClient) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let client = AdminClient::new(settings.admin.listen, settings.admin.token.clone());
-    current_thread_runtime()?.block_on(call(client))
-}
-
-fn print_status(s: &ServiceStatus) {
-    println!("state            {}", s.state);
-    if !s.work.is_empty() {
-        println!("work             {}", s.work);
-    }
-    println!("enabled          {}", s.enabled);
-    println!("max_concurrency  {}", s.max_concurrency);
-    println!("in flight        {}", s.in_flight);
-    println!("queued           {}", s.queued);
-    println!(
-        "analysed         {} ({} completed, {} failed) in {:.0} s",
-        s.analysed, s.completed, s.failed, s.uptime_s
-    );
-    println!("missing found    {}", s.missing_found);
-    println!("rate             {:.1} projects/s", s.rate_per_s);
-    println!("progress         {}", crate::progress::line(s));
-    println!("deferred         {}", s.deferred);
-    println!("ignored entries  {}", s.ignored_entries);
-    println!("unaddressable    {}", s.unaddressable);
-    println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);
-    println!("analyzer restarts {}", s.analyzer_restarts);
-    if let Some(error) = &s.last_error {
-        println!("last error       {error}");
     }
 }

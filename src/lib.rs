@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod analyzer;
 pub mod cli;
+pub mod commands;
 pub mod config;
 mod control;
 pub mod db;
@@ -21,6 +22,7 @@ pub mod demo;
 mod errors;
 #[cfg(feature = "faults")]
 pub mod faults;
+pub mod format;
 mod metrics;
 mod progress;
 mod redact;

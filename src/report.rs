@@ -7,13 +7,7 @@ use serde::Serialize;
 
 use crate::db::tracking::{self, MissingProject, NamespaceTotals, Totals};
 use crate::db::{Database, DbError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Csv,
-}
+use crate::format::{csv_field, Format};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -163,25 +157,5 @@ impl Report {
             );
         }
         out
-    }
-}
-
-pub(crate) fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_only_what_needs_it() {
-        assert_eq!(csv_field("group/project"), "group/project");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -16,7 +16,7 @@ use crate::db::{switches, watermark, Database};
 #[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
-use crate::registry::{NoGitlabApi, RegistryClient, TokenSigner};
+use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
 use crate::work::{RepairMode, Work};
 use crate::writer::{Collected, TakeCollected, WriteError, Writer};
@@ -65,6 +65,15 @@ pub enum StartError {
     UntrustedRegistry { url: String, reason: String },
 }
 
+impl From<ClientSetupError> for StartError {
+    fn from(error: ClientSetupError) -> Self {
+        match error {
+            ClientSetupError::Config(error) => StartError::Config(error),
+            ClientSetupError::Registry(error) => StartError::Registry(error),
+        }
+    }
+}
+
 /// rustls's reason when `error` is a certificate the registry presented and this host refused
 /// (unknown issuer, wrong name, expired). A connect error keeps only its text (client.rs), in
 /// which rustls words every such refusal `invalid peer certificate: <reason>`.
@@ -84,7 +93,8 @@ pub async fn start(
     signer: Arc<TokenSigner>,
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
-    let registry_ca = settings.registry_ca()?;
+    // A bad `registry.ca_file` is the operator's to fix, whatever else is wrong.
+    let registry = RegistryClient::from_settings(settings, signer)?;
     let listener = crate::admin::bind(settings.admin.listen)?;
     let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
@@ -94,14 +104,6 @@ pub async fn start(
     }
     let (watermark, swept_ago) = watermark::load(&db, shard).await?;
     let registry_url = crate::redact::registry_url(&settings.registry.url);
-    let registry = RegistryClient::with_ca(
-        &settings.registry.url,
-        settings.registry.page_size,
-        settings.registry_timeout(),
-        settings.registry.max_pages,
-        signer,
-        registry_ca,
-    )?;
     // GitLab's own worker never ran unless the API answered: a registry without it (or a wrong
     // URL) would otherwise fail every project.
     let probe = registry.probe().await;
@@ -134,8 +136,8 @@ pub async fn start(
         .work
         .repair()
         .map_or(RepairMode::Plan, |repair| repair.mode);
-    let batch_size = settings.batch_size();
-    let flush_interval = settings.flush_interval();
+    let batch_size = settings.writer.batch_size;
+    let flush_interval = settings.writer.flush_interval;
     #[cfg(feature = "faults")]
     let writer_faults = options.faults.clone();
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
@@ -169,23 +171,23 @@ pub async fn start(
         Some(s) => (
             s.max_concurrency
                 .and_then(|c| usize::try_from(c).ok())
-                .unwrap_or(settings.max_concurrency()),
+                .unwrap_or(settings.worker.max_concurrency),
             s.enabled,
         ),
-        None => (settings.max_concurrency(), settings.worker.enabled),
+        None => (settings.worker.max_concurrency, settings.worker.enabled),
     };
     let config = SchedulerConfig {
         limit,
         enabled,
         until_done: options.until_done,
-        rescan_interval: settings.rescan_interval(),
-        shutdown_timeout: settings.shutdown_timeout(),
+        rescan_interval: settings.worker.rescan_interval,
+        shutdown_timeout: settings.worker.shutdown_timeout,
         retry_failed: options.retry_failed,
         shard,
         watermark,
-        progress_interval: settings.progress_interval(),
+        progress_interval: settings.log.progress_interval,
         registry_unconfirmed,
-        sweep_interval: settings.sweep_interval(),
+        sweep_interval: settings.worker.sweep_interval,
         swept_ago,
         work: options.work,
     };
@@ -201,7 +203,7 @@ pub async fn start(
         GitlabControl::new(
             db.clone(),
             scheduler.clone(),
-            settings.poll_interval(),
+            settings.control.poll_interval,
             initial,
         )
         .start();

@@ -2,18 +2,15 @@
 //! names GitLab's database has no row for.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::Rng;
-
-use super::{Analysis, AnalysisError, REQUEST_ATTEMPTS, RETRY_BASE, RETRY_CAP};
+use super::{Analysis, AnalysisError};
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
-use crate::registry::client::{PageStep, Pages};
+use crate::registry::client::PageStep;
 use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
-use crate::registry::{RegistryClient, RegistryError};
+use crate::registry::RegistryClient;
 
 /// Counts the repositories under the project's registry path that GitLab's database has no row
 /// for. Reads every page, or records nothing.
@@ -34,7 +31,7 @@ pub async fn analyze(
     let mut pages = registry.pages_sharing(&path, token);
     let (mut missing, mut ignored) = (0i64, 0u32);
     loop {
-        let entries = match next_page_with_retries(&mut pages).await {
+        let entries = match pages.next_page_retrying().await {
             Ok(PageStep::Page(entries)) => entries,
             Ok(PageStep::Done) => break,
             Ok(PageStep::Restarted) => {
@@ -64,28 +61,5 @@ pub async fn analyze(
         missing: i32::try_from(missing).unwrap_or(i32::MAX),
         ignored,
         pages: pages.pages_fetched(),
-    }
-}
-
-/// The next page, trying again on transient errors up to `REQUEST_ATTEMPTS` times with an
-/// exponential backoff and full jitter. A failed try leaves the walk where it was.
-async fn next_page_with_retries(pages: &mut Pages<'_>) -> Result<PageStep, RegistryError> {
-    let mut attempt = 0;
-    loop {
-        match pages.next_page().await {
-            Ok(page) => return Ok(page),
-            Err(error) if error.is_transient() && attempt + 1 < REQUEST_ATTEMPTS => {
-                let ceiling = RETRY_BASE
-                    .saturating_mul(1 << attempt)
-                    .min(RETRY_CAP)
-                    .as_millis() as u64;
-                let pause =
-                    Duration::from_millis(rand::thread_rng().gen_range(ceiling / 2..=ceiling));
-                tracing::debug!(%error, attempt, ?pause, "registry request failed; retrying");
-                tokio::time::sleep(pause).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
     }
 }

@@ -10,7 +10,6 @@ mod repair;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
@@ -29,10 +28,6 @@ pub use self::analysis::analyze;
 pub use self::finished::{AnalyzerFinished, Disposition};
 pub use self::repair::RepairTask;
 
-/// Attempts per registry request before a transient error counts.
-const REQUEST_ATTEMPTS: u32 = 4;
-const RETRY_BASE: Duration = Duration::from_millis(100);
-const RETRY_CAP: Duration = Duration::from_secs(5);
 /// A project whose analysis panics this many times is recorded `failed` instead of retried.
 pub const MAX_CRASHES: u32 = 3;
 /// A project the registry refuses (401, 403, 429, a redirect, a bare 404) this many times, each

@@ -21,7 +21,6 @@ use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::RegistryClient;
 use crate::repair::guards::{claim_lookups, plan_project, Consent, Inputs, ProjectFacts};
-use crate::repair::verify::list_all;
 
 /// A candidate with what its plan needs besides the registry: the guards' facts (read in bulk
 /// per page of candidates), the unique index's health when the page was read, the review reasons
@@ -43,7 +42,7 @@ pub(super) async fn plan(
 ) -> Analysis {
     let facts = &task.facts;
     let path = facts.registry_path();
-    let entries = match list_all(registry, &path, token).await {
+    let entries = match registry.list_all(&path, token).await {
         Ok(entries) => entries,
         Err(error) => return Analysis::registry_failed(error),
     };

@@ -363,46 +363,6 @@ impl Settings {
     pub fn follows_gitlab(&self) -> bool {
         self.control.source == ControlSource::Gitlab
     }
-
-    pub fn poll_interval(&self) -> Duration {
-        self.control.poll_interval
-    }
-
-    pub fn progress_interval(&self) -> Duration {
-        self.log.progress_interval
-    }
-
-    pub fn max_concurrency(&self) -> usize {
-        self.worker.max_concurrency
-    }
-
-    pub fn batch_size(&self) -> usize {
-        self.writer.batch_size
-    }
-
-    pub fn flush_interval(&self) -> Duration {
-        self.writer.flush_interval
-    }
-
-    pub fn rescan_interval(&self) -> Duration {
-        self.worker.rescan_interval
-    }
-
-    pub fn sweep_interval(&self) -> Duration {
-        self.worker.sweep_interval
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        self.worker.shutdown_timeout
-    }
-
-    pub fn registry_timeout(&self) -> Duration {
-        self.registry.timeout
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.database.connect_timeout
-    }
 }
 
 /// `admin.listen`, and `admin.token`, which a listener that is not on loopback requires.

@@ -84,7 +84,7 @@ impl Database {
         Self::new(
             settings.database.url.expose(),
             pool_size,
-            settings.connect_timeout(),
+            settings.database.connect_timeout,
         )
     }
 

@@ -6,10 +6,11 @@ pub mod client;
 pub mod grammar;
 pub mod metrics;
 pub mod names;
+pub mod retry;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod token;
 
-pub use client::{Blame, Entry, NoGitlabApi, RegistryClient, RegistryError};
+pub use client::{Blame, ClientSetupError, Entry, NoGitlabApi, RegistryClient, RegistryError};
 pub use metrics::RegistryMetrics;
 pub use token::TokenSigner;

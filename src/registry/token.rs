@@ -16,6 +16,8 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::{ConfigError, Settings};
+
 /// The longest token this service sends at first. nginx, which the Linux package puts in front of
 /// the registry, refuses a request header line longer than one of its `large_client_header_buffers`
 /// (8 KiB by default) with 400; Apache's `LimitRequestFieldSize` is 8,190 bytes. 6 KiB leaves
@@ -114,6 +116,20 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
+    /// The signer `registry.key_path`, `registry.issuer`, `registry.audience` and
+    /// `registry.token_lifetime_s` describe; a key that cannot be read or is no RSA key is a
+    /// configuration error naming `registry.key_path`.
+    pub fn from_settings(settings: &Settings) -> Result<Arc<Self>, ConfigError> {
+        Self::from_pem_file(
+            settings.key_path()?,
+            &settings.registry.issuer,
+            &settings.registry.audience,
+            settings.registry.token_lifetime,
+        )
+        .map(Arc::new)
+        .map_err(|e| ConfigError::new("registry.key_path", e.to_string()))
+    }
+
     pub fn from_pem_file(
         path: &Path,
         issuer: &str,

@@ -22,8 +22,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::guards::{Action, ProjectPlan, Reason};
-use crate::db::repair::Written;
-use crate::report::{csv_field, Format};
+use super::written::Written;
+use crate::format::{csv_field, Format};
 
 /// Rows the table form shows.
 pub const TABLE_ROWS: usize = 50;
@@ -325,8 +325,8 @@ pub fn announce_to_geo_line(run: i64, repositories: &[i64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::repair::RestoredRow;
     use crate::repair::guards::PlannedRepository;
+    use crate::repair::written::RestoredRow;
 
     fn plan() -> ProjectPlan {
         let repo = |name: &str, action, reason, at: Option<&str>| PlannedRepository {

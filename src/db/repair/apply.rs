@@ -10,53 +10,12 @@ use diesel::QueryableByName;
 use diesel::{OptionalExtension, QueryResult};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
-use serde::Serialize;
 
-use super::count;
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
+use super::{count, Restored};
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
-
-/// A row an apply inserted into `container_repositories`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
-pub struct RestoredRow {
-    #[diesel(sql_type = BigInt)]
-    pub repository_id: i64,
-    #[diesel(sql_type = Text)]
-    pub name: String,
-}
-
-/// What writing one project's plan did. A batch written again (after a timeout, or a Writer
-/// restarted in the middle of it) answers for a project this run wrote already what that write
-/// did, read back from the run's tables: nothing is written twice, and nothing is left uncounted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Written {
-    /// The plan as written (write-time guards may have held back more), the rows inserted, and
-    /// the names a planned restore found present (Rails made them meanwhile).
-    Applied {
-        plan: ProjectPlan,
-        restored: Vec<RestoredRow>,
-        already_present: Vec<String>,
-    },
-    /// The project's route was no longer the path it was listed under: nothing was written for it
-    /// and its tracking row is as it was. Every record of `plan` is a `path_changed` skip; `now`
-    /// is the route found at write time (`None`: no route).
-    PathChanged {
-        plan: ProjectPlan,
-        now: Option<String>,
-    },
-    /// The project no longer exists: nothing was written.
-    ProjectGone { project_id: i64 },
-}
-
-impl Written {
-    pub fn project_id(&self) -> i64 {
-        match self {
-            Written::Applied { plan, .. } | Written::PathChanged { plan, .. } => plan.project_id,
-            Written::ProjectGone { project_id } => *project_id,
-        }
-    }
-}
+use crate::repair::written::{RestoredRow, Written};
 
 /// Writes a batch of plans of run `run_id`, each project in one transaction of its own (see
 /// [`apply_project`]). The unique index is checked once per batch: while it is unsafe every
@@ -329,8 +288,11 @@ async fn recorded(conn: &mut DbConn, run_id: i64, mut plan: ProjectPlan) -> Quer
     )
     .bind::<BigInt, _>(run_id)
     .bind::<BigInt, _>(plan.project_id)
-    .load(conn)
-    .await?;
+    .load::<Restored>(conn)
+    .await?
+    .into_iter()
+    .map(RestoredRow::from)
+    .collect();
     let held: HashMap<String, (Option<Action>, Option<Reason>)> = diesel::sql_query(
         "SELECT name, action, reason FROM registry_repair_skipped \
          WHERE run_id = $1 AND project_id = $2",
@@ -453,6 +415,7 @@ async fn write_plan(
     .bind::<Array<Text>, _>(&reasons)
     .bind::<Array<Nullable<Timestamptz>>, _>(created(&held))
     .bind::<Integer, _>(plan.still_missing())
-    .load(conn)
+    .load::<Restored>(conn)
     .await
+    .map(|rows| rows.into_iter().map(RestoredRow::from).collect())
 }

@@ -22,7 +22,8 @@ use diesel::sql_types::BigInt;
 
 use super::DbError;
 
-pub use apply::{apply_batch, apply_into, apply_project, RestoredRow, Written};
+pub use crate::repair::written::{RestoredRow, Written};
+pub use apply::{apply_batch, apply_into, apply_project};
 pub use candidates::{candidates, count_candidates, namespace_exists, Candidate, Scope};
 pub use facts::{claimed_paths, index_health, project_facts, IndexHealth, UNIQUE_INDEX};
 pub use runs::{
@@ -51,6 +52,24 @@ pub enum RepairError {
     UnknownNamespace(String),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// A restored row as the statements that write, read back or undo one return it.
+#[derive(diesel::QueryableByName)]
+struct Restored {
+    #[diesel(sql_type = BigInt)]
+    repository_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+impl From<Restored> for RestoredRow {
+    fn from(row: Restored) -> Self {
+        RestoredRow {
+            repository_id: row.repository_id,
+            name: row.name,
+        }
+    }
 }
 
 /// A `RETURNING id` row (a run's id).

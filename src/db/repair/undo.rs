@@ -7,7 +7,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::runs::apply_run;
-use super::{count, Id, RepairError, RestoredRow};
+use super::{count, Id, RepairError, Restored, RestoredRow};
 use crate::db::{Database, DbConn, DbError};
 
 /// A restored row that undo left in place, and why.
@@ -145,9 +145,12 @@ async fn undo_project(
             .bind::<BigInt, _>(undo_of)
             .bind::<BigInt, _>(project_id)
             .bind::<BigInt, _>(run)
-            .load(conn)
+            .load::<Restored>(conn)
             .await
-            .map_err(DbError::query(what("deleting the unchanged restored rows")))?;
+            .map_err(DbError::query(what("deleting the unchanged restored rows")))?
+            .into_iter()
+            .map(RestoredRow::from)
+            .collect();
             let kept: Vec<KeptRow> = diesel::sql_query(format!(
                 "SELECT r.project_id, r.repository_id, r.name, \
                         CASE WHEN c.id IS NULL THEN 'gone' \

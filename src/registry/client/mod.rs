@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::metrics::RegistryMetrics;
 use super::token::{SharedToken, Token, TokenError, TokenSigner};
+use crate::config::{ConfigError, Settings};
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -42,6 +43,16 @@ impl Entry {
             updated_at: None,
         }
     }
+}
+
+/// Why a client could not be made from the settings: a setting the operator must fix, or the
+/// HTTP client itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +224,24 @@ impl RegistryClient {
         signer: Arc<TokenSigner>,
     ) -> Result<Self, RegistryError> {
         Self::with_ca(base, page_size, timeout, max_pages, signer, Vec::new())
+    }
+
+    /// The client the `registry.*` settings describe, signing with `signer`: `registry.url`,
+    /// `page_size`, `timeout_ms`, `max_pages`, and the certificates of `registry.ca_file` trusted
+    /// besides the system's roots.
+    pub fn from_settings(
+        settings: &Settings,
+        signer: Arc<TokenSigner>,
+    ) -> Result<Self, ClientSetupError> {
+        let registry = &settings.registry;
+        Ok(Self::with_ca(
+            &registry.url,
+            registry.page_size,
+            registry.timeout,
+            registry.max_pages,
+            signer,
+            settings.registry_ca()?,
+        )?)
     }
 
     /// As [`new`](Self::new), trusting the certificates of `registry.ca_file` besides the

@@ -5,12 +5,37 @@
 use std::sync::Arc;
 
 use super::{Entry, PageAnswer, RegistryClient, RegistryError};
+use crate::registry::grammar::is_addressable;
+use crate::registry::retry;
 use crate::registry::token::{sign, SharedToken, Token};
 
 impl RegistryClient {
     /// Starts walking the pages of `path`, with a token of its own.
     pub fn pages(&self, path: &str) -> Pages<'_> {
         self.pages_sharing(path, None)
+    }
+
+    /// Every entry the registry lists under `path` (every page; a walk the registry restarts
+    /// starts the list again), each request tried again on transient errors. A path the
+    /// registry's grammar cannot hold has no entries and is not asked. `shared`: the token the
+    /// project shares with its dispatch batch, if any.
+    pub async fn list_all(
+        &self,
+        path: &str,
+        shared: Option<Arc<SharedToken>>,
+    ) -> Result<Vec<Entry>, RegistryError> {
+        if !is_addressable(path) {
+            return Ok(Vec::new());
+        }
+        let mut pages = self.pages_sharing(path, shared);
+        let mut entries = Vec::new();
+        loop {
+            match pages.next_page_retrying().await? {
+                PageStep::Page(page) => entries.extend(page),
+                PageStep::Restarted => entries.clear(),
+                PageStep::Done => return Ok(entries),
+            }
+        }
     }
 
     /// Starts walking the pages of `path`, with `shared`'s token when it covers the path.
@@ -69,6 +94,25 @@ pub struct Pages<'a> {
 }
 
 impl Pages<'_> {
+    /// The next step of the walk, tried again on transient errors (see
+    /// [`retry`](crate::registry::retry)). A failed try leaves the walk where it was.
+    pub async fn next_page_retrying(&mut self) -> Result<PageStep, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self.next_page().await {
+                Err(error) => match retry::again(&error, attempt) {
+                    Some(pause) => {
+                        tracing::debug!(%error, attempt, ?pause, "registry request failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                    }
+                    None => return Err(error),
+                },
+                step => return step,
+            }
+        }
+    }
+
     /// The next step of the walk.
     pub async fn next_page(&mut self) -> Result<PageStep, RegistryError> {
         if self.done {

@@ -294,7 +294,7 @@ async fn apply_and_undo_work_alike_with_prepared_statements_off() {
     repair::check_primary(&pooled).await.expect("a primary");
     let mut settings = repair_settings(&s.db, &s.registry);
     settings.database.url = url.parse().expect("a database URL");
-    let walked = repair_run(&settings, &pooled, &Scope::default(), true).await;
+    let walked = repair_run(&settings, &pooled, &Scope::default(), Mode::Apply).await;
     let run = walked.run.expect("an apply run");
     assert_eq!(restored_names(&walked.written).len(), 4);
     assert_eq!(repositories(&s.database).await.len(), before.len() + 4);

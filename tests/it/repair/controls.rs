@@ -9,7 +9,7 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     let mut settings = many_settings(&db, &registry, 4);
     settings.worker.enabled = false;
     let before = repositories(&database).await;
-    let repairing = start_repair(&settings, &database, true).await;
+    let repairing = start_repair(&settings, &database, Mode::Apply).await;
     let scheduler = repairing.service.scheduler.clone();
     // The walk ran and queued every candidate; none is dispatched while paused.
     assert!(
@@ -98,10 +98,10 @@ async fn sigterm_during_apply_drains_exits_0_and_a_rerun_completes() {
 
 #[actix_rt::test]
 async fn plan_and_apply_keep_to_the_concurrency_limit_as_it_changes() {
-    for apply in [false, true] {
+    for mode in [Mode::Plan, Mode::Apply] {
         let (_w, db, database, registry) = many(400, Duration::from_millis(20)).await;
         let settings = many_settings(&db, &registry, 3);
-        let repairing = start_repair(&settings, &database, apply).await;
+        let repairing = start_repair(&settings, &database, mode).await;
         assert_in_flight_settles_at(&registry, 3, Duration::from_secs(10)).await;
         // `registry-repair concurrency 6` is this call.
         let admin = AdminClient::new(repairing.service.admin_addr, None);
@@ -125,12 +125,12 @@ async fn plan_and_apply_keep_to_the_concurrency_limit_as_it_changes() {
             "{:?}",
             registry.stats()
         );
-        let done = if apply {
+        let done = if mode == Mode::Apply {
             repaired.written.len()
         } else {
             repaired.plans.len()
         };
-        assert_eq!(done, 400, "apply {apply}");
+        assert_eq!(done, 400, "{mode:?}");
         registry.stop().await;
     }
 }
@@ -140,7 +140,7 @@ async fn a_registry_outage_during_apply_writes_nothing_for_the_projects_it_hits_
 ) {
     let (w, db, database, registry) = many(300, Duration::from_millis(10)).await;
     let settings = many_settings(&db, &registry, 4);
-    let repairing = start_repair(&settings, &database, true).await;
+    let repairing = start_repair(&settings, &database, Mode::Apply).await;
     let scheduler = repairing.service.scheduler.clone();
     assert!(
         common::eventually(Duration::from_secs(30), || async {
@@ -194,7 +194,7 @@ async fn a_plan_started_during_a_registry_outage_waits_and_plans_every_project_a
         tracking_rows(&database).await,
         repair_tables(&database).await,
     );
-    let repairing = start_repair(&settings, &database, false).await;
+    let repairing = start_repair(&settings, &database, Mode::Plan).await;
     let scheduler = repairing.service.scheduler.clone();
     assert!(
         status_becomes(&scheduler, Duration::from_secs(10), |s| s.state
@@ -239,8 +239,8 @@ async fn a_project_the_registry_fails_on_its_own_is_reported_not_planned_and_not
     // A 400 of its own: the project's fault, failed at once (see the README's Faults).
     registry.refuse(&common::registry_path(&w, refused), 400);
     let settings = many_settings(&db, &registry, 4);
-    for apply in [false, true] {
-        let repaired = wait_repaired(start_repair(&settings, &database, apply).await).await;
+    for mode in [Mode::Plan, Mode::Apply] {
+        let repaired = wait_repaired(start_repair(&settings, &database, mode).await).await;
         assert_eq!(
             repaired.end,
             RunEnd::Done,
@@ -254,7 +254,7 @@ async fn a_project_the_registry_fails_on_its_own_is_reported_not_planned_and_not
                 .collect::<Vec<_>>(),
             vec![refused]
         );
-        let done: Vec<i64> = if apply {
+        let done: Vec<i64> = if mode == Mode::Apply {
             repaired
                 .written
                 .iter()

@@ -21,6 +21,8 @@ use crate::common::{
 };
 use diesel::sql_types::Text;
 use registry_repair::admin::AdminClient;
+use registry_repair::commands::repair::plan::{self as pipeline, Mode, Repaired};
+use registry_repair::commands::repair::verify::verify;
 use registry_repair::config::Settings;
 use registry_repair::db::repair::{self, Scope, Written};
 use registry_repair::db::tracking::{self, TrackingRow};
@@ -30,8 +32,6 @@ use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::RegistryClient;
 use registry_repair::repair::guards::Consent;
 use registry_repair::repair::output::Outcome;
-use registry_repair::repair::pipeline::{self, Repaired};
-use registry_repair::repair::verify::verify;
 use registry_repair::repair::{Action, ProjectPlan, Reason};
 use registry_repair::scheduler::{GetStatus, RunEnd};
 use registry_repair::service::ServiceOptions;
@@ -224,14 +224,14 @@ async fn repair_run(
     settings: &Settings,
     database: &Database,
     scope: &Scope,
-    apply: bool,
+    mode: Mode,
 ) -> Repaired {
     let repairing = pipeline::start(
         settings,
         signer(FIXTURE_KEY),
         database,
         scope.clone(),
-        apply,
+        mode,
         ServiceOptions::default(),
     )
     .await
@@ -251,14 +251,16 @@ async fn repair_run(
 
 async fn plan(s: &Seeded, scope: &Scope) -> Vec<ProjectPlan> {
     let settings = repair_settings(&s.db, &s.registry);
-    let mut plans = repair_run(&settings, &s.database, scope, false).await.plans;
+    let mut plans = repair_run(&settings, &s.database, scope, Mode::Plan)
+        .await
+        .plans;
     plans.sort_by_key(|p| p.project_id);
     plans
 }
 
 async fn apply(s: &Seeded, scope: &Scope) -> (i64, Vec<Written>) {
     let settings = repair_settings(&s.db, &s.registry);
-    let repaired = repair_run(&settings, &s.database, scope, true).await;
+    let repaired = repair_run(&settings, &s.database, scope, Mode::Apply).await;
     (repaired.run.expect("an apply run"), repaired.written)
 }
 
@@ -401,17 +403,13 @@ fn many_settings(db: &TestDb, registry: &RegistrySimulator, concurrency: usize) 
     settings
 }
 
-async fn start_repair(
-    settings: &Settings,
-    database: &Database,
-    apply: bool,
-) -> pipeline::Repairing {
+async fn start_repair(settings: &Settings, database: &Database, mode: Mode) -> pipeline::Repairing {
     pipeline::start(
         settings,
         signer(FIXTURE_KEY),
         database,
         Scope::default(),
-        apply,
+        mode,
         ServiceOptions::default(),
     )
     .await

@@ -105,7 +105,7 @@ async fn undo_leaves_every_row_gitlab_worked_on_since_and_counts_its_projects() 
     let (_w, db, database, registry) = many(3, Duration::ZERO).await;
     let before = repositories(&database).await;
     let settings = many_settings(&db, &registry, 2);
-    let repaired = repair_run(&settings, &database, &Scope::default(), true).await;
+    let repaired = repair_run(&settings, &database, &Scope::default(), Mode::Apply).await;
     let run = repaired.run.expect("an apply run");
     assert_eq!(restored_names(&repaired.written).len(), 9);
     // What GitLab may do to a row after the apply, one thing per row; the third project's rows

@@ -3,65 +3,88 @@
 //! row that the run did not hold back (skip or review); every row it restored that names no
 //! repository the registry holds under the project's path now (the project renamed or moved
 //! since, or the images gone); and every project it did not write because its path changed
-//! between the listing and the write, until a later apply writes it. Also the registry walk an
-//! Analyzer plans a repair with.
+//! between the listing and the write, until a later apply writes it. Exit 1 when there is any.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
 
+use anyhow::anyhow;
 use futures_util::stream::{self, StreamExt};
-use rand::Rng;
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::db::projects::existing_repository_names;
 use crate::db::repair::{run_projects, RepairError, RunProject, WriteOutcome};
 use crate::db::Database;
-use crate::registry::client::PageStep;
-use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
-use crate::registry::token::SharedToken;
-use crate::registry::{Entry, RegistryClient, RegistryError};
+use crate::registry::{RegistryClient, TokenSigner};
 
-/// Attempts per registry request before its error counts (transient errors only).
-const ATTEMPTS: u32 = 4;
-const RETRY_BASE: Duration = Duration::from_millis(100);
-/// Projects read from the database per page.
-const PAGE: i64 = 500;
-
-/// Every entry the registry lists under `path` (every page; a walk the registry restarts starts
-/// the list again), retrying transient errors with exponential backoff and jitter. A path the
-/// registry's grammar cannot hold has no entries and is not asked.
-/// `token`: the one the project shares with its dispatch batch, if any.
-pub async fn list_all(
-    registry: &RegistryClient,
-    path: &str,
-    token: Option<Arc<SharedToken>>,
-) -> Result<Vec<Entry>, RegistryError> {
-    if !is_addressable(path) {
-        return Ok(Vec::new());
+pub async fn execute(settings: &Settings, db: &Database, run: i64) -> anyhow::Result<()> {
+    let signer = TokenSigner::from_settings(settings)?;
+    let registry = RegistryClient::from_settings(settings, signer)?;
+    // At most this many projects listed at once, as the service would.
+    let concurrency = settings.worker.max_concurrency.max(1);
+    let found = verify(db, &registry, run, concurrency).await?;
+    println!(
+        "Repair run {run}: {} projects listed again ({} gone since)",
+        found.projects, found.gone
+    );
+    let shown = |path: &str, name: &str| {
+        if name.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}/{name}")
+        }
+    };
+    for u in &found.unrestored {
+        println!(
+            "  still without a row: project {} {}",
+            u.project_id,
+            shown(&u.full_path, &u.name)
+        );
     }
-    let mut pages = registry.pages_sharing(path, token);
-    let mut entries = Vec::new();
-    let mut attempt = 0u32;
-    loop {
-        match pages.next_page().await {
-            Ok(PageStep::Page(page)) => {
-                attempt = 0;
-                entries.extend(page);
-            }
-            Ok(PageStep::Restarted) => entries.clear(),
-            Ok(PageStep::Done) => return Ok(entries),
-            Err(error) if error.is_transient() && attempt + 1 < ATTEMPTS => {
-                let ceiling = RETRY_BASE.saturating_mul(1 << attempt).as_millis() as u64;
-                let pause = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
+    for d in &found.dangling {
+        let since = match &d.listed_path {
+            Some(listed) => format!(" (the project was at {listed} when the run wrote it)"),
+            None => String::new(),
+        };
+        println!(
+            "  restored row names nothing the registry holds: project {} {}{since}",
+            d.project_id,
+            shown(&d.full_path, &d.name)
+        );
+    }
+    for n in &found.not_written {
+        let now = n.path_at_write.as_deref().unwrap_or("(no route)");
+        match n.written_later_by {
+            Some(later) => println!(
+                "  project {} ({}): its path changed to {now} before this run wrote it; run {later} wrote it (verify that run)",
+                n.project_id, n.listed_path
+            ),
+            None => println!(
+                "  not written: project {} ({}): its path changed to {now} between the listing and the write; run `registry-repair repair apply --project {}` again",
+                n.project_id, n.listed_path, n.project_id
+            ),
         }
     }
+    for (project, error) in &found.errors {
+        println!("  not verified: project {project}: {error}");
+    }
+    if found.is_clean() {
+        println!("Every repository the run meant to restore has a row, and every row it restored names a repository the registry holds.");
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "repair run {run}: {} repositories still without a row, {} restored rows naming nothing the registry holds, {} projects not written, {} projects not verified",
+            found.unrestored.len(),
+            found.dangling.len(),
+            found.not_written.iter().filter(|n| n.written_later_by.is_none()).count(),
+            found.errors.len()
+        ))
+    }
 }
+
+/// Projects read from the database per page.
+const PAGE: i64 = 500;
 
 /// A repository the registry holds that still has no row, and that the run did not hold back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,7 +169,7 @@ async fn check(db: &Database, registry: &RegistryClient, project: RunProject) ->
         return Checked::Gone;
     };
     let path = full_path.to_lowercase();
-    let entries = match list_all(registry, &path, None).await {
+    let entries = match registry.list_all(&path, None).await {
         Ok(entries) => entries,
         Err(error) => return Checked::Error(project.project_id, error.to_string()),
     };

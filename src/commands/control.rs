@@ -1,0 +1,88 @@
+//! `status`, `concurrency N`, `pause` and `resume`: calls to a running service's admin API (found
+//! at `admin.listen`, with `admin.token`), each a message to its Scheduler.
+
+use super::current_thread_runtime;
+use crate::admin::AdminClient;
+use crate::config::Settings;
+use crate::scheduler::ServiceStatus;
+
+/// `status`: the service's state, as lines or (`json`) the API's JSON.
+pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    control(settings, |client| async move {
+        let status = client.status().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print_status(&status);
+        }
+        Ok(())
+    })
+}
+
+/// `concurrency N`: at most `n` projects in flight from now on (0 pauses).
+pub fn concurrency(settings: &Settings, n: u32) -> anyhow::Result<()> {
+    control(settings, |client| async move {
+        let status = client.set_concurrency(i64::from(n)).await?;
+        println!(
+            "max_concurrency is now {} ({} in flight{})",
+            status.max_concurrency,
+            status.in_flight,
+            if n == 0 { "; 0 pauses new work" } else { "" }
+        );
+        Ok(())
+    })
+}
+
+/// `pause` (`enabled` false) and `resume` (true): the feature flag.
+pub fn set_enabled(settings: &Settings, enabled: bool) -> anyhow::Result<()> {
+    control(settings, |client| async move {
+        let status = client.set_enabled(enabled).await?;
+        if enabled {
+            println!(
+                "resumed: dispatching up to {} projects at once",
+                status.max_concurrency
+            );
+        } else {
+            println!(
+                "paused: no new project is dispatched; {} in flight will finish and be recorded",
+                status.in_flight
+            );
+        }
+        Ok(())
+    })
+}
+
+fn control<F, Fut>(settings: &Settings, call: F) -> anyhow::Result<()>
+where
+    F: FnOnce(AdminClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let client = AdminClient::new(settings.admin.listen, settings.admin.token.clone());
+    current_thread_runtime()?.block_on(call(client))
+}
+
+fn print_status(s: &ServiceStatus) {
+    println!("state            {}", s.state);
+    if !s.work.is_empty() {
+        println!("work             {}", s.work);
+    }
+    println!("enabled          {}", s.enabled);
+    println!("max_concurrency  {}", s.max_concurrency);
+    println!("in flight        {}", s.in_flight);
+    println!("queued           {}", s.queued);
+    println!(
+        "analysed         {} ({} completed, {} failed) in {:.0} s",
+        s.analysed, s.completed, s.failed, s.uptime_s
+    );
+    println!("missing found    {}", s.missing_found);
+    println!("rate             {:.1} projects/s", s.rate_per_s);
+    println!("progress         {}", crate::progress::line(s));
+    println!("deferred         {}", s.deferred);
+    println!("ignored entries  {}", s.ignored_entries);
+    println!("unaddressable    {}", s.unaddressable);
+    println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);
+    println!("analyzer restarts {}", s.analyzer_restarts);
+    if let Some(error) = &s.last_error {
+        println!("last error       {error}");
+    }
+}

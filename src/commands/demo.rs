@@ -1,0 +1,233 @@
+//! `demo`: a newcomer's first run. Seeds a throwaway GitLab-shaped database, serves a simulated
+//! registry on loopback, runs the real service until every project has a row, prints the report
+//! and checks every row against what was seeded; then plans the repair (a dry run, nothing
+//! written) and checks the plan against what was seeded too.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use super::repair::plan::{self, Mode};
+use crate::config::{ConfigError, Settings};
+use crate::db::repair::Scope;
+use crate::db::{self, tracking, Database};
+use crate::demo::seed::World;
+use crate::demo::{database, DEMO_KEY};
+use crate::format::Format;
+use crate::registry::simulator::{RegistrySimulator, TrustedIssuer};
+use crate::registry::TokenSigner;
+use crate::repair::{Action, Reason};
+use crate::report::{Listing, Report};
+use crate::scheduler::RunEnd;
+use crate::service::{self, ServiceOptions};
+
+pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Result<()> {
+    if !database::valid_database_name(database) {
+        return Err(ConfigError::new(
+            "--database",
+            format!("`{database}` is not a plain database name (lowercase letters, digits, _)"),
+        )
+        .into());
+    }
+    let started = Instant::now();
+    let world = World::generate(projects, 2026);
+    let url = database::database_url(settings.database.url.expose(), database)?;
+    let mut run_settings = settings.clone();
+    run_settings.database.url = url.parse()?;
+    run_settings.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+
+    actix_rt::System::new().block_on(async move {
+        let db = seed(settings, &url, &run_settings, database, &world).await?;
+        let (signer, simulator) = simulate_registry(&mut run_settings, &world)?;
+        analyse(&run_settings, signer.clone()).await?;
+        let analysed = check_report(&db, &world).await;
+        let planned = check_plan(&run_settings, signer, &db, &world).await;
+        println!(
+            "\n{} registry requests, {:.1} s in all. The database `{database}` is kept for you to inspect.",
+            simulator.stats().list_requests,
+            started.elapsed().as_secs_f64()
+        );
+        simulator.stop().await;
+        analysed.and(planned)
+    })
+}
+
+/// A fresh database with GitLab's tables, the migrations, and `world` in it.
+async fn seed(
+    settings: &Settings,
+    url: &str,
+    run_settings: &Settings,
+    database: &str,
+    world: &World,
+) -> anyhow::Result<Database> {
+    database::recreate_database(settings.database.url.expose(), database, None)
+        .await
+        .context("creating the demo database")?;
+    database::load_gitlab_schema(url).await?;
+    db::migrate(url, run_settings.database.connect_timeout)?;
+    let db = Database::new(url, 2, run_settings.database.connect_timeout)?;
+    world.insert(&db).await?;
+    println!(
+        "Seeded {} projects in {} groups into database `{database}`; the simulated registry holds {} repositories.",
+        world.projects.len(),
+        world.groups.len(),
+        world.registry_paths().len()
+    );
+    Ok(db)
+}
+
+/// The simulated registry serving `world`, trusting the demo's own key; `settings` point at it.
+fn simulate_registry(
+    settings: &mut Settings,
+    world: &World,
+) -> anyhow::Result<(Arc<TokenSigner>, RegistrySimulator)> {
+    let signer = Arc::new(TokenSigner::from_pem(
+        DEMO_KEY,
+        "the built-in demo key",
+        &settings.registry.issuer,
+        &settings.registry.audience,
+        Duration::from_secs(300),
+    )?);
+    let simulator = RegistrySimulator::start(
+        world.registry_paths(),
+        TrustedIssuer {
+            public_key_pem: signer.public_key_pem().to_string(),
+            kid: signer.kid().to_string(),
+            issuer: settings.registry.issuer.clone(),
+            audience: settings.registry.audience.clone(),
+        },
+        0,
+    )?;
+    settings.registry.url = simulator.url();
+    println!(
+        "Simulated registry on {}; analysing with max_concurrency {}...",
+        simulator.url(),
+        settings.worker.max_concurrency
+    );
+    Ok((signer, simulator))
+}
+
+/// The real service, until every project has a row.
+async fn analyse(settings: &Settings, signer: Arc<TokenSigner>) -> anyhow::Result<()> {
+    let options = ServiceOptions {
+        until_done: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(settings, signer, options).await?;
+    let bar = crate::progress::spawn(service.scheduler.clone());
+    let end = service.wait().await;
+    crate::progress::finish(bar);
+    if let RunEnd::FlushFailed(reason) = end {
+        bail!("the demo run could not write its results: {reason}");
+    }
+    Ok(())
+}
+
+/// Prints the report, and checks every tracking row against what was seeded.
+async fn check_report(db: &Database, world: &World) -> anyhow::Result<()> {
+    let listing = Listing {
+        top: 10,
+        min_missing: 1,
+        namespaces: 10,
+    };
+    let report = Report::load(db, listing).await?;
+    println!();
+    print!("{}", report.render(Format::Table));
+
+    let expected = world.expected();
+    let rows = tracking::all_rows(db).await?;
+    let wrong = rows
+        .iter()
+        .filter(|row| {
+            !expected
+                .get(&row.project_id)
+                .is_some_and(|e| e.status == row.status && e.missing == row.missing_count)
+        })
+        .count();
+    let unrecorded = expected.len().saturating_sub(rows.len());
+    let seeded_missing: i64 = expected.values().map(|e| i64::from(e.missing)).sum();
+    if wrong == 0 && unrecorded == 0 {
+        println!(
+            "\nCheck: every one of the {} projects has exactly the row seeded ({seeded_missing} missing repositories in all).",
+            expected.len()
+        );
+        Ok(())
+    } else {
+        bail!(
+            "check failed: {wrong} rows differ from what was seeded and {unrecorded} projects have no row"
+        )
+    }
+}
+
+/// `repair plan` on the seeded world (a dry run: nothing is written), checked against the
+/// repositories seeded as lost: each restored, unless its name has more segments than GitLab can
+/// address.
+async fn check_plan(
+    settings: &Settings,
+    signer: Arc<TokenSigner>,
+    db: &Database,
+    world: &World,
+) -> anyhow::Result<()> {
+    println!("\nPlanning the repair (repair plan: a dry run, nothing is written)...");
+    let repairing = plan::start(
+        settings,
+        signer,
+        db,
+        Scope::default(),
+        Mode::Plan,
+        ServiceOptions::default(),
+    )
+    .await?;
+    let bar = crate::progress::spawn(repairing.service.scheduler.clone());
+    let planned = repairing.wait().await?;
+    crate::progress::finish(bar);
+    let mut got: BTreeMap<(i64, String), (Action, Option<Reason>)> = BTreeMap::new();
+    for plan in &planned.plans {
+        for r in &plan.repositories {
+            got.insert((plan.project_id, r.name.clone()), (r.action, r.reason));
+        }
+    }
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for (action, reason) in got.values() {
+        *by_reason
+            .entry(reason.map_or(action.as_str(), Reason::as_str))
+            .or_default() += 1;
+    }
+    let summary: Vec<String> = by_reason.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "Repair plan for {} projects: {}.",
+        planned.plans.len(),
+        summary.join(", ")
+    );
+    let want: BTreeMap<(i64, String), (Action, Option<Reason>)> = world
+        .lost_repositories()
+        .into_iter()
+        .map(|(project, name)| {
+            let decision = if name.split('/').count() <= 2 {
+                (Action::Restore, None)
+            } else {
+                (Action::Skip, Some(Reason::NameUnaddressable))
+            };
+            ((project, name), decision)
+        })
+        .collect();
+    if planned.end == RunEnd::Done && planned.not_planned.is_empty() && got == want {
+        println!(
+            "Check: the plan restores exactly the {} lost repositories GitLab can address and holds back the {} it cannot.",
+            by_reason.get("restore").copied().unwrap_or(0),
+            by_reason.get("name_unaddressable").copied().unwrap_or(0)
+        );
+        Ok(())
+    } else {
+        let differ = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count()
+            + got.keys().filter(|k| !want.contains_key(*k)).count();
+        bail!(
+            "check failed: the repair plan ended {:?} with {} projects not planned, and {differ} repositories differ from what was seeded",
+            planned.end,
+            planned.not_planned.len()
+        )
+    }
+}

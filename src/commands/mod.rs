@@ -1,0 +1,28 @@
+//! The commands, one per file, on top of everything else: each reads what it needs from the
+//! settings, starts what it needs (a runtime, the service's actors, a client of the admin API) and
+//! prints its outcome. The command line ([`crate::cli`]) only parses and dispatches to them.
+//!
+//! - [`migrate`]: the tracking table and the service's own tables.
+//! - [`run`]: the service: the analysis, until SIGTERM (or done).
+//! - [`report`]: totals and the projects with the most missing repositories.
+//! - [`control`]: `status`, `concurrency N`, `pause` and `resume`, through the admin API.
+//! - [`repair`]: `repair plan|apply`, `verify RUN`, `undo RUN`, `runs`.
+//! - `demo`: the first run (with the `simulator` feature).
+
+pub mod control;
+#[cfg(feature = "simulator")]
+pub mod demo;
+pub mod migrate;
+pub mod repair;
+pub mod report;
+pub mod run;
+
+use anyhow::Context as _;
+
+/// A runtime for the commands that only talk to the database or the admin API.
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,0 +1,325 @@
+//! `repair plan` and `repair apply`, on the service's pipeline: a service started with
+//! [`Work::Repair`], whose Scheduler walks the candidates in scope once, whose Analyzers plan each
+//! project and whose Writer writes the plans (apply: one transaction per project, in batches, on
+//! size, timer, failure and shutdown) or only collects them (plan). So they have what `run` has:
+//! `worker.max_concurrency`, the feature flag with pause and resume, the breaker (a registry
+//! outage waits instead of failing projects), the admin API (`status`, `concurrency`, `pause`,
+//! `resume`, `/metrics`), progress, and draining on SIGTERM / SIGINT.
+//!
+//! An apply's run is recorded before the service starts and marked finished only when every
+//! candidate was planned and flushed: a run stopped by a signal keeps `finished_at` NULL, and
+//! `repair apply` again finishes the job.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+
+use super::PlanArgs;
+use crate::config::{ConfigError, Settings};
+use crate::db::repair::{
+    self, discard_run, finish_apply, start_apply, RepairError, Scope, Written,
+};
+use crate::db::{Database, DbError};
+use crate::format::Format;
+use crate::registry::TokenSigner;
+use crate::repair::guards::Consent;
+use crate::repair::output::{announce_to_geo_line, refresh_statistics_line, Outcome};
+use crate::repair::ProjectPlan;
+use crate::scheduler::RunEnd;
+use crate::service::{self, Service, ServiceOptions, StartError};
+use crate::signals::Signals;
+use crate::work::{Repair, RepairMode, Work};
+use crate::writer::NotPlanned;
+
+/// What the repair does with its plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `repair plan`: print them; write nothing.
+    Plan,
+    /// `repair apply`: write them, as a run.
+    Apply,
+}
+
+impl Mode {
+    fn command(self) -> &'static str {
+        match self {
+            Mode::Plan => "plan",
+            Mode::Apply => "apply",
+        }
+    }
+}
+
+/// `repair plan` or `repair apply`, in the order it happens: the scope checked, the plans made
+/// (and written) on the pipeline, the outcome printed with what to do next, and an exit status
+/// that says whether projects were left as they are.
+pub async fn execute(
+    settings: &Settings,
+    db: &Database,
+    args: &PlanArgs,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    let scope = args.scope();
+    check_namespace(db, &scope).await?;
+    warn_if_the_index_is_unsafe(db).await?;
+    let walked = walk(settings, db, scope, mode).await?;
+    let outcome = outcome(&walked)?;
+    print!("{}", outcome.render(args.format));
+    // Notes go to standard error when standard output is JSON or CSV, so it stays parseable.
+    let note = |text: String| {
+        if args.format == Format::Table {
+            println!("{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    };
+    if let Some(run) = walked.run {
+        for text in apply_notes(db, run, args.scope().consent).await? {
+            note(text);
+        }
+    }
+    if walked.end == RunEnd::Stopped {
+        let (done, each) = match mode {
+            Mode::Plan => ("planned", "planned"),
+            Mode::Apply => ("written", "fully written"),
+        };
+        note(format!(
+            "\nStopped before every project was {done}: {} projects done; each is {each} or untouched. Run `registry-repair repair {}` again to finish.",
+            outcome.totals.projects,
+            mode.command(),
+        ));
+    }
+    left_as_they_are(&walked, &outcome)
+}
+
+/// An unknown `--namespace` is the operator's to fix.
+async fn check_namespace(db: &Database, scope: &Scope) -> anyhow::Result<()> {
+    match &scope.namespace {
+        Some(namespace) if !repair::namespace_exists(db, namespace).await? => {
+            Err(ConfigError::new(
+                "--namespace",
+                RepairError::UnknownNamespace(namespace.clone()).to_string(),
+            )
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn warn_if_the_index_is_unsafe(db: &Database) -> anyhow::Result<()> {
+    let index = repair::index_health(db).await?;
+    if !index.is_safe() {
+        eprintln!(
+            "registry-repair: warning: {}; nothing will be restored (reason index_unsafe)",
+            index.describe()
+        );
+    }
+    Ok(())
+}
+
+/// The pipeline, from start to end, with signals forwarded and a progress bar.
+async fn walk(
+    settings: &Settings,
+    db: &Database,
+    scope: Scope,
+    mode: Mode,
+) -> anyhow::Result<Repaired> {
+    let signer = TokenSigner::from_settings(settings)?;
+    // Listen before anything starts, so that no signal finds its default (killing) action.
+    let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+    let repairing = start(settings, signer, db, scope, mode, ServiceOptions::default())
+        .await
+        .context("starting the repair")?;
+    let scheduler = repairing.service.scheduler.clone();
+    let bar = crate::progress::spawn(scheduler.clone());
+    signals.forward_to(scheduler);
+    let walked = repairing.wait().await?;
+    crate::progress::finish(bar);
+    Ok(walked)
+}
+
+/// What the plans say, or what writing them did; an error when the run could not finish.
+fn outcome(walked: &Repaired) -> anyhow::Result<Outcome> {
+    match &walked.end {
+        RunEnd::Done | RunEnd::Stopped => {}
+        RunEnd::RegistryWithoutApi(message) => return Err(anyhow!(message.clone())),
+        RunEnd::FlushFailed(reason) => {
+            return Err(anyhow!(
+                "stopped, but the last plans could not be written ({reason}); their projects are untouched: run again"
+            ))
+        }
+    }
+    let mut outcome = Outcome::new(walked.run);
+    for plan in &walked.plans {
+        outcome.add_plan(plan);
+    }
+    for written in &walked.written {
+        outcome.add_written(written);
+    }
+    Ok(outcome)
+}
+
+/// Projects the run could not list in the registry, or whose path changed under the write: named
+/// on standard error, and exit 1 (run again).
+fn left_as_they_are(walked: &Repaired, outcome: &Outcome) -> anyhow::Result<()> {
+    for moved in &outcome.path_changed {
+        eprintln!(
+            "registry-repair: not written: project {} ({}): its path changed to {} between the listing and the write; nothing was written for it",
+            moved.project_id,
+            moved.listed_path,
+            moved.path_now.as_deref().unwrap_or("(no route)")
+        );
+    }
+    for failed in &walked.not_planned {
+        eprintln!(
+            "registry-repair: not planned: project {} ({}): {}",
+            failed.project_id, failed.full_path, failed.reason
+        );
+    }
+    if !walked.not_planned.is_empty() {
+        return Err(anyhow!(
+            "{} projects could not be listed in the registry and were left as they are; run again",
+            walked.not_planned.len()
+        ));
+    }
+    if !outcome.path_changed.is_empty() {
+        return Err(anyhow!(
+            "{} projects were renamed or moved while the run listed them and were left as they are; run `registry-repair repair apply` again",
+            outcome.path_changed.len()
+        ));
+    }
+    Ok(())
+}
+
+/// What to do after apply run `run`: the lines that do what GitLab does on its own when it
+/// creates a row (storage statistics; Geo, where it has secondaries), the cleanup policies the
+/// operator accepted, and how to check or take back the run.
+async fn apply_notes(db: &Database, run: i64, consent: Consent) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let projects = repair::restored_projects(db, run).await?;
+    if !projects.is_empty() {
+        let listed = if projects.len() <= 100 {
+            let ids: Vec<String> = projects.iter().map(i64::to_string).collect();
+            format!(": {}", ids.join(" "))
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "\nRestored rows in {} projects{listed}\nRefresh their storage statistics (GitLab does not on its own):\n  {}",
+            projects.len(),
+            refresh_statistics_line(run, &projects)
+        ));
+        let geo = repair::geo_secondaries(db).await?;
+        if geo != Some(false) {
+            let repositories = repair::restored_repositories(db, run).await?;
+            notes.push(format!(
+                "\n{}, announce the restored rows to them (GitLab's own callbacks do this for a row it creates):\n  {}",
+                match geo {
+                    Some(_) => "This GitLab has Geo secondary sites",
+                    None => "If this GitLab has Geo secondary sites (geo_nodes could not be read)",
+                },
+                announce_to_geo_line(run, &repositories)
+            ));
+        }
+    }
+    if consent.cleanup_policy {
+        let policed = repair::under_cleanup_policy(db, run).await?;
+        if policed > 0 {
+            notes.push(format!(
+                "\nWarning: {policed} restored repositories are in projects with an enabled cleanup policy \
+                 (--include-cleanup-policy); its next run may delete their tags, which undo cannot bring back."
+            ));
+        }
+    }
+    notes.push(format!(
+        "\nCheck with `registry-repair repair verify {run}`; take back with `registry-repair repair undo {run}`."
+    ));
+    Ok(notes)
+}
+
+/// Why a repair could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// A repair under way.
+pub struct Repairing {
+    pub service: Service,
+    /// The apply's run (`None` for a plan).
+    pub run: Option<i64>,
+    db: Database,
+}
+
+/// How a repair ended, and what it did.
+#[derive(Debug)]
+pub struct Repaired {
+    pub end: RunEnd,
+    pub run: Option<i64>,
+    /// A plan's plans (empty for an apply).
+    pub plans: Vec<ProjectPlan>,
+    /// What an apply wrote, per project (empty for a plan).
+    pub written: Vec<Written>,
+    /// Projects that ended failed: nothing written for them.
+    pub not_planned: Vec<NotPlanned>,
+}
+
+/// Starts a repair of `scope`: a plan, or (`apply`) a run that writes.
+pub async fn start(
+    settings: &Settings,
+    signer: Arc<TokenSigner>,
+    db: &Database,
+    scope: Scope,
+    mode: Mode,
+    options: ServiceOptions,
+) -> Result<Repairing, PipelineError> {
+    let run = match mode {
+        Mode::Apply => Some(start_apply(db, &scope).await?),
+        Mode::Plan => None,
+    };
+    let mode = run.map_or(RepairMode::Plan, |run_id| RepairMode::Apply { run_id });
+    let options = ServiceOptions {
+        work: Work::Repair(Repair { scope, mode }),
+        ..options
+    };
+    let service = match service::start(settings, signer, options).await {
+        Ok(service) => service,
+        Err(error) => {
+            // Nothing ran: no run to list (the admin port taken, the registry without its API).
+            if let Some(run) = run {
+                if let Err(discarding) = discard_run(db, run).await {
+                    tracing::warn!(%discarding, run, "an apply run that never started stays listed");
+                }
+            }
+            return Err(error.into());
+        }
+    };
+    Ok(Repairing {
+        service,
+        run,
+        db: db.clone(),
+    })
+}
+
+impl Repairing {
+    /// Waits for the repair to end (every candidate planned and flushed, or a shutdown), and
+    /// records an apply's end when it is done.
+    pub async fn wait(self) -> Result<Repaired, PipelineError> {
+        let (end, collected) = self.service.wait_collected().await;
+        match (&end, self.run) {
+            (RunEnd::Done, Some(run)) => finish_apply(&self.db, run).await?,
+            // Nothing was dispatched: no run to list.
+            (RunEnd::RegistryWithoutApi(_), Some(run)) => discard_run(&self.db, run).await?,
+            _ => {}
+        }
+        Ok(Repaired {
+            end,
+            run: self.run,
+            plans: collected.plans,
+            written: collected.written,
+            not_planned: collected.not_planned,
+        })
+    }
+}

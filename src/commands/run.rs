@@ -1,0 +1,49 @@
+//! `run`: the service. It analyses every project without a tracking row, keeps looking for new
+//! ones, serves the admin API, and stops on SIGTERM or SIGINT (or, with `--until-done`, once every
+//! project has a row).
+
+use anyhow::{anyhow, Context as _};
+
+use crate::config::Settings;
+use crate::registry::TokenSigner;
+use crate::scheduler::RunEnd;
+use crate::service::{self, ServiceOptions};
+use crate::signals::Signals;
+
+pub fn execute(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
+    let signer = TokenSigner::from_settings(&settings)?;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let options_until_done = options.until_done;
+        // Listen before anything starts, so that no signal finds its default (killing) action.
+        let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+        let service = tokio::select! {
+            started = service::start(&settings, signer, options) => {
+                started.context("starting the service")?
+            }
+            name = signals.next() => {
+                tracing::info!(signal = name, "signal received while starting; nothing to stop");
+                return Ok(());
+            }
+        };
+        let scheduler = service.scheduler.clone();
+        let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
+        signals.forward_to(scheduler);
+        let end = service.wait().await;
+        crate::progress::finish(bar);
+        match end {
+            RunEnd::Done => {
+                tracing::info!("every project has a row; done");
+                Ok(())
+            }
+            RunEnd::Stopped => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+            RunEnd::RegistryWithoutApi(message) => Err(anyhow!(message)),
+            RunEnd::FlushFailed(reason) => Err(anyhow!(
+                "stopped, but the last results could not be written ({reason}); their projects will be analysed again on the next start"
+            )),
+        }
+    })
+}
