@@ -12,6 +12,7 @@ mod common;
 mod analysis;
 mod cli;
 mod database_tls;
+mod docs;
 mod faults;
 mod hardening;
 mod operate;
