@@ -16,10 +16,11 @@ use crate::db::{switches, watermark, Database};
 #[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
-use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, TokenSigner};
+use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
 use crate::work::{RepairMode, Work};
 use crate::writer::{Collected, TakeCollected, WriteError, Writer};
+use rustls::CertificateError;
 
 #[derive(Default)]
 pub struct ServiceOptions {
@@ -57,12 +58,15 @@ pub enum StartError {
     #[error(transparent)]
     RegistryWithoutApi(NoGitlabApi),
     #[error("the registry at {url} presents a TLS certificate this host does not trust ({reason}): {}",
-        if reason.contains("not valid for name") {
+        if matches!(reason, CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) {
             "registry.url must name a host the certificate is for"
         } else {
             "set registry.ca_file to the PEM file of the CA that signed it"
         })]
-    UntrustedRegistry { url: String, reason: String },
+    UntrustedRegistry {
+        url: String,
+        reason: CertificateError,
+    },
 }
 
 impl From<ClientSetupError> for StartError {
@@ -71,19 +75,6 @@ impl From<ClientSetupError> for StartError {
             ClientSetupError::Config(error) => StartError::Config(error),
             ClientSetupError::Registry(error) => StartError::Registry(error),
         }
-    }
-}
-
-/// rustls's reason when `error` is a certificate the registry presented and this host refused
-/// (unknown issuer, wrong name, expired). A connect error keeps only its text (client.rs), in
-/// which rustls words every such refusal `invalid peer certificate: <reason>`.
-fn untrusted_certificate(error: &crate::registry::RegistryError) -> Option<&str> {
-    const REFUSED: &str = "invalid peer certificate: ";
-    match error {
-        crate::registry::RegistryError::Connect { message, .. } => message
-            .find(REFUSED)
-            .map(|at| message[at + REFUSED.len()..].trim()),
-        _ => None,
     }
 }
 
@@ -119,16 +110,14 @@ pub async fn start(
                 location: location.clone(),
             }));
         }
-        ApiProbe::Unavailable(error) => {
-            // No retry mends a certificate this host does not trust.
-            if let Some(reason) = untrusted_certificate(error) {
-                return Err(StartError::UntrustedRegistry {
-                    url: registry_url,
-                    reason: reason.to_string(),
-                });
-            }
-            Some(error.to_string())
+        // No retry mends a certificate this host does not trust.
+        ApiProbe::Unavailable(RegistryError::UntrustedCertificate { reason, .. }) => {
+            return Err(StartError::UntrustedRegistry {
+                url: registry_url,
+                reason: reason.clone(),
+            });
         }
+        ApiProbe::Unavailable(error) => Some(error.to_string()),
     };
 
     let writer_db = db.clone();

@@ -179,7 +179,10 @@ impl ServerCertVerifier for LibpqVerifier {
             // that is not in the root file is refused as not signed by it: webpki builds no chain
             // from a CA certificate presented as the server's.
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(other)))
-                if other.to_string().contains("CaUsedAsEndEntity") =>
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
             {
                 let listed = roots
                     .listed

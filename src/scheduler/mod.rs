@@ -77,7 +77,7 @@ pub struct SchedulerConfig {
 }
 
 /// How a run ended.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum RunEnd {
     /// `--until-done`: every project has a row and everything is flushed. A repair: every
     /// candidate was planned (or failed) and everything is flushed.
@@ -89,19 +89,6 @@ pub enum RunEnd {
     /// The registry answered, but without GitLab's API, before anything was dispatched: no
     /// project can be analysed until its configuration changes.
     RegistryWithoutApi(NoGitlabApi),
-}
-
-/// Runs end alike when they end the same way. A failed flush compares by what it says: a
-/// database error has no other equality.
-impl PartialEq for RunEnd {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (RunEnd::Done, RunEnd::Done) | (RunEnd::Stopped, RunEnd::Stopped) => true,
-            (RunEnd::FlushFailed(a), RunEnd::FlushFailed(b)) => a.to_string() == b.to_string(),
-            (RunEnd::RegistryWithoutApi(a), RunEnd::RegistryWithoutApi(b)) => a == b,
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

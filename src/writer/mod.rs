@@ -53,6 +53,26 @@ pub enum WriteError {
     SchedulerStopped,
 }
 
+/// Two failures are the same failure: the same database error (one write's, answered to all its
+/// waiters), or the same kind of failure otherwise.
+impl PartialEq for WriteError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (WriteError::Database(a), WriteError::Database(b)) => Arc::ptr_eq(a, b),
+            (
+                WriteError::TimedOut { rows, after },
+                WriteError::TimedOut {
+                    rows: other_rows,
+                    after: other_after,
+                },
+            ) => rows == other_rows && after == other_after,
+            (WriteError::WriterStopped, WriteError::WriterStopped)
+            | (WriteError::SchedulerStopped, WriteError::SchedulerStopped) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What the Writer has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriterStats {

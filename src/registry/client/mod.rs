@@ -59,6 +59,12 @@ pub enum ClientSetupError {
 pub enum RegistryError {
     #[error("listing {path}: cannot reach the registry: {message}")]
     Connect { path: String, message: String },
+    /// The TLS handshake refused the certificate the registry presented: no retry mends that.
+    #[error("listing {path}: cannot reach the registry: invalid peer certificate: {reason}")]
+    UntrustedCertificate {
+        path: String,
+        reason: rustls::CertificateError,
+    },
     #[error("listing {path}: no answer within {timeout:?}")]
     Timeout { path: String, timeout: Duration },
     #[error("listing {path}: the registry answered {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
@@ -79,7 +85,10 @@ impl RegistryError {
     /// Whether the same request may succeed if tried again.
     pub fn is_transient(&self) -> bool {
         match self {
+            // A certificate refused now may be one rotated in a moment (the service keeps
+            // trying, as for an unreachable registry; at start it stops, see `service`).
             RegistryError::Connect { .. }
+            | RegistryError::UntrustedCertificate { .. }
             | RegistryError::Timeout { .. }
             | RegistryError::Malformed { .. } => true,
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
@@ -90,7 +99,9 @@ impl RegistryError {
     /// Whose fault the error is, once retries are spent.
     pub fn blame(&self) -> Blame {
         match self {
-            RegistryError::Connect { .. } | RegistryError::Token(_) => Blame::Registry,
+            RegistryError::Connect { .. }
+            | RegistryError::UntrustedCertificate { .. }
+            | RegistryError::Token(_) => Blame::Registry,
             RegistryError::Status {
                 status: 401 | 403 | 429,
                 ..
@@ -457,9 +468,15 @@ impl RegistryClient {
                 timeout: self.timeout,
             }
         } else if error.is_connect() {
-            RegistryError::Connect {
-                path: path.to_string(),
-                message: crate::errors::chain(&error),
+            match refused_certificate(&error) {
+                Some(reason) => RegistryError::UntrustedCertificate {
+                    path: path.to_string(),
+                    reason,
+                },
+                None => RegistryError::Connect {
+                    path: path.to_string(),
+                    message: crate::errors::chain(&error),
+                },
             }
         } else {
             // Connected, but the answer broke off (reset, closed early, bad framing).
@@ -474,6 +491,32 @@ impl RegistryClient {
         let needed = SystemTime::now() + self.timeout + TOKEN_RENEW_MARGIN;
         token.expires_at > needed
     }
+}
+
+/// rustls's reason when `error`'s causes hold a certificate it refused (unknown issuer, another
+/// name, expired). A TLS error reaches reqwest inside an `io::Error`, whose `source()` skips the
+/// error it wraps, so each one is opened.
+fn refused_certificate(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<rustls::CertificateError> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(rustls::Error::InvalidCertificate(reason)) =
+            error.downcast_ref::<rustls::Error>()
+        {
+            return Some(reason.clone());
+        }
+        if let Some(wrapped) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(reason) = refused_certificate(wrapped) {
+                return Some(reason);
+            }
+        }
+        cause = error.source();
+    }
+    None
 }
 
 #[cfg(test)]
