@@ -29,7 +29,7 @@ use registry_repair::demo::database::{database_url, load_gitlab_schema, recreate
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
 use registry_repair::scheduler::ServiceStatus;
-use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
+use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer};
 
 const KEY: &str = include_str!("../tests/fixtures/registry.key");
 const GROUPS: i64 = 1000;
@@ -771,7 +771,7 @@ async fn first_dispatch(url: &str, registry: &RegistrySimulator) -> anyhow::Resu
 /// Rows/s through the real Writer actor (buffer, bulk upsert), for existing projects.
 async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f64> {
     use actix::Actor;
-    let writer = Writer::new(db.clone(), batch, Duration::from_secs(3600)).start();
+    let writer = Writer::new(db.clone(), Sink::Tracking, batch, Duration::from_secs(3600)).start();
     let started = Instant::now();
     for id in 1..=rows {
         writer.do_send(Record(TrackingRow::completed(id, (id % 3) as i32)));

@@ -17,9 +17,11 @@ use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
-use crate::scheduler::{RunEnd, Scheduler, SchedulerConfig, Shutdown};
-use crate::work::{RepairMode, Work};
-use crate::writer::{Collected, TakeCollected, WriteError, Writer};
+use crate::scheduler::{
+    AnalysisSettings, Candidates, Passes, RunEnd, Scheduler, SchedulerConfig, Shutdown, Source,
+};
+use crate::work::Work;
+use crate::writer::{Collected, TakeCollected, WriteError, Writer, WriterPressure};
 use rustls::CertificateError;
 
 #[derive(Default)]
@@ -78,70 +80,32 @@ impl From<ClientSetupError> for StartError {
     }
 }
 
-/// Starts the service inside the current actix System.
+/// Starts the service inside the current actix System, in the order a failure is best found:
+/// the registry client (a bad `registry.ca_file` first), the admin port, the database, where the
+/// walk starts, the registry's GitLab API, the switches; then the actors, bottom up (the Writer,
+/// then the Scheduler with its Analyzers), GitLab's switches' poller and the admin API.
 pub async fn start(
     settings: &Settings,
     signer: Arc<TokenSigner>,
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
-    // A bad `registry.ca_file` is the operator's to fix, whatever else is wrong.
     let registry = RegistryClient::from_settings(settings, signer)?;
     let listener = crate::admin::bind(settings.admin.listen)?;
     let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
-    let shard = settings.worker.shard;
-    if options.from_start && options.work == Work::Analysis {
-        watermark::reset(&db, shard).await?;
-    }
-    let (watermark, swept_ago) = watermark::load(&db, shard).await?;
-    let registry_url = crate::redact::registry_url(&settings.registry.url);
-    // GitLab's own worker never ran unless the API answered: a registry without it (or a wrong
-    // URL) would otherwise fail every project.
-    let probe = registry.probe().await;
-    let registry_unconfirmed = match &probe {
-        ApiProbe::Available(status) => {
-            tracing::info!(registry = %registry_url, status, "registry answers with GitLab's API");
-            None
-        }
-        ApiProbe::Absent { status, location } => {
-            return Err(StartError::RegistryWithoutApi(NoGitlabApi {
-                registry_url,
-                status: *status,
-                location: location.clone(),
-            }));
-        }
-        // No retry mends a certificate this host does not trust.
-        ApiProbe::Unavailable(RegistryError::UntrustedCertificate { reason, .. }) => {
-            return Err(StartError::UntrustedRegistry {
-                url: registry_url,
-                reason: reason.clone(),
-            });
-        }
-        ApiProbe::Unavailable(error) => Some(error.to_string()),
-    };
+    let source = source(settings, &db, &options).await?;
+    let registry_unconfirmed = confirm_gitlab_api(&registry).await?;
+    let switches = gitlab_switches(settings, &db).await?;
 
-    let writer_db = db.clone();
-    let plan_mode = options
-        .work
-        .repair()
-        .map_or(RepairMode::Plan, |repair| repair.mode);
-    let batch_size = settings.writer.batch_size;
-    let flush_interval = settings.writer.flush_interval;
-    #[cfg(feature = "faults")]
-    let writer_faults = options.faults.clone();
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
     // when its buffer fills; the Scheduler itself runs once it has the Writer's.
     let scheduler_context = Context::<Scheduler>::new();
-    let pressure = scheduler_context.address().recipient();
-    let writer = Supervisor::start(move |_| {
-        let writer = Writer::new(writer_db, batch_size, flush_interval)
-            .reporting_pressure_to(pressure)
-            .handling_plans(plan_mode);
-        #[cfg(feature = "faults")]
-        let writer = writer.with_faults(writer_faults);
-        writer
-    });
-    let registry_metrics = registry.metrics();
+    let writer = start_writer(
+        settings,
+        &db,
+        &options,
+        scheduler_context.address().recipient(),
+    );
     let deps = Arc::new(AnalyzerDeps {
         registry: registry.clone(),
         db: db.clone(),
@@ -149,14 +113,7 @@ pub async fn start(
         #[cfg(feature = "faults")]
         faults: options.faults.clone(),
     });
-    let (finished_tx, finished) = oneshot::channel();
-    // GitLab's switches, when they steer, decide from the first dispatch on.
-    let gitlab_switches = if settings.follows_gitlab() {
-        Some(switches::read(&db).await?)
-    } else {
-        None
-    };
-    let (limit, enabled) = match gitlab_switches {
+    let (limit, enabled) = match &switches {
         Some(s) => (
             s.max_concurrency
                 .and_then(|c| usize::try_from(c).ok())
@@ -168,27 +125,22 @@ pub async fn start(
     let config = SchedulerConfig {
         limit,
         enabled,
-        until_done: options.until_done,
-        rescan_interval: settings.worker.rescan_interval,
         shutdown_timeout: settings.worker.shutdown_timeout,
-        retry_failed: options.retry_failed,
-        shard,
-        watermark,
         progress_interval: settings.log.progress_interval,
         registry_unconfirmed,
-        sweep_interval: settings.worker.sweep_interval,
-        swept_ago,
         work: options.work,
     };
+    let registry_metrics = registry.metrics();
+    let (finished_tx, finished) = oneshot::channel();
     let scheduler = scheduler_context.run(Scheduler::new(
-        db.clone(),
         registry,
         writer.clone(),
         deps,
         config,
+        source,
         finished_tx,
     ));
-    if let Some(initial) = gitlab_switches {
+    if let Some(initial) = switches {
         GitlabControl::new(
             db.clone(),
             scheduler.clone(),
@@ -208,7 +160,7 @@ pub async fn start(
     )?;
     tracing::info!(
         database = db.target(),
-        registry = %registry_url,
+        registry = %crate::redact::registry_url(&settings.registry.url),
         admin = %admin.addr,
         "service started"
     );
@@ -218,6 +170,97 @@ pub async fn start(
         admin_addr: admin.addr,
         admin,
         finished,
+    })
+}
+
+/// Where the Scheduler's projects come from: the analysis, from its watermark (forgotten with
+/// `--from-start`), or a repair's candidates.
+async fn source(
+    settings: &Settings,
+    db: &Database,
+    options: &ServiceOptions,
+) -> Result<Source, StartError> {
+    let Work::Repair(repair) = &options.work else {
+        let shard = settings.worker.shard;
+        if options.from_start {
+            watermark::reset(db, shard).await?;
+        }
+        let (watermark, swept_ago) = watermark::load(db, shard).await?;
+        return Ok(Source::Analysis(Passes::new(
+            db.clone(),
+            AnalysisSettings {
+                shard,
+                watermark,
+                until_done: options.until_done,
+                retry_failed: options.retry_failed,
+                rescan_interval: settings.worker.rescan_interval,
+                sweep_interval: settings.worker.sweep_interval,
+                swept_ago,
+            },
+        )));
+    };
+    Ok(Source::Repair(Candidates::new(
+        db.clone(),
+        repair.scope.clone(),
+    )))
+}
+
+/// `GET /gitlab/v1/`, as GitLab's own worker asked before it ran: a registry without the API (or
+/// a wrong URL) would otherwise fail every project. `Some(why)` when the registry did not answer
+/// yet: the Scheduler then waits for it. A certificate this host does not trust, or an answer
+/// without the API, ends the start.
+async fn confirm_gitlab_api(registry: &RegistryClient) -> Result<Option<String>, StartError> {
+    let registry_url = registry.display_url();
+    match registry.probe().await {
+        ApiProbe::Available(status) => {
+            tracing::info!(registry = %registry_url, status, "registry answers with GitLab's API");
+            Ok(None)
+        }
+        ApiProbe::Absent { status, location } => Err(StartError::RegistryWithoutApi(NoGitlabApi {
+            registry_url,
+            status,
+            location,
+        })),
+        // No retry mends a certificate this host does not trust.
+        ApiProbe::Unavailable(RegistryError::UntrustedCertificate { reason, .. }) => {
+            Err(StartError::UntrustedRegistry {
+                url: registry_url,
+                reason,
+            })
+        }
+        ApiProbe::Unavailable(error) => Ok(Some(error.to_string())),
+    }
+}
+
+/// GitLab's own setting and feature flag, when they steer (`control.source = "gitlab"`): read
+/// before the first dispatch, so that they decide from it on.
+async fn gitlab_switches(
+    settings: &Settings,
+    db: &Database,
+) -> Result<Option<switches::Switches>, StartError> {
+    Ok(match settings.follows_gitlab() {
+        true => Some(switches::read(db).await?),
+        false => None,
+    })
+}
+
+/// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains.
+fn start_writer(
+    settings: &Settings,
+    db: &Database,
+    options: &ServiceOptions,
+    pressure: Recipient<WriterPressure>,
+) -> Addr<Writer> {
+    let (db, sink) = (db.clone(), options.work.sink());
+    let (batch_size, flush_interval) = (settings.writer.batch_size, settings.writer.flush_interval);
+    #[cfg(feature = "faults")]
+    let faults = options.faults.clone();
+    Supervisor::start(move |_| {
+        let writer =
+            Writer::new(db, sink, batch_size, flush_interval).reporting_pressure_to(pressure);
+        #[cfg(feature = "faults")]
+        let writer = writer.with_faults(faults);
+        writer
     })
 }
 

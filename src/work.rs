@@ -5,6 +5,7 @@
 //! for a plan, only collects) what comes back.
 
 use crate::db::repair::Scope;
+use crate::writer::Sink;
 
 /// The work a service does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,30 +18,21 @@ pub enum Work {
     Repair(Repair),
 }
 
-/// A repair's scope and what becomes of its plans.
+/// A repair's scope and where its plans go: [`Sink::CollectPlans`] (`repair plan`) or
+/// [`Sink::Apply`] (`repair apply`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repair {
-    /// The scope flags (`--project`, `--namespace`, `--limit`, `--include-older`).
+    /// The scope flags (`--project`, `--namespace`, `--limit`, the `--include-*` consent).
     pub scope: Scope,
-    pub mode: RepairMode,
-}
-
-/// What the Writer does with a repair's plans.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RepairMode {
-    /// `repair plan`: write nothing; collect the plans for the printed outcome.
-    #[default]
-    Plan,
-    /// `repair apply`: write each plan in one transaction of its own, as run `run_id`.
-    Apply { run_id: i64 },
+    pub sink: Sink,
 }
 
 impl Work {
-    /// The repair, when this work is one.
-    pub fn repair(&self) -> Option<&Repair> {
+    /// Where the Writer puts what it holds.
+    pub fn sink(&self) -> Sink {
         match self {
-            Work::Analysis => None,
-            Work::Repair(repair) => Some(repair),
+            Work::Analysis => Sink::Tracking,
+            Work::Repair(repair) => repair.sink,
         }
     }
 }
@@ -51,13 +43,10 @@ impl std::fmt::Display for Work {
         match self {
             Work::Analysis => f.write_str("analyse"),
             Work::Repair(Repair {
-                mode: RepairMode::Plan,
-                ..
-            }) => f.write_str("repair plan"),
-            Work::Repair(Repair {
-                mode: RepairMode::Apply { run_id },
+                sink: Sink::Apply { run_id },
                 ..
             }) => write!(f, "repair apply (run {run_id})"),
+            Work::Repair(_) => f.write_str("repair plan"),
         }
     }
 }

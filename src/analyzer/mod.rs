@@ -26,7 +26,7 @@ use crate::writer::{NotPlanned, Record, RecordNotPlanned, RecordPlan, Writer};
 
 pub use self::analysis::analyze;
 pub use self::finished::{AnalyzerFinished, Disposition};
-pub use self::repair::RepairTask;
+pub use self::repair::RepairCandidate;
 
 /// A project whose analysis panics this many times is recorded `failed` instead of retried.
 pub const MAX_CRASHES: u32 = 3;
@@ -38,7 +38,9 @@ pub const MAX_DEFERRALS: u32 = 5;
 /// this many times, while the registry serves other projects, is recorded `failed`.
 pub const MAX_TROUBLES: u32 = 3;
 
-/// A project and what befell its earlier attempts.
+/// One project's work, and what befell its earlier attempts: analysed (its missing repositories
+/// counted, a tracking row recorded), or, for a repair's candidate, planned (the plan written or
+/// collected).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub project: Project,
@@ -51,30 +53,21 @@ pub struct Job {
     pub replaces_failed: bool,
     /// The token this project shares with the others of its dispatch batch.
     pub token: Option<Arc<SharedToken>>,
-    /// What to do with the project.
-    pub task: Task,
-}
-
-/// What an Analyzer does with a project: the kind of work the service was started with.
-#[derive(Debug, Clone, Default)]
-pub enum Task {
-    /// Count its missing repositories; the Writer records a tracking row.
-    #[default]
-    Analyse,
-    /// Plan its repair; the Writer writes (apply) or collects (plan) the plan.
-    Repair(Box<RepairTask>),
+    /// A repair's candidate, with what its plan needs; `None`: the project is analysed.
+    pub candidate: Option<Box<RepairCandidate>>,
 }
 
 impl Job {
-    pub fn new(project: Project, token: Option<Arc<SharedToken>>) -> Self {
+    /// The analysis of `project`, not tried yet.
+    pub fn new(project: Project) -> Self {
         Self {
             project,
             crashes: 0,
             troubles: 0,
             deferrals: 0,
             replaces_failed: false,
-            token,
-            task: Task::Analyse,
+            token: None,
+            candidate: None,
         }
     }
 }
@@ -264,12 +257,12 @@ impl Analyzer {
     /// it and reports it failed in the plan or result.
     fn fail(&self, job: &Job, reason: String) {
         let project_id = job.project.id;
-        match &job.task {
-            Task::Analyse => self.record(job, TrackingRow::failed(project_id), 0),
-            Task::Repair(task) => {
+        match &job.candidate {
+            None => self.record(job, TrackingRow::failed(project_id), 0),
+            Some(candidate) => {
                 self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
                     project_id,
-                    full_path: task.facts.full_path.clone(),
+                    full_path: candidate.facts.full_path.clone(),
                     reason,
                 }));
                 self.finish(project_id, Disposition::NotPlanned);
@@ -320,13 +313,13 @@ impl Supervised for Analyzer {
             "analyzer restarted after a panic"
         );
         if crashes >= MAX_CRASHES {
-            match &job.task {
-                Task::Analyse => self.deps.writer.do_send(Record(
+            match &job.candidate {
+                None => self.deps.writer.do_send(Record(
                     TrackingRow::failed(job.project.id).replacing_failed(job.replaces_failed),
                 )),
-                Task::Repair(task) => self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
+                Some(candidate) => self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
                     project_id: job.project.id,
-                    full_path: task.facts.full_path.clone(),
+                    full_path: candidate.facts.full_path.clone(),
                     reason: format!("planning it panicked {crashes} times"),
                 })),
             }
@@ -337,7 +330,7 @@ impl Supervised for Analyzer {
     }
 }
 
-/// Analyse this project.
+/// Analyse this project (or plan its repair).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Analyze(pub Job);
@@ -350,14 +343,16 @@ impl Handler<Analyze> for Analyzer {
         let deps = self.deps.clone();
         let project = job.project.clone();
         let token = job.token.clone();
-        let task = job.task.clone();
+        let candidate = job.candidate.clone();
         let work = async move {
             AssertUnwindSafe(async {
                 #[cfg(feature = "faults")]
                 deps.faults.analysis(project.id);
-                let analysis = match &task {
-                    Task::Analyse => analyze(&deps.registry, &deps.db, &project, token).await,
-                    Task::Repair(task) => repair::plan(&deps.registry, &deps.db, task, token).await,
+                let analysis = match &candidate {
+                    None => analyze(&deps.registry, &deps.db, &project, token).await,
+                    Some(candidate) => {
+                        repair::plan(&deps.registry, &deps.db, candidate, token).await
+                    }
                 };
                 let others_served = match &analysis {
                     Analysis::Troubled { .. } | Analysis::Deferred { refused: true, .. } => {

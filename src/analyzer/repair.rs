@@ -26,7 +26,7 @@ use crate::repair::guards::{claim_lookups, plan_project, Consent, Inputs, Projec
 /// per page of candidates), the unique index's health when the page was read, the review reasons
 /// the operator lifted.
 #[derive(Debug, Clone)]
-pub struct RepairTask {
+pub struct RepairCandidate {
     pub facts: ProjectFacts,
     pub index_safe: bool,
     pub consent: Consent,
@@ -37,10 +37,10 @@ pub struct RepairTask {
 pub(super) async fn plan(
     registry: &RegistryClient,
     db: &Database,
-    task: &RepairTask,
+    candidate: &RepairCandidate,
     token: Option<Arc<SharedToken>>,
 ) -> Analysis {
-    let facts = &task.facts;
+    let facts = &candidate.facts;
     let path = facts.registry_path();
     let entries = match registry.list_all(&path, token).await {
         Ok(entries) => entries,
@@ -65,8 +65,8 @@ pub(super) async fn plan(
             entries: &entries,
             existing: &existing,
             claimed_by_others: &claimed,
-            index_safe: task.index_safe,
-            consent: task.consent,
+            index_safe: candidate.index_safe,
+            consent: candidate.consent,
         },
     )))
 }

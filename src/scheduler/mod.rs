@@ -1,15 +1,15 @@
-//! The Scheduler actor: walks the projects to work on (keyset, in id order), keeps a bounded queue
-//! of them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
+//! The Scheduler actor: asks its [`Source`] for the projects to work on, keeps a bounded queue of
+//! them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
 //! decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
-//! messages, and are defined here, beside the actor that receives them (`Shutdown` beside its
-//! handling). The rest of it is split by concern: `walk` (where an analysis' projects come from,
-//! passes), `candidates` (where a repair's come from: one finite pass), `pool` (the Analyzers and
-//! dispatching), `outage` (the breaker's probes), `shutdown` (draining) and `accounting` (counts,
-//! status).
+//! messages, defined here beside the actor that receives them (`Shutdown` beside its handling);
+//! the events it receives from below ([`AnalyzerFinished`], [`WriterPressure`]) are defined by
+//! their senders. The rest of it is split by concern: `source` (the one enum it asks where
+//! projects come from), `walk` (the analysis' passes, the watermark, the sweep), `candidates` (a
+//! repair's one pass), `pool` (the Analyzers and dispatching), `outage` (the breaker and its
+//! probes), `shutdown` (draining) and `accounting` (counts, status).
 //!
-//! It is started with one kind of [`Work`]: an analysis (`run`) or a repair (`repair plan`,
-//! `repair apply`). Concurrency, the feature flag, pause and resume, the breaker, the Writer's
-//! back-pressure, progress and shutdown work alike for both.
+//! Concurrency, the feature flag, pause and resume, the breaker, the Writer's back-pressure,
+//! progress and shutdown work alike whatever the source.
 
 mod accounting;
 mod breaker;
@@ -17,6 +17,7 @@ mod candidates;
 mod outage;
 mod pool;
 mod shutdown;
+mod source;
 mod sweep;
 mod walk;
 
@@ -30,49 +31,36 @@ use tokio::sync::oneshot;
 use self::accounting::Accounting;
 pub use self::accounting::ServiceStatus;
 use self::breaker::{Breaker, State as BreakerState};
+pub use self::candidates::Candidates;
 use self::pool::Slot;
 pub use self::shutdown::Shutdown;
-use self::sweep::Sweep;
-use self::walk::Source;
+pub use self::source::{NextPass, Source};
+pub use self::walk::{AnalysisSettings, Passes};
 use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition, Job};
-use crate::config::Shard;
 use crate::db::tracking::TrackingStatus;
-use crate::db::watermark::Fences;
-use crate::db::Database;
 use crate::registry::{NoGitlabApi, RegistryClient};
 use crate::work::Work;
-use crate::writer::{GetWriterStats, WriteError, Writer, WriterPressure};
+use crate::writer::{Flush, GetWriterStats, WriteError, Writer, WriterPressure};
 
 /// Projects read per keyset query; the queue is refilled when it falls below half of this.
 pub const FETCH_BATCH: i64 = 1000;
-/// How often the watermark is moved up.
-const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
 const RETRY_DB: Duration = Duration::from_secs(1);
 
+/// How the Scheduler runs, whatever its source.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
+    /// At most this many projects in flight; 0 pauses.
     pub limit: usize,
+    /// The feature flag.
     pub enabled: bool,
-    pub until_done: bool,
-    pub rescan_interval: Duration,
+    /// On shutdown, how long in-flight projects may take.
     pub shutdown_timeout: Duration,
-    /// Walk the projects recorded `failed` first, and analyse them again.
-    pub retry_failed: bool,
-    /// This instance's share of the projects.
-    pub shard: Shard,
-    /// Every project of the shard up to this id has a row (see `db::watermark`).
-    pub watermark: i64,
     /// How often a progress line is logged.
     pub progress_interval: Duration,
     /// Why the registry's GitLab API is not confirmed yet (it did not answer at start): then
     /// nothing is dispatched until a probe answers, and an answer without the API ends the run.
     pub registry_unconfirmed: Option<String>,
-    /// How often the projects below the watermark are swept for ones without an answer.
-    pub sweep_interval: Duration,
-    /// How long ago this shard was last swept (`None`: never).
-    pub swept_ago: Option<Duration>,
-    /// What the service does: analyse, or repair (then `until_done`, `retry_failed`, the shard,
-    /// the watermark and the sweep do not apply: a repair walks its candidates once).
+    /// What the service does, as `status` names it.
     pub work: Work,
 }
 
@@ -97,15 +85,24 @@ enum Phase {
     Running,
     /// The pass is over; waiting for the Writer to flush before the next pass.
     Flushing,
-    /// Nothing was left to do; waiting `rescan_interval` before looking again.
+    /// Nothing was left to do; waiting before looking again.
     Idle,
     /// Shutting down: no new dispatch, in-flight projects finishing.
     Draining,
     Finished,
 }
 
+/// The registry as the Scheduler sees it: the breaker, and whether it is known to have GitLab's
+/// API.
+struct Outage {
+    breaker: Breaker,
+    /// The breaker's opening was logged (one warning line per outage).
+    reported_open: bool,
+    /// `GET /gitlab/v1/` has answered 200 or 401 once.
+    confirmed: bool,
+}
+
 pub struct Scheduler {
-    db: Database,
     /// Probes, and signs batch tokens ahead of need.
     registry: RegistryClient,
     /// Flushes at the end of a pass and on shutdown.
@@ -113,98 +110,178 @@ pub struct Scheduler {
     /// What each Analyzer the pool grows by is started with.
     analyzer_deps: Arc<AnalyzerDeps>,
     config: SchedulerConfig,
+    source: Source,
     slots: Vec<Slot>,
     queue: VecDeque<Job>,
-    cursor: i64,
-    exhausted: bool,
-    fetching: bool,
-    found_in_pass: u64,
-    passes: u64,
     phase: Phase,
     writer_full: bool,
-    breaker_reported_open: bool,
-    breaker: Breaker,
-    /// `GET /gitlab/v1/` has answered 200 or 401 once.
-    registry_confirmed: bool,
-    source: Source,
-    advancing: bool,
-    /// What caps the watermark: fences against transactions that commit late.
-    fences: Arc<Fences>,
-    sweep: Sweep,
-    /// While a sweep runs, reads alternate between it and the walk above the watermark.
-    sweep_turn: bool,
-    /// A repair's `--limit`: candidates still to read.
-    candidates_left: Option<u64>,
+    outage: Outage,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
 }
 
 impl Scheduler {
     pub fn new(
-        db: Database,
         registry: RegistryClient,
         writer: Addr<Writer>,
         analyzer_deps: Arc<AnalyzerDeps>,
         config: SchedulerConfig,
+        source: Source,
         finished: oneshot::Sender<RunEnd>,
     ) -> Self {
-        let retry_failed = config.retry_failed;
-        let breaker = match &config.registry_unconfirmed {
-            Some(reason) => Breaker::waiting_for_registry(reason.clone()),
-            None => Breaker::default(),
+        let outage = Outage {
+            breaker: match &config.registry_unconfirmed {
+                Some(reason) => Breaker::waiting_for_registry(reason.clone()),
+                None => Breaker::default(),
+            },
+            reported_open: false,
+            confirmed: config.registry_unconfirmed.is_none(),
         };
-        let registry_confirmed = config.registry_unconfirmed.is_none();
-        let cursor = match (&config.work, retry_failed) {
-            (Work::Repair(_), _) | (Work::Analysis, true) => 0,
-            (Work::Analysis, false) => config.watermark,
-        };
-        let candidates_left = config.work.repair().and_then(|r| r.scope.limit);
-        let sweep = Sweep::new(config.sweep_interval, config.swept_ago);
         Self {
-            db,
             registry,
             writer,
             analyzer_deps,
             config,
+            source,
             slots: Vec::new(),
             queue: VecDeque::new(),
-            cursor,
-            exhausted: false,
-            fetching: false,
-            found_in_pass: 0,
-            passes: 1,
             phase: Phase::Running,
             writer_full: false,
-            breaker_reported_open: false,
-            registry_confirmed,
-            breaker,
-            advancing: false,
-            fences: Arc::default(),
-            sweep,
-            sweep_turn: false,
-            candidates_left,
+            outage,
             accounting: Accounting::new(),
-            source: if retry_failed {
-                Source::Failed
-            } else {
-                Source::Unanalysed
-            },
             finished: Some(finished),
         }
     }
 
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        match self.config.work {
-            Work::Analysis => {
-                self.refill(ctx);
-                self.dispatch(ctx);
-                self.end_pass_if_done(ctx);
+        self.refill(ctx);
+        self.dispatch(ctx);
+        self.end_pass_if_done(ctx);
+    }
+
+    /// Asks the source for the next read when the queue runs low.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running || self.queue.len() as i64 >= FETCH_BATCH / 2 {
+            return;
+        }
+        let Some(reading) = self.source.next_read() else {
+            return;
+        };
+        ctx.spawn(reading.into_actor(self).map(|read, act, ctx| {
+            act.accounting.fetched(read.took);
+            if act.phase != Phase::Running {
+                act.source.dropped(); // an answer from before a shutdown
+                return;
             }
-            Work::Repair(_) => {
-                self.refill_candidates(ctx);
-                self.dispatch(ctx);
-                self.end_repair_if_done(ctx);
+            match act.source.took(read) {
+                Ok(jobs) => {
+                    act.enqueue(jobs);
+                    act.tick(ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading projects failed; retrying");
+                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Queues `jobs`, each with the token its dispatch batch shares (see
+    /// [`RegistryClient::share_tokens`]).
+    fn enqueue(&mut self, jobs: Vec<Job>) {
+        let tokens = self
+            .registry
+            .share_tokens(jobs.iter().map(|job| job.project.registry_path()).collect());
+        self.queue
+            .extend(jobs.into_iter().zip(tokens).map(|(job, token)| Job {
+                token: Some(token),
+                ..job
+            }));
+    }
+
+    /// Every project of the pass was read, dispatched and came back: have the Writer flush, then
+    /// ask the source what follows. Flushing first matters: projects whose results are still
+    /// buffered would be found without a row and analysed twice.
+    fn end_pass_if_done(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running
+            || !self.source.pass_read()
+            || !self.queue.is_empty()
+            || self.in_flight() > 0
+        {
+            return;
+        }
+        self.phase = Phase::Flushing;
+        let flush = self.writer.send(Flush::PassEnd);
+        let after = self.source.after_flush();
+        let work = async move {
+            let flushed = flush.await;
+            let moved = match flushed {
+                Ok(Ok(_)) => after.await,
+                _ => None,
+            };
+            (flushed, moved)
+        };
+        ctx.spawn(work.into_actor(self).map(|(flushed, moved), act, ctx| {
+            act.source.advanced(moved);
+            if act.phase != Phase::Flushing {
+                return;
+            }
+            match flushed {
+                Ok(Ok(_)) => act.next_pass(ctx),
+                Ok(Err(reason)) => act.pass_flush_failed(&reason, ctx),
+                Err(_) => act.pass_flush_failed(&WriteError::WriterStopped, ctx),
+            }
+        }));
+    }
+
+    /// The flush that ends a pass failed: keep walking, and try to end the pass again.
+    fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
+        tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
+        self.phase = Phase::Running;
+        ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
+    }
+
+    fn next_pass(&mut self, ctx: &mut Context<Self>) {
+        match self.source.next_pass() {
+            NextPass::Now => self.start_pass(ctx),
+            NextPass::After(wait) => {
+                self.phase = Phase::Idle;
+                ctx.run_later(wait, |act, ctx| {
+                    if act.phase == Phase::Idle {
+                        act.start_pass(ctx);
+                    }
+                });
+            }
+            NextPass::Done => {
+                tracing::info!("every project was done and flushed");
+                self.finish(RunEnd::Done);
+            }
+        }
+    }
+
+    fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        self.source.start_pass();
+        self.phase = Phase::Running;
+        self.tick(ctx);
+    }
+
+    /// The source's duties of its own (the analysis' watermark and sweep), every few seconds.
+    fn periodic(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Finished {
+            return;
+        }
+        let (advance, swept) = self.source.periodic();
+        if let Some(advance) = advance {
+            ctx.spawn(advance.into_actor(self).map(|through, act, _ctx| {
+                act.source.background_advanced(through);
+            }));
+        }
+        if swept {
+            match self.phase {
+                Phase::Idle => self.start_pass(ctx),
+                Phase::Running | Phase::Flushing => self.tick(ctx),
+                Phase::Draining | Phase::Finished => {}
             }
         }
     }
@@ -222,7 +299,7 @@ impl Scheduler {
             Phase::Finished => "stopped",
             _ if !self.config.enabled => "paused",
             _ if self.config.limit == 0 => "paused (concurrency 0)",
-            _ if self.breaker.state() != BreakerState::Closed => "registry unavailable",
+            _ if self.outage.breaker.state() != BreakerState::Closed => "registry unavailable",
             _ if self.writer_full => "waiting for the writer",
             Phase::Idle => "idle",
             Phase::Running | Phase::Flushing => "running",
@@ -230,7 +307,7 @@ impl Scheduler {
     }
 
     fn status(&self) -> ServiceStatus {
-        ServiceStatus {
+        let mut status = ServiceStatus {
             state: self.state_name().to_string(),
             work: self.config.work.to_string(),
             enabled: self.config.enabled,
@@ -238,17 +315,15 @@ impl Scheduler {
             in_flight: self.in_flight(),
             queued: self.queue.len(),
             analyzers: self.slots.len(),
-            pass: self.passes,
             writer_full: self.writer_full,
-            watermark: self.config.watermark,
-            sweeping: self.sweep.is_active(),
-            sweeps: self.sweep.completed(),
             writer: None,
-            breaker: self.breaker.name().to_string(),
-            breaker_trips: self.breaker.trips(),
-            last_error: self.breaker.last_error().map(str::to_string),
+            breaker: self.outage.breaker.name().to_string(),
+            breaker_trips: self.outage.breaker.trips(),
+            last_error: self.outage.breaker.last_error().map(str::to_string),
             ..self.accounting.status()
-        }
+        };
+        self.source.status(&mut status);
+        status
     }
 }
 
@@ -259,28 +334,28 @@ impl Actor for Scheduler {
         tracing::info!(
             max_concurrency = self.config.limit,
             enabled = self.config.enabled,
-            until_done = self.config.until_done,
-            shard = %self.config.shard,
-            watermark = self.config.watermark,
+            work = %self.config.work,
+            from = self.source.cursor(),
             "scheduler started"
         );
         if let Some(reason) = &self.config.registry_unconfirmed {
             tracing::warn!(%reason, "the registry does not answer yet; nothing is dispatched until it does");
-            self.breaker_reported_open = true;
-            ctx.run_later(self.breaker.probe_delay(), |act, ctx| act.probe(ctx));
+            self.outage.reported_open = true;
+            ctx.run_later(self.outage.breaker.probe_delay(), |act, ctx| act.probe(ctx));
         }
-        match self.config.work {
-            Work::Analysis => {
-                ctx.run_interval(WATERMARK_INTERVAL, |act, ctx| {
-                    act.advance_watermark(ctx);
-                    act.sweep_if_due(ctx);
-                });
-                self.count_remaining(ctx);
-                self.take_fence();
-            }
-            // A repair writes no watermark (a plan writes nothing at all).
-            Work::Repair(_) => self.count_candidates(ctx),
+        self.source.started();
+        if let Some(every) = self.source.period() {
+            ctx.run_interval(every, |act, ctx| act.periodic(ctx));
         }
+        let count = self.source.count();
+        ctx.spawn(
+            count
+                .into_actor(self)
+                .map(|counted, act, _ctx| match counted {
+                    Ok(left) => act.accounting.counted(left),
+                    Err(error) => tracing::debug!(%error, "counting the projects left failed"),
+                }),
+        );
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
                 act.accounting.log_progress(act.state_name());

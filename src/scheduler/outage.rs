@@ -12,13 +12,13 @@ use crate::registry::NoGitlabApi;
 impl Scheduler {
     /// A project was analysed: the registry serves.
     pub(super) fn registry_served(&mut self, ctx: &mut Context<Self>) {
-        let transition = self.breaker.success();
+        let transition = self.outage.breaker.success();
         self.on_breaker(transition, ctx);
     }
 
     /// A project ended in trouble that may be the registry's as a whole.
     pub(super) fn registry_troubled(&mut self, reason: &str, ctx: &mut Context<Self>) {
-        let transition = self.breaker.trouble(reason);
+        let transition = self.outage.breaker.trouble(reason);
         self.on_breaker(transition, ctx);
     }
 
@@ -27,17 +27,17 @@ impl Scheduler {
         match transition {
             Transition::None => {}
             Transition::Opened { probe_in } => {
-                let reason = self.breaker.last_error().unwrap_or_default();
-                if self.breaker_reported_open {
+                let reason = self.outage.breaker.last_error().unwrap_or_default();
+                if self.outage.reported_open {
                     tracing::debug!(%reason, ?probe_in, "registry still unavailable");
                 } else {
-                    self.breaker_reported_open = true;
+                    self.outage.reported_open = true;
                     tracing::warn!(%reason, in_flight = self.in_flight(), "registry unavailable: dispatching stopped; probing until it answers");
                 }
                 ctx.run_later(probe_in, |act, ctx| act.probe(ctx));
             }
             Transition::Closed { after } => {
-                self.breaker_reported_open = false;
+                self.outage.reported_open = false;
                 tracing::info!(
                     outage_s = after.as_secs_f64(),
                     "registry available again: dispatching resumed"
@@ -48,7 +48,7 @@ impl Scheduler {
 
     /// `GET /gitlab/v1/`: 200 or 401 means the registry is there to try one project.
     pub(super) fn probe(&mut self, ctx: &mut Context<Self>) {
-        if !self.breaker.probe_due() || self.phase == Phase::Finished {
+        if !self.outage.breaker.probe_due() || self.phase == Phase::Finished {
             return;
         }
         let registry = self.registry.clone();
@@ -59,7 +59,7 @@ impl Scheduler {
             }
             let answer = match answer {
                 ApiProbe::Available(_) => {
-                    act.registry_confirmed = true;
+                    act.outage.confirmed = true;
                     Ok(())
                 }
                 ApiProbe::Absent { status, location } => {
@@ -68,7 +68,7 @@ impl Scheduler {
                         status,
                         location,
                     };
-                    if !act.registry_confirmed && act.in_flight() == 0 {
+                    if !act.outage.confirmed && act.in_flight() == 0 {
                         // Nothing was ever dispatched: stop before anything is recorded.
                         tracing::error!(message = %absent, "the registry has no GitLab API");
                         act.phase = Phase::Finished;
@@ -80,7 +80,7 @@ impl Scheduler {
                 }
                 ApiProbe::Unavailable(error) => Err(format!("probe of /gitlab/v1/: {error}")),
             };
-            let transition = act.breaker.probed(answer);
+            let transition = act.outage.breaker.probed(answer);
             act.on_breaker(transition, ctx);
             act.tick(ctx);
         }));

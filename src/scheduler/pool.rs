@@ -26,7 +26,7 @@ impl Scheduler {
         if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
             return;
         }
-        let limit = self.breaker.allowed(self.config.limit);
+        let limit = self.outage.breaker.allowed(self.config.limit);
         let mut in_flight = self.in_flight();
         while in_flight < limit {
             let Some(job) = self.queue.pop_front() else {
@@ -41,7 +41,7 @@ impl Scheduler {
             if let Some(after) = self.accounting.dispatched() {
                 tracing::info!(
                     after_ms = after.as_millis() as u64,
-                    cursor = self.cursor,
+                    cursor = self.source.cursor(),
                     "first project dispatched"
                 );
             }

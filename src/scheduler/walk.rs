@@ -1,292 +1,320 @@
-//! Where the Scheduler's projects come from: the keyset walk above the watermark, the sweep below
-//! it, and the passes they make up (a pass ends with a flush, then the watermark moves and the walk
-//! starts again). The actor's other concerns live in `mod.rs`.
+//! The analysis' source ([`Passes`]): the keyset walk above the watermark, the sweep below it,
+//! and the passes they make up (a pass ends with a flush, then the watermark moves and the walk
+//! starts again). It owns what it needs (the database, the shard, the watermark and its fences,
+//! the sweep) and makes its reads as futures the Scheduler runs.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
-use super::{Phase, RunEnd, Scheduler, FETCH_BATCH, RETRY_DB};
+use super::source::{Batch, NextPass, Read, ReadKind, Reading};
+use super::sweep::Sweep;
+use super::{ServiceStatus, FETCH_BATCH};
 use crate::analyzer::Job;
+use crate::config::Shard;
 use crate::db::projects::{
     next_failed, next_unanalysed, remaining_unanalysed, unanalysed_between, Project,
 };
-use crate::db::watermark;
-use crate::writer::{Flush, WriteError};
+use crate::db::watermark::{self, Fences};
+use crate::db::{Database, DbError};
+
+/// How often the watermark is moved up.
+pub const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which projects a pass walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+enum Which {
     /// Projects without a tracking row.
     Unanalysed,
     /// Projects recorded `failed` (`run --retry-failed`, first pass only).
     Failed,
 }
 
-impl Scheduler {
-    pub(super) fn refill(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running
-            || self.fetching
-            || self.queue.len() as i64 >= FETCH_BATCH / 2
-        {
-            return;
+/// What the analysis is started with.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    /// This instance's share of the projects.
+    pub shard: Shard,
+    /// Every project of the shard up to this id has a row (see `db::watermark`).
+    pub watermark: i64,
+    /// Stop once every project has a row and everything is flushed.
+    pub until_done: bool,
+    /// Walk the projects recorded `failed` first, and analyse them again.
+    pub retry_failed: bool,
+    /// How long to wait before looking again once a pass found nothing.
+    pub rescan_interval: Duration,
+    /// How often the projects below the watermark are swept for ones without an answer.
+    pub sweep_interval: Duration,
+    /// How long ago this shard was last swept (`None`: never).
+    pub swept_ago: Option<Duration>,
+}
+
+/// Pass after pass over the projects without a tracking row.
+pub struct Passes {
+    db: Database,
+    shard: Shard,
+    until_done: bool,
+    rescan_interval: Duration,
+    watermark: i64,
+    which: Which,
+    cursor: i64,
+    exhausted: bool,
+    fetching: bool,
+    /// Projects read in this pass.
+    found: u64,
+    passes: u64,
+    /// A background move of the watermark is under way.
+    advancing: bool,
+    /// What caps the watermark: fences against transactions that commit late.
+    fences: Arc<Fences>,
+    sweep: Sweep,
+    /// While a sweep runs, reads alternate between it and the walk above the watermark.
+    sweep_turn: bool,
+}
+
+impl Passes {
+    pub fn new(db: Database, settings: AnalysisSettings) -> Self {
+        let which = match settings.retry_failed {
+            true => Which::Failed,
+            false => Which::Unanalysed,
+        };
+        let mut passes = Self {
+            db,
+            shard: settings.shard,
+            until_done: settings.until_done,
+            rescan_interval: settings.rescan_interval,
+            watermark: settings.watermark,
+            which,
+            cursor: 0,
+            exhausted: false,
+            fetching: false,
+            found: 0,
+            passes: 1,
+            advancing: false,
+            fences: Arc::default(),
+            sweep: Sweep::new(settings.sweep_interval, settings.swept_ago),
+            sweep_turn: false,
+        };
+        passes.cursor = passes.pass_start();
+        passes
+    }
+
+    /// Where a pass starts: past the watermark, unless it revisits failed projects.
+    fn pass_start(&self) -> i64 {
+        match self.which {
+            Which::Unanalysed => self.watermark,
+            Which::Failed => 0,
+        }
+    }
+
+    pub(super) fn next_read(&mut self) -> Option<Reading> {
+        if self.fetching {
+            return None;
         }
         // No sweep while failed projects are revisited: that pass reads other rows.
         let span = self
             .sweep
             .next_span()
-            .filter(|_| self.source == Source::Unanalysed);
+            .filter(|_| self.which == Which::Unanalysed);
         if let Some(span) = span {
             if self.exhausted || self.sweep_turn {
                 self.sweep_turn = false;
-                self.refill_from_sweep(span, ctx);
-                return;
+                self.fetching = true;
+                return Some(self.read_sweep(span));
             }
             self.sweep_turn = true;
         }
         if self.exhausted {
-            return;
+            return None;
         }
         self.fetching = true;
-        let db = self.db.clone();
-        let after = self.cursor;
-        let (source, shard) = (self.source, self.config.shard);
-        let fetch = async move {
-            let started = Instant::now();
-            let result = match source {
-                Source::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH, shard).await,
-                Source::Failed => next_failed(&db, after, FETCH_BATCH, shard).await,
-            };
-            (result, started.elapsed())
-        };
-        ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
-            act.fetching = false;
-            act.accounting.fetched(took);
-            match result {
-                Ok(projects) => {
-                    if act.phase != Phase::Running || act.cursor != after {
-                        return; // a stale answer from before a shutdown or a new pass
-                    }
-                    act.exhausted = (projects.len() as i64) < FETCH_BATCH;
-                    if let Some(last) = projects.last() {
-                        act.cursor = last.id;
-                    }
-                    act.found_in_pass += projects.len() as u64;
-                    let replaces_failed = act.source == Source::Failed;
-                    act.enqueue(projects, replaces_failed);
-                    act.tick(ctx);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, after, "reading projects failed; retrying");
-                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
-                }
-            }
-        }));
-    }
-
-    /// Reads the next span of the sweep under way (see [`Sweep`](super::sweep::Sweep)).
-    fn refill_from_sweep(&mut self, (after, through): (i64, i64), ctx: &mut Context<Self>) {
-        self.fetching = true;
-        let (db, shard) = (self.db.clone(), self.config.shard);
-        let fetch = async move {
-            let started = Instant::now();
-            let result = unanalysed_between(&db, after, Some(through), FETCH_BATCH, shard).await;
-            (result, started.elapsed())
-        };
-        ctx.spawn(fetch.into_actor(self).map(move |(result, took), act, ctx| {
-            act.fetching = false;
-            act.accounting.fetched(took);
-            let projects = match result {
-                Ok(projects) => projects,
-                Err(error) => {
-                    tracing::warn!(%error, after, "sweeping projects failed; retrying");
-                    ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
-                    return;
-                }
-            };
-            if act.phase != Phase::Running
-                || act.sweep.next_span().map(|(a, _)| a) != Some(after)
-            {
-                return; // a stale answer from before a shutdown
-            }
-            let to = match projects.last() {
-                Some(last) if projects.len() as i64 >= FETCH_BATCH => last.id,
-                _ => through,
-            };
-            if !projects.is_empty() {
-                tracing::info!(
-                    projects = projects.len(),
-                    from = projects.first().map_or(0, |p| p.id),
-                    to = projects.last().map_or(0, |p| p.id),
-                    "sweep found projects without an answer below the watermark"
-                );
-            }
-            act.found_in_pass += projects.len() as u64;
-            act.enqueue(projects, false);
-            if act.sweep.advanced(after, to) {
-                tracing::info!(through, "sweep complete");
-                let (db, shard) = (act.db.clone(), act.config.shard);
-                actix_rt::spawn(async move {
-                    if let Err(error) = watermark::swept(&db, shard).await {
-                        tracing::warn!(%error, "recording the end of a sweep failed; the next start sweeps again");
-                    }
+        let (db, after, which, shard) = (self.db.clone(), self.cursor, self.which, self.shard);
+        Some(
+            async move {
+                let started = Instant::now();
+                let result = match which {
+                    Which::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH, shard).await,
+                    Which::Failed => next_failed(&db, after, FETCH_BATCH, shard).await,
+                };
+                let result = result.map(|projects| Batch {
+                    read: projects.len() as u64,
+                    last: projects.last().map(|p| p.id),
+                    jobs: jobs(projects, which == Which::Failed),
                 });
-            }
-            act.tick(ctx);
-        }));
-    }
-
-    /// Starts a sweep when one is due (see [`Sweep`](super::sweep::Sweep)); a service idle
-    /// between passes starts one.
-    pub(super) fn sweep_if_due(&mut self, ctx: &mut Context<Self>) {
-        if !self.sweep.due()
-            || self.source != Source::Unanalysed
-            || !matches!(self.phase, Phase::Running | Phase::Idle | Phase::Flushing)
-        {
-            return;
-        }
-        tracing::info!(
-            through = self.config.watermark,
-            "sweeping the projects below the watermark for ones without an answer"
-        );
-        self.sweep.start(self.config.watermark);
-        if self.phase == Phase::Idle {
-            self.start_pass(ctx);
-        } else {
-            self.tick(ctx);
-        }
-    }
-
-    /// Queues `projects`, each with the token its dispatch batch shares (see
-    /// [`RegistryClient::share_tokens`](crate::registry::RegistryClient::share_tokens)).
-    /// `replaces_failed`: they are recorded `failed` and analysed again.
-    fn enqueue(&mut self, projects: Vec<Project>, replaces_failed: bool) {
-        let tokens = self
-            .registry
-            .share_tokens(projects.iter().map(Project::registry_path).collect());
-        self.queue.extend(
-            projects
-                .into_iter()
-                .zip(tokens)
-                .map(|(project, token)| Job {
-                    replaces_failed,
-                    ..Job::new(project, Some(token))
-                }),
-        );
-    }
-
-    pub(super) fn end_pass_if_done(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running
-            || !self.exhausted
-            || self.sweep.is_active()
-            || self.fetching
-            || !self.queue.is_empty()
-            || self.in_flight() > 0
-        {
-            return;
-        }
-        // Flush before looking again, or projects whose results are still buffered would be
-        // found without a row and analysed twice.
-        // Then move the watermark, so that the next pass (or the next start) begins past it.
-        self.phase = Phase::Flushing;
-        let flush = self.writer.send(Flush::PassEnd);
-        let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
-        let fences = self.fences.clone();
-        let work = async move {
-            let flushed = flush.await;
-            let through = match flushed {
-                Ok(Ok(_)) => watermark::advance(&db, shard, from, &fences).await.ok(),
-                _ => None,
-            };
-            (flushed, through)
-        };
-        ctx.spawn(work.into_actor(self).map(|(result, through), act, ctx| {
-            if let Some(through) = through {
-                act.config.watermark = act.config.watermark.max(through);
-            }
-            if act.phase != Phase::Flushing {
-                return;
-            }
-            match result {
-                Ok(Ok(_)) => act.next_pass(ctx),
-                Ok(Err(reason)) => act.pass_flush_failed(&reason, ctx),
-                Err(_) => act.pass_flush_failed(&WriteError::WriterStopped, ctx),
-            }
-        }));
-    }
-
-    /// The flush that ends a pass failed: keep walking, and try to end the pass again.
-    pub(super) fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
-        tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
-        self.phase = Phase::Running;
-        ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
-    }
-
-    /// A pass is over and flushed: walk again now, later, or end the run.
-    fn next_pass(&mut self, ctx: &mut Context<Self>) {
-        let found = self.found_in_pass;
-        tracing::info!(pass = self.passes, projects = found, source = ?self.source, "pass complete");
-        if self.source == Source::Failed {
-            // The failed projects had their second chance; now the usual walk.
-            self.source = Source::Unanalysed;
-            self.start_pass(ctx);
-        } else if found > 0 || self.sweep.is_active() {
-            self.start_pass(ctx);
-        } else if self.config.until_done && self.sweep.completed() == 0 {
-            // Done means every project has an answer, below the watermark too.
-            self.sweep.start(self.config.watermark);
-            self.start_pass(ctx);
-        } else if self.config.until_done {
-            self.finish(RunEnd::Done);
-        } else {
-            self.phase = Phase::Idle;
-            ctx.run_later(self.config.rescan_interval, |act, ctx| {
-                if act.phase == Phase::Idle {
-                    act.start_pass(ctx);
+                Read {
+                    took: started.elapsed(),
+                    kind: ReadKind::Walk {
+                        after,
+                        want: FETCH_BATCH,
+                        result,
+                    },
                 }
-            });
+            }
+            .boxed(),
+        )
+    }
+
+    /// Reads the next span of the sweep under way (see [`Sweep`]).
+    fn read_sweep(&self, (after, through): (i64, i64)) -> Reading {
+        let (db, shard) = (self.db.clone(), self.shard);
+        async move {
+            let started = Instant::now();
+            let result = unanalysed_between(&db, after, Some(through), FETCH_BATCH, shard)
+                .await
+                .map(|projects| jobs(projects, false));
+            Read {
+                took: started.elapsed(),
+                kind: ReadKind::Sweep {
+                    after,
+                    through,
+                    result,
+                },
+            }
+        }
+        .boxed()
+    }
+
+    pub(super) fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {
+        self.fetching = false;
+        match read.kind {
+            ReadKind::Walk {
+                after,
+                want,
+                result,
+            } => {
+                let batch = result?;
+                if self.cursor != after {
+                    return Ok(Vec::new()); // an answer from before a new pass
+                }
+                self.exhausted = (batch.read as i64) < want;
+                if let Some(last) = batch.last {
+                    self.cursor = last;
+                }
+                self.found += batch.read;
+                Ok(batch.jobs)
+            }
+            ReadKind::Sweep {
+                after,
+                through,
+                result,
+            } => {
+                let jobs = result?;
+                if self.sweep.next_span().map(|(a, _)| a) != Some(after) {
+                    return Ok(Vec::new());
+                }
+                let to = match jobs.last() {
+                    Some(last) if jobs.len() as i64 >= FETCH_BATCH => last.project.id,
+                    _ => through,
+                };
+                if !jobs.is_empty() {
+                    tracing::info!(
+                        projects = jobs.len(),
+                        from = jobs.first().map_or(0, |j| j.project.id),
+                        to = jobs.last().map_or(0, |j| j.project.id),
+                        "sweep found projects without an answer below the watermark"
+                    );
+                }
+                self.found += jobs.len() as u64;
+                if self.sweep.advanced(after, to) {
+                    tracing::info!(through, "sweep complete");
+                    let (db, shard) = (self.db.clone(), self.shard);
+                    actix_rt::spawn(async move {
+                        if let Err(error) = watermark::swept(&db, shard).await {
+                            tracing::warn!(%error, "recording the end of a sweep failed; the next start sweeps again");
+                        }
+                    });
+                }
+                Ok(jobs)
+            }
         }
     }
 
-    /// Counts (or, on a large database, estimates) the projects left to analyse, in the
-    /// background, so that progress has a total and an ETA.
-    pub(super) fn count_remaining(&mut self, ctx: &mut Context<Self>) {
-        let (db, shard, after) = (self.db.clone(), self.config.shard, self.config.watermark);
-        let count = async move { remaining_unanalysed(&db, after, shard).await };
-        ctx.spawn(
-            count
-                .into_actor(self)
-                .map(|result, act, _ctx| match result {
-                    Ok(left) => act.accounting.counted(left),
-                    Err(error) => tracing::debug!(%error, "counting the remaining projects failed"),
-                }),
-        );
+    pub(super) fn dropped(&mut self) {
+        self.fetching = false;
     }
 
-    /// Where a pass starts: past the watermark, unless it revisits failed projects.
-    fn pass_start(&self) -> i64 {
-        match self.source {
-            Source::Unanalysed => self.config.watermark,
-            Source::Failed => 0,
-        }
+    pub(super) fn pass_read(&self) -> bool {
+        self.exhausted && !self.sweep.is_active() && !self.fetching
     }
 
     /// Moves the watermark up as far as the database shows every project has a row.
-    pub(super) fn advance_watermark(&mut self, ctx: &mut Context<Self>) {
-        if self.advancing || self.phase == Phase::Finished {
-            return;
+    pub(super) fn advance(&self) -> BoxFuture<'static, Option<i64>> {
+        let (db, shard, from) = (self.db.clone(), self.shard, self.watermark);
+        let fences = self.fences.clone();
+        async move {
+            match watermark::advance(&db, shard, from, &fences).await {
+                Ok(through) => Some(through),
+                Err(error) => {
+                    tracing::debug!(%error, "the watermark could not move");
+                    None
+                }
+            }
+        }
+        .boxed()
+    }
+
+    pub(super) fn advanced(&mut self, through: i64) {
+        self.watermark = self.watermark.max(through);
+    }
+
+    /// [`Passes::advance`], unless one is under way already.
+    pub(super) fn advance_in_background(&mut self) -> Option<BoxFuture<'static, Option<i64>>> {
+        if self.advancing {
+            return None;
         }
         self.advancing = true;
-        let (db, shard, from) = (self.db.clone(), self.config.shard, self.config.watermark);
-        let fences = self.fences.clone();
-        let work = async move { watermark::advance(&db, shard, from, &fences).await };
-        ctx.spawn(work.into_actor(self).map(|result, act, _ctx| {
-            act.advancing = false;
-            match result {
-                Ok(through) => act.config.watermark = act.config.watermark.max(through),
-                Err(error) => tracing::debug!(%error, "the watermark could not move"),
-            }
-        }));
+        Some(self.advance())
+    }
+
+    pub(super) fn background_advanced(&mut self, through: Option<i64>) {
+        self.advancing = false;
+        if let Some(through) = through {
+            self.advanced(through);
+        }
+    }
+
+    /// Starts a sweep when one is due (see [`Sweep`]); whether it did.
+    pub(super) fn sweep_if_due(&mut self) -> bool {
+        if !self.sweep.due() || self.which != Which::Unanalysed {
+            return false;
+        }
+        tracing::info!(
+            through = self.watermark,
+            "sweeping the projects below the watermark for ones without an answer"
+        );
+        self.sweep.start(self.watermark);
+        true
+    }
+
+    /// A pass is over and flushed: walk again now, later, or end the run.
+    pub(super) fn next_pass(&mut self) -> NextPass {
+        let found = self.found;
+        tracing::info!(pass = self.passes, projects = found, source = ?self.which, "pass complete");
+        if self.which == Which::Failed {
+            // The failed projects had their second chance; now the usual walk.
+            self.which = Which::Unanalysed;
+            NextPass::Now
+        } else if found > 0 || self.sweep.is_active() {
+            NextPass::Now
+        } else if self.until_done && self.sweep.completed() == 0 {
+            // Done means every project has an answer, below the watermark too.
+            self.sweep.start(self.watermark);
+            NextPass::Now
+        } else if self.until_done {
+            NextPass::Done
+        } else {
+            NextPass::After(self.rescan_interval)
+        }
+    }
+
+    pub(super) fn start_pass(&mut self) {
+        self.take_fence();
+        self.cursor = self.pass_start();
+        self.exhausted = false;
+        self.found = 0;
+        self.passes += 1;
     }
 
     /// A fence for the watermark, taken as a pass starts: by the pass's end the transactions
@@ -300,13 +328,31 @@ impl Scheduler {
         });
     }
 
-    fn start_pass(&mut self, ctx: &mut Context<Self>) {
-        self.take_fence();
-        self.phase = Phase::Running;
-        self.cursor = self.pass_start();
-        self.exhausted = false;
-        self.found_in_pass = 0;
-        self.passes += 1;
-        self.tick(ctx);
+    /// Counts (or, on a large database, estimates) the projects left to analyse.
+    pub(super) fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
+        let (db, shard, after) = (self.db.clone(), self.shard, self.watermark);
+        async move { remaining_unanalysed(&db, after, shard).await }.boxed()
     }
+
+    pub(super) fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    pub(super) fn status(&self, status: &mut ServiceStatus) {
+        status.pass = self.passes;
+        status.watermark = self.watermark;
+        status.sweeping = self.sweep.is_active();
+        status.sweeps = self.sweep.completed();
+    }
+}
+
+/// The projects read, as jobs (`replaces_failed`: they are recorded `failed` and analysed again).
+fn jobs(projects: Vec<Project>, replaces_failed: bool) -> Vec<Job> {
+    projects
+        .into_iter()
+        .map(|project| Job {
+            replaces_failed,
+            ..Job::new(project)
+        })
+        .collect()
 }

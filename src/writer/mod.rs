@@ -29,7 +29,6 @@ use crate::db::tracking::{TrackingRow, TrackingStatus};
 use crate::db::{Database, DbError};
 #[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
-use crate::work::RepairMode;
 
 /// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
 /// stops dispatching until it drains.
@@ -90,6 +89,18 @@ pub struct WriterStats {
     pub write_ms_total: u64,
 }
 
+/// Where what the Writer holds goes: the analysis' tracking rows, or a repair's plans, collected
+/// for a plan's printout or written as an apply run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// `run`: tracking rows, bulk-upserted.
+    Tracking,
+    /// `repair plan`: plans, collected and never written.
+    CollectPlans,
+    /// `repair apply`: plans, each project written in one transaction, as run `run_id`.
+    Apply { run_id: i64 },
+}
+
 /// Someone waiting for the buffer to be written, and the rows written when they asked.
 type Waiter = (u64, oneshot::Sender<Result<usize, WriteError>>);
 
@@ -102,8 +113,8 @@ pub struct Writer {
     /// The rows of the write under way: put back if the actor restarts in the middle of it.
     writing: Option<Arc<Pending>>,
     waiters: Vec<Waiter>,
-    /// What becomes of a repair's plans.
-    mode: RepairMode,
+    /// Where what it holds goes.
+    sink: Sink,
     /// A repair's outcome so far.
     collected: Collected,
     listener: Option<Recipient<WriterPressure>>,
@@ -113,7 +124,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(db: Database, batch_size: usize, flush_interval: Duration) -> Self {
+    pub fn new(db: Database, sink: Sink, batch_size: usize, flush_interval: Duration) -> Self {
         Self {
             db,
             flush_interval,
@@ -121,7 +132,7 @@ impl Writer {
             buffer: Pending::default(),
             writing: None,
             waiters: Vec::new(),
-            mode: RepairMode::default(),
+            sink,
             collected: Collected::default(),
             listener: None,
             stats: WriterStats::default(),
@@ -134,12 +145,6 @@ impl Writer {
     /// the Writer starts.
     pub fn reporting_pressure_to(mut self, listener: Recipient<WriterPressure>) -> Self {
         self.listener = Some(listener);
-        self
-    }
-
-    /// What to do with a repair's plans: write them (apply) or only collect them (plan).
-    pub fn handling_plans(mut self, mode: RepairMode) -> Self {
-        self.mode = mode;
         self
     }
 
@@ -179,7 +184,7 @@ impl Writer {
         }
         let batch = Arc::new(self.buffer.take());
         self.writing = Some(batch.clone());
-        let work = pending::write(self.db.clone(), self.mode, batch);
+        let work = pending::write(self.db.clone(), self.sink, batch);
         ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
             act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
                 act.collected.written(done.written);
@@ -211,7 +216,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 let batch = self.writing.take().unwrap_or_default();
-                self.collected.flushed(self.mode, &batch.plans);
+                self.collected.flushed(self.sink, &batch.plans);
                 let rows = batch.len();
                 self.stats.rows_written += rows as u64;
                 tracing::debug!(rows, ?reason, ?took, "results flushed");

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Sink;
 use super::WriteError;
 use crate::db::repair::{self, Written};
 use crate::db::tracking::{self, TrackingRow};
 use crate::db::Database;
 use crate::repair::ProjectPlan;
-use crate::work::RepairMode;
 
 /// Connections one batch of plans is applied on at once (each project is a transaction of its
 /// own; one connection alone gave about 250 projects/s on the benchmark's machine).
@@ -61,15 +61,15 @@ pub struct BatchWritten {
     pub took: Duration,
 }
 
-/// Writes `batch` as `mode` says.
-pub async fn write(db: Database, mode: RepairMode, batch: Arc<Pending>) -> BatchWritten {
+/// Writes `batch` into `sink`.
+pub async fn write(db: Database, sink: Sink, batch: Arc<Pending>) -> BatchWritten {
     let started = Instant::now();
     let mut written = Vec::new();
     let mut result = Ok(());
     if !batch.rows.is_empty() {
         result = within(batch.len(), tracking::upsert(&db, &batch.rows)).await;
     }
-    if let (Ok(()), RepairMode::Apply { run_id }, false) = (&result, mode, batch.plans.is_empty()) {
+    if let (Ok(()), Sink::Apply { run_id }, false) = (&result, sink, batch.plans.is_empty()) {
         let mut lanes = vec![Vec::new(); APPLY_LANES];
         result = within(
             batch.len(),

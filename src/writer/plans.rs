@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use actix::prelude::*;
 use serde::Serialize;
 
+use super::Sink;
 use super::Writer;
 use crate::db::repair::Written;
 use crate::repair::ProjectPlan;
-use crate::work::RepairMode;
 
 /// A project a repair could not plan: the registry failed it on its own account (too many pages,
 /// `NAME_INVALID`, trouble or refusals while the registry served others), or planning it
@@ -36,8 +36,8 @@ pub struct Collected {
 impl Collected {
     /// A flushed batch of plans: collected as they are for a plan; for an apply, what writing
     /// them did arrives through [`Collected::written`] instead.
-    pub(super) fn flushed(&mut self, mode: RepairMode, plans: &[ProjectPlan]) {
-        if mode == RepairMode::Plan {
+    pub(super) fn flushed(&mut self, sink: Sink, plans: &[ProjectPlan]) {
+        if sink == Sink::CollectPlans {
             self.plans.extend_from_slice(plans);
         }
     }

@@ -28,8 +28,9 @@ use crate::repair::ProjectPlan;
 use crate::scheduler::RunEnd;
 use crate::service::{self, Service, ServiceOptions, StartError};
 use crate::signals::Signals;
-use crate::work::{Repair, RepairMode, Work};
+use crate::work::{Repair, Work};
 use crate::writer::NotPlanned;
+use crate::writer::Sink;
 
 /// What the repair does with its plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,9 +280,9 @@ pub async fn start(
         Mode::Apply => Some(start_apply(db, &scope).await?),
         Mode::Plan => None,
     };
-    let mode = run.map_or(RepairMode::Plan, |run_id| RepairMode::Apply { run_id });
+    let sink = run.map_or(Sink::CollectPlans, |run_id| Sink::Apply { run_id });
     let options = ServiceOptions {
-        work: Work::Repair(Repair { scope, mode }),
+        work: Work::Repair(Repair { scope, sink }),
         ..options
     };
     let service = match service::start(settings, signer, options).await {

@@ -1,0 +1,189 @@
+//! Where the Scheduler's projects come from, as one enum it asks: the analysis' passes over the
+//! projects without a tracking row ([`Passes`], `walk.rs`), or a repair's one pass over its
+//! candidates ([`Candidates`], `candidates.rs`). Each keeps its own cursor and state; the
+//! Scheduler only asks for the next read, hands back what it brought, and asks what follows the
+//! end of a pass. Neither needs the actor: a read is a future the Scheduler runs.
+
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture};
+use futures_util::FutureExt;
+
+use super::candidates::Candidates;
+use super::walk::Passes;
+use super::ServiceStatus;
+use crate::analyzer::Job;
+use crate::db::DbError;
+
+/// Where the projects come from.
+pub enum Source {
+    /// `run`: pass after pass over the projects without a tracking row.
+    Analysis(Passes),
+    /// `repair plan` / `repair apply`: one pass over the candidates in scope.
+    Repair(Candidates),
+}
+
+/// A read from the database, under way.
+pub type Reading = BoxFuture<'static, Read>;
+
+/// What a read brought back, for the source that asked for it.
+pub struct Read {
+    pub took: Duration,
+    pub(super) kind: ReadKind,
+}
+
+/// Which read it was, with its answer.
+pub(super) enum ReadKind {
+    /// The next `want` projects after `after`.
+    Walk {
+        after: i64,
+        want: i64,
+        result: Result<Batch, DbError>,
+    },
+    /// A span of the sweep below the watermark.
+    Sweep {
+        after: i64,
+        through: i64,
+        result: Result<Vec<Job>, DbError>,
+    },
+}
+
+/// A page of the walk: how many rows were read, the last id, and the jobs made of them (fewer
+/// when a project was deleted meanwhile).
+pub(super) struct Batch {
+    pub read: u64,
+    pub last: Option<i64>,
+    pub jobs: Vec<Job>,
+}
+
+/// What follows a pass that has ended and been flushed.
+pub enum NextPass {
+    /// Walk again at once.
+    Now,
+    /// Walk again after this long.
+    After(Duration),
+    /// The run is over.
+    Done,
+}
+
+impl Source {
+    /// The next read to make, when one is due and none is under way.
+    pub fn next_read(&mut self) -> Option<Reading> {
+        match self {
+            Source::Analysis(passes) => passes.next_read(),
+            Source::Repair(candidates) => candidates.next_read(),
+        }
+    }
+
+    /// Takes in a read's answer: the jobs to queue, or why the read failed (the Scheduler tries
+    /// again in a moment). An answer to a read made before a new pass began brings nothing.
+    pub fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {
+        match self {
+            Source::Analysis(passes) => passes.took(read),
+            Source::Repair(candidates) => candidates.took(read),
+        }
+    }
+
+    /// A read whose answer comes too late to be used (a shutdown began meanwhile).
+    pub fn dropped(&mut self) {
+        match self {
+            Source::Analysis(passes) => passes.dropped(),
+            Source::Repair(candidates) => candidates.dropped(),
+        }
+    }
+
+    /// Whether every project of the pass has been read.
+    pub fn pass_read(&self) -> bool {
+        match self {
+            Source::Analysis(passes) => passes.pass_read(),
+            Source::Repair(candidates) => candidates.pass_read(),
+        }
+    }
+
+    /// What to do once a pass is read, dispatched, back and flushed, before deciding what
+    /// follows: the analysis moves its watermark up.
+    pub fn after_flush(&self) -> BoxFuture<'static, Option<i64>> {
+        match self {
+            Source::Analysis(passes) => passes.advance(),
+            Source::Repair(_) => future::ready(None).boxed(),
+        }
+    }
+
+    /// The watermark the analysis could move up to (`None`: it did not move).
+    pub fn advanced(&mut self, through: Option<i64>) {
+        if let (Source::Analysis(passes), Some(through)) = (self, through) {
+            passes.advanced(through);
+        }
+    }
+
+    /// What follows the pass that just ended.
+    pub fn next_pass(&mut self) -> NextPass {
+        match self {
+            Source::Analysis(passes) => passes.next_pass(),
+            Source::Repair(_) => NextPass::Done,
+        }
+    }
+
+    /// The Scheduler has started: the analysis takes its first fence for the watermark.
+    pub fn started(&self) {
+        if let Source::Analysis(passes) = self {
+            passes.take_fence();
+        }
+    }
+
+    /// A new pass begins.
+    pub fn start_pass(&mut self) {
+        if let Source::Analysis(passes) = self {
+            passes.start_pass();
+        }
+    }
+
+    /// How many projects are left to do, counted in the background for progress and an ETA.
+    pub fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
+        match self {
+            Source::Analysis(passes) => passes.count(),
+            Source::Repair(candidates) => candidates.count(),
+        }
+    }
+
+    /// How often the source has duties of its own (the analysis: its watermark and its sweep).
+    pub fn period(&self) -> Option<Duration> {
+        match self {
+            Source::Analysis(_) => Some(super::walk::WATERMARK_INTERVAL),
+            Source::Repair(_) => None,
+        }
+    }
+
+    /// The periodic duties: the watermark moved up in the background (hand its answer to
+    /// [`Source::background_advanced`]); whether a sweep began (the Scheduler then starts a pass
+    /// if it was idle).
+    pub fn periodic(&mut self) -> (Option<BoxFuture<'static, Option<i64>>>, bool) {
+        match self {
+            Source::Analysis(passes) => (passes.advance_in_background(), passes.sweep_if_due()),
+            Source::Repair(_) => (None, false),
+        }
+    }
+
+    /// The answer of a background move of the watermark.
+    pub fn background_advanced(&mut self, through: Option<i64>) {
+        if let Source::Analysis(passes) = self {
+            passes.background_advanced(through);
+        }
+    }
+
+    /// Where the walk is (for the log line of the first dispatch).
+    pub fn cursor(&self) -> i64 {
+        match self {
+            Source::Analysis(passes) => passes.cursor(),
+            Source::Repair(candidates) => candidates.cursor(),
+        }
+    }
+
+    /// The source's part of `status`.
+    pub fn status(&self, status: &mut ServiceStatus) {
+        match self {
+            Source::Analysis(passes) => passes.status(status),
+            Source::Repair(candidates) => candidates.status(status),
+        }
+    }
+}
