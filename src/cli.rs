@@ -145,8 +145,6 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&log);
     match cli.command {
         Command::Migrate => commands::migrate::execute(&settings),
-        // Test builds (feature `faults`) give `ServiceOptions` one more field.
-        #[cfg_attr(not(feature = "faults"), allow(clippy::needless_update))]
         Command::Run {
             until_done,
             retry_failed,

@@ -1,14 +1,16 @@
-//! registry-repair: finds container registry repositories that GitLab's database has lost.
+//! registry-repair: finds container registry repositories that GitLab's database has lost, and
+//! restores their rows.
 //!
-//! Data flows one way: projects from the database to the [`scheduler`], to an [`analyzer`], to the
-//! [`registry`] and back, to the [`writer`], to the database. [`service`] wires them together for
-//! one kind of [`work`]: the analysis (`run`) or the [`repair`] (`repair plan`, `repair apply`);
-//! [`cli`] is the command line; [`admin`] the HTTP API that steers a running service; [`signals`]
-//! SIGTERM and SIGINT.
+//! From the top down: [`cli`] parses the command line and dispatches to one of the [`commands`];
+//! `run`, `repair plan` and `repair apply` start the [`service`], whose module documentation
+//! names every actor and message: the [`scheduler`] feeds an [`analyzer`] per project, which
+//! asks the [`registry`] and sends what it found to the [`writer`], which writes to the [`db`].
+//! At the bottom, with no I/O: the [`repair`] domain (the guards, GitLab's path resolution, the
+//! output formats), [`config`], [`format`](mod@format).
 //!
 //! Public are the modules the binary, the integration tests and the benchmark use; the rest is
 //! the service's own business. `demo` and `registry::simulator` exist with the `simulator`
-//! feature (on by default), `faults` with the test-only `faults` feature.
+//! feature (on by default); [`faults`] can only be armed with the test-only `faults` feature.
 
 pub mod admin;
 pub mod analyzer;
@@ -20,7 +22,6 @@ pub mod db;
 #[cfg(feature = "simulator")]
 pub mod demo;
 mod errors;
-#[cfg(feature = "faults")]
 pub mod faults;
 pub mod format;
 mod metrics;

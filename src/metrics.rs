@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::registry::RegistryMetrics;
-use crate::scheduler::ServiceStatus;
+use crate::scheduler::{BreakerPosition, ServiceStatus};
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP registry_repair_{name} {help}");
@@ -104,7 +104,7 @@ pub fn render(status: &ServiceStatus, registry: &RegistryMetrics) -> String {
         "breaker_open",
         "gauge",
         "1 while the registry is treated as unavailable (open or half-open)",
-        u8::from(status.breaker != "closed"),
+        u8::from(status.breaker != BreakerPosition::Closed),
     );
     sample(
         &mut out,

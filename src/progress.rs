@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use crate::scheduler::{GetStatus, Scheduler, ServiceStatus};
+use crate::scheduler::{BreakerPosition, GetStatus, Scheduler, ServiceStatus};
 
 /// Draws until the Scheduler stops answering; returns at once when standard error is not a
 /// terminal (logs and pipes get no bar).
@@ -58,7 +58,7 @@ pub fn line(s: &ServiceStatus) -> String {
         "-".repeat(WIDTH - filled),
         share * 100.0,
         s.rate_per_s,
-        if s.breaker != "closed" {
+        if s.breaker != BreakerPosition::Closed {
             "  (registry unavailable)"
         } else {
             ""

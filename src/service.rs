@@ -1,6 +1,21 @@
-//! Wires the actors together: one Writer, one Scheduler with its supervised Analyzers, and the admin
-//! API, all on the current actix System. `run`, `repair plan`, `repair apply`, `demo` and the tests
-//! start the service this way, each with its [`Work`].
+//! The service: the pipeline's actors, wired on the current actix System. `run`, `repair plan`,
+//! `repair apply`, the demo and the tests start it this way, each with its [`Work`].
+//!
+//! Data flows one way: projects from the database to the Scheduler, to an Analyzer, to the
+//! registry and back, to the Writer, to the database. Each actor defines the messages it
+//! receives; an event it sends back up is defined by its sender and delivered through a
+//! `Recipient`, so no actor's module imports the one above it.
+//!
+//! | actor | owns | receives | sends |
+//! | --- | --- | --- | --- |
+//! | [`Scheduler`], one | its [`Source`] (the analysis' passes, watermark and sweep, or a repair's candidates), the queue, the pool of Analyzers, the concurrency limit, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats` to the Writer |
+//! | `Analyzer`, supervised, as many as the largest limit seen | one project at a time (its `Job`) | `Analyze` | `Record`, `RecordPlan`, `RecordNotPlanned` to the Writer; `AnalyzerFinished` up to the Scheduler |
+//! | [`Writer`], one, supervised | every result and plan not yet written, the write under way, its [`Sink`](crate::writer::Sink) | `Record`, `RecordPlan`, `RecordNotPlanned`, `Flush`, `GetWriterStats`, `TakeCollected` | `WriterPressure` up to the Scheduler |
+//!
+//! Beside them, and no actors: the admin API (`admin`, actix-web) and GitLab's switches' poller
+//! (`control`) send the Scheduler messages; the registry client is shared by the Analyzers and
+//! the Scheduler (probes, tokens signed ahead of need); [`Faults`] is the one seam through which
+//! tests make the Analyzers and the Writer panic.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +28,6 @@ use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::control::GitlabControl;
 use crate::db::{switches, watermark, Database};
-#[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
@@ -34,8 +48,8 @@ pub struct ServiceOptions {
     pub from_start: bool,
     /// Analyse (the default), or repair.
     pub work: Work,
-    /// Fault injection; only tests set it.
-    #[cfg(feature = "faults")]
+    /// The seam through which tests make the Analyzers and the Writer panic (never armed
+    /// otherwise).
     pub faults: Arc<Faults>,
 }
 
@@ -110,7 +124,6 @@ pub async fn start(
         registry: registry.clone(),
         db: db.clone(),
         writer: writer.clone(),
-        #[cfg(feature = "faults")]
         faults: options.faults.clone(),
     });
     let (limit, enabled) = match &switches {
@@ -253,14 +266,11 @@ fn start_writer(
 ) -> Addr<Writer> {
     let (db, sink) = (db.clone(), options.work.sink());
     let (batch_size, flush_interval) = (settings.writer.batch_size, settings.writer.flush_interval);
-    #[cfg(feature = "faults")]
     let faults = options.faults.clone();
     Supervisor::start(move |_| {
-        let writer =
-            Writer::new(db, sink, batch_size, flush_interval).reporting_pressure_to(pressure);
-        #[cfg(feature = "faults")]
-        let writer = writer.with_faults(faults);
-        writer
+        Writer::new(db, sink, batch_size, flush_interval)
+            .reporting_pressure_to(pressure)
+            .with_faults(faults)
     })
 }
 

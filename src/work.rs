@@ -37,16 +37,90 @@ impl Work {
     }
 }
 
-/// As `status` shows it.
-impl std::fmt::Display for Work {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// What a service does, as `status` names it: `analyse`, `repair plan` or `repair apply (run N)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Doing {
+    #[default]
+    Analyse,
+    RepairPlan,
+    RepairApply {
+        run: i64,
+    },
+}
+
+impl Work {
+    pub fn doing(&self) -> Doing {
         match self {
-            Work::Analysis => f.write_str("analyse"),
+            Work::Analysis => Doing::Analyse,
             Work::Repair(Repair {
                 sink: Sink::Apply { run_id },
                 ..
-            }) => write!(f, "repair apply (run {run_id})"),
-            Work::Repair(_) => f.write_str("repair plan"),
+            }) => Doing::RepairApply { run: *run_id },
+            Work::Repair(_) => Doing::RepairPlan,
         }
+    }
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.doing().fmt(f)
+    }
+}
+
+impl std::fmt::Display for Doing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Doing::Analyse => f.write_str("analyse"),
+            Doing::RepairPlan => f.write_str("repair plan"),
+            Doing::RepairApply { run } => write!(f, "repair apply (run {run})"),
+        }
+    }
+}
+
+impl From<Doing> for String {
+    fn from(doing: Doing) -> String {
+        doing.to_string()
+    }
+}
+
+impl TryFrom<String> for Doing {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let run = text
+            .strip_prefix("repair apply (run ")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|run| run.parse().ok());
+        match (text.as_str(), run) {
+            // An older service, before `work` was reported, said nothing.
+            ("analyse" | "", _) => Ok(Doing::Analyse),
+            ("repair plan", _) => Ok(Doing::RepairPlan),
+            (_, Some(run)) => Ok(Doing::RepairApply { run }),
+            _ => Err(format!("`{text}` is no work this service does")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_service_does_reads_back_as_written() {
+        for doing in [
+            Doing::Analyse,
+            Doing::RepairPlan,
+            Doing::RepairApply { run: 42 },
+        ] {
+            assert_eq!(Doing::try_from(doing.to_string()), Ok(doing));
+        }
+        assert_eq!(
+            serde_json::to_string(&Doing::RepairApply { run: 7 })
+                .ok()
+                .as_deref(),
+            Some("\"repair apply (run 7)\"")
+        );
+        assert!(Doing::try_from("dancing".to_string()).is_err());
     }
 }

@@ -17,7 +17,6 @@ use futures_util::FutureExt;
 use crate::db::projects::Project;
 use crate::db::tracking::TrackingRow;
 use crate::db::{Database, DbError};
-#[cfg(feature = "faults")]
 use crate::faults::Faults;
 use crate::registry::token::SharedToken;
 use crate::registry::{Blame, RegistryClient, RegistryError};
@@ -169,7 +168,6 @@ pub struct AnalyzerDeps {
     pub registry: RegistryClient,
     pub db: Database,
     pub writer: Addr<Writer>,
-    #[cfg(feature = "faults")]
     pub faults: Arc<Faults>,
 }
 
@@ -346,7 +344,6 @@ impl Handler<Analyze> for Analyzer {
         let candidate = job.candidate.clone();
         let work = async move {
             AssertUnwindSafe(async {
-                #[cfg(feature = "faults")]
                 deps.faults.analysis(project.id);
                 let analysis = match &candidate {
                     None => analyze(&deps.registry, &deps.db, &project, token).await,

@@ -63,9 +63,7 @@ where
 
 fn print_status(s: &ServiceStatus) {
     println!("state            {}", s.state);
-    if !s.work.is_empty() {
-        println!("work             {}", s.work);
-    }
+    println!("work             {}", s.work);
     println!("enabled          {}", s.enabled);
     println!("max_concurrency  {}", s.max_concurrency);
     println!("in flight        {}", s.in_flight);

@@ -8,15 +8,73 @@ use serde::{Deserialize, Serialize};
 
 use super::Disposition;
 use crate::db::tracking::TrackingStatus;
+use crate::work::Doing;
 use crate::writer::WriterStats;
+
+/// What the service is doing, as `status` says it (the JSON strings are stable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceState {
+    #[default]
+    #[serde(rename = "running")]
+    Running,
+    /// A pass found nothing; looking again after `worker.rescan_interval_s`.
+    #[serde(rename = "idle")]
+    Idle,
+    /// The feature flag is off.
+    #[serde(rename = "paused")]
+    Paused,
+    #[serde(rename = "paused (concurrency 0)")]
+    PausedByConcurrency,
+    /// The breaker is open: the registry fails as a whole.
+    #[serde(rename = "registry unavailable")]
+    RegistryUnavailable,
+    /// The Writer's buffer is over its bound.
+    #[serde(rename = "waiting for the writer")]
+    WaitingForTheWriter,
+    #[serde(rename = "draining")]
+    Draining,
+    #[serde(rename = "stopped")]
+    Stopped,
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The JSON string, which serde_json writes quoted.
+        let quoted = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(quoted.trim_matches('"'))
+    }
+}
+
+/// The breaker's position, as `status` says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerPosition {
+    /// Dispatching as usual.
+    #[default]
+    Closed,
+    /// The registry fails as a whole: nothing is dispatched, it is probed.
+    Open,
+    /// The probe answered: one trial project runs.
+    HalfOpen,
+}
+
+impl std::fmt::Display for BreakerPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BreakerPosition::Closed => "closed",
+            BreakerPosition::Open => "open",
+            BreakerPosition::HalfOpen => "half-open",
+        })
+    }
+}
 
 /// The running service's state, as `status` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
-    pub state: String,
+    pub state: ServiceState,
     /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
     #[serde(default)]
-    pub work: String,
+    pub work: Doing,
     pub enabled: bool,
     pub max_concurrency: usize,
     pub in_flight: usize,
@@ -62,8 +120,7 @@ pub struct ServiceStatus {
     /// The process's peak resident memory (VmHWM).
     pub peak_rss_kib: Option<u64>,
     pub writer: Option<WriterStats>,
-    /// `closed` (dispatching), `open` (the registry fails as a whole; probing) or `half-open`.
-    pub breaker: String,
+    pub breaker: BreakerPosition,
     pub breaker_trips: u64,
     pub last_error: Option<String>,
 }
@@ -194,7 +251,7 @@ impl Accounting {
     }
 
     /// One `progress` log line; `state` is the Scheduler's.
-    pub fn log_progress(&self, state: &str) {
+    pub fn log_progress(&self, state: ServiceState) {
         let done = self.analysed();
         let rate = self.rate();
         match self.remaining() {
@@ -204,10 +261,10 @@ impl Accounting {
                 left,
                 rate_per_s = format!("{rate:.1}"),
                 eta_s = eta.map(|e| e.round() as u64),
-                state,
+                %state,
                 "progress"
             ),
-            None => tracing::info!(done, rate_per_s = format!("{rate:.1}"), state, "progress"),
+            None => tracing::info!(done, rate_per_s = format!("{rate:.1}"), %state, "progress"),
         }
     }
 

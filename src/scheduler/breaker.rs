@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::BreakerPosition;
+
 /// Projects in a row that end in trouble before the breaker opens.
 pub const TRIP_AFTER: u32 = 3;
 const DELAY_MIN: Duration = Duration::from_millis(500);
@@ -80,11 +82,11 @@ impl Breaker {
         self.state
     }
 
-    pub fn name(&self) -> &'static str {
+    pub fn position(&self) -> BreakerPosition {
         match self.state {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen => "half-open",
+            State::Closed => BreakerPosition::Closed,
+            State::Open { .. } => BreakerPosition::Open,
+            State::HalfOpen => BreakerPosition::HalfOpen,
         }
     }
 

@@ -29,7 +29,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::accounting::Accounting;
-pub use self::accounting::ServiceStatus;
+pub use self::accounting::{BreakerPosition, ServiceState, ServiceStatus};
 use self::breaker::{Breaker, State as BreakerState};
 pub use self::candidates::Candidates;
 use self::pool::Slot;
@@ -293,23 +293,25 @@ impl Scheduler {
         }
     }
 
-    fn state_name(&self) -> &'static str {
+    fn state(&self) -> ServiceState {
         match self.phase {
-            Phase::Draining => "draining",
-            Phase::Finished => "stopped",
-            _ if !self.config.enabled => "paused",
-            _ if self.config.limit == 0 => "paused (concurrency 0)",
-            _ if self.outage.breaker.state() != BreakerState::Closed => "registry unavailable",
-            _ if self.writer_full => "waiting for the writer",
-            Phase::Idle => "idle",
-            Phase::Running | Phase::Flushing => "running",
+            Phase::Draining => ServiceState::Draining,
+            Phase::Finished => ServiceState::Stopped,
+            _ if !self.config.enabled => ServiceState::Paused,
+            _ if self.config.limit == 0 => ServiceState::PausedByConcurrency,
+            _ if self.outage.breaker.state() != BreakerState::Closed => {
+                ServiceState::RegistryUnavailable
+            }
+            _ if self.writer_full => ServiceState::WaitingForTheWriter,
+            Phase::Idle => ServiceState::Idle,
+            Phase::Running | Phase::Flushing => ServiceState::Running,
         }
     }
 
     fn status(&self) -> ServiceStatus {
         let mut status = ServiceStatus {
-            state: self.state_name().to_string(),
-            work: self.config.work.to_string(),
+            state: self.state(),
+            work: self.config.work.doing(),
             enabled: self.config.enabled,
             max_concurrency: self.config.limit,
             in_flight: self.in_flight(),
@@ -317,7 +319,7 @@ impl Scheduler {
             analyzers: self.slots.len(),
             writer_full: self.writer_full,
             writer: None,
-            breaker: self.outage.breaker.name().to_string(),
+            breaker: self.outage.breaker.position(),
             breaker_trips: self.outage.breaker.trips(),
             last_error: self.outage.breaker.last_error().map(str::to_string),
             ..self.accounting.status()
@@ -358,7 +360,7 @@ impl Actor for Scheduler {
         );
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
-                act.accounting.log_progress(act.state_name());
+                act.accounting.log_progress(act.state());
             }
         });
         self.tick(ctx);

@@ -27,7 +27,6 @@ pub use self::policy::FlushReason;
 use self::policy::{FlushPolicy, FlushStep, Held};
 use crate::db::tracking::{TrackingRow, TrackingStatus};
 use crate::db::{Database, DbError};
-#[cfg(feature = "faults")]
 use crate::faults::{Faults, WriterStep};
 
 /// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
@@ -119,7 +118,6 @@ pub struct Writer {
     collected: Collected,
     listener: Option<Recipient<WriterPressure>>,
     stats: WriterStats,
-    #[cfg(feature = "faults")]
     faults: Arc<Faults>,
 }
 
@@ -136,7 +134,6 @@ impl Writer {
             collected: Collected::default(),
             listener: None,
             stats: WriterStats::default(),
-            #[cfg(feature = "faults")]
             faults: Arc::default(),
         }
     }
@@ -148,8 +145,7 @@ impl Writer {
         self
     }
 
-    /// Test-only fault injection.
-    #[cfg(feature = "faults")]
+    /// The fault seam the service's tests arm (see [`Faults`]).
     pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = faults;
         self
@@ -210,7 +206,6 @@ impl Writer {
         result: Result<(), WriteError>,
         took: Duration,
     ) {
-        #[cfg(feature = "faults")]
         self.faults.writer(WriterStep::WriteDone);
         self.stats.write_ms_total += took.as_millis() as u64;
         match result {
@@ -319,7 +314,6 @@ impl Actor for Writer {
         // Runs again after a supervised restart, which cancels the old timer: the buffer survives.
         ctx.run_interval(self.flush_interval, |act, ctx| {
             act.guarded(ctx, "the flush timer", |act, ctx| {
-                #[cfg(feature = "faults")]
                 act.faults.writer(WriterStep::Timer);
                 act.flush(ctx, FlushReason::Timer);
             });
@@ -351,7 +345,6 @@ impl Handler<Record> for Writer {
         self.guarded(ctx, "recording a result", |act, ctx| {
             let failed = row.status == TrackingStatus::Failed;
             act.buffer.rows.push(row);
-            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Record);
             act.buffered(failed, ctx);
         });
@@ -380,7 +373,6 @@ impl Handler<Flush> for Writer {
         // The waiter goes in first: after a panic the restarted Writer answers it.
         self.guarded(ctx, "a flush request", |act, ctx| {
             act.waiters.push((act.stats.rows_written, tx));
-            #[cfg(feature = "faults")]
             act.faults.writer(WriterStep::Flush);
             act.flush(ctx, reason);
         });

@@ -15,7 +15,7 @@ use registry_repair::demo::seed::{Expected, World};
 use registry_repair::registry::simulator::{ApiMode, FaultMix, Hostile, RegistrySimulator};
 use registry_repair::registry::token::MAX_TOKEN_BYTES;
 use registry_repair::registry::{RegistryClient, RegistryError};
-use registry_repair::scheduler::{GetStatus, RunEnd};
+use registry_repair::scheduler::{BreakerPosition, GetStatus, RunEnd, ServiceState};
 use registry_repair::service::{self, ServiceOptions};
 use registry_repair::writer::{GetWriterStats, Record};
 
@@ -102,11 +102,13 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
     app.registry.set_outage(true);
     let scheduler = app.service().scheduler.clone();
     assert!(
-        status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await,
+        status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker
+            == BreakerPosition::Open)
+        .await,
         "the breaker opens"
     );
     let during = app.status().await;
-    assert_eq!(during.state, "registry unavailable");
+    assert_eq!(during.state, ServiceState::RegistryUnavailable);
     assert!(
         during
             .last_error
@@ -145,7 +147,7 @@ async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = scheduler.send(GetStatus).await.expect("status");
-    assert_ne!(s.breaker, "closed");
+    assert_ne!(s.breaker, BreakerPosition::Closed);
     assert!(
         s.last_error.as_deref().is_some_and(|e| e.contains("401")),
         "{s:?}"
@@ -180,7 +182,11 @@ async fn start_before_the_registry(world: &World) -> (TestDb, u16, service::Serv
         .await
         .expect("starts without a registry");
     let scheduler = service.scheduler.clone();
-    assert!(status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker == "open").await);
+    assert!(
+        status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker
+            == BreakerPosition::Open)
+        .await
+    );
     (db, port, service)
 }
 
@@ -355,7 +361,7 @@ async fn a_panicking_writer_is_restarted_with_its_buffer() {
     let scheduler = app.service().scheduler.clone();
     assert!(
         status_becomes(&scheduler, Duration::from_secs(5), |status| status.state
-            == "idle")
+            == ServiceState::Idle)
         .await,
         "the pass ends and its flush is done"
     );
@@ -504,7 +510,11 @@ async fn a_registry_that_loses_its_api_mid_run_fails_no_project_and_is_waited_fo
     // A deploy brings the registry back without its metadata database, then with it.
     app.registry.set_api_mode(ApiMode::Distribution);
     let scheduler = app.service().scheduler.clone();
-    assert!(status_becomes(&scheduler, Duration::from_secs(20), |s| s.breaker == "open").await);
+    assert!(
+        status_becomes(&scheduler, Duration::from_secs(20), |s| s.breaker
+            == BreakerPosition::Open)
+        .await
+    );
     assert_eq!(
         failed_rows(&app).await,
         0,

@@ -10,7 +10,7 @@ use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::grammar::is_addressable;
 use registry_repair::registry::simulator::RegistrySimulator;
-use registry_repair::scheduler::{RunEnd, SetConcurrency, SetEnabled};
+use registry_repair::scheduler::{RunEnd, ServiceState, SetConcurrency, SetEnabled};
 
 /// `n` projects in two groups, each with one repository the database lost.
 fn busy_world(n: usize) -> World {
@@ -164,14 +164,14 @@ async fn pause_and_concurrency_zero_stop_new_requests_and_resume_restarts_them()
 
     // The feature flag.
     let paused = scheduler.send(SetEnabled(false)).await.expect("send");
-    assert_eq!(paused.state, "paused");
+    assert_eq!(paused.state, ServiceState::Paused);
     let before = assert_quiet(reg).await;
     scheduler.send(SetEnabled(true)).await.expect("send");
     assert_resumes(reg, before).await;
 
     // Concurrency 0.
     let paused = scheduler.send(SetConcurrency(0)).await.expect("send");
-    assert!(paused.state.starts_with("paused"), "{}", paused.state);
+    assert_eq!(paused.state, ServiceState::PausedByConcurrency);
     let before = assert_quiet(reg).await;
     scheduler.send(SetConcurrency(3)).await.expect("send");
     assert_resumes(reg, before).await;

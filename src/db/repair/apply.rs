@@ -66,16 +66,16 @@ pub async fn apply_into(
 
 /// Writes one project's plan in one transaction, so that a SIGKILL at any moment leaves the
 /// project fully repaired or untouched. The steps, in order:
-/// 1. [`lock_project`]: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
+/// 1. `lock_project`: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
 ///    transfer that starts meanwhile waits for this transaction; one that committed first is
-///    seen), and [`lock_route`]: its route row `FOR SHARE` (a rename of the project or of a parent
+///    seen), and `lock_route`: its route row `FOR SHARE` (a rename of the project or of a parent
 ///    group rewrites it);
 /// 2. the route compared with the path the plan was listed under: if it changed, the project is
 ///    claimed as `path_changed` and nothing else is written; otherwise the guards are asked again
 ///    with the locked facts ([`ProjectPlan::recheck`]);
-/// 3. [`claim`]: the run's claim on the project; if this run holds it already (a batch written
-///    again), what that write did is read back ([`recorded`]) and nothing else happens;
-/// 4. [`write_plan`], one statement: the restores as Rails' `find_or_create_from_path!` writes
+/// 3. `claim`: the run's claim on the project; if this run holds it already (a batch written
+///    again), what that write did is read back (`recorded`) and nothing else happens;
+/// 4. `write_plan`, one statement: the restores as Rails' `find_or_create_from_path!` writes
 ///    them with one audit row per row actually inserted, the skipped and reviewed repositories, the
 ///    project's counts, and the tracking row's `missing_count` (what is still missing).
 pub async fn apply_project(

@@ -13,7 +13,8 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     let scheduler = repairing.service.scheduler.clone();
     // The walk ran and queued every candidate; none is dispatched while paused.
     assert!(
-        status_becomes(&scheduler, Duration::from_secs(10), |s| s.state == "paused"
+        status_becomes(&scheduler, Duration::from_secs(10), |s| s.state
+            == ServiceState::Paused
             && s.queued == 40)
         .await,
         "the candidates are queued and held"
@@ -21,7 +22,7 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     let status = scheduler.send(GetStatus).await.expect("status");
     assert_eq!((status.in_flight, status.completed), (0, 0), "{status:?}");
     let run = repairing.run.expect("an apply run");
-    assert_eq!(status.work, format!("repair apply (run {run})"));
+    assert_eq!(status.work, Doing::RepairApply { run });
     assert_eq!(registry.stats().list_requests, 0, "no project was listed");
     assert_eq!(written_projects(&database).await, 0);
     assert_eq!(repositories(&database).await, before, "nothing written");
@@ -150,7 +151,8 @@ async fn a_registry_outage_during_apply_writes_nothing_for_the_projects_it_hits_
     );
     registry.set_outage(true);
     assert!(
-        status_becomes(&scheduler, Duration::from_secs(20), |s| s.breaker == "open"
+        status_becomes(&scheduler, Duration::from_secs(20), |s| s.breaker
+            == BreakerPosition::Open
             && s.in_flight == 0
             && s.writer.as_ref().is_some_and(|w| w.buffered == 0))
         .await,
@@ -158,7 +160,7 @@ async fn a_registry_outage_during_apply_writes_nothing_for_the_projects_it_hits_
     );
     let during = written_projects(&database).await;
     let status = scheduler.send(GetStatus).await.expect("status");
-    assert_eq!(status.state, "registry unavailable");
+    assert_eq!(status.state, ServiceState::RegistryUnavailable);
     assert_eq!(status.failed, 0, "an outage fails no project");
     assert_eq!(torn_projects(&database).await, 0);
     // While it lasts nothing is written (status polled until the breaker has probed again).
@@ -198,7 +200,7 @@ async fn a_plan_started_during_a_registry_outage_waits_and_plans_every_project_a
     let scheduler = repairing.service.scheduler.clone();
     assert!(
         status_becomes(&scheduler, Duration::from_secs(10), |s| s.state
-            == "registry unavailable"
+            == ServiceState::RegistryUnavailable
             && s.queued == 60)
         .await
     );

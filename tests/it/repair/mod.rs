@@ -33,8 +33,9 @@ use registry_repair::registry::RegistryClient;
 use registry_repair::repair::guards::Consent;
 use registry_repair::repair::output::Outcome;
 use registry_repair::repair::{Action, ProjectPlan, Reason};
-use registry_repair::scheduler::{GetStatus, RunEnd};
+use registry_repair::scheduler::{BreakerPosition, GetStatus, RunEnd, ServiceState};
 use registry_repair::service::ServiceOptions;
+use registry_repair::work::Doing;
 
 /// The seeded GitLab: projects by name, each with what the registry holds and Rails knows.
 struct Seeded {
