@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::source::{Batch, Read, ReadKind, Reading};
+use super::read::{Batch, Read, ReadKind, Reading};
 use super::{ServiceStatus, FETCH_BATCH};
 use crate::analyzer::{Job, RepairCandidate};
 use crate::db::projects::Project;

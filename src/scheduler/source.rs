@@ -10,6 +10,7 @@ use futures_util::future::{self, BoxFuture};
 use futures_util::FutureExt;
 
 use super::candidates::Candidates;
+use super::read::{NextPass, Read, Reading};
 use super::walk::Passes;
 use super::ServiceStatus;
 use crate::analyzer::Job;
@@ -21,49 +22,6 @@ pub enum Source {
     Analysis(Passes),
     /// `repair plan` / `repair apply`: one pass over the candidates in scope.
     Repair(Candidates),
-}
-
-/// A read from the database, under way.
-pub type Reading = BoxFuture<'static, Read>;
-
-/// What a read brought back, for the source that asked for it.
-pub struct Read {
-    pub took: Duration,
-    pub(super) kind: ReadKind,
-}
-
-/// Which read it was, with its answer.
-pub(super) enum ReadKind {
-    /// The next `want` projects after `after`.
-    Walk {
-        after: i64,
-        want: i64,
-        result: Result<Batch, DbError>,
-    },
-    /// A span of the sweep below the watermark.
-    Sweep {
-        after: i64,
-        through: i64,
-        result: Result<Vec<Job>, DbError>,
-    },
-}
-
-/// A page of the walk: how many rows were read, the last id, and the jobs made of them (fewer
-/// when a project was deleted meanwhile).
-pub(super) struct Batch {
-    pub read: u64,
-    pub last: Option<i64>,
-    pub jobs: Vec<Job>,
-}
-
-/// What follows a pass that has ended and been flushed.
-pub enum NextPass {
-    /// Walk again at once.
-    Now,
-    /// Walk again after this long.
-    After(Duration),
-    /// The run is over.
-    Done,
 }
 
 impl Source {

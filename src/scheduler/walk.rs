@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::source::{Batch, NextPass, Read, ReadKind, Reading};
+use super::read::{Batch, NextPass, Read, ReadKind, Reading};
 use super::sweep::Sweep;
 use super::{ServiceStatus, FETCH_BATCH};
 use crate::analyzer::Job;

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::HttpRequest;
 use jsonwebtoken::{Algorithm, Validation};
 
-use super::server::State;
+use super::state::State;
 use crate::registry::token::{pull_access, Claims};
 use crate::sync::lock;
 

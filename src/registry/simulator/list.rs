@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::authorize;
-use super::server::{error, without_api, Fault, State};
+use super::state::{error, without_api, Fault, State};
 use super::Hostile;
 use crate::sync::lock;
 

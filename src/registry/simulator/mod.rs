@@ -13,6 +13,7 @@ mod alarms;
 mod auth;
 mod list;
 mod server;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -23,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::sync::lock;
-use server::State;
+use state::State;
 
 /// What the simulated registry trusts.
 #[derive(Clone)]

@@ -1,101 +1,20 @@
-//! The simulator's HTTP server: its shared state, the routes, the API root and the redirect to
-//! the trailing slash, the random faults it draws, and TLS.
+//! The simulator's HTTP server: the routes, the API root and the redirect to the trailing slash,
+//! and TLS. Its shared state is `state.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use jsonwebtoken::DecodingKey;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use super::alarms::Alarms;
 use super::list::list;
-use super::{
-    ApiMode, FaultMix, Hostile, RegistrySimulator, SimulatorError, TlsIdentity, TrustedIssuer,
-};
-use crate::registry::token::Claims;
-use crate::sync::lock;
-
-pub(super) struct State {
-    pub(super) repositories: RwLock<BTreeSet<String>>,
-    pub(super) trusted: TrustedIssuer,
-    pub(super) decoding_key: DecodingKey,
-    pub(super) latency_ms: AtomicU64,
-    pub(super) list_requests: AtomicU64,
-    pub(super) unauthorized: AtomicU64,
-    pub(super) in_flight: AtomicUsize,
-    pub(super) max_in_flight: AtomicUsize,
-    pub(super) per_path: Mutex<HashMap<String, u64>>,
-    /// Paths whose every answer is this status (a registry that refuses one project).
-    pub(super) refused: Mutex<HashMap<String, u16>>,
-    /// Entries a hostile registry adds to a path's first page although they are not under it.
-    pub(super) foreign: Mutex<HashMap<String, Vec<String>>>,
-    /// How the registry misbehaves for one path, on every request.
-    pub(super) hostile: Mutex<HashMap<String, Hostile>>,
-    /// Random faults on every List request.
-    pub(super) faults: Mutex<(FaultMix, StdRng)>,
-    /// While set, every request is answered 503.
-    pub(super) outage: AtomicBool,
-    pub(super) api_mode: Mutex<ApiMode>,
-    /// A proxy's limit on one header line (nginx: `large_client_header_buffers 4 8k`); 0 for none.
-    pub(super) header_limit: AtomicUsize,
-    pub(super) headers_too_large: AtomicU64,
-    /// Paths whose namespace is deleted right after their first page is served.
-    pub(super) vanishing: Mutex<BTreeSet<String>>,
-    /// Tokens whose signature was checked, by their text.
-    pub(super) verified: Mutex<HashMap<String, Claims>>,
-    pub(super) alarms: Alarms,
-    /// How much before `latency` the handler answers, in microseconds: what reading the request
-    /// and writing the answer add outside it, so that a client sees `latency`.
-    pub(super) answer_early_us: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Fault {
-    ServerError(StatusCode),
-    Hang(Duration),
-    Reset,
-    Malformed(u8),
-}
-
-/// What loopback HTTP adds to a request outside the handler on an idle machine.
-const DEFAULT_ANSWER_EARLY: Duration = Duration::from_micros(150);
-
-impl State {
-    pub(super) fn answer_early(&self) -> Duration {
-        Duration::from_micros(self.answer_early_us.load(Ordering::Relaxed))
-    }
-
-    pub(super) fn draw_fault(&self) -> Option<Fault> {
-        let mut guard = lock(&self.faults);
-        let (mix, rng) = &mut *guard;
-        let roll: f64 = rng.gen();
-        let mut edge = mix.server_errors;
-        if roll < edge {
-            let status = [500, 502, 503][rng.gen_range(0..3)];
-            return Some(Fault::ServerError(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            ));
-        }
-        edge += mix.hangs;
-        if roll < edge {
-            return Some(Fault::Hang(mix.hang_for));
-        }
-        edge += mix.resets;
-        if roll < edge {
-            return Some(Fault::Reset);
-        }
-        edge += mix.malformed;
-        if roll < edge {
-            return Some(Fault::Malformed(rng.gen_range(0..3)));
-        }
-        None
-    }
-}
+use super::state::{error, without_api, State, DEFAULT_ANSWER_EARLY};
+use super::{ApiMode, FaultMix, RegistrySimulator, SimulatorError, TlsIdentity, TrustedIssuer};
 
 impl RegistrySimulator {
     pub(super) fn launch(
@@ -169,32 +88,6 @@ impl RegistrySimulator {
             server: handle,
             tls: serves_tls,
         })
-    }
-}
-
-pub(super) fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({
-        "errors": [{"code": code, "message": message, "detail": null}]
-    }))
-}
-
-/// The answer of a registry without GitLab's API, if this one is set to be one.
-pub(super) fn without_api(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
-    match *lock(&state.api_mode) {
-        ApiMode::Gitlab => None,
-        ApiMode::Distribution => Some(
-            HttpResponse::NotFound()
-                .content_type("text/plain; charset=utf-8")
-                .body("404 page not found\n"),
-        ),
-        ApiMode::RedirectToHttps => {
-            let host = req.connection_info().host().to_string();
-            Some(
-                HttpResponse::MovedPermanently()
-                    .insert_header(("Location", format!("https://{host}{}", req.uri())))
-                    .finish(),
-            )
-        }
     }
 }
 
