@@ -1,219 +1,332 @@
 //! Prometheus metrics in the text exposition format, served at `/metrics` on the admin listener.
 //! Registry requests are counted where they are made (`registry::metrics`); everything else is
-//! read from the Scheduler's status (which carries the Writer's) at scrape time.
+//! read from the Scheduler's status (which carries the Writer's) at scrape time. Every series is
+//! one row of [`families`]: name, kind, help, and its samples.
 
 use std::fmt::Write as _;
 
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{BreakerPosition, ServiceStatus};
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP registry_repair_{name} {help}");
-    let _ = writeln!(out, "# TYPE registry_repair_{name} {kind}");
+/// The prefix of every series.
+const PREFIX: &str = "registry_repair_";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "registry_repair_{name} {value}");
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One series' value: `suffix` after the family's name (`_bucket`, `_sum`, ...), its label, if
+/// any, and the value as written.
+struct Sample {
+    suffix: &'static str,
+    label: Option<(&'static str, String)>,
+    value: String,
+}
+
+/// One metric family: a `# HELP` and a `# TYPE` line, then its samples.
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    samples: Vec<Sample>,
+}
+
+impl Family {
+    /// A family of one unlabelled sample.
+    fn one(name: &'static str, kind: Kind, help: &'static str, value: impl ToString) -> Self {
+        Self::labelled(name, kind, help, "", [(None, value)])
+    }
+
+    /// A family of one sample per value of `label`.
+    fn labelled<V: ToString>(
+        name: &'static str,
+        kind: Kind,
+        help: &'static str,
+        label: &'static str,
+        samples: impl IntoIterator<Item = (Option<String>, V)>,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            help,
+            samples: samples
+                .into_iter()
+                .map(|(value_of_label, value)| Sample {
+                    suffix: "",
+                    label: value_of_label.map(|v| (label, v)),
+                    value: value.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every family, in the order they are written.
+fn families(status: &ServiceStatus, registry: &RegistryMetrics) -> Vec<Family> {
+    use Kind::{Counter, Gauge};
+    let by = |pairs: &[(&str, u64)]| -> Vec<(Option<String>, u64)> {
+        pairs
+            .iter()
+            .map(|(label, n)| (Some(label.to_string()), *n))
+            .collect()
+    };
+    let mut families = vec![
+        Family::labelled(
+            "projects_analysed_total",
+            Counter,
+            "Projects recorded by this process, by status",
+            "status",
+            by(&[("completed", status.completed), ("failed", status.failed)]),
+        ),
+        Family::one(
+            "missing_repositories_found_total",
+            Counter,
+            "Registry repositories without a container_repositories row, found by this process",
+            status.missing_found,
+        ),
+        Family::one(
+            "ignored_entries_total",
+            Counter,
+            "Registry entries outside the project path, ignored",
+            status.ignored_entries,
+        ),
+        Family::one(
+            "unaddressable_projects_total",
+            Counter,
+            "Projects whose path breaks the registry's name grammar, recorded with 0 without a request",
+            status.unaddressable,
+        ),
+        Family::one(
+            "deferred_total",
+            Counter,
+            "Analyses ended unrecorded by trouble outside the project, to be tried again",
+            status.deferred,
+        ),
+        Family::one(
+            "analyzer_restarts_total",
+            Counter,
+            "Analyzers restarted by their supervisor after a panic",
+            status.analyzer_restarts,
+        ),
+        Family::one(
+            "in_flight",
+            Gauge,
+            "Projects being analysed now",
+            status.in_flight,
+        ),
+        Family::one(
+            "max_concurrency",
+            Gauge,
+            "The concurrency limit in force",
+            status.max_concurrency,
+        ),
+        Family::one(
+            "enabled",
+            Gauge,
+            "The feature flag: 1 dispatching allowed, 0 paused",
+            u8::from(status.enabled),
+        ),
+        Family::one(
+            "queued",
+            Gauge,
+            "Projects read from the database and waiting for an Analyzer",
+            status.queued,
+        ),
+        Family::one(
+            "breaker_open",
+            Gauge,
+            "1 while the registry is treated as unavailable (open or half-open)",
+            u8::from(status.breaker != BreakerPosition::Closed),
+        ),
+        Family::one(
+            "breaker_trips_total",
+            Counter,
+            "Times the registry was found unavailable as a whole",
+            status.breaker_trips,
+        ),
+        Family::one(
+            "watermark",
+            Gauge,
+            "Every project of this shard up to this id has a row",
+            status.watermark,
+        ),
+    ];
+    if let Some(remaining) = status.remaining {
+        families.push(Family::one(
+            "remaining_projects",
+            Gauge,
+            "Projects without a row yet (estimate)",
+            remaining,
+        ));
+    }
+    if let Some(writer) = &status.writer {
+        families.extend([
+            Family::one(
+                "writer_buffered",
+                Gauge,
+                "Results held by the Writer, not yet in the database",
+                writer.buffered,
+            ),
+            Family::one(
+                "writer_rows_written_total",
+                Counter,
+                "Rows written to the tracking table",
+                writer.rows_written,
+            ),
+            Family::labelled(
+                "writer_flushes_total",
+                Counter,
+                "Bulk writes, by what started them",
+                "reason",
+                by(&[
+                    ("size", writer.flushes_size),
+                    ("timer", writer.flushes_timer),
+                    ("failure", writer.flushes_failure),
+                    ("pass_end", writer.flushes_requested),
+                    ("shutdown", writer.flushes_shutdown),
+                ]),
+            ),
+            Family::one(
+                "writer_failed_writes_total",
+                Counter,
+                "Bulk writes the database refused (rows kept and retried)",
+                writer.failed_writes,
+            ),
+        ]);
+    }
+    families.extend(registry_families(registry));
+    families
+}
+
+/// The registry client's requests: by status code, and a duration histogram.
+fn registry_families(registry: &RegistryMetrics) -> [Family; 2] {
+    let codes = registry.by_code().into_iter().map(|(code, n)| {
+        let code = code.map_or_else(|| "error".to_string(), |c| c.to_string());
+        (Some(code), n)
+    });
+    let histogram = registry.histogram();
+    let bucket = |le: String, n: u64| Sample {
+        suffix: "_bucket",
+        label: Some(("le", le)),
+        value: n.to_string(),
+    };
+    let mut samples: Vec<Sample> = histogram
+        .buckets
+        .iter()
+        .map(|(bound, cumulative)| bucket(bound.to_string(), *cumulative))
+        .collect();
+    samples.push(bucket("+Inf".into(), histogram.count));
+    samples.push(Sample {
+        suffix: "_sum",
+        label: None,
+        value: histogram.sum_seconds.to_string(),
+    });
+    samples.push(Sample {
+        suffix: "_count",
+        label: None,
+        value: histogram.count.to_string(),
+    });
+    [
+        Family::labelled(
+            "registry_requests_total",
+            Kind::Counter,
+            "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
+            "code",
+            codes,
+        ),
+        Family {
+            name: "registry_request_duration_seconds",
+            kind: Kind::Histogram,
+            help: "How long registry requests took",
+            samples,
+        },
+    ]
 }
 
 /// The whole exposition.
 pub fn render(status: &ServiceStatus, registry: &RegistryMetrics) -> String {
     let mut out = String::new();
-    header(
-        &mut out,
-        "projects_analysed_total",
-        "counter",
-        "Projects recorded by this process, by status",
-    );
-    let _ = writeln!(
-        out,
-        "registry_repair_projects_analysed_total{{status=\"completed\"}} {}",
-        status.completed
-    );
-    let _ = writeln!(
-        out,
-        "registry_repair_projects_analysed_total{{status=\"failed\"}} {}",
-        status.failed
-    );
-    sample(
-        &mut out,
-        "missing_repositories_found_total",
-        "counter",
-        "Registry repositories without a container_repositories row, found by this process",
-        status.missing_found,
-    );
-    sample(
-        &mut out,
-        "ignored_entries_total",
-        "counter",
-        "Registry entries outside the project path, ignored",
-        status.ignored_entries,
-    );
-    sample(
-        &mut out,
-        "unaddressable_projects_total",
-        "counter",
-        "Projects whose path breaks the registry's name grammar, recorded with 0 without a request",
-        status.unaddressable,
-    );
-    sample(
-        &mut out,
-        "deferred_total",
-        "counter",
-        "Analyses ended unrecorded by trouble outside the project, to be tried again",
-        status.deferred,
-    );
-    sample(
-        &mut out,
-        "analyzer_restarts_total",
-        "counter",
-        "Analyzers restarted by their supervisor after a panic",
-        status.analyzer_restarts,
-    );
-    sample(
-        &mut out,
-        "in_flight",
-        "gauge",
-        "Projects being analysed now",
-        status.in_flight,
-    );
-    sample(
-        &mut out,
-        "max_concurrency",
-        "gauge",
-        "The concurrency limit in force",
-        status.max_concurrency,
-    );
-    sample(
-        &mut out,
-        "enabled",
-        "gauge",
-        "The feature flag: 1 dispatching allowed, 0 paused",
-        u8::from(status.enabled),
-    );
-    sample(
-        &mut out,
-        "queued",
-        "gauge",
-        "Projects read from the database and waiting for an Analyzer",
-        status.queued,
-    );
-    sample(
-        &mut out,
-        "breaker_open",
-        "gauge",
-        "1 while the registry is treated as unavailable (open or half-open)",
-        u8::from(status.breaker != BreakerPosition::Closed),
-    );
-    sample(
-        &mut out,
-        "breaker_trips_total",
-        "counter",
-        "Times the registry was found unavailable as a whole",
-        status.breaker_trips,
-    );
-    sample(
-        &mut out,
-        "watermark",
-        "gauge",
-        "Every project of this shard up to this id has a row",
-        status.watermark,
-    );
-    if let Some(remaining) = status.remaining {
-        sample(
-            &mut out,
-            "remaining_projects",
-            "gauge",
-            "Projects without a row yet (estimate)",
-            remaining,
-        );
-    }
-    if let Some(writer) = &status.writer {
-        sample(
-            &mut out,
-            "writer_buffered",
-            "gauge",
-            "Results held by the Writer, not yet in the database",
-            writer.buffered,
-        );
-        sample(
-            &mut out,
-            "writer_rows_written_total",
-            "counter",
-            "Rows written to the tracking table",
-            writer.rows_written,
-        );
-        header(
-            &mut out,
-            "writer_flushes_total",
-            "counter",
-            "Bulk writes, by what started them",
-        );
-        for (reason, n) in [
-            ("size", writer.flushes_size),
-            ("timer", writer.flushes_timer),
-            ("failure", writer.flushes_failure),
-            ("pass_end", writer.flushes_requested),
-            ("shutdown", writer.flushes_shutdown),
-        ] {
+    for family in families(status, registry) {
+        let name = family.name;
+        let _ = writeln!(out, "# HELP {PREFIX}{name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {PREFIX}{name} {}", family.kind.as_str());
+        for sample in family.samples {
+            let label = sample
+                .label
+                .map(|(key, value)| format!("{{{key}=\"{value}\"}}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "registry_repair_writer_flushes_total{{reason=\"{reason}\"}} {n}"
+                "{PREFIX}{name}{}{label} {}",
+                sample.suffix, sample.value
             );
         }
-        sample(
-            &mut out,
-            "writer_failed_writes_total",
-            "counter",
-            "Bulk writes the database refused (rows kept and retried)",
-            writer.failed_writes,
-        );
     }
-    render_registry(&mut out, registry);
     out
 }
 
-/// The registry client's requests: by status code, and a duration histogram.
-fn render_registry(out: &mut String, registry: &RegistryMetrics) {
-    header(
-        out,
-        "registry_requests_total",
-        "counter",
-        "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
-    );
-    for (code, n) in registry.by_code() {
-        let code = code.map_or_else(|| "error".to_string(), |c| c.to_string());
-        let _ = writeln!(
-            out,
-            "registry_repair_registry_requests_total{{code=\"{code}\"}} {n}"
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::WriterStats;
+    use std::time::Duration;
+
+    fn sample_status() -> (ServiceStatus, RegistryMetrics) {
+        let status = ServiceStatus {
+            completed: 7,
+            failed: 2,
+            missing_found: 11,
+            ignored_entries: 3,
+            unaddressable: 1,
+            deferred: 4,
+            analyzer_restarts: 1,
+            in_flight: 2,
+            max_concurrency: 8,
+            enabled: true,
+            queued: 17,
+            breaker: BreakerPosition::HalfOpen,
+            breaker_trips: 2,
+            watermark: 1234,
+            remaining: Some(99),
+            writer: Some(WriterStats {
+                buffered: 5,
+                rows_written: 40,
+                flushes_size: 1,
+                flushes_timer: 2,
+                flushes_failure: 3,
+                flushes_requested: 4,
+                flushes_shutdown: 5,
+                failed_writes: 6,
+                ..WriterStats::default()
+            }),
+            ..ServiceStatus::default()
+        };
+        let registry = RegistryMetrics::default();
+        registry.observe(Some(200), Duration::from_millis(30));
+        registry.observe(Some(404), Duration::from_millis(300));
+        registry.observe(None, Duration::from_secs(3));
+        (status, registry)
+    }
+
+    #[test]
+    fn the_exposition_keeps_every_series_name_and_value() {
+        let (status, registry) = sample_status();
+        assert_eq!(
+            render(&status, &registry),
+            include_str!("../tests/fixtures/metrics.prom")
         );
     }
-    header(
-        out,
-        "registry_request_duration_seconds",
-        "histogram",
-        "How long registry requests took",
-    );
-    let histogram = registry.histogram();
-    for (bound, cumulative) in &histogram.buckets {
-        let _ = writeln!(
-            out,
-            "registry_repair_registry_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    let count = histogram.count;
-    let _ = writeln!(
-        out,
-        "registry_repair_registry_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(
-        out,
-        "registry_repair_registry_request_duration_seconds_sum {}",
-        histogram.sum_seconds
-    );
-    let _ = writeln!(
-        out,
-        "registry_repair_registry_request_duration_seconds_count {count}"
-    );
 }
