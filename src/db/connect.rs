@@ -115,38 +115,38 @@ fn decode(raw: &str) -> String {
         .into_owned()
 }
 
-impl Target {
-    /// Reads `url` (already known to be a `postgres://` URL). Every problem is a [`ConfigError`]
-    /// naming `database.url`; the message never holds the password.
-    pub fn parse(url: &str) -> Result<Self, ConfigError> {
-        let redacted = super::redact(url);
-        let mut parsed = url::Url::parse(url)
-            .map_err(|e| ConfigError::new(KEY, format!("not a valid URL: {e}")))?;
-        let mut ssl_mode = None;
-        let mut root_cert = None;
-        let mut statements = Statements::Prepared;
-        let mut kept = Vec::new();
-        for segment in parsed.query().unwrap_or("").split('&') {
-            if segment.is_empty() {
-                continue;
-            }
+/// The query parameters of `database.url` this module reads itself; the rest is tokio-postgres's.
+#[derive(Default)]
+struct OwnParams {
+    ssl_mode: Option<SslMode>,
+    root_cert: Option<String>,
+    statements: Option<Statements>,
+    /// The parameters passed on to tokio-postgres, as written.
+    kept: Vec<String>,
+}
+
+impl OwnParams {
+    /// Reads `query` (percent-encoded, as in the URL), refusing what libpq has and this does not.
+    fn read(query: &str) -> Result<Self, ConfigError> {
+        let mut params = Self::default();
+        for segment in query.split('&').filter(|s| !s.is_empty()) {
             let (raw_key, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
             let (key, value) = (decode(raw_key), decode(raw_value));
             match key.as_str() {
-                "sslmode" => ssl_mode = Some(SslMode::parse(&value)?),
+                "sslmode" => params.ssl_mode = Some(SslMode::parse(&value)?),
                 // libpq's JDBC-compatible spelling.
-                "ssl" if value == "true" => ssl_mode = Some(SslMode::Require),
+                "ssl" if value == "true" => params.ssl_mode = Some(SslMode::Require),
                 "ssl" => {
                     return Err(ConfigError::new(
                         KEY,
                         format!("`ssl={value}`: only `ssl=true` (sslmode=require) is understood"),
                     ))
                 }
-                "sslrootcert" => root_cert = Some(value),
+                "sslrootcert" => params.root_cert = Some(value),
                 // Not libpq's but Rails' (GitLab's `db_prepared_statements`), spelt as in its
                 // DATABASE_URL.
                 "prepared_statements" => {
-                    statements = match value.as_str() {
+                    params.statements = Some(match value.as_str() {
                         "true" => Statements::Prepared,
                         "false" => Statements::PerTransaction,
                         other => {
@@ -155,10 +155,10 @@ impl Target {
                                 format!("prepared_statements `{other}` is not true or false"),
                             ))
                         }
-                    }
+                    })
                 }
                 // tokio-postgres implements these as libpq does.
-                "sslnegotiation" => kept.push(segment.to_string()),
+                "sslnegotiation" => params.kept.push(segment.to_string()),
                 "channel_binding" if value == "require" => {
                     return Err(ConfigError::new(
                         KEY,
@@ -175,20 +175,19 @@ impl Target {
                         ),
                     ))
                 }
-                _ => kept.push(segment.to_string()),
+                _ => params.kept.push(segment.to_string()),
             }
         }
-        let query = kept.join("&");
-        parsed.set_query((!query.is_empty()).then_some(query.as_str()));
-        let mut config = tokio_postgres::Config::from_str(parsed.as_str())
-            .map_err(|e| ConfigError::new(KEY, crate::errors::chain(&e)))?;
+        Ok(params)
+    }
 
-        let system_roots = root_cert.as_deref() == Some("system");
-        // As in libpq: sslrootcert=system makes verify-full the default, and refuses anything less.
-        let mut ssl_mode = ssl_mode.unwrap_or(if system_roots {
-            SslMode::VerifyFull
-        } else {
-            SslMode::Prefer
+    /// The sslmode in force, as libpq decides it: `sslrootcert=system` makes `verify-full` the
+    /// default and refuses anything less; a Unix-domain socket never uses TLS.
+    fn ssl_mode(&self, config: &tokio_postgres::Config) -> Result<SslMode, ConfigError> {
+        let system_roots = self.root_cert.as_deref() == Some("system");
+        let ssl_mode = self.ssl_mode.unwrap_or(match system_roots {
+            true => SslMode::VerifyFull,
+            false => SslMode::Prefer,
         });
         if system_roots && ssl_mode != SslMode::VerifyFull {
             return Err(ConfigError::new(
@@ -198,36 +197,50 @@ impl Target {
                 ),
             ));
         }
-        // libpq never uses SSL on a Unix-domain socket, whatever sslmode says.
-        let all_unix = !config.get_hosts().is_empty()
-            && config
-                .get_hosts()
-                .iter()
-                .all(|h| !matches!(h, Host::Tcp(_)));
-        if all_unix {
-            ssl_mode = SslMode::Disable;
-        }
-        let root_given = root_cert.is_some();
-        let root = match root_cert.as_deref() {
+        let hosts = config.get_hosts();
+        let all_unix = !hosts.is_empty() && hosts.iter().all(|h| !matches!(h, Host::Tcp(_)));
+        Ok(if all_unix { SslMode::Disable } else { ssl_mode })
+    }
+
+    /// Where the root certificates are, as libpq looks for them: `sslrootcert`, or
+    /// `~/.postgresql/root.crt`.
+    fn root(&self) -> Option<RootSource> {
+        match self.root_cert.as_deref() {
             Some("system") => Some(RootSource::System),
             Some(path) => Some(RootSource::File(PathBuf::from(path))),
             None => std::env::home_dir()
                 .map(|home| RootSource::File(home.join(".postgresql").join("root.crt"))),
-        };
+        }
+    }
+}
+
+impl Target {
+    /// Reads `url` (already known to be a `postgres://` URL), in steps: the parameters this
+    /// module reads itself, tokio-postgres's configuration from the rest, the sslmode in force,
+    /// the root certificates (checked now, so that a missing or unreadable file is a
+    /// configuration error at start; read again at each connection, so a replaced file is picked
+    /// up). Every problem is a [`ConfigError`] naming `database.url`; the message never holds the
+    /// password.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let redacted = super::redact(url);
+        let mut parsed = url::Url::parse(url)
+            .map_err(|e| ConfigError::new(KEY, format!("not a valid URL: {e}")))?;
+        let params = OwnParams::read(parsed.query().unwrap_or(""))?;
+        let query = params.kept.join("&");
+        parsed.set_query((!query.is_empty()).then_some(query.as_str()));
+        let mut config = tokio_postgres::Config::from_str(parsed.as_str())
+            .map_err(|e| ConfigError::new(KEY, crate::errors::chain(&e)))?;
+        let ssl_mode = params.ssl_mode(&config)?;
+        // What tokio-postgres does with TLS is decided per attempt in `establish`.
+        config.ssl_mode(PgSslMode::Disable);
         let target = Self {
-            config: {
-                // What tokio-postgres does with TLS is decided per attempt in `establish`.
-                config.ssl_mode(PgSslMode::Disable);
-                config
-            },
+            config,
             ssl_mode,
-            root,
-            root_given,
-            statements,
+            root: params.root(),
+            root_given: params.root_cert.is_some(),
+            statements: params.statements.unwrap_or(Statements::Prepared),
             redacted,
         };
-        // Checked now so that a missing or unreadable root certificate is a configuration error at
-        // start; read again at each connection, so a replaced file is picked up.
         if ssl_mode != SslMode::Disable {
             target
                 .roots()
