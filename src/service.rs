@@ -173,7 +173,7 @@ pub async fn start(
     )?;
     tracing::info!(
         database = db.target(),
-        registry = %crate::redact::registry_url(&settings.registry.url),
+        registry = %settings.registry.url,
         admin = %admin.addr,
         "service started"
     );

@@ -101,7 +101,7 @@ fn simulate_registry(
         },
         0,
     )?;
-    settings.registry.url = simulator.url();
+    settings.registry.url = simulator.url().parse()?;
     println!(
         "Simulated registry on {}; analysing with max_concurrency {}...",
         simulator.url(),

@@ -17,7 +17,7 @@ mod secret;
 mod shard;
 
 use raw::RawSettings;
-pub use secret::{DatabaseUrl, Secret};
+pub use secret::{DatabaseUrl, RegistryUrl, Secret};
 pub use shard::{InvalidShard, Shard};
 
 pub const ENV_PREFIX: &str = "REGISTRY_REPAIR";
@@ -65,9 +65,8 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
-    /// `registry.url`, an `http` or `https` URL (it may carry credentials: show it through
-    /// `crate::redact::registry_url`).
-    pub url: String,
+    /// `registry.url`, an `http` or `https` URL (shown with any credentials masked).
+    pub url: RegistryUrl,
     pub key_path: Option<PathBuf>,
     pub issuer: String,
     pub audience: String,
@@ -239,10 +238,7 @@ impl Settings {
                 )?,
             },
             registry: RegistrySettings {
-                url: {
-                    parse_url("registry.url", &raw.registry.url, &["http", "https"])?;
-                    raw.registry.url
-                },
+                url: raw.registry.url.parse()?,
                 key_path: raw.registry.key_path,
                 page_size: within("registry.page_size", raw.registry.page_size, 1..=1000)?,
                 timeout: millis("registry.timeout_ms", raw.registry.timeout_ms, 1)?,

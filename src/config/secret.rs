@@ -87,6 +87,39 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// `registry.url`: an `http` or `https` URL, which may carry credentials (never used: the registry
+/// takes signed tokens); `Debug` and `Display` show them as `***@` (see
+/// `crate::redact::registry_url`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryUrl(url::Url);
+
+impl RegistryUrl {
+    /// The whole URL, credentials included.
+    pub fn expose(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl FromStr for RegistryUrl {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_url("registry.url", s, &["http", "https"]).map(Self)
+    }
+}
+
+impl fmt::Display for RegistryUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::redact::registry_url(self.0.as_str()))
+    }
+}
+
+impl fmt::Debug for RegistryUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistryUrl({self})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +130,24 @@ mod tests {
         assert_eq!(format!("{token} {token:?}"), "[redacted] [redacted]");
         assert_eq!(token.expose(), "hunter2");
         assert_eq!(format!("{:?}", Some(token)), "Some([redacted])");
+    }
+
+    #[test]
+    fn a_registry_url_hides_its_credentials() {
+        let url: RegistryUrl = "https://user:pw-secret@registry.example:5000/"
+            .parse()
+            .expect("valid");
+        let shown = format!("{url} {url:?}");
+        assert!(
+            !shown.contains("pw-secret") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert!(shown.contains("registry.example:5000"), "{shown}");
+        assert_eq!(url.expose().password(), Some("pw-secret"));
+        let err = "ftp://registry"
+            .parse::<RegistryUrl>()
+            .expect_err("not http");
+        assert_eq!(err.key, "registry.url");
     }
 
     #[test]

@@ -246,7 +246,7 @@ impl RegistryClient {
     ) -> Result<Self, ClientSetupError> {
         let registry = &settings.registry;
         Ok(Self::with_ca(
-            &registry.url,
+            registry.url.expose().as_str(),
             registry.page_size,
             registry.timeout,
             registry.max_pages,

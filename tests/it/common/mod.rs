@@ -318,7 +318,7 @@ pub fn settings_for(db: &TestDb, registry_url: &str) -> Settings {
     let mut s = Settings::default();
     s.database.url = db.url.clone().parse().expect("a database URL");
     s.database.pool_size = 4;
-    s.registry.url = registry_url.to_string();
+    s.registry.url = registry_url.parse().expect("a registry URL");
     s.registry.key_path = Some(fixture_key_path());
     s.registry.timeout = Duration::from_millis(5000);
     s.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
