@@ -6,16 +6,16 @@
 //! The modes that need a server refusing plaintext, or one whose certificate is `CA:TRUE`, run
 //! against a PgBouncer of their own with the fixture certificate (skipped without pgbouncer).
 
+use crate::common::TestApp;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::pgbouncer::PgBouncer;
 use crate::common::process::{busy_world, cli, service_env, spawn, Env};
-use crate::common::{assert_rows_match, server_url, trusted, TestDb};
+use crate::common::{assert_rows_match, server_url, TestDb};
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use registry_repair::db::Database;
-use registry_repair::registry::simulator::RegistrySimulator;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -207,10 +207,7 @@ async fn the_service_runs_over_verified_tls_and_its_own_backends_are_encrypted()
         return;
     };
     let world = busy_world(300);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let name = format!("rr_tls_{}", std::process::id());
     let url = with(
         &db.url,

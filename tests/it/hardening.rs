@@ -140,10 +140,7 @@ async fn a_registry_answering_one_project_with_200_mb_fails_that_project_and_mem
     let group = world.groups[0].id;
     let chunked = world.project(group, "Huge-Chunked", &["", "a"], &[]);
     let declared = world.project(group, "Huge-Declared", &["", "a"], &["a"]);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     for (id, declared) in [(chunked, false), (declared, true)] {
         registry.set_hostile(
             &registry_path(&world, id),
@@ -246,10 +243,7 @@ fn registry_url_with_userinfo(url: &str) -> String {
 #[actix_rt::test]
 async fn passwords_in_database_and_registry_urls_never_reach_a_log_line_or_an_error() {
     let world = busy_world(80);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let env = service_env(&db, &registry.url(), "127.0.0.1:0")
         .set("DATABASE__URL", url_with_passwords(&db.url))
         .set("REGISTRY__URL", registry_url_with_userinfo(&registry.url()))

@@ -3,13 +3,13 @@
 //! next transaction possibly on another server connection. Each test starts a PgBouncer of its own
 //! (common/pgbouncer.rs) and skips with a notice where pgbouncer is not installed.
 
+use crate::common::TestApp;
 use std::time::Duration;
 
 use crate::common::pgbouncer::PgBouncer;
 use crate::common::process::{busy_world, cli, service_env, Env};
-use crate::common::{assert_rows_match, trusted, TestDb};
+use crate::common::{assert_rows_match, TestDb};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use registry_repair::registry::simulator::RegistrySimulator;
 
 /// Server connections PgBouncer may open to the test database: fewer than the service's clients.
 const SERVER_CONNECTIONS: u32 = 2;
@@ -23,10 +23,7 @@ fn count(log: &str, needle: &str) -> usize {
 /// service's connections were shared.
 async fn run_twice_through(bouncer: PgBouncer, query: &str) {
     let world = busy_world(600);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let env = service_env(&db, &registry.url(), "127.0.0.1:0")
         .set("DATABASE__URL", bouncer.url(&db.name, query))
         .set("DATABASE__POOL_SIZE", "8")

@@ -3,6 +3,7 @@
 //! analyses exactly the projects without one. The simulated registry runs inside the test process
 //! and counts the requests made for each project, which shows what every start asked for.
 
+use crate::common::TestApp;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -170,10 +171,7 @@ async fn sigkill_at_random_moments_leaves_only_right_rows_and_the_next_start_red
 
     let world = two_group_world(800);
     let total = world.projects.len();
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     registry.set_latency(Duration::from_millis(20));
     let paths = registry_paths(&world);
     assert_eq!(paths.len(), total, "every project has a registry path");
@@ -259,10 +257,7 @@ async fn sigkill_at_random_moments_leaves_only_right_rows_and_the_next_start_red
 async fn sigterm_and_sigint_mid_run_finish_in_flight_work_flush_and_exit_0() {
     let world = two_group_world(120);
     let total = world.projects.len();
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     registry.set_latency(Duration::from_millis(300));
     let paths = registry_paths(&world);
     // Neither the timer nor the batch size can flush during the test: only the shutdown can.

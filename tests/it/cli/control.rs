@@ -1,12 +1,12 @@
 //! `status`, `concurrency`, `pause` and `resume` on a running service, and SIGTERM stopping it.
 
+use crate::common::TestApp;
 use std::time::{Duration, Instant};
 
+use crate::common::eventually;
 use crate::common::process::{
     assert_written_rows_correct, busy_world, cli, free_port, service_env, spawn, Env,
 };
-use crate::common::{eventually, trusted, TestDb};
-use registry_repair::registry::simulator::RegistrySimulator;
 
 async fn status_json(env: &Env) -> serde_json::Value {
     let out = cli(&["status", "--json"], env, Duration::from_secs(15)).await;
@@ -18,10 +18,7 @@ async fn status_json(env: &Env) -> serde_json::Value {
 #[actix_rt::test]
 async fn control_commands_steer_a_running_service_and_sigterm_stops_it_cleanly() {
     let world = busy_world(400);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     registry.set_latency(Duration::from_millis(100));
     let listen = format!("127.0.0.1:{}", free_port());
     let env = service_env(&db, &registry.url(), &listen).set("WORKER__MAX_CONCURRENCY", "1");

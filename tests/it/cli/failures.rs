@@ -1,13 +1,13 @@
 //! Failures an operator must understand: control commands without a service, bad configuration
 //! and arguments (exit 2), a database that is unreachable or never answers, a taken admin port.
 
+use crate::common::TestApp;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use crate::common::fixture_key_path;
 use crate::common::process::{cli, free_port, service_env, Env};
-use crate::common::{fixture_key_path, trusted, TestDb};
 use registry_repair::demo::seed::World;
-use registry_repair::registry::simulator::RegistrySimulator;
 
 /// A database nobody listens on.
 const UNREACHABLE_DB: &str = "postgres://postgres@127.0.0.1:1/x";
@@ -184,10 +184,7 @@ async fn run_with_admin_listen_already_taken_exits_1_naming_it_without_a_panic()
     let mut world = World::new();
     let g = world.group(None, "Port-Group");
     world.project(g, "App", &["api"], &[]);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let taken = TcpListener::bind("127.0.0.1:0").expect("taking a port");
     let listen = taken.local_addr().expect("local address").to_string();
     let env = service_env(&db, &registry.url(), &listen);

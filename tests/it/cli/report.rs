@@ -1,13 +1,13 @@
 //! `report`: totals and the projects missing most, in every format.
 
+use crate::common::TestApp;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::assert_rows_match;
 use crate::common::process::{cli, service_env, Env};
-use crate::common::{assert_rows_match, trusted, TestDb};
 use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::World;
-use registry_repair::registry::simulator::RegistrySimulator;
 
 #[actix_rt::test]
 async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
@@ -22,10 +22,7 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     world.project(other, "Dash-", &[], &[]);
     world.project_without_route(top, "Orphan");
 
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let env = service_env(&db, &registry.url(), "127.0.0.1:0");
     cli(&["run", "--until-done"], &env, Duration::from_secs(30))
         .await

@@ -1,20 +1,18 @@
 //! `run --until-done` records every project and a second run asks nothing; a registry without
 //! GitLab's API stops `run` at once, before anything is recorded.
 
+use crate::common::TestApp;
 use std::time::Duration;
 
 use crate::common::process::{cli, service_env};
-use crate::common::{assert_rows_match, trusted, TestDb};
+use crate::common::{assert_rows_match, TestDb};
 use registry_repair::demo::seed::World;
-use registry_repair::registry::simulator::{ApiMode, RegistrySimulator};
+use registry_repair::registry::simulator::ApiMode;
 
 #[actix_rt::test]
 async fn run_until_done_records_every_project_and_a_second_run_asks_the_registry_nothing() {
     let world = World::generate(400, 11);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let env = service_env(&db, &registry.url(), "127.0.0.1:0").set("WORKER__MAX_CONCURRENCY", "8");
 
     let first = cli(&["run", "--until-done"], &env, Duration::from_secs(60)).await;
@@ -41,10 +39,7 @@ async fn run_until_done_records_every_project_and_a_second_run_asks_the_registry
 #[actix_rt::test]
 async fn a_registry_without_gitlabs_api_stops_run_before_anything_is_recorded() {
     let world = World::generate(60, 5);
-    let db = TestDb::new().await;
-    world.insert(&db.database()).await.expect("seeding");
-    let registry =
-        RegistrySimulator::start(world.registry_paths(), trusted(), 0).expect("registry");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let cases = [
         // Debian's docker-registry, or GitLab's without its metadata database.
         (ApiMode::Distribution, registry.url(), "answered 404"),

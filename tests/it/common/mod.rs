@@ -1,7 +1,6 @@
 //! Shared test support: a fresh PostgreSQL database per test, copied from a template that was
-//! migrated once; the simulated registry trusting the fixture key; and `spawn_app`, which starts
-//! the whole service in-process against both.
-#![allow(dead_code)]
+//! migrated once ([`TestDb`]); the simulated registry trusting the fixture key; and [`TestApp`],
+//! which seeds a world into both and starts the whole service in-process against them.
 
 pub mod pgbouncer;
 pub mod process;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::common;
 use crate::common::process::{cli, service_env};
 use crate::common::{
-    assert_in_flight_settles_at, settings_for, signer, status_becomes, trusted, TestDb, FIXTURE_KEY,
+    assert_in_flight_settles_at, settings_for, signer, status_becomes, TestApp, TestDb, FIXTURE_KEY,
 };
 use diesel::sql_types::Text;
 use registry_repair::admin::AdminClient;
@@ -333,9 +333,8 @@ async fn many(n: usize, latency: Duration) -> (World, TestDb, Database, Registry
 /// `w` seeded into a fresh database with the tracking row the analysis gives each project, and a
 /// registry holding its repositories.
 async fn analysed(w: &World) -> (TestDb, Database, RegistrySimulator) {
-    let db = TestDb::new().await;
+    let TestApp { db, registry, .. } = TestApp::prepare(w).await;
     let database = db.database();
-    w.insert(&database).await.expect("seeding");
     let rows: Vec<TrackingRow> = w
         .expected()
         .into_iter()
@@ -344,7 +343,6 @@ async fn analysed(w: &World) -> (TestDb, Database, RegistrySimulator) {
     tracking::upsert(&database, &rows)
         .await
         .expect("tracking rows");
-    let registry = RegistrySimulator::start(w.registry_paths(), trusted(), 0).expect("registry");
     (db, database, registry)
 }
 
