@@ -23,4 +23,5 @@ mod repair;
 mod scale;
 mod service;
 mod signals;
+mod structure;
 mod writer;
