@@ -40,12 +40,12 @@ impl Report {
         })
     }
 
-    pub fn render(&self, format: Format) -> String {
-        match format {
+    pub fn render(&self, format: Format) -> Result<String, serde_json::Error> {
+        Ok(match format {
             Format::Table => self.table(),
-            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Json => serde_json::to_string_pretty(self)? + "\n",
             Format::Csv => self.csv(),
-        }
+        })
     }
 
     fn rows(&self) -> [(&'static str, i64); 8] {

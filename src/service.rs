@@ -126,23 +126,12 @@ pub async fn start(
         writer: writer.clone(),
         faults: options.faults.clone(),
     });
-    let (limit, enabled) = match &switches {
-        Some(s) => (
-            s.max_concurrency
-                .and_then(|c| usize::try_from(c).ok())
-                .unwrap_or(settings.worker.max_concurrency),
-            s.enabled,
-        ),
-        None => (settings.worker.max_concurrency, settings.worker.enabled),
-    };
-    let config = SchedulerConfig {
-        limit,
-        enabled,
-        shutdown_timeout: settings.worker.shutdown_timeout,
-        progress_interval: settings.log.progress_interval,
+    let config = scheduler_config(
+        settings,
+        switches.as_ref(),
         registry_unconfirmed,
-        work: options.work,
-    };
+        options.work,
+    );
     let registry_metrics = registry.metrics();
     let (finished_tx, finished) = oneshot::channel();
     let scheduler = scheduler_context.run(Scheduler::new(
@@ -255,6 +244,33 @@ async fn gitlab_switches(
         true => Some(switches::read(db).await?),
         false => None,
     })
+}
+
+/// How the Scheduler starts: GitLab's switches, when they steer, or the settings' concurrency
+/// and feature flag.
+fn scheduler_config(
+    settings: &Settings,
+    switches: Option<&switches::Switches>,
+    registry_unconfirmed: Option<String>,
+    work: Work,
+) -> SchedulerConfig {
+    let (limit, enabled) = match switches {
+        Some(s) => (
+            s.max_concurrency
+                .and_then(|c| usize::try_from(c).ok())
+                .unwrap_or(settings.worker.max_concurrency),
+            s.enabled,
+        ),
+        None => (settings.worker.max_concurrency, settings.worker.enabled),
+    };
+    SchedulerConfig {
+        limit,
+        enabled,
+        shutdown_timeout: settings.worker.shutdown_timeout,
+        progress_interval: settings.log.progress_interval,
+        registry_unconfirmed,
+        work,
+    }
 }
 
 /// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains.

@@ -42,7 +42,7 @@ impl Work {
 #[serde(into = "String", try_from = "String")]
 pub enum Doing {
     #[default]
-    Analyse,
+    Analysis,
     RepairPlan,
     RepairApply {
         run: i64,
@@ -52,7 +52,7 @@ pub enum Doing {
 impl Work {
     pub fn doing(&self) -> Doing {
         match self {
-            Work::Analysis => Doing::Analyse,
+            Work::Analysis => Doing::Analysis,
             Work::Repair(Repair {
                 sink: Sink::Apply { run_id },
                 ..
@@ -71,7 +71,7 @@ impl std::fmt::Display for Work {
 impl std::fmt::Display for Doing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Doing::Analyse => f.write_str("analyse"),
+            Doing::Analysis => f.write_str("analyse"),
             Doing::RepairPlan => f.write_str("repair plan"),
             Doing::RepairApply { run } => write!(f, "repair apply (run {run})"),
         }
@@ -94,7 +94,7 @@ impl TryFrom<String> for Doing {
             .and_then(|run| run.parse().ok());
         match (text.as_str(), run) {
             // An older service, before `work` was reported, said nothing.
-            ("analyse" | "", _) => Ok(Doing::Analyse),
+            ("analyse" | "", _) => Ok(Doing::Analysis),
             ("repair plan", _) => Ok(Doing::RepairPlan),
             (_, Some(run)) => Ok(Doing::RepairApply { run }),
             _ => Err(format!("`{text}` is no work this service does")),
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn what_a_service_does_reads_back_as_written() {
         for doing in [
-            Doing::Analyse,
+            Doing::Analysis,
             Doing::RepairPlan,
             Doing::RepairApply { run: 42 },
         ] {

@@ -135,7 +135,7 @@ async fn check_report(db: &Database, world: &World) -> anyhow::Result<()> {
     };
     let report = Report::load(db, listing).await?;
     println!();
-    print!("{}", report.render(Format::Table));
+    print!("{}", report.render(Format::Table)?);
 
     let expected = world.expected();
     let rows = tracking::all_rows(db).await?;

@@ -12,6 +12,6 @@ pub fn execute(settings: &Settings, format: Format, listing: Listing) -> anyhow:
         db.check_ready().await?;
         anyhow::Ok(Report::load(&db, listing).await?)
     })?;
-    print!("{}", report.render(format));
+    print!("{}", report.render(format)?);
     Ok(())
 }

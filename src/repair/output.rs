@@ -156,17 +156,12 @@ impl Outcome {
         self.totals.already_present += already_present.len() as u64;
     }
 
-    pub fn render(&self, format: Format) -> String {
-        match format {
-            Format::Json => {
-                let mut text = serde_json::to_string_pretty(self)
-                    .unwrap_or_else(|e| format!("{{\"error\": \"serialising the plan: {e}\"}}"));
-                text.push('\n');
-                text
-            }
+    pub fn render(&self, format: Format) -> Result<String, serde_json::Error> {
+        Ok(match format {
+            Format::Json => serde_json::to_string_pretty(self)? + "\n",
             Format::Csv => self.csv(),
             Format::Table => self.table(TABLE_ROWS),
-        }
+        })
     }
 
     fn metrics(&self) -> Vec<(String, u64)> {
@@ -363,7 +358,7 @@ mod tests {
         let mut outcome = Outcome::new(None);
         outcome.add_plan(&plan());
         let value: serde_json::Value =
-            serde_json::from_str(&outcome.render(Format::Json)).expect("JSON");
+            serde_json::from_str(&outcome.render(Format::Json).expect("JSON text")).expect("JSON");
         assert_eq!(value["run"], serde_json::Value::Null);
         assert_eq!(value["totals"]["projects"], 1);
         assert_eq!(value["totals"]["restore"], 1);
@@ -395,7 +390,7 @@ mod tests {
     fn csv_has_totals_then_records_quoted_where_needed() {
         let mut outcome = Outcome::new(Some(9));
         outcome.add_plan(&plan());
-        let text = outcome.render(Format::Csv);
+        let text = outcome.render(Format::Csv).expect("CSV");
         let (metrics, records) = text.split_once("\n\n").expect("two blocks");
         assert!(metrics.starts_with("metric,value\nprojects,1\nrestore,1\n"));
         assert!(metrics.contains("skip_name_unaddressable,1"));

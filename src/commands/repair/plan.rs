@@ -64,7 +64,7 @@ pub async fn execute(
     warn_if_the_index_is_unsafe(db).await?;
     let walked = walk(settings, db, scope, mode).await?;
     let outcome = outcome(&walked)?;
-    print!("{}", outcome.render(args.format));
+    print!("{}", outcome.render(args.format)?);
     // Notes go to standard error when standard output is JSON or CSV, so it stays parseable.
     let note = |text: String| {
         if args.format == Format::Table {

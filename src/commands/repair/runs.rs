@@ -8,109 +8,107 @@ use crate::format::{csv_field, Format};
 
 pub async fn execute(db: &Database, format: Format) -> anyhow::Result<()> {
     let runs = repair::runs(db).await?;
-    print!("{}", render_runs(&runs, format));
+    print!("{}", render_runs(&runs, format)?);
     Ok(())
 }
 
-/// `repair runs` in the chosen format. JSON: an array of runs; CSV: one line per run.
-pub fn render_runs(runs: &[RunRow], format: Format) -> String {
-    let undone = |r: &RunRow| {
-        r.undone_by
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
+/// `repair runs` in the chosen format. JSON: an array of runs; CSV: one line per run; the table:
+/// one line per run, its scope or what undid it in the last column.
+pub fn render_runs(runs: &[RunRow], format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(runs)? + "\n",
+        Format::Csv => runs_csv(runs),
+        Format::Table => runs_table(runs),
+    })
+}
+
+/// The counts the CSV and the table both show, in their order.
+fn counts(r: &RunRow) -> [i32; 6] {
+    [
+        r.projects, r.restored, r.skipped, r.review, r.deleted, r.kept,
+    ]
+}
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn undone_by(r: &RunRow) -> String {
+    let runs: Vec<String> = r.undone_by.iter().map(i64::to_string).collect();
+    runs.join(" ")
+}
+
+fn runs_csv(runs: &[RunRow]) -> String {
+    let mut out = String::from(
+        "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed\n",
+    );
+    for r in runs {
+        let counts: Vec<String> = counts(r).iter().map(i32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            r.id,
+            r.kind,
+            time(r.started_at),
+            r.finished_at.map(time).unwrap_or_default(),
+            csv_field(&r.scope),
+            counts.join(","),
+            r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
+            undone_by(r),
+            r.path_changed
+        );
+    }
+    out
+}
+
+fn runs_table(runs: &[RunRow]) -> String {
+    if runs.is_empty() {
+        return "No repair run yet.\n".into();
+    }
+    let line = |out: &mut String, first: [&str; 4], counts: [String; 6], note: &str| {
+        let [run, kind, started, finished] = first;
+        let [projects, restored, skipped, review, deleted, kept] = counts;
+        let _ = writeln!(
+            out,
+            "{run:>5}  {kind:<5}  {started:<20}  {finished:<20}  {projects:>8}  {restored:>8}  {skipped:>8}  {review:>6}  {deleted:>7}  {kept:>5}  {note}"
+        );
     };
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_default()
+    let mut out = String::new();
+    let headers = [
+        "PROJECTS", "RESTORED", "SKIPPED", "REVIEW", "DELETED", "KEPT",
+    ];
+    line(
+        &mut out,
+        ["RUN", "KIND", "STARTED", "FINISHED"],
+        headers.map(String::from),
+        "NOTE",
+    );
+    for r in runs {
+        let finished = r
+            .finished_at
+            .map_or_else(|| "(not finished)".to_string(), time);
+        line(
+            &mut out,
+            [&r.id.to_string(), &r.kind, &time(r.started_at), &finished],
+            counts(r).map(|n| n.to_string()),
+            &note(r),
+        );
+    }
+    out
+}
+
+/// What the table says of a run besides its counts: what it undoes or what undid it (else its
+/// scope), and the projects it left because their path changed.
+fn note(r: &RunRow) -> String {
+    let note = match (r.undo_of, r.undone_by.is_empty()) {
+        (Some(of), _) => format!("undoes run {of}"),
+        (None, false) => format!("undone by {}", undone_by(r)),
+        (None, true) => r.scope.clone(),
     };
-    match format {
-        Format::Json => {
-            let mut text = serde_json::to_string_pretty(runs)
-                .unwrap_or_else(|e| format!("{{\"error\": \"serialising the runs: {e}\"}}"));
-            text.push('\n');
-            text
-        }
-        Format::Csv => {
-            let mut out = String::from(
-                "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed\n",
-            );
-            for r in runs {
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                    r.id,
-                    r.kind,
-                    time(Some(r.started_at)),
-                    time(r.finished_at),
-                    csv_field(&r.scope),
-                    r.projects,
-                    r.restored,
-                    r.skipped,
-                    r.review,
-                    r.deleted,
-                    r.kept,
-                    r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
-                    undone(r),
-                    r.path_changed
-                );
-            }
-            out
-        }
-        Format::Table => {
-            if runs.is_empty() {
-                return "No repair run yet.\n".into();
-            }
-            let mut out = format!(
-                "{:>5}  {:<5}  {:<20}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>5}  NOTE\n",
-                "RUN",
-                "KIND",
-                "STARTED",
-                "FINISHED",
-                "PROJECTS",
-                "RESTORED",
-                "SKIPPED",
-                "REVIEW",
-                "DELETED",
-                "KEPT"
-            );
-            for r in runs {
-                let mut note = match (r.undo_of, r.undone_by.is_empty()) {
-                    (Some(of), _) => format!("undoes run {of}"),
-                    (None, false) => format!("undone by {}", undone(r)),
-                    (None, true) => r.scope.clone(),
-                };
-                if r.path_changed > 0 {
-                    let changed = format!("{} projects not written: path changed", r.path_changed);
-                    note = if note.is_empty() {
-                        changed
-                    } else {
-                        format!("{changed}; {note}")
-                    };
-                }
-                let finished = match r.finished_at {
-                    Some(t) => time(Some(t)),
-                    None => "(not finished)".into(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{:>5}  {:<5}  {:<20}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>5}  {}",
-                    r.id,
-                    r.kind,
-                    time(Some(r.started_at)),
-                    finished,
-                    r.projects,
-                    r.restored,
-                    r.skipped,
-                    r.review,
-                    r.deleted,
-                    r.kept,
-                    note
-                );
-            }
-            out
-        }
+    match (r.path_changed, note.is_empty()) {
+        (0, _) => note,
+        (n, true) => format!("{n} projects not written: path changed"),
+        (n, false) => format!("{n} projects not written: path changed; {note}"),
     }
 }
 
@@ -140,19 +138,20 @@ mod tests {
     #[test]
     fn runs_show_the_projects_a_moved_path_kept_from_the_write() {
         let runs = [apply_run(2, 1), apply_run(1, 0)];
-        let table = render_runs(&runs, Format::Table);
+        let table = render_runs(&runs, Format::Table).expect("a table");
         assert!(
             table.contains("1 projects not written: path changed; --project 7"),
             "{table}"
         );
         assert!(table.contains("(not finished)"));
-        let csv = render_runs(&runs, Format::Csv);
+        let csv = render_runs(&runs, Format::Csv).expect("CSV");
         let lines: Vec<&str> = csv.lines().collect();
         assert!(lines[0].ends_with(",undone_by,path_changed"));
         assert!(lines[1].ends_with(",1"), "{}", lines[1]);
         assert!(lines[2].ends_with(",0"), "{}", lines[2]);
         let json: serde_json::Value =
-            serde_json::from_str(&render_runs(&runs, Format::Json)).expect("JSON");
+            serde_json::from_str(&render_runs(&runs, Format::Json).expect("JSON text"))
+                .expect("JSON");
         assert_eq!(json[0]["path_changed"], 1);
     }
 }
