@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::Secret;
 use crate::db::switches;
+use crate::fleet::{Fleet, GetFleetStatus};
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, ServiceStatus, SetConcurrency, SetEnabled};
 
@@ -37,6 +38,8 @@ pub enum AdminError {
 /// What the admin API needs besides its listener.
 pub struct AdminDeps {
     pub scheduler: Addr<Scheduler>,
+    /// This instance as a member of the fleet (an analysis): `status` shows the fleet.
+    pub fleet: Option<Addr<Fleet>>,
     /// When set, every call (`/status` and `/metrics` too: `last_error` names private project
     /// paths) needs it as a bearer token.
     pub token: Option<Secret>,
@@ -173,12 +176,20 @@ where
     Scheduler: actix::Handler<M>,
 {
     match state.scheduler.send(msg).await {
-        Ok(status) => HttpResponse::Ok().json(status),
+        Ok(status) => HttpResponse::Ok().json(with_fleet(state, status).await),
         Err(e) => error(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             format!("the scheduler is not running: {e}"),
         ),
     }
+}
+
+/// `status` with the fleet as this member last read it.
+async fn with_fleet(state: &AdminDeps, mut status: ServiceStatus) -> ServiceStatus {
+    if let Some(fleet) = &state.fleet {
+        status.fleet = fleet.send(GetFleetStatus).await.ok().flatten();
+    }
+    status
 }
 
 async fn status(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
@@ -196,7 +207,10 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse 
     match state.scheduler.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
-            .body(crate::metrics::render(&status, &state.registry_metrics)),
+            .body(crate::metrics::render(
+                &with_fleet(&state, status).await,
+                &state.registry_metrics,
+            )),
         Err(e) => error(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             format!("the scheduler is not running: {e}"),

@@ -23,6 +23,7 @@ pub mod db;
 pub mod demo;
 mod errors;
 pub mod faults;
+pub mod fleet;
 pub mod format;
 mod metrics;
 mod progress;

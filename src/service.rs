@@ -27,8 +27,11 @@ use crate::admin::{AdminDeps, AdminServer};
 use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::control::GitlabControl;
+use crate::db::fleet::members::{self, JoinError, Joining};
+use crate::db::fleet::{claims, Member};
 use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
+use crate::fleet::{Fleet, Leave, Switches as FleetSwitches};
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
 use crate::scheduler::{
@@ -58,6 +61,8 @@ pub struct Service {
     pub writer: Addr<Writer>,
     pub admin_addr: SocketAddr,
     admin: AdminServer,
+    /// This instance as a member of the fleet (an analysis only).
+    fleet: Option<Addr<Fleet>>,
     finished: oneshot::Receiver<RunEnd>,
 }
 
@@ -83,6 +88,8 @@ pub enum StartError {
         url: String,
         reason: CertificateError,
     },
+    #[error(transparent)]
+    Fleet(#[from] JoinError),
 }
 
 impl From<ClientSetupError> for StartError {
@@ -107,9 +114,9 @@ pub async fn start(
     let listener = crate::admin::bind(settings.admin.listen)?;
     let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
-    let source = source(settings, &db, &options).await?;
     let registry_unconfirmed = confirm_gitlab_api(&registry).await?;
     let switches = gitlab_switches(settings, &db).await?;
+    let (source, membership) = source(settings, &db, &options).await?;
 
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
     // when its buffer fills; the Scheduler itself runs once it has the Writer's.
@@ -126,22 +133,44 @@ pub async fn start(
         writer: writer.clone(),
         faults: options.faults.clone(),
     });
-    let config = scheduler_config(
+    let mut config = scheduler_config(
         settings,
         switches.as_ref(),
         registry_unconfirmed,
         options.work,
     );
+    if let Some(Membership {
+        shared: Some(fleet),
+        ..
+    }) = &membership
+    {
+        config.limit = usize::try_from(fleet.max_concurrency).unwrap_or(0);
+        config.enabled = fleet.enabled;
+    }
     let registry_metrics = registry.metrics();
     let (finished_tx, finished) = oneshot::channel();
-    let scheduler = scheduler_context.run(Scheduler::new(
-        registry,
-        writer.clone(),
-        deps,
-        config,
-        source,
-        finished_tx,
-    ));
+    let mut scheduler = Scheduler::new(registry, writer.clone(), deps, config, source, finished_tx);
+    // The Fleet's address exists before the Scheduler starts, so the Scheduler can tell it what
+    // it is told; the Fleet itself runs once it has the Scheduler's.
+    let fleet_context = membership.as_ref().map(|_| Context::<Fleet>::new());
+    if let Some(context) = &fleet_context {
+        scheduler = scheduler.in_fleet(context.address().recipient());
+    }
+    let scheduler = scheduler_context.run(scheduler);
+    let fleet = fleet_context.zip(membership).map(|(context, membership)| {
+        context.run(Fleet::new(
+            db.clone(),
+            membership.member,
+            scheduler.clone(),
+            settings.fleet.heartbeat_interval,
+            match membership.shared {
+                Some(fleet) => FleetSwitches::Shared {
+                    version: fleet.version,
+                },
+                None => FleetSwitches::Gitlab,
+            },
+        ))
+    });
     if let Some(initial) = switches {
         GitlabControl::new(
             db.clone(),
@@ -155,6 +184,7 @@ pub async fn start(
         listener,
         AdminDeps {
             scheduler: scheduler.clone(),
+            fleet: fleet.clone(),
             token: settings.admin.token.clone(),
             registry_metrics,
             follows_gitlab: settings.follows_gitlab(),
@@ -171,40 +201,65 @@ pub async fn start(
         writer,
         admin_addr: admin.addr,
         admin,
+        fleet,
         finished,
     })
 }
 
-/// Where the Scheduler's projects come from: the analysis, from its watermark (forgotten with
-/// `--from-start`), or a repair's candidates.
+/// This instance in the fleet: who it is, and the fleet's switches when they are shared
+/// (`control.source = "config"`).
+struct Membership {
+    member: Arc<Member>,
+    shared: Option<members::FleetSwitches>,
+}
+
+/// Where the Scheduler's projects come from: the analysis, as a member of the fleet, from the
+/// fleet's pass and the watermark (both forgotten with `--from-start`); or a repair's candidates.
 async fn source(
     settings: &Settings,
     db: &Database,
     options: &ServiceOptions,
-) -> Result<Source, StartError> {
+) -> Result<(Source, Option<Membership>), StartError> {
     let Work::Repair(repair) = &options.work else {
         let shard = settings.worker.shard;
+        let member = Arc::new(Member::new(shard, settings.fleet.member_timeout));
+        let joined = members::join(
+            db,
+            &member,
+            Joining {
+                max_concurrency: settings.worker.max_concurrency,
+                enabled: settings.worker.enabled,
+                shared_switches: !settings.follows_gitlab(),
+            },
+        )
+        .await?;
         if options.from_start {
             watermark::reset(db, shard).await?;
+            claims::reset(db, shard).await?;
         }
-        let (watermark, swept_ago) = watermark::load(db, shard).await?;
-        return Ok(Source::Analysis(Passes::new(
+        let (watermark, _) = watermark::load(db, shard).await?;
+        claims::ensure_pass(db, shard, watermark).await?;
+        if options.retry_failed {
+            claims::start_retry_failed(db, shard).await?;
+        }
+        claims::start_sweep_if_due(db, shard, settings.worker.sweep_interval).await?;
+        let source = Source::Analysis(Passes::new(
             db.clone(),
             AnalysisSettings {
-                shard,
+                member: member.clone(),
                 watermark,
                 until_done: options.until_done,
-                retry_failed: options.retry_failed,
                 rescan_interval: settings.worker.rescan_interval,
                 sweep_interval: settings.worker.sweep_interval,
-                swept_ago,
             },
-        )));
+        ));
+        let shared = (!settings.follows_gitlab()).then_some(joined.switches);
+        return Ok((source, Some(Membership { member, shared })));
     };
-    Ok(Source::Repair(Candidates::new(
-        db.clone(),
-        repair.scope.clone(),
-    )))
+    Ok((
+        Source::Repair(Candidates::new(db.clone(), repair.scope.clone())),
+        None,
+    ))
 }
 
 /// `GET /gitlab/v1/`, as GitLab's own worker asked before it ran: a registry without the API (or
@@ -308,6 +363,9 @@ impl Service {
             .finished
             .await
             .unwrap_or(RunEnd::FlushFailed(WriteError::SchedulerStopped));
+        if let Some(fleet) = &self.fleet {
+            let _ = fleet.send(Leave).await;
+        }
         let collected = self.writer.send(TakeCollected).await.unwrap_or_default();
         self.admin.stop().await;
         (end, collected)

@@ -51,6 +51,18 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub control: ControlSettings,
+    pub fleet: FleetSettings,
+}
+
+/// How the instances of `run` against one database find each other (see `src/fleet`).
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// `fleet.heartbeat_interval_ms`: how often a member records that it lives and reads the
+    /// others.
+    pub heartbeat_interval: Duration,
+    /// `fleet.member_timeout_ms`: a member silent this long is taken for dead and its work and
+    /// share taken over; at least three heartbeats.
+    pub member_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +316,7 @@ impl Settings {
                     100,
                 )?,
             },
+            fleet: fleet(&raw.fleet)?,
         })
     }
 
@@ -419,6 +432,23 @@ fn within<T: TryFrom<i64>>(
 }
 
 /// A `_ms` key as a [`Duration`] of at least `min` milliseconds.
+fn fleet(raw: &raw::Fleet) -> Result<FleetSettings, ConfigError> {
+    let heartbeat_interval = millis(
+        "fleet.heartbeat_interval_ms",
+        raw.heartbeat_interval_ms,
+        100,
+    )?;
+    let member_timeout = millis(
+        "fleet.member_timeout_ms",
+        raw.member_timeout_ms,
+        raw.heartbeat_interval_ms.saturating_mul(3),
+    )?;
+    Ok(FleetSettings {
+        heartbeat_interval,
+        member_timeout,
+    })
+}
+
 fn millis(key: &str, value: i64, min: i64) -> Result<Duration, ConfigError> {
     number(key, value, min).map(Duration::from_millis)
 }

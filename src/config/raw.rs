@@ -17,6 +17,7 @@ pub(super) struct RawSettings {
     pub admin: Admin,
     pub log: Log,
     pub control: Control,
+    pub fleet: Fleet,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +73,22 @@ pub(super) struct Log {
     pub level: String,
     pub format: String,
     pub progress_interval_s: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Fleet {
+    pub heartbeat_interval_ms: i64,
+    pub member_timeout_ms: i64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 1000,
+            member_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

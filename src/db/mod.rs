@@ -2,6 +2,7 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub mod fleet;
 pub mod projects;
 pub mod repair;
 pub(crate) mod schema;
@@ -48,7 +49,7 @@ pub enum DbError {
     },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
-    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
+    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks and fleet tables) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
     /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
     #[error("reading the database settings")]
@@ -156,6 +157,7 @@ impl Database {
         let row: Present = diesel::sql_query(
             "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
                     AND to_regclass('registry_repair_watermarks') IS NOT NULL \
+                    AND to_regclass('registry_repair_claims') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_watermarks') \
                                   AND attname = 'swept_at' AND NOT attisdropped) AS present",

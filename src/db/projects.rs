@@ -42,7 +42,7 @@ impl Project {
 
 /// Where a walk looks: project ids above `after`, and up to `through` when given (a sweep's span).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Span {
+pub(in crate::db) struct Span {
     pub after: i64,
     pub through: Option<i64>,
 }
@@ -92,7 +92,7 @@ fn stale_ongoing(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> 
 
 /// The first `limit` projects of `shard` in `span` that have no tracking row answering for them,
 /// in id order: the walk, the sweep and the watermark all ask this.
-pub(super) async fn unanswered_ids(
+pub(in crate::db) async fn unanswered_ids(
     conn: &mut DbConn,
     span: Span,
     limit: i64,
@@ -153,7 +153,11 @@ pub async fn unanalysed_between(
     with_paths(&mut conn, ids).await
 }
 
-async fn with_paths(conn: &mut DbConn, ids: Vec<i64>) -> Result<Vec<Project>, DbError> {
+/// `ids` as projects, with their full paths.
+pub(in crate::db) async fn with_paths(
+    conn: &mut DbConn,
+    ids: Vec<i64>,
+) -> Result<Vec<Project>, DbError> {
     let mut paths = route_paths(conn, &ids).await?;
     Ok(ids
         .into_iter()
@@ -210,32 +214,34 @@ pub async fn existing_repository_names(
     Ok(found.into_iter().collect())
 }
 
-/// The next `limit` projects recorded `failed` with id above `after`, in id order
+/// The first `limit` projects of `shard` in `span` recorded `failed`, in id order
 /// (`run --retry-failed`).
-pub async fn next_failed(
-    db: &Database,
-    after: i64,
+pub(in crate::db) async fn failed_ids(
+    conn: &mut DbConn,
+    span: Span,
     limit: i64,
     shard: Shard,
-) -> Result<Vec<Project>, DbError> {
-    let mut conn = db.conn().await?;
+) -> Result<Vec<i64>, DbError> {
     let mut query = tracking::table
-        .filter(tracking::project_id.gt(after))
+        .filter(tracking::project_id.gt(span.after))
         .filter(tracking::status.eq(TrackingStatus::Failed as i16))
         .into_boxed();
+    if let Some(through) = span.through {
+        query = query.filter(tracking::project_id.le(through));
+    }
     if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
         query = query.filter(in_shard);
     }
-    let ids: Vec<i64> = query
+    query
         .order(tracking::project_id.asc())
         .limit(limit)
         .select(tracking::project_id)
-        .load(&mut conn)
+        .load(conn)
         .await
         .map_err(DbError::query(format!(
-            "reading the next {limit} failed projects after id {after}"
-        )))?;
-    with_paths(&mut conn, ids).await
+            "reading the next {limit} failed projects after id {}",
+            span.after
+        )))
 }
 
 /// Up to this many projects (by the planner's statistics) the remaining work is counted exactly.

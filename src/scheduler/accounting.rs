@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::fleet::FleetStatus;
 use serde::{Deserialize, Serialize};
 
 use super::Disposition;
@@ -31,6 +32,9 @@ pub enum ServiceState {
     /// The Writer's buffer is over its bound.
     #[serde(rename = "waiting for the writer")]
     WaitingForTheWriter,
+    /// In a fleet whose total is taken by the other members' shares.
+    #[serde(rename = "waiting for a share")]
+    WaitingForAShare,
     #[serde(rename = "draining")]
     Draining,
     #[serde(rename = "stopped")]
@@ -77,6 +81,9 @@ pub struct ServiceStatus {
     pub work: Doing,
     pub enabled: bool,
     pub max_concurrency: usize,
+    /// In a fleet: this instance's share of `max_concurrency`, the fleet's total.
+    #[serde(default)]
+    pub share: Option<usize>,
     pub in_flight: usize,
     pub queued: usize,
     /// Projects recorded by this process (completed + failed).
@@ -120,6 +127,9 @@ pub struct ServiceStatus {
     /// The process's peak resident memory (VmHWM).
     pub peak_rss_kib: Option<u64>,
     pub writer: Option<WriterStats>,
+    /// In a fleet: its members, their shares and the totals, as this member last read them.
+    #[serde(default)]
+    pub fleet: Option<FleetStatus>,
     pub breaker: BreakerPosition,
     pub breaker_trips: u64,
     pub last_error: Option<String>,

@@ -17,9 +17,9 @@ mod candidates;
 mod outage;
 mod pool;
 mod read;
+mod share;
 mod shutdown;
 mod source;
-mod sweep;
 mod walk;
 
 use std::collections::VecDeque;
@@ -35,6 +35,7 @@ use self::breaker::{Breaker, State as BreakerState};
 pub use self::candidates::Candidates;
 use self::pool::Slot;
 pub use self::read::NextPass;
+pub use self::share::{AdoptSwitches, FleetReport, MemberReport, SetShare, SwitchesChanged};
 pub use self::shutdown::Shutdown;
 pub use self::source::Source;
 pub use self::walk::{AnalysisSettings, Passes};
@@ -79,6 +80,9 @@ pub enum RunEnd {
     /// The registry answered, but without GitLab's API, before anything was dispatched: no
     /// project can be analysed until its configuration changes.
     RegistryWithoutApi(NoGitlabApi),
+    /// The fleet took this instance for dead (its heartbeat stopped for longer than
+    /// `fleet.member_timeout_ms`) and gave its work to others: it stopped at once.
+    LostMembership,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +124,12 @@ pub struct Scheduler {
     outage: Outage,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
+    /// In a fleet: this instance's share of the fleet's concurrency (`None`: all of it).
+    share: Option<usize>,
+    /// In a fleet: told when this instance is given a new concurrency or flag.
+    switches_listener: Option<Recipient<SwitchesChanged>>,
+    /// The fleet gave this instance's work to others: the run ends as `LostMembership`.
+    lost: bool,
 }
 
 impl Scheduler {
@@ -152,7 +162,18 @@ impl Scheduler {
             outage,
             accounting: Accounting::new(),
             finished: Some(finished),
+            share: None,
+            switches_listener: None,
+            lost: false,
         }
+    }
+
+    /// As a member of a fleet: no project is dispatched until the fleet gives this instance a
+    /// share, and `listener` is told what this instance is told to use.
+    pub fn in_fleet(mut self, listener: Recipient<SwitchesChanged>) -> Self {
+        self.share = Some(0);
+        self.switches_listener = Some(listener);
+        self
     }
 
     /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
@@ -218,14 +239,16 @@ impl Scheduler {
         let after = self.source.after_flush();
         let work = async move {
             let flushed = flush.await;
-            let moved = match flushed {
-                Ok(Ok(_)) => after.await,
+            let ended = match flushed {
+                Ok(Ok(_)) => Some(after.await),
                 _ => None,
             };
-            (flushed, moved)
+            (flushed, ended)
         };
-        ctx.spawn(work.into_actor(self).map(|(flushed, moved), act, ctx| {
-            act.source.advanced(moved);
+        ctx.spawn(work.into_actor(self).map(|(flushed, ended), act, ctx| {
+            if let Some(ended) = ended {
+                act.source.ended(ended);
+            }
             if act.phase != Phase::Flushing {
                 return;
             }
@@ -273,19 +296,18 @@ impl Scheduler {
         if self.phase == Phase::Finished {
             return;
         }
-        let (advance, swept) = self.source.periodic();
-        if let Some(advance) = advance {
-            ctx.spawn(advance.into_actor(self).map(|through, act, _ctx| {
-                act.source.background_advanced(through);
-            }));
-        }
-        if swept {
-            match self.phase {
-                Phase::Idle => self.start_pass(ctx),
-                Phase::Running | Phase::Flushing => self.tick(ctx),
-                Phase::Draining | Phase::Finished => {}
+        let Some(duties) = self.source.periodic() else {
+            return;
+        };
+        ctx.spawn(duties.into_actor(self).map(|periodic, act, ctx| {
+            if act.source.periodic_done(periodic) {
+                match act.phase {
+                    Phase::Idle => act.start_pass(ctx),
+                    Phase::Running | Phase::Flushing => act.tick(ctx),
+                    Phase::Draining | Phase::Finished => {}
+                }
             }
-        }
+        }));
     }
 
     fn finish(&mut self, end: RunEnd) {
@@ -301,6 +323,7 @@ impl Scheduler {
             Phase::Finished => ServiceState::Stopped,
             _ if !self.config.enabled => ServiceState::Paused,
             _ if self.config.limit == 0 => ServiceState::PausedByConcurrency,
+            _ if self.share == Some(0) => ServiceState::WaitingForAShare,
             _ if self.outage.breaker.state() != BreakerState::Closed => {
                 ServiceState::RegistryUnavailable
             }
@@ -316,6 +339,7 @@ impl Scheduler {
             work: self.config.work.doing(),
             enabled: self.config.enabled,
             max_concurrency: self.config.limit,
+            share: self.share,
             in_flight: self.in_flight(),
             queued: self.queue.len(),
             analyzers: self.slots.len(),
@@ -406,6 +430,7 @@ impl Handler<SetConcurrency> for Scheduler {
                 "max concurrency changed"
             );
             self.config.limit = limit;
+            self.switches_changed();
         }
         // Lowering takes effect as in-flight projects finish: none is interrupted.
         self.tick(ctx);
@@ -425,6 +450,7 @@ impl Handler<SetEnabled> for Scheduler {
         if enabled != self.config.enabled {
             tracing::info!(enabled, "feature flag switched");
             self.config.enabled = enabled;
+            self.switches_changed();
         }
         self.tick(ctx);
         MessageResult(self.status())

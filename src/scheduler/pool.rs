@@ -26,7 +26,7 @@ impl Scheduler {
         if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
             return;
         }
-        let limit = self.outage.breaker.allowed(self.config.limit);
+        let limit = self.outage.breaker.allowed(self.effective_limit());
         let mut in_flight = self.in_flight();
         while in_flight < limit {
             let Some(job) = self.queue.pop_front() else {

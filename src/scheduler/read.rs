@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::analyzer::Job;
+use crate::db::fleet::claims::Step;
 use crate::db::DbError;
 
 /// A read from the database, under way.
@@ -25,12 +26,8 @@ pub(super) enum ReadKind {
         want: i64,
         result: Result<Batch, DbError>,
     },
-    /// A span of the sweep below the watermark.
-    Sweep {
-        after: i64,
-        through: i64,
-        result: Result<Vec<Job>, DbError>,
-    },
+    /// The next claim on the fleet's cursors (the analysis).
+    Claim(Result<Step, DbError>),
 }
 
 /// A page of the walk: how many rows were read, the last id, and the jobs made of them (fewer

@@ -21,6 +21,7 @@ impl Scheduler {
         let flush = self.writer.send(Flush::Shutdown);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
             let end = match result {
+                Ok(Ok(_)) if act.lost => RunEnd::LostMembership,
                 Ok(Ok(_)) => RunEnd::Stopped,
                 Ok(Err(error)) => RunEnd::FlushFailed(error),
                 Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
@@ -40,12 +41,26 @@ pub enum Shutdown {
     Graceful,
     /// A second signal: stop waiting for in-flight projects; flush what is done.
     Now,
+    /// The fleet took this instance for dead and gave its work to others: stop at once, flush
+    /// what is done, and end as `LostMembership`.
+    Lost,
 }
 
 impl Handler<Shutdown> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if msg == Shutdown::Lost && self.phase != Phase::Finished {
+            tracing::error!(
+                in_flight = self.in_flight(),
+                "the fleet took this instance for dead and gave its work to others; stopping"
+            );
+            self.lost = true;
+            self.phase = Phase::Draining;
+            self.queue.clear();
+            self.finalize(ctx);
+            return;
+        }
         if self.phase == Phase::Draining && msg == Shutdown::Now {
             self.finalize(ctx);
             return;

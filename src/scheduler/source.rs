@@ -11,10 +11,16 @@ use futures_util::FutureExt;
 
 use super::candidates::Candidates;
 use super::read::{NextPass, Read, Reading};
-use super::walk::Passes;
+use super::walk::{PartEnd, Passes, Periodic};
 use super::ServiceStatus;
 use crate::analyzer::Job;
 use crate::db::DbError;
+
+/// What the end of a pass brought the source.
+pub enum Ended {
+    Analysis(PartEnd),
+    Repair,
+}
 
 /// Where the projects come from.
 pub enum Source {
@@ -59,18 +65,18 @@ impl Source {
     }
 
     /// What to do once a pass is read, dispatched, back and flushed, before deciding what
-    /// follows: the analysis moves its watermark up.
-    pub fn after_flush(&self) -> BoxFuture<'static, Option<i64>> {
+    /// follows: the analysis ends this member's part of the fleet's pass (see [`Ended`]).
+    pub fn after_flush(&self) -> BoxFuture<'static, Ended> {
         match self {
-            Source::Analysis(passes) => passes.advance(),
-            Source::Repair(_) => future::ready(None).boxed(),
+            Source::Analysis(passes) => passes.end_part().map(Ended::Analysis).boxed(),
+            Source::Repair(_) => future::ready(Ended::Repair).boxed(),
         }
     }
 
-    /// The watermark the analysis could move up to (`None`: it did not move).
-    pub fn advanced(&mut self, through: Option<i64>) {
-        if let (Source::Analysis(passes), Some(through)) = (self, through) {
-            passes.advanced(through);
+    /// Takes in what [`Source::after_flush`] brought.
+    pub fn ended(&mut self, ended: Ended) {
+        if let (Source::Analysis(passes), Ended::Analysis(end)) = (self, ended) {
+            passes.part_ended(end);
         }
     }
 
@@ -112,21 +118,22 @@ impl Source {
         }
     }
 
-    /// The periodic duties: the watermark moved up in the background (hand its answer to
-    /// [`Source::background_advanced`]); whether a sweep began (the Scheduler then starts a pass
-    /// if it was idle).
-    pub fn periodic(&mut self) -> (Option<BoxFuture<'static, Option<i64>>>, bool) {
+    /// The periodic duties (the analysis: the watermark moved up, a sweep started when due), as
+    /// a future whose answer goes to [`Source::periodic_done`]; none while one is under way.
+    pub fn periodic(&mut self) -> Option<BoxFuture<'static, Periodic>> {
         match self {
-            Source::Analysis(passes) => (passes.advance_in_background(), passes.sweep_if_due()),
-            Source::Repair(_) => (None, false),
+            Source::Analysis(passes) => passes.periodic(),
+            Source::Repair(_) => None,
         }
     }
 
-    /// The answer of a background move of the watermark.
-    pub fn background_advanced(&mut self, through: Option<i64>) {
+    /// Takes in what the periodic duties brought; whether a sweep began (the Scheduler then
+    /// starts a pass if it was idle).
+    pub fn periodic_done(&mut self, periodic: Periodic) -> bool {
         if let Source::Analysis(passes) = self {
-            passes.background_advanced(through);
+            passes.periodic_done(&periodic);
         }
+        periodic.swept
     }
 
     /// Where the walk is (for the log line of the first dispatch).

@@ -1,7 +1,9 @@
-//! The analysis' source ([`Passes`]): the keyset walk above the watermark, the sweep below it,
-//! and the passes they make up (a pass ends with a flush, then the watermark moves and the walk
-//! starts again). It owns what it needs (the database, the shard, the watermark and its fences,
-//! the sweep) and makes its reads as futures the Scheduler runs.
+//! The analysis' source ([`Passes`]): this member's part of the fleet's passes (the walk above the
+//! watermark, the sweep below it, the retry of failed projects), read through claims on the
+//! fleet's shared cursors. A part ends with a flush; then the member's claims end, and the member
+//! that finds the pass over fleet-wide moves the watermark and starts the next. It owns what it
+//! needs (the database, the member, the watermark and its fences) and makes its reads as futures
+//! the Scheduler runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,224 +11,143 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::read::{Batch, NextPass, Read, ReadKind, Reading};
-use super::sweep::Sweep;
-use super::{ServiceStatus, FETCH_BATCH};
+use super::read::{Read, ReadKind, Reading};
+use super::{NextPass, ServiceStatus, FETCH_BATCH};
 use crate::analyzer::Job;
-use crate::config::Shard;
-use crate::db::projects::{
-    next_failed, next_unanalysed, remaining_unanalysed, unanalysed_between, Project,
-};
+use crate::db::fleet::claims::{self, Kind, PassState, Step};
+use crate::db::fleet::Member;
+use crate::db::projects::{remaining_unanalysed, Project};
 use crate::db::watermark::{self, Fences};
 use crate::db::{Database, DbError};
 
-/// How often the watermark is moved up.
+/// How often the watermark is moved up and a due sweep is started.
 pub const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Which projects a pass walks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
-    /// Projects without a tracking row.
-    Unanalysed,
-    /// Projects recorded `failed` (`run --retry-failed`, first pass only).
-    Failed,
-}
+/// How soon a member whose part of a pass is done looks again while others finish theirs.
+const WAITING_POLL: Duration = Duration::from_secs(1);
 
 /// What the analysis is started with.
 #[derive(Debug, Clone)]
 pub struct AnalysisSettings {
-    /// This instance's share of the projects.
-    pub shard: Shard,
+    /// This instance as a member of the fleet (its shard among it).
+    pub member: Arc<Member>,
     /// Every project of the shard up to this id has a row (see `db::watermark`).
     pub watermark: i64,
     /// Stop once every project has a row and everything is flushed.
     pub until_done: bool,
-    /// Walk the projects recorded `failed` first, and analyse them again.
-    pub retry_failed: bool,
     /// How long to wait before looking again once a pass found nothing.
     pub rescan_interval: Duration,
     /// How often the projects below the watermark are swept for ones without an answer.
     pub sweep_interval: Duration,
-    /// How long ago this shard was last swept (`None`: never).
-    pub swept_ago: Option<Duration>,
 }
 
-/// Pass after pass over the projects without a tracking row.
+/// What the end of this member's part of a pass brought: the watermark it moved up to (if it
+/// did), and where the fleet stands.
+pub struct PartEnd {
+    watermark: Option<i64>,
+    state: PassState,
+}
+
+/// What the periodic duties brought: the watermark moved up, a sweep began.
+pub struct Periodic {
+    pub(super) through: Option<i64>,
+    pub(super) swept: bool,
+}
+
+/// This member's part of the fleet's passes over the projects without a tracking row: it reads
+/// through claims on the fleet's shared cursors (`db::fleet::claims`), so that no two members
+/// read the same projects.
 pub struct Passes {
     db: Database,
-    shard: Shard,
+    member: Arc<Member>,
     until_done: bool,
     rescan_interval: Duration,
+    sweep_interval: Duration,
     watermark: i64,
-    which: Which,
-    cursor: i64,
+    /// The fleet's pass this member last read in.
+    pass: i64,
+    /// This member's part of the pass is read.
     exhausted: bool,
     fetching: bool,
-    /// Projects read in this pass.
+    /// Projects this member read in its part of the pass.
     found: u64,
-    passes: u64,
     /// A background move of the watermark is under way.
     advancing: bool,
     /// What caps the watermark: fences against transactions that commit late.
     fences: Arc<Fences>,
-    sweep: Sweep,
     /// While a sweep runs, reads alternate between it and the walk above the watermark.
-    sweep_turn: bool,
+    prefer_sweep: bool,
+    sweeping: bool,
+    sweeps: u64,
+    /// Where the fleet stood at the end of this member's last part.
+    ended: PassState,
 }
 
 impl Passes {
     pub fn new(db: Database, settings: AnalysisSettings) -> Self {
-        let which = match settings.retry_failed {
-            true => Which::Failed,
-            false => Which::Unanalysed,
-        };
-        let mut passes = Self {
+        Self {
             db,
-            shard: settings.shard,
+            member: settings.member,
             until_done: settings.until_done,
             rescan_interval: settings.rescan_interval,
+            sweep_interval: settings.sweep_interval,
             watermark: settings.watermark,
-            which,
-            cursor: 0,
+            pass: 0,
             exhausted: false,
             fetching: false,
             found: 0,
-            passes: 1,
             advancing: false,
             fences: Arc::default(),
-            sweep: Sweep::new(settings.sweep_interval, settings.swept_ago),
-            sweep_turn: false,
-        };
-        passes.cursor = passes.pass_start();
-        passes
-    }
-
-    /// Where a pass starts: past the watermark, unless it revisits failed projects.
-    fn pass_start(&self) -> i64 {
-        match self.which {
-            Which::Unanalysed => self.watermark,
-            Which::Failed => 0,
+            prefer_sweep: false,
+            sweeping: false,
+            sweeps: 0,
+            ended: PassState::Next,
         }
     }
 
     pub(super) fn next_read(&mut self) -> Option<Reading> {
-        if self.fetching {
-            return None;
-        }
-        // No sweep while failed projects are revisited: that pass reads other rows.
-        let span = self
-            .sweep
-            .next_span()
-            .filter(|_| self.which == Which::Unanalysed);
-        if let Some(span) = span {
-            if self.exhausted || self.sweep_turn {
-                self.sweep_turn = false;
-                self.fetching = true;
-                return Some(self.read_sweep(span));
-            }
-            self.sweep_turn = true;
-        }
-        if self.exhausted {
+        if self.fetching || self.exhausted {
             return None;
         }
         self.fetching = true;
-        let (db, after, which, shard) = (self.db.clone(), self.cursor, self.which, self.shard);
+        self.prefer_sweep = !self.prefer_sweep;
+        let (db, member, prefer_sweep) = (self.db.clone(), self.member.clone(), self.prefer_sweep);
         Some(
             async move {
                 let started = Instant::now();
-                let result = match which {
-                    Which::Unanalysed => next_unanalysed(&db, after, FETCH_BATCH, shard).await,
-                    Which::Failed => next_failed(&db, after, FETCH_BATCH, shard).await,
-                };
-                let result = result.map(|projects| Batch {
-                    read: projects.len() as u64,
-                    last: projects.last().map(|p| p.id),
-                    jobs: jobs(projects, which == Which::Failed),
-                });
+                let result = claims::claim(&db, &member, prefer_sweep, FETCH_BATCH).await;
                 Read {
                     took: started.elapsed(),
-                    kind: ReadKind::Walk {
-                        after,
-                        want: FETCH_BATCH,
-                        result,
-                    },
+                    kind: ReadKind::Claim(result),
                 }
             }
             .boxed(),
         )
     }
 
-    /// Reads the next span of the sweep under way (see [`Sweep`]).
-    fn read_sweep(&self, (after, through): (i64, i64)) -> Reading {
-        let (db, shard) = (self.db.clone(), self.shard);
-        async move {
-            let started = Instant::now();
-            let result = unanalysed_between(&db, after, Some(through), FETCH_BATCH, shard)
-                .await
-                .map(|projects| jobs(projects, false));
-            Read {
-                took: started.elapsed(),
-                kind: ReadKind::Sweep {
-                    after,
-                    through,
-                    result,
-                },
-            }
-        }
-        .boxed()
-    }
-
     pub(super) fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {
         self.fetching = false;
-        match read.kind {
-            ReadKind::Walk {
-                after,
-                want,
-                result,
+        let ReadKind::Claim(result) = read.kind else {
+            return Ok(Vec::new());
+        };
+        match result? {
+            Step::Claimed {
+                pass,
+                kind,
+                projects,
+                swept,
+                ..
             } => {
-                let batch = result?;
-                if self.cursor != after {
-                    return Ok(Vec::new()); // an answer from before a new pass
-                }
-                self.exhausted = (batch.read as i64) < want;
-                if let Some(last) = batch.last {
-                    self.cursor = last;
-                }
-                self.found += batch.read;
-                Ok(batch.jobs)
+                self.pass = pass;
+                self.found += projects.len() as u64;
+                self.sweeping = kind == Kind::Sweep && !swept;
+                self.sweeps += u64::from(swept);
+                Ok(jobs(projects, kind == Kind::Failed))
             }
-            ReadKind::Sweep {
-                after,
-                through,
-                result,
-            } => {
-                let jobs = result?;
-                if self.sweep.next_span().map(|(a, _)| a) != Some(after) {
-                    return Ok(Vec::new());
-                }
-                let to = match jobs.last() {
-                    Some(last) if jobs.len() as i64 >= FETCH_BATCH => last.project.id,
-                    _ => through,
-                };
-                if !jobs.is_empty() {
-                    tracing::info!(
-                        projects = jobs.len(),
-                        from = jobs.first().map_or(0, |j| j.project.id),
-                        to = jobs.last().map_or(0, |j| j.project.id),
-                        "sweep found projects without an answer below the watermark"
-                    );
-                }
-                self.found += jobs.len() as u64;
-                if self.sweep.advanced(after, to) {
-                    tracing::info!(through, "sweep complete");
-                    let (db, shard) = (self.db.clone(), self.shard);
-                    actix_rt::spawn(async move {
-                        if let Err(error) = watermark::swept(&db, shard).await {
-                            tracing::warn!(%error, "recording the end of a sweep failed; the next start sweeps again");
-                        }
-                    });
-                }
-                Ok(jobs)
+            Step::PassRead { pass } | Step::NotBefore { pass, .. } => {
+                self.pass = pass;
+                self.sweeping = false;
+                self.exhausted = true;
+                Ok(Vec::new())
             }
         }
     }
@@ -236,12 +157,12 @@ impl Passes {
     }
 
     pub(super) fn pass_read(&self) -> bool {
-        self.exhausted && !self.sweep.is_active() && !self.fetching
+        self.exhausted && !self.fetching
     }
 
     /// Moves the watermark up as far as the database shows every project has a row.
-    pub(super) fn advance(&self) -> BoxFuture<'static, Option<i64>> {
-        let (db, shard, from) = (self.db.clone(), self.shard, self.watermark);
+    fn advance(&self) -> BoxFuture<'static, Option<i64>> {
+        let (db, shard, from) = (self.db.clone(), self.member.shard, self.watermark);
         let fences = self.fences.clone();
         async move {
             match watermark::advance(&db, shard, from, &fences).await {
@@ -255,66 +176,96 @@ impl Passes {
         .boxed()
     }
 
-    pub(super) fn advanced(&mut self, through: i64) {
-        self.watermark = self.watermark.max(through);
+    /// This member's part of the pass is flushed: its claims end and, if the pass is over for
+    /// the whole fleet, the watermark moves up and the next pass starts from it.
+    pub(super) fn end_part(&self) -> BoxFuture<'static, PartEnd> {
+        let (db, member, pass, from) = (
+            self.db.clone(),
+            self.member.clone(),
+            self.pass,
+            self.watermark,
+        );
+        let (until_done, rescan) = (self.until_done, self.rescan_interval);
+        let advance = self.advance();
+        async move {
+            let over = claims::pass_looks_over(&db, &member, pass).await;
+            let moved = match over {
+                Ok(true) => advance.await,
+                _ => None,
+            };
+            let through = moved.unwrap_or(from).max(from);
+            let state = claims::finish_part(&db, &member, pass, through, until_done, rescan)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "ending this member's part of the pass failed; looking again");
+                    PassState::Waiting
+                });
+            PartEnd {
+                watermark: moved,
+                state,
+            }
+        }
+        .boxed()
     }
 
-    /// [`Passes::advance`], unless one is under way already.
-    pub(super) fn advance_in_background(&mut self) -> Option<BoxFuture<'static, Option<i64>>> {
+    pub(super) fn part_ended(&mut self, end: PartEnd) {
+        if let Some(through) = end.watermark {
+            self.watermark = self.watermark.max(through);
+        }
+        self.ended = end.state;
+    }
+
+    /// The periodic duties: the watermark, and a sweep when one is due (unless one is under way).
+    pub(super) fn periodic(&mut self) -> Option<BoxFuture<'static, Periodic>> {
         if self.advancing {
             return None;
         }
         self.advancing = true;
-        Some(self.advance())
+        let advance = self.advance();
+        let (db, shard, interval) = (self.db.clone(), self.member.shard, self.sweep_interval);
+        Some(
+            async move {
+                let through = advance.await;
+                let swept = claims::start_sweep_if_due(&db, shard, interval)
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::debug!(%error, "starting a due sweep failed");
+                        false
+                    });
+                if swept {
+                    tracing::info!(
+                        through,
+                        "sweeping the projects below the watermark for ones without an answer"
+                    );
+                }
+                Periodic { through, swept }
+            }
+            .boxed(),
+        )
     }
 
-    pub(super) fn background_advanced(&mut self, through: Option<i64>) {
+    pub(super) fn periodic_done(&mut self, periodic: &Periodic) {
         self.advancing = false;
-        if let Some(through) = through {
-            self.advanced(through);
+        if let Some(through) = periodic.through {
+            self.watermark = self.watermark.max(through);
         }
     }
 
-    /// Starts a sweep when one is due (see [`Sweep`]); whether it did.
-    pub(super) fn sweep_if_due(&mut self) -> bool {
-        if !self.sweep.due() || self.which != Which::Unanalysed {
-            return false;
-        }
-        tracing::info!(
-            through = self.watermark,
-            "sweeping the projects below the watermark for ones without an answer"
-        );
-        self.sweep.start(self.watermark);
-        true
-    }
-
-    /// A pass is over and flushed: walk again now, later, or end the run.
+    /// This member's part of a pass is over and flushed: read again now, later, or end the run.
     pub(super) fn next_pass(&mut self) -> NextPass {
-        let found = self.found;
-        tracing::info!(pass = self.passes, projects = found, source = ?self.which, "pass complete");
-        if self.which == Which::Failed {
-            // The failed projects had their second chance; now the usual walk.
-            self.which = Which::Unanalysed;
-            NextPass::Now
-        } else if found > 0 || self.sweep.is_active() {
-            NextPass::Now
-        } else if self.until_done && self.sweep.completed() == 0 {
-            // Done means every project has an answer, below the watermark too.
-            self.sweep.start(self.watermark);
-            NextPass::Now
-        } else if self.until_done {
-            NextPass::Done
-        } else {
-            NextPass::After(self.rescan_interval)
+        tracing::debug!(pass = self.pass, projects = self.found, fleet = ?self.ended, "part of the pass complete");
+        match self.ended {
+            PassState::Waiting => NextPass::After(WAITING_POLL),
+            PassState::NotBefore(wait) => NextPass::After(wait.min(WATERMARK_INTERVAL)),
+            PassState::Next => NextPass::Now,
+            PassState::Done => NextPass::Done,
         }
     }
 
     pub(super) fn start_pass(&mut self) {
         self.take_fence();
-        self.cursor = self.pass_start();
         self.exhausted = false;
         self.found = 0;
-        self.passes += 1;
     }
 
     /// A fence for the watermark, taken as a pass starts: by the pass's end the transactions
@@ -330,19 +281,19 @@ impl Passes {
 
     /// Counts (or, on a large database, estimates) the projects left to analyse.
     pub(super) fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
-        let (db, shard, after) = (self.db.clone(), self.shard, self.watermark);
+        let (db, shard, after) = (self.db.clone(), self.member.shard, self.watermark);
         async move { remaining_unanalysed(&db, after, shard).await }.boxed()
     }
 
     pub(super) fn cursor(&self) -> i64 {
-        self.cursor
+        self.watermark
     }
 
     pub(super) fn status(&self, status: &mut ServiceStatus) {
-        status.pass = self.passes;
+        status.pass = u64::try_from(self.pass).unwrap_or(0);
         status.watermark = self.watermark;
-        status.sweeping = self.sweep.is_active();
-        status.sweeps = self.sweep.completed();
+        status.sweeping = self.sweeping;
+        status.sweeps = self.sweeps;
     }
 }
 

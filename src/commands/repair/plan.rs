@@ -141,7 +141,7 @@ async fn walk(
 /// What the plans say, or what writing them did; an error when the run could not finish.
 fn outcome(walked: &Repaired) -> anyhow::Result<Outcome> {
     match &walked.end {
-        RunEnd::Done | RunEnd::Stopped => {}
+        RunEnd::Done | RunEnd::Stopped | RunEnd::LostMembership => {}
         RunEnd::RegistryWithoutApi(message) => return Err(anyhow!(message.clone())),
         RunEnd::FlushFailed(reason) => {
             return Err(anyhow!(

@@ -1,0 +1,419 @@
+//! `registry_repair_members` and `registry_repair_fleet`: joining, the heartbeat, the shares of the
+//! concurrency, the fleet's switches, leaving.
+//!
+//! The shares never add up to more than the fleet's total: a member lowers its own share at once
+//! (and its row only once its in-flight work is below it), but raises it only inside a
+//! transaction that holds the fleet row, so raises happen one at a time and each sees every other
+//! member's share as it stands.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Bool, Double, Integer, Nullable, Text};
+use diesel_async::RunQueryDsl;
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use super::Member;
+use crate::db::{Database, DbConn, DbError};
+
+/// Member rows whose heartbeat is older than this are deleted when another member joins: long
+/// enough for `status` to show what died, short enough that the table stays small.
+const FORGET_AFTER_S: i64 = 3600;
+
+/// One member as the table has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, diesel::QueryableByName)]
+pub struct MemberRow {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub host: String,
+    #[diesel(sql_type = Integer)]
+    pub pid: i32,
+    #[diesel(sql_type = Text)]
+    pub shard: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub started_at: DateTime<Utc>,
+    /// Seconds since its last heartbeat, by the database's clock.
+    #[diesel(sql_type = Double)]
+    pub heartbeat_age_s: f64,
+    /// Its share of the fleet's concurrency.
+    #[diesel(sql_type = Integer)]
+    pub share: i32,
+    #[diesel(sql_type = Integer)]
+    pub in_flight: i32,
+    /// It has projects to work on (or is looking for some).
+    #[diesel(sql_type = Bool)]
+    pub wants_work: bool,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub analysed: i64,
+    /// Its heartbeat is younger than the timeout.
+    #[diesel(sql_type = Bool)]
+    pub live: bool,
+}
+
+/// The fleet's switches as the table has them (`control.source = "config"`).
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct FleetSwitches {
+    #[diesel(sql_type = Integer)]
+    pub max_concurrency: i32,
+    #[diesel(sql_type = Bool)]
+    pub enabled: bool,
+    /// Grows with every write: a member adopts only what is newer than what it has.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub version: i64,
+}
+
+/// What a member joins with.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining {
+    pub max_concurrency: usize,
+    pub enabled: bool,
+    /// The configuration steers: the fleet's switches are shared through the table. A member
+    /// joining live members takes theirs; the first one of a fleet writes its own.
+    pub shared_switches: bool,
+}
+
+/// What joining found.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub switches: FleetSwitches,
+    /// Live members besides this one.
+    pub others: usize,
+}
+
+/// What a heartbeat brought back.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Another member took over claims of this one: it was taken for dead.
+    pub taken_over: bool,
+    /// Every member the table still has, live or not, in the order shares are given.
+    pub members: Vec<MemberRow>,
+    pub switches: Option<FleetSwitches>,
+}
+
+/// What this member reports with each heartbeat.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    pub share: usize,
+    pub in_flight: usize,
+    pub wants_work: bool,
+    pub state: String,
+    pub analysed: u64,
+}
+
+/// Why a member may not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "another instance of registry-repair runs against this database with worker.shard = {theirs} \
+         (host {host}, pid {pid}), and this one has worker.shard = {ours}: their projects would \
+         overlap. Give every instance the same worker.shard count (or none, and let the fleet \
+         share the work)"
+    )]
+    ShardOverlap {
+        ours: String,
+        theirs: String,
+        host: String,
+        pid: i32,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn i32_of(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+async fn lock_switches(
+    conn: &mut DbConn,
+    member: &Member,
+    joining: Joining,
+) -> Result<FleetSwitches, DbError> {
+    diesel::sql_query(
+        "INSERT INTO registry_repair_fleet (id, max_concurrency, enabled, updated_by) \
+         VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind::<Integer, _>(i32_of(joining.max_concurrency))
+    .bind::<Bool, _>(joining.enabled)
+    .bind::<Text, _>(&member.id)
+    .execute(conn)
+    .await
+    .map_err(DbError::query("creating the fleet's row"))?;
+    diesel::sql_query(
+        "SELECT max_concurrency, enabled, version FROM registry_repair_fleet WHERE id = 1 FOR UPDATE",
+    )
+    .get_result(conn)
+    .await
+    .map_err(DbError::query("locking the fleet's row"))
+}
+
+async fn members(conn: &mut DbConn, member: &Member) -> Result<Vec<MemberRow>, DbError> {
+    diesel::sql_query(
+        "SELECT id, host, pid, shard, started_at, \
+                EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 AS heartbeat_age_s, \
+                share, in_flight, wants_work, state, analysed, \
+                heartbeat_at > now() - make_interval(secs => $1) AS live \
+         FROM registry_repair_members ORDER BY started_at, id",
+    )
+    .bind::<Double, _>(member.timeout_s())
+    .load(conn)
+    .await
+    .map_err(DbError::query("reading the fleet's members"))
+}
+
+/// Adds `member` to the fleet, with no share yet (its first heartbeat asks for one). Refuses a
+/// shard setting that overlaps a live member's. In `config` mode the first member of a fleet
+/// writes its switches, a later one takes the fleet's.
+pub async fn join(
+    db: &Database,
+    member: &Arc<Member>,
+    joining: Joining,
+) -> Result<Joined, JoinError> {
+    let mut conn = db.conn().await?;
+    let member = member.clone();
+    let joined = conn
+        .transaction(|conn| {
+            async move {
+                let member = &*member;
+                let mut switches = lock_switches(conn, member, joining).await?;
+                diesel::sql_query(
+                    "DELETE FROM registry_repair_members \
+                     WHERE heartbeat_at < now() - make_interval(secs => $1)",
+                )
+                .bind::<Double, _>(FORGET_AFTER_S as f64)
+                .execute(conn)
+                .await
+                .map_err(DbError::query("forgetting members long dead"))?;
+                let others: Vec<MemberRow> = members(conn, member)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.live)
+                    .collect();
+                if let Some(other) = others
+                    .iter()
+                    .find(|m| !same_partition(&m.shard, &member.shard.to_string()))
+                {
+                    return Ok(Err(JoinError::ShardOverlap {
+                        ours: member.shard.to_string(),
+                        theirs: other.shard.clone(),
+                        host: other.host.clone(),
+                        pid: other.pid,
+                    }));
+                }
+                if others.is_empty() {
+                    // The whole fleet now: what members that are gone still claim is this one's
+                    // to take at once (a restart must not wait out their timeout).
+                    release_claims_of_the_dead(conn, member).await?;
+                }
+                if joining.shared_switches && others.is_empty() {
+                    switches = write_switches(
+                        conn,
+                        member,
+                        joining.max_concurrency,
+                        joining.enabled,
+                    )
+                    .await?;
+                }
+                diesel::sql_query(
+                    "INSERT INTO registry_repair_members (id, host, pid, shard) VALUES ($1, $2, $3, $4)",
+                )
+                .bind::<Text, _>(&member.id)
+                .bind::<Text, _>(&member.host)
+                .bind::<Integer, _>(i32::try_from(member.pid).unwrap_or(i32::MAX))
+                .bind::<Text, _>(member.shard.to_string())
+                .execute(conn)
+                .await
+                .map_err(DbError::query("joining the fleet"))?;
+                Ok(Ok(Joined {
+                    switches,
+                    others: others.len(),
+                }))
+            }
+            .boxed()
+        })
+        .await?;
+    joined
+}
+
+async fn release_claims_of_the_dead(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
+    diesel::sql_query(
+        "UPDATE registry_repair_members SET state = 'lost' \
+         WHERE id IN (SELECT owner FROM registry_repair_claims WHERE owner IS NOT NULL)",
+    )
+    .execute(conn)
+    .await
+    .map_err(DbError::query("marking the members gone from the fleet"))?;
+    let released = diesel::sql_query(
+        "UPDATE registry_repair_claims SET taken_from = owner, owner = NULL WHERE owner IS NOT NULL",
+    )
+    .execute(conn)
+    .await
+    .map_err(DbError::query("handing back the work of members gone from the fleet"))?;
+    if released > 0 {
+        tracing::info!(
+            member = %member.id,
+            claims = released,
+            "no other member is live: the work members left behind is taken up again"
+        );
+    }
+    Ok(())
+}
+
+/// Whether two `worker.shard` settings split the projects the same way: the same count, so that
+/// the shards are either the same (shared by its members) or disjoint.
+fn same_partition(theirs: &str, ours: &str) -> bool {
+    let count = |s: &str| s.split_once('/').map(|(_, n)| n.trim().to_string());
+    count(theirs) == count(ours)
+}
+
+async fn write_switches(
+    conn: &mut DbConn,
+    member: &Member,
+    max_concurrency: usize,
+    enabled: bool,
+) -> Result<FleetSwitches, DbError> {
+    diesel::sql_query(
+        "UPDATE registry_repair_fleet \
+         SET max_concurrency = $1, enabled = $2, version = version + 1, updated_at = now(), updated_by = $3 \
+         WHERE id = 1 RETURNING max_concurrency, enabled, version",
+    )
+    .bind::<Integer, _>(i32_of(max_concurrency))
+    .bind::<Bool, _>(enabled)
+    .bind::<Text, _>(&member.id)
+    .get_result(conn)
+    .await
+    .map_err(DbError::query("writing the fleet's switches"))
+}
+
+/// Sets the fleet's switches (`concurrency`, `pause`, `resume` sent to this member).
+pub async fn set_switches(
+    db: &Database,
+    member: &Member,
+    max_concurrency: usize,
+    enabled: bool,
+) -> Result<FleetSwitches, DbError> {
+    let mut conn = db.conn().await?;
+    write_switches(&mut conn, member, max_concurrency, enabled).await
+}
+
+/// The heartbeat: records what this member does and reads the fleet.
+pub async fn beat(db: &Database, member: &Member, beat: &Beat) -> Result<View, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Beaten {
+        #[diesel(sql_type = Bool)]
+        taken_over: bool,
+    }
+    let mut conn = db.conn().await?;
+    let beaten: Option<Beaten> = diesel::sql_query(
+        "UPDATE registry_repair_members \
+         SET heartbeat_at = now(), share = $2, in_flight = $3, wants_work = $4, analysed = $6, \
+             state = CASE WHEN state = 'lost' THEN state ELSE $5 END \
+         WHERE id = $1 \
+         RETURNING state = 'lost' AS taken_over",
+    )
+    .bind::<Text, _>(&member.id)
+    .bind::<Integer, _>(i32_of(beat.share))
+    .bind::<Integer, _>(i32_of(beat.in_flight))
+    .bind::<Bool, _>(beat.wants_work)
+    .bind::<Text, _>(&beat.state)
+    .bind::<diesel::sql_types::BigInt, _>(i64::try_from(beat.analysed).unwrap_or(i64::MAX))
+    .get_results(&mut conn)
+    .await
+    .map_err(DbError::query("recording this member's heartbeat"))?
+    .pop();
+    let members = members(&mut conn, member).await?;
+    let switches: Option<FleetSwitches> = diesel::sql_query(
+        "SELECT max_concurrency, enabled, version FROM registry_repair_fleet WHERE id = 1",
+    )
+    .get_results(&mut conn)
+    .await
+    .map_err(DbError::query("reading the fleet's switches"))?
+    .pop();
+    Ok(View {
+        // No row: it was forgotten after a long silence, which is a takeover too.
+        taken_over: beaten.is_none_or(|b| b.taken_over),
+        members,
+        switches,
+    })
+}
+
+/// Raises this member's share towards `target`, as far as the live members' shares leave room
+/// under `total`; returns the share it may use (never less than `current`).
+pub async fn raise(
+    db: &Database,
+    member: &Arc<Member>,
+    current: usize,
+    target: usize,
+    total: usize,
+) -> Result<usize, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = Nullable<diesel::sql_types::BigInt>)]
+        taken: Option<i64>,
+    }
+    let mut conn = db.conn().await?;
+    let member = member.clone();
+    conn.transaction(|conn| {
+        async move {
+            let member = &*member;
+            diesel::sql_query("SELECT 1 AS one FROM registry_repair_fleet WHERE id = 1 FOR UPDATE")
+                .execute(conn)
+                .await
+                .map_err(DbError::query("locking the fleet's row"))?;
+            // A member counts with the larger of its share and its in-flight work: one that has
+            // lowered its share still has the requests it started under the old one.
+            let others: Taken = diesel::sql_query(
+                "SELECT sum(GREATEST(share, in_flight))::bigint AS taken FROM registry_repair_members \
+                 WHERE id <> $1 AND heartbeat_at > now() - make_interval(secs => $2)",
+            )
+            .bind::<Text, _>(&member.id)
+            .bind::<Double, _>(member.timeout_s())
+            .get_result(conn)
+            .await
+            .map_err(DbError::query("adding up the fleet's shares"))?;
+            let taken = usize::try_from(others.taken.unwrap_or(0)).unwrap_or(usize::MAX);
+            let granted = target.min(total.saturating_sub(taken)).max(current);
+            if granted > current {
+                diesel::sql_query("UPDATE registry_repair_members SET share = $2 WHERE id = $1")
+                    .bind::<Text, _>(&member.id)
+                    .bind::<Integer, _>(i32_of(granted))
+                    .execute(conn)
+                    .await
+                    .map_err(DbError::query("raising this member's share"))?;
+            }
+            Ok(granted)
+        }
+        .boxed()
+    })
+    .await
+}
+
+/// Leaves the fleet: this member's claims go back to the others (its queued projects were never
+/// analysed), and its row is deleted.
+pub async fn leave(db: &Database, member: &Arc<Member>) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    let member = member.clone();
+    conn.transaction(|conn| {
+        async move {
+            let member = &*member;
+            diesel::sql_query(
+                "UPDATE registry_repair_claims SET owner = NULL, taken_from = NULL WHERE owner = $1",
+            )
+            .bind::<Text, _>(&member.id)
+            .execute(conn)
+            .await
+            .map_err(DbError::query("handing this member's claims back to the fleet"))?;
+            diesel::sql_query("DELETE FROM registry_repair_members WHERE id = $1")
+                .bind::<Text, _>(&member.id)
+                .execute(conn)
+                .await
+                .map_err(DbError::query("leaving the fleet"))?;
+            Ok(())
+        }
+        .boxed()
+    })
+    .await
+}
