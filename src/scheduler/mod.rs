@@ -45,8 +45,13 @@ use crate::registry::{NoGitlabApi, RegistryClient};
 use crate::work::Work;
 use crate::writer::{Flush, GetWriterStats, WriteError, Writer, WriterPressure};
 
-/// Projects read per keyset query; the queue is refilled when it falls below half of this.
+/// Projects read per keyset query at most; the queue is refilled when it falls below half of a
+/// read.
 pub const FETCH_BATCH: i64 = 1000;
+/// Projects read per query for each project this instance may have in flight: enough for a few
+/// seconds of work at any latency worth having, and no more, so that in a fleet a member does not
+/// hold projects that idle members could work on.
+const READ_PER_SLOT: i64 = 25;
 const RETRY_DB: Duration = Duration::from_secs(1);
 
 /// How the Scheduler runs, whatever its source.
@@ -185,10 +190,11 @@ impl Scheduler {
 
     /// Asks the source for the next read when the queue runs low.
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running || self.queue.len() as i64 >= FETCH_BATCH / 2 {
+        let want = self.read_size();
+        if self.phase != Phase::Running || self.queue.len() as i64 >= want / 2 {
             return;
         }
-        let Some(reading) = self.source.next_read() else {
+        let Some(reading) = self.source.next_read(want) else {
             return;
         };
         ctx.spawn(reading.into_actor(self).map(|read, act, ctx| {
@@ -208,6 +214,14 @@ impl Scheduler {
                 }
             }
         }));
+    }
+
+    /// How many projects one read asks for.
+    fn read_size(&self) -> i64 {
+        let slots = i64::try_from(self.effective_limit()).unwrap_or(i64::MAX);
+        slots
+            .saturating_mul(READ_PER_SLOT)
+            .clamp(READ_PER_SLOT, FETCH_BATCH)
     }
 
     /// Queues `jobs`, each with the token its dispatch batch shares (see

@@ -32,9 +32,11 @@ pub enum Source {
 
 impl Source {
     /// The next read to make, when one is due and none is under way.
-    pub fn next_read(&mut self) -> Option<Reading> {
+    /// `want`: how many projects the analysis asks for (a repair reads its candidates in pages
+    /// of its own).
+    pub fn next_read(&mut self, want: i64) -> Option<Reading> {
         match self {
-            Source::Analysis(passes) => passes.next_read(),
+            Source::Analysis(passes) => passes.next_read(want),
             Source::Repair(candidates) => candidates.next_read(),
         }
     }

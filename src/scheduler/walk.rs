@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::read::{Read, ReadKind, Reading};
-use super::{NextPass, ServiceStatus, FETCH_BATCH};
+use super::{NextPass, ServiceStatus};
 use crate::analyzer::Job;
 use crate::db::fleet::claims::{self, Kind, PassState, Step};
 use crate::db::fleet::Member;
@@ -104,7 +104,7 @@ impl Passes {
         }
     }
 
-    pub(super) fn next_read(&mut self) -> Option<Reading> {
+    pub(super) fn next_read(&mut self, want: i64) -> Option<Reading> {
         if self.fetching || self.exhausted {
             return None;
         }
@@ -114,7 +114,7 @@ impl Passes {
         Some(
             async move {
                 let started = Instant::now();
-                let result = claims::claim(&db, &member, prefer_sweep, FETCH_BATCH).await;
+                let result = claims::claim(&db, &member, prefer_sweep, want).await;
                 Read {
                     took: started.elapsed(),
                     kind: ReadKind::Claim(result),

@@ -14,6 +14,7 @@ mod cli;
 mod database_tls;
 mod docs;
 mod faults;
+mod fleet;
 mod hardening;
 mod operate;
 mod pgbouncer;

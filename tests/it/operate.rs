@@ -13,7 +13,7 @@ use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::scheduler::RunEnd;
 
-async fn set_gitlab_switches(db: &TestDb, max_concurrency: i32, flag_on: bool) {
+pub(crate) async fn set_gitlab_switches(db: &TestDb, max_concurrency: i32, flag_on: bool) {
     db.execute(&format!(
         "DELETE FROM application_settings; \
          INSERT INTO application_settings (container_registry_data_repair_detail_worker_max_concurrency) VALUES ({max_concurrency}); \

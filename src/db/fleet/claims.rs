@@ -4,7 +4,7 @@
 //! watermark, a sweep below it, a retry of the failed projects. A member reads the next projects
 //! by moving a cursor inside a transaction that locks that row, and records what it took as a
 //! claim: the span of ids it now answers for. So no two members read the same projects, and the
-//! reads of the fleet are one at a time (one short transaction per `FETCH_BATCH` projects).
+//! reads of the fleet are one at a time (one short transaction per read).
 //!
 //! A pass ends when its cursors are through and no claim of it is left: each member deletes its
 //! claims once what it read is flushed. The member that finds the pass ended moves the watermark
