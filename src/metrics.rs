@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use crate::db::fleet::members::MemberRow;
+use crate::db::fleet::FleetStatus;
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{BreakerPosition, ServiceStatus};
 
@@ -207,8 +209,58 @@ fn families(status: &ServiceStatus, registry: &RegistryMetrics) -> Vec<Family> {
             ),
         ]);
     }
+    if let Some(fleet) = &status.fleet {
+        families.extend(fleet_families(fleet));
+    }
     families.extend(registry_families(registry));
     families
+}
+
+/// The fleet as this member last read it: its totals, and each live member's share, work and
+/// heartbeat, labelled by member id (`host:pid:nonce`).
+fn fleet_families(fleet: &FleetStatus) -> [Family; 5] {
+    use Kind::Gauge;
+    let live: Vec<_> = fleet.members.iter().filter(|m| m.live).collect();
+    let per_member = |value: fn(&MemberRow) -> String| -> Vec<(Option<String>, String)> {
+        live.iter()
+            .map(|m| (Some(m.id.clone()), value(m)))
+            .collect()
+    };
+    [
+        Family::one(
+            "fleet_members",
+            Gauge,
+            "Live members of the fleet (instances of run against this database)",
+            fleet.live,
+        ),
+        Family::one(
+            "fleet_concurrency_total",
+            Gauge,
+            "The fleet's total concurrency, shared among its members",
+            fleet.total,
+        ),
+        Family::labelled(
+            "fleet_member_share",
+            Gauge,
+            "Each live member's share of the fleet's concurrency",
+            "member",
+            per_member(|m| m.share.to_string()),
+        ),
+        Family::labelled(
+            "fleet_member_in_flight",
+            Gauge,
+            "Projects each live member has in flight",
+            "member",
+            per_member(|m| m.in_flight.to_string()),
+        ),
+        Family::labelled(
+            "fleet_member_heartbeat_age_seconds",
+            Gauge,
+            "Seconds since each live member's last heartbeat",
+            "member",
+            per_member(|m| format!("{:.3}", m.heartbeat_age_s)),
+        ),
+    ]
 }
 
 /// The registry client's requests: by status code, and a duration histogram.
@@ -328,5 +380,48 @@ mod tests {
             render(&status, &registry),
             include_str!("../tests/fixtures/metrics.prom")
         );
+    }
+
+    #[test]
+    fn a_member_shows_the_fleet_with_every_live_member_labelled() {
+        let (mut status, registry) = sample_status();
+        let member = |id: &str, share: i32, live: bool| MemberRow {
+            id: id.to_string(),
+            host: "h".to_string(),
+            pid: 1,
+            shard: "0/1".to_string(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            heartbeat_age_s: 0.25,
+            share,
+            in_flight: share,
+            wants_work: true,
+            state: "running".to_string(),
+            analysed: 3,
+            live,
+        };
+        status.fleet = Some(FleetStatus {
+            me: "a:1:0".to_string(),
+            total: 6,
+            live: 2,
+            shares: 6,
+            in_flight: 6,
+            members: vec![
+                member("a:1:0", 4, true),
+                member("b:2:0", 2, true),
+                member("dead:3:0", 5, false),
+            ],
+        });
+        let text = render(&status, &registry);
+        for line in [
+            "registry_repair_fleet_members 2",
+            "registry_repair_fleet_concurrency_total 6",
+            "registry_repair_fleet_member_share{member=\"a:1:0\"} 4",
+            "registry_repair_fleet_member_share{member=\"b:2:0\"} 2",
+            "registry_repair_fleet_member_in_flight{member=\"b:2:0\"} 2",
+            "registry_repair_fleet_member_heartbeat_age_seconds{member=\"a:1:0\"} 0.250",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(!text.contains("dead:3:0"), "a dead member is not a series");
     }
 }

@@ -4,6 +4,7 @@
 use super::current_thread_runtime;
 use crate::admin::AdminClient;
 use crate::config::Settings;
+use crate::db::fleet::FleetStatus;
 use crate::scheduler::ServiceStatus;
 
 /// `status`: the service's state, as lines or (`json`) the API's JSON.
@@ -24,9 +25,14 @@ pub fn concurrency(settings: &Settings, n: u32) -> anyhow::Result<()> {
     control(settings, |client| async move {
         let status = client.set_concurrency(i64::from(n)).await?;
         println!(
-            "max_concurrency is now {} ({} in flight{})",
+            "max_concurrency is now {} ({} in flight{}{})",
             status.max_concurrency,
             status.in_flight,
+            if status.share.is_some() {
+                "; the fleet's total: every member takes it within a heartbeat or two"
+            } else {
+                ""
+            },
             if n == 0 { "; 0 pauses new work" } else { "" }
         );
         Ok(())
@@ -82,5 +88,31 @@ fn print_status(s: &ServiceStatus) {
     println!("analyzer restarts {}", s.analyzer_restarts);
     if let Some(error) = &s.last_error {
         println!("last error       {error}");
+    }
+    if let Some(fleet) = &s.fleet {
+        print_fleet(fleet);
+    }
+}
+
+/// The fleet as this member last read it: one line per member, live ones first as shares go.
+fn print_fleet(fleet: &FleetStatus) {
+    println!(
+        "fleet            {} live, shares {} of {}, {} in flight",
+        fleet.live, fleet.shares, fleet.total, fleet.in_flight
+    );
+    println!(
+        "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} state",
+        "member", "share", "in flight", "analysed", "heartbeat", "shard"
+    );
+    for m in &fleet.members {
+        let me = if m.id == fleet.me { " (this one)" } else { "" };
+        let heartbeat = match m.live {
+            true => format!("{:.1} s", m.heartbeat_age_s),
+            false => format!("dead {:.0} s", m.heartbeat_age_s),
+        };
+        println!(
+            "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} {}{me}",
+            m.id, m.share, m.in_flight, m.analysed, heartbeat, m.shard, m.state
+        );
     }
 }
