@@ -6,6 +6,7 @@
 //!     cargo bench --bench pipeline -- --projects 1000000
 //!     cargo bench --bench pipeline -- --projects 10000000 --concurrency 2,32,256
 //!     cargo bench --bench pipeline -- --projects 100000 --only repair
+//!     cargo bench --bench pipeline -- --projects 1000000 --only fleet
 //!
 //! The `repair` section makes every project a repair candidate (a tracking row with one missing
 //! repository, which the registry then holds) and measures `repair plan` and `repair apply` on
@@ -63,13 +64,16 @@ struct Args {
     /// Rows for the Writer measurement.
     #[arg(long, default_value_t = 200_000)]
     writer_rows: i64,
-    /// Sections to run, of throughput, pick, restart, writer, repair (default: all).
+    /// Sections to run, of throughput, pick, restart, writer, repair, fleet (default: all).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,pick,restart,writer,repair"
+        default_value = "throughput,pick,restart,writer,repair,fleet"
     )]
     only: Vec<String>,
+    /// The fleet's total concurrency for the `fleet` section (at --latency-ms).
+    #[arg(long, default_value_t = 32)]
+    fleet_total: usize,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -260,6 +264,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         reset_repair(&url, n, false).await?;
         set_analysed(&url, 0, None).await?;
+    }
+
+    if section("fleet") {
+        fleet(&url, &registry, &args).await?;
     }
 
     println!("\n## Peak RSS of the service");
@@ -508,6 +516,7 @@ async fn set_analysed_in(
     let mut conn = connect(url).await?;
     conn.batch_execute(&format!(
         "TRUNCATE container_registry_data_repair_details; TRUNCATE registry_repair_watermarks; \
+         TRUNCATE registry_repair_claims, registry_repair_passes, registry_repair_members; \
          INSERT INTO container_registry_data_repair_details (project_id, missing_count, status, created_at, updated_at) \
          SELECT i, 0, 1, now(), now() FROM generate_series({first}, {last}) i"
     ))
@@ -739,6 +748,121 @@ async fn throughput(
         cpu: [share(0), share(1), share(2)],
         peak_rss_kib: s1.peak_rss_kib,
     })
+}
+
+/// 1, 2 and 4 instances at one fleet total: projects/s, and what coordinating costs each instance
+/// in the database; then how long the survivor of two takes to use the share of one SIGKILLed.
+async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::Result<()> {
+    let (total, latency) = (args.fleet_total, Duration::from_millis(args.latency_ms));
+    registry.set_latency(latency);
+    println!(
+        "\n## A fleet at a total of {total} ({} ms latency, {} s per run after 3 s of warm-up)",
+        args.latency_ms, args.seconds
+    );
+    println!("Heartbeats and claims are counted from `pg_stat_user_tables` (an UPDATE of `registry_repair_members` per heartbeat, an INSERT into `registry_repair_claims` per read); statements: 3 per heartbeat, 6 per claim besides the reads of projects every instance makes anyway.");
+    println!("| instances | projects/s | of limit | heartbeats/s per instance | claims/s per instance | coordination statements/s per instance |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let limit = total as f64 / latency.as_secs_f64();
+    for k in [1usize, 2, 4] {
+        set_analysed(url, 0, None).await?;
+        let members = (0..k)
+            .map(|i| Service::spawn(url, &registry.url(), total, &format!("fleet-{k}-{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for member in &members {
+            member.ready().await?;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (a0, c0, t0) = (analysed(&members).await?, fleet_counts(url).await?, Instant::now());
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        let (a1, c1, elapsed) = (
+            analysed(&members).await?,
+            fleet_counts(url).await?,
+            t0.elapsed().as_secs_f64(),
+        );
+        for member in members {
+            member.stop();
+        }
+        let per = |d: i64| d as f64 / elapsed / k as f64;
+        let (beats, claims) = (per(c1.0 - c0.0), per(c1.1 - c0.1));
+        let rate = (a1 - a0) as f64 / elapsed;
+        println!(
+            "| {k} | {rate:.0} | {:.1}% | {beats:.2} | {claims:.2} | {:.1} |",
+            rate / limit * 100.0,
+            beats * 3.0 + claims * 6.0
+        );
+        let _ = std::io::stdout().flush();
+    }
+    set_analysed(url, 0, None).await?;
+    let survivor = Service::spawn(url, &registry.url(), total, "fleet-survivor")?;
+    survivor.ready().await?;
+    let victim = Service::spawn(url, &registry.url(), total, "fleet-victim")?;
+    victim.ready().await?;
+    let half = total / 2;
+    let split = wait_for(&survivor, Duration::from_secs(30), |s| s.share == Some(half)).await?;
+    anyhow::ensure!(split.is_some(), "the two members never split the total");
+    // SAFETY: a child of ours that has not been reaped.
+    unsafe {
+        libc::kill(victim.child.id() as i32, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let whole = wait_for(&survivor, Duration::from_secs(60), |s| s.share == Some(total)).await?;
+    let share_after = killed.elapsed();
+    survivor.stop();
+    drop(victim);
+    match whole {
+        Some(_) => println!(
+            "\nTakeover: the survivor of two used the whole total {:.1} s after the other was SIGKILLed (fleet.member_timeout_ms 10000, heartbeat 1000).",
+            share_after.as_secs_f64()
+        ),
+        None => println!("\nTakeover: the survivor did not take the whole total within 60 s."),
+    }
+    Ok(())
+}
+
+/// The projects the members analysed so far, added up.
+async fn analysed(members: &[Service]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for member in members {
+        sum += member.admin.status().await?.analysed;
+    }
+    Ok(sum)
+}
+
+/// Heartbeats and claims recorded so far, from PostgreSQL's table statistics.
+async fn fleet_counts(url: &str) -> anyhow::Result<(i64, i64)> {
+    #[derive(diesel::QueryableByName)]
+    struct Counts {
+        #[diesel(sql_type = BigInt)]
+        beats: i64,
+        #[diesel(sql_type = BigInt)]
+        claims: i64,
+    }
+    let mut conn = connect(url).await?;
+    let counts: Counts = diesel::sql_query(
+        "SELECT COALESCE(sum(n_tup_upd) FILTER (WHERE relname = 'registry_repair_members'), 0)::bigint AS beats, \
+                COALESCE(sum(n_tup_ins) FILTER (WHERE relname = 'registry_repair_claims'), 0)::bigint AS claims \
+         FROM pg_stat_user_tables",
+    )
+    .get_result(&mut conn)
+    .await?;
+    Ok((counts.beats, counts.claims))
+}
+
+/// Polls `service`'s status every 50 ms until `check` holds (its status) or `within` passes.
+async fn wait_for(
+    service: &Service,
+    within: Duration,
+    check: impl Fn(&ServiceStatus) -> bool,
+) -> anyhow::Result<Option<ServiceStatus>> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let status = service.admin.status().await?;
+        if check(&status) {
+            return Ok(Some(status));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(None)
 }
 
 /// From spawning the binary to the registry's first List request.

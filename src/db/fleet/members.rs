@@ -204,9 +204,8 @@ pub async fn join(
                     }));
                 }
                 if others.is_empty() {
-                    // The whole fleet now: what members that are gone still claim is this one's
-                    // to take at once (a restart must not wait out their timeout).
-                    release_claims_of_the_dead(conn, member).await?;
+                    // A restart must not wait out the timeout of the members before it.
+                    start_afresh(conn, member).await?;
                 }
                 if joining.shared_switches && others.is_empty() {
                     switches = write_switches(
@@ -238,25 +237,27 @@ pub async fn join(
     joined
 }
 
-async fn release_claims_of_the_dead(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
-    diesel::sql_query(
-        "UPDATE registry_repair_members SET state = 'lost' \
-         WHERE id IN (SELECT owner FROM registry_repair_claims WHERE owner IS NOT NULL)",
-    )
-    .execute(conn)
-    .await
-    .map_err(DbError::query("marking the members gone from the fleet"))?;
-    let released = diesel::sql_query(
-        "UPDATE registry_repair_claims SET taken_from = owner, owner = NULL WHERE owner IS NOT NULL",
-    )
-    .execute(conn)
-    .await
-    .map_err(DbError::query("handing back the work of members gone from the fleet"))?;
-    if released > 0 {
+/// The first live member of a fleet starts afresh: the passes and claims of members that are gone
+/// are forgotten (the next pass walks from the watermark, which covers what they left), and their
+/// rows are marked lost, so that one that was only cut off stops when it comes back.
+async fn start_afresh(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
+    diesel::sql_query("UPDATE registry_repair_members SET state = 'lost' WHERE id <> $1")
+        .bind::<Text, _>(&member.id)
+        .execute(conn)
+        .await
+        .map_err(DbError::query("marking the members gone from the fleet"))?;
+    let claims = diesel::sql_query("DELETE FROM registry_repair_claims")
+        .execute(conn)
+        .await
+        .map_err(DbError::query("forgetting the claims of members gone from the fleet"))?;
+    diesel::sql_query("DELETE FROM registry_repair_passes")
+        .execute(conn)
+        .await
+        .map_err(DbError::query("forgetting the passes of members gone from the fleet"))?;
+    if claims > 0 {
         tracing::info!(
-            member = %member.id,
-            claims = released,
-            "no other member is live: the work members left behind is taken up again"
+            claims,
+            "no other member is live: what the members before left unfinished is walked again from the watermark"
         );
     }
     Ok(())
