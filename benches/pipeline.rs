@@ -772,7 +772,11 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
             member.ready().await?;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (a0, c0, t0) = (analysed(&members).await?, fleet_counts(url).await?, Instant::now());
+        let (a0, c0, t0) = (
+            analysed(&members).await?,
+            fleet_counts(url).await?,
+            Instant::now(),
+        );
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         let (a1, c1, elapsed) = (
             analysed(&members).await?,
@@ -798,14 +802,20 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
     let victim = Service::spawn(url, &registry.url(), total, "fleet-victim")?;
     victim.ready().await?;
     let half = total / 2;
-    let split = wait_for(&survivor, Duration::from_secs(30), |s| s.share == Some(half)).await?;
+    let split = wait_for(&survivor, Duration::from_secs(30), |s| {
+        s.share == Some(half)
+    })
+    .await?;
     anyhow::ensure!(split.is_some(), "the two members never split the total");
     // SAFETY: a child of ours that has not been reaped.
     unsafe {
         libc::kill(victim.child.id() as i32, libc::SIGKILL);
     }
     let killed = Instant::now();
-    let whole = wait_for(&survivor, Duration::from_secs(60), |s| s.share == Some(total)).await?;
+    let whole = wait_for(&survivor, Duration::from_secs(60), |s| {
+        s.share == Some(total)
+    })
+    .await?;
     let share_after = killed.elapsed();
     survivor.stop();
     drop(victim);

@@ -8,9 +8,10 @@
 //!
 //! | actor | owns | receives | sends |
 //! | --- | --- | --- | --- |
-//! | [`Scheduler`], one | its [`Source`] (the analysis' passes, watermark and sweep, or a repair's candidates), the queue, the pool of Analyzers, the concurrency limit, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats` to the Writer |
+//! | [`Scheduler`], one | its [`Source`] (the analysis' passes, watermark and sweep, or a repair's candidates), the queue, the pool of Analyzers, the concurrency limit, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals); `FleetReport`, `SetShare`, `AdoptSwitches` (the Fleet); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats` to the Writer |
 //! | `Analyzer`, supervised, as many as the largest limit seen | one project at a time (its `Job`) | `Analyze` | `Record`, `RecordPlan`, `RecordNotPlanned` to the Writer; `AnalyzerFinished` up to the Scheduler |
 //! | [`Writer`], one, supervised | every result and plan not yet written, the write under way, its [`Sink`](crate::writer::Sink) | `Record`, `RecordPlan`, `RecordNotPlanned`, `Flush`, `GetWriterStats`, `TakeCollected` | `WriterPressure` up to the Scheduler |
+//! | [`Fleet`], one per `run` | the membership, the heartbeat, this instance's share of the fleet's concurrency | `SwitchesChanged` (Scheduler), `GetFleetStatus` (admin API), `Leave` | `FleetReport`, `SetShare`, `AdoptSwitches`, `Shutdown::Lost` to the Scheduler |
 //!
 //! Beside them, and no actors: the admin API (`admin`, actix-web) and GitLab's switches' poller
 //! (`control`) send the Scheduler messages; the registry client is shared by the Analyzers and

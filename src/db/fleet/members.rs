@@ -249,11 +249,15 @@ async fn start_afresh(conn: &mut DbConn, member: &Member) -> Result<(), DbError>
     let claims = diesel::sql_query("DELETE FROM registry_repair_claims")
         .execute(conn)
         .await
-        .map_err(DbError::query("forgetting the claims of members gone from the fleet"))?;
+        .map_err(DbError::query(
+            "forgetting the claims of members gone from the fleet",
+        ))?;
     diesel::sql_query("DELETE FROM registry_repair_passes")
         .execute(conn)
         .await
-        .map_err(DbError::query("forgetting the passes of members gone from the fleet"))?;
+        .map_err(DbError::query(
+            "forgetting the passes of members gone from the fleet",
+        ))?;
     if claims > 0 {
         tracing::info!(
             claims,
