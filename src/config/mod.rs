@@ -597,6 +597,16 @@ mod tests {
                 "control.poll_interval_ms",
             ),
             (
+                "REGISTRY_REPAIR__FLEET__HEARTBEAT_INTERVAL_MS",
+                "50",
+                "fleet.heartbeat_interval_ms",
+            ),
+            (
+                "REGISTRY_REPAIR__FLEET__MEMBER_TIMEOUT_MS",
+                "2999",
+                "fleet.member_timeout_ms",
+            ),
+            (
                 "REGISTRY_REPAIR__LOG__PROGRESS_INTERVAL_S",
                 "0",
                 "log.progress_interval_s",

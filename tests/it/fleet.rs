@@ -222,3 +222,23 @@ async fn a_member_killed_early_and_never_restarted_leaves_its_work_to_the_others
     let again = asked.values().filter(|n| **n > 1).count();
     assert!(again <= 6 + 100, "{again} projects asked twice");
 }
+
+#[actix_rt::test]
+async fn a_member_whose_shard_count_differs_is_refused_naming_the_one_it_would_overlap() {
+    let world = busy_world(50);
+    let mut app = prepare(&world, 2, 0).await;
+    app.settings.worker.shard = "0/2".parse().expect("a shard");
+    let first = start(&app, false).await;
+    app.settings.worker.shard = "0/3".parse().expect("a shard");
+    let refused = service::start(&app.settings, app.signer.clone(), ServiceOptions::default())
+        .await
+        .err()
+        .expect("a member with another shard count is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("worker.shard = 0/2") && message.contains("worker.shard = 0/3"),
+        "{message}"
+    );
+    first.shutdown();
+    assert_eq!(first.wait().await, RunEnd::Stopped);
+}
