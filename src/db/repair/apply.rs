@@ -12,6 +12,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
+use super::lease;
 use super::{count, Restored};
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
@@ -66,6 +67,7 @@ pub async fn apply_into(
 
 /// Writes one project's plan in one transaction, so that a SIGKILL at any moment leaves the
 /// project fully repaired or untouched. The steps, in order:
+/// 0. `lease::fence`: nothing is written once another run holds the repair lease;
 /// 1. `lock_project`: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
 ///    transfer that starts meanwhile waits for this transaction; one that committed first is
 ///    seen), and `lock_route`: its route row `FOR SHARE` (a rename of the project or of a parent
@@ -89,6 +91,7 @@ pub async fn apply_project(
     conn.transaction(|conn| {
         async move {
             let mut plan = plan;
+            lease::fence(conn, run_id, &what("writing the project")).await?;
             let locked = lock_project(conn, project_id)
                 .await
                 .map_err(DbError::query(what("locking the project row")))?;
