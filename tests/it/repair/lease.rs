@@ -267,3 +267,35 @@ async fn database_execute(database: &Database, sql: &str) {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+#[actix_rt::test]
+async fn the_lease_holds_through_pgbouncer_in_transaction_pooling_mode() {
+    use crate::common::pgbouncer::PgBouncer;
+    let test = "the_lease_holds_through_pgbouncer_in_transaction_pooling_mode";
+    // Two server connections for every client: a session-level lock would not survive this.
+    let Some(bouncer) = PgBouncer::start(test, "transaction", 2) else {
+        return;
+    };
+    let (w, db, database, _registry, env) = four_projects().await;
+    let env = env.set(
+        "DATABASE__URL",
+        bouncer.url(&db.name, "prepared_statements=false"),
+    );
+    let long = Duration::from_secs(60);
+    let (mut first, run) = paused_apply(&database, &env).await;
+    cli(&["repair", "apply"], &env, long)
+        .await
+        .assert_exit(1)
+        .assert_no_panic()
+        .assert_stderr_has(&format!("repair apply run {run} on host"));
+
+    first.signal(libc::SIGTERM);
+    first.wait(Duration::from_secs(30)).await.assert_exit(0);
+    assert_eq!(lease_row(&database).await, None, "released on SIGTERM");
+    cli(&["repair", "apply"], &env, long)
+        .await
+        .assert_exit(0)
+        .assert_no_panic();
+    assert_eq!(lease_row(&database).await, None, "released at the end");
+    assert_all_restored_once(&w, &db, &database).await;
+}
