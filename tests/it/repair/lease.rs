@@ -299,3 +299,59 @@ async fn the_lease_holds_through_pgbouncer_in_transaction_pooling_mode() {
     assert_eq!(lease_row(&database).await, None, "released at the end");
     assert_all_restored_once(&w, &db, &database).await;
 }
+
+#[actix_rt::test]
+async fn an_undo_stopped_by_sigterm_releases_the_lease_and_a_rerun_finishes() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let (w, db, database, _registry, env) = four_projects().await;
+    let long = Duration::from_secs(60);
+    cli(&["repair", "apply"], &env, long).await.assert_exit(0);
+    assert_all_restored_once(&w, &db, &database).await;
+    let run = repair::runs(&database).await.expect("runs")[0]
+        .id
+        .to_string();
+
+    // A gate: the undo's DELETE waits inside its first project's transaction.
+    let _xmin = common::keeping_a_transaction_open().await;
+    let mut gate = AsyncPgConnection::establish(&db.url).await.expect("gate");
+    gate.batch_execute("BEGIN; LOCK TABLE container_repositories IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .expect("gate");
+    let mut undo = spawn(&["repair", "undo", &run], &env);
+    let waiting = common::eventually(Duration::from_secs(30), || async {
+        count(
+            &database,
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE 'WITH mine%'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    assert!(waiting, "the undo never reached its first project");
+    assert!(lease_row(&database)
+        .await
+        .is_some_and(|l| l.contains("|undo|")));
+
+    undo.signal(libc::SIGTERM);
+    undo.wait(Duration::from_secs(30))
+        .await
+        .assert_exit(1)
+        .assert_stderr_has("stopped by SIGTERM");
+    assert_eq!(lease_row(&database).await, None, "released on SIGTERM");
+    gate.batch_execute("ROLLBACK").await.expect("open the gate");
+
+    cli(&["repair", "undo", &run], &env, long)
+        .await
+        .assert_exit(0)
+        .assert_stdout_has("12 rows deleted");
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) AS n FROM container_repositories"
+        )
+        .await,
+        0
+    );
+}

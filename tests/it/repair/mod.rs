@@ -423,3 +423,9 @@ async fn wait_repaired(repairing: pipeline::Repairing) -> Repaired {
         .expect("the repair ends within 60 s")
         .expect("the repair ends")
 }
+
+/// A killed run's repair lease, still live (nothing released it), expires: its 30 s pass at once.
+async fn the_killed_runs_lease_expires(db: &TestDb) {
+    db.execute("UPDATE registry_repair_leases SET expires_at = now() - interval '1 second'")
+        .await;
+}
