@@ -20,7 +20,7 @@ use super::RepairError;
 use crate::db::{Database, DbConn, DbError, Present};
 
 /// The lease's row: apply and undo share it.
-const NAME: &str = "repair";
+pub(super) const NAME: &str = "repair";
 
 /// How long a lease lasts without renewal: how long a run whose process died blocks the next.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
