@@ -355,3 +355,35 @@ async fn an_undo_stopped_by_sigterm_releases_the_lease_and_a_rerun_finishes() {
         0
     );
 }
+
+#[actix_rt::test]
+async fn a_running_apply_renews_its_lease_on_the_databases_clock() {
+    let (_w, _db, database, _registry, env) = four_projects().await;
+    let (mut running, _run) = paused_apply(&database, &env).await;
+    let expiry = || async {
+        count(
+            &database,
+            "SELECT (extract(epoch FROM expires_at) * 1000)::bigint AS n \
+             FROM registry_repair_leases",
+        )
+        .await
+    };
+    let first = expiry().await;
+    // Renewed every 5 s, each time to 30 s from the database's now().
+    let renewed =
+        common::eventually(Duration::from_secs(15), || async { expiry().await > first }).await;
+    assert!(renewed, "the lease was not renewed within 15 s");
+    assert_eq!(
+        count(
+            &database,
+            "SELECT (expires_at - now() > interval '20 seconds')::int AS n \
+             FROM registry_repair_leases",
+        )
+        .await,
+        1,
+        "renewed to about 30 s ahead"
+    );
+    running.signal(libc::SIGTERM);
+    running.wait(Duration::from_secs(30)).await.assert_exit(0);
+    assert_eq!(lease_row(&database).await, None);
+}
