@@ -3,7 +3,7 @@
 //! A row of `registry_repair_leases`, not a session-level advisory lock: behind PgBouncer in
 //! transaction pooling mode a session is not the client's, so a session lock would be held by
 //! whichever client the server connection serves next, or lost. Every statement here is one
-//! transaction of its own. Times are the database's (`now()`), so hosts with skewed clocks agree
+//! transaction of its own, but for [`fence`], which runs inside a write's. Times are the database's (`now()`), so hosts with skewed clocks agree
 //! on when a lease expires.
 //!
 //! A holder is known by its host, pid and the `acquired_at` its acquisition wrote (the same

@@ -53,7 +53,7 @@ pub enum RepairError {
     #[error("no top-level group, subgroup or user has the path `{0}` (--namespace)")]
     UnknownNamespace(String),
     /// Another apply or undo holds the repair lease: this one must not start.
-    #[error("cannot start repair {wanted}: another repair is running against {target}: {holder}; only one `repair apply` or `repair undo` may run at a time. wait for it to end. If its process is gone, its lease expires at {} (unless renewed), and the next apply or undo takes it over", holder.expires_at.format("%Y-%m-%d %H:%M:%S UTC"))]
+    #[error("cannot start repair {wanted}: another repair is running against {target}: {holder}; only one `repair apply` or `repair undo` may run at a time: wait for it to end. If its process is gone, its lease expires at {} (unless renewed), and the next apply or undo takes it over", holder.expires_at.format("%Y-%m-%d %H:%M:%S UTC"))]
     Busy {
         /// The command refused: `apply` or `undo`.
         wanted: &'static str,
