@@ -51,6 +51,10 @@ pub enum DbError {
     Migrate { target: String, message: String },
     #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks and fleet tables) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
     NotMigrated { target: String },
+    /// A repair's write found another run holding the repair lease (its own expired and was
+    /// taken over): nothing more is written.
+    #[error("{what}: this run no longer holds the repair lease ({holder} holds it now); stopping without writing more")]
+    LeaseLost { what: String, holder: String },
     /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
     #[error("reading the database settings")]
     Config(#[source] crate::config::ConfigError),

@@ -108,3 +108,17 @@ diesel::table! {
         path_at_write -> Nullable<Text>,
     }
 }
+
+// The repair lease (migration 2026-12-04-000000_repair_lease; see `db::repair::lease`).
+
+diesel::table! {
+    registry_repair_leases (name) {
+        name -> Text,
+        run_id -> Nullable<BigInt>,
+        kind -> Text,
+        host -> Text,
+        pid -> Integer,
+        acquired_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}

@@ -1,7 +1,9 @@
 //! The `repair` subcommands, one per file: `plan` and `apply` ([`plan`]), `verify RUN`
 //! ([`verify`]), `undo RUN` ([`undo`]) and `runs` ([`runs`]). Each reads the same configuration as
 //! the other commands (`--config`) and refuses a database the repair's migration has not reached.
+//! `apply` and `undo` hold the repair lease while they run ([`lease`]): one at a time.
 
+pub mod lease;
 pub mod plan;
 pub mod runs;
 pub mod undo;
@@ -103,7 +105,7 @@ pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()
             RepairCommand::Verify { run } => verify::execute(settings, &db, run).await,
             RepairCommand::Undo { run } => {
                 repair::check_primary(&db).await?;
-                undo::execute(&db, run).await
+                undo::execute(settings, &db, run).await
             }
             RepairCommand::Runs { format } => runs::execute(&db, format).await,
         }

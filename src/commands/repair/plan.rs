@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
 
+use super::lease::Held;
 use super::PlanArgs;
 use crate::config::{ConfigError, Settings};
+use crate::db::repair::lease::{self, Lease};
 use crate::db::repair::{
     self, discard_run, finish_apply, start_apply, RepairError, Scope, Written,
 };
@@ -25,7 +27,7 @@ use crate::registry::TokenSigner;
 use crate::repair::guards::Consent;
 use crate::repair::output::{announce_to_geo_line, refresh_statistics_line, Outcome};
 use crate::repair::ProjectPlan;
-use crate::scheduler::RunEnd;
+use crate::scheduler::{RunEnd, Shutdown};
 use crate::service::{self, Service, ServiceOptions, StartError};
 use crate::signals::Signals;
 use crate::work::{Repair, Work};
@@ -59,10 +61,33 @@ pub async fn execute(
     args: &PlanArgs,
     mode: Mode,
 ) -> anyhow::Result<()> {
+    // Before anything else: a refused apply reads and writes nothing.
+    let held = match mode {
+        Mode::Apply => Some(Held::acquire(settings, "apply").await?),
+        Mode::Plan => None,
+    };
+    let result = plan_or_apply(settings, db, args, mode, held.as_ref()).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    result
+}
+
+async fn plan_or_apply(
+    settings: &Settings,
+    db: &Database,
+    args: &PlanArgs,
+    mode: Mode,
+    held: Option<&Held>,
+) -> anyhow::Result<()> {
     let scope = args.scope();
     check_namespace(db, &scope).await?;
     warn_if_the_index_is_unsafe(db).await?;
-    let walked = walk(settings, db, scope, mode).await?;
+    let walked = walk(settings, db, scope, mode, held).await?;
+    // A lease taken away explains whatever else went wrong (the last writes refused).
+    if let Some(lost) = held.and_then(Held::lost_now) {
+        return Err(lost.into());
+    }
     let outcome = outcome(&walked)?;
     print!("{}", outcome.render(args.format)?);
     // Notes go to standard error when standard output is JSON or CSV, so it stays parseable.
@@ -123,15 +148,34 @@ async fn walk(
     db: &Database,
     scope: Scope,
     mode: Mode,
+    held: Option<&Held>,
 ) -> anyhow::Result<Repaired> {
     let signer = TokenSigner::from_settings(settings)?;
     // Listen before anything starts, so that no signal finds its default (killing) action.
     let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
-    let repairing = start(settings, signer, db, scope, mode, ServiceOptions::default())
-        .await
-        .context("starting the repair")?;
+    let repairing = start_holding(
+        settings,
+        signer,
+        db,
+        scope,
+        mode,
+        ServiceOptions::default(),
+        held.map(Held::lease),
+    )
+    .await
+    .context("starting the repair")?;
     let scheduler = repairing.service.scheduler.clone();
     let bar = crate::progress::spawn(scheduler.clone());
+    if let Some(held) = held {
+        // A lease taken away stops the run at once: nothing more is dispatched, and the writes
+        // still to come are refused by their transactions' check of the lease.
+        let lost = held.lost();
+        let scheduler = scheduler.clone();
+        actix_rt::spawn(async move {
+            lost.await;
+            scheduler.do_send(Shutdown::Now);
+        });
+    }
     signals.forward_to(scheduler);
     let walked = repairing.wait().await?;
     crate::progress::finish(bar);
@@ -244,6 +288,8 @@ pub enum PipelineError {
     Start(#[from] StartError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    Repair(#[from] RepairError),
 }
 
 /// A repair under way.
@@ -276,10 +322,33 @@ pub async fn start(
     mode: Mode,
     options: ServiceOptions,
 ) -> Result<Repairing, PipelineError> {
+    start_holding(settings, signer, db, scope, mode, options, None).await
+}
+
+/// [`start`], for an apply holding the repair `lease` (the command's way).
+///
+/// The lease is taken before the run row exists and the run's id recorded in it right after:
+/// a refused apply then leaves no run behind for `repair runs` to list, and the lease names its
+/// run before the first write (each write checks that the lease names it).
+pub async fn start_holding(
+    settings: &Settings,
+    signer: Arc<TokenSigner>,
+    db: &Database,
+    scope: Scope,
+    mode: Mode,
+    options: ServiceOptions,
+    lease: Option<&Lease>,
+) -> Result<Repairing, PipelineError> {
     let run = match mode {
         Mode::Apply => Some(start_apply(db, &scope).await?),
         Mode::Plan => None,
     };
+    if let (Some(lease), Some(run)) = (lease, run) {
+        if let Err(error) = lease::record_run(db, lease, run).await {
+            discard(db, run).await;
+            return Err(error.into());
+        }
+    }
     let sink = run.map_or(Sink::CollectPlans, |run_id| Sink::Apply { run_id });
     let options = ServiceOptions {
         work: Work::Repair(Repair { scope, sink }),
@@ -290,9 +359,7 @@ pub async fn start(
         Err(error) => {
             // Nothing ran: no run to list (the admin port taken, the registry without its API).
             if let Some(run) = run {
-                if let Err(discarding) = discard_run(db, run).await {
-                    tracing::warn!(%discarding, run, "an apply run that never started stays listed");
-                }
+                discard(db, run).await;
             }
             return Err(error.into());
         }
@@ -302,6 +369,13 @@ pub async fn start(
         run,
         db: db.clone(),
     })
+}
+
+/// Forgets apply run `run`, which never started.
+async fn discard(db: &Database, run: i64) {
+    if let Err(discarding) = discard_run(db, run).await {
+        tracing::warn!(%discarding, run, "an apply run that never started stays listed");
+    }
 }
 
 impl Repairing {

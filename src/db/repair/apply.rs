@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
 // In scope for `#[diesel(embed)]`, which names the trait unqualified.
 use diesel::QueryableByName;
 use diesel::{OptionalExtension, QueryResult};
@@ -12,6 +12,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
+use super::lease;
 use super::{count, Restored};
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
@@ -68,8 +69,9 @@ pub async fn apply_into(
 /// project fully repaired or untouched. The steps, in order:
 /// 1. `lock_project`: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
 ///    transfer that starts meanwhile waits for this transaction; one that committed first is
-///    seen), and `lock_route`: its route row `FOR SHARE` (a rename of the project or of a parent
-///    group rewrites it);
+///    seen) and whether another run holds the repair lease (then nothing is written:
+///    `lease::fence`), and `lock_route`: its route row `FOR SHARE` (a rename of the project or of
+///    a parent group rewrites it);
 /// 2. the route compared with the path the plan was listed under: if it changed, the project is
 ///    claimed as `path_changed` and nothing else is written; otherwise the guards are asked again
 ///    with the locked facts ([`ProjectPlan::recheck`]);
@@ -89,12 +91,16 @@ pub async fn apply_project(
     conn.transaction(|conn| {
         async move {
             let mut plan = plan;
-            let locked = lock_project(conn, project_id)
+            let locked = lock_project(conn, project_id, run_id)
                 .await
                 .map_err(DbError::query(what("locking the project row")))?;
             let Some(locked) = locked else {
                 return Ok(Written::ProjectGone { project_id });
             };
+            if locked.lease_elsewhere == Some(true) {
+                // Reads who holds it, for the error.
+                lease::fence(conn, run_id, &what("writing the project")).await?;
+            }
             let route = lock_route(conn, project_id)
                 .await
                 .map_err(DbError::query(what("locking the project's route")))?;
@@ -154,17 +160,29 @@ struct LockedProject {
     facts: FactsRow,
     #[diesel(sql_type = Nullable<Integer>)]
     missing_before: Option<i32>,
+    /// Whether the repair lease names another run than this one (NULL: nobody holds it). Read
+    /// here rather than by a statement of its own: a round trip per project is most of the cost.
+    #[diesel(sql_type = Nullable<Bool>)]
+    lease_elsewhere: Option<bool>,
 }
 
-async fn lock_project(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<LockedProject>> {
+async fn lock_project(
+    conn: &mut DbConn,
+    project_id: i64,
+    run_id: i64,
+) -> QueryResult<Option<LockedProject>> {
     diesel::sql_query(format!(
-        "SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before \
+        "SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before, \
+                (SELECT l.run_id IS DISTINCT FROM $2 FROM registry_repair_leases l \
+                 WHERE l.name = $3) AS lease_elsewhere \
          FROM projects p \
          LEFT JOIN container_registry_data_repair_details t ON t.project_id = p.id \
          WHERE p.id = $1 \
          FOR SHARE OF p"
     ))
     .bind::<BigInt, _>(project_id)
+    .bind::<BigInt, _>(run_id)
+    .bind::<Text, _>(lease::NAME)
     .get_result(conn)
     .await
     .optional()

@@ -10,11 +10,13 @@
 //!
 //! By what they hold: `candidates.rs` (the scope and the projects in it), `facts.rs` (what the
 //! guards read besides the registry), `apply.rs` (an apply's per-project write), `undo.rs`, and
-//! `runs.rs` (the runs: whether the database can take one, their start, finish and records).
+//! `runs.rs` (the runs: whether the database can take one, their start, finish and records),
+//! `lease.rs` (one apply or undo at a time).
 
 mod apply;
 mod candidates;
 mod facts;
+pub mod lease;
 mod runs;
 mod undo;
 
@@ -31,7 +33,7 @@ pub use runs::{
     restored_repositories, run, run_projects, runs, start_apply, under_cleanup_policy, RunProject,
     RunRow, WriteOutcome,
 };
-pub use undo::{undo, KeptRow, UndoOutcome};
+pub use undo::{undo, undo_leased, KeptRow, UndoOutcome};
 
 /// Errors a caller matches on: a run that does not exist or cannot be undone, tables missing.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,18 @@ pub enum RepairError {
     ReadOnly { target: String },
     #[error("no top-level group, subgroup or user has the path `{0}` (--namespace)")]
     UnknownNamespace(String),
+    /// Another apply or undo holds the repair lease: this one must not start.
+    #[error("cannot start repair {wanted}: another repair is running against {target}: {holder}; only one `repair apply` or `repair undo` may run at a time: wait for it to end. If its process is gone, its lease expires at {} (unless renewed), and the next apply or undo takes it over", holder.expires_at.format("%Y-%m-%d %H:%M:%S UTC"))]
+    Busy {
+        /// The command refused: `apply` or `undo`.
+        wanted: &'static str,
+        target: String,
+        holder: Box<lease::Holder>,
+    },
+    #[error(
+        "taking the repair lease: it changed hands {attempts} times while being read; try again"
+    )]
+    LeaseContended { attempts: usize },
     #[error(transparent)]
     Db(#[from] DbError),
 }

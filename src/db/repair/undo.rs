@@ -6,6 +6,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use serde::Serialize;
 
+use super::lease::{self, Lease};
 use super::runs::apply_run;
 use super::{count, Id, RepairError, Restored, RestoredRow};
 use crate::db::{Database, DbConn, DbError};
@@ -64,6 +65,16 @@ const SAVED_SINCE: &str = "(c.updated_at IS DISTINCT FROM c.created_at)";
 /// since are left and listed with why. Recorded as a run of kind `undo`. Running it again (after a
 /// SIGKILL, say) finishes the job and deletes nothing twice.
 pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairError> {
+    undo_leased(db, undo_of, None).await
+}
+
+/// [`undo`] holding the repair `lease` (the command's way): the undo's run is recorded as the
+/// lease's holder as soon as its row exists, and each project's transaction checks the lease.
+pub async fn undo_leased(
+    db: &Database,
+    undo_of: i64,
+    lease: Option<&Lease>,
+) -> Result<UndoOutcome, RepairError> {
     apply_run(db, undo_of, "undone").await?;
     let mut conn = db.conn().await?;
     let run: Id = diesel::sql_query(
@@ -76,6 +87,9 @@ pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairErro
     .map_err(DbError::query(format!(
         "recording the start of the undo of repair run {undo_of}"
     )))?;
+    if let Some(lease) = lease {
+        lease::record_run(db, lease, run.id).await?;
+    }
     let mut outcome = UndoOutcome {
         run: run.id,
         undo_of,
@@ -126,6 +140,7 @@ async fn undo_project(
         move |step: &str| format!("undoing repair run {undo_of}, project {project_id}: {step}");
     conn.transaction(|conn| {
         async move {
+            lease::fence(conn, run, &what("deleting")).await?;
             let deleted: Vec<RestoredRow> = diesel::sql_query(format!(
                 "WITH mine AS ( \
                      SELECT repository_id, name FROM registry_repair_restored \

@@ -1,11 +1,13 @@
 //! The repair against the real PostgreSQL and the simulated registry, one file per part: `plan`
 //! (the guards on seeded projects, nothing written), `apply` (exactly the planned rows, once),
-//! `undo_verify`, `binary` (the real binary's commands, exit codes and SIGKILL) and `controls`
-//! (the service's controls during a repair). The seeded GitLab and the helpers they share are here.
+//! `undo_verify`, `binary` (the real binary's commands, exit codes and SIGKILL), `controls`
+//! (the service's controls during a repair) and `lease` (one apply or undo at a time). The seeded
+//! GitLab and the helpers they share are here.
 
 mod apply;
 mod binary;
 mod controls;
+mod lease;
 mod ownership;
 mod plan;
 mod races;
@@ -420,4 +422,10 @@ async fn wait_repaired(repairing: pipeline::Repairing) -> Repaired {
         .await
         .expect("the repair ends within 60 s")
         .expect("the repair ends")
+}
+
+/// A killed run's repair lease, still live (nothing released it), expires: its 30 s pass at once.
+async fn the_killed_runs_lease_expires(db: &TestDb) {
+    db.execute("UPDATE registry_repair_leases SET expires_at = now() - interval '1 second'")
+        .await;
 }
