@@ -8,6 +8,12 @@ CREATE TABLE IF NOT EXISTS registry_repair_members (
     id text PRIMARY KEY,
     host text NOT NULL,
     pid integer NOT NULL,
+    -- The kernel's boot id: with the host name, tells a process of this machine, whose pid can be
+    -- checked, from one elsewhere.
+    boot_id text NOT NULL DEFAULT '',
+    -- When its process started, in clock ticks since boot (/proc/PID/stat): a pid reused, or
+    -- the same pid in a restarted container, is another process.
+    process_started bigint NOT NULL DEFAULT 0,
     shard text NOT NULL,
     started_at timestamp with time zone NOT NULL DEFAULT now(),
     heartbeat_at timestamp with time zone NOT NULL DEFAULT now(),

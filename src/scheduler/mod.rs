@@ -190,7 +190,9 @@ impl Scheduler {
 
     /// Asks the source for the next read when the queue runs low.
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        let want = self.read_size();
+        let Some(want) = self.read_size() else {
+            return;
+        };
         if self.phase != Phase::Running || self.queue.len() as i64 >= want / 2 {
             return;
         }
@@ -216,12 +218,20 @@ impl Scheduler {
         }));
     }
 
-    /// How many projects one read asks for.
-    fn read_size(&self) -> i64 {
-        let slots = i64::try_from(self.effective_limit()).unwrap_or(i64::MAX);
-        slots
-            .saturating_mul(READ_PER_SLOT)
-            .clamp(READ_PER_SLOT, FETCH_BATCH)
+    /// How many projects one read asks for: a full batch while this instance may use the whole
+    /// limit; in a fleet, as many as its share can work on soon, and none while it has no share
+    /// (it asks for one: it has a pass to read).
+    fn read_size(&self) -> Option<i64> {
+        match self.share {
+            Some(0) => None,
+            Some(share) if share < self.config.limit => Some(
+                i64::try_from(share)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(READ_PER_SLOT)
+                    .clamp(READ_PER_SLOT, FETCH_BATCH),
+            ),
+            _ => Some(FETCH_BATCH),
+        }
     }
 
     /// Queues `jobs`, each with the token its dispatch batch shares (see

@@ -187,6 +187,7 @@ pub async fn join(
                 .execute(conn)
                 .await
                 .map_err(DbError::query("forgetting members long dead"))?;
+                bury_own_ghosts(conn, member).await?;
                 let others: Vec<MemberRow> = members(conn, member)
                     .await?
                     .into_iter()
@@ -208,21 +209,20 @@ pub async fn join(
                     start_afresh(conn, member).await?;
                 }
                 if joining.shared_switches && others.is_empty() {
-                    switches = write_switches(
-                        conn,
-                        member,
-                        joining.max_concurrency,
-                        joining.enabled,
-                    )
-                    .await?;
+                    switches =
+                        write_switches(conn, member, joining.max_concurrency, joining.enabled)
+                            .await?;
                 }
                 diesel::sql_query(
-                    "INSERT INTO registry_repair_members (id, host, pid, shard) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO registry_repair_members \
+                     (id, host, pid, shard, boot_id, process_started) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind::<Text, _>(&member.id)
                 .bind::<Text, _>(&member.host)
                 .bind::<Integer, _>(i32::try_from(member.pid).unwrap_or(i32::MAX))
                 .bind::<Text, _>(member.shard.to_string())
+                .bind::<Text, _>(&member.boot_id)
+                .bind::<diesel::sql_types::BigInt, _>(member.process_started)
                 .execute(conn)
                 .await
                 .map_err(DbError::query("joining the fleet"))?;
@@ -235,6 +235,67 @@ pub async fn join(
         })
         .await?;
     joined
+}
+
+/// Members of this machine (same host name and boot) whose process is gone: an instance killed and
+/// started again (systemd's `Restart=always`, a container's restart) must not wait out the timeout
+/// of its own previous run. Their work is handed back at once and they stop counting as live.
+async fn bury_own_ghosts(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Local {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        process_started: i64,
+    }
+    if member.boot_id.is_empty() || member.process_started == 0 {
+        return Ok(());
+    }
+    let local: Vec<Local> = diesel::sql_query(
+        "SELECT id, pid, process_started FROM registry_repair_members \
+         WHERE host = $1 AND boot_id = $2 AND id <> $3 AND state <> 'lost' \
+           AND heartbeat_at > now() - make_interval(secs => $4)",
+    )
+    .bind::<Text, _>(&member.host)
+    .bind::<Text, _>(&member.boot_id)
+    .bind::<Text, _>(&member.id)
+    .bind::<Double, _>(member.timeout_s())
+    .load(conn)
+    .await
+    .map_err(DbError::query("reading the members of this machine"))?;
+    for ghost in local
+        .iter()
+        .filter(|m| super::process_started(m.pid) != Some(m.process_started))
+    {
+        diesel::sql_query(
+            "UPDATE registry_repair_members \
+             SET state = 'lost', share = 0, in_flight = 0, \
+                 heartbeat_at = LEAST(heartbeat_at, now() - make_interval(secs => $2)) \
+             WHERE id = $1",
+        )
+        .bind::<Text, _>(&ghost.id)
+        .bind::<Double, _>(member.timeout_s())
+        .execute(conn)
+        .await
+        .map_err(DbError::query("marking a member of this machine gone"))?;
+        diesel::sql_query(
+            "UPDATE registry_repair_claims SET taken_from = owner, owner = NULL WHERE owner = $1",
+        )
+        .bind::<Text, _>(&ghost.id)
+        .execute(conn)
+        .await
+        .map_err(DbError::query(
+            "handing back the work of a member of this machine gone",
+        ))?;
+        tracing::info!(
+            member = %ghost.id,
+            pid = ghost.pid,
+            "a member of this machine whose process is gone: its work and share are free at once"
+        );
+    }
+    Ok(())
 }
 
 /// The first live member of a fleet starts afresh: the passes and claims of members that are gone

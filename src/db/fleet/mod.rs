@@ -23,6 +23,10 @@ pub struct Member {
     pub id: String,
     pub host: String,
     pub pid: u32,
+    /// `/proc/sys/kernel/random/boot_id`: with `host`, tells a member of this machine.
+    pub boot_id: String,
+    /// When this process started (see [`process_started`]).
+    pub process_started: i64,
     /// The `worker.shard` it analyses: instances with the same shard share its work.
     pub shard: Shard,
     /// After this long without a heartbeat a member is taken for dead.
@@ -41,6 +45,10 @@ impl Member {
             id: format!("{host}:{pid}:{nonce:08x}"),
             host,
             pid,
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|id| id.trim().to_string())
+                .unwrap_or_default(),
+            process_started: process_started(i32::try_from(pid).unwrap_or(0)).unwrap_or(0),
             shard,
             timeout,
             trusted: AtomicBool::new(false),
@@ -63,6 +71,16 @@ impl Member {
     fn timeout_s(&self) -> f64 {
         self.timeout.as_secs_f64()
     }
+}
+
+/// When process `pid` of this machine (and pid namespace) started, in clock ticks since boot
+/// (`starttime` of `/proc/PID/stat`); `None` when no such process runs. With the pid, it names one
+/// process for the machine's uptime: a pid reused, or pid 1 of a restarted container, starts later.
+pub fn process_started(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3, starttime field 22.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    fields.get(19)?.parse().ok()
 }
 
 /// The host's name as the kernel has it (a pod's name under Kubernetes), or `unknown-host`.
