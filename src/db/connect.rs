@@ -277,10 +277,24 @@ impl Target {
         &self.redacted
     }
 
-    /// The statement mode: `prepared_statements` from the URL, prepared statements by default.
+    /// The statement mode: `prepared_statements` from the URL if set, otherwise what
+    /// [`super::probe`] finds on the first call (a failed probe is tried again on the next).
+    /// Logs the decision once.
     pub async fn statements(&self) -> Result<Statements, ConnectError> {
         let decide = || async {
-            Ok::<_, ConnectError>(self.prepared_statements.unwrap_or(Statements::Prepared))
+            let (statements, why) = match self.prepared_statements {
+                Some(mode) => (mode, format!("{} in database.url", mode.url_value())),
+                None => {
+                    let finding = super::probe::probe(self).await?;
+                    (finding.statements, finding.why)
+                }
+            };
+            tracing::info!(
+                database = %self.redacted,
+                "statement mode {}: {why}",
+                statements.url_value()
+            );
+            Ok::<_, ConnectError>(statements)
         };
         self.statements.get_or_try_init(decide).await.copied()
     }
@@ -354,6 +368,9 @@ pub enum ConnectError {
     Postgres(tokio_postgres::Error),
     #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
     Setup(String),
+    /// Telling PostgreSQL from a pooler failed (the step that failed, and why).
+    #[error("finding out whether database.url leads to a pooler (set prepared_statements=true or false in it to skip this): {0}")]
+    Probe(String),
 }
 
 impl ConnectError {

@@ -2,6 +2,7 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub mod probe;
 pub mod projects;
 pub mod repair;
 pub(crate) mod schema;
@@ -94,6 +95,8 @@ impl Database {
         let connects_to = target.clone();
         let redacted = target.redacted().to_string();
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        // The first connection the pool makes settles the statement mode (probing for a pooler
+        // unless `prepared_statements` says), and the others wait for it.
         manager_config.custom_setup = Box::new(move |_url| {
             let target = target.clone();
             async move {
