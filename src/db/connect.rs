@@ -8,13 +8,15 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::task::Poll;
 
 use diesel::connection::CacheSize;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
+use tokio_postgres::{Client, Connection, Socket};
 
-use super::tls::{self, HandshakeError, MakeRustls, RootSource, Roots, Verification};
+use super::tls::{self, HandshakeError, MakeRustls, RootSource, Roots, RustlsStream, Verification};
 use crate::config::ConfigError;
 
 const KEY: &str = "database.url";
@@ -80,9 +82,26 @@ pub enum Statements {
     Prepared,
     /// Each statement in a transaction of its own, no statement outliving it: what a pooler in
     /// transaction mode (PgBouncer `pool_mode = transaction`) needs, since it may hand the next
-    /// transaction to another server connection.
+    /// transaction to another server connection. Every transaction starts with
+    /// [`BEGIN_CLEAN`].
     PerTransaction,
 }
+
+impl Statements {
+    fn url_value(self) -> &'static str {
+        match self {
+            Self::Prepared => "prepared_statements=true",
+            Self::PerTransaction => "prepared_statements=false",
+        }
+    }
+}
+
+/// How [`Statements::PerTransaction`] opens every transaction. A pooler's server connection may
+/// hold statements another client prepared and never closed, named as tokio-postgres names ours
+/// (`s0`, `s1`, ...: a counter that starts again in every process), so the next one we prepare
+/// could clash; none of ours outlives its transaction, so dropping them all first loses nothing.
+/// One simple query: one round trip, nothing prepared.
+pub const BEGIN_CLEAN: &str = "BEGIN; DEALLOCATE ALL";
 
 /// `database.url`, read once: what tokio-postgres is given, and what this module does itself.
 #[derive(Clone)]
@@ -93,7 +112,10 @@ pub struct Target {
     root: Option<RootSource>,
     /// Whether `sslrootcert` was given (for messages).
     root_given: bool,
-    pub statements: Statements,
+    /// `prepared_statements` as the URL sets it; without it, [`Target::statements`] probes.
+    prepared_statements: Option<Statements>,
+    /// The mode in force, decided once and shared by clones (every connection of a pool).
+    statements: Arc<tokio::sync::OnceCell<Statements>>,
     redacted: String,
 }
 
@@ -103,7 +125,7 @@ impl std::fmt::Debug for Target {
             .field("url", &self.redacted)
             .field("ssl_mode", &self.ssl_mode)
             .field("root", &self.root)
-            .field("statements", &self.statements)
+            .field("prepared_statements", &self.prepared_statements)
             .finish()
     }
 }
@@ -231,14 +253,15 @@ impl Target {
         let mut config = tokio_postgres::Config::from_str(parsed.as_str())
             .map_err(|e| ConfigError::new(KEY, crate::errors::chain(&e)))?;
         let ssl_mode = params.ssl_mode(&config)?;
-        // What tokio-postgres does with TLS is decided per attempt in `establish`.
+        // What tokio-postgres does with TLS is decided per attempt in `connect_client`.
         config.ssl_mode(PgSslMode::Disable);
         let target = Self {
             config,
             ssl_mode,
             root: params.root(),
             root_given: params.root_cert.is_some(),
-            statements: params.statements.unwrap_or(Statements::Prepared),
+            prepared_statements: params.statements,
+            statements: Arc::default(),
             redacted,
         };
         if ssl_mode != SslMode::Disable {
@@ -252,6 +275,28 @@ impl Target {
     /// Where this points, without a password: safe to log.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The statement mode: `prepared_statements` from the URL if set, otherwise what
+    /// [`super::probe`] finds on the first call (a failed probe is tried again on the next).
+    /// Logs the decision once.
+    pub async fn statements(&self) -> Result<Statements, ConnectError> {
+        let decide = || async {
+            let (statements, why) = match self.prepared_statements {
+                Some(mode) => (mode, format!("{} in database.url", mode.url_value())),
+                None => {
+                    let finding = super::probe::probe(self).await?;
+                    (finding.statements, finding.why)
+                }
+            };
+            tracing::info!(
+                database = %self.redacted,
+                "statement mode {}: {why}",
+                statements.url_value()
+            );
+            Ok::<_, ConnectError>(statements)
+        };
+        self.statements.get_or_try_init(decide).await.copied()
     }
 
     /// The root certificates to verify the server with, as libpq finds them: `None` when there
@@ -298,15 +343,17 @@ impl Target {
 }
 
 /// What to do about `message` when it is the mark of a pooler in transaction mode: a prepared
-/// statement of tokio-postgres's (`s0`, `s1`, ...) found missing or already there.
+/// statement of tokio-postgres's (`s0`, `s1`, ...) found missing or already there. Only
+/// [`Statements::Prepared`] meets it: set by `prepared_statements=true`, or probed (PostgreSQL
+/// found where a pooler is).
 pub fn pooler_hint(message: &str) -> &'static str {
     if message.contains("prepared statement \"s")
         && (message.contains("already exists") || message.contains("does not exist"))
     {
-        " (the mark of a pooler in transaction mode, such as PgBouncer's pool_mode = transaction: \
-         add prepared_statements=false to database.url, or point it at PostgreSQL or a \
-         pool_mode = session pool; if it is already set, another client left the statement on \
-         the pooler's server connection, and RECONNECT in PgBouncer's admin console clears it)"
+        " (the mark of a pooler in transaction mode, such as PgBouncer's pool_mode = transaction, \
+         with prepared statements on: set prepared_statements=false in database.url, or point it \
+         at PostgreSQL or a pool_mode = session pool; PgBouncer keeps prepared statements in \
+         transaction mode only from 1.21 on, with max_prepared_statements set)"
     } else {
         ""
     }
@@ -321,6 +368,9 @@ pub enum ConnectError {
     Postgres(tokio_postgres::Error),
     #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
     Setup(String),
+    /// Telling PostgreSQL from a pooler failed (the step that failed, and why).
+    #[error("finding out whether database.url leads to a pooler (set prepared_statements=true or false in it to skip this): {0}")]
+    Probe(String),
 }
 
 impl ConnectError {
@@ -339,13 +389,28 @@ impl ConnectError {
 
 /// One connection, as libpq would make it for `target`, set up for its statement mode.
 pub async fn establish(target: &Target) -> Result<AsyncPgConnection, ConnectError> {
+    let statements = target.statements().await?;
+    let (client, connection) = connect_client(target).await?;
+    set_up(client, connection, statements).await
+}
+
+/// A tokio-postgres client and its connection, made as libpq would for `target`'s sslmode, with
+/// nothing sent yet.
+pub(super) async fn connect_client(
+    target: &Target,
+) -> Result<(Client, Connection<Socket, RustlsStream<Socket>>), ConnectError> {
     let roots = target.roots().map_err(ConnectError::RootCertificate)?;
     let verification = Verification {
         roots: roots.clone(),
         check_host: target.ssl_mode == SslMode::VerifyFull,
     };
     let describe = target.describe(&roots);
-    let attempt = |mode: PgSslMode| open(target, mode, verification.clone(), describe.clone());
+    let attempt = |mode: PgSslMode| {
+        let mut config = target.config.clone();
+        config.ssl_mode(mode);
+        let tls = MakeRustls::new(tls::client_config(verification.clone()), describe.clone());
+        async move { config.connect(tls).await.map_err(ConnectError::Postgres) }
+    };
     match target.ssl_mode {
         SslMode::Disable => attempt(PgSslMode::Disable).await,
         // Unencrypted first; encrypted only if the server refuses that.
@@ -367,17 +432,13 @@ pub async fn establish(target: &Target) -> Result<AsyncPgConnection, ConnectErro
     }
 }
 
-async fn open(
-    target: &Target,
-    mode: PgSslMode,
-    verification: Verification,
-    describe: String,
+/// Hands `client` to diesel-async, whose set-up runs in `statements`' way.
+async fn set_up(
+    client: Client,
+    mut connection: Connection<Socket, RustlsStream<Socket>>,
+    statements: Statements,
 ) -> Result<AsyncPgConnection, ConnectError> {
-    let mut config = target.config.clone();
-    config.ssl_mode(mode);
-    let tls = MakeRustls::new(tls::client_config(verification), describe);
-    let (client, mut connection) = config.connect(tls).await.map_err(ConnectError::Postgres)?;
-    match target.statements {
+    match statements {
         Statements::Prepared => {
             AsyncPgConnection::try_from_client_and_connection(client, connection)
                 .await
@@ -386,10 +447,11 @@ async fn open(
         Statements::PerTransaction => {
             // diesel-async's set-up prepares statements (SET TIME ZONE, SET CLIENT_ENCODING);
             // inside a transaction they are prepared, run and closed on one server connection.
-            drive_while(&mut connection, client.batch_execute("BEGIN")).await?;
+            drive_while(&mut connection, client.batch_execute(BEGIN_CLEAN)).await?;
             let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
                 .await
                 .map_err(|e| ConnectError::Setup(e.to_string()))?;
+            // Nothing cached: every statement is closed when its result is dropped.
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
             conn.batch_execute("COMMIT")
                 .await
@@ -438,8 +500,12 @@ where
 /// One connection for `url` outside the pool, for tools and the demo's set-up.
 pub async fn establish_url(url: &str) -> Result<super::SingleConn, super::DbError> {
     let target = Target::parse(url).map_err(super::DbError::Config)?;
-    match establish(&target).await {
-        Ok(conn) => Ok(super::DbConn::new(Box::new(conn), target.statements)),
+    let connect = async {
+        let conn = establish(&target).await?;
+        Ok::<_, ConnectError>((conn, target.statements().await?))
+    };
+    match connect.await {
+        Ok((conn, statements)) => Ok(super::DbConn::new(Box::new(conn), statements)),
         Err(e) => Err(super::DbError::Connect {
             target: target.redacted.clone(),
             message: e.to_string(),

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod fleet;
+pub mod probe;
 pub mod projects;
 pub mod repair;
 pub(crate) mod schema;
@@ -73,7 +74,8 @@ pub struct Database {
     pool: Pool<AsyncPgConnection>,
     connect_timeout: Duration,
     target: String,
-    statements: Statements,
+    /// Where the pool connects, and the statement mode it settles on when it first does.
+    connects_to: Target,
 }
 
 /// The row of a `SELECT <condition> AS present`: whether a table, column or route exists.
@@ -95,9 +97,11 @@ impl Database {
 
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
         let target = Target::parse(url).map_err(DbError::Config)?;
-        let statements = target.statements;
+        let connects_to = target.clone();
         let redacted = target.redacted().to_string();
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        // The first connection the pool makes settles the statement mode (probing for a pooler
+        // unless `prepared_statements` says), and the others wait for it.
         manager_config.custom_setup = Box::new(move |_url| {
             let target = target.clone();
             async move {
@@ -107,12 +111,11 @@ impl Database {
             }
             .boxed()
         });
-        if statements == Statements::PerTransaction {
-            // The default check prepares `SELECT 1`; the simple protocol prepares nothing.
-            manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
-                conn.batch_execute("SELECT 1").boxed()
-            }));
-        }
+        // The default check prepares `SELECT 1`; the simple protocol prepares nothing, which
+        // suits either mode (and the mode is not known before the first connection).
+        manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+            conn.batch_execute("SELECT 1").boxed()
+        }));
         // The URL the manager keeps is only for show: `custom_setup` connects with `target`.
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             redacted.clone(),
@@ -129,7 +132,7 @@ impl Database {
             pool,
             connect_timeout,
             target: redacted,
-            statements,
+            connects_to,
         })
     }
 
@@ -141,7 +144,18 @@ impl Database {
     /// A pooled connection, or an error once `connect_timeout` has passed.
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
-            Ok(Ok(conn)) => Ok(DbConn::new(conn, self.statements)),
+            Ok(Ok(conn)) => {
+                // Settled when `conn` was made: this does not wait.
+                let statements =
+                    self.connects_to
+                        .statements()
+                        .await
+                        .map_err(|e| DbError::Connect {
+                            target: self.target.clone(),
+                            message: e.to_string(),
+                        })?;
+                Ok(DbConn::new(conn, statements))
+            }
             Ok(Err(e)) => Err(DbError::Connect {
                 target: self.target.clone(),
                 message: crate::errors::chain(&e),
@@ -187,7 +201,8 @@ type RowStream = BoxStream<'static, QueryResult<PgRow>>;
 /// With [`Statements::PerTransaction`] every statement runs inside a transaction, so that the
 /// statement tokio-postgres prepares for it is prepared, bound and closed on one server connection
 /// even behind a pooler that hands out a server connection per transaction:
-/// - BEGIN goes out with the first statement;
+/// - BEGIN goes out with the first statement, with DEALLOCATE ALL ([`connect::BEGIN_CLEAN`]) for
+///   what other clients left on the server connection;
 /// - a write (`execute`) commits at once, and its error is the caller's;
 /// - after a read the transaction stays open: the rows returned still hold the prepared
 ///   statement, which is closed when they are dropped, so COMMIT follows when this connection
@@ -247,7 +262,8 @@ where
         } else {
             let mut begin_on = conn;
             let (begun, result) =
-                futures_util::future::join(begin_on.batch_execute("BEGIN"), work).await;
+                futures_util::future::join(begin_on.batch_execute(connect::BEGIN_CLEAN), work)
+                    .await;
             // If BEGIN failed, `work` ran outside a transaction (if at all): `unsettled` stays
             // set and the connection is not used again.
             begun?;
@@ -291,9 +307,19 @@ where
             *self.open.get_mut() = false;
         }
         *self.unsettled.get_mut() = true;
-        AnsiTransactionManager::begin_transaction(&mut *self.inner)
-            .await
-            .map_err(DbError::query("beginning a transaction"))?;
+        let begun = match self.statements {
+            Statements::Prepared => {
+                AnsiTransactionManager::begin_transaction(&mut *self.inner).await
+            }
+            Statements::PerTransaction => {
+                AnsiTransactionManager::begin_transaction_sql(
+                    &mut *self.inner,
+                    connect::BEGIN_CLEAN,
+                )
+                .await
+            }
+        };
+        begun.map_err(DbError::query("beginning a transaction"))?;
         let result = work(self).await;
         match result {
             Ok(value) => {
@@ -398,7 +424,8 @@ where
 /// diesel's migration harness blocks on an async connection, which panics inside the actix System,
 /// so it always runs on a thread of its own with a runtime of its own. All pending migrations run
 /// in one transaction: through a pooler in transaction mode that keeps them on one server
-/// connection, and anywhere it leaves nothing half-done.
+/// connection, and anywhere it leaves nothing half-done. The statement mode is settled first, as
+/// for the pool; in [`Statements::PerTransaction`] the transaction starts with DEALLOCATE ALL.
 pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbError> {
     use diesel::Connection as _;
     use std::sync::mpsc;
@@ -423,8 +450,12 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbEr
             }
         };
         let _entered = runtime.enter();
-        let conn = match runtime.block_on(connect::establish(&target)) {
-            Ok(conn) => conn,
+        let connected = runtime.block_on(async {
+            let conn = connect::establish(&target).await?;
+            Ok::<_, connect::ConnectError>((conn, target.statements().await?))
+        });
+        let (conn, statements) = match connected {
+            Ok(connected) => connected,
             Err(e) => {
                 let _ = tx.send(Progress::Done(Err(format!("connecting: {e}"))));
                 return;
@@ -436,6 +467,10 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbEr
         let _ = tx.send(Progress::Connected);
         let result = conn
             .transaction::<_, Box<dyn std::error::Error + Send + Sync>, _>(|conn| {
+                if statements == Statements::PerTransaction {
+                    // As `connect::BEGIN_CLEAN` does, right after diesel's BEGIN.
+                    diesel::connection::SimpleConnection::batch_execute(conn, "DEALLOCATE ALL")?;
+                }
                 Ok(conn
                     .run_pending_migrations(MIGRATIONS)?
                     .iter()

@@ -148,6 +148,11 @@ impl PgBouncer {
         self.log()
     }
 
+    /// What it has logged so far.
+    pub fn logged(&self) -> String {
+        self.log()
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
