@@ -250,3 +250,37 @@ async fn a_member_whose_shard_count_differs_is_refused_naming_the_one_it_would_o
     first.shutdown();
     assert_eq!(first.wait().await, RunEnd::Stopped);
 }
+
+#[actix_rt::test]
+async fn a_fleet_works_through_pgbouncer_after_another_client_left_statements_behind() {
+    use crate::common::pgbouncer::PgBouncer;
+    use crate::pgbouncer::{leave_statements_behind, SERVER_CONNECTIONS};
+    let Some(bouncer) = PgBouncer::start(
+        "a_fleet_works_through_pgbouncer_after_another_client_left_statements_behind",
+        "transaction",
+        SERVER_CONNECTIONS,
+    ) else {
+        return;
+    };
+    let world = busy_world(900);
+    let app = prepare(&world, 6, 5).await;
+    // No prepared_statements in the URL: each member finds the pooler itself.
+    let env = member_env(&app).set("DATABASE__URL", bouncer.url(&app.db.name, ""));
+    leave_statements_behind(&bouncer, &app.db, SERVER_CONNECTIONS).await;
+    let members: Vec<Running> = (0..3)
+        .map(|_| spawn(&["run", "--until-done"], &env))
+        .collect();
+    for mut member in members {
+        let out = member.wait(Duration::from_secs(120)).await;
+        out.assert_exit(0).assert_no_panic();
+        assert!(
+            !out.stderr.contains("ERROR") && !out.stderr.contains("prepared statement"),
+            "nothing may fail through the pooler\n{}",
+            out.dump()
+        );
+    }
+    bouncer.stop();
+    assert_rows_match(&world, &app.db).await;
+    assert!(asked(&app, &world).values().all(|n| *n == 1));
+    assert!(app.registry.stats().max_in_flight <= 6);
+}

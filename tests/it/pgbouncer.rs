@@ -12,7 +12,7 @@ use crate::common::{assert_rows_match, TestDb};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 /// Server connections PgBouncer may open to the test database: fewer than the service's clients.
-const SERVER_CONNECTIONS: u32 = 2;
+pub(crate) const SERVER_CONNECTIONS: u32 = 2;
 
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
@@ -26,7 +26,7 @@ const LEFT_BEHIND: usize = 64;
 /// `bouncer`, as a client of another process (or this service with prepared statements on) does:
 /// `servers` clients hold a transaction each at once, so each holds a server connection of its
 /// own, and prepare without deallocating.
-async fn leave_statements_behind(bouncer: &PgBouncer, db: &TestDb, servers: u32) {
+pub(crate) async fn leave_statements_behind(bouncer: &PgBouncer, db: &TestDb, servers: u32) {
     let prepare: String = (0..LEFT_BEHIND)
         .map(|i| format!("PREPARE s{i} AS SELECT {i};"))
         .collect();
