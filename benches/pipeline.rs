@@ -760,8 +760,8 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
         args.latency_ms, args.seconds
     );
     println!("Heartbeats and claims are counted from `pg_stat_user_tables` (an UPDATE of `registry_repair_members` per heartbeat, an INSERT into `registry_repair_claims` per read); statements: 3 per heartbeat, 6 per claim besides the reads of projects every instance makes anyway.");
-    println!("| instances | projects/s | of limit | heartbeats/s per instance | claims/s per instance | coordination statements/s per instance |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| instances | projects/s | of limit | heartbeats/s per instance | claims/s per instance | coordination statements/s per instance | CPU (cores): all instances / registry sim / PostgreSQL |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     let limit = total as f64 / latency.as_secs_f64();
     for k in [1usize, 2, 4] {
         set_analysed(url, 0, None).await?;
@@ -771,18 +771,31 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
         for member in &members {
             member.ready().await?;
         }
+        // Each member counts what is left once, at start (exact up to 1M projects): a one-off
+        // that is not the steady state measured here.
+        counts_done(url).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let (a0, c0, t0) = (
+        let cpu = |members: &[Service]| {
+            [
+                members.iter().map(Service::cpu_ticks).sum::<u64>(),
+                ticks_of(std::process::id()),
+                postgres_ticks(),
+            ]
+        };
+        let (a0, c0, t0, cpu0) = (
             analysed(&members).await?,
             fleet_counts(url).await?,
             Instant::now(),
+            cpu(&members),
         );
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-        let (a1, c1, elapsed) = (
+        let (a1, c1, elapsed, cpu1) = (
             analysed(&members).await?,
             fleet_counts(url).await?,
             t0.elapsed().as_secs_f64(),
+            cpu(&members),
         );
+        let cores = |i: usize| cpu1[i].saturating_sub(cpu0[i]) as f64 / 100.0 / elapsed;
         for member in members {
             member.stop();
         }
@@ -790,9 +803,12 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
         let (beats, claims) = (per(c1.0 - c0.0), per(c1.1 - c0.1));
         let rate = (a1 - a0) as f64 / elapsed;
         println!(
-            "| {k} | {rate:.0} | {:.1}% | {beats:.2} | {claims:.2} | {:.1} |",
+            "| {k} | {rate:.0} | {:.1}% | {beats:.2} | {claims:.2} | {:.1} | {:.2} / {:.2} / {:.2} |",
             rate / limit * 100.0,
-            beats * 3.0 + claims * 6.0
+            beats * 3.0 + claims * 6.0,
+            cores(0),
+            cores(1),
+            cores(2)
         );
         let _ = std::io::stdout().flush();
     }
@@ -825,6 +841,29 @@ async fn fleet(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::
             share_after.as_secs_f64()
         ),
         None => println!("\nTakeover: the survivor did not take the whole total within 60 s."),
+    }
+    Ok(())
+}
+
+/// Waits (at most 60 s) until no statement counting the projects left runs in the database.
+async fn counts_done(url: &str) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Running {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = connect(url).await?;
+    for _ in 0..600 {
+        let running: Running = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'active' AND query LIKE 'SELECT COUNT(*) FROM \"projects\"%'",
+        )
+        .get_result(&mut conn)
+        .await?;
+        if running.n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

@@ -583,6 +583,10 @@ pub async fn finish_part(
                 return Ok(PassState::Next); // forgotten (`--from-start` elsewhere): start again
             };
             if row.pass == pass {
+                if row.wait_s > 0.0 {
+                    // Not begun yet: nothing to wait for but its start.
+                    return Ok(PassState::NotBefore(Duration::from_secs_f64(row.wait_s)));
+                }
                 if !(row.through() && row.unclaimed) {
                     return Ok(PassState::Waiting);
                 }
