@@ -11,7 +11,7 @@ use crate::operate::set_gitlab_switches;
 use registry_repair::admin::AdminClient;
 use registry_repair::config::ControlSource;
 use registry_repair::demo::seed::World;
-use registry_repair::scheduler::{GetStatus, RunEnd, SetConcurrency};
+use registry_repair::scheduler::{GetStatus, RunEnd, SetConcurrency, SetEnabled};
 use registry_repair::service::{self, Service, ServiceOptions};
 
 /// Short enough that a takeover fits a test; three heartbeats fit the timeout many times over.
@@ -148,7 +148,7 @@ async fn a_member_that_joins_mid_run_takes_a_share_and_work() {
 }
 
 #[actix_rt::test]
-async fn concurrency_sent_to_one_member_moves_the_fleets_total() {
+async fn concurrency_pause_and_resume_sent_to_one_member_act_on_the_whole_fleet() {
     let world = busy_world(3000);
     let app = prepare(&world, 2, 50).await;
     let a = start(&app, false).await;
@@ -184,6 +184,25 @@ async fn concurrency_sent_to_one_member_moves_the_fleets_total() {
     .await;
     assert!(shown, "status does not show both members and their shares");
     assert!(app.registry.stats().max_in_flight <= 6);
+    // Pause sent to one member pauses both; resume sent to the other resumes both.
+    a.scheduler
+        .send(SetEnabled(false))
+        .await
+        .expect("the scheduler answers");
+    assert!(
+        common::status_becomes(&b.scheduler, Duration::from_secs(10), |s| !s.enabled).await,
+        "the other member never paused"
+    );
+    common::assert_in_flight_settles_at(&app.registry, 0, Duration::from_secs(10)).await;
+    b.scheduler
+        .send(SetEnabled(true))
+        .await
+        .expect("the scheduler answers");
+    assert!(
+        common::status_becomes(&a.scheduler, Duration::from_secs(10), |s| s.enabled).await,
+        "the first member never resumed"
+    );
+    common::assert_in_flight_settles_at(&app.registry, 6, Duration::from_secs(20)).await;
     for member in [a, b] {
         member.shutdown();
         assert_eq!(member.wait().await, RunEnd::Stopped);
