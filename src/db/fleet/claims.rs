@@ -340,10 +340,7 @@ async fn take_over(
         after: orphan.after_id,
         through: Some(orphan.through_id),
     };
-    let ids = match kind {
-        Kind::Failed => failed_ids(conn, span, limit, member.shard).await?,
-        Kind::Walk | Kind::Sweep => unanswered_ids(conn, span, limit, member.shard).await?,
-    };
+    let ids = ids_of(conn, kind, span, limit, member.shard).await?;
     let through = match ids.last() {
         Some(&last) if ids.len() as i64 >= limit && last < orphan.through_id => {
             insert_claim(conn, member, pass.pass, kind, last, orphan.through_id, None).await?;
@@ -464,6 +461,57 @@ async fn walk_step(
     Ok(ids)
 }
 
+/// The projects of `span` a claim of `kind` answers for: the failed ones for a retry, else those
+/// without an answer.
+async fn ids_of(
+    conn: &mut DbConn,
+    kind: Kind,
+    span: Span,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<i64>, DbError> {
+    match kind {
+        Kind::Failed => failed_ids(conn, span, limit, shard).await,
+        Kind::Walk | Kind::Sweep => unanswered_ids(conn, span, limit, shard).await,
+    }
+}
+
+/// One read of a cursor that ends at `until` (the sweep's, the retry's): the projects after
+/// `after` up to `span_end`, claimed, and the cursor moved past them, or cleared when it reached
+/// `until`. Returns the ids and whether the cursor is through.
+#[allow(clippy::too_many_arguments)]
+async fn bounded_step(
+    conn: &mut DbConn,
+    member: &Member,
+    pass: i64,
+    kind: Kind,
+    after: i64,
+    span_end: i64,
+    until: i64,
+    limit: i64,
+) -> Result<(Vec<i64>, bool), DbError> {
+    let span = Span {
+        after,
+        through: Some(span_end),
+    };
+    let ids = ids_of(conn, kind, span, limit, member.shard).await?;
+    let to = match ids.last() {
+        Some(&last) if ids.len() as i64 >= limit => last,
+        _ => span_end,
+    };
+    if !ids.is_empty() {
+        insert_claim(conn, member, pass, kind, after, to, Some(&member.id)).await?;
+    }
+    let cursor = format!("{}_after", kind.as_str());
+    let through = to >= until;
+    let set = match through {
+        true => format!("{cursor} = NULL"),
+        false => format!("{cursor} = {to}"),
+    };
+    move_cursor(conn, member, &set, ids.len()).await?;
+    Ok((ids, through))
+}
+
 async fn sweep_step(
     conn: &mut DbConn,
     member: &Member,
@@ -473,26 +521,18 @@ async fn sweep_step(
 ) -> Result<(Vec<i64>, bool), DbError> {
     let until = pass.sweep_through.unwrap_or(after);
     let span_end = after.saturating_add(SWEEP_SPAN).min(until);
-    let span = Span {
+    let (ids, swept) = bounded_step(
+        conn,
+        member,
+        pass.pass,
+        Kind::Sweep,
         after,
-        through: Some(span_end),
-    };
-    let ids = unanswered_ids(conn, span, limit, member.shard).await?;
-    let to = match ids.last() {
-        Some(&last) if ids.len() as i64 >= limit => last,
-        _ => span_end,
-    };
+        span_end,
+        until,
+        limit,
+    )
+    .await?;
     if !ids.is_empty() {
-        insert_claim(
-            conn,
-            member,
-            pass.pass,
-            Kind::Sweep,
-            after,
-            to,
-            Some(&member.id),
-        )
-        .await?;
         tracing::info!(
             projects = ids.len(),
             from = ids.as_slice().first().copied().unwrap_or(0),
@@ -500,23 +540,17 @@ async fn sweep_step(
             "sweep found projects without an answer below the watermark"
         );
     }
-    let swept = to >= until;
-    let set = match swept {
-        true => {
-            tracing::info!(through = until, "sweep complete");
-            diesel::sql_query(
-                "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at, swept_at) \
-                 VALUES ($1, 0, now(), now()) ON CONFLICT (shard) DO UPDATE SET swept_at = now()",
-            )
-            .bind::<Text, _>(member.shard.to_string())
-            .execute(conn)
-            .await
-            .map_err(DbError::query("recording the end of a sweep"))?;
-            "sweep_after = NULL".to_string()
-        }
-        false => format!("sweep_after = {to}"),
-    };
-    move_cursor(conn, member, &set, ids.len()).await?;
+    if swept {
+        tracing::info!(through = until, "sweep complete");
+        diesel::sql_query(
+            "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at, swept_at) \
+             VALUES ($1, 0, now(), now()) ON CONFLICT (shard) DO UPDATE SET swept_at = now()",
+        )
+        .bind::<Text, _>(member.shard.to_string())
+        .execute(conn)
+        .await
+        .map_err(DbError::query("recording the end of a sweep"))?;
+    }
     Ok((ids, swept))
 }
 
@@ -528,32 +562,17 @@ async fn failed_step(
     limit: i64,
 ) -> Result<Vec<i64>, DbError> {
     let until = pass.failed_through.unwrap_or(after);
-    let span = Span {
+    let (ids, _) = bounded_step(
+        conn,
+        member,
+        pass.pass,
+        Kind::Failed,
         after,
-        through: Some(until),
-    };
-    let ids = failed_ids(conn, span, limit, member.shard).await?;
-    let to = match ids.last() {
-        Some(&last) if ids.len() as i64 >= limit => last,
-        _ => until,
-    };
-    if !ids.is_empty() {
-        insert_claim(
-            conn,
-            member,
-            pass.pass,
-            Kind::Failed,
-            after,
-            to,
-            Some(&member.id),
-        )
-        .await?;
-    }
-    let set = match to >= until {
-        true => "failed_after = NULL".to_string(),
-        false => format!("failed_after = {to}"),
-    };
-    move_cursor(conn, member, &set, ids.len()).await?;
+        until,
+        until,
+        limit,
+    )
+    .await?;
     Ok(ids)
 }
 

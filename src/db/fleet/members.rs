@@ -80,8 +80,6 @@ pub struct Joining {
 #[derive(Debug, Clone)]
 pub struct Joined {
     pub switches: FleetSwitches,
-    /// Live members besides this one.
-    pub others: usize,
 }
 
 /// What a heartbeat brought back.
@@ -226,10 +224,7 @@ pub async fn join(
                 .execute(conn)
                 .await
                 .map_err(DbError::query("joining the fleet"))?;
-                Ok(Ok(Joined {
-                    switches,
-                    others: others.len(),
-                }))
+                Ok(Ok(Joined { switches }))
             }
             .boxed()
         })
