@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod fleet;
+pub mod missing;
 pub mod probe;
 pub mod projects;
 pub mod repair;
@@ -176,6 +177,7 @@ impl Database {
             "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
                     AND to_regclass('registry_repair_watermarks') IS NOT NULL \
                     AND to_regclass('registry_repair_claims') IS NOT NULL \
+                    AND to_regclass('registry_repair_missing_repositories') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_watermarks') \
                                   AND attname = 'swept_at' AND NOT attisdropped) AS present",

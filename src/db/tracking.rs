@@ -5,6 +5,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::missing::{self, MissingRepository};
 use super::{Database, DbError};
 use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
 
@@ -46,6 +47,9 @@ pub struct TrackingRow {
     /// A second analysis of a project recorded `failed` (`run --retry-failed`): it replaces a row
     /// that is still `failed`. Any other row an answer is already there for is left as it is.
     pub replaces_failed: bool,
+    /// The repositories counted in `missing_count`, recorded with the row
+    /// ([`missing`](super::missing)); none for a `failed` row.
+    pub repositories: Vec<MissingRepository>,
 }
 
 impl TrackingRow {
@@ -55,6 +59,23 @@ impl TrackingRow {
             missing_count,
             status: TrackingStatus::Completed,
             replaces_failed: false,
+            repositories: Vec::new(),
+        }
+    }
+
+    /// A completed row with the repositories it counts.
+    pub fn completed_with(project_id: i64, repositories: Vec<MissingRepository>) -> Self {
+        Self {
+            repositories,
+            ..Self::completed(project_id, 0)
+        }
+        .counted()
+    }
+
+    fn counted(self) -> Self {
+        Self {
+            missing_count: i32::try_from(self.repositories.len()).unwrap_or(i32::MAX),
+            ..self
         }
     }
 
@@ -65,6 +86,7 @@ impl TrackingRow {
             missing_count: 0,
             status: TrackingStatus::Failed,
             replaces_failed: false,
+            repositories: Vec::new(),
         }
     }
 
@@ -77,50 +99,93 @@ impl TrackingRow {
     }
 }
 
-/// Writes `rows` in one statement, whatever their number: whole columns are bound as arrays, so
-/// the 65,535 bind-parameter limit never applies. Rows of projects deleted meanwhile are skipped
-/// rather than failing the batch on the foreign key.
+/// Writes `rows` and their missing repositories in one transaction, whatever their number:
+/// whole columns are bound as arrays, so the 65,535 bind-parameter limit never applies. Rows of
+/// projects deleted meanwhile are skipped rather than failing the batch on the foreign key.
 ///
 /// A row already there is GitLab's answer (or another instance's) and stays as it is, with two
 /// exceptions: a stale `ongoing` row (no answer; see [`STALE_ONGOING`]) is overwritten, and a
 /// `failed` row is overwritten by a row that [`replaces_failed`](TrackingRow::replaces_failed).
-/// Returns the rows inserted or updated.
+/// The recorded repositories of every row written are replaced by the row's own; those of a row
+/// left as it is stay as they are. Returns the rows inserted or updated.
 pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.project_id).collect();
-    let missing: Vec<i32> = rows.iter().map(|r| r.missing_count).collect();
-    let status: Vec<i16> = rows.iter().map(|r| r.status as i16).collect();
-    let retried: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.replaces_failed)
-        .map(|r| r.project_id)
-        .collect();
+    let mut columns = missing::Columns::default();
+    for row in rows {
+        for repository in &row.repositories {
+            columns.push(row.project_id, repository);
+        }
+    }
+    let statement = UpsertRows::of(rows);
     let mut conn = db.conn().await?;
-    diesel::sql_query(format!(
-        "INSERT INTO container_registry_data_repair_details \
-             (project_id, missing_count, status, created_at, updated_at) \
-         SELECT u.project_id, u.missing_count, u.status, now(), now() \
-         FROM UNNEST($1::bigint[], $2::integer[], $3::smallint[]) AS u(project_id, missing_count, status) \
-         WHERE EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id) \
-         ON CONFLICT (project_id) DO UPDATE \
-         SET missing_count = EXCLUDED.missing_count, status = EXCLUDED.status, \
-             updated_at = EXCLUDED.updated_at \
-         WHERE {STALE_ONGOING_SQL} \
-            OR (container_registry_data_repair_details.status = 2 \
-                AND container_registry_data_repair_details.project_id = ANY($4::bigint[]))"
-    ))
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Integer>, _>(missing)
-    .bind::<Array<SmallInt>, _>(status)
-    .bind::<Array<BigInt>, _>(retried)
-    .execute(&mut conn)
+    conn.transaction(|conn| {
+        Box::pin(async move {
+            let written = statement.run(conn).await?;
+            missing::replace(conn, &written, columns).await?;
+            Ok(written.len())
+        })
+    })
     .await
-    .map_err(DbError::query(format!(
-        "writing {} rows to container_registry_data_repair_details",
-        rows.len()
-    )))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    project_id: i64,
+}
+
+/// The tracking rows' statement, with its columns.
+struct UpsertRows {
+    ids: Vec<i64>,
+    missing: Vec<i32>,
+    status: Vec<i16>,
+    retried: Vec<i64>,
+}
+
+impl UpsertRows {
+    fn of(rows: &[TrackingRow]) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.project_id).collect(),
+            missing: rows.iter().map(|r| r.missing_count).collect(),
+            status: rows.iter().map(|r| r.status as i16).collect(),
+            retried: rows
+                .iter()
+                .filter(|r| r.replaces_failed)
+                .map(|r| r.project_id)
+                .collect(),
+        }
+    }
+
+    /// Returns the projects whose row it inserted or updated.
+    async fn run(self, conn: &mut super::DbConn) -> Result<Vec<i64>, DbError> {
+        let count = self.ids.len();
+        let written: Vec<Written> = diesel::sql_query(format!(
+            "INSERT INTO container_registry_data_repair_details \
+                 (project_id, missing_count, status, created_at, updated_at) \
+             SELECT u.project_id, u.missing_count, u.status, now(), now() \
+             FROM UNNEST($1::bigint[], $2::integer[], $3::smallint[]) AS u(project_id, missing_count, status) \
+             WHERE EXISTS (SELECT 1 FROM projects p WHERE p.id = u.project_id) \
+             ON CONFLICT (project_id) DO UPDATE \
+             SET missing_count = EXCLUDED.missing_count, status = EXCLUDED.status, \
+                 updated_at = EXCLUDED.updated_at \
+             WHERE {STALE_ONGOING_SQL} \
+                OR (container_registry_data_repair_details.status = 2 \
+                    AND container_registry_data_repair_details.project_id = ANY($4::bigint[])) \
+             RETURNING project_id"
+        ))
+        .bind::<Array<BigInt>, _>(self.ids)
+        .bind::<Array<Integer>, _>(self.missing)
+        .bind::<Array<SmallInt>, _>(self.status)
+        .bind::<Array<BigInt>, _>(self.retried)
+        .load(conn)
+        .await
+        .map_err(DbError::query(format!(
+            "writing {count} rows to container_registry_data_repair_details"
+        )))?;
+        Ok(written.into_iter().map(|w| w.project_id).collect())
+    }
 }
 
 /// The figures an operator asks for first.
@@ -279,6 +344,7 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
                 _ => TrackingStatus::Ongoing,
             },
             replaces_failed: false,
+            repositories: Vec::new(),
         })
         .collect())
 }
