@@ -2,6 +2,7 @@
 //! migrated once ([`TestDb`]); the simulated registry trusting the fixture key; and [`TestApp`],
 //! which seeds a world into both and starts the whole service in-process against them.
 
+pub mod chromium;
 pub mod pgbouncer;
 pub mod process;
 

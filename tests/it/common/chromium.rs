@@ -1,0 +1,91 @@
+//! Debian's headless Chromium, for the pages the service serves and writes. Where it is not
+//! installed, [`Chromium::find`] prints a notice and returns `None` (the test then passes without
+//! running), unless `REGISTRY_REPAIR_REQUIRE_CHROMIUM=1` (as `.ci/run` sets), which fails it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Chromium {
+    binary: PathBuf,
+}
+
+impl Chromium {
+    pub fn find(test: &str) -> Option<Self> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let found = std::env::split_paths(&path)
+            .flat_map(|dir| [dir.join("chromium"), dir.join("chromium-browser")])
+            .find(|candidate| candidate.is_file());
+        match found {
+            Some(binary) => Some(Self { binary }),
+            None if std::env::var("REGISTRY_REPAIR_REQUIRE_CHROMIUM").as_deref() == Ok("1") => {
+                panic!("{test}: chromium is not installed, and REGISTRY_REPAIR_REQUIRE_CHROMIUM=1 requires it (apt-get install chromium)")
+            }
+            None => {
+                eprintln!(
+                    "SKIPPED {test}: chromium is not installed (apt-get install chromium to run it; \
+                     REGISTRY_REPAIR_REQUIRE_CHROMIUM=1 makes this a failure)"
+                );
+                None
+            }
+        }
+    }
+
+    /// The DOM of `url` once its scripts ran for `budget_ms` of virtual time (timers fire at once
+    /// in virtual time, so a page that refreshes itself has refreshed by then).
+    pub fn dump_dom(&self, url: &str, budget_ms: u32) -> String {
+        let output = self.run(&[
+            &format!("--virtual-time-budget={budget_ms}"),
+            "--dump-dom",
+            url,
+        ]);
+        assert!(
+            output.status.success(),
+            "chromium --dump-dom {url} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A PNG of `url` at `width`×`height` CSS pixels, written to `to`.
+    pub fn screenshot(&self, url: &str, to: &Path, width: u32, height: u32) {
+        let output = self.run(&[
+            "--hide-scrollbars",
+            "--virtual-time-budget=2000",
+            &format!("--window-size={width},{height}"),
+            &format!("--screenshot={}", to.display()),
+            url,
+        ]);
+        assert!(
+            output.status.success() && to.is_file(),
+            "chromium --screenshot {url} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        // A profile of its own per call: parallel tests would otherwise share one and block.
+        let profile = std::env::temp_dir().join(format!(
+            "rr-chromium-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let mut command = Command::new(&self.binary);
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                &format!("--user-data-dir={}", profile.display()),
+            ])
+            .args(args)
+            .stdin(Stdio::null());
+        let output = command.output().expect("chromium starts");
+        let _ = std::fs::remove_dir_all(&profile);
+        output
+    }
+}
