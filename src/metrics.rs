@@ -100,6 +100,18 @@ fn families(status: &ServiceStatus, registry: &RegistryMetrics) -> Vec<Family> {
             status.missing_found,
         ),
         Family::one(
+            "missing_bytes_found_total",
+            Counter,
+            "Known sizes of the missing repositories found by this process, summed (each repository deduplicated on its own)",
+            status.missing_bytes_found,
+        ),
+        Family::one(
+            "sizes_unknown_total",
+            Counter,
+            "Missing repositories found by this process whose size the registry did not give (or was not asked)",
+            status.sizes_unknown,
+        ),
+        Family::one(
             "ignored_entries_total",
             Counter,
             "Registry entries outside the project path, ignored",
@@ -341,6 +353,8 @@ mod tests {
             completed: 7,
             failed: 2,
             missing_found: 11,
+            missing_bytes_found: 123_456_789,
+            sizes_unknown: 2,
             ignored_entries: 3,
             unaddressable: 1,
             deferred: 4,

@@ -133,6 +133,7 @@ pub async fn start(
         db: db.clone(),
         writer: writer.clone(),
         faults: options.faults.clone(),
+        sizes: settings.analysis.sizes,
     });
     let mut config = scheduler_config(
         settings,

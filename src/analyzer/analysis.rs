@@ -1,9 +1,13 @@
-//! An Analyzer's step for an analysis: walk the project's pages in the registry, and count the
-//! names GitLab's database has no row for.
+//! An Analyzer's step for an analysis: walk the project's pages in the registry, keep the
+//! repositories GitLab's database has no row for, and ask the registry their sizes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::{Analysis, AnalysisError};
+use crate::db::missing::MissingRepository;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
 use crate::registry::client::PageStep;
@@ -12,13 +16,14 @@ use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::RegistryClient;
 
-/// Counts the repositories under the project's registry path that GitLab's database has no row
-/// for. Reads every page, or records nothing.
+/// Finds the repositories under the project's registry path that GitLab's database has no row
+/// for. Reads every page, or records nothing. With `sizes`, asks the size of each it found.
 pub async fn analyze(
     registry: &RegistryClient,
     db: &Database,
     project: &Project,
     token: Option<Arc<SharedToken>>,
+    sizes: bool,
 ) -> Analysis {
     let Some(path) = project.registry_path() else {
         return Analysis::Failed {
@@ -29,14 +34,15 @@ pub async fn analyze(
         return Analysis::Unaddressable;
     }
     let mut pages = registry.pages_sharing(&path, token);
-    let (mut missing, mut ignored) = (0i64, 0u32);
+    let mut missing: Vec<MissingRepository> = Vec::new();
+    let mut ignored = 0u32;
     loop {
         let entries = match pages.next_page_retrying().await {
             Ok(PageStep::Page(entries)) => entries,
             Ok(PageStep::Done) => break,
             Ok(PageStep::Restarted) => {
                 tracing::info!(project_id = project.id, %path, "the path vanished mid-walk; analysing it again from the first page");
-                (missing, ignored) = (0, 0);
+                (missing, ignored) = (Vec::new(), 0);
                 continue;
             }
             Err(error) => return Analysis::registry_failed(error),
@@ -55,11 +61,61 @@ pub async fn analyze(
                 }
             }
         };
-        missing += names.iter().filter(|n| !known.contains(*n)).count() as i64;
+        let created: HashMap<&str, Option<&str>> = entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.created_at.as_deref()))
+            .collect();
+        for name in names.into_iter().filter(|n| !known.contains(n)) {
+            let registry_path = if name.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            let registry_created_at = created
+                .get(registry_path.as_str())
+                .copied()
+                .flatten()
+                .and_then(|at| parse_created(project.id, &registry_path, at));
+            missing.push(MissingRepository {
+                registry_path,
+                name,
+                registry_created_at,
+                size_bytes: None,
+            });
+        }
+    }
+    let pages = pages.pages_fetched();
+    if sizes && !missing.is_empty() {
+        let paths: Vec<String> = missing.iter().map(|m| m.registry_path.clone()).collect();
+        match registry.sizes(&paths).await {
+            Ok(sizes) => {
+                for (repository, size) in missing.iter_mut().zip(sizes) {
+                    repository.size_bytes = size;
+                }
+            }
+            // Out of reach after the listing: analysed again later, never failed for it.
+            Err(error) => {
+                return Analysis::Deferred {
+                    reason: error.into(),
+                    refused: false,
+                }
+            }
+        }
     }
     Analysis::Completed {
-        missing: i32::try_from(missing).unwrap_or(i32::MAX),
+        missing,
         ignored,
-        pages: pages.pages_fetched(),
+        pages,
+    }
+}
+
+/// The registry's `created_at` (RFC 3339); one it cannot mean is logged and left unknown.
+fn parse_created(project_id: i64, registry_path: &str, at: &str) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(at) {
+        Ok(at) => Some(at.with_timezone(&Utc)),
+        Err(error) => {
+            tracing::warn!(project_id, repository = %registry_path, created_at = %at, %error, "the registry's created_at is no RFC 3339 time; recorded as unknown");
+            None
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::FutureExt;
 
+use crate::db::missing::MissingRepository;
 use crate::db::projects::Project;
 use crate::db::tracking::TrackingRow;
 use crate::db::{Database, DbError};
@@ -88,9 +89,9 @@ pub enum Analysis {
     /// The project's registry path breaks the registry's name grammar: no repository can exist
     /// under it, so nothing was asked and nothing is missing.
     Unaddressable,
-    /// Every page was read.
+    /// Every page was read: `missing` are the repositories GitLab has no row for.
     Completed {
-        missing: i32,
+        missing: Vec<MissingRepository>,
         ignored: u32,
         pages: u32,
     },
@@ -169,6 +170,8 @@ pub struct AnalyzerDeps {
     pub db: Database,
     pub writer: Addr<Writer>,
     pub faults: Arc<Faults>,
+    /// `analysis.sizes`: ask the size of every missing repository.
+    pub sizes: bool,
 }
 
 /// The canary: a top-level namespace no GitLab installation has. A registry that works answers
@@ -346,7 +349,7 @@ impl Handler<Analyze> for Analyzer {
             AssertUnwindSafe(async {
                 deps.faults.analysis(project.id);
                 let analysis = match &candidate {
-                    None => analyze(&deps.registry, &deps.db, &project, token).await,
+                    None => analyze(&deps.registry, &deps.db, &project, token, deps.sizes).await,
                     Some(candidate) => {
                         repair::plan(&deps.registry, &deps.db, candidate, token).await
                     }
@@ -381,8 +384,8 @@ impl Handler<Analyze> for Analyzer {
                     ignored,
                     pages,
                 } => {
-                    tracing::debug!(project_id, missing, ignored, pages, "project analysed");
-                    act.record(&job, TrackingRow::completed(project_id, missing), ignored);
+                    tracing::debug!(project_id, missing = missing.len(), ignored, pages, "project analysed");
+                    act.record(&job, TrackingRow::completed_with(project_id, missing), ignored);
                 }
                 Analysis::Unaddressable => {
                     tracing::info!(

@@ -52,6 +52,14 @@ pub struct Settings {
     pub log: LogSettings,
     pub control: ControlSettings,
     pub fleet: FleetSettings,
+    pub analysis: AnalysisSettings,
+}
+
+/// What the analysis asks besides the listing.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    /// `analysis.sizes`: ask the registry the size of every missing repository (`size=self`).
+    pub sizes: bool,
 }
 
 /// How the instances of `run` against one database find each other (see `src/fleet`).
@@ -317,6 +325,9 @@ impl Settings {
                 )?,
             },
             fleet: fleet(&raw.fleet)?,
+            analysis: AnalysisSettings {
+                sizes: raw.analysis.sizes,
+            },
         })
     }
 

@@ -18,6 +18,7 @@ pub(super) struct RawSettings {
     pub log: Log,
     pub control: Control,
     pub fleet: Fleet,
+    pub analysis: Analysis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +89,18 @@ impl Default for Fleet {
             heartbeat_interval_ms: 1000,
             member_timeout_ms: 10_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Analysis {
+    pub sizes: bool,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self { sizes: true }
     }
 }
 

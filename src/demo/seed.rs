@@ -13,7 +13,8 @@ use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
 
 /// When seeded projects were created, and their routes (and their groups') last written: before
-/// every repository the simulated registry lists (2024-01-01), so that the repair's
+/// every repository the simulated registry lists (July 2023 to May 2024, see
+/// [`created_at`](crate::registry::simulator::created_at)), so that the repair's
 /// `older_than_project` and `older_than_path` guards hold only where a test moves a project's
 /// `created_at` or its route's `updated_at` later.
 pub const PROJECTS_CREATED_AT: chrono::NaiveDateTime =

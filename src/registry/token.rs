@@ -73,9 +73,25 @@ pub fn pull_access(path: &str) -> Vec<Access> {
     vec![pull(path.to_string()), pull(format!("{path}/*"))]
 }
 
+/// The access a repository's details (its size) need: `pull` on that name exactly. The
+/// registry matches access records by exact name (`path/*` is a literal name, no wildcard), so
+/// the listing's records do not grant it.
+pub fn exact_pull_access(repository: &str) -> Access {
+    Access {
+        kind: "repository".into(),
+        name: repository.to_string(),
+        actions: vec!["pull".into()],
+    }
+}
+
 /// Bytes the two access entries of `path` add to a token's claims (a comma each included).
 fn access_json_len(path: &str) -> usize {
     serde_json::to_vec(&pull_access(path)).map_or(usize::MAX / 2, |json| json.len())
+}
+
+/// Bytes the exact access entry of `repository` adds to a token's claims (a comma included).
+fn exact_access_json_len(repository: &str) -> usize {
+    serde_json::to_vec(&exact_pull_access(repository)).map_or(usize::MAX / 2, |json| json.len() + 1)
 }
 
 fn base64_len(bytes: usize) -> usize {
@@ -243,6 +259,28 @@ impl TokenSigner {
         lengths
     }
 
+    /// Splits `repositories` into consecutive groups, each of whose tokens naming every one of
+    /// them exactly stays within [`max_token_bytes`](Self::max_token_bytes). Returns the group
+    /// lengths. A name too long to share a token gets one of its own.
+    pub fn exact_batch_lengths<S: AsRef<str>>(&self, repositories: &[S]) -> Vec<usize> {
+        let budget = self.claims_budget();
+        let mut lengths = Vec::new();
+        let (mut len, mut used) = (0usize, 0usize);
+        for repository in repositories {
+            let cost = exact_access_json_len(repository.as_ref());
+            if len > 0 && used + cost > budget {
+                lengths.push(len);
+                (len, used) = (0, 0);
+            }
+            len += 1;
+            used += cost;
+        }
+        if len > 0 {
+            lengths.push(len);
+        }
+        lengths
+    }
+
     /// How many bytes of `access` entries a token's claims may hold within the bound:
     /// the token is `header.claims.signature`, each part base64url without padding.
     fn claims_budget(&self) -> usize {
@@ -279,6 +317,30 @@ impl TokenSigner {
 
     /// Signs one token that lets its bearer list each of `paths` and everything below them.
     pub fn mint_for<S: AsRef<str>>(&self, paths: &[S]) -> Result<Token, TokenError> {
+        self.mint_access(
+            paths.iter().flat_map(|p| pull_access(p.as_ref())).collect(),
+            || join(paths),
+        )
+    }
+
+    /// Signs one token that lets its bearer read the details of each of `repositories`, and
+    /// nothing else.
+    pub fn mint_exact<S: AsRef<str>>(&self, repositories: &[S]) -> Result<Token, TokenError> {
+        self.mint_access(
+            repositories
+                .iter()
+                .map(|r| exact_pull_access(r.as_ref()))
+                .collect(),
+            || join(repositories),
+        )
+    }
+
+    /// Signs one token granting `access`; `described` names what it is for, in an error.
+    fn mint_access(
+        &self,
+        access: Vec<Access>,
+        described: impl Fn() -> String,
+    ) -> Result<Token, TokenError> {
         let now = SystemTime::now();
         let iat = now
             .duration_since(UNIX_EPOCH)
@@ -299,14 +361,10 @@ impl TokenSigner {
                 iat,
                 rand::random::<u64>()
             ),
-            access: paths.iter().flat_map(|p| pull_access(p.as_ref())).collect(),
+            access,
         };
         let failed = |message: String| TokenError::Sign {
-            path: paths
-                .iter()
-                .map(|p| p.as_ref())
-                .collect::<Vec<_>>()
-                .join(", "),
+            path: described(),
             message,
         };
         let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
@@ -401,6 +459,31 @@ impl SharedToken {
         *slot = Some(token.clone());
         Ok(token)
     }
+}
+
+fn join<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// As [`sign`], a token naming each of `repositories` exactly (their details, their sizes).
+pub async fn sign_exact(
+    signer: &Arc<TokenSigner>,
+    repositories: Vec<String>,
+) -> Result<Token, TokenError> {
+    let signer = signer.clone();
+    let what = repositories.join(", ");
+    tokio::task::spawn_blocking(move || signer.mint_exact(&repositories))
+        .await
+        .unwrap_or_else(|e| {
+            Err(TokenError::Sign {
+                path: what,
+                message: format!("the signing task ended: {e}"),
+            })
+        })
 }
 
 /// Signs on the blocking pool: an RSA signature takes a millisecond or two of CPU, which would

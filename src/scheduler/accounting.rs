@@ -91,6 +91,12 @@ pub struct ServiceStatus {
     pub completed: u64,
     pub failed: u64,
     pub missing_found: u64,
+    /// The known sizes of the missing repositories found, summed.
+    #[serde(default)]
+    pub missing_bytes_found: u64,
+    /// Missing repositories found whose size is not known.
+    #[serde(default)]
+    pub sizes_unknown: u64,
     /// Attempts that ended unrecorded (registry or database trouble), to be tried again.
     pub deferred: u64,
     /// Registry entries outside the project path, ignored.
@@ -141,6 +147,8 @@ struct Counts {
     completed: u64,
     failed: u64,
     missing: u64,
+    missing_bytes: u64,
+    sizes_unknown: u64,
     deferred: u64,
     crashes: u64,
     ignored_entries: u64,
@@ -196,6 +204,12 @@ impl Accounting {
                 counts.ignored_entries += u64::from(*ignored);
                 counts.completed += 1;
                 counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
+                for repository in &row.repositories {
+                    match repository.size_bytes {
+                        Some(bytes) => counts.missing_bytes += u64::try_from(bytes).unwrap_or(0),
+                        None => counts.sizes_unknown += 1,
+                    }
+                }
             }
             Disposition::Planned {
                 ignored,
@@ -287,6 +301,8 @@ impl Accounting {
             completed: counts.completed,
             failed: counts.failed,
             missing_found: counts.missing,
+            missing_bytes_found: counts.missing_bytes,
+            sizes_unknown: counts.sizes_unknown,
             deferred: counts.deferred,
             ignored_entries: counts.ignored_entries,
             unaddressable: counts.unaddressable,

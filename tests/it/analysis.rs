@@ -51,7 +51,7 @@ async fn project(s: &Setup, id: i64) -> Project {
 }
 
 fn completed(missing: i32) -> impl Fn(&Analysis) -> bool {
-    move |a| matches!(a, Analysis::Completed { missing: m, .. } if *m == missing)
+    move |a| matches!(a, Analysis::Completed { missing: m, .. } if m.len() as i32 == missing)
 }
 
 #[actix_rt::test]
@@ -69,7 +69,7 @@ async fn root_and_nested_names_in_a_mixed_case_project_are_counted_when_rails_la
     let s = setup(&w, 2).await;
     let proj = project(&s, p).await;
     assert_eq!(proj.full_path.as_deref(), Some("Gitlab-Org/Build/CNG"));
-    let a = analyze(&s.client, &s.database, &proj, None).await;
+    let a = analyze(&s.client, &s.database, &proj, None, false).await;
     // 5 in the registry, 1 of them known to Rails; the Rails-only row does not count.
     assert!(completed(4)(&a), "{a:?}");
     // Three pages of two: 2 + 2 + 1.
@@ -87,7 +87,7 @@ async fn every_repository_known_to_rails_means_zero_missing() {
         &["", "api", "tools/builder"],
     );
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None, false).await;
     assert!(completed(0)(&a), "{a:?}");
 }
 
@@ -98,9 +98,16 @@ async fn sibling_projects_sharing_a_prefix_do_not_leak_into_each_other() {
     let app = w.project(g, "App", &["one"], &["one"]);
     let app_x = w.project(g, "App-X", &["", "two", "three"], &[]);
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, app).await, None).await;
+    let a = analyze(&s.client, &s.database, &project(&s, app).await, None, false).await;
     assert!(completed(0)(&a), "{a:?}");
-    let b = analyze(&s.client, &s.database, &project(&s, app_x).await, None).await;
+    let b = analyze(
+        &s.client,
+        &s.database,
+        &project(&s, app_x).await,
+        None,
+        false,
+    )
+    .await;
     assert!(completed(3)(&b), "{b:?}");
 }
 
@@ -112,11 +119,11 @@ async fn entries_outside_the_project_path_are_ignored_and_counted() {
     let s = setup(&w, 1000).await;
     s.registry
         .add_foreign_entries("grp/app", &["grp/other/x", "grp/app-x/y", "elsewhere/z"]);
-    match analyze(&s.client, &s.database, &project(&s, p).await, None).await {
+    match analyze(&s.client, &s.database, &project(&s, p).await, None, false).await {
         Analysis::Completed {
             missing, ignored, ..
         } => {
-            assert_eq!(missing, 1);
+            assert_eq!(missing.len(), 1);
             assert_eq!(ignored, 3);
         }
         other => panic!("expected completed, got {other:?}"),
@@ -132,10 +139,17 @@ async fn an_unknown_namespace_is_completed_with_zero_and_no_route_is_failed() {
     let p = w.project(quiet, "Legacy", &[], &["old"]);
     let orphan = w.project_without_route(quiet, "Orphan");
     let s = setup(&w, 1000).await;
-    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None, false).await;
     assert!(completed(0)(&a), "{a:?}");
     let before = s.registry.stats().list_requests;
-    let b = analyze(&s.client, &s.database, &project(&s, orphan).await, None).await;
+    let b = analyze(
+        &s.client,
+        &s.database,
+        &project(&s, orphan).await,
+        None,
+        false,
+    )
+    .await;
     assert!(matches!(b, Analysis::Failed { .. }), "{b:?}");
     assert_eq!(
         s.registry.stats().list_requests,
@@ -237,11 +251,18 @@ async fn paths_the_registry_cannot_hold_are_completed_with_zero_without_a_reques
     let fine = w.project(g, "Fine-Name", &["a"], &[]);
     let s = setup(&w, 1000).await;
     for id in odd {
-        let a = analyze(&s.client, &s.database, &project(&s, id).await, None).await;
+        let a = analyze(&s.client, &s.database, &project(&s, id).await, None, false).await;
         assert!(matches!(a, Analysis::Unaddressable), "project {id}: {a:?}");
     }
     assert_eq!(s.registry.stats().list_requests, 0, "nothing asked");
-    let a = analyze(&s.client, &s.database, &project(&s, fine).await, None).await;
+    let a = analyze(
+        &s.client,
+        &s.database,
+        &project(&s, fine).await,
+        None,
+        false,
+    )
+    .await;
     assert!(completed(1)(&a), "{a:?}");
 }
 
@@ -254,7 +275,7 @@ async fn a_path_that_vanishes_after_the_first_page_is_analysed_again_from_the_fi
     let p = w.project(g, "App", &["", "a", "b", "c", "d"], &[]);
     let s = setup(&w, 2).await;
     s.registry.vanish_after_first_page("moving/app");
-    let a = analyze(&s.client, &s.database, &project(&s, p).await, None).await;
+    let a = analyze(&s.client, &s.database, &project(&s, p).await, None, false).await;
     // Gone now: the registry has nothing under the path, and the first page's two do not count.
     assert!(completed(0)(&a), "{a:?}");
     // The first page, the second (NAME_UNKNOWN), the first again (NAME_UNKNOWN).

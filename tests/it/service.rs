@@ -79,7 +79,26 @@ async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second
     let refs: Vec<Option<&str>> = paths.iter().map(Option::as_deref).collect();
     let batches = app.signer.batch_lengths(&refs, 16);
     assert!(batches.len() < 500 / 12, "{batches:?}");
-    assert_eq!(app.signer.minted(), batches.len() as u64);
+    // And the sizes: per project with missing repositories, tokens naming each exactly.
+    let size_tokens: usize = projects
+        .iter()
+        .filter_map(|p| {
+            let path = p.full_path.as_ref()?.to_lowercase();
+            let missing: Vec<String> = p
+                .registry
+                .iter()
+                .filter(|name| !p.rails.contains(name))
+                .map(|name| match name.as_str() {
+                    "" => path.clone(),
+                    name => format!("{path}/{name}"),
+                })
+                .collect();
+            (is_addressable(&path) && !missing.is_empty())
+                .then(|| app.signer.exact_batch_lengths(&missing).len())
+        })
+        .sum();
+    assert!(size_tokens > 0);
+    assert_eq!(app.signer.minted(), (batches.len() + size_tokens) as u64);
     assert_eq!(app.run_until_done().await, RunEnd::Done);
     assert_eq!(
         app.registry.stats().list_requests,
@@ -115,9 +134,11 @@ async fn in_flight_never_exceeds_max_concurrency_and_set_concurrency_moves_it_wh
         .send(SetConcurrency(1))
         .await
         .expect("send");
+    // The projects in flight, not the requests: a project asks its listing, then its missing
+    // repositories' sizes, with a moment between them when none of its requests is in flight.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            reg.stats().in_flight <= 1
+            app.status().await.in_flight <= 1 && reg.stats().in_flight <= 1
         })
         .await,
         "lowered"

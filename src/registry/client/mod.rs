@@ -4,10 +4,12 @@
 
 mod answer;
 mod pages;
+mod size;
 
 pub use self::pages::{PageStep, Pages};
 
 use self::answer::{max_body, next_marker, read_bounded, shown_location, Body};
+pub use self::size::Size;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,23 +59,23 @@ pub enum ClientSetupError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("listing {path}: cannot reach the registry: {message}")]
+    #[error("registry request for {path}: cannot reach the registry: {message}")]
     Connect { path: String, message: String },
     /// The TLS handshake refused the certificate the registry presented: no retry mends that.
-    #[error("listing {path}: cannot reach the registry: invalid peer certificate: {reason}")]
+    #[error("registry request for {path}: cannot reach the registry: invalid peer certificate: {reason}")]
     UntrustedCertificate {
         path: String,
         reason: rustls::CertificateError,
     },
-    #[error("listing {path}: no answer within {timeout:?}")]
+    #[error("registry request for {path}: no answer within {timeout:?}")]
     Timeout { path: String, timeout: Duration },
-    #[error("listing {path}: the registry answered {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    #[error("registry request for {path}: the registry answered {status}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Status {
         path: String,
         status: u16,
         code: Option<String>,
     },
-    #[error("listing {path}: malformed answer: {reason}")]
+    #[error("registry request for {path}: malformed answer: {reason}")]
     Malformed { path: String, reason: String },
     #[error("listing {path}: more than {max_pages} pages; giving up on this project")]
     TooManyPages { path: String, max_pages: u32 },
@@ -94,6 +96,17 @@ impl RegistryError {
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
             RegistryError::TooManyPages { .. } | RegistryError::Token(_) => false,
         }
+    }
+
+    /// The registry cannot be reached at all, or no token can be signed for it: nothing asked
+    /// now can be answered, whatever the path.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Connect { .. }
+                | RegistryError::UntrustedCertificate { .. }
+                | RegistryError::Token(_)
+        )
     }
 
     /// Whose fault the error is, once retries are spent.

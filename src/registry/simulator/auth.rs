@@ -1,5 +1,6 @@
-//! The token check the registry makes on every List request: an RS256 JWT signed by the trusted
-//! key, for the right issuer and audience, in its time window, granting pull on the path.
+//! The token check the registry makes on every request: an RS256 JWT signed by the trusted key,
+//! for the right issuer and audience, in its time window, granting pull on exactly the names the
+//! request needs (access records match names exactly: `path/*` is a literal name).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -7,12 +8,12 @@ use actix_web::HttpRequest;
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::state::State;
-use crate::registry::token::{pull_access, Claims};
+use crate::registry::token::{Access, Claims};
 use crate::sync::lock;
 
 /// Checks the bearer token as the registry does: signature and `kid`, `iss`, `aud`, `exp`/`nbf`
-/// with 60 s of leeway, and pull access on the path and everything under it.
-pub(super) fn authorize(req: &HttpRequest, state: &State, path: &str) -> Result<(), String> {
+/// with 60 s of leeway, and every access record in `needed`, by its exact name.
+pub(super) fn authorize(req: &HttpRequest, state: &State, needed: &[Access]) -> Result<(), String> {
     let header = req
         .headers()
         .get("Authorization")
@@ -52,7 +53,7 @@ pub(super) fn authorize(req: &HttpRequest, state: &State, path: &str) -> Result<
             claims
         }
     };
-    for needed in pull_access(path) {
+    for needed in needed {
         let granted = claims.access.iter().any(|a| {
             a.kind == needed.kind && a.name == needed.name && a.actions.iter().any(|x| x == "pull")
         });

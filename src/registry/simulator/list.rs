@@ -11,16 +11,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::authorize;
+use super::details::created_at;
 use super::state::{error, without_api, Fault, State};
 use super::Hostile;
+use crate::registry::token::pull_access;
 use crate::sync::lock;
 
 #[derive(Serialize)]
 struct EntryOut<'a> {
     name: &'a str,
     path: &'a str,
-    created_at: &'static str,
-    updated_at: &'static str,
+    created_at: String,
+    updated_at: String,
 }
 
 #[derive(Deserialize)]
@@ -30,10 +32,10 @@ pub(super) struct ListQuery {
 }
 
 /// Counts a request in flight for as long as it lives.
-struct InFlight<'a>(&'a State);
+pub(super) struct InFlight<'a>(&'a State);
 
 impl<'a> InFlight<'a> {
-    fn enter(state: &'a State) -> Self {
+    pub(super) fn enter(state: &'a State) -> Self {
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
         InFlight(state)
@@ -60,18 +62,7 @@ pub(super) async fn list(
     state.list_requests.fetch_add(1, Ordering::SeqCst);
     *lock(&state.per_path).entry(path.clone()).or_insert(0) += 1;
     let _in_flight = InFlight::enter(&state);
-    let latency = state.latency_ms.load(Ordering::SeqCst);
-    if latency > 0 {
-        let answer_at = entered + Duration::from_millis(latency);
-        state
-            .alarms
-            .sleep_until(
-                answer_at
-                    .checked_sub(state.answer_early())
-                    .unwrap_or(answer_at),
-            )
-            .await;
-    }
+    delay_from(&state, entered).await;
     if state.outage.load(Ordering::SeqCst) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "outage");
     }
@@ -84,7 +75,7 @@ pub(super) async fn list(
         tokio::time::sleep(pause).await;
     }
 
-    if let Err(message) = authorize(&req, &state, &path) {
+    if let Err(message) = authorize(&req, &state, &pull_access(&path)) {
         state.unauthorized.fetch_add(1, Ordering::SeqCst);
         return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &message);
     }
@@ -173,6 +164,26 @@ pub(super) async fn list(
         response.insert_header(("Link", next_link(&link_host, &path, n, last)));
     }
     response.json(body)
+}
+
+/// Waits out the simulated latency of a request that arrived now.
+pub(super) async fn delay(state: &State) {
+    delay_from(state, Instant::now()).await
+}
+
+async fn delay_from(state: &State, entered: Instant) {
+    let latency = state.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        let answer_at = entered + Duration::from_millis(latency);
+        state
+            .alarms
+            .sleep_until(
+                answer_at
+                    .checked_sub(state.answer_early())
+                    .unwrap_or(answer_at),
+            )
+            .await;
+    }
 }
 
 /// One page of a List answer.
@@ -299,8 +310,8 @@ fn entry(path: &str) -> EntryOut<'_> {
     EntryOut {
         name: path.rsplit('/').next().unwrap_or(path),
         path,
-        created_at: "2024-01-01T00:00:00.000Z",
-        updated_at: "2024-01-02T00:00:00.000Z",
+        created_at: created_at(path),
+        updated_at: created_at(path),
     }
 }
 

@@ -1,4 +1,5 @@
-//! A simulated container registry serving the GitLab v1 List Sub Repositories API on loopback, as
+//! A simulated container registry serving the GitLab v1 List Sub Repositories and repository
+//! details APIs on loopback, as
 //! SPEC section 2 describes it: sorted paths, `n` and `last`, a `Link` header on every full page
 //! (so an exact multiple ends with an empty page), 404 NAME_UNKNOWN, the trailing slash, and JWTs
 //! checked for signature, `kid`, issuer, audience, expiry and scope. The demo serves it; the tests
@@ -6,11 +7,12 @@
 //! the `simulator` feature (on by default).
 //!
 //! This file is the handle a test or the demo holds; `server` starts the HTTP server and keeps its
-//! state, `list` answers List requests (its paging a pure function), `auth` checks tokens, and
-//! `alarms` wakes delayed answers on time.
+//! state, `list` answers List requests (its paging a pure function), `details` a repository's
+//! details and size, `auth` checks tokens, and `alarms` wakes delayed answers on time.
 
 mod alarms;
 mod auth;
+mod details;
 mod list;
 mod server;
 mod state;
@@ -24,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::sync::lock;
+pub use details::{created_at, size_of};
 use state::State;
 
 /// What the simulated registry trusts.
@@ -47,6 +50,8 @@ pub struct SimulatorStats {
     pub in_flight: usize,
     /// Requests refused with 400 because a header line was over the proxy limit.
     pub headers_too_large: u64,
+    /// Repository details (size) requests, whatever their answer.
+    pub size_requests: u64,
 }
 
 /// How the registry answers on `/gitlab/v1/` as a whole.
@@ -168,6 +173,7 @@ impl RegistrySimulator {
             max_in_flight: self.state.max_in_flight.load(Ordering::SeqCst),
             in_flight: self.state.in_flight.load(Ordering::SeqCst),
             headers_too_large: self.state.headers_too_large.load(Ordering::SeqCst),
+            size_requests: self.state.size_requests.load(Ordering::SeqCst),
         }
     }
 
@@ -210,6 +216,16 @@ impl RegistrySimulator {
     /// Every request for `path` is answered with `status` from now on.
     pub fn refuse(&self, path: &str, status: u16) {
         lock(&self.state.refused).insert(path.to_string(), status);
+    }
+
+    /// Every details (size) request for the repository `path` is answered with `status`.
+    pub fn refuse_size(&self, path: &str, status: u16) {
+        lock(&self.state.size_refused).insert(path.to_string(), status);
+    }
+
+    /// `false`: details carry no `size_bytes`, as a registry too old to compute them answers.
+    pub fn set_sizes_given(&self, given: bool) {
+        self.state.sizes_given.store(given, Ordering::SeqCst);
     }
 
     /// Requests for `path` are served normally again.

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::alarms::Alarms;
+use super::details::details;
 use super::list::list;
 use super::state::{error, without_api, State, DEFAULT_ANSWER_EARLY};
 use super::{ApiMode, FaultMix, RegistrySimulator, SimulatorError, TlsIdentity, TrustedIssuer};
@@ -48,6 +49,9 @@ impl RegistrySimulator {
             alarms: Alarms::start(),
             answer_early_us: AtomicU64::new(DEFAULT_ANSWER_EARLY.as_micros() as u64),
             verified: Mutex::new(HashMap::new()),
+            size_requests: AtomicU64::new(0),
+            size_refused: Mutex::new(HashMap::new()),
+            sizes_given: AtomicBool::new(true),
         });
         let app_state = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -60,6 +64,11 @@ impl RegistrySimulator {
                 )
                 .route(
                     "/gitlab/v1/repository-paths/{path:.+}/repositories/list",
+                    web::get().to(redirect_to_slash),
+                )
+                .route("/gitlab/v1/repositories/{path:.+}/", web::get().to(details))
+                .route(
+                    "/gitlab/v1/repositories/{path:.+}",
                     web::get().to(redirect_to_slash),
                 )
         })

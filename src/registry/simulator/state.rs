@@ -30,6 +30,12 @@ pub(super) struct State {
     pub(super) per_path: Mutex<HashMap<String, u64>>,
     /// Paths whose every answer is this status (a registry that refuses one project).
     pub(super) refused: Mutex<HashMap<String, u16>>,
+    /// Repository details requests, whatever their answer.
+    pub(super) size_requests: AtomicU64,
+    /// Repositories whose details are answered with this status.
+    pub(super) size_refused: Mutex<HashMap<String, u16>>,
+    /// Whether details carry `size_bytes` when asked (a registry too old gives none).
+    pub(super) sizes_given: AtomicBool,
     /// Entries a hostile registry adds to a path's first page although they are not under it.
     pub(super) foreign: Mutex<HashMap<String, Vec<String>>>,
     /// How the registry misbehaves for one path, on every request.

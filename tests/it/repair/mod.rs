@@ -72,7 +72,7 @@ fn world() -> (World, HashMap<&'static str, i64>) {
     // Legacy routes that differ only in case: one registry path for two projects.
     ids.insert("twin", w.project(g, "Twin", &["t"], &[]));
     ids.insert("twin_upper", w.project(g, "TWIN", &["t"], &[]));
-    // Created after the registry's repositories (2024-01-01): a reused path.
+    // Created after the registry's repositories (mid-2023 to mid-2024): a reused path.
     ids.insert("reused", w.project(g, "Reused", &["old"], &[]));
     // An enabled cleanup policy: restored only with consent.
     ids.insert("policed", w.project(g, "Policed", &["p"], &[]));

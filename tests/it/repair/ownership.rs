@@ -34,8 +34,8 @@ async fn images_left_behind_by_a_project_that_moved_away_are_not_handed_to_the_o
     let crew = w.group(Some(own), "Crew");
     let team = w.group(Some(own), "Team");
     let mut ids = HashMap::new();
-    // Pushed `own/home/img` (2024-01-01, as the registry dates every repository here), lost the
-    // rows, and was renamed away in mid-2024: GitLab let it, since it looks at rows.
+    // Pushed `own/home/img` (between mid-2023 and mid-2024, as the simulator dates every
+    // repository), lost the rows, and was renamed away in mid-2024: GitLab let it, since it looks at rows.
     ids.insert("leaver", w.project(own, "Home", &["img", "img/cache"], &[]));
     // Created in 2020 elsewhere, renamed into `Own/Home` in 2025: it lists the leaver's images.
     ids.insert("arriver", w.project(own, "Settled", &[], &[]));

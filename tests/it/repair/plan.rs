@@ -1,6 +1,7 @@
 //! `repair plan`: the guards' decisions on seeded projects, nothing written, the scope flags.
 
 use super::*;
+use registry_repair::registry::simulator::created_at;
 
 #[actix_rt::test]
 async fn the_dry_run_writes_nothing_and_plans_exactly_the_missing_names_with_their_reasons() {
@@ -23,7 +24,7 @@ async fn the_dry_run_writes_nothing_and_plans_exactly_the_missing_names_with_the
     assert_eq!(elsewhere.ignored, 1, "the entry outside the project path");
     assert_eq!(
         plain.repositories[0].registry_created_at.as_deref(),
-        Some("2024-01-01T00:00:00.000Z")
+        Some(created_at(&plain.repositories[0].registry_path).as_str())
     );
     let after = (
         repositories(&s.database).await,
