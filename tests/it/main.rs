@@ -24,5 +24,6 @@ mod repair;
 mod scale;
 mod service;
 mod signals;
+mod sizes;
 mod structure;
 mod writer;
