@@ -348,6 +348,26 @@ mod tests {
     use crate::writer::WriterStats;
     use std::time::Duration;
 
+    /// A live (or dead) member of the sample's fleet, its share also its work in flight.
+    fn member(id: &str, share: i32, live: bool) -> MemberRow {
+        MemberRow {
+            id: id.to_string(),
+            host: "h".to_string(),
+            pid: 1,
+            shard: "0/1".to_string(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            heartbeat_age_s: 0.25,
+            share,
+            in_flight: share,
+            wants_work: true,
+            state: "running".to_string(),
+            analysed: 3,
+            live,
+        }
+    }
+
+    /// A status with every family in it: the fixture is the list of names that exist
+    /// (`tests/it/contrib.rs` checks the dashboard and the alerts against it).
     fn sample_status() -> (ServiceStatus, RegistryMetrics) {
         let status = ServiceStatus {
             completed: 7,
@@ -378,6 +398,18 @@ mod tests {
                 failed_writes: 6,
                 ..WriterStats::default()
             }),
+            fleet: Some(FleetStatus {
+                me: "a:1:0".to_string(),
+                total: 6,
+                live: 2,
+                shares: 6,
+                in_flight: 6,
+                members: vec![
+                    member("a:1:0", 4, true),
+                    member("b:2:0", 2, true),
+                    member("dead:3:0", 5, false),
+                ],
+            }),
             ..ServiceStatus::default()
         };
         let registry = RegistryMetrics::default();
@@ -398,33 +430,7 @@ mod tests {
 
     #[test]
     fn a_member_shows_the_fleet_with_every_live_member_labelled() {
-        let (mut status, registry) = sample_status();
-        let member = |id: &str, share: i32, live: bool| MemberRow {
-            id: id.to_string(),
-            host: "h".to_string(),
-            pid: 1,
-            shard: "0/1".to_string(),
-            started_at: chrono::DateTime::UNIX_EPOCH,
-            heartbeat_age_s: 0.25,
-            share,
-            in_flight: share,
-            wants_work: true,
-            state: "running".to_string(),
-            analysed: 3,
-            live,
-        };
-        status.fleet = Some(FleetStatus {
-            me: "a:1:0".to_string(),
-            total: 6,
-            live: 2,
-            shares: 6,
-            in_flight: 6,
-            members: vec![
-                member("a:1:0", 4, true),
-                member("b:2:0", 2, true),
-                member("dead:3:0", 5, false),
-            ],
-        });
+        let (status, registry) = sample_status();
         let text = render(&status, &registry);
         for line in [
             "registry_repair_fleet_members 2",

@@ -11,6 +11,7 @@ mod common;
 
 mod analysis;
 mod cli;
+mod contrib;
 mod database_tls;
 mod docs;
 mod faults;
