@@ -3,21 +3,22 @@
 //! and checks every row against what was seeded; then plans the repair (a dry run, nothing
 //! written) and checks the plan against what was seeded too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
-use crate::db::{self, tracking, Database};
+use crate::db::{self, missing, tracking, Database};
 use crate::demo::seed::World;
 use crate::demo::{database, DEMO_KEY};
 use crate::format::Format;
-use crate::registry::simulator::{RegistrySimulator, TrustedIssuer};
+use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
 use crate::repair::{Action, Reason};
 use crate::report::{Listing, Report};
@@ -149,17 +150,64 @@ async fn check_report(db: &Database, world: &World) -> anyhow::Result<()> {
         .count();
     let unrecorded = expected.len().saturating_sub(rows.len());
     let seeded_missing: i64 = expected.values().map(|e| i64::from(e.missing)).sum();
-    if wrong == 0 && unrecorded == 0 {
-        println!(
-            "\nCheck: every one of the {} projects has exactly the row seeded ({seeded_missing} missing repositories in all).",
-            expected.len()
-        );
-        Ok(())
-    } else {
+    if wrong != 0 || unrecorded != 0 {
         bail!(
             "check failed: {wrong} rows differ from what was seeded and {unrecorded} projects have no row"
         )
     }
+    let bytes = check_recorded(db, world).await?;
+    println!(
+        "\nCheck: every one of the {} projects has exactly the row seeded ({seeded_missing} missing repositories in all), \
+         and each missing repository is recorded with the registry's size and creation time ({bytes} bytes in all).",
+        expected.len()
+    );
+    Ok(())
+}
+
+/// Checks the recorded missing repositories against the lost ones seeded, with the sizes and
+/// dates the simulated registry gives; returns their bytes.
+async fn check_recorded(db: &Database, world: &World) -> anyhow::Result<i64> {
+    let paths: BTreeMap<i64, String> = world
+        .projects
+        .iter()
+        .filter_map(|p| Some((p.id, p.full_path.as_ref()?.to_lowercase())))
+        .collect();
+    let want: BTreeSet<(i64, String, Option<i64>, Option<String>)> = world
+        .lost_repositories()
+        .into_iter()
+        .filter_map(|(project, name)| {
+            let base = paths.get(&project)?;
+            let path = if name.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{name}")
+            };
+            Some((
+                project,
+                path.clone(),
+                Some(size_of(&path)),
+                Some(created_at(&path)),
+            ))
+        })
+        .collect();
+    let got: BTreeSet<(i64, String, Option<i64>, Option<String>)> = missing::all(db)
+        .await?
+        .into_iter()
+        .map(|(project, r)| {
+            let created = r
+                .registry_created_at
+                .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true));
+            (project, r.registry_path, r.size_bytes, created)
+        })
+        .collect();
+    if got != want {
+        bail!(
+            "check failed: {} recorded missing repositories differ from the {} seeded as lost (path, size or creation time)",
+            got.symmetric_difference(&want).count(),
+            want.len()
+        );
+    }
+    Ok(want.iter().filter_map(|(_, _, size, _)| *size).sum())
 }
 
 /// `repair plan` on the seeded world (a dry run: nothing is written), checked against the

@@ -595,6 +595,37 @@ mod tests {
     }
 
     #[test]
+    fn tokens_naming_repositories_exactly_stay_within_the_bound_and_name_nothing_else() {
+        let pem = include_str!("../../tests/fixtures/registry.key");
+        let signer = TokenSigner::from_pem(pem, "fixture", "iss", "aud", Duration::from_secs(300))
+            .expect("fixture key parses");
+        // A project with 1,000 missing repositories of long names.
+        let repositories: Vec<String> = (0..1000)
+            .map(|i| format!("{}/image-{i:04}", "deep-group-name/".repeat(6)))
+            .collect();
+        let lengths = signer.exact_batch_lengths(&repositories);
+        assert_eq!(lengths.iter().sum::<usize>(), repositories.len());
+        assert!(lengths.len() > 10, "{lengths:?}");
+        let mut rest = repositories.as_slice();
+        for len in lengths {
+            let (group, after) = rest.split_at(len);
+            rest = after;
+            let token = signer.mint_exact(group).expect("token");
+            assert!(
+                token.bearer.len() <= MAX_TOKEN_BYTES,
+                "{}",
+                token.bearer.len()
+            );
+            let claims = token.bearer.split('.').nth(1).expect("claims");
+            let claims: Claims =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64"))
+                    .expect("claims");
+            let names: Vec<&str> = claims.access.iter().map(|a| a.name.as_str()).collect();
+            assert_eq!(names, group.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
     fn token_batches_stay_within_the_size_bound_and_short_paths_fill_a_batch() {
         let pem = include_str!("../../tests/fixtures/registry.key");
         let signer = TokenSigner::from_pem(pem, "fixture", "iss", "aud", Duration::from_secs(300))
