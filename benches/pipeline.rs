@@ -7,6 +7,7 @@
 //!     cargo bench --bench pipeline -- --projects 10000000 --concurrency 2,32,256
 //!     cargo bench --bench pipeline -- --projects 100000 --only repair
 //!     cargo bench --bench pipeline -- --projects 1000000 --only fleet
+//!     cargo bench --bench pipeline -- --projects 1000000 --only sizes
 //!
 //! The `repair` section makes every project a repair candidate (a tracking row with one missing
 //! repository, which the registry then holds) and measures `repair plan` and `repair apply` on
@@ -64,14 +65,16 @@ struct Args {
     /// Rows for the Writer measurement.
     #[arg(long, default_value_t = 200_000)]
     writer_rows: i64,
-    /// Sections to run, of throughput, pick, restart, writer, repair, fleet (default: all).
+    /// Sections to run, of throughput, pick, restart, writer, repair, fleet, sizes (default:
+    /// all).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,pick,restart,writer,repair,fleet"
+        default_value = "throughput,pick,restart,writer,repair,fleet,sizes"
     )]
     only: Vec<String>,
-    /// The fleet's total concurrency for the `fleet` section (at --latency-ms).
+    /// The fleet's total concurrency for the `fleet` section, and the concurrency of the `sizes`
+    /// section (at --latency-ms).
     #[arg(long, default_value_t = 32)]
     fleet_total: usize,
     /// Passed by `cargo bench`.
@@ -268,6 +271,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     if section("fleet") {
         fleet(&url, &registry, &args).await?;
+    }
+
+    if section("sizes") {
+        sizes(&url, &registry, &args).await?;
     }
 
     println!("\n## Peak RSS of the service");
@@ -570,7 +577,7 @@ struct Service {
 
 impl Service {
     fn spawn(url: &str, registry: &str, concurrency: usize, log: &str) -> anyhow::Result<Self> {
-        Self::spawn_with(&["run"], url, registry, concurrency, log)
+        Self::spawn_with(&["run"], url, registry, concurrency, log, &[])
     }
 
     /// The binary with `args` (`run`, `repair plan ...`).
@@ -580,6 +587,7 @@ impl Service {
         registry: &str,
         concurrency: usize,
         log: &str,
+        extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let listen = listener.local_addr()?;
@@ -605,6 +613,7 @@ impl Service {
         let child = Command::new(env!("CARGO_BIN_EXE_registry-repair"))
             .args(args)
             .envs(env)
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logfile)
@@ -668,6 +677,8 @@ fn postgres_ticks() -> u64 {
 struct Throughput {
     projects_per_s: f64,
     requests_per_s: f64,
+    /// Of them, repository details (size) requests.
+    size_requests_per_s: f64,
     limit: Option<f64>,
     /// Cores used by the service, the bench process (the simulated registry), PostgreSQL.
     cpu: [f64; 3],
@@ -705,12 +716,26 @@ async fn throughput(
     concurrency: usize,
     seconds: u64,
 ) -> anyhow::Result<Throughput> {
+    throughput_with(url, registry, latency, concurrency, seconds, &[]).await
+}
+
+/// [`throughput`] with settings of its own (`REGISTRY_REPAIR__...` variables).
+async fn throughput_with(
+    url: &str,
+    registry: &RegistrySimulator,
+    latency: Duration,
+    concurrency: usize,
+    seconds: u64,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Throughput> {
     registry.set_latency(latency);
-    let service = Service::spawn(
+    let service = Service::spawn_with(
+        &["run"],
         url,
         &registry.url(),
         concurrency,
         &format!("throughput-{}ms-c{concurrency}", latency.as_millis()),
+        extra_env,
     )?;
     service.ready().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -722,16 +747,18 @@ async fn throughput(
             postgres_ticks(),
         ]
     };
-    let (s0, r0, t0, cpu0) = (
+    let (s0, r0, z0, t0, cpu0) = (
         service.admin.status().await?,
         registry.stats().list_requests,
+        registry.stats().size_requests,
         Instant::now(),
         cpu(&service),
     );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (s1, r1, elapsed, cpu1) = (
+    let (s1, r1, z1, elapsed, cpu1) = (
         service.admin.status().await?,
         registry.stats().list_requests,
+        registry.stats().size_requests,
         t0.elapsed().as_secs_f64(),
         cpu(&service),
     );
@@ -743,11 +770,43 @@ async fn throughput(
     let share = |i: usize| cpu1[i].saturating_sub(cpu0[i]) as f64 / ticks_per_s / elapsed;
     Ok(Throughput {
         projects_per_s: (s1.analysed - s0.analysed) as f64 / elapsed,
-        requests_per_s: (r1 - r0) as f64 / elapsed,
+        requests_per_s: (r1 - r0 + z1 - z0) as f64 / elapsed,
+        size_requests_per_s: (z1 - z0) as f64 / elapsed,
         limit: (!latency.is_zero()).then(|| concurrency as f64 / latency.as_secs_f64()),
         cpu: [share(0), share(1), share(2)],
         peak_rss_kib: s1.peak_rss_kib,
     })
+}
+
+/// The cost of asking each missing repository's size: throughput with `analysis.sizes` on and
+/// off, at `--fleet-total` (32) and `--latency-ms`.
+async fn sizes(url: &str, registry: &RegistrySimulator, args: &Args) -> anyhow::Result<()> {
+    let c = args.fleet_total;
+    println!(
+        "\n## The cost of sizes ({} ms latency, max_concurrency {c}, {} s per run after 2 s of warm-up)",
+        args.latency_ms, args.seconds
+    );
+    println!("One project in {WITH_REPOS_EVERY} holds three repositories, one of them without a row: one size request per {WITH_REPOS_EVERY} projects, with a token of its own.");
+    println!("| analysis.sizes | projects/s | registry req/s | of them size req/s | CPU (cores): service / registry sim / PostgreSQL |");
+    println!("| --- | --- | --- | --- | --- |");
+    for on in ["true", "false"] {
+        set_analysed(url, 0, None).await?;
+        let r = throughput_with(
+            url,
+            registry,
+            Duration::from_millis(args.latency_ms),
+            c,
+            args.seconds,
+            &[("REGISTRY_REPAIR__ANALYSIS__SIZES", on)],
+        )
+        .await?;
+        println!(
+            "| {on} | {:.0} | {:.0} | {:.1} | {:.2} / {:.2} / {:.2} |",
+            r.projects_per_s, r.requests_per_s, r.size_requests_per_s, r.cpu[0], r.cpu[1], r.cpu[2]
+        );
+    }
+    set_analysed(url, 0, None).await?;
+    Ok(())
 }
 
 /// 1, 2 and 4 instances at one fleet total: projects/s, and what coordinating costs each instance
@@ -1030,6 +1089,7 @@ async fn repair_rate(
         &registry.url(),
         concurrency,
         &format!("repair-{mode}-{}ms-c{concurrency}", latency.as_millis()),
+        &[],
     )?;
     service.ready().await?;
     let mut conn = connect(url).await?;
