@@ -78,7 +78,10 @@ fn print_status(s: &ServiceStatus) {
         "analysed         {} ({} completed, {} failed) in {:.0} s",
         s.analysed, s.completed, s.failed, s.uptime_s
     );
-    println!("missing found    {}", s.missing_found);
+    println!(
+        "missing found    {} ({} bytes by the registry's sizes, {} sizes unknown)",
+        s.missing_found, s.missing_bytes_found, s.sizes_unknown
+    );
     println!("rate             {:.1} projects/s", s.rate_per_s);
     println!("progress         {}", crate::progress::line(s));
     println!("deferred         {}", s.deferred);
