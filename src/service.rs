@@ -190,6 +190,7 @@ pub async fn start(
             token: settings.admin.token.clone(),
             registry_metrics,
             follows_gitlab: settings.follows_gitlab(),
+            db: Some(db.clone()),
         },
     )?;
     tracing::info!(

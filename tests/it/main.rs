@@ -17,6 +17,7 @@ mod docs;
 mod faults;
 mod fleet;
 mod hardening;
+mod live_page;
 mod operate;
 mod pgbouncer;
 mod registry_api;

@@ -1,17 +1,23 @@
-//! The admin HTTP API on `admin.listen` (status and control, each a message to the Scheduler) and
-//! the client the `status`, `concurrency`, `pause` and `resume` commands use to reach it.
+//! The admin HTTP API on `admin.listen`: status and control, each a message to the Scheduler; the
+//! live page (`GET /`, [`page`]) and the damage it shows (`GET /damage`, [`damage`]); who may call
+//! it ([`auth`]); and the [`AdminClient`] the control commands use to reach it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::time::Duration;
+mod auth;
+mod client;
+mod damage;
+mod page;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
+pub use client::AdminClient;
 
 use crate::config::Secret;
-use crate::db::switches;
+use crate::db::{switches, Database};
 use crate::fleet::{Fleet, GetFleetStatus};
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, ServiceStatus, SetConcurrency, SetEnabled};
@@ -41,11 +47,20 @@ pub struct AdminDeps {
     /// This instance as a member of the fleet (an analysis): `status` shows the fleet.
     pub fleet: Option<Addr<Fleet>>,
     /// When set, every call (`/status` and `/metrics` too: `last_error` names private project
-    /// paths) needs it as a bearer token.
+    /// paths) needs it: as a bearer token, or as HTTP Basic's password on the read-only calls
+    /// over loopback ([`auth`]).
     pub token: Option<Secret>,
     pub registry_metrics: Arc<RegistryMetrics>,
     /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
     pub follows_gitlab: bool,
+    /// The service's database, for `GET /damage`; without it `/damage` answers 503.
+    pub db: Option<Database>,
+}
+
+/// What the handlers share: the deps, and the damage totals kept between calls.
+struct AdminState {
+    deps: AdminDeps,
+    damage: damage::DamageCache,
 }
 
 /// The body of `POST /concurrency`.
@@ -80,7 +95,8 @@ impl AdminServer {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             error,
         })?;
-        let state = web::Data::new(deps);
+        let damage = damage::DamageCache::new(deps.db.clone());
+        let state = web::Data::new(AdminState { deps, damage });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -92,6 +108,8 @@ impl AdminServer {
                     )
                     .into()
                 }))
+                .route("/", web::get().to(page::page))
+                .route("/damage", web::get().to(page::damage))
                 .route("/status", web::get().to(status))
                 .route("/metrics", web::get().to(metrics))
                 .route("/concurrency", web::post().to(concurrency))
@@ -124,8 +142,8 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     })
 }
 
-/// Control calls need the configured bearer token (compared without early exit), and are refused
-/// when GitLab's own switches steer the service.
+/// Control calls need the configured token as a bearer token, and are refused when GitLab's own
+/// switches steer the service.
 fn authorized(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
     if state.follows_gitlab {
         return Err(Box::new(error(
@@ -144,30 +162,34 @@ fn authorized(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpRespon
     check_token(req, state)
 }
 
-fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
-    let Some(expected) = state.token.as_ref().map(Secret::expose) else {
-        return Ok(());
-    };
-    let given = req
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(Box::new(error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (admin.token)",
-        )))
+/// The call as [`auth::decide`] sees it.
+fn call_of(req: &HttpRequest) -> auth::Call<'_> {
+    auth::Call {
+        peer: req.peer_addr().map(|addr| addr.ip()),
+        method: req.method(),
+        authorization: req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
     }
+}
+
+/// `admin.token`, where it is set ([`auth`] says how it may come).
+fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
+    let call = call_of(req);
+    auth::decide(state.token.as_ref().map(Secret::expose), &call).map_err(|refusal| {
+        tracing::debug!(
+            peer = ?call.peer,
+            method = %call.method,
+            path = req.path(),
+            ?refusal,
+            "admin call refused"
+        );
+        Box::new(error(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            refusal.message(),
+        ))
+    })
 }
 
 async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
@@ -192,23 +214,25 @@ async fn with_fleet(state: &AdminDeps, mut status: ServiceStatus) -> ServiceStat
     status
 }
 
-async fn status(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
-    if let Err(denied) = check_token(&req, &state) {
+async fn status(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let state = &state.deps;
+    if let Err(denied) = check_token(&req, state) {
         return *denied;
     }
-    reply(&state, GetStatus).await
+    reply(state, GetStatus).await
 }
 
 /// Prometheus sends the token with `authorization: {credentials: ...}` in its scrape config.
-async fn metrics(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
-    if let Err(denied) = check_token(&req, &state) {
+async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let state = &state.deps;
+    if let Err(denied) = check_token(&req, state) {
         return *denied;
     }
     match state.scheduler.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(crate::metrics::render(
-                &with_fleet(&state, status).await,
+                &with_fleet(state, status).await,
                 &state.registry_metrics,
             )),
         Err(e) => error(
@@ -220,10 +244,11 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse 
 
 async fn concurrency(
     req: HttpRequest,
-    state: web::Data<AdminDeps>,
+    state: web::Data<AdminState>,
     body: web::Json<ConcurrencyRequest>,
 ) -> HttpResponse {
-    if let Err(denied) = authorized(&req, &state) {
+    let state = &state.deps;
+    if let Err(denied) = authorized(&req, state) {
         return *denied;
     }
     let Ok(limit) = usize::try_from(body.max_concurrency) else {
@@ -235,98 +260,21 @@ async fn concurrency(
             ),
         );
     };
-    reply(&state, SetConcurrency(limit)).await
+    reply(state, SetConcurrency(limit)).await
 }
 
-async fn pause(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
-    if let Err(denied) = authorized(&req, &state) {
+async fn pause(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let state = &state.deps;
+    if let Err(denied) = authorized(&req, state) {
         return *denied;
     }
-    reply(&state, SetEnabled(false)).await
+    reply(state, SetEnabled(false)).await
 }
 
-async fn resume(req: HttpRequest, state: web::Data<AdminDeps>) -> HttpResponse {
-    if let Err(denied) = authorized(&req, &state) {
+async fn resume(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let state = &state.deps;
+    if let Err(denied) = authorized(&req, state) {
         return *denied;
     }
-    reply(&state, SetEnabled(true)).await
-}
-
-/// Talks to a running service's admin API.
-pub struct AdminClient {
-    base: String,
-    token: Option<Secret>,
-    http: reqwest::Client,
-}
-
-impl AdminClient {
-    /// `listen` is the service's `admin.listen`; a wildcard address is reached on loopback.
-    pub fn new(listen: SocketAddr, token: Option<Secret>) -> Self {
-        let ip = match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self {
-            base: format!("http://{}", SocketAddr::new(ip, listen.port())),
-            token,
-            http,
-        }
-    }
-
-    pub async fn status(&self) -> Result<ServiceStatus, AdminError> {
-        self.call(self.http.get(format!("{}/status", self.base)))
-            .await
-    }
-
-    pub async fn set_concurrency(&self, max_concurrency: i64) -> Result<ServiceStatus, AdminError> {
-        let request = self
-            .http
-            .post(format!("{}/concurrency", self.base))
-            .json(&ConcurrencyRequest { max_concurrency });
-        self.call(request).await
-    }
-
-    pub async fn set_enabled(&self, enabled: bool) -> Result<ServiceStatus, AdminError> {
-        let verb = if enabled { "resume" } else { "pause" };
-        self.call(self.http.post(format!("{}/{verb}", self.base)))
-            .await
-    }
-
-    async fn call(
-        &self,
-        mut request: reqwest::RequestBuilder,
-    ) -> Result<ServiceStatus, AdminError> {
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
-        let url = self.base.clone();
-        let response = request.send().await.map_err(|e| AdminError::NotRunning {
-            url: url.clone(),
-            message: crate::errors::chain(&e),
-        })?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| AdminError::Malformed {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            return Err(AdminError::Refused {
-                url,
-                status: status.as_u16(),
-                message,
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| AdminError::Malformed {
-            url,
-            message: e.to_string(),
-        })
-    }
+    reply(state, SetEnabled(true)).await
 }
