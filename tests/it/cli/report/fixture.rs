@@ -146,7 +146,7 @@ pub async fn damaged() -> Damaged {
         ids.restored
     ))
     .await;
-    // A session 14 hours ahead of UTC: months are UTC's all the same.
+    // A database whose default time zone is 14 hours ahead of UTC: months are UTC's all the same.
     db.execute(&format!(
         "ALTER DATABASE {} SET timezone = 'Pacific/Kiritimati'",
         db.name
