@@ -49,10 +49,10 @@ pub enum Command {
         #[arg(long)]
         from_start: bool,
     },
-    /// Print totals and the projects and namespaces missing most, by count and by bytes, and when
-    /// the missing repositories were created; or, with --repositories, the repositories themselves
+    /// Print totals, the projects and namespaces missing most (by count and by bytes) and when the
+    /// missing repositories were created; --repositories lists them
     Report {
-        /// `html`: one self-contained page with charts, for a browser or to print
+        /// Output format
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
         /// How many projects to list in each ranking (most missing repositories, most missing

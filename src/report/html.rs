@@ -899,6 +899,25 @@ mod tests {
     }
 
     #[test]
+    fn a_database_without_damage_renders_a_page_that_says_so() {
+        let mut report = sample::report();
+        report.top_missing.clear();
+        report.top_by_bytes.clear();
+        report.namespaces.clear();
+        report.namespaces_by_bytes.clear();
+        report.by_month.clear();
+        for bucket in &mut report.distribution {
+            bucket.projects = 0;
+            bucket.missing = 0;
+        }
+        let html = page(&report, at());
+        assert!(html.contains("No namespace listed"));
+        assert!(html.contains("No missing repository with a creation time recorded."));
+        assert_eq!(html.matches("class=\"none\">None.</td>").count(), 2);
+        assert!(html.ends_with("</html>\n"));
+    }
+
+    #[test]
     fn months_run_continuously_through_gaps() {
         let axis = continuous_months(&[("2023-11", 3, 30), ("2024-02", 5, 50)]);
         let labels: Vec<&str> = axis.iter().map(|m| m.0.as_str()).collect();

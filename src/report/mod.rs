@@ -27,7 +27,8 @@ pub enum ReportFormat {
     Table,
     Json,
     Csv,
-    /// One self-contained page (no external script, font or image) with charts.
+    /// One self-contained page with charts (no external script, font or image), for a browser
+    /// or to print
     Html,
 }
 
