@@ -30,8 +30,9 @@ const PER_PROJECT: &str = "e AS (\
             count(*) FILTER (WHERE size_bytes IS NULL) AS unknown \
      FROM m GROUP BY project_id)";
 
-/// Whether GitLab shows project `{0}` as using no registry storage: its usage quota reads 0 for
-/// a project without a single `container_repositories` row.
+/// Whether GitLab shows the project whose id is the SQL expression `$project` as using no
+/// registry storage: its usage quota reads 0 for a project without a single
+/// `container_repositories` row.
 macro_rules! shown_empty {
     ($project:literal) => {
         concat!(

@@ -1,7 +1,7 @@
 //! The report as one self-contained HTML page: no script, no external stylesheet, font or image,
 //! so it opens on an air-gapped workstation and prints. Charts are inline SVG ([`super::svg`]),
 //! each with a table of the same figures beside it; the layout collapses to one column on a narrow
-//! screen, and `@media print` drops the colours behind the text and keeps tables whole.
+//! screen, and `@media print` drops the colours behind the text and keeps rows and charts whole.
 //!
 //! Every figure of `--format json` is on the page in an element with `data-field` (its path in
 //! the JSON, list indices as segments: `top_missing.0.missing_bytes`) and `data-value` (its exact
