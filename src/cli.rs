@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{self, repair::RepairCommand};
 use crate::config::{ConfigError, Settings};
-use crate::format::Format;
+use crate::db::report::RepositoryFilter;
 use crate::registry::ClientSetupError;
-use crate::report::Listing;
+use crate::report::{Listing, ReportFormat};
 use crate::service::{ServiceOptions, StartError};
 
 #[derive(Debug, Parser)]
@@ -49,19 +49,36 @@ pub enum Command {
         #[arg(long)]
         from_start: bool,
     },
-    /// Print totals and the projects with the most missing repositories
+    /// Print totals, the projects and namespaces missing most (by count and by bytes) and when the
+    /// missing repositories were created; --repositories lists them
     Report {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-        /// How many projects to list, most missing first
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        /// Output format
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// How many projects to list in each ranking (most missing repositories, most missing
+        /// bytes)
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000), conflicts_with = "repositories")]
         top: u32,
         /// List only projects with at least this many missing repositories
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1_000_000), conflicts_with = "repositories")]
         min_missing: i32,
-        /// How many top-level namespaces to list, most missing first (0: none)
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        /// How many top-level namespaces to list in each ranking (0: none)
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1_000_000), conflicts_with = "repositories")]
         namespaces: u32,
+        /// List the missing repositories themselves (project, registry path, created, size), in
+        /// registry path order, instead of the summary; table, json or csv
+        #[arg(long)]
+        repositories: bool,
+        /// With --repositories: only this project (repeatable)
+        #[arg(long = "project", value_name = "ID", value_parser = clap::value_parser!(i64).range(1..), requires = "repositories")]
+        projects: Vec<i64>,
+        /// With --repositories: only projects in this group or user namespace, top-level or
+        /// nested, and below it (case-insensitive)
+        #[arg(long, value_name = "PATH", requires = "repositories")]
+        namespace: Option<String>,
+        /// With --repositories: list at most N (default 1000; 0: all)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64), requires = "repositories")]
+        limit: Option<u64>,
     },
     /// Show the running service's state (through its admin API)
     Status {
@@ -98,7 +115,7 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(Cli::checked) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version land here too, with exit status 0.
@@ -112,6 +129,29 @@ pub fn main() -> ExitCode {
             eprintln!("registry-repair: {error:#}");
             ExitCode::from(exit_status(&error))
         }
+    }
+}
+
+/// How many repositories `report --repositories` lists without `--limit`.
+const REPOSITORIES_LIMIT: u64 = 1000;
+
+impl Cli {
+    /// The combinations clap cannot say are wrong.
+    fn checked(self) -> Result<Self, clap::Error> {
+        use clap::CommandFactory as _;
+        if let Command::Report {
+            format: ReportFormat::Html,
+            repositories: true,
+            ..
+        } = self.command
+        {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--repositories lists as table, json or csv; --format html is the summary page \
+                 (drop --repositories for it)",
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -163,15 +203,36 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             top,
             min_missing,
             namespaces,
-        } => commands::report::execute(
-            &settings,
-            format,
-            Listing {
-                top: i64::from(top),
-                min_missing,
-                namespaces: i64::from(namespaces),
-            },
-        ),
+            repositories,
+            projects,
+            namespace,
+            limit,
+        } => {
+            if repositories {
+                commands::report::repositories(
+                    &settings,
+                    format,
+                    RepositoryFilter {
+                        projects,
+                        namespace,
+                        limit: match limit.unwrap_or(REPOSITORIES_LIMIT) {
+                            0 => None,
+                            n => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                        },
+                    },
+                )
+            } else {
+                commands::report::execute(
+                    &settings,
+                    format,
+                    Listing {
+                        top: i64::from(top),
+                        min_missing,
+                        namespaces: i64::from(namespaces),
+                    },
+                )
+            }
+        }
         Command::Status { json } => commands::control::status(&settings, json),
         Command::Concurrency { n } => commands::control::concurrency(&settings, n),
         Command::Pause => commands::control::set_enabled(&settings, false),

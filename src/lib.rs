@@ -30,7 +30,7 @@ mod progress;
 mod redact;
 pub mod registry;
 pub mod repair;
-mod report;
+pub mod report;
 pub mod scheduler;
 pub mod service;
 pub mod signals;

@@ -17,11 +17,10 @@ use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
 use crate::demo::seed::World;
 use crate::demo::{database, DEMO_KEY};
-use crate::format::Format;
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
 use crate::repair::{Action, Reason};
-use crate::report::{Listing, Report};
+use crate::report::{Listing, Report, ReportFormat};
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 
@@ -136,7 +135,10 @@ async fn check_report(db: &Database, world: &World) -> anyhow::Result<()> {
     };
     let report = Report::load(db, listing).await?;
     println!();
-    print!("{}", report.render(Format::Table)?);
+    print!(
+        "{}",
+        report.render(ReportFormat::Table, chrono::Utc::now())?
+    );
 
     let expected = world.expected();
     let rows = tracking::all_rows(db).await?;

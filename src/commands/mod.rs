@@ -4,7 +4,8 @@
 //!
 //! - [`migrate`]: the tracking table and the service's own tables.
 //! - [`run`]: the service: the analysis, until SIGTERM (or done).
-//! - [`report`]: totals and the projects with the most missing repositories.
+//! - [`report`]: the damage found (totals, rankings by count and bytes, by month), as a table,
+//!   JSON, CSV or an HTML page; and the missing repositories themselves.
 //! - [`control`]: `status`, `concurrency N`, `pause` and `resume`, through the admin API.
 //! - [`repair`]: `repair plan|apply`, `verify RUN`, `undo RUN`, `runs`.
 //! - `demo`: the first run (with the `simulator` feature).

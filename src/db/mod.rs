@@ -7,6 +7,7 @@ pub mod missing;
 pub mod probe;
 pub mod projects;
 pub mod repair;
+pub mod report;
 pub(crate) mod schema;
 pub(crate) mod switches;
 mod tls;

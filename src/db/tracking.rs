@@ -1,13 +1,13 @@
-//! The tracking table `container_registry_data_repair_details`: the service's only writes, and the
-//! figures the report reads back.
+//! The tracking table `container_registry_data_repair_details`: the service's only writes to it,
+//! and every row read back (for the demo and the tests). The report's figures are
+//! [`report`](super::report)'s.
 
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text};
+use diesel::sql_types::{Array, BigInt, Integer, SmallInt};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::missing::{self, MissingRepository};
 use super::{Database, DbError};
-use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
 
 /// GitLab's enum for the `status` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -186,131 +186,6 @@ impl UpsertRows {
         )))?;
         Ok(written.into_iter().map(|w| w.project_id).collect())
     }
-}
-
-/// The figures an operator asks for first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
-pub struct Totals {
-    #[diesel(sql_type = BigInt)]
-    pub projects: i64,
-    #[diesel(sql_type = BigInt)]
-    pub analysed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub completed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub failed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub pending: i64,
-    #[diesel(sql_type = BigInt)]
-    pub projects_with_missing: i64,
-    #[diesel(sql_type = BigInt)]
-    pub missing: i64,
-    /// Completed projects whose path breaks the registry's name grammar (recorded with 0).
-    #[diesel(sql_type = BigInt)]
-    pub unaddressable: i64,
-}
-
-pub async fn totals(db: &Database) -> Result<Totals, DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(format!(
-        "WITH p AS (SELECT count(*) AS n FROM projects), \
-              t AS (SELECT count(*) AS analysed, \
-                           count(*) FILTER (WHERE status = 1) AS completed, \
-                           count(*) FILTER (WHERE status = 2) AS failed, \
-                           count(*) FILTER (WHERE status = 1 AND missing_count > 0) AS with_missing, \
-                           COALESCE(sum(missing_count) FILTER (WHERE status = 1), 0)::bigint AS missing \
-                    FROM container_registry_data_repair_details), \
-              u AS (SELECT count(*) AS unaddressable \
-                    FROM container_registry_data_repair_details t \
-                    JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-                    WHERE t.status = 1 \
-                      AND NOT (lower(r.path) ~ '{regex}' AND octet_length(lower(r.path)) <= {max})) \
-         SELECT p.n AS projects, t.analysed, t.completed, t.failed, \
-                GREATEST(p.n - t.analysed, 0) AS pending, \
-                t.with_missing AS projects_with_missing, t.missing, u.unaddressable \
-         FROM p, t, u",
-        regex = PATH_REGEX_SQL,
-        max = MAX_PATH_BYTES,
-    ))
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("reading the tracking table's totals"))
-}
-
-/// A project with missing repositories, for the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
-pub struct MissingProject {
-    #[diesel(sql_type = BigInt)]
-    pub project_id: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub full_path: Option<String>,
-    #[diesel(sql_type = Integer)]
-    pub missing_count: i32,
-}
-
-/// The `limit` completed projects with at least `min_missing` (>= 1) missing repositories, most
-/// first.
-pub async fn top_missing(
-    db: &Database,
-    limit: i64,
-    min_missing: i32,
-) -> Result<Vec<MissingProject>, DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "SELECT t.project_id, r.path AS full_path, t.missing_count \
-         FROM container_registry_data_repair_details t \
-         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         WHERE t.status = 1 AND t.missing_count >= $2 \
-         ORDER BY t.missing_count DESC, t.project_id \
-         LIMIT $1",
-    )
-    .bind::<BigInt, _>(limit)
-    .bind::<Integer, _>(min_missing.max(1))
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(
-        "reading the projects with the most missing repositories",
-    ))
-}
-
-/// Totals of one top-level namespace (the first segment of the projects' full paths).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
-pub struct NamespaceTotals {
-    #[diesel(sql_type = Text)]
-    pub namespace: String,
-    #[diesel(sql_type = BigInt)]
-    pub analysed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub completed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub failed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub projects_with_missing: i64,
-    #[diesel(sql_type = BigInt)]
-    pub missing: i64,
-}
-
-/// The `limit` top-level namespaces with the most missing repositories, most first. Projects
-/// without a route count under `(no route)`.
-pub async fn by_namespace(db: &Database, limit: i64) -> Result<Vec<NamespaceTotals>, DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "SELECT COALESCE(split_part(r.path, '/', 1), '(no route)') AS namespace, \
-                count(*) AS analysed, \
-                count(*) FILTER (WHERE t.status = 1) AS completed, \
-                count(*) FILTER (WHERE t.status = 2) AS failed, \
-                count(*) FILTER (WHERE t.status = 1 AND t.missing_count > 0) AS projects_with_missing, \
-                COALESCE(sum(t.missing_count) FILTER (WHERE t.status = 1), 0)::bigint AS missing \
-         FROM container_registry_data_repair_details t \
-         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         GROUP BY 1 \
-         ORDER BY missing DESC, namespace \
-         LIMIT $1",
-    )
-    .bind::<BigInt, _>(limit)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query("totalling the tracking table by top-level namespace"))
 }
 
 #[derive(diesel::QueryableByName)]

@@ -282,7 +282,9 @@ async fn no_prepared_statement_or_transaction_outlives_a_unit_of_work() {
                     .map(|p| TrackingRow::completed(p.id, 1))
                     .collect();
                 tracking::upsert(&database, &rows).await.expect("upsert");
-                tracking::totals(&database).await.expect("totals");
+                registry_repair::db::report::totals(&database)
+                    .await
+                    .expect("totals");
                 projects::remaining_unanalysed(&database, 0, Shard::ALL)
                     .await
                     .expect("remaining");

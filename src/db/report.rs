@@ -1,0 +1,501 @@
+//! What the `report` command reads: totals of the tracking table and of the recorded missing
+//! repositories ([`missing`](super::missing)), the projects and top-level namespaces missing most
+//! (by count and by bytes), the missing repositories by the month the registry created them, how
+//! many each project misses, and the repositories themselves.
+//!
+//! A recorded repository counts while it is still missing: its project's tracking row is
+//! `completed`, and no `container_repositories` row of that project has its name (a row restored
+//! by `repair apply`, or created by GitLab itself since, ends the loss).
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::{Database, DbError};
+use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
+
+/// The recorded repositories still missing (see the module's documentation), as the CTE `m`.
+const STILL_MISSING: &str = "m AS (\
+     SELECT r.project_id, r.registry_path, r.name, r.registry_created_at, r.size_bytes \
+     FROM registry_repair_missing_repositories r \
+     JOIN container_registry_data_repair_details t ON t.project_id = r.project_id AND t.status = 1 \
+     WHERE NOT EXISTS (SELECT 1 FROM container_repositories c \
+                       WHERE c.project_id = r.project_id AND c.name = r.name))";
+
+/// Per project, as the CTE `e` (after `m`): its repositories still missing, their known bytes,
+/// and how many have no known size.
+const PER_PROJECT: &str = "e AS (\
+     SELECT project_id, count(*) AS itemised, COALESCE(sum(size_bytes), 0)::bigint AS bytes, \
+            count(*) FILTER (WHERE size_bytes IS NULL) AS unknown \
+     FROM m GROUP BY project_id)";
+
+/// Whether GitLab shows the project whose id is the SQL expression `$project` as using no
+/// registry storage: its usage quota reads 0 for a project without a single
+/// `container_repositories` row.
+macro_rules! shown_empty {
+    ($project:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM container_repositories c WHERE c.project_id = ",
+            $project,
+            ")"
+        )
+    };
+}
+
+/// The figures an operator asks for first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct Totals {
+    #[diesel(sql_type = BigInt)]
+    pub projects: i64,
+    #[diesel(sql_type = BigInt)]
+    pub analysed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub projects_with_missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing: i64,
+    /// Completed projects whose path breaks the registry's name grammar (recorded with 0).
+    #[diesel(sql_type = BigInt)]
+    pub unaddressable: i64,
+    /// Recorded repositories still missing.
+    #[diesel(sql_type = BigInt)]
+    pub missing_itemised: i64,
+    /// The sum of their known sizes, each repository deduplicated on its own.
+    #[diesel(sql_type = BigInt)]
+    pub missing_bytes: i64,
+    /// Recorded repositories still missing whose size is not known.
+    #[diesel(sql_type = BigInt)]
+    pub missing_sizes_unknown: i64,
+    /// Completed projects with `missing_count > 0` and no recorded repository.
+    #[diesel(sql_type = BigInt)]
+    pub projects_not_itemised: i64,
+    /// Completed projects with `missing_count > 0` and no `container_repositories` row at all.
+    #[diesel(sql_type = BigInt)]
+    pub projects_shown_empty_by_gitlab: i64,
+    /// The known bytes missing in those projects.
+    #[diesel(sql_type = BigInt)]
+    pub bytes_shown_empty_by_gitlab: i64,
+}
+
+pub async fn totals(db: &Database) -> Result<Totals, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING}, {PER_PROJECT}, \
+              p AS (SELECT count(*) AS n FROM projects), \
+              t AS (SELECT count(*) AS analysed, \
+                           count(*) FILTER (WHERE status = 1) AS completed, \
+                           count(*) FILTER (WHERE status = 2) AS failed, \
+                           count(*) FILTER (WHERE status = 1 AND missing_count > 0) AS with_missing, \
+                           COALESCE(sum(missing_count) FILTER (WHERE status = 1), 0)::bigint AS missing \
+                    FROM container_registry_data_repair_details), \
+              u AS (SELECT count(*) AS unaddressable \
+                    FROM container_registry_data_repair_details t \
+                    JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+                    WHERE t.status = 1 \
+                      AND NOT (lower(r.path) ~ '{regex}' AND octet_length(lower(r.path)) <= {max})), \
+              d AS (SELECT COALESCE(sum(itemised), 0)::bigint AS itemised, \
+                           COALESCE(sum(bytes), 0)::bigint AS bytes, \
+                           COALESCE(sum(unknown), 0)::bigint AS unknown FROM e), \
+              w AS (SELECT count(*) FILTER (WHERE NOT EXISTS ( \
+                               SELECT 1 FROM registry_repair_missing_repositories r \
+                               WHERE r.project_id = t.project_id)) AS not_itemised, \
+                           count(*) FILTER (WHERE {empty}) AS shown_empty, \
+                           COALESCE(sum(e.bytes) FILTER (WHERE {empty}), 0)::bigint AS shown_empty_bytes \
+                    FROM container_registry_data_repair_details t \
+                    LEFT JOIN e ON e.project_id = t.project_id \
+                    WHERE t.status = 1 AND t.missing_count > 0) \
+         SELECT p.n AS projects, t.analysed, t.completed, t.failed, \
+                GREATEST(p.n - t.analysed, 0) AS pending, \
+                t.with_missing AS projects_with_missing, t.missing, u.unaddressable, \
+                d.itemised AS missing_itemised, d.bytes AS missing_bytes, \
+                d.unknown AS missing_sizes_unknown, w.not_itemised AS projects_not_itemised, \
+                w.shown_empty AS projects_shown_empty_by_gitlab, \
+                w.shown_empty_bytes AS bytes_shown_empty_by_gitlab \
+         FROM p, t, u, d, w",
+        regex = PATH_REGEX_SQL,
+        max = MAX_PATH_BYTES,
+        empty = shown_empty!("t.project_id"),
+    ))
+    .get_result(&mut conn)
+    .await
+    .map_err(DbError::query("reading the report's totals"))
+}
+
+/// How a list of projects or namespaces is ordered: by missing repositories, or by missing bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranking {
+    Missing,
+    Bytes,
+}
+
+/// A project with missing repositories, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct MissingProject {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub full_path: Option<String>,
+    #[diesel(sql_type = Integer)]
+    pub missing_count: i32,
+    /// Its recorded repositories still missing (0: not itemised).
+    #[diesel(sql_type = BigInt)]
+    pub missing_itemised: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_sizes_unknown: i64,
+    /// No `container_repositories` row at all: GitLab's usage quota reads 0 for it.
+    #[diesel(sql_type = Bool)]
+    pub shown_empty_by_gitlab: bool,
+}
+
+/// The `limit` completed projects with at least `min_missing` (>= 1) missing repositories, most
+/// missing repositories first, or most missing bytes first (those with known bytes only).
+pub async fn top_projects(
+    db: &Database,
+    ranking: Ranking,
+    limit: i64,
+    min_missing: i32,
+) -> Result<Vec<MissingProject>, DbError> {
+    let (order, only) = match ranking {
+        Ranking::Missing => ("missing_count DESC, project_id", ""),
+        Ranking::Bytes => (
+            "bytes DESC, missing_count DESC, project_id",
+            "AND e.bytes > 0",
+        ),
+    };
+    let mut conn = db.conn().await?;
+    // The few projects listed are chosen first; only they are looked up further.
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING}, {PER_PROJECT}, \
+              top AS (SELECT t.project_id, t.missing_count, COALESCE(e.itemised, 0) AS itemised, \
+                             COALESCE(e.bytes, 0) AS bytes, COALESCE(e.unknown, 0) AS unknown \
+                      FROM container_registry_data_repair_details t \
+                      LEFT JOIN e ON e.project_id = t.project_id \
+                      WHERE t.status = 1 AND t.missing_count >= $2 {only} \
+                      ORDER BY {order} LIMIT $1) \
+         SELECT top.project_id, r.path AS full_path, top.missing_count, \
+                top.itemised AS missing_itemised, top.bytes AS missing_bytes, \
+                top.unknown AS missing_sizes_unknown, {empty} AS shown_empty_by_gitlab \
+         FROM top \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = top.project_id \
+         ORDER BY {order}",
+        empty = shown_empty!("top.project_id"),
+    ))
+    .bind::<BigInt, _>(limit)
+    .bind::<Integer, _>(min_missing.max(1))
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(match ranking {
+        Ranking::Missing => "reading the projects with the most missing repositories",
+        Ranking::Bytes => "reading the projects with the most missing bytes",
+    }))
+}
+
+/// Totals of one top-level namespace (the first segment of the projects' full paths).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct NamespaceTotals {
+    #[diesel(sql_type = Text)]
+    pub namespace: String,
+    #[diesel(sql_type = BigInt)]
+    pub analysed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub projects_with_missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_sizes_unknown: i64,
+}
+
+/// The `limit` top-level namespaces missing most, by `ranking`. Projects without a route count
+/// under `(no route)`.
+pub async fn namespaces(
+    db: &Database,
+    ranking: Ranking,
+    limit: i64,
+) -> Result<Vec<NamespaceTotals>, DbError> {
+    let order = match ranking {
+        Ranking::Missing => "missing DESC, namespace",
+        Ranking::Bytes => "missing_bytes DESC, missing DESC, namespace",
+    };
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING}, {PER_PROJECT} \
+         SELECT COALESCE(split_part(r.path, '/', 1), '(no route)') AS namespace, \
+                count(*) AS analysed, \
+                count(*) FILTER (WHERE t.status = 1) AS completed, \
+                count(*) FILTER (WHERE t.status = 2) AS failed, \
+                count(*) FILTER (WHERE t.status = 1 AND t.missing_count > 0) AS projects_with_missing, \
+                COALESCE(sum(t.missing_count) FILTER (WHERE t.status = 1), 0)::bigint AS missing, \
+                COALESCE(sum(e.bytes), 0)::bigint AS missing_bytes, \
+                COALESCE(sum(e.unknown), 0)::bigint AS missing_sizes_unknown \
+         FROM container_registry_data_repair_details t \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+         LEFT JOIN e ON e.project_id = t.project_id \
+         GROUP BY 1 \
+         ORDER BY {order} \
+         LIMIT $1"
+    ))
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(
+        "totalling the tracking table by top-level namespace",
+    ))
+}
+
+/// The missing repositories the registry created in one month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct MonthTotals {
+    /// `YYYY-MM` (UTC), or `unknown` where the registry gave no creation time.
+    #[diesel(sql_type = Text)]
+    pub month: String,
+    #[diesel(sql_type = BigInt)]
+    pub missing: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    pub missing_sizes_unknown: i64,
+}
+
+/// The word for repositories without a creation time in [`by_month`].
+pub const UNKNOWN_MONTH: &str = "unknown";
+
+/// The recorded repositories still missing by the month the registry created them, oldest first,
+/// [`UNKNOWN_MONTH`] last. Months without any are left out.
+pub async fn by_month(db: &Database) -> Result<Vec<MonthTotals>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING} \
+         SELECT * FROM ( \
+             SELECT COALESCE(to_char(registry_created_at AT TIME ZONE 'UTC', 'YYYY-MM'), \
+                             '{UNKNOWN_MONTH}') AS month, \
+                    count(*) AS missing, COALESCE(sum(size_bytes), 0)::bigint AS missing_bytes, \
+                    count(*) FILTER (WHERE size_bytes IS NULL) AS missing_sizes_unknown \
+             FROM m GROUP BY 1) b \
+         ORDER BY b.month = '{UNKNOWN_MONTH}', b.month"
+    ))
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(
+        "totalling the missing repositories by month created",
+    ))
+}
+
+/// The projects whose missing repositories number within one bucket of [`BUCKETS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// `1`, `2-5`, ..., `>1000`.
+    pub bucket: &'static str,
+    /// Completed projects missing that many.
+    pub projects: i64,
+    /// Their missing repositories in all.
+    pub missing: i64,
+}
+
+/// The buckets of [`distribution`]: the least each holds, and its label (each holds up to the
+/// next one's least).
+pub const BUCKETS: [(i32, &str); 6] = [
+    (1, "1"),
+    (2, "2-5"),
+    (6, "6-20"),
+    (21, "21-100"),
+    (101, "101-1000"),
+    (1001, ">1000"),
+];
+
+#[derive(diesel::QueryableByName)]
+struct BucketRow {
+    #[diesel(sql_type = Integer)]
+    bucket: i32,
+    #[diesel(sql_type = BigInt)]
+    projects: i64,
+    #[diesel(sql_type = BigInt)]
+    missing: i64,
+}
+
+/// How many completed projects miss 1, 2 to 5, ... repositories: every bucket of [`BUCKETS`], in
+/// order, empty ones too.
+pub async fn distribution(db: &Database) -> Result<Vec<Bucket>, DbError> {
+    // Bucket i holds missing_count >= BUCKETS[i].0: the CASE tries the largest first.
+    let case: String = BUCKETS
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, (least, _))| format!("WHEN missing_count >= {least} THEN {i} "))
+        .collect();
+    let mut conn = db.conn().await?;
+    let rows: Vec<BucketRow> = diesel::sql_query(format!(
+        "SELECT CASE {case}END AS bucket, count(*) AS projects, \
+                sum(missing_count)::bigint AS missing \
+         FROM container_registry_data_repair_details \
+         WHERE status = 1 AND missing_count > 0 \
+         GROUP BY 1"
+    ))
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(
+        "counting the projects by how many repositories they miss",
+    ))?;
+    Ok(BUCKETS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, label))| {
+            let row = rows.iter().find(|r| usize::try_from(r.bucket) == Ok(i));
+            Bucket {
+                bucket: label,
+                projects: row.map_or(0, |r| r.projects),
+                missing: row.map_or(0, |r| r.missing),
+            }
+        })
+        .collect())
+}
+
+/// One recorded repository still missing, with its project's path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct ListedRepository {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    /// The project's route, mixed case; `None` for a project without one.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub full_path: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub registry_path: String,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub registry_created_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub size_bytes: Option<i64>,
+    /// How many repositories the filter matched in all (the same on every row).
+    #[serde(skip)]
+    #[diesel(sql_type = BigInt)]
+    pub matched: i64,
+}
+
+/// Which recorded repositories `report --repositories` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryFilter {
+    /// Only these projects; empty: every project.
+    pub projects: Vec<i64>,
+    /// Only projects in this group or user namespace or below it (case-insensitive).
+    pub namespace: Option<String>,
+    /// At most this many; `None`: all.
+    pub limit: Option<i64>,
+}
+
+impl RepositoryFilter {
+    /// `lower(routes.path) LIKE` pattern for the namespace: its path and `/`, with LIKE's
+    /// wildcards escaped (`_` is common in paths).
+    fn namespace_pattern(&self) -> Option<String> {
+        self.namespace.as_deref().map(|ns| {
+            let mut escaped = String::with_capacity(ns.len() + 2);
+            for c in ns.trim_matches('/').to_lowercase().chars() {
+                if matches!(c, '\\' | '%' | '_') {
+                    escaped.push('\\');
+                }
+                escaped.push(c);
+            }
+            escaped.push_str("/%");
+            escaped
+        })
+    }
+}
+
+/// The recorded repositories still missing that `filter` matches, in registry path order (which
+/// groups them by project), and how many it matched in all.
+pub async fn repositories(
+    db: &Database,
+    filter: &RepositoryFilter,
+) -> Result<Vec<ListedRepository>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING} \
+         SELECT m.project_id, r.path AS full_path, m.registry_path, m.name, \
+                m.registry_created_at, m.size_bytes, count(*) OVER () AS matched \
+         FROM m \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = m.project_id \
+         WHERE (cardinality($1::bigint[]) = 0 OR m.project_id = ANY($1::bigint[])) \
+           AND ($2::text IS NULL OR lower(r.path) LIKE $2::text ESCAPE '\\') \
+         ORDER BY m.registry_path COLLATE \"C\", m.project_id \
+         LIMIT $3"
+    ))
+    .bind::<Array<BigInt>, _>(&filter.projects)
+    .bind::<Nullable<Text>, _>(filter.namespace_pattern())
+    .bind::<Nullable<BigInt>, _>(filter.limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query("listing the missing repositories"))
+}
+
+/// What the database says about a project asked for by id (`report --repositories --project`).
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct ProjectState {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    /// A row in `projects`.
+    #[diesel(sql_type = Bool)]
+    pub exists: bool,
+    /// The tracking row's `status`, if it has one.
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    pub status: Option<i16>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub missing_count: Option<i32>,
+    /// Its recorded repositories, still missing or not.
+    #[diesel(sql_type = BigInt)]
+    pub recorded: i64,
+}
+
+/// The state of each project of `ids`, in the order given.
+pub async fn project_states(db: &Database, ids: &[i64]) -> Result<Vec<ProjectState>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(
+        "SELECT q.id AS project_id, EXISTS (SELECT 1 FROM projects p WHERE p.id = q.id) AS exists, \
+                t.status, t.missing_count, \
+                (SELECT count(*) FROM registry_repair_missing_repositories r \
+                 WHERE r.project_id = q.id) AS recorded \
+         FROM UNNEST($1::bigint[]) WITH ORDINALITY AS q(id, n) \
+         LEFT JOIN container_registry_data_repair_details t ON t.project_id = q.id \
+         ORDER BY q.n",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query(format!("looking up the projects {ids:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_pattern_is_a_lowercase_prefix_with_like_wildcards_escaped() {
+        let filter = RepositoryFilter {
+            namespace: Some("/My_Group%/Sub/".into()),
+            ..RepositoryFilter::default()
+        };
+        assert_eq!(
+            filter.namespace_pattern().as_deref(),
+            Some("my\\_group\\%/sub/%")
+        );
+        assert_eq!(RepositoryFilter::default().namespace_pattern(), None);
+    }
+
+    #[test]
+    fn buckets_grow() {
+        assert_eq!(BUCKETS[0].0, 1);
+        assert!(BUCKETS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTML report's charts, as inline SVG written by hand: horizontal bars (namespaces), columns
+//! on an axis (projects by how many they miss, repositories by month) and one stacked bar (the
+//! analysis' progress). Each is an accessible image (`role="img"`, `aria-label`, `<title>`,
+//! `<desc>`), scales with its container (a `viewBox`), and gives every bar a `<title>` with its
+//! figure; the page puts a table with the same figures beside it. Colours and fonts come from the
+//! page's stylesheet.
+
+use std::fmt::Write as _;
+
+use super::units;
+
+/// Text or an attribute value, escaped for HTML and SVG alike.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a chart is, for people using a screen reader as much as for the others.
+pub struct Chart<'a> {
+    /// Its accessible name and `<title>`.
+    pub title: &'a str,
+    /// A sentence saying what it shows (`<desc>`).
+    pub description: &'a str,
+    /// The class of its bars (the stylesheet colours it).
+    pub class: &'a str,
+}
+
+/// One bar.
+pub struct Bar {
+    pub label: String,
+    pub value: i64,
+    /// The value as people read it.
+    pub shown: String,
+    /// What the axis says under it, if anything ([`columns`] only).
+    pub tick: Option<String>,
+}
+
+/// How values read on an axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Count,
+    Bytes,
+}
+
+impl Scale {
+    fn format(self, value: i64) -> String {
+        match self {
+            Scale::Count => units::grouped(value),
+            Scale::Bytes => units::bytes(value),
+        }
+    }
+
+    /// The top of the axis: at least `max`, a round number (in binary units for bytes).
+    fn ceiling(self, max: i64) -> i64 {
+        let max = max.max(1);
+        match self {
+            Scale::Count => nice(max as f64, &[1.0, 2.0, 5.0, 10.0]) as i64,
+            Scale::Bytes => {
+                let mut unit = 1.0_f64;
+                while max as f64 / (unit * 1024.0) >= 1.0 {
+                    unit *= 1024.0;
+                }
+                (nice(max as f64 / unit, &[1.0, 2.0, 2.5, 5.0, 10.0]) * unit).min(i64::MAX as f64)
+                    as i64
+            }
+        }
+    }
+}
+
+/// The least `step × 10^k` at or above `value` (> 0).
+fn nice(value: f64, steps: &[f64]) -> f64 {
+    let magnitude = 10f64.powf(value.log10().floor());
+    steps
+        .iter()
+        .map(|s| s * magnitude)
+        .find(|candidate| *candidate >= value * (1.0 - 1e-12))
+        .unwrap_or(10.0 * magnitude)
+}
+
+const WIDTH: f64 = 480.0;
+
+fn open(out: &mut String, chart: &Chart, height: f64) {
+    let _ = write!(
+        out,
+        "<svg class=\"chart {class}\" role=\"img\" aria-label=\"{title}\" viewBox=\"0 0 {WIDTH} {height}\" \
+         width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <title>{title}</title><desc>{description}</desc>",
+        class = escape(chart.class),
+        title = escape(chart.title),
+        description = escape(chart.description),
+    );
+}
+
+/// `label` cut to `max` characters, with an ellipsis where it was cut.
+fn cut(label: &str, max: usize) -> String {
+    if label.chars().count() <= max {
+        label.to_string()
+    } else {
+        let mut cut: String = label.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Horizontal bars, one row each, longest for the largest value: each label above its bar (so
+/// that it has the whole width, on a phone too), the figure at the bar's end.
+pub fn bars(chart: &Chart, bars: &[Bar]) -> String {
+    const ROW: f64 = 42.0;
+    const FIGURE: f64 = 84.0;
+    let height = (bars.len() as f64 * ROW).max(ROW) + 2.0;
+    let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
+    let span = WIDTH - FIGURE;
+    let mut out = String::new();
+    open(&mut out, chart, height);
+    for (i, bar) in bars.iter().enumerate() {
+        let y = i as f64 * ROW;
+        let length =
+            (bar.value.max(0) as f64 / max * span).max(if bar.value > 0 { 1.0 } else { 0.0 });
+        let _ = write!(
+            out,
+            "<g><title>{label}: {shown}</title>\
+             <text class=\"label\" x=\"0\" y=\"{ly:.1}\">{cut}</text>\
+             <rect class=\"bar\" x=\"0\" y=\"{by:.1}\" width=\"{length:.1}\" height=\"13\" rx=\"2\"/>\
+             <text class=\"figure\" x=\"{fx:.1}\" y=\"{fy:.1}\">{shown}</text></g>",
+            label = escape(&bar.label),
+            shown = escape(&bar.shown),
+            ly = y + 16.0,
+            cut = escape(&cut(&bar.label, 48)),
+            by = y + 23.0,
+            fx = length + 6.0,
+            fy = y + 34.0,
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// Columns on a value axis (0, half way, top) with light grid lines; each bar's `tick` below the
+/// axis; figures above the columns where they fit.
+pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> String {
+    const HEIGHT: f64 = 236.0;
+    const LEFT: f64 = 64.0;
+    const RIGHT: f64 = 8.0;
+    const TOP: f64 = 22.0;
+    const BOTTOM: f64 = 30.0;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let base = TOP + plot_h;
+    let top = scale.ceiling(bars.iter().map(|b| b.value).max().unwrap_or(0));
+    let mut out = String::new();
+    open(&mut out, chart, HEIGHT);
+    let mut ticks = vec![0, top];
+    if scale == Scale::Bytes || top % 2 == 0 {
+        ticks.insert(1, top / 2);
+    }
+    for tick in ticks {
+        let y = base - tick as f64 / top as f64 * plot_h;
+        let _ = write!(
+            out,
+            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text class=\"axis\" x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
+            x2 = WIDTH - RIGHT,
+            tx = LEFT - 6.0,
+            ty = y + 4.0,
+            label = escape(&scale.format(tick)),
+        );
+    }
+    let slot = plot_w / bars.len().max(1) as f64;
+    let width = (slot * 0.72).max(1.0);
+    for (i, bar) in bars.iter().enumerate() {
+        let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
+        let h = bar.value.max(0) as f64 / top as f64 * plot_h;
+        let _ = write!(
+            out,
+            "<g><title>{label}: {shown}</title>\
+             <rect class=\"bar\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" rx=\"1.5\"/>",
+            label = escape(&bar.label),
+            shown = escape(&bar.shown),
+            y = base - h,
+        );
+        // About 7 units a character, at the phone's larger type too.
+        if bar.value > 0 && slot >= bar.shown.chars().count() as f64 * 8.5 {
+            let _ = write!(
+                out,
+                "<text class=\"figure\" x=\"{cx:.1}\" y=\"{fy:.1}\" text-anchor=\"middle\">{shown}</text>",
+                cx = x + width / 2.0,
+                fy = base - h - 5.0,
+                shown = escape(&bar.shown),
+            );
+        }
+        out.push_str("</g>");
+        if let Some(tick) = &bar.tick {
+            let _ = write!(
+                out,
+                "<text class=\"axis\" x=\"{cx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\">{tick}</text>",
+                cx = x + width / 2.0,
+                ly = base + 18.0,
+                tick = escape(tick),
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "<line class=\"baseline\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{base}\" y2=\"{base}\"/></svg>",
+        x2 = WIDTH - RIGHT
+    );
+    out
+}
+
+/// One segment of a [`stacked`] bar.
+pub struct Segment<'a> {
+    pub label: &'a str,
+    pub value: i64,
+    /// Its class (the stylesheet colours it).
+    pub class: &'a str,
+}
+
+/// One bar across the whole width, split in proportion to the segments' values.
+pub fn stacked(chart: &Chart, segments: &[Segment]) -> String {
+    const HEIGHT: f64 = 36.0;
+    let total: i64 = segments.iter().map(|s| s.value.max(0)).sum();
+    let mut out = String::new();
+    open(&mut out, chart, HEIGHT);
+    // Shapes only: the bar may stretch to any width at the stylesheet's height.
+    out.insert_str(4, " preserveAspectRatio=\"none\"");
+    let _ = write!(
+        out,
+        "<rect class=\"track\" x=\"0\" y=\"4\" width=\"{WIDTH}\" height=\"28\"/>"
+    );
+    let mut x = 0.0;
+    for segment in segments {
+        if segment.value <= 0 || total == 0 {
+            continue;
+        }
+        let share = segment.value as f64 / total as f64;
+        let width = share * WIDTH;
+        let _ = write!(
+            out,
+            "<rect class=\"{class}\" x=\"{x:.2}\" y=\"4\" width=\"{width:.2}\" height=\"28\">\
+             <title>{label}: {value} ({percent:.1}%)</title></rect>",
+            class = escape(segment.class),
+            label = escape(segment.label),
+            value = units::grouped(segment.value),
+            percent = share * 100.0,
+        );
+        x += width;
+    }
+    out.push_str("</svg>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart() -> Chart<'static> {
+        Chart {
+            title: "Top <namespaces>",
+            description: "Missing repositories & bytes",
+            class: "count",
+        }
+    }
+
+    fn bar(label: &str, value: i64) -> Bar {
+        Bar {
+            label: label.into(),
+            value,
+            shown: units::grouped(value),
+            tick: Some(label.into()),
+        }
+    }
+
+    #[test]
+    fn escaping_covers_text_and_attributes() {
+        assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+
+    #[test]
+    fn a_chart_is_an_accessible_image_with_a_title_per_bar() {
+        let svg = bars(&chart(), &[bar("Acme", 1200), bar("Quiet", 0)]);
+        assert!(svg.starts_with(
+            "<svg class=\"chart count\" role=\"img\" aria-label=\"Top &lt;namespaces&gt;\""
+        ));
+        assert!(svg.contains(
+            "<title>Top &lt;namespaces&gt;</title><desc>Missing repositories &amp; bytes</desc>"
+        ));
+        assert!(svg.contains("<title>Acme: 1,200</title>"));
+        assert!(svg.contains("<title>Quiet: 0</title>"));
+        // The largest bar spans the bars' whole width; a zero draws nothing.
+        assert!(svg.contains("width=\"396.0\""), "{svg}");
+        assert!(svg.contains("width=\"0.0\""), "{svg}");
+        assert!(svg.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn long_labels_are_cut_but_titled_in_full() {
+        let long = "a-very-long-namespace-name-indeed-yes";
+        let svg = bars(&chart(), &[bar(long, 1)]);
+        assert!(svg.contains(&format!("<title>{long}: 1</title>")));
+        assert!(
+            svg.contains(">a-very-long-namespace-name-indeed-yes</text>"),
+            "{svg}"
+        );
+        let longer = long.repeat(2);
+        let svg = bars(&chart(), &[bar(&longer, 1)]);
+        assert!(svg.contains(&format!("<title>{longer}: 1</title>")));
+        assert!(
+            svg.contains(">a-very-long-namespace-name-indeed-yesa-very-lon…</text>"),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn axes_end_at_round_numbers() {
+        assert_eq!(Scale::Count.ceiling(0), 1);
+        assert_eq!(Scale::Count.ceiling(7), 10);
+        assert_eq!(Scale::Count.ceiling(1200), 2000);
+        assert_eq!(Scale::Count.ceiling(5000), 5000);
+        assert_eq!(Scale::Bytes.ceiling(3 << 30), 5 << 30);
+        assert_eq!(Scale::Bytes.ceiling(1000), 1000);
+        assert_eq!(Scale::Bytes.ceiling(1100), 2048);
+        let svg = columns(
+            &chart(),
+            &[bar("2024-01", 3), bar("2024-02", 0)],
+            Scale::Count,
+        );
+        assert!(
+            svg.contains(">5</text>") && svg.contains(">0</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains(">2024-02</text>"));
+        assert!(svg.contains("<title>2024-01: 3</title>"));
+        let mut untagged = bar("b", 1);
+        untagged.tick = None;
+        let sparse = columns(&chart(), &[bar("a", 1), untagged], Scale::Count);
+        assert!(sparse.contains(">a</text>") && !sparse.contains(">b</text>"));
+    }
+
+    #[test]
+    fn a_stacked_bar_splits_in_proportion() {
+        let svg = stacked(
+            &chart(),
+            &[
+                Segment {
+                    label: "completed",
+                    value: 3,
+                    class: "completed",
+                },
+                Segment {
+                    label: "failed",
+                    value: 0,
+                    class: "failed",
+                },
+                Segment {
+                    label: "pending",
+                    value: 1,
+                    class: "pending",
+                },
+            ],
+        );
+        assert!(svg.contains("class=\"completed\" x=\"0.00\" y=\"4\" width=\"360.00\""));
+        assert!(svg.contains("class=\"pending\" x=\"360.00\" y=\"4\" width=\"120.00\""));
+        assert!(!svg.contains("class=\"failed\""));
+        assert!(svg.contains("<title>pending: 1 (25.0%)</title>"));
+    }
+}
