@@ -79,8 +79,10 @@ fn print_status(s: &ServiceStatus) {
         s.analysed, s.completed, s.failed, s.uptime_s
     );
     println!(
-        "missing found    {} ({} bytes by the registry's sizes, {} sizes unknown)",
-        s.missing_found, s.missing_bytes_found, s.sizes_unknown
+        "missing found    {} ({} by the registry's sizes, {} sizes unknown)",
+        s.missing_found,
+        crate::report::units::bytes(i64::try_from(s.missing_bytes_found).unwrap_or(i64::MAX)),
+        s.sizes_unknown
     );
     println!("rate             {:.1} projects/s", s.rate_per_s);
     println!("progress         {}", crate::progress::line(s));

@@ -20,7 +20,7 @@ use crate::demo::{database, DEMO_KEY};
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
 use crate::repair::{Action, Reason};
-use crate::report::{Listing, Report, ReportFormat};
+use crate::report::{units, Listing, Report, ReportFormat};
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 
@@ -160,8 +160,9 @@ async fn check_report(db: &Database, world: &World) -> anyhow::Result<()> {
     let bytes = check_recorded(db, world).await?;
     println!(
         "\nCheck: every one of the {} projects has exactly the row seeded ({seeded_missing} missing repositories in all), \
-         and each missing repository is recorded with the registry's size and creation time ({bytes} bytes in all).",
-        expected.len()
+         and each missing repository is recorded with the registry's size and creation time ({} in all).",
+        expected.len(),
+        units::bytes(bytes)
     );
     Ok(())
 }
