@@ -92,7 +92,17 @@ pub(super) async fn replace(
     Ok(())
 }
 
-/// The damage recorded so far, by every instance: what the live page shows.
+/// The recorded repositories still missing, as the CTE `m`: their project's tracking row is
+/// `completed`, and no `container_repositories` row of that project has their name (a row
+/// restored by `repair apply`, or created by GitLab itself since, ends the loss).
+pub(super) const STILL_MISSING: &str = "m AS (\
+     SELECT r.project_id, r.registry_path, r.name, r.registry_created_at, r.size_bytes \
+     FROM registry_repair_missing_repositories r \
+     JOIN container_registry_data_repair_details t ON t.project_id = r.project_id AND t.status = 1 \
+     WHERE NOT EXISTS (SELECT 1 FROM container_repositories c \
+                       WHERE c.project_id = r.project_id AND c.name = r.name))";
+
+/// The damage recorded so far, by every instance, and still missing: what the live page shows.
 #[derive(
     Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, diesel::QueryableByName,
 )]
@@ -112,12 +122,13 @@ pub struct Damage {
 
 pub async fn damage(db: &Database) -> Result<Damage, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "SELECT count(DISTINCT project_id) AS projects, count(*) AS repositories, \
+    diesel::sql_query(format!(
+        "WITH {STILL_MISSING} \
+         SELECT count(DISTINCT project_id) AS projects, count(*) AS repositories, \
                 COALESCE(sum(size_bytes), 0)::bigint AS bytes, \
                 count(*) FILTER (WHERE size_bytes IS NULL) AS unknown_sizes \
-         FROM registry_repair_missing_repositories",
-    )
+         FROM m"
+    ))
     .get_result(&mut conn)
     .await
     .map_err(DbError::query(

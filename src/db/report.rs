@@ -12,16 +12,9 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, 
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::missing::STILL_MISSING;
 use super::{Database, DbError};
 use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
-
-/// The recorded repositories still missing (see the module's documentation), as the CTE `m`.
-const STILL_MISSING: &str = "m AS (\
-     SELECT r.project_id, r.registry_path, r.name, r.registry_created_at, r.size_bytes \
-     FROM registry_repair_missing_repositories r \
-     JOIN container_registry_data_repair_details t ON t.project_id = r.project_id AND t.status = 1 \
-     WHERE NOT EXISTS (SELECT 1 FROM container_repositories c \
-                       WHERE c.project_id = r.project_id AND c.name = r.name))";
 
 /// Per project, as the CTE `e` (after `m`): its repositories still missing, their known bytes,
 /// and how many have no known size.
