@@ -139,6 +139,26 @@ async fn assert_every_row_right(world: &World, db: &TestDb) -> HashSet<i64> {
             row.project_id
         );
     }
+    // Each missing repository recorded with its row, in its transaction: never without it.
+    let entries = registry_repair::db::missing::all(&db.database())
+        .await
+        .expect("reading the recorded missing repositories");
+    let mut per_project: std::collections::HashMap<i64, i32> = std::collections::HashMap::new();
+    for (project, _) in &entries {
+        assert!(
+            recorded.contains(project),
+            "a recorded missing repository of project {project}, which has no row"
+        );
+        *per_project.entry(*project).or_default() += 1;
+    }
+    for row in &rows {
+        assert_eq!(
+            per_project.get(&row.project_id).copied().unwrap_or(0),
+            row.missing_count.unwrap_or(0),
+            "recorded missing repositories of project {}",
+            row.project_id
+        );
+    }
     recorded
 }
 

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use registry_repair::config::Settings;
+use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::db::tracking::{self, TrackingRow};
 use registry_repair::db::{self, Database};
 use registry_repair::demo::database::{database_url, load_gitlab_schema, GITLAB_SCHEMA};
 use registry_repair::demo::seed::World;
 use registry_repair::faults::Faults;
-use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
+use registry_repair::registry::simulator::{size_of, RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
 use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, ServiceStatus};
 use registry_repair::service::{self, Service, ServiceOptions};
@@ -493,6 +494,52 @@ pub async fn assert_rows_match(world: &World, db: &TestDb) {
             (row.status, row.missing_count),
             (e.status, e.missing),
             "project {id}"
+        );
+    }
+    assert_missing_recorded(world, db).await;
+}
+
+/// Asserts that the recorded missing repositories are exactly the ones `world` lost, of its
+/// completed projects, each with the simulator's size or none (a size it did not give).
+pub async fn assert_missing_recorded(world: &World, db: &TestDb) {
+    let paths: HashMap<i64, String> = world
+        .projects
+        .iter()
+        .filter_map(|p| Some((p.id, p.full_path.as_ref()?.to_lowercase())))
+        .collect();
+    let completed: std::collections::HashSet<i64> = world
+        .expected()
+        .into_iter()
+        .filter(|(_, e)| e.status == TrackingStatus::Completed)
+        .map(|(id, _)| id)
+        .collect();
+    let mut want: Vec<(i64, String)> = world
+        .lost_repositories()
+        .into_iter()
+        .filter(|(project, _)| completed.contains(project))
+        .map(|(project, name)| {
+            let base = &paths[&project];
+            let path = if name.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{name}")
+            };
+            (project, path)
+        })
+        .collect();
+    want.sort();
+    let recorded = db::missing::all(&db.database()).await.expect("read");
+    let mut got: Vec<(i64, String)> = recorded
+        .iter()
+        .map(|(project, r)| (*project, r.registry_path.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "the recorded missing repositories");
+    for (project, r) in &recorded {
+        assert!(
+            r.size_bytes
+                .is_none_or(|size| size == size_of(&r.registry_path)),
+            "project {project}: {r:?}"
         );
     }
 }
