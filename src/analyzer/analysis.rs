@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Analysis, AnalysisError};
+use super::{Analysis, AnalysisError, CANARY_PATH};
 use crate::db::missing::MissingRepository;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
@@ -88,8 +88,19 @@ pub async fn analyze(
     if sizes && !missing.is_empty() {
         let paths: Vec<String> = missing.iter().map(|m| m.registry_path.clone()).collect();
         match registry.sizes(&paths).await {
+            // 5xx or timeouts on sizes while the registry answers nothing else either (the
+            // canary) is an outage, not sizes it cannot give: analysed again once it is over.
+            Ok(sizes) if sizes.unclear > 0 && !serves_others(registry).await => {
+                return Analysis::Deferred {
+                    reason: AnalysisError::SizesUnavailable {
+                        path: path.clone(),
+                        unclear: sizes.unclear,
+                    },
+                    refused: false,
+                };
+            }
             Ok(sizes) => {
-                for (repository, size) in missing.iter_mut().zip(sizes) {
+                for (repository, size) in missing.iter_mut().zip(sizes.sizes) {
                     repository.size_bytes = size;
                 }
             }
@@ -107,6 +118,11 @@ pub async fn analyze(
         ignored,
         pages,
     }
+}
+
+/// Whether the registry answers the canary right now: one request, no retry.
+async fn serves_others(registry: &RegistryClient) -> bool {
+    registry.pages(CANARY_PATH).next_page().await.is_ok()
 }
 
 /// The registry's `created_at` (RFC 3339); one it cannot mean is logged and left unknown.

@@ -292,3 +292,40 @@ async fn a_project_analysed_again_replaces_its_entries_and_a_failed_one_has_none
         "a failed project has entries"
     );
 }
+
+#[actix_rt::test]
+async fn sizes_failing_while_the_registry_answers_nothing_else_wait_for_it_to_come_back() {
+    let mut w = World::new();
+    let g = w.group(None, "Outage");
+    let hit = w.project(g, "Hit", &["a", "b"], &[]);
+    let mut app = TestApp::prepare(&w).await;
+    // The listing answers; then every size and the canary get 503: an outage, not sizes the
+    // registry cannot give.
+    for path in ["outage/hit/a", "outage/hit/b"] {
+        app.registry.refuse_size(path, 503);
+    }
+    app.registry
+        .refuse(registry_repair::analyzer::CANARY_PATH, 503);
+    app.start(false).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            app.status().await.deferred >= 1
+        })
+        .await,
+        "{:?}",
+        app.status().await
+    );
+    assert!(app.db.rows().await.is_empty(), "nothing recorded meanwhile");
+    for path in [
+        "outage/hit/a",
+        "outage/hit/b",
+        registry_repair::analyzer::CANARY_PATH,
+    ] {
+        app.registry.accept(path);
+    }
+    assert!(app.db.wait_for_rows(1, Duration::from_secs(60)).await);
+    app.stop().await;
+    let rows = app.rows_by_project().await;
+    assert_eq!(rows[&hit].status, TrackingStatus::Completed);
+    assert_eq!(recorded(&app).await, expected(&w, true));
+}

@@ -9,7 +9,7 @@ mod size;
 pub use self::pages::{PageStep, Pages};
 
 use self::answer::{max_body, next_marker, read_bounded, shown_location, Body};
-pub use self::size::Size;
+pub use self::size::{Size, Sizes};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

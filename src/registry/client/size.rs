@@ -31,6 +31,16 @@ pub enum Size {
     Gone,
 }
 
+/// The sizes of one project's missing repositories.
+#[derive(Debug)]
+pub struct Sizes {
+    /// In the order asked; `None` where the registry gave none.
+    pub sizes: Vec<Option<i64>>,
+    /// Of those, the ones that failed for unclear reasons (5xx, timeouts, broken answers after
+    /// the retries): the registry's trouble as a whole, unless it serves other paths meanwhile.
+    pub unclear: u32,
+}
+
 #[derive(Deserialize)]
 struct Details {
     size_bytes: Option<i64>,
@@ -105,9 +115,9 @@ impl RegistryClient {
     /// tokens naming them exactly, as few as the token size bound allows. A size the registry
     /// cannot give is `None` (logged); an `Err` is the registry out of reach (it cannot be
     /// connected to, or no token can be signed), when the project is better analysed again later.
-    pub async fn sizes(&self, repositories: &[String]) -> Result<Vec<Option<i64>>, RegistryError> {
+    pub async fn sizes(&self, repositories: &[String]) -> Result<Sizes, RegistryError> {
         let mut sizes = Vec::with_capacity(repositories.len());
-        let mut unclear_in_a_row = 0;
+        let (mut unclear_in_a_row, mut unclear) = (0, 0);
         let mut rest = repositories;
         for len in self.signer.exact_batch_lengths(repositories) {
             let (group, after) = rest.split_at(len.min(rest.len()));
@@ -135,6 +145,7 @@ impl RegistryClient {
                     Err(error) => {
                         if error.blame() == super::Blame::Unclear {
                             unclear_in_a_row += 1;
+                            unclear += 1;
                         }
                         tracing::warn!(repository = %path, %error, "the registry did not give the repository's size; it stays unknown");
                         None
@@ -153,7 +164,7 @@ impl RegistryClient {
                 "the registry failed {MAX_UNCLEAR_IN_A_ROW} size requests in a row; the project's other sizes were not asked"
             );
         }
-        Ok(sizes)
+        Ok(Sizes { sizes, unclear })
     }
 
     /// [`repository_size`](Self::repository_size), tried again on transient errors as every

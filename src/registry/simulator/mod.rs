@@ -228,9 +228,10 @@ impl RegistrySimulator {
         self.state.sizes_given.store(given, Ordering::SeqCst);
     }
 
-    /// Requests for `path` are served normally again.
+    /// Requests for `path` (a listing's or a size's) are served normally again.
     pub fn accept(&self, path: &str) {
         lock(&self.state.refused).remove(path);
+        lock(&self.state.size_refused).remove(path);
         lock(&self.state.hostile).remove(path);
     }
 
