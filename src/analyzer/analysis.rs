@@ -10,7 +10,7 @@ use super::{Analysis, AnalysisError, CANARY_PATH};
 use crate::db::missing::MissingRepository;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
-use crate::registry::client::PageStep;
+use crate::registry::client::{PageStep, Sizes};
 use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
@@ -90,11 +90,16 @@ pub async fn analyze(
         match registry.sizes(&paths).await {
             // 5xx or timeouts on sizes while the registry answers nothing else either (the
             // canary) is an outage, not sizes it cannot give: analysed again once it is over.
-            Ok(sizes) if sizes.unclear > 0 && !serves_others(registry).await => {
+            Ok(Sizes {
+                unclear,
+                last_unclear: Some(last),
+                ..
+            }) if !serves_others(registry).await => {
                 return Analysis::Deferred {
                     reason: AnalysisError::SizesUnavailable {
                         path: path.clone(),
-                        unclear: sizes.unclear,
+                        unclear,
+                        last,
                     },
                     refused: false,
                 };

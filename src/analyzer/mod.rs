@@ -77,8 +77,12 @@ impl Job {
 pub enum AnalysisError {
     #[error("the project has no route, so no registry path")]
     NoRoute,
-    #[error("asking the sizes of {path}'s missing repositories: {unclear} failed with 5xx or timeouts, and the registry answers no other path either; analysed again later")]
-    SizesUnavailable { path: String, unclear: u32 },
+    #[error("asking the sizes of {path}'s missing repositories: {unclear} failed (the last: {last}), and the registry answers no other path either; analysed again later")]
+    SizesUnavailable {
+        path: String,
+        unclear: u32,
+        last: RegistryError,
+    },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]

@@ -39,6 +39,8 @@ pub struct Sizes {
     /// Of those, the ones that failed for unclear reasons (5xx, timeouts, broken answers after
     /// the retries): the registry's trouble as a whole, unless it serves other paths meanwhile.
     pub unclear: u32,
+    /// The last of those failures.
+    pub last_unclear: Option<RegistryError>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +119,7 @@ impl RegistryClient {
     /// connected to, or no token can be signed), when the project is better analysed again later.
     pub async fn sizes(&self, repositories: &[String]) -> Result<Sizes, RegistryError> {
         let mut sizes = Vec::with_capacity(repositories.len());
-        let (mut unclear_in_a_row, mut unclear) = (0, 0);
+        let (mut unclear_in_a_row, mut unclear, mut last_unclear) = (0, 0, None);
         let mut rest = repositories;
         for len in self.signer.exact_batch_lengths(repositories) {
             let (group, after) = rest.split_at(len.min(rest.len()));
@@ -143,11 +145,12 @@ impl RegistryClient {
                     }
                     Err(error) if error.is_outage() => return Err(error),
                     Err(error) => {
+                        tracing::warn!(repository = %path, %error, "the registry did not give the repository's size");
                         if error.blame() == super::Blame::Unclear {
                             unclear_in_a_row += 1;
                             unclear += 1;
+                            last_unclear = Some(error);
                         }
-                        tracing::warn!(repository = %path, %error, "the registry did not give the repository's size; it stays unknown");
                         None
                     }
                 };
@@ -164,7 +167,11 @@ impl RegistryClient {
                 "the registry failed {MAX_UNCLEAR_IN_A_ROW} size requests in a row; the project's other sizes were not asked"
             );
         }
-        Ok(Sizes { sizes, unclear })
+        Ok(Sizes {
+            sizes,
+            unclear,
+            last_unclear,
+        })
     }
 
     /// [`repository_size`](Self::repository_size), tried again on transient errors as every
