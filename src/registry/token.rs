@@ -94,6 +94,25 @@ fn exact_access_json_len(repository: &str) -> usize {
     serde_json::to_vec(&exact_pull_access(repository)).map_or(usize::MAX / 2, |json| json.len() + 1)
 }
 
+/// The lengths of consecutive runs of items, each at most `max_items` long and costing at most
+/// `budget` in all; an item over the budget alone makes a run of its own.
+fn split_within(costs: impl Iterator<Item = usize>, max_items: usize, budget: usize) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let (mut len, mut used) = (0usize, 0usize);
+    for cost in costs {
+        if len > 0 && (len >= max_items || used + cost > budget) {
+            lengths.push(len);
+            (len, used) = (0, 0);
+        }
+        len += 1;
+        used += cost;
+    }
+    if len > 0 {
+        lengths.push(len);
+    }
+    lengths
+}
+
 fn base64_len(bytes: usize) -> usize {
     (bytes * 4).div_ceil(3)
 }
@@ -241,44 +260,18 @@ impl TokenSigner {
     /// [`max_token_bytes`](Self::max_token_bytes).
     /// Returns the batch lengths. A path too long to share a token gets one of its own.
     pub fn batch_lengths(&self, paths: &[Option<&str>], max_paths: usize) -> Vec<usize> {
-        let budget = self.claims_budget();
-        let mut lengths = Vec::new();
-        let (mut len, mut used) = (0usize, 0usize);
-        for path in paths {
-            let cost = path.map_or(0, access_json_len);
-            if len > 0 && (len >= max_paths || used + cost > budget) {
-                lengths.push(len);
-                (len, used) = (0, 0);
-            }
-            len += 1;
-            used += cost;
-        }
-        if len > 0 {
-            lengths.push(len);
-        }
-        lengths
+        let costs = paths.iter().map(|path| path.map_or(0, access_json_len));
+        split_within(costs, max_paths, self.claims_budget())
     }
 
     /// Splits `repositories` into consecutive groups, each of whose tokens naming every one of
     /// them exactly stays within [`max_token_bytes`](Self::max_token_bytes). Returns the group
     /// lengths. A name too long to share a token gets one of its own.
     pub fn exact_batch_lengths<S: AsRef<str>>(&self, repositories: &[S]) -> Vec<usize> {
-        let budget = self.claims_budget();
-        let mut lengths = Vec::new();
-        let (mut len, mut used) = (0usize, 0usize);
-        for repository in repositories {
-            let cost = exact_access_json_len(repository.as_ref());
-            if len > 0 && used + cost > budget {
-                lengths.push(len);
-                (len, used) = (0, 0);
-            }
-            len += 1;
-            used += cost;
-        }
-        if len > 0 {
-            lengths.push(len);
-        }
-        lengths
+        let costs = repositories
+            .iter()
+            .map(|repository| exact_access_json_len(repository.as_ref()));
+        split_within(costs, usize::MAX, self.claims_budget())
     }
 
     /// How many bytes of `access` entries a token's claims may hold within the bound:
