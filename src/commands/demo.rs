@@ -45,9 +45,12 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
         analyse(&run_settings, signer.clone()).await?;
         let analysed = check_report(&db, &world).await;
         let planned = check_plan(&run_settings, signer, &db, &world).await;
+        let stats = simulator.stats();
         println!(
-            "\n{} registry requests, {:.1} s in all. The database `{database}` is kept for you to inspect.",
-            simulator.stats().list_requests,
+            "\n{} registry requests ({} listings, {} sizes), {:.1} s in all. The database `{database}` is kept for you to inspect.",
+            stats.list_requests + stats.size_requests,
+            stats.list_requests,
+            stats.size_requests,
             started.elapsed().as_secs_f64()
         );
         simulator.stop().await;
