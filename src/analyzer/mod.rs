@@ -25,7 +25,7 @@ use crate::repair::ProjectPlan;
 use crate::writer::{NotPlanned, Record, RecordNotPlanned, RecordPlan, Writer};
 
 pub use self::analysis::analyze;
-pub use self::finished::{AnalyzerFinished, Disposition};
+pub use self::finished::{AnalyzerFinished, Disposition, Found};
 pub use self::repair::RepairCandidate;
 
 /// A project whose analysis panics this many times is recorded `failed` instead of retried.
@@ -247,13 +247,19 @@ impl Analyzer {
 
     /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
     fn record(&self, job: &Job, row: TrackingRow, ignored: u32) {
-        let row = row.replacing_failed(job.replaces_failed);
+        let mut row = row.replacing_failed(job.replaces_failed);
         let project_id = row.project_id;
-        self.deps.writer.do_send(Record(row.clone()));
+        let found = Found::of(&row.repositories);
+        let repositories = std::mem::take(&mut row.repositories);
+        self.deps.writer.do_send(Record(TrackingRow {
+            repositories,
+            ..row.clone()
+        }));
         self.finish(
             project_id,
             Disposition::Recorded {
                 row,
+                found,
                 ignored,
                 unaddressable: false,
             },
@@ -296,6 +302,7 @@ impl Analyzer {
             project_id,
             Disposition::Recorded {
                 row,
+                found: Found::default(),
                 ignored: 0,
                 unaddressable: true,
             },

@@ -200,16 +200,17 @@ impl Accounting {
                 counts.completed += 1;
                 counts.unaddressable += 1;
             }
-            Disposition::Recorded { row, ignored, .. } => {
+            Disposition::Recorded {
+                row,
+                found,
+                ignored,
+                ..
+            } => {
                 counts.ignored_entries += u64::from(*ignored);
                 counts.completed += 1;
                 counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
-                for repository in &row.repositories {
-                    match repository.size_bytes {
-                        Some(bytes) => counts.missing_bytes += u64::try_from(bytes).unwrap_or(0),
-                        None => counts.sizes_unknown += 1,
-                    }
-                }
+                counts.missing_bytes += found.bytes;
+                counts.sizes_unknown += found.sizes_unknown;
             }
             Disposition::Planned {
                 ignored,
