@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Analysis, AnalysisError, CANARY_PATH};
+use super::{canary_answers, Analysis, AnalysisError};
 use crate::db::missing::MissingRepository;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
@@ -94,7 +94,7 @@ pub async fn analyze(
                 unclear,
                 last_unclear: Some(last),
                 ..
-            }) if !serves_others(registry).await => {
+            }) if !canary_answers(registry).await => {
                 return Analysis::Deferred {
                     reason: AnalysisError::SizesUnavailable {
                         path: path.clone(),
@@ -123,11 +123,6 @@ pub async fn analyze(
         ignored,
         pages,
     }
-}
-
-/// Whether the registry answers the canary right now: one request, no retry.
-async fn serves_others(registry: &RegistryClient) -> bool {
-    registry.pages(CANARY_PATH).next_page().await.is_ok()
 }
 
 /// The registry's `created_at` (RFC 3339); one it cannot mean is logged and left unknown.

@@ -432,5 +432,10 @@ async fn registry_serves_others(deps: &AnalyzerDeps, project: &Project) -> bool 
     if project.registry_path().as_deref() == Some(CANARY_PATH) {
         return false;
     }
-    deps.registry.pages(CANARY_PATH).next_page().await.is_ok()
+    canary_answers(&deps.registry).await
+}
+
+/// Whether the registry answers the canary right now: one request, no retry.
+async fn canary_answers(registry: &RegistryClient) -> bool {
+    registry.pages(CANARY_PATH).next_page().await.is_ok()
 }

@@ -137,9 +137,10 @@ pub(super) async fn details(
 
 fn with_descendants_size(repositories: &BTreeSet<String>, path: &str) -> i64 {
     let prefix = format!("{path}/");
+    // As the listing's paging: everything under `{path}/` sorts below `{path}0`.
+    let end = format!("{path}0");
     repositories
-        .range::<str, _>((Bound::Included(path), Bound::Unbounded))
-        .take_while(|p| *p == path || p.starts_with(&prefix) || p.as_str() < prefix.as_str())
+        .range::<str, _>((Bound::Included(path), Bound::Excluded(end.as_str())))
         .filter(|p| *p == path || p.starts_with(&prefix))
         .map(|p| size_of(p))
         .sum()
