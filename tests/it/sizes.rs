@@ -329,3 +329,28 @@ async fn sizes_failing_while_the_registry_answers_nothing_else_wait_for_it_to_co
     assert_eq!(rows[&hit].status, TrackingStatus::Completed);
     assert_eq!(recorded(&app).await, expected(&w, true));
 }
+
+#[actix_rt::test]
+async fn after_three_sizes_fail_in_a_row_a_projects_other_sizes_are_not_asked() {
+    let mut w = World::new();
+    let g = w.group(None, "Slow");
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let p = w.project(g, "Sizes", &names, &[]);
+    let mut app = TestApp::prepare(&w).await;
+    for name in names {
+        app.registry.refuse_size(&format!("slow/sizes/{name}"), 500);
+    }
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+    let rows = app.rows_by_project().await;
+    assert_eq!(rows[&p].status, TrackingStatus::Completed);
+    assert_eq!(rows[&p].missing_count, 6);
+    // The registry answers the canary, so these are sizes it cannot give: three asked (each
+    // tried 4 times), the other three not asked, all six recorded without a size.
+    assert_eq!(
+        app.registry.stats().size_requests,
+        3 * registry_repair::registry::retry::ATTEMPTS as u64
+    );
+    let recorded = recorded(&app).await;
+    assert_eq!(recorded[&p].len(), 6);
+    assert!(recorded[&p].iter().all(|r| r.size.is_none()));
+}

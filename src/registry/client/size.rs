@@ -124,6 +124,10 @@ impl RegistryClient {
         for len in self.signer.exact_batch_lengths(repositories) {
             let (group, after) = rest.split_at(len.min(rest.len()));
             rest = after;
+            if unclear_in_a_row >= MAX_UNCLEAR_IN_A_ROW {
+                sizes.extend(group.iter().map(|_| None));
+                continue;
+            }
             let mut token = sign_exact(&self.signer, group.to_vec()).await?;
             for path in group {
                 if unclear_in_a_row >= MAX_UNCLEAR_IN_A_ROW {
