@@ -2,8 +2,14 @@
 -- project's path with no `container_repositories` row. Written in the same transaction as the
 -- project's tracking row, and replaced with it; a project recorded `failed` has none. GitLab's
 -- tracking table stays as GitLab defines it: this table is the service's own.
+--
+-- No foreign key to `projects`: creating one would lock GitLab's busiest table while `migrate`
+-- runs, and would add a check to every project deletion. A deleted project's entries stop
+-- counting anyway: they are read through its tracking row, which GitLab's own foreign key
+-- deletes with the project; a project restored with its old id is analysed again, which replaces
+-- them.
 CREATE TABLE IF NOT EXISTS registry_repair_missing_repositories (
-    project_id bigint NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id bigint NOT NULL,
     -- The registry's path, as it lists it (lower case).
     registry_path text NOT NULL,
     -- `container_repositories.name` the repository would have: the path below the project's.
