@@ -361,6 +361,7 @@ mod tests {
             in_flight: share,
             wants_work: true,
             state: "running".to_string(),
+            work: "analyse".to_string(),
             analysed: 3,
             live,
         }
@@ -409,6 +410,7 @@ mod tests {
                     member("b:2:0", 2, true),
                     member("dead:3:0", 5, false),
                 ],
+                repair: None,
             }),
             ..ServiceStatus::default()
         };

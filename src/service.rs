@@ -20,6 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -32,6 +33,7 @@ use crate::db::fleet::members::{self, JoinError, Joining};
 use crate::db::fleet::{claims, Member};
 use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
+use crate::fence::Fence;
 use crate::fleet::{Fleet, Leave, Switches as FleetSwitches};
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
@@ -55,15 +57,41 @@ pub struct ServiceOptions {
     /// The seam through which tests make the Analyzers and the Writer panic (never armed
     /// otherwise).
     pub faults: Arc<Faults>,
+    /// Where to serve the admin API: `run` serves it on `admin.listen`; a repair serves none
+    /// unless asked, so that it runs beside a `run` with the same configuration.
+    pub admin: AdminApi,
+}
+
+/// Whether and where a service serves the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdminApi {
+    /// On `admin.listen`.
+    #[default]
+    Listen,
+    /// On this address instead.
+    At(SocketAddr),
+    /// None.
+    Off,
+}
+
+impl AdminApi {
+    fn address(self, settings: &Settings) -> Option<SocketAddr> {
+        match self {
+            AdminApi::Listen => Some(settings.admin.listen),
+            AdminApi::At(addr) => Some(addr),
+            AdminApi::Off => None,
+        }
+    }
 }
 
 pub struct Service {
     pub scheduler: Addr<Scheduler>,
     pub writer: Addr<Writer>,
-    pub admin_addr: SocketAddr,
-    admin: AdminServer,
-    /// This instance as a member of the fleet (an analysis only).
-    fleet: Option<Addr<Fleet>>,
+    /// Where the admin API answers, if it is served.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Option<AdminServer>,
+    /// This instance as a member of the fleet.
+    fleet: Addr<Fleet>,
     finished: oneshot::Receiver<RunEnd>,
 }
 
@@ -104,20 +132,32 @@ impl From<ClientSetupError> for StartError {
 
 /// Starts the service inside the current actix System, in the order a failure is best found:
 /// the registry client (a bad `registry.ca_file` first), the admin port, the database, where the
-/// walk starts, the registry's GitLab API, the switches; then the actors, bottom up (the Writer,
-/// then the Scheduler with its Analyzers), GitLab's switches' poller and the admin API.
+/// walk starts, the registry's GitLab API, the switches, the membership of the fleet; then the
+/// actors, bottom up (the Writer, then the Scheduler with its Analyzers, then the Fleet), GitLab's
+/// switches' poller and the admin API.
 pub async fn start(
     settings: &Settings,
     signer: Arc<TokenSigner>,
     options: ServiceOptions,
 ) -> Result<Service, StartError> {
-    let registry = RegistryClient::from_settings(settings, signer)?;
-    let listener = crate::admin::bind(settings.admin.listen)?;
+    let member = Arc::new(Member::new(
+        options.work.to_string(),
+        settings.worker.shard,
+        settings.fleet.member_timeout,
+    ));
+    // Nothing is held before the membership: the probe at start may go out meanwhile.
+    let fence = Arc::new(Fence::until(Instant::now() + member.hold()));
+    let registry = RegistryClient::from_settings(settings, signer)?.fenced_by(fence.clone());
+    let listener = options
+        .admin
+        .address(settings)
+        .map(crate::admin::bind)
+        .transpose()?;
     let db = Database::for_settings(settings, settings.database.pool_size)?;
     db.check_ready().await?;
     let registry_unconfirmed = confirm_gitlab_api(&registry).await?;
     let switches = gitlab_switches(settings, &db).await?;
-    let (source, membership) = source(settings, &db, &options).await?;
+    let (source, membership) = source(settings, &db, &options, member, &fence).await?;
 
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
     // when its buffer fills; the Scheduler itself runs once it has the Writer's.
@@ -139,40 +179,38 @@ pub async fn start(
         settings,
         switches.as_ref(),
         registry_unconfirmed,
-        options.work,
+        options.work.clone(),
     );
-    if let Some(Membership {
-        shared: Some(fleet),
-        ..
-    }) = &membership
-    {
-        config.limit = usize::try_from(fleet.max_concurrency).unwrap_or(0);
-        config.enabled = fleet.enabled;
+    if membership.takes_them {
+        config.limit = usize::try_from(membership.switches.max_concurrency).unwrap_or(0);
+        config.enabled = membership.switches.enabled;
     }
     let registry_metrics = registry.metrics();
     let (finished_tx, finished) = oneshot::channel();
-    let mut scheduler = Scheduler::new(registry, writer.clone(), deps, config, source, finished_tx);
     // The Fleet's address exists before the Scheduler starts, so the Scheduler can tell it what
     // it is told; the Fleet itself runs once it has the Scheduler's.
-    let fleet_context = membership.as_ref().map(|_| Context::<Fleet>::new());
-    if let Some(context) = &fleet_context {
-        scheduler = scheduler.in_fleet(context.address().recipient());
-    }
+    let fleet_context = Context::<Fleet>::new();
+    let scheduler = Scheduler::new(registry, writer.clone(), deps, config, source, finished_tx)
+        .in_fleet(fleet_context.address().recipient());
     let scheduler = scheduler_context.run(scheduler);
-    let fleet = fleet_context.zip(membership).map(|(context, membership)| {
-        context.run(Fleet::new(
-            db.clone(),
-            membership.member,
-            scheduler.clone(),
-            settings.fleet.heartbeat_interval,
-            match membership.shared {
-                Some(fleet) => FleetSwitches::Shared {
-                    version: fleet.version,
-                },
-                None => FleetSwitches::Gitlab,
+    let heartbeat_db = db.own_pool(1)?;
+    let fleet = fleet_context.run(Fleet::new(
+        heartbeat_db,
+        db.clone(),
+        membership.member,
+        fence,
+        scheduler.clone(),
+        settings.fleet.heartbeat_interval,
+        match (settings.follows_gitlab(), membership.takes_them) {
+            (true, _) => FleetSwitches::Gitlab,
+            (false, true) => FleetSwitches::Shared {
+                version: membership.switches.version,
             },
-        ))
-    });
+            (false, false) => FleetSwitches::Own {
+                version: membership.switches.version,
+            },
+        },
+    ));
     if let Some(initial) = switches {
         GitlabControl::new(
             db.clone(),
@@ -182,60 +220,75 @@ pub async fn start(
         )
         .start();
     }
-    let admin = AdminServer::start(
-        listener,
-        AdminDeps {
-            scheduler: scheduler.clone(),
-            fleet: fleet.clone(),
-            token: settings.admin.token.clone(),
-            registry_metrics,
-            follows_gitlab: settings.follows_gitlab(),
-            db: Some(db.clone()),
-        },
-    )?;
+    let admin = match listener {
+        Some(listener) => Some(AdminServer::start(
+            listener,
+            AdminDeps {
+                scheduler: scheduler.clone(),
+                fleet: Some(fleet.clone()),
+                token: settings.admin.token.clone(),
+                registry_metrics,
+                follows_gitlab: settings.follows_gitlab(),
+                db: Some(db.clone()),
+            },
+        )?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|admin| admin.addr);
     tracing::info!(
         database = db.target(),
         registry = %settings.registry.url,
-        admin = %admin.addr,
+        admin = %admin_addr.map_or_else(|| "none".to_string(), |addr| addr.to_string()),
+        work = %options.work,
         "service started"
     );
     Ok(Service {
         scheduler,
         writer,
-        admin_addr: admin.addr,
+        admin_addr,
         admin,
         fleet,
         finished,
     })
 }
 
-/// This instance in the fleet: who it is, and the fleet's switches when they are shared
-/// (`control.source = "config"`).
+/// This instance in the fleet: who it is, the fleet's switches, and whether it takes them
+/// (`control.source = "config"`, and for a repair only while the analysis runs).
 struct Membership {
     member: Arc<Member>,
-    shared: Option<members::FleetSwitches>,
+    switches: members::FleetSwitches,
+    takes_them: bool,
 }
 
-/// Where the Scheduler's projects come from: the analysis, as a member of the fleet, from the
-/// fleet's pass and the watermark (both forgotten with `--from-start`); or a repair's candidates.
+/// Where the Scheduler's projects come from, once this instance has joined the fleet: the
+/// analysis, from the fleet's pass and the watermark (both forgotten with `--from-start`); or a
+/// repair's candidates.
 async fn source(
     settings: &Settings,
     db: &Database,
     options: &ServiceOptions,
-) -> Result<(Source, Option<Membership>), StartError> {
+    member: Arc<Member>,
+    fence: &Fence,
+) -> Result<(Source, Membership), StartError> {
+    let sent = Instant::now();
+    let joined = members::join(
+        db,
+        &member,
+        Joining {
+            max_concurrency: settings.worker.max_concurrency,
+            enabled: settings.worker.enabled,
+            shared_switches: !settings.follows_gitlab(),
+        },
+    )
+    .await?;
+    fence.confirm(sent, member.hold());
+    let membership = |member| Membership {
+        member,
+        switches: joined.switches.clone(),
+        takes_them: joined.takes_them && !settings.follows_gitlab(),
+    };
     let Work::Repair(repair) = &options.work else {
         let shard = settings.worker.shard;
-        let member = Arc::new(Member::new(shard, settings.fleet.member_timeout));
-        let joined = members::join(
-            db,
-            &member,
-            Joining {
-                max_concurrency: settings.worker.max_concurrency,
-                enabled: settings.worker.enabled,
-                shared_switches: !settings.follows_gitlab(),
-            },
-        )
-        .await?;
         if options.from_start {
             watermark::reset(db, shard).await?;
             claims::reset(db, shard).await?;
@@ -256,12 +309,11 @@ async fn source(
                 sweep_interval: settings.worker.sweep_interval,
             },
         ));
-        let shared = (!settings.follows_gitlab()).then_some(joined.switches);
-        return Ok((source, Some(Membership { member, shared })));
+        return Ok((source, membership(member)));
     };
     Ok((
         Source::Repair(Candidates::new(db.clone(), repair.scope.clone())),
-        None,
+        membership(member),
     ))
 }
 
@@ -366,11 +418,11 @@ impl Service {
             .finished
             .await
             .unwrap_or(RunEnd::FlushFailed(WriteError::SchedulerStopped));
-        if let Some(fleet) = &self.fleet {
-            let _ = fleet.send(Leave).await;
-        }
+        let _ = self.fleet.send(Leave).await;
         let collected = self.writer.send(TakeCollected).await.unwrap_or_default();
-        self.admin.stop().await;
+        if let Some(admin) = &self.admin {
+            admin.stop().await;
+        }
         (end, collected)
     }
 }

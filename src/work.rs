@@ -32,7 +32,7 @@ impl Work {
     pub fn sink(&self) -> Sink {
         match self {
             Work::Analysis => Sink::Tracking,
-            Work::Repair(repair) => repair.sink,
+            Work::Repair(repair) => repair.sink.clone(),
         }
     }
 }
@@ -54,7 +54,7 @@ impl Work {
         match self {
             Work::Analysis => Doing::Analysis,
             Work::Repair(Repair {
-                sink: Sink::Apply { run_id },
+                sink: Sink::Apply { run_id, .. },
                 ..
             }) => Doing::RepairApply { run: *run_id },
             Work::Repair(_) => Doing::RepairPlan,
@@ -122,5 +122,7 @@ mod tests {
             Some("\"repair apply (run 7)\"")
         );
         assert!(Doing::try_from("dancing".to_string()).is_err());
+        // The fleet tells the members that analyse by it.
+        assert_eq!(Doing::Analysis.to_string(), crate::db::fleet::ANALYSIS);
     }
 }

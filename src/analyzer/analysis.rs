@@ -14,7 +14,7 @@ use crate::registry::client::{PageStep, Sizes};
 use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
-use crate::registry::RegistryClient;
+use crate::registry::{RegistryClient, RegistryError};
 
 /// Finds the repositories under the project's registry path that GitLab's database has no row
 /// for. Reads every page, or records nothing. With `sizes`, asks the size of each it found.
@@ -109,6 +109,7 @@ pub async fn analyze(
                     repository.size_bytes = size;
                 }
             }
+            Err(RegistryError::Fenced { .. }) => return Analysis::Fenced,
             // Out of reach after the listing: analysed again later, never failed for it.
             Err(error) => {
                 return Analysis::Deferred {

@@ -38,6 +38,9 @@ pub enum Disposition {
     },
     /// The Analyzer panicked on it and was restarted; analyse it again.
     Crashed(Job),
+    /// This process's hold on its work lapsed while it ran ([`crate::fence`]): nothing of it
+    /// counts; it goes back as it was.
+    Fenced(Job),
     /// The Analyzer panicked on it once too often; it was recorded `failed` (a repair: reported
     /// failed, nothing written).
     CrashedForGood,

@@ -116,11 +116,17 @@ pub enum Analysis {
     /// 5xx, timeouts or broken answers after retries: the project's fault only if the registry
     /// serves others meanwhile.
     Troubled { reason: RegistryError },
+    /// This process's hold on its work lapsed mid-project ([`crate::fence`]): what was asked is
+    /// void, nobody's fault; the project goes back.
+    Fenced,
 }
 
 impl Analysis {
     /// A registry request failed after its retries: whose fault it is decides what follows.
     fn registry_failed(error: RegistryError) -> Self {
+        if let RegistryError::Fenced { .. } = error {
+            return Analysis::Fenced;
+        }
         match error.blame() {
             Blame::Registry => Analysis::Deferred {
                 refused: matches!(error, RegistryError::Status { .. }),
@@ -367,6 +373,16 @@ impl Handler<Analyze> for Analyzer {
                         repair::plan(&deps.registry, &deps.db, candidate, token).await
                     }
                 };
+                // Whatever failed while the fence closed is void, not the registry's or the
+                // project's trouble.
+                let analysis = match analysis {
+                    Analysis::Troubled { .. } | Analysis::Deferred { .. }
+                        if deps.registry.is_fenced() =>
+                    {
+                        Analysis::Fenced
+                    }
+                    analysis => analysis,
+                };
                 let others_served = match &analysis {
                     Analysis::Troubled { .. } | Analysis::Deferred { refused: true, .. } => {
                         registry_serves_others(&deps, &project).await
@@ -421,6 +437,10 @@ impl Handler<Analyze> for Analyzer {
                 }
                 Analysis::Troubled { reason } => {
                     act.setback(job, Setback::Trouble(reason), others_served)
+                }
+                Analysis::Fenced => {
+                    tracing::debug!(project_id, "project handed back: this member's hold on its work lapsed");
+                    act.finish(project_id, Disposition::Fenced(job));
                 }
             }
         }))

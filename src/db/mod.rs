@@ -50,6 +50,9 @@ pub enum DbError {
         what: String,
         error: diesel::result::Error,
     },
+    /// A statement (or a transaction) that must not last longer than `after` did.
+    #[error("{what}: no answer within {after:?}")]
+    TimedOut { what: String, after: Duration },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
     #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks and fleet tables) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
@@ -99,6 +102,21 @@ impl Database {
 
     pub fn new(url: &str, pool_size: usize, connect_timeout: Duration) -> Result<Self, DbError> {
         let target = Target::parse(url).map_err(DbError::Config)?;
+        Self::to_target(target, pool_size, connect_timeout)
+    }
+
+    /// A pool of `pool_size` connections of its own to the same database, with the statement mode
+    /// this one settled on: for work that must never wait behind the others for a connection (a
+    /// heartbeat, a lease's renewal).
+    pub fn own_pool(&self, pool_size: usize) -> Result<Self, DbError> {
+        Self::to_target(self.connects_to.clone(), pool_size, self.connect_timeout)
+    }
+
+    fn to_target(
+        target: Target,
+        pool_size: usize,
+        connect_timeout: Duration,
+    ) -> Result<Self, DbError> {
         let connects_to = target.clone();
         let redacted = target.redacted().to_string();
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
@@ -181,7 +199,10 @@ impl Database {
                     AND to_regclass('registry_repair_missing_repositories') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_watermarks') \
-                                  AND attname = 'swept_at' AND NOT attisdropped) AS present",
+                                  AND attname = 'swept_at' AND NOT attisdropped) \
+                    AND EXISTS (SELECT 1 FROM pg_attribute \
+                                WHERE attrelid = to_regclass('registry_repair_passes') \
+                                  AND attname = 'itemise_after' AND NOT attisdropped) AS present",
         )
         .get_result(&mut conn)
         .await

@@ -1,21 +1,27 @@
-//! The Fleet actor: this instance as one member of every instance of `run` against the same
-//! database. No coordinator: the database is the meeting place (`db::fleet`).
+//! The Fleet actor: this instance as one member of every instance against the same database
+//! (each `run`, and a `repair plan` or `apply` while it runs: its registry requests count in the
+//! fleet's total too). No coordinator: the database is the meeting place (`db::fleet`).
 //!
 //! | Actor | Owns | Receives | Sends |
 //! |---|---|---|---|
-//! | `Fleet`, one per `run` | the membership, the heartbeat, this member's share of the fleet's concurrency, the last view of the others | `SwitchesChanged` (from the Scheduler), `GetFleetStatus` (admin API), `Leave` (the end of the run) | `FleetReport`, `SetShare`, `AdoptSwitches`, `Shutdown::Lost` to the Scheduler |
+//! | `Fleet`, one per service | the membership, the heartbeat (on a connection of its own), the [`Fence`] it confirms, this member's share of the fleet's concurrency, the last view of the others | `SwitchesChanged` (from the Scheduler), `GetFleetStatus` (admin API), `Leave` (the end of the run) | `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed`, `Shutdown::Lost` to the Scheduler |
 //!
 //! Every `fleet.heartbeat_interval_ms` it asks the Scheduler what it does, records it with the
 //! heartbeat, reads the others, and moves this member's share towards its part of the total
-//! ([`shares::share_of`]): down at once, up only as far as the other live members leave room
-//! (`members::raise`, one raise at a time under the fleet row's lock). So the live members'
-//! shares never add up to more than the total.
+//! ([`shares::share_of`]): down at once, up only as far as the other members not known gone leave
+//! room (`members::raise`, one raise at a time under the fleet row's lock). So the shares never
+//! add up to more than the total.
 //!
-//! Two safeguards keep a member that cannot reach the database from doing harm: after half the
-//! timeout without a heartbeat it gives its share up (so a member taken for dead has nothing in
-//! flight by the time others take its work), and it takes over the work of members that look
-//! dead only after its own heartbeats have gone through for a whole timeout. A member that finds
-//! its work was taken over stops at once.
+//! Fencing: each heartbeat that goes through confirms the [`Fence`] for half the timeout from
+//! when it was sent, on this process's monotonic clock. Every registry request waits behind the
+//! fence and is cancelled when it closes, and the Scheduler dispatches nothing while it is closed:
+//! so a member whose heartbeat hangs, or which was frozen, has nothing in flight by the time the
+//! others may take its work (a whole timeout by the database's clock), and after a freeze it acts
+//! on nothing until a heartbeat has confirmed it is still a member. The heartbeat's statements
+//! are bounded by a statement timeout and the whole of it by half the timeout, so that a hang
+//! fails instead of lasting. A member takes over the work of others, or marks them lost, only
+//! after its own heartbeats have gone through for a whole timeout. A member that finds its work
+//! was taken over stops at once, writing nothing more.
 
 pub mod shares;
 
@@ -25,10 +31,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::db::fleet::members::{self, Beat, View};
-use crate::db::fleet::{FleetStatus, Member};
+use crate::db::fleet::{FleetStatus, Member, ANALYSIS};
 use crate::db::{Database, DbError};
+use crate::fence::Fence;
 use crate::scheduler::{
-    AdoptSwitches, FleetReport, MemberReport, Scheduler, SetShare, Shutdown, SwitchesChanged,
+    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, Scheduler, SetShare, Shutdown,
+    SwitchesChanged,
 };
 use shares::Live;
 
@@ -39,53 +47,79 @@ pub enum Switches {
     Shared { version: i64 },
     /// `control.source = "gitlab"`: every member reads GitLab's own.
     Gitlab,
+    /// A repair while no member analyses: its own settings, until a member that analyses writes
+    /// the fleet's (a version above this one).
+    Own { version: i64 },
 }
 
 pub struct Fleet {
+    /// A pool of the heartbeat's own (one connection): it never waits behind the Analyzers.
+    heartbeat_db: Database,
+    /// The service's pool, for what is not the heartbeat (the switches, leaving).
     db: Database,
     member: Arc<Member>,
+    fence: Arc<Fence>,
     scheduler: Addr<Scheduler>,
     heartbeat: Duration,
     switches: Switches,
     share: usize,
     beating: bool,
-    last_beat: Instant,
     /// Since when the heartbeats have gone through without a break.
     beating_since: Option<Instant>,
+    /// The fence closed and this member gave its share up; it said so once.
     fenced: bool,
+    /// The fleet took this member for dead: it does nothing more.
+    lost: bool,
     view: Option<(View, usize)>,
 }
 
 impl Fleet {
     pub fn new(
+        heartbeat_db: Database,
         db: Database,
         member: Arc<Member>,
+        fence: Arc<Fence>,
         scheduler: Addr<Scheduler>,
         heartbeat: Duration,
         switches: Switches,
     ) -> Self {
         Self {
+            heartbeat_db,
             db,
             member,
+            fence,
             scheduler,
             heartbeat,
             switches,
             share: 0,
             beating: false,
-            last_beat: Instant::now(),
             beating_since: Some(Instant::now()),
             fenced: false,
+            lost: false,
             view: None,
         }
     }
 
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.beating {
+        if self.lost {
             return;
+        }
+        if !self.fence.is_open() && !self.fenced {
+            // The others take this member for dead at the timeout; its requests were cancelled.
+            tracing::warn!(
+                hold_ms = self.member.hold().as_millis() as u64,
+                "no heartbeat confirmed this member within half the member timeout: it acts on nothing until one does"
+            );
+            self.fenced = true;
+            self.share = 0;
+            self.scheduler.do_send(SetShare(0));
+        }
+        if self.beating {
+            return; // the one under way ends within half the timeout
         }
         self.beating = true;
         let (db, member, scheduler, share) = (
-            self.db.clone(),
+            self.heartbeat_db.clone(),
             self.member.clone(),
             self.scheduler.clone(),
             self.share,
@@ -100,54 +134,62 @@ impl Fleet {
                 state: report.state.to_string(),
                 analysed: report.analysed,
             };
-            let beaten = match members::beat(&db, &member, &beat).await {
-                Ok(view) => {
-                    let total = total(switches, &view, &report);
-                    let target = target_share(&member.id, &view, &report, total);
-                    let granted = match target > share {
-                        true => members::raise(&db, &member, share, target, total).await,
-                        false => Ok(target),
-                    };
-                    granted.map(|granted| (view, total, granted))
+            let sent = Instant::now();
+            let beating = async {
+                let view = members::beat(&db, &member, &beat).await?;
+                let total = total(switches, &view, &report);
+                if view.taken_over {
+                    return Ok((view, total, 0));
                 }
-                Err(error) => Err(error),
+                let target = target_share(&member.id, &view, &report, total);
+                let granted = match target > share {
+                    true => members::raise(&db, &member, share, target, total).await?,
+                    false => target,
+                };
+                Ok((view, total, granted))
             };
-            Some((report, beaten))
+            let hold = member.hold();
+            let beaten = tokio::time::timeout(hold, beating)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DbError::TimedOut {
+                        what: "the heartbeat".to_string(),
+                        after: hold,
+                    })
+                });
+            Some((report, sent, beaten))
         };
         ctx.spawn(work.into_actor(self).map(|outcome, act, _ctx| {
             act.beating = false;
             match outcome {
                 None => {} // the Scheduler is gone: the run is ending
-                Some((_, Ok((view, total, share)))) => act.beaten(view, total, share),
-                Some((report, Err(error))) => act.beat_failed(&report, &error),
+                Some((_, sent, Ok((view, total, share)))) => act.beaten(sent, view, total, share),
+                Some((report, _, Err(error))) => act.beat_failed(&report, &error),
             }
         }));
     }
 
-    fn beaten(&mut self, view: View, total: usize, share: usize) {
-        self.last_beat = Instant::now();
-        let since = *self.beating_since.get_or_insert(self.last_beat);
+    fn beaten(&mut self, sent: Instant, view: View, total: usize, share: usize) {
+        if view.taken_over {
+            self.fence.close();
+            self.lost = true;
+            self.scheduler.do_send(Shutdown::Lost);
+            return;
+        }
+        self.fence.confirm(sent, self.member.hold());
+        let now = Instant::now();
+        let since = *self.beating_since.get_or_insert(now);
         if !self.member.may_take_over() && since.elapsed() >= self.member.timeout {
             self.member.set_trusted(true);
         }
         if self.fenced {
-            tracing::info!("the heartbeat goes through again");
+            tracing::info!("a heartbeat confirmed this member again: acting again");
             self.fenced = false;
         }
-        if view.taken_over {
-            self.scheduler.do_send(Shutdown::Lost);
+        for id in &view.marked_lost {
+            tracing::warn!(member = %id, "a member silent for longer than the member timeout is taken for gone: its share is free, its work is taken over");
         }
-        if let (Switches::Shared { version }, Some(fleet)) = (self.switches, &view.switches) {
-            if fleet.version > version {
-                self.switches = Switches::Shared {
-                    version: fleet.version,
-                };
-                self.scheduler.do_send(AdoptSwitches {
-                    limit: usize::try_from(fleet.max_concurrency).unwrap_or(0),
-                    enabled: fleet.enabled,
-                });
-            }
-        }
+        self.adopt_switches(&view);
         if share != self.share {
             tracing::info!(
                 from = self.share,
@@ -158,25 +200,42 @@ impl Fleet {
             self.share = share;
             self.scheduler.do_send(SetShare(share));
         }
+        self.scheduler.do_send(MembershipConfirmed);
         self.view = Some((view, total));
+    }
+
+    /// Takes the fleet's switches when another member wrote newer ones; a repair keeping its own
+    /// takes them once a member that analyses has written them.
+    fn adopt_switches(&mut self, view: &View) {
+        let Some(fleet) = &view.switches else {
+            return;
+        };
+        let newer = match self.switches {
+            Switches::Shared { version } => fleet.version > version,
+            Switches::Own { version } => {
+                fleet.version > version
+                    && view
+                        .members
+                        .iter()
+                        .any(|m| m.live && m.id != self.member.id && m.work == ANALYSIS)
+            }
+            Switches::Gitlab => false,
+        };
+        if newer {
+            self.switches = Switches::Shared {
+                version: fleet.version,
+            };
+            self.scheduler.do_send(AdoptSwitches {
+                limit: usize::try_from(fleet.max_concurrency).unwrap_or(0),
+                enabled: fleet.enabled,
+            });
+        }
     }
 
     fn beat_failed(&mut self, report: &MemberReport, error: &DbError) {
         self.beating_since = None;
         self.member.set_trusted(false);
-        let silent = self.last_beat.elapsed();
-        tracing::warn!(%error, silent_ms = silent.as_millis() as u64, "the heartbeat failed");
-        if !self.fenced && silent >= self.member.timeout / 2 {
-            // Others will take this member for dead at the timeout: by then nothing of it may
-            // be in flight.
-            tracing::warn!(
-                in_flight = report.in_flight,
-                "no heartbeat for half the member timeout: giving up this member's share"
-            );
-            self.fenced = true;
-            self.share = 0;
-            self.scheduler.do_send(SetShare(0));
-        }
+        tracing::warn!(%error, in_flight = report.in_flight, fenced = !self.fence.is_open(), "the heartbeat failed");
     }
 
     fn status(&self) -> Option<FleetStatus> {
@@ -194,12 +253,13 @@ impl Fleet {
             shares: sum(|m| m.share),
             in_flight: sum(|m| m.in_flight),
             members: view.members.clone(),
+            repair: view.repair.clone(),
         })
     }
 }
 
-/// The fleet's total: the shared switches in `config` mode, else GitLab's setting as this
-/// member's Scheduler has it.
+/// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a lone
+/// repair's own) as this member's Scheduler has it.
 fn total(switches: Switches, view: &View, report: &MemberReport) -> usize {
     match (switches, &view.switches) {
         (Switches::Shared { .. }, Some(fleet)) => {
@@ -242,6 +302,7 @@ impl Actor for Fleet {
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(
             member = %self.member.id,
+            work = %self.member.work,
             shard = %self.member.shard,
             heartbeat_ms = self.heartbeat.as_millis() as u64,
             timeout_ms = self.member.timeout.as_millis() as u64,
@@ -256,8 +317,11 @@ impl Handler<SwitchesChanged> for Fleet {
     type Result = ();
 
     fn handle(&mut self, msg: SwitchesChanged, ctx: &mut Context<Self>) {
-        if self.switches == Switches::Gitlab {
-            return; // every member reads GitLab's own
+        match self.switches {
+            Switches::Gitlab => return, // every member reads GitLab's own
+            // A lone repair's switches are its own: no member that analyses shares them.
+            Switches::Own { .. } => return,
+            Switches::Shared { .. } => {}
         }
         let (db, member) = (self.db.clone(), self.member.clone());
         let write =

@@ -35,6 +35,10 @@ pub enum ServiceState {
     /// In a fleet whose total is taken by the other members' shares.
     #[serde(rename = "waiting for a share")]
     WaitingForAShare,
+    /// In a fleet: no heartbeat confirmed this member within half the member timeout, so it
+    /// acts on nothing until one does ([`crate::fence`]).
+    #[serde(rename = "fenced: waiting for a heartbeat")]
+    Fenced,
     #[serde(rename = "draining")]
     Draining,
     #[serde(rename = "stopped")]
@@ -99,6 +103,10 @@ pub struct ServiceStatus {
     pub sizes_unknown: u64,
     /// Attempts that ended unrecorded (registry or database trouble), to be tried again.
     pub deferred: u64,
+    /// Projects handed back unfinished because this member's hold on its work lapsed (its
+    /// requests cancelled), to be tried again.
+    #[serde(default)]
+    pub handed_back: u64,
     /// Registry entries outside the project path, ignored.
     pub ignored_entries: u64,
     /// Projects whose path breaks the registry's name grammar: recorded with 0, nothing asked.
@@ -150,6 +158,7 @@ struct Counts {
     missing_bytes: u64,
     sizes_unknown: u64,
     deferred: u64,
+    handed_back: u64,
     crashes: u64,
     ignored_entries: u64,
     unaddressable: u64,
@@ -223,6 +232,7 @@ impl Accounting {
             Disposition::NotPlanned => counts.failed += 1,
             Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
             Disposition::Crashed(_) => counts.crashes += 1,
+            Disposition::Fenced(_) => counts.handed_back += 1,
             Disposition::CrashedForGood => {
                 counts.crashes += 1;
                 counts.failed += 1;
@@ -305,6 +315,7 @@ impl Accounting {
             missing_bytes_found: counts.missing_bytes,
             sizes_unknown: counts.sizes_unknown,
             deferred: counts.deferred,
+            handed_back: counts.handed_back,
             ignored_entries: counts.ignored_entries,
             unaddressable: counts.unaddressable,
             analyzer_restarts: counts.crashes,

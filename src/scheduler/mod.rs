@@ -35,7 +35,9 @@ use self::breaker::{Breaker, State as BreakerState};
 pub use self::candidates::Candidates;
 use self::pool::Slot;
 pub use self::read::NextPass;
-pub use self::share::{AdoptSwitches, FleetReport, MemberReport, SetShare, SwitchesChanged};
+pub use self::share::{
+    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, SetShare, SwitchesChanged,
+};
 pub use self::shutdown::Shutdown;
 pub use self::source::Source;
 pub use self::walk::{AnalysisSettings, Passes};
@@ -181,8 +183,13 @@ impl Scheduler {
         self
     }
 
-    /// Everything the Scheduler does after an event: refill, dispatch, end the pass.
+    /// Everything the Scheduler does after an event: refill, dispatch, end the pass. Nothing while
+    /// the fence is closed: this member's hold on its work lapsed, and until a heartbeat confirms
+    /// it again it reads, asks and ends nothing.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.registry.is_fenced() {
+            return;
+        }
         self.refill(ctx);
         self.dispatch(ctx);
         self.end_pass_if_done(ctx);
@@ -220,8 +227,11 @@ impl Scheduler {
 
     /// How many projects one read asks for: a full batch while this instance may use the whole
     /// limit; in a fleet, as many as its share can work on soon, and none while it has no share
-    /// (it asks for one: it has a pass to read).
+    /// (it asks for one: it has a pass to read). A repair's candidates are its own: read whole.
     fn read_size(&self) -> Option<i64> {
+        if !self.source.shared_with_the_fleet() {
+            return Some(FETCH_BATCH);
+        }
         match self.share {
             Some(0) => None,
             Some(share) if share < self.config.limit => Some(
@@ -317,7 +327,7 @@ impl Scheduler {
 
     /// The source's duties of its own (the analysis' watermark and sweep), every few seconds.
     fn periodic(&mut self, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Finished {
+        if self.phase == Phase::Finished || self.registry.is_fenced() {
             return;
         }
         let Some(duties) = self.source.periodic() else {
@@ -345,6 +355,7 @@ impl Scheduler {
         match self.phase {
             Phase::Draining => ServiceState::Draining,
             Phase::Finished => ServiceState::Stopped,
+            _ if self.registry.is_fenced() => ServiceState::Fenced,
             _ if !self.config.enabled => ServiceState::Paused,
             _ if self.config.limit == 0 => ServiceState::PausedByConcurrency,
             _ if self.share == Some(0) => ServiceState::WaitingForAShare,
@@ -519,7 +530,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
                 }
                 self.requeue(job, false);
             }
-            Disposition::Crashed(job) => self.requeue(job, true),
+            Disposition::Crashed(job) | Disposition::Fenced(job) => self.requeue(job, true),
         }
         if self.phase == Phase::Draining && self.in_flight() == 0 {
             self.finalize(ctx);

@@ -27,6 +27,20 @@ impl Handler<SetShare> for Scheduler {
     }
 }
 
+/// A heartbeat confirmed this instance as a member of the fleet (its fence is open again): act
+/// on what waited for it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct MembershipConfirmed;
+
+impl Handler<MembershipConfirmed> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _msg: MembershipConfirmed, ctx: &mut Context<Self>) {
+        self.tick(ctx);
+    }
+}
+
 /// The fleet's switches, as another member wrote them (`concurrency`, `pause`, `resume` sent to
 /// it): taken as they are, not emitted again.
 #[derive(Message, Debug, Clone, Copy)]

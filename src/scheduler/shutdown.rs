@@ -5,15 +5,29 @@
 use actix::prelude::*;
 
 use super::{Phase, RunEnd, Scheduler};
-use crate::writer::{Flush, WriteError};
+use crate::writer::{Discard, Flush, WriteError};
 
 impl Scheduler {
-    /// The last step of a shutdown: flush what the Writer holds, then report.
+    /// The last step of a shutdown: flush what the Writer holds, then report. A member the fleet
+    /// took for dead writes nothing more: what its Writer holds is dropped (others do it again).
     pub(super) fn finalize(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Draining {
             return;
         }
         self.phase = Phase::Finished;
+        if self.lost {
+            let discard = self.writer.send(Discard);
+            ctx.spawn(discard.into_actor(self).map(|dropped, act, _ctx| {
+                tracing::warn!(
+                    dropped = dropped.unwrap_or(0),
+                    "results not written: the members that took this one's work over do it again"
+                );
+                if let Some(tx) = act.finished.take() {
+                    let _ = tx.send(RunEnd::LostMembership);
+                }
+            }));
+            return;
+        }
         let abandoned = self.in_flight();
         if abandoned > 0 {
             tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
@@ -21,7 +35,6 @@ impl Scheduler {
         let flush = self.writer.send(Flush::Shutdown);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
             let end = match result {
-                Ok(Ok(_)) if act.lost => RunEnd::LostMembership,
                 Ok(Ok(_)) => RunEnd::Stopped,
                 Ok(Err(error)) => RunEnd::FlushFailed(error),
                 Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),

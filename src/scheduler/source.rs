@@ -41,6 +41,12 @@ impl Source {
         }
     }
 
+    /// Whether the projects come from the fleet's shared passes, which a member reads only as
+    /// far as its share can work on them soon (a repair's candidates are its own).
+    pub fn shared_with_the_fleet(&self) -> bool {
+        matches!(self, Source::Analysis(_))
+    }
+
     /// Takes in a read's answer: the jobs to queue, or why the read failed (the Scheduler tries
     /// again in a moment). An answer to a read made before a new pass began brings nothing.
     pub fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {

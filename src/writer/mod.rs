@@ -28,6 +28,7 @@ use self::policy::{FlushPolicy, FlushStep, Held};
 use crate::db::tracking::{TrackingRow, TrackingStatus};
 use crate::db::{Database, DbError};
 use crate::faults::{Faults, WriterStep};
+use crate::fence::Fence;
 
 /// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
 /// stops dispatching until it drains.
@@ -90,14 +91,15 @@ pub struct WriterStats {
 
 /// Where what the Writer holds goes: the analysis' tracking rows, or a repair's plans, collected
 /// for a plan's printout or written as an apply run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
     /// `run`: tracking rows, bulk-upserted.
     Tracking,
     /// `repair plan`: plans, collected and never written.
     CollectPlans,
-    /// `repair apply`: plans, each project written in one transaction, as run `run_id`.
-    Apply { run_id: i64 },
+    /// `repair apply`: plans, each project written in one transaction, as run `run_id`, while
+    /// `lease` (the repair lease's renewals) is open.
+    Apply { run_id: i64, lease: Arc<Fence> },
 }
 
 /// Someone waiting for the buffer to be written, and the rows written when they asked.
@@ -119,6 +121,8 @@ pub struct Writer {
     listener: Option<Recipient<WriterPressure>>,
     stats: WriterStats,
     faults: Arc<Faults>,
+    /// This member lost its hold on its work ([`Discard`]): nothing more is written.
+    discarded: bool,
 }
 
 impl Writer {
@@ -135,6 +139,7 @@ impl Writer {
             listener: None,
             stats: WriterStats::default(),
             faults: Arc::default(),
+            discarded: false,
         }
     }
 
@@ -163,6 +168,11 @@ impl Writer {
     /// Starts writing the whole buffer in one statement, unless a write is under way (then the
     /// rows wait for the next one) or the database failed a moment ago (then the timer retries).
     fn flush(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
+        if self.discarded {
+            self.buffer = Pending::default();
+            self.answer_waiters(Ok(()));
+            return;
+        }
         match self.policy.flush(reason, self.holding(), Instant::now()) {
             FlushStep::Write => {}
             FlushStep::Later => return,
@@ -180,7 +190,7 @@ impl Writer {
         }
         let batch = Arc::new(self.buffer.take());
         self.writing = Some(batch.clone());
-        let work = pending::write(self.db.clone(), self.sink, batch);
+        let work = pending::write(self.db.clone(), self.sink.clone(), batch);
         ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
             act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
                 act.collected.written(done.written);
@@ -211,7 +221,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 let batch = self.writing.take().unwrap_or_default();
-                self.collected.flushed(self.sink, &batch.plans);
+                self.collected.flushed(&self.sink, &batch.plans);
                 let rows = batch.len();
                 self.stats.rows_written += rows as u64;
                 tracing::debug!(rows, ?reason, ?took, "results flushed");
@@ -377,6 +387,25 @@ impl Handler<Flush> for Writer {
             act.flush(ctx, reason);
         });
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::WriterStopped)) })
+    }
+}
+
+/// This member lost its hold on its work: the fleet gave it to others, who do it again. Drop what
+/// is buffered and write nothing more (a write under way ends as it would). Answers how many
+/// results were dropped.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "usize")]
+pub struct Discard;
+
+impl Handler<Discard> for Writer {
+    type Result = MessageResult<Discard>;
+
+    fn handle(&mut self, _msg: Discard, _ctx: &mut Context<Self>) -> Self::Result {
+        self.discarded = true;
+        let dropped = self.buffer.len();
+        self.buffer = Pending::default();
+        self.answer_waiters(Ok(()));
+        MessageResult(dropped)
     }
 }
 

@@ -69,11 +69,12 @@ pub async fn write(db: Database, sink: Sink, batch: Arc<Pending>) -> BatchWritte
     if !batch.rows.is_empty() {
         result = within(batch.len(), tracking::upsert(&db, &batch.rows)).await;
     }
-    if let (Ok(()), Sink::Apply { run_id }, false) = (&result, sink, batch.plans.is_empty()) {
+    if let (Ok(()), Sink::Apply { run_id, lease }, false) = (&result, sink, batch.plans.is_empty())
+    {
         let mut lanes = vec![Vec::new(); APPLY_LANES];
         result = within(
             batch.len(),
-            repair::apply_into(&db, run_id, &batch.plans, &mut lanes),
+            repair::apply_into(&db, run_id, &lease, &batch.plans, &mut lanes),
         )
         .await;
         written = lanes.into_iter().flatten().collect();

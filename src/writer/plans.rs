@@ -36,8 +36,8 @@ pub struct Collected {
 impl Collected {
     /// A flushed batch of plans: collected as they are for a plan; for an apply, what writing
     /// them did arrives through [`Collected::written`] instead.
-    pub(super) fn flushed(&mut self, sink: Sink, plans: &[ProjectPlan]) {
-        if sink == Sink::CollectPlans {
+    pub(super) fn flushed(&mut self, sink: &Sink, plans: &[ProjectPlan]) {
+        if *sink == Sink::CollectPlans {
             self.plans.extend_from_slice(plans);
         }
     }

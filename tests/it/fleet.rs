@@ -169,7 +169,7 @@ async fn concurrency_pause_and_resume_sent_to_one_member_act_on_the_whole_fleet(
     app.registry.reset_max_in_flight();
     // Either member's status shows the whole fleet.
     let shown = eventually(Duration::from_secs(5), || async {
-        let status = AdminClient::new(b.admin_addr, None)
+        let status = AdminClient::new(b.admin_addr.expect("the admin API"), None)
             .status()
             .await
             .expect("status");

@@ -281,7 +281,7 @@ async fn the_page_shows_the_figures_status_and_damage_answer() {
     let refused = world.projects[7].full_path.clone().expect("a route");
     app.registry.refuse(&refused.to_lowercase(), 503);
     app.start(false).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     let page = format!("http://{addr}/");
 
     // Part way, slowed down: the picture for the docs.
@@ -382,7 +382,7 @@ async fn with_admin_token_the_page_logs_in_with_basic_through_the_url() {
     let chromium = Arc::new(chromium);
     let world = world(30);
     let mut app = started(&world, Some(TOKEN)).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     finished(&app, &world).await;
     record_damage(&app, &world, &[Some(3 * MIB), Some(5 * GIB)]).await;
     let damage = damage_in_db(&app).await;
@@ -413,7 +413,7 @@ async fn with_admin_token_the_page_logs_in_with_basic_through_the_url() {
 async fn basic_is_accepted_on_the_reads_and_refused_on_the_controls() {
     let world = world(5);
     let mut app = started(&world, Some(TOKEN)).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     let basic = |password: &'static str| {
         move |r: reqwest::RequestBuilder| r.basic_auth("anyone", Some(password))
     };
@@ -478,7 +478,7 @@ async fn basic_is_accepted_on_the_reads_and_refused_on_the_controls() {
 async fn a_database_error_shows_on_the_page_instead_of_the_damage() {
     let world = world(10);
     let mut app = started(&world, None).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     finished(&app, &world).await;
     app.db
         .execute("ALTER TABLE registry_repair_missing_repositories RENAME TO moved_away")
@@ -511,7 +511,7 @@ async fn a_database_error_shows_on_the_page_instead_of_the_damage() {
 async fn the_damage_is_read_once_for_a_few_seconds_and_then_again() {
     let world = world(6);
     let mut app = started(&world, None).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     finished(&app, &world).await;
     let first = damage_over_http(addr).await;
     let read_at = Instant::now();

@@ -79,7 +79,7 @@ async fn gitlabs_application_setting_and_feature_flag_steer_the_service() {
     );
 
     // The admin API's switches say where the real ones live.
-    let admin = AdminClient::new(app.service().admin_addr, None);
+    let admin = AdminClient::new(app.service().admin_addr.expect("the admin API"), None);
     match admin.set_concurrency(3).await {
         Err(AdminError::Refused {
             status: 409,
@@ -189,7 +189,7 @@ async fn metrics_parse_as_prometheus_text_and_move_as_the_run_progresses() {
     // Only size flushes write while it runs (and the end of the pass).
     app.settings.writer.flush_interval = Duration::from_millis(60_000);
     app.start(false).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
     let db = &app.db;
     assert!(db.wait_for_rows(40, Duration::from_secs(10)).await);
     let first = scrape(addr).await;

@@ -308,7 +308,7 @@ async fn with_admin_token_set_every_admin_call_needs_it_status_and_metrics_inclu
     let mut app = TestApp::prepare(&world).await;
     app.settings.admin.token = Some("s3cret-admin-token".into());
     app.start(false).await;
-    let addr = app.service().admin_addr;
+    let addr = app.service().admin_addr.expect("the admin API");
 
     let anonymous = AdminClient::new(addr, None);
     // `last_error` names private project paths: status is no more public than control.

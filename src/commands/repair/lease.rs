@@ -3,13 +3,19 @@
 //! when it ends, whatever the end. `plan`, `verify` and `runs` only read, and take none.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::Settings;
-use crate::db::repair::lease::{self, Claimant, Lease, Renewed, LEASE_TTL, RENEW_EVERY};
+use crate::db::repair::lease::{self, Claimant, Lease, Renewed, Takeover, LEASE_TTL, RENEW_EVERY};
 use crate::db::repair::RepairError;
 use crate::db::{Database, DbError};
+use crate::fence::Fence;
+
+/// How long after a renewal was sent this process may still commit a write: half the lease's
+/// life, so that it never commits after the lease expired by the database's clock.
+const HOLD: Duration = Duration::from_secs(LEASE_TTL.as_secs() / 2);
 
 /// The lease, held by this process until [`Held::release`].
 pub struct Held {
@@ -17,6 +23,9 @@ pub struct Held {
     /// connection while the lease runs out.
     db: Database,
     lease: Lease,
+    /// Open while the renewals go through: each confirms it for half the lease's life from when
+    /// it was sent. Every write checks it before its commit.
+    fence: Arc<Fence>,
     renewer: actix_rt::task::JoinHandle<()>,
     /// Who took the lease away, once a renewal found it no longer ours.
     lost: watch::Receiver<Option<String>>,
@@ -25,11 +34,17 @@ pub struct Held {
 impl Held {
     /// Takes the lease for a `repair {kind}`, or refuses ([`RepairError::Busy`]) while another
     /// apply or undo holds it. Logs the holder of an expired lease it takes over.
-    pub async fn acquire(settings: &Settings, kind: &'static str) -> Result<Held, RepairError> {
-        let db = Database::for_settings(settings, 1)?;
+    pub async fn acquire(db: &Database, kind: &'static str) -> Result<Held, RepairError> {
+        let db = db.own_pool(1)?;
         let claimant = Claimant::this_process(kind);
+        let sent = Instant::now();
         let acquired = lease::acquire(&db, &claimant).await?;
-        if let Some(previous) = &acquired.taken_over {
+        let fence = Arc::new(Fence::until(sent + HOLD));
+        if let Some((previous, why)) = &acquired.taken_over {
+            let why = match why {
+                Takeover::Expired => "expired: its process stopped renewing it",
+                Takeover::ProcessGone => "held by a process of this machine that is gone",
+            };
             tracing::warn!(
                 previous_run = previous.run_id,
                 previous_kind = %previous.kind,
@@ -37,7 +52,7 @@ impl Held {
                 previous_pid = previous.pid,
                 previous_since = %previous.acquired_at,
                 expired_at = %previous.expires_at,
-                "took over the expired repair lease of {previous}: its process stopped renewing it"
+                "took over the repair lease of {previous}: {why}"
             );
         }
         let lease = acquired.lease;
@@ -49,10 +64,11 @@ impl Held {
             "holding the repair lease"
         );
         let (tell, lost) = watch::channel(None);
-        let renewer = actix_rt::spawn(renew(db.clone(), lease.clone(), tell));
+        let renewer = actix_rt::spawn(renew(db.clone(), lease.clone(), fence.clone(), tell));
         Ok(Held {
             db,
             lease,
+            fence,
             renewer,
             lost,
         })
@@ -60,6 +76,11 @@ impl Held {
 
     pub fn lease(&self) -> &Lease {
         &self.lease
+    }
+
+    /// Open while the renewals go through (see [`lease::still_held`]).
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
     }
 
     /// Resolves once a renewal has found the lease taken by another run; never otherwise.
@@ -113,18 +134,21 @@ fn lost_error(holder: String) -> RepairError {
 
 /// Renews `lease` every `RENEW_EVERY` until aborted, or until a renewal finds it no longer ours,
 /// which it tells on `lost`. A failed renewal is retried at the next tick: the lease lasts several.
-async fn renew(db: Database, lease: Lease, lost: watch::Sender<Option<String>>) {
+async fn renew(db: Database, lease: Lease, fence: Arc<Fence>, lost: watch::Sender<Option<String>>) {
     let mut ticks = tokio::time::interval(RENEW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is at once: the lease was just taken.
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        let sent = Instant::now();
         match tokio::time::timeout(RENEW_EVERY, lease::renew(&db, &lease)).await {
             Ok(Ok(Renewed::Until(expires_at))) => {
+                fence.confirm(sent, HOLD);
                 tracing::debug!(%expires_at, "renewed the repair lease");
             }
             Ok(Ok(Renewed::Lost(holder))) => {
+                fence.close();
                 let holder = holder.map_or_else(
                     || "nobody (its row was deleted)".to_string(),
                     |h| h.to_string(),

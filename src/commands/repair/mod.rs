@@ -16,6 +16,7 @@ use crate::db::repair::{self, Scope};
 use crate::db::Database;
 use crate::format::Format;
 use crate::repair::guards::Consent;
+use crate::service::AdminApi;
 
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
@@ -70,9 +71,22 @@ pub struct PlanArgs {
     /// restored tags (review reason `cleanup_policy_enabled`)
     #[arg(long)]
     pub include_cleanup_policy: bool,
+    /// Serve the admin API (status, concurrency, pause, resume) while it runs: on ADDR, or on
+    /// admin.listen without one. None by default, so that it runs beside `run`.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    pub admin: Option<Option<std::net::SocketAddr>>,
 }
 
 impl PlanArgs {
+    /// Where the admin API is served, if asked.
+    pub fn admin_api(&self) -> AdminApi {
+        match self.admin {
+            None => AdminApi::Off,
+            Some(None) => AdminApi::Listen,
+            Some(Some(addr)) => AdminApi::At(addr),
+        }
+    }
+
     pub fn scope(&self) -> Scope {
         Scope {
             projects: self.projects.clone(),
@@ -105,7 +119,7 @@ pub fn execute(settings: &Settings, command: RepairCommand) -> anyhow::Result<()
             RepairCommand::Verify { run } => verify::execute(settings, &db, run).await,
             RepairCommand::Undo { run } => {
                 repair::check_primary(&db).await?;
-                undo::execute(settings, &db, run).await
+                undo::execute(&db, run).await
             }
             RepairCommand::Runs { format } => runs::execute(&db, format).await,
         }

@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context as _};
 use super::lease::Held;
 use super::PlanArgs;
 use crate::config::{ConfigError, Settings};
-use crate::db::repair::lease::{self, Lease};
+use crate::db::repair::lease;
 use crate::db::repair::{
     self, discard_run, finish_apply, start_apply, RepairError, Scope, Written,
 };
@@ -61,31 +61,13 @@ pub async fn execute(
     args: &PlanArgs,
     mode: Mode,
 ) -> anyhow::Result<()> {
-    // Before anything else: a refused apply reads and writes nothing.
-    let held = match mode {
-        Mode::Apply => Some(Held::acquire(settings, "apply").await?),
-        Mode::Plan => None,
-    };
-    let result = plan_or_apply(settings, db, args, mode, held.as_ref()).await;
-    if let Some(held) = held {
-        held.release().await;
-    }
-    result
-}
-
-async fn plan_or_apply(
-    settings: &Settings,
-    db: &Database,
-    args: &PlanArgs,
-    mode: Mode,
-    held: Option<&Held>,
-) -> anyhow::Result<()> {
     let scope = args.scope();
+    // Before anything is held: a wrong argument takes no lease and records no run.
     check_namespace(db, &scope).await?;
     warn_if_the_index_is_unsafe(db).await?;
-    let walked = walk(settings, db, scope, mode, held).await?;
+    let walked = walk(settings, db, args, mode).await?;
     // A lease taken away explains whatever else went wrong (the last writes refused).
-    if let Some(lost) = held.and_then(Held::lost_now) {
+    if let Some(lost) = walked.lease_lost {
         return Err(lost.into());
     }
     let outcome = outcome(&walked)?;
@@ -146,27 +128,22 @@ async fn warn_if_the_index_is_unsafe(db: &Database) -> anyhow::Result<()> {
 async fn walk(
     settings: &Settings,
     db: &Database,
-    scope: Scope,
+    args: &PlanArgs,
     mode: Mode,
-    held: Option<&Held>,
 ) -> anyhow::Result<Repaired> {
     let signer = TokenSigner::from_settings(settings)?;
     // Listen before anything starts, so that no signal finds its default (killing) action.
     let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
-    let repairing = start_holding(
-        settings,
-        signer,
-        db,
-        scope,
-        mode,
-        ServiceOptions::default(),
-        held.map(Held::lease),
-    )
-    .await
-    .context("starting the repair")?;
+    let options = ServiceOptions {
+        admin: args.admin_api(),
+        ..ServiceOptions::default()
+    };
+    let repairing = start(settings, signer, db, args.scope(), mode, options)
+        .await
+        .context("starting the repair")?;
     let scheduler = repairing.service.scheduler.clone();
     let bar = crate::progress::spawn(scheduler.clone());
-    if let Some(held) = held {
+    if let Some(held) = &repairing.held {
         // A lease taken away stops the run at once: nothing more is dispatched, and the writes
         // still to come are refused by their transactions' check of the lease.
         let lost = held.lost();
@@ -185,7 +162,12 @@ async fn walk(
 /// What the plans say, or what writing them did; an error when the run could not finish.
 fn outcome(walked: &Repaired) -> anyhow::Result<Outcome> {
     match &walked.end {
-        RunEnd::Done | RunEnd::Stopped | RunEnd::LostMembership => {}
+        RunEnd::Done | RunEnd::Stopped => {}
+        RunEnd::LostMembership => {
+            return Err(anyhow!(
+                "stopped: the fleet took this repair for dead (no heartbeat went through for fleet.member_timeout_ms) and it wrote nothing more; each project is fully written or untouched: run again"
+            ))
+        }
         RunEnd::RegistryWithoutApi(message) => return Err(anyhow!(message.clone())),
         RunEnd::FlushFailed(reason) => {
             return Err(anyhow!(
@@ -297,6 +279,8 @@ pub struct Repairing {
     pub service: Service,
     /// The apply's run (`None` for a plan).
     pub run: Option<i64>,
+    /// The repair lease an apply holds while it runs.
+    pub held: Option<Held>,
     db: Database,
 }
 
@@ -311,9 +295,15 @@ pub struct Repaired {
     pub written: Vec<Written>,
     /// Projects that ended failed: nothing written for them.
     pub not_planned: Vec<NotPlanned>,
+    /// The apply's lease was taken by another run while it ran: it wrote nothing more.
+    pub lease_lost: Option<RepairError>,
 }
 
-/// Starts a repair of `scope`: a plan, or (`apply`) a run that writes.
+/// Starts a repair of `scope`: a plan, or (`apply`) a run that writes, holding the repair lease.
+///
+/// The lease is taken before the run row exists and the run's id recorded in it right after:
+/// a refused apply then leaves no run behind for `repair runs` to list, and the lease names its
+/// run before the first write (each write checks that the lease names it).
 pub async fn start(
     settings: &Settings,
     signer: Arc<TokenSigner>,
@@ -322,53 +312,66 @@ pub async fn start(
     mode: Mode,
     options: ServiceOptions,
 ) -> Result<Repairing, PipelineError> {
-    start_holding(settings, signer, db, scope, mode, options, None).await
+    let held = match mode {
+        Mode::Apply => Some(Held::acquire(db, "apply").await?),
+        Mode::Plan => None,
+    };
+    match begin(settings, signer, db, scope, options, held.as_ref()).await {
+        Ok((service, run)) => Ok(Repairing {
+            service,
+            run,
+            held,
+            db: db.clone(),
+        }),
+        Err(error) => {
+            if let Some(held) = held {
+                held.release().await;
+            }
+            Err(error)
+        }
+    }
 }
 
-/// [`start`], for an apply holding the repair `lease` (the command's way).
-///
-/// The lease is taken before the run row exists and the run's id recorded in it right after:
-/// a refused apply then leaves no run behind for `repair runs` to list, and the lease names its
-/// run before the first write (each write checks that the lease names it).
-pub async fn start_holding(
+/// The run recorded (an apply holding `lease`), and the service started.
+async fn begin(
     settings: &Settings,
     signer: Arc<TokenSigner>,
     db: &Database,
     scope: Scope,
-    mode: Mode,
     options: ServiceOptions,
-    lease: Option<&Lease>,
-) -> Result<Repairing, PipelineError> {
-    let run = match mode {
-        Mode::Apply => Some(start_apply(db, &scope).await?),
-        Mode::Plan => None,
+    held: Option<&Held>,
+) -> Result<(Service, Option<i64>), PipelineError> {
+    let run = match held {
+        Some(_) => Some(start_apply(db, &scope).await?),
+        None => None,
     };
-    if let (Some(lease), Some(run)) = (lease, run) {
-        if let Err(error) = lease::record_run(db, lease, run).await {
+    if let (Some(held), Some(run)) = (held, run) {
+        if let Err(error) = lease::record_run(db, held.lease(), run).await {
             discard(db, run).await;
             return Err(error.into());
         }
     }
-    let sink = run.map_or(Sink::CollectPlans, |run_id| Sink::Apply { run_id });
+    let sink = match (held, run) {
+        (Some(held), Some(run_id)) => Sink::Apply {
+            run_id,
+            lease: held.fence().clone(),
+        },
+        _ => Sink::CollectPlans,
+    };
     let options = ServiceOptions {
         work: Work::Repair(Repair { scope, sink }),
         ..options
     };
-    let service = match service::start(settings, signer, options).await {
-        Ok(service) => service,
+    match service::start(settings, signer, options).await {
+        Ok(service) => Ok((service, run)),
         Err(error) => {
             // Nothing ran: no run to list (the admin port taken, the registry without its API).
             if let Some(run) = run {
                 discard(db, run).await;
             }
-            return Err(error.into());
+            Err(error.into())
         }
-    };
-    Ok(Repairing {
-        service,
-        run,
-        db: db.clone(),
-    })
+    }
 }
 
 /// Forgets apply run `run`, which never started.
@@ -379,22 +382,28 @@ async fn discard(db: &Database, run: i64) {
 }
 
 impl Repairing {
-    /// Waits for the repair to end (every candidate planned and flushed, or a shutdown), and
-    /// records an apply's end when it is done.
+    /// Waits for the repair to end (every candidate planned and flushed, or a shutdown), records
+    /// an apply's end when it is done, and releases the lease.
     pub async fn wait(self) -> Result<Repaired, PipelineError> {
         let (end, collected) = self.service.wait_collected().await;
-        match (&end, self.run) {
-            (RunEnd::Done, Some(run)) => finish_apply(&self.db, run).await?,
+        let lease_lost = self.held.as_ref().and_then(Held::lost_now);
+        let recorded = match (&end, self.run, &lease_lost) {
+            (RunEnd::Done, Some(run), None) => finish_apply(&self.db, run).await,
             // Nothing was dispatched: no run to list.
-            (RunEnd::RegistryWithoutApi(_), Some(run)) => discard_run(&self.db, run).await?,
-            _ => {}
+            (RunEnd::RegistryWithoutApi(_), Some(run), _) => discard_run(&self.db, run).await,
+            _ => Ok(()),
+        };
+        if let Some(held) = self.held {
+            held.release().await;
         }
+        recorded?;
         Ok(Repaired {
             end,
             run: self.run,
             plans: collected.plans,
             written: collected.written,
             not_planned: collected.not_planned,
+            lease_lost,
         })
     }
 }

@@ -15,18 +15,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::Shard;
+use crate::identity::ProcessIdentity;
+
+/// What a member that analyses says it does (`work` of its row); a repair says `repair plan` or
+/// `repair apply (run N)`.
+pub const ANALYSIS: &str = "analyse";
 
 /// This instance, as the fleet knows it.
 #[derive(Debug)]
 pub struct Member {
     /// `host:pid:nonce`: unique even when a container restarts with the same host name and pid.
     pub id: String,
-    pub host: String,
-    pub pid: u32,
-    /// `/proc/sys/kernel/random/boot_id`: with `host`, tells a member of this machine.
-    pub boot_id: String,
-    /// When this process started (see [`process_started`]).
-    pub process_started: i64,
+    /// Its process: with it, a member of this machine whose process is gone is told at once.
+    pub process: ProcessIdentity,
+    /// What it does: [`ANALYSIS`], or a repair (whose registry requests count in the fleet's
+    /// total too, and which reads no claims).
+    pub work: String,
     /// The `worker.shard` it analyses: instances with the same shard share its work.
     pub shard: Shard,
     /// After this long without a heartbeat a member is taken for dead.
@@ -37,22 +41,22 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(shard: Shard, timeout: Duration) -> Self {
-        let host = host_name();
-        let pid = std::process::id();
+    pub fn new(work: String, shard: Shard, timeout: Duration) -> Self {
+        let process = ProcessIdentity::this_process();
         let nonce: u32 = rand::random();
         Self {
-            id: format!("{host}:{pid}:{nonce:08x}"),
-            host,
-            pid,
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|id| id.trim().to_string())
-                .unwrap_or_default(),
-            process_started: process_started(i32::try_from(pid).unwrap_or(0)).unwrap_or(0),
+            id: format!("{}:{}:{nonce:08x}", process.host, process.pid),
+            process,
+            work,
             shard,
             timeout,
             trusted: AtomicBool::new(false),
         }
+    }
+
+    /// Whether it does the analysis (reads claims, moves passes); a repair only takes a share.
+    pub fn analyses(&self) -> bool {
+        self.work == ANALYSIS
     }
 
     /// Whether this member may take over the claims of members whose heartbeat is older than the
@@ -67,30 +71,16 @@ impl Member {
         self.trusted.store(trusted, Ordering::Relaxed);
     }
 
+    /// How long it may act after a heartbeat was sent: half the timeout, so that by the time the
+    /// others may take its work ([`crate::fence`]) nothing of it is in flight.
+    pub fn hold(&self) -> Duration {
+        self.timeout / 2
+    }
+
     /// The timeout in seconds, as `make_interval` takes it.
     fn timeout_s(&self) -> f64 {
         self.timeout.as_secs_f64()
     }
-}
-
-/// When process `pid` of this machine (and pid namespace) started, in clock ticks since boot
-/// (`starttime` of `/proc/PID/stat`); `None` when no such process runs. With the pid, it names one
-/// process for the machine's uptime: a pid reused, or pid 1 of a restarted container, starts later.
-pub fn process_started(pid: i32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command's closing parenthesis: state is field 3, starttime field 22.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    fields.get(19)?.parse().ok()
-}
-
-/// The host's name as the kernel has it (a pod's name under Kubernetes), or `unknown-host`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 /// The fleet as `status` shows it: every member the table has, and the totals of the live ones.
@@ -105,4 +95,7 @@ pub struct FleetStatus {
     pub shares: usize,
     pub in_flight: usize,
     pub members: Vec<members::MemberRow>,
+    /// The repair lease's holder, when an apply or an undo runs.
+    #[serde(default)]
+    pub repair: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! project fully repaired or untouched). The run itself is started and finished in `runs.rs`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
@@ -15,6 +16,7 @@ use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use super::lease;
 use super::{count, Restored};
 use crate::db::{Database, DbConn, DbError};
+use crate::fence::Fence;
 use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
 use crate::repair::written::{RestoredRow, Written};
 
@@ -25,10 +27,11 @@ use crate::repair::written::{RestoredRow, Written};
 pub async fn apply_batch(
     db: &Database,
     run_id: i64,
+    lease: &Arc<Fence>,
     plans: &[ProjectPlan],
 ) -> Result<Vec<Written>, DbError> {
     let mut lanes = [Vec::with_capacity(plans.len())];
-    apply_into(db, run_id, plans, &mut lanes).await?;
+    apply_into(db, run_id, lease, plans, &mut lanes).await?;
     let [written] = lanes;
     Ok(written)
 }
@@ -41,6 +44,7 @@ pub async fn apply_batch(
 pub async fn apply_into(
     db: &Database,
     run_id: i64,
+    lease: &Arc<Fence>,
     plans: &[ProjectPlan],
     lanes: &mut [Vec<Written>],
 ) -> Result<(), DbError> {
@@ -55,7 +59,8 @@ pub async fn apply_into(
             let mut conn = db.conn().await?;
             let index_safe = index_health_on(&mut conn).await?.is_safe();
             for plan in plans {
-                written.push(apply_project(&mut conn, run_id, plan.clone(), index_safe).await?);
+                written
+                    .push(apply_project(&mut conn, run_id, lease, plan.clone(), index_safe).await?);
             }
             Ok::<(), DbError>(())
         });
@@ -69,9 +74,11 @@ pub async fn apply_into(
 /// project fully repaired or untouched. The steps, in order:
 /// 1. `lock_project`: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
 ///    transfer that starts meanwhile waits for this transaction; one that committed first is
-///    seen) and whether another run holds the repair lease (then nothing is written:
-///    `lease::fence`), and `lock_route`: its route row `FOR SHARE` (a rename of the project or of
-///    a parent group rewrites it);
+///    seen), and the repair lease's row `FOR SHARE` if it names this run (else nothing is
+///    written: `lease::fence`); then `lock_guarded`: the rows the guards read, `FOR SHARE` and as
+///    they are once locked: its route (a rename of the project or of a parent group rewrites it),
+///    its `project_features` row (the registry switched off) and its cleanup policy (enabled), so
+///    that none changes between the check and the commit;
 /// 2. the route compared with the path the plan was listed under: if it changed, the project is
 ///    claimed as `path_changed` and nothing else is written; otherwise the guards are asked again
 ///    with the locked facts ([`ProjectPlan::recheck`]);
@@ -79,14 +86,19 @@ pub async fn apply_into(
 ///    again), what that write did is read back (`recorded`) and nothing else happens;
 /// 4. `write_plan`, one statement: the restores as Rails' `find_or_create_from_path!` writes
 ///    them with one audit row per row actually inserted, the skipped and reviewed repositories, the
-///    project's counts, and the tracking row's `missing_count` (what is still missing).
+///    project's counts, and the tracking row's `missing_count` (what is still missing);
+/// 5. before the commit, `lease` (the lease's renewals, on this process's monotonic clock) must
+///    still be open: a run whose renewals lapsed for half the lease's life rolls back, so that it
+///    never commits after another run could have taken the lease.
 pub async fn apply_project(
     conn: &mut DbConn,
     run_id: i64,
+    lease: &Arc<Fence>,
     plan: ProjectPlan,
     index_safe: bool,
 ) -> Result<Written, DbError> {
     let project_id = plan.project_id;
+    let lease = lease.clone();
     let what = move |step: &str| format!("repair run {run_id}, project {project_id}: {step}");
     conn.transaction(|conn| {
         async move {
@@ -95,26 +107,32 @@ pub async fn apply_project(
                 .await
                 .map_err(DbError::query(what("locking the project row")))?;
             let Some(locked) = locked else {
+                if !lease_held(conn, run_id).await {
+                    return Err(lease::refused(conn, &what("writing the project")).await);
+                }
                 return Ok(Written::ProjectGone { project_id });
             };
-            if locked.lease_elsewhere == Some(true) {
-                // Reads who holds it, for the error.
-                lease::fence(conn, run_id, &what("writing the project")).await?;
+            if !locked.lease_held {
+                return Err(lease::refused(conn, &what("writing the project")).await);
             }
-            let route = lock_route(conn, project_id)
+            let guarded = lock_guarded(conn, project_id)
                 .await
-                .map_err(DbError::query(what("locking the project's route")))?;
-            let path = match &route {
-                Some(route) if route.path.to_lowercase() == plan.full_path.to_lowercase() => {
+                .map_err(DbError::query(what(
+                    "locking the project's route, registry setting and cleanup policy",
+                )))?;
+            let path = match &guarded.path {
+                Some(route) if route.to_lowercase() == plan.full_path.to_lowercase() => {
                     PathNow::AsListed
                 }
-                route => PathNow::Moved(route.as_ref().map(|r| r.path.clone())),
+                route => PathNow::Moved(route.clone()),
             };
             match &path {
                 PathNow::Moved(_) => plan.path_changed(),
                 PathNow::AsListed => {
                     let mut facts = locked.facts.into_facts(plan.full_path.clone());
-                    facts.route_updated_at = route.as_ref().and_then(|r| r.updated_at);
+                    facts.route_updated_at = guarded.updated_at;
+                    facts.registry_access_level = guarded.registry_access_level;
+                    facts.cleanup_policy = guarded.cleanup_policy;
                     plan.recheck(&facts, index_safe);
                 }
             }
@@ -136,6 +154,7 @@ pub async fn apply_project(
                 .map_err(DbError::query(what(
                     "writing the rows, the audit, the counts and the tracking row",
                 )))?;
+            lease::still_held(&lease, &what("committing"))?;
             let inserted: HashSet<&str> = restored.iter().map(|r| r.name.as_str()).collect();
             let already_present: Vec<String> = plan
                 .with_action(Action::Restore)
@@ -160,10 +179,10 @@ struct LockedProject {
     facts: FactsRow,
     #[diesel(sql_type = Nullable<Integer>)]
     missing_before: Option<i32>,
-    /// Whether the repair lease names another run than this one (NULL: nobody holds it). Read
-    /// here rather than by a statement of its own: a round trip per project is most of the cost.
-    #[diesel(sql_type = Nullable<Bool>)]
-    lease_elsewhere: Option<bool>,
+    /// The repair lease names this run (its row is now locked `FOR SHARE`). Read here rather than
+    /// by a statement of its own: a round trip per project is most of the cost.
+    #[diesel(sql_type = Bool)]
+    lease_held: bool,
 }
 
 async fn lock_project(
@@ -172,42 +191,65 @@ async fn lock_project(
     run_id: i64,
 ) -> QueryResult<Option<LockedProject>> {
     diesel::sql_query(format!(
-        "SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before, \
-                (SELECT l.run_id IS DISTINCT FROM $2 FROM registry_repair_leases l \
-                 WHERE l.name = $3) AS lease_elsewhere \
+        "WITH lease AS ({}) \
+         SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before, \
+                EXISTS (SELECT 1 FROM lease) AS lease_held \
          FROM projects p \
          LEFT JOIN container_registry_data_repair_details t ON t.project_id = p.id \
-         WHERE p.id = $1 \
-         FOR SHARE OF p"
+         WHERE p.id = $3 \
+         FOR SHARE OF p",
+        lease::HELD_BY_RUN
     ))
-    .bind::<BigInt, _>(project_id)
-    .bind::<BigInt, _>(run_id)
     .bind::<Text, _>(lease::NAME)
+    .bind::<BigInt, _>(run_id)
+    .bind::<BigInt, _>(project_id)
     .get_result(conn)
     .await
     .optional()
 }
 
-/// The project's route as locked by the write.
-#[derive(QueryableByName)]
-struct LockedRoute {
-    #[diesel(sql_type = Text)]
-    path: String,
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    updated_at: Option<NaiveDateTime>,
+/// Whether the repair lease names run `run_id` (for a project found deleted).
+async fn lease_held(conn: &mut DbConn, run_id: i64) -> bool {
+    lease::fence(conn, run_id, "").await.is_ok()
 }
 
-/// After the project row, as GitLab's rename and transfer lock them (no lock order inverted).
-async fn lock_route(conn: &mut DbConn, project_id: i64) -> QueryResult<Option<LockedRoute>> {
+/// What the guards read besides the project row, locked `FOR SHARE` after it (as GitLab's rename,
+/// transfer and settings updates lock them: no lock order inverted) and read as they are once
+/// locked: a change under way is waited for and seen.
+#[derive(QueryableByName)]
+struct Guarded {
+    /// The project's route (`None`: it has none).
+    #[diesel(sql_type = Nullable<Text>)]
+    path: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    updated_at: Option<NaiveDateTime>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    registry_access_level: Option<i32>,
+    #[diesel(sql_type = Bool)]
+    cleanup_policy: bool,
+}
+
+async fn lock_guarded(conn: &mut DbConn, project_id: i64) -> QueryResult<Guarded> {
+    // Locking clauses in CTEs, whose rows the outer SELECT reads: a locking SELECT returns the
+    // row as it is after any change it waited for.
     diesel::sql_query(
-        "SELECT path, updated_at FROM routes \
-         WHERE source_type = 'Project' AND source_id = $1 \
-         FOR SHARE",
+        "WITH route AS ( \
+             SELECT path, updated_at FROM routes \
+             WHERE source_type = 'Project' AND source_id = $1 FOR SHARE), \
+         feature AS ( \
+             SELECT container_registry_access_level AS level FROM project_features \
+             WHERE project_id = $1 FOR SHARE), \
+         policy AS ( \
+             SELECT enabled FROM container_expiration_policies \
+             WHERE project_id = $1 FOR SHARE) \
+         SELECT (SELECT path FROM route LIMIT 1) AS path, \
+                (SELECT updated_at FROM route LIMIT 1) AS updated_at, \
+                (SELECT level FROM feature LIMIT 1) AS registry_access_level, \
+                COALESCE((SELECT bool_or(enabled) FROM policy), false) AS cleanup_policy",
     )
     .bind::<BigInt, _>(project_id)
     .get_result(conn)
     .await
-    .optional()
 }
 
 /// The project's route at write time, against the path its plan was listed under.

@@ -7,17 +7,26 @@
 //! on when a lease expires.
 //!
 //! A holder is known by its host, pid and the `acquired_at` its acquisition wrote (the same
-//! host name and pid can come back in another container; the acquisition time cannot).
+//! host name and pid can come back in another container; the acquisition time cannot). Its
+//! process identity (boot id, pid namespace, start time) lets an apply or undo of the same machine
+//! take over at once the lease of one whose process is gone.
+//!
+//! Every write of a run checks, in its own transaction, that the lease row names that run, and
+//! locks it `FOR SHARE` until it commits ([`fence`]): a run whose lease was taken over, or whose
+//! row is gone, writes nothing more, even before its renewal notices; and the lease cannot change
+//! hands while one of its writes is under way.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz};
-use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz};
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::RunQueryDsl;
 
 use super::RepairError;
 use crate::db::{Database, DbConn, DbError, Present};
+use crate::fence::Fence;
+use crate::identity::ProcessIdentity;
 
 /// The lease's row: apply and undo share it.
 pub(super) const NAME: &str = "repair";
@@ -35,6 +44,12 @@ const ATTEMPTS: usize = 3;
 /// The lease row as read, with the database's clock at the read.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Holder {
+    #[diesel(sql_type = Text)]
+    pub boot_id: String,
+    #[diesel(sql_type = Text)]
+    pub pid_ns: String,
+    #[diesel(sql_type = BigInt)]
+    pub process_started: i64,
     /// The holder's run; `None` until it has created its run row.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub run_id: Option<i64>,
@@ -52,6 +67,19 @@ pub struct Holder {
     /// The database's `now()` when the row was read.
     #[diesel(sql_type = Timestamptz)]
     pub read_at: DateTime<Utc>,
+}
+
+impl Holder {
+    /// The holder's process.
+    pub fn process(&self) -> ProcessIdentity {
+        ProcessIdentity {
+            host: self.host.clone(),
+            boot_id: self.boot_id.clone(),
+            pid_ns: self.pid_ns.clone(),
+            pid: self.pid,
+            started: self.process_started,
+        }
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -75,29 +103,16 @@ impl std::fmt::Display for Holder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimant {
     pub kind: &'static str,
-    pub host: String,
-    pub pid: i32,
+    pub process: ProcessIdentity,
 }
 
 impl Claimant {
     pub fn this_process(kind: &'static str) -> Self {
         Self {
             kind,
-            host: host_name(),
-            // Linux pids are at most 2^22.
-            pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+            process: ProcessIdentity::this_process(),
         }
     }
-}
-
-/// This host's name, as the kernel has it (a container's own), else `$HOSTNAME`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
-        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 /// The lease as this process holds it: which row is ours.
@@ -110,12 +125,25 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A lease acquired, and the holder it replaced if that one's lease had expired.
+/// A lease acquired, and the holder it replaced, if any, and why.
 #[derive(Debug, Clone)]
 pub struct Acquired {
     pub lease: Lease,
-    pub taken_over: Option<Holder>,
+    pub taken_over: Option<(Holder, Takeover)>,
 }
+
+/// Why a holder's lease was taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Its `expires_at` had passed: it stopped renewing.
+    Expired,
+    /// Its process, of this machine and pid namespace, is gone: no need to wait for the expiry.
+    ProcessGone,
+}
+
+/// The columns a lease row's holder is read with.
+const HOLDER_COLUMNS: &str = "run_id, kind, host, pid, boot_id, pid_ns, process_started, \
+                              acquired_at, expires_at, now() AS read_at";
 
 fn ttl_seconds() -> f64 {
     LEASE_TTL.as_secs_f64()
@@ -123,8 +151,40 @@ fn ttl_seconds() -> f64 {
 
 /// Takes the lease for `claimant`, or refuses with [`RepairError::Busy`] naming the live holder.
 /// One statement: it inserts the row, or replaces one whose `expires_at` has passed; a live row
-/// is left as it is and nothing is returned.
+/// is left as it is and nothing is returned. A live row whose holder is a process of this machine
+/// that is gone (killed, its container restarted) is taken over at once.
 pub async fn acquire(db: &Database, claimant: &Claimant) -> Result<Acquired, RepairError> {
+    check_migrated(db).await?;
+    for _ in 0..ATTEMPTS {
+        if let Some(acquired) = insert_or_take_expired(db, claimant).await? {
+            return Ok(acquired);
+        }
+        let Some(holder) = holder(db).await? else {
+            continue; // released between the two statements: try again
+        };
+        if claimant.process.sees_alive(&holder.process()) == Some(false) {
+            if let Some(lease) = take_from_gone(db, claimant, &holder).await? {
+                return Ok(Acquired {
+                    lease,
+                    taken_over: Some((holder, Takeover::ProcessGone)),
+                });
+            }
+            continue; // it changed hands meanwhile: look again
+        }
+        return Err(RepairError::Busy {
+            wanted: claimant.kind,
+            target: db.target().to_string(),
+            holder: Box::new(holder),
+        });
+    }
+    Err(RepairError::LeaseContended { attempts: ATTEMPTS })
+}
+
+/// The row inserted, or an expired one replaced: `None` when a live holder has it.
+async fn insert_or_take_expired(
+    db: &Database,
+    claimant: &Claimant,
+) -> Result<Option<Acquired>, RepairError> {
     #[derive(QueryableByName)]
     struct Taken {
         #[diesel(sql_type = Timestamptz)]
@@ -146,101 +206,137 @@ pub async fn acquire(db: &Database, claimant: &Claimant) -> Result<Acquired, Rep
         #[diesel(sql_type = Nullable<Timestamptz>)]
         previous_expires_at: Option<DateTime<Utc>>,
     }
-    check_migrated(db).await?;
-    for _ in 0..ATTEMPTS {
-        let mut conn = db.conn().await?;
-        // `previous` reads the row as it was before this statement: the holder an expired lease
-        // is taken from, for the log.
-        let taken: Option<Taken> = optional(
-            diesel::sql_query(
-                "WITH previous AS ( \
-                 SELECT run_id, kind, host, pid, acquired_at, expires_at \
-                 FROM registry_repair_leases WHERE name = $1) \
-             INSERT INTO registry_repair_leases AS l \
-                 (name, run_id, kind, host, pid, acquired_at, expires_at) \
-             VALUES ($1, NULL, $2, $3, $4, now(), now() + $5 * interval '1 second') \
-             ON CONFLICT (name) DO UPDATE \
-                 SET run_id = NULL, kind = EXCLUDED.kind, host = EXCLUDED.host, \
-                     pid = EXCLUDED.pid, acquired_at = EXCLUDED.acquired_at, \
-                     expires_at = EXCLUDED.expires_at \
-                 WHERE l.expires_at < now() \
-             RETURNING l.acquired_at, l.expires_at, now() AS read_at, \
-                 (SELECT run_id FROM previous) AS previous_run_id, \
-                 (SELECT kind FROM previous) AS previous_kind, \
-                 (SELECT host FROM previous) AS previous_host, \
-                 (SELECT pid FROM previous) AS previous_pid, \
-                 (SELECT acquired_at FROM previous) AS previous_acquired_at, \
-                 (SELECT expires_at FROM previous) AS previous_expires_at",
-            )
-            .bind::<Text, _>(NAME)
-            .bind::<Text, _>(claimant.kind)
-            .bind::<Text, _>(&claimant.host)
-            .bind::<Integer, _>(claimant.pid)
-            .bind::<Double, _>(ttl_seconds())
-            .get_result(&mut conn)
-            .await,
-        )
-        .map_err(DbError::query(format!(
-            "taking the repair lease for repair {} (host {}, pid {})",
-            claimant.kind, claimant.host, claimant.pid
-        )))?;
-        drop(conn);
-        if let Some(taken) = taken {
-            let taken_over = match (
-                taken.previous_kind,
-                taken.previous_host,
-                taken.previous_pid,
-                taken.previous_acquired_at,
-                taken.previous_expires_at,
-            ) {
-                // A row released between the snapshot and the insert was no takeover.
-                (Some(kind), Some(host), Some(pid), Some(acquired_at), Some(expires_at))
-                    if expires_at < taken.read_at =>
-                {
-                    Some(Holder {
-                        run_id: taken.previous_run_id,
-                        kind,
-                        host,
-                        pid,
-                        acquired_at,
-                        expires_at,
-                        read_at: taken.read_at,
-                    })
-                }
-                _ => None,
-            };
-            return Ok(Acquired {
-                lease: Lease {
-                    kind: claimant.kind,
-                    host: claimant.host.clone(),
-                    pid: claimant.pid,
-                    acquired_at: taken.acquired_at,
-                    expires_at: taken.expires_at,
+    let process = &claimant.process;
+    let mut conn = db.conn().await?;
+    // `previous` reads the row as it was before this statement: the holder an expired lease is
+    // taken from, for the log.
+    let taken: Option<Taken> = diesel::sql_query(
+        "WITH previous AS ( \
+             SELECT run_id, kind, host, pid, acquired_at, expires_at \
+             FROM registry_repair_leases WHERE name = $1) \
+         INSERT INTO registry_repair_leases AS l \
+             (name, run_id, kind, host, pid, boot_id, pid_ns, process_started, acquired_at, expires_at) \
+         VALUES ($1, NULL, $2, $3, $4, $6, $7, $8, now(), now() + $5 * interval '1 second') \
+         ON CONFLICT (name) DO UPDATE \
+             SET run_id = NULL, kind = EXCLUDED.kind, host = EXCLUDED.host, \
+                 pid = EXCLUDED.pid, boot_id = EXCLUDED.boot_id, pid_ns = EXCLUDED.pid_ns, \
+                 process_started = EXCLUDED.process_started, \
+                 acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
+             WHERE l.expires_at < now() \
+         RETURNING l.acquired_at, l.expires_at, now() AS read_at, \
+             (SELECT run_id FROM previous) AS previous_run_id, \
+             (SELECT kind FROM previous) AS previous_kind, \
+             (SELECT host FROM previous) AS previous_host, \
+             (SELECT pid FROM previous) AS previous_pid, \
+             (SELECT acquired_at FROM previous) AS previous_acquired_at, \
+             (SELECT expires_at FROM previous) AS previous_expires_at",
+    )
+    .bind::<Text, _>(NAME)
+    .bind::<Text, _>(claimant.kind)
+    .bind::<Text, _>(&process.host)
+    .bind::<Integer, _>(process.pid)
+    .bind::<Double, _>(ttl_seconds())
+    .bind::<Text, _>(&process.boot_id)
+    .bind::<Text, _>(&process.pid_ns)
+    .bind::<BigInt, _>(process.started)
+    .get_result(&mut conn)
+    .await
+    .optional()
+    .map_err(DbError::query(format!(
+        "taking the repair lease for repair {} (host {}, pid {})",
+        claimant.kind, process.host, process.pid
+    )))?;
+    let Some(taken) = taken else {
+        return Ok(None);
+    };
+    let taken_over = match (
+        taken.previous_kind,
+        taken.previous_host,
+        taken.previous_pid,
+        taken.previous_acquired_at,
+        taken.previous_expires_at,
+    ) {
+        // A row released between the snapshot and the insert was no takeover.
+        (Some(kind), Some(host), Some(pid), Some(acquired_at), Some(expires_at))
+            if expires_at < taken.read_at =>
+        {
+            Some((
+                Holder {
+                    boot_id: String::new(),
+                    pid_ns: String::new(),
+                    process_started: 0,
+                    run_id: taken.previous_run_id,
+                    kind,
+                    host,
+                    pid,
+                    acquired_at,
+                    expires_at,
+                    read_at: taken.read_at,
                 },
-                taken_over,
-            });
+                Takeover::Expired,
+            ))
         }
-        if let Some(holder) = holder(db).await? {
-            return Err(RepairError::Busy {
-                wanted: claimant.kind,
-                target: db.target().to_string(),
-                holder: Box::new(holder),
-            });
-        }
-        // Released between the two statements: try again.
-    }
-    Err(RepairError::LeaseContended { attempts: ATTEMPTS })
+        _ => None,
+    };
+    Ok(Some(Acquired {
+        lease: Lease {
+            kind: claimant.kind,
+            host: process.host.clone(),
+            pid: process.pid,
+            acquired_at: taken.acquired_at,
+            expires_at: taken.expires_at,
+        },
+        taken_over,
+    }))
 }
 
-/// `get_result` of a statement that may return no row: `Ok(None)` for none.
-fn optional<T>(
-    result: Result<T, diesel::result::Error>,
-) -> Result<Option<T>, diesel::result::Error> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(diesel::result::Error::NotFound) => Ok(None),
-        Err(error) => Err(error),
+/// Takes the lease from `holder`, whose process is gone: only if the row is still that holder's.
+async fn take_from_gone(
+    db: &Database,
+    claimant: &Claimant,
+    holder: &Holder,
+) -> Result<Option<Lease>, RepairError> {
+    #[derive(QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = Timestamptz)]
+        acquired_at: DateTime<Utc>,
+        #[diesel(sql_type = Timestamptz)]
+        expires_at: DateTime<Utc>,
     }
+    let process = &claimant.process;
+    let mut conn = db.conn().await?;
+    let taken: Option<Taken> = diesel::sql_query(
+        "UPDATE registry_repair_leases \
+         SET run_id = NULL, kind = $5, host = $6, pid = $7, boot_id = $8, pid_ns = $9, \
+             process_started = $10, acquired_at = now(), \
+             expires_at = now() + $11 * interval '1 second' \
+         WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4 \
+         RETURNING acquired_at, expires_at",
+    )
+    .bind::<Text, _>(NAME)
+    .bind::<Text, _>(&holder.host)
+    .bind::<Integer, _>(holder.pid)
+    .bind::<Timestamptz, _>(holder.acquired_at)
+    .bind::<Text, _>(claimant.kind)
+    .bind::<Text, _>(&process.host)
+    .bind::<Integer, _>(process.pid)
+    .bind::<Text, _>(&process.boot_id)
+    .bind::<Text, _>(&process.pid_ns)
+    .bind::<BigInt, _>(process.started)
+    .bind::<Double, _>(ttl_seconds())
+    .get_result(&mut conn)
+    .await
+    .optional()
+    .map_err(DbError::query(format!(
+        "taking over the repair lease of {holder}, whose process is gone"
+    )))?;
+    Ok(taken.map(|taken| Lease {
+        kind: claimant.kind,
+        host: process.host.clone(),
+        pid: process.pid,
+        acquired_at: taken.acquired_at,
+        expires_at: taken.expires_at,
+    }))
 }
 
 async fn check_migrated(db: &Database) -> Result<(), RepairError> {
@@ -267,16 +363,14 @@ pub async fn holder(db: &Database) -> Result<Option<Holder>, DbError> {
         .map_err(DbError::query("reading the repair lease's holder"))
 }
 
-async fn holder_on(conn: &mut DbConn) -> diesel::QueryResult<Option<Holder>> {
-    optional(
-        diesel::sql_query(
-            "SELECT run_id, kind, host, pid, acquired_at, expires_at, now() AS read_at \
-             FROM registry_repair_leases WHERE name = $1",
-        )
-        .bind::<Text, _>(NAME)
-        .get_result(conn)
-        .await,
-    )
+pub(crate) async fn holder_on(conn: &mut DbConn) -> diesel::QueryResult<Option<Holder>> {
+    diesel::sql_query(format!(
+        "SELECT {HOLDER_COLUMNS} FROM registry_repair_leases WHERE name = $1"
+    ))
+    .bind::<Text, _>(NAME)
+    .get_result(conn)
+    .await
+    .optional()
 }
 
 /// Records `run_id` as the run holding `lease`; an error naming the holder when the lease is no
@@ -327,20 +421,19 @@ pub async fn renew(db: &Database, lease: &Lease) -> Result<Renewed, DbError> {
         expires_at: DateTime<Utc>,
     }
     let mut conn = db.conn().await?;
-    let renewed: Option<Expiry> = optional(
-        diesel::sql_query(
-            "UPDATE registry_repair_leases SET expires_at = now() + $5 * interval '1 second' \
+    let renewed: Option<Expiry> = diesel::sql_query(
+        "UPDATE registry_repair_leases SET expires_at = now() + $5 * interval '1 second' \
          WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4 \
          RETURNING expires_at",
-        )
-        .bind::<Text, _>(NAME)
-        .bind::<Text, _>(&lease.host)
-        .bind::<Integer, _>(lease.pid)
-        .bind::<Timestamptz, _>(lease.acquired_at)
-        .bind::<Double, _>(ttl_seconds())
-        .get_result(&mut conn)
-        .await,
     )
+    .bind::<Text, _>(NAME)
+    .bind::<Text, _>(&lease.host)
+    .bind::<Integer, _>(lease.pid)
+    .bind::<Timestamptz, _>(lease.acquired_at)
+    .bind::<Double, _>(ttl_seconds())
+    .get_result(&mut conn)
+    .await
+    .optional()
     .map_err(DbError::query("renewing the repair lease"))?;
     match renewed {
         Some(expiry) => Ok(Renewed::Until(expiry.expires_at)),
@@ -367,20 +460,66 @@ pub async fn release(db: &Database, lease: &Lease) -> Result<bool, DbError> {
     Ok(deleted == 1)
 }
 
-/// Inside a write's transaction: refuses to write for run `run_id` while another run holds the
-/// lease, so that a run whose lease was taken over writes nothing more, even before its renewal
-/// notices. A plain read, no row lock: a lock here would make the next holder's acquisition wait
-/// for this run's transactions instead of being refused at once. No row (a run started without a
-/// lease, as the in-process tests do) or our own run's row (expired or not) lets the write go on.
+/// Inside a write's transaction: refuses to write for run `run_id` unless the lease row names
+/// that run. So a run whose lease was taken over (or whose row was deleted) writes nothing more,
+/// even before its renewal notices. No row lock: a write that waits for a lock (GitLab's own
+/// transactions) would hold the lease row with it, and an apply stopped meanwhile could not
+/// release it; the commit is fenced on the holder's clock instead ([`still_held`]).
 pub(super) async fn fence(conn: &mut DbConn, run_id: i64, what: &str) -> Result<(), DbError> {
-    let holder = holder_on(conn).await.map_err(DbError::query(format!(
+    #[derive(QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = Bool)]
+        held: bool,
+    }
+    let held: Held = diesel::sql_query(format!(
+        "WITH lease AS ({HELD_BY_RUN}) SELECT EXISTS (SELECT 1 FROM lease) AS held"
+    ))
+    .bind::<Text, _>(NAME)
+    .bind::<BigInt, _>(run_id)
+    .get_result(conn)
+    .await
+    .map_err(DbError::query(format!(
         "{what}: checking that this run still holds the repair lease"
     )))?;
-    match holder {
-        Some(holder) if holder.run_id != Some(run_id) => Err(DbError::LeaseLost {
+    match held.held {
+        true => Ok(()),
+        false => Err(refused(conn, what).await),
+    }
+}
+
+/// The lease row of run `$2` (lease name `$1`); no row when another run holds the lease or
+/// nobody does. For a CTE of a write's first statement.
+pub(super) const HELD_BY_RUN: &str =
+    "SELECT 1 FROM registry_repair_leases WHERE name = $1 AND run_id = $2";
+
+/// Right before a write commits: its run's renewals must have gone through within half the
+/// lease's life, by this process's monotonic clock (`fence`, confirmed by each renewal). Others
+/// take a lease over only once it expired by the database's clock, a whole life after the last
+/// renewal: a commit that passes this check comes before any takeover, whatever froze the
+/// process before it.
+pub(super) fn still_held(fence: &Fence, what: &str) -> Result<(), DbError> {
+    match fence.is_open() {
+        true => Ok(()),
+        false => Err(DbError::LeaseLost {
             what: what.to_string(),
-            holder: holder.to_string(),
+            holder: format!(
+                "unknown: no renewal went through within {} s, so another run may have taken it; \
+                 rolled back",
+                (LEASE_TTL / 2).as_secs()
+            ),
         }),
-        _ => Ok(()),
+    }
+}
+
+/// The error of a write whose run no longer holds the lease, naming who holds it now.
+pub(super) async fn refused(conn: &mut DbConn, what: &str) -> DbError {
+    let holder = match holder_on(conn).await {
+        Ok(Some(holder)) => holder.to_string(),
+        Ok(None) => "nobody: its row was deleted".to_string(),
+        Err(error) => format!("(who, could not be read: {error})"),
+    };
+    DbError::LeaseLost {
+        what: what.to_string(),
+        holder,
     }
 }

@@ -29,11 +29,11 @@ pub use apply::{apply_batch, apply_into, apply_project};
 pub use candidates::{candidates, count_candidates, namespace_exists, Candidate, Scope};
 pub use facts::{claimed_paths, index_health, project_facts, IndexHealth, UNIQUE_INDEX};
 pub use runs::{
-    check_primary, check_ready, discard_run, finish_apply, geo_secondaries, restored_projects,
-    restored_repositories, run, run_projects, runs, start_apply, under_cleanup_policy, RunProject,
-    RunRow, WriteOutcome,
+    apply_run, check_primary, check_ready, discard_run, finish_apply, geo_secondaries,
+    restored_projects, restored_repositories, run, run_projects, runs, start_apply,
+    under_cleanup_policy, RunProject, RunRow, WriteOutcome,
 };
-pub use undo::{undo, undo_leased, KeptRow, UndoOutcome};
+pub use undo::{undo, KeptRow, UndoOutcome};
 
 /// Errors a caller matches on: a run that does not exist or cannot be undone, tables missing.
 #[derive(Debug, thiserror::Error)]

@@ -190,11 +190,9 @@ pub async fn run(db: &Database, id: i64) -> Result<Option<RunRow>, DbError> {
     Ok(rows.pop())
 }
 
-pub(super) async fn apply_run(
-    db: &Database,
-    id: i64,
-    what: &'static str,
-) -> Result<RunRow, RepairError> {
+/// Apply run `id`, or why it cannot be `what` (verified, undone): it does not exist, or it is no
+/// apply run.
+pub async fn apply_run(db: &Database, id: i64, what: &'static str) -> Result<RunRow, RepairError> {
     let run = run(db, id).await?.ok_or(RepairError::UnknownRun(id))?;
     if run.kind != "apply" {
         return Err(RepairError::NotAnApplyRun {

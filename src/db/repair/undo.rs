@@ -1,6 +1,8 @@
 //! Undo of an apply run: deletes only the rows it restored that nobody changed since, project by
 //! project, and lists the ones it kept; safe to run again after an interruption.
 
+use std::sync::Arc;
+
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
@@ -10,6 +12,7 @@ use super::lease::{self, Lease};
 use super::runs::apply_run;
 use super::{count, Id, RepairError, Restored, RestoredRow};
 use crate::db::{Database, DbConn, DbError};
+use crate::fence::Fence;
 
 /// A restored row that undo left in place, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
@@ -58,22 +61,19 @@ const CLEANUP_RAN: &str = "((to_jsonb(c) ->> 'expiration_policy_started_at') IS 
      OR (to_jsonb(c) ->> 'last_cleanup_deleted_tags_count') IS NOT NULL)";
 const SAVED_SINCE: &str = "(c.updated_at IS DISTINCT FROM c.created_at)";
 
-/// Deletes exactly the rows run `undo_of` restored that are unchanged since: same id, project and
+/// Deletes, holding the repair `lease` (its run is recorded as the lease's as soon as its row
+/// exists, and each project's transaction checks it), exactly the rows run `undo_of` restored that
+/// are unchanged since: same id, project and
 /// name, and nothing GitLab did to it (no deletion scheduled or started, no cleanup started or
 /// finished, no tags deleted, no save). Each project is one transaction that also marks the audit
 /// rows undone and adds the deleted rows back to the tracking row's `missing_count`. Rows changed
 /// since are left and listed with why. Recorded as a run of kind `undo`. Running it again (after a
 /// SIGKILL, say) finishes the job and deletes nothing twice.
-pub async fn undo(db: &Database, undo_of: i64) -> Result<UndoOutcome, RepairError> {
-    undo_leased(db, undo_of, None).await
-}
-
-/// [`undo`] holding the repair `lease` (the command's way): the undo's run is recorded as the
-/// lease's holder as soon as its row exists, and each project's transaction checks the lease.
-pub async fn undo_leased(
+pub async fn undo(
     db: &Database,
     undo_of: i64,
-    lease: Option<&Lease>,
+    lease: &Lease,
+    fence: &Arc<Fence>,
 ) -> Result<UndoOutcome, RepairError> {
     apply_run(db, undo_of, "undone").await?;
     let mut conn = db.conn().await?;
@@ -87,9 +87,7 @@ pub async fn undo_leased(
     .map_err(DbError::query(format!(
         "recording the start of the undo of repair run {undo_of}"
     )))?;
-    if let Some(lease) = lease {
-        lease::record_run(db, lease, run.id).await?;
-    }
+    lease::record_run(db, lease, run.id).await?;
     let mut outcome = UndoOutcome {
         run: run.id,
         undo_of,
@@ -120,7 +118,8 @@ pub async fn undo_leased(
         let Some(last) = page.last() else { break };
         after = last.project_id;
         for ProjectId { project_id } in page {
-            let (deleted, kept) = undo_project(&mut conn, undo_of, outcome.run, project_id).await?;
+            let (deleted, kept) =
+                undo_project(&mut conn, undo_of, outcome.run, fence, project_id).await?;
             outcome.projects += 1;
             outcome.deleted.extend(deleted);
             outcome.kept.extend(kept);
@@ -134,8 +133,10 @@ async fn undo_project(
     conn: &mut DbConn,
     undo_of: i64,
     run: i64,
+    fence: &Arc<Fence>,
     project_id: i64,
 ) -> Result<(Vec<RestoredRow>, Vec<KeptRow>), DbError> {
+    let fence = fence.clone();
     let what =
         move |step: &str| format!("undoing repair run {undo_of}, project {project_id}: {step}");
     conn.transaction(|conn| {
@@ -209,6 +210,7 @@ async fn undo_project(
             .execute(conn)
             .await
             .map_err(DbError::query(what("counting the undo's work")))?;
+            lease::still_held(&fence, &what("committing"))?;
             Ok((deleted, kept))
         }
         .boxed()

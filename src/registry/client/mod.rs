@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::metrics::RegistryMetrics;
 use super::token::{SharedToken, Token, TokenError, TokenSigner};
 use crate::config::{ConfigError, Settings};
+use crate::fence::Fence;
 
 /// How long before its expiry a token is replaced, on top of one request timeout.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -81,6 +82,10 @@ pub enum RegistryError {
     TooManyPages { path: String, max_pages: u32 },
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// This process's hold on its work lapsed ([`Fence`]): nothing was asked, or what was asked
+    /// was cancelled. Nobody's fault: the work goes back, uncounted.
+    #[error("registry request for {path}: not sent: {}", crate::fence::Fenced)]
+    Fenced { path: String },
 }
 
 impl RegistryError {
@@ -94,7 +99,9 @@ impl RegistryError {
             | RegistryError::Timeout { .. }
             | RegistryError::Malformed { .. } => true,
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
-            RegistryError::TooManyPages { .. } | RegistryError::Token(_) => false,
+            RegistryError::TooManyPages { .. }
+            | RegistryError::Token(_)
+            | RegistryError::Fenced { .. } => false,
         }
     }
 
@@ -106,6 +113,7 @@ impl RegistryError {
             RegistryError::Connect { .. }
                 | RegistryError::UntrustedCertificate { .. }
                 | RegistryError::Token(_)
+                | RegistryError::Fenced { .. }
         )
     }
 
@@ -114,7 +122,8 @@ impl RegistryError {
         match self {
             RegistryError::Connect { .. }
             | RegistryError::UntrustedCertificate { .. }
-            | RegistryError::Token(_) => Blame::Registry,
+            | RegistryError::Token(_)
+            | RegistryError::Fenced { .. } => Blame::Registry,
             RegistryError::Status {
                 status: 401 | 403 | 429,
                 ..
@@ -227,6 +236,8 @@ pub struct RegistryClient {
     max_pages: u32,
     signer: Arc<TokenSigner>,
     metrics: Arc<RegistryMetrics>,
+    /// Every request waits for it to be open, and is cancelled when it closes.
+    fence: Arc<Fence>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,7 +329,18 @@ impl RegistryClient {
             max_pages,
             signer,
             metrics: Arc::default(),
+            fence: Arc::default(),
         })
+    }
+
+    /// Whether the fence holds its requests back now.
+    pub fn is_fenced(&self) -> bool {
+        !self.fence.is_open()
+    }
+
+    /// The same client, its requests held behind `fence` (a fleet member's hold on its work).
+    pub fn fenced_by(self, fence: Arc<Fence>) -> Self {
+        Self { fence, ..self }
     }
 
     pub fn signer(&self) -> &TokenSigner {
@@ -366,20 +388,25 @@ impl RegistryClient {
     ) -> Result<PageAnswer, RegistryError> {
         let url = self.list_url(path, last);
         let started = Instant::now();
-        let answer = async {
-            let response = self
-                .http
-                .get(url)
-                .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
-                .send()
-                .await?;
-            let status = response.status();
-            // Read before the body consumes the response.
-            let next = next_marker(response.headers());
-            let body = read_bounded(response, self.max_body).await?;
-            Ok::<_, reqwest::Error>((status, next, body))
-        }
-        .await;
+        let answer = self
+            .fence
+            .guard(async {
+                let response = self
+                    .http
+                    .get(url)
+                    .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
+                    .send()
+                    .await?;
+                let status = response.status();
+                // Read before the body consumes the response.
+                let next = next_marker(response.headers());
+                let body = read_bounded(response, self.max_body).await?;
+                Ok::<_, reqwest::Error>((status, next, body))
+            })
+            .await
+            .map_err(|_| RegistryError::Fenced {
+                path: path.to_string(),
+            })?;
         self.metrics.observe(
             answer.as_ref().ok().map(|(status, _, _)| status.as_u16()),
             started.elapsed(),
@@ -441,14 +468,20 @@ impl RegistryClient {
     /// `GET /gitlab/v1/`: whether the registry offers GitLab's API. GitLab's own worker never ran
     /// unless this answered 200 or 401.
     pub async fn probe(&self) -> ApiProbe {
-        let response = match self
-            .http
-            .get(self.api_url(["gitlab", "v1", ""]))
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => return ApiProbe::Unavailable(self.transport_error("/gitlab/v1/", error)),
+        let sent = self
+            .fence
+            .guard(self.http.get(self.api_url(["gitlab", "v1", ""])).send())
+            .await;
+        let response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                return ApiProbe::Unavailable(self.transport_error("/gitlab/v1/", error))
+            }
+            Err(_) => {
+                return ApiProbe::Unavailable(RegistryError::Fenced {
+                    path: "/gitlab/v1/".into(),
+                })
+            }
         };
         let status = response.status();
         match status.as_u16() {

@@ -64,18 +64,23 @@ impl RegistryClient {
     /// Asks `path`'s own size once, with `token` (which must name `path` exactly).
     pub async fn repository_size(&self, path: &str, token: &Token) -> Result<Size, RegistryError> {
         let started = Instant::now();
-        let answer = async {
-            let response = self
-                .http
-                .get(self.size_url(path))
-                .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
-                .send()
-                .await?;
-            let status = response.status();
-            let body = read_bounded(response, MAX_DETAILS_BODY).await?;
-            Ok::<_, reqwest::Error>((status, body))
-        }
-        .await;
+        let answer = self
+            .fence
+            .guard(async {
+                let response = self
+                    .http
+                    .get(self.size_url(path))
+                    .header(AUTHORIZATION, format!("Bearer {}", token.bearer))
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body = read_bounded(response, MAX_DETAILS_BODY).await?;
+                Ok::<_, reqwest::Error>((status, body))
+            })
+            .await
+            .map_err(|_| RegistryError::Fenced {
+                path: path.to_string(),
+            })?;
         self.metrics.observe(
             answer.as_ref().ok().map(|(status, _)| status.as_u16()),
             started.elapsed(),

@@ -139,9 +139,7 @@ async fn a_retried_batch_writes_nothing_twice_and_a_restore_rails_made_meanwhile
     let run = repair::start_apply(&s.database, &Scope::default())
         .await
         .expect("run");
-    let first = repair::apply_batch(&s.database, run, &plans)
-        .await
-        .expect("apply");
+    let first = apply_as(&s.database, run, &plans).await.expect("apply");
     let Written::Applied {
         restored,
         already_present,
@@ -160,7 +158,7 @@ async fn a_retried_batch_writes_nothing_twice_and_a_restore_rails_made_meanwhile
     // The batch written again, as after a timeout whose commit went through: nothing is written
     // twice, and the answer is the first write's, read back, so that a result printed from it
     // alone (the first answer lost with the timeout) counts what was written.
-    let again = repair::apply_batch(&s.database, run, &plans)
+    let again = apply_as(&s.database, run, &plans)
         .await
         .expect("apply again");
     assert_eq!(again, first);
@@ -198,9 +196,7 @@ async fn a_project_whose_deletion_starts_after_the_plan_gets_nothing() {
     let run = repair::start_apply(&s.database, &Scope::default())
         .await
         .expect("run");
-    let written = repair::apply_batch(&s.database, run, &plans)
-        .await
-        .expect("apply");
+    let written = apply_as(&s.database, run, &plans).await.expect("apply");
     assert_eq!(repositories(&s.database).await, before);
     let Written::Applied { plan, restored, .. } = &written[0] else {
         panic!("{written:?}");
@@ -298,7 +294,7 @@ async fn apply_and_undo_work_alike_with_prepared_statements_off() {
     let run = walked.run.expect("an apply run");
     assert_eq!(restored_names(&walked.written).len(), 4);
     assert_eq!(repositories(&s.database).await.len(), before.len() + 4);
-    let undone = repair::undo(&pooled, run).await.expect("undo");
+    let undone = undo_as(&pooled, run).await.expect("undo");
     assert_eq!((undone.deleted.len(), undone.kept.len()), (4, 0));
     assert_eq!(repositories(&s.database).await, before);
 }
@@ -320,6 +316,10 @@ async fn restored_rows_carry_utc_times_whatever_the_session_time_zone() {
     let run = repair::start_apply(&s.database, &Scope::default())
         .await
         .expect("run");
+    let lease = take_lease(&s.database, "apply").await;
+    repair_lease::record_run(&s.database, &lease, run)
+        .await
+        .expect("the run recorded in the lease");
     let mut conn = s.database.conn().await.expect("connection");
     {
         use diesel_async::RunQueryDsl;
@@ -328,9 +328,15 @@ async fn restored_rows_carry_utc_times_whatever_the_session_time_zone() {
             .await
             .expect("SET TIME ZONE");
     }
-    let written = repair::apply_project(&mut conn, run, plans[0].clone(), true)
-        .await
-        .expect("apply");
+    let written = repair::apply_project(
+        &mut conn,
+        run,
+        &Arc::new(Fence::unbounded()),
+        plans[0].clone(),
+        true,
+    )
+    .await
+    .expect("apply");
     assert_eq!(restored_names(&[written]).len(), 3);
     drop(conn);
     let times = lines(
@@ -381,7 +387,7 @@ async fn apply_verify_and_undo_work_on_the_table_shape_of_gitlab_15_10_to_17_0()
         .await
         .expect("verify")
         .is_clean());
-    let undone = repair::undo(&s.database, run).await.expect("undo");
+    let undone = undo_as(&s.database, run).await.expect("undo");
     assert_eq!((undone.deleted.len(), undone.kept.len()), (4, 0));
     assert_eq!(repositories(&s.database).await, before);
 }

@@ -28,7 +28,7 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     assert_eq!(repositories(&database).await, before, "nothing written");
 
     // `registry-repair resume` is this call.
-    let admin = AdminClient::new(repairing.service.admin_addr, None);
+    let admin = AdminClient::new(repairing.service.admin_addr.expect("the admin API"), None);
     let resumed = admin.set_enabled(true).await.expect("resume");
     assert!(resumed.enabled);
     let repaired = wait_repaired(repairing).await;
@@ -105,16 +105,19 @@ async fn plan_and_apply_keep_to_the_concurrency_limit_as_it_changes() {
         let repairing = start_repair(&settings, &database, mode).await;
         assert_in_flight_settles_at(&registry, 3, Duration::from_secs(10)).await;
         // `registry-repair concurrency 6` is this call.
-        let admin = AdminClient::new(repairing.service.admin_addr, None);
+        let admin = AdminClient::new(repairing.service.admin_addr.expect("the admin API"), None);
         let status = admin.set_concurrency(6).await.expect("concurrency");
         assert_eq!(status.max_concurrency, 6);
         assert_in_flight_settles_at(&registry, 6, Duration::from_secs(10)).await;
-        let metrics = reqwest::get(format!("http://{}/metrics", repairing.service.admin_addr))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("a body");
+        let metrics = reqwest::get(format!(
+            "http://{}/metrics",
+            repairing.service.admin_addr.expect("the admin API")
+        ))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a body");
         assert!(
             metrics.contains("registry_repair_max_concurrency 6"),
             "{metrics}"

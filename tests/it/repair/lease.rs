@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::common::process::{free_port, spawn, Env, Running};
-use registry_repair::db::repair::lease::host_name;
+use registry_repair::identity::host_name;
 
 /// How long a refusal may take: a process start and two statements, under load.
 const AT_ONCE: Duration = Duration::from_secs(10);
@@ -32,11 +32,11 @@ async fn four_projects() -> (World, TestDb, Database, RegistrySimulator, Env) {
     (w, db, database, registry, env)
 }
 
-/// `repair apply` started paused: it holds the lease with its run recorded, and writes nothing
-/// until `resume`. Returns the child and its run id.
+/// `repair apply` started paused, serving the admin API on `admin.listen`: it holds the lease
+/// with its run recorded, and writes nothing until `resume`. Returns the child and its run id.
 async fn paused_apply(database: &Database, env: &Env) -> (Running, i64) {
     let mut child = spawn(
-        &["repair", "apply"],
+        &["repair", "apply", "--admin"],
         &env.clone().set("WORKER__ENABLED", "false"),
     );
     let recorded = |lease: Option<String>| {
@@ -138,7 +138,7 @@ async fn undo_is_refused_while_an_apply_holds_the_lease() {
 }
 
 #[actix_rt::test]
-async fn the_lease_of_a_killed_apply_blocks_until_it_expires_then_is_taken_over_and_logged() {
+async fn an_apply_killed_on_this_machine_is_taken_over_at_once_by_the_next() {
     let (w, db, database, _registry, env) = four_projects().await;
     let long = Duration::from_secs(60);
     let (mut killed, run) = paused_apply(&database, &env).await;
@@ -146,11 +146,41 @@ async fn the_lease_of_a_killed_apply_blocks_until_it_expires_then_is_taken_over_
     killed.signal(libc::SIGKILL);
     killed.wait(Duration::from_secs(10)).await;
 
-    // Nothing released it: until it expires, it still blocks.
+    // Nothing released it and it has not expired, but its process, of this machine, is gone.
     assert_eq!(
         lease_row(&database).await,
         Some(format!("{run}|apply|{}|{pid}|live", host_name()))
     );
+    let taken = cli(&["repair", "apply"], &env, long).await;
+    taken
+        .assert_exit(0)
+        .assert_no_panic()
+        .assert_stderr_has(&format!(
+            "took over the repair lease of repair apply run {run} on host {}, pid {pid}",
+            host_name()
+        ))
+        .assert_stderr_has("held by a process of this machine that is gone");
+    assert!(
+        taken.elapsed < AT_ONCE,
+        "taken over only after {:?}",
+        taken.elapsed
+    );
+    assert_eq!(lease_row(&database).await, None, "released at the end");
+    assert_all_restored_once(&w, &db, &database).await;
+}
+
+#[actix_rt::test]
+async fn the_lease_of_an_apply_in_another_container_blocks_until_it_expires_then_is_taken_over() {
+    let (w, db, database, _registry, env) = four_projects().await;
+    let long = Duration::from_secs(60);
+    let (mut killed, run) = paused_apply(&database, &env).await;
+    let pid = killed.pid();
+    killed.signal(libc::SIGKILL);
+    killed.wait(Duration::from_secs(10)).await;
+    // As a container of the same host name, kernel and pid numbers would have recorded it: its
+    // pid is no process of this pid namespace, so only its expiry tells it gone.
+    db.execute("UPDATE registry_repair_leases SET pid_ns = 'pid:[4026531836]-elsewhere'")
+        .await;
     cli(&["repair", "apply"], &env, long)
         .await
         .assert_exit(1)
@@ -162,16 +192,13 @@ async fn the_lease_of_a_killed_apply_blocks_until_it_expires_then_is_taken_over_
     let taken = cli(&["repair", "apply"], &env, long).await;
     taken
         .assert_exit(0)
-        .assert_stderr_has("took over the expired repair lease of ")
         .assert_stderr_has(&format!(
-            "repair apply run {run} on host {}, pid {pid}",
+            "took over the repair lease of repair apply run {run} on host {}, pid {pid}",
             host_name()
-        ));
+        ))
+        .assert_stderr_has("expired: its process stopped renewing it");
     assert_eq!(
-        taken
-            .stderr
-            .matches("took over the expired repair lease")
-            .count(),
+        taken.stderr.matches("took over the repair lease").count(),
         1,
         "one line\n{}",
         taken.dump()

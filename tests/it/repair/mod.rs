@@ -14,6 +14,7 @@ mod races;
 mod undo_verify;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common;
@@ -26,10 +27,13 @@ use registry_repair::admin::AdminClient;
 use registry_repair::commands::repair::plan::{self as pipeline, Mode, Repaired};
 use registry_repair::commands::repair::verify::verify;
 use registry_repair::config::Settings;
-use registry_repair::db::repair::{self, Scope, Written};
+use registry_repair::db::repair::lease::{self as repair_lease, Claimant, Lease};
+use registry_repair::db::repair::{self, RepairError, Scope, UndoOutcome, Written};
 use registry_repair::db::tracking::{self, TrackingRow};
 use registry_repair::db::Database;
+use registry_repair::db::DbError;
 use registry_repair::demo::seed::World;
+use registry_repair::fence::Fence;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::RegistryClient;
 use registry_repair::repair::guards::Consent;
@@ -280,14 +284,49 @@ async fn plain_plan(s: &Seeded) -> Vec<ProjectPlan> {
     plan(s, &only(s.ids["plain"])).await
 }
 
+/// The repair lease, as an apply or undo of this process takes it (each test has a database of
+/// its own, so nobody else holds it).
+async fn take_lease(database: &Database, kind: &'static str) -> Lease {
+    repair_lease::acquire(database, &Claimant::this_process(kind))
+        .await
+        .expect("the repair lease")
+        .lease
+}
+
+/// `plans` written as run `run`, holding the repair lease for it as an apply does: taken, the
+/// run recorded in it, released after.
+async fn apply_as(
+    database: &Database,
+    run: i64,
+    plans: &[ProjectPlan],
+) -> Result<Vec<Written>, DbError> {
+    let lease = take_lease(database, "apply").await;
+    repair_lease::record_run(database, &lease, run)
+        .await
+        .expect("the run recorded in the lease");
+    let written = repair::apply_batch(database, run, &Arc::new(Fence::unbounded()), plans).await;
+    repair_lease::release(database, &lease)
+        .await
+        .expect("released");
+    written
+}
+
+/// `repair undo RUN` in-process, holding the repair lease as the command does.
+async fn undo_as(database: &Database, run: i64) -> Result<UndoOutcome, RepairError> {
+    let lease = take_lease(database, "undo").await;
+    let undone = repair::undo(database, run, &lease, &Arc::new(Fence::unbounded())).await;
+    repair_lease::release(database, &lease)
+        .await
+        .expect("released");
+    undone
+}
+
 /// `plans` written as a new apply run, in one batch.
 async fn write(s: &Seeded, plans: &[ProjectPlan]) -> (i64, Vec<Written>) {
     let run = repair::start_apply(&s.database, &Scope::default())
         .await
         .expect("run");
-    let written = repair::apply_batch(&s.database, run, plans)
-        .await
-        .expect("apply");
+    let written = apply_as(&s.database, run, plans).await.expect("apply");
     (run, written)
 }
 
@@ -422,10 +461,4 @@ async fn wait_repaired(repairing: pipeline::Repairing) -> Repaired {
         .await
         .expect("the repair ends within 60 s")
         .expect("the repair ends")
-}
-
-/// A killed run's repair lease, still live (nothing released it), expires: its 30 s pass at once.
-async fn the_killed_runs_lease_expires(db: &TestDb) {
-    db.execute("UPDATE registry_repair_leases SET expires_at = now() - interval '1 second'")
-        .await;
 }

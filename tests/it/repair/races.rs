@@ -130,7 +130,7 @@ async fn a_path_that_changes_between_the_listing_and_the_write_gets_nothing_and_
         assert_eq!(found.not_written[0].written_later_by, None, "{what}");
 
         // The same batch again (a retry) answers the same, and writes nothing.
-        let again = repair::apply_batch(&s.database, run, &plans)
+        let again = apply_as(&s.database, run, &plans)
             .await
             .expect("again");
         assert_eq!(again, written, "{what}");
@@ -229,7 +229,7 @@ async fn a_deletion_or_rename_that_starts_during_the_write_waits_for_its_commit_
         .await
         .expect("run");
     let database = s.database.clone();
-    let writing = actix_rt::spawn(async move { repair::apply_batch(&database, run, &plans).await });
+    let writing = actix_rt::spawn(async move { apply_as(&database, run, &plans).await });
     assert!(
         common::eventually(within, || async { waiting(&s, "WITH wanted").await == 1 }).await,
         "the write reaches its INSERT"

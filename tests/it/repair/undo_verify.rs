@@ -16,7 +16,7 @@ async fn undo_returns_the_table_to_its_state_before_except_rows_changed_since() 
         s.ids["plain"]
     ))
     .await;
-    let outcome = repair::undo(&s.database, run).await.expect("undo");
+    let outcome = undo_as(&s.database, run).await.expect("undo");
     assert_eq!(outcome.deleted.len(), 3);
     assert_eq!(outcome.kept.len(), 1);
     assert_eq!(
@@ -45,7 +45,7 @@ async fn undo_returns_the_table_to_its_state_before_except_rows_changed_since() 
     assert_eq!(missing(&tracking_after, s.ids["plain"]), "3", "a stays");
 
     // The undo is a run; a second undo deletes nothing and lists the changed row again.
-    let again = repair::undo(&s.database, run).await.expect("undo again");
+    let again = undo_as(&s.database, run).await.expect("undo again");
     assert!(again.deleted.is_empty());
     assert_eq!(again.kept.len(), 1);
     assert_eq!(repositories(&s.database).await, after);
@@ -64,11 +64,11 @@ async fn undo_returns_the_table_to_its_state_before_except_rows_changed_since() 
     );
     // Only apply runs can be undone, and only runs that exist.
     assert!(matches!(
-        repair::undo(&s.database, outcome.run).await,
+        undo_as(&s.database, outcome.run).await,
         Err(repair::RepairError::NotAnApplyRun { .. })
     ));
     assert!(matches!(
-        repair::undo(&s.database, 999_999).await,
+        undo_as(&s.database, 999_999).await,
         Err(repair::RepairError::UnknownRun(999_999))
     ));
 }
@@ -150,7 +150,7 @@ async fn undo_leaves_every_row_gitlab_worked_on_since_and_counts_its_projects() 
         ))
         .await;
     }
-    let outcome = repair::undo(&database, run).await.expect("undo");
+    let outcome = undo_as(&database, run).await.expect("undo");
     assert_eq!(outcome.deleted.len(), 3, "the untouched project's rows");
     let mut kept: Vec<(i64, String, String)> = outcome
         .kept

@@ -1,0 +1,11 @@
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS itemise_through;
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS itemise_after;
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS walked;
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS counting_since;
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS left_estimated;
+ALTER TABLE registry_repair_passes DROP COLUMN IF EXISTS left_at_start;
+ALTER TABLE registry_repair_leases DROP COLUMN IF EXISTS process_started;
+ALTER TABLE registry_repair_leases DROP COLUMN IF EXISTS pid_ns;
+ALTER TABLE registry_repair_leases DROP COLUMN IF EXISTS boot_id;
+ALTER TABLE registry_repair_members DROP COLUMN IF EXISTS work;
+ALTER TABLE registry_repair_members DROP COLUMN IF EXISTS pid_ns;
