@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{Error, HttpResponse};
@@ -140,21 +141,21 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::Host(host) => format!(
-                "Host {host} is not a name this admin API is reached by: it answers only calls \
-                 that name it by an IP address, `localhost`, or a name in admin.allowed_hosts \
-                 (for a reverse proxy), so that a page under another name cannot read or steer it \
-                 through DNS rebinding"
+                "this admin API answers only calls that name it in Host by an IP address, \
+                 `localhost`, or a name in admin.allowed_hosts (for a reverse proxy), so that a \
+                 page under another name cannot read or steer it through DNS rebinding (Host: \
+                 {host})"
             ),
             Refusal::Origin(origin) => format!(
-                "a call from the web page at Origin {origin} is refused: the admin API answers \
-                 only its own pages (an Origin whose host[:port] is the Host, or whose host is in \
-                 admin.allowed_hosts)"
+                "a call from another web page is refused: this admin API answers only its own \
+                 pages, whose Origin's host[:port] is the Host, or whose host is in \
+                 admin.allowed_hosts (Origin: {origin})"
             ),
             Refusal::NotJson(content_type) => format!(
-                "send control calls with `Content-Type: application/json` (this one had {}): a web \
-                 page cannot make a browser send that to another site without a CORS preflight, \
-                 which this API never answers, so no other site can steer the service",
-                content_type
+                "send control calls with `Content-Type: application/json` (Content-Type: \
+                 {content_type}): a web page cannot make a browser send that to another site \
+                 without a CORS preflight, which this API never answers, so no other site can \
+                 steer the service"
             ),
             Refusal::Token { refusal, .. } => refusal.message().to_string(),
         }
@@ -317,39 +318,38 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    let decision = door.decide(&Call::of(&req));
-    let answer = match decision {
-        Ok(()) => {
-            let request = req.request().clone();
-            let handled = service.call(req);
-            Box::pin(async move {
-                match handled.await {
-                    Ok(response) => response.map_into_boxed_body(),
-                    // What an inner error would become further out, made here so that it is
-                    // marked too.
-                    Err(error) => ServiceResponse::from_err(error, request),
-                }
-            }) as LocalBoxFuture<'static, ServiceResponse<BoxBody>>
-        }
-        Err(refusal) => {
-            tracing::debug!(
-                peer = ?req.peer_addr().map(|addr| addr.ip()),
-                method = %req.method(),
-                path = req.path(),
-                reason = %refusal.message(),
-                "admin call refused"
-            );
-            let response = req.into_response(refused(&refusal));
-            Box::pin(async move { response })
-        }
-    };
+    if let Err(refusal) = door.decide(&Call::of(&req)) {
+        tracing::debug!(
+            peer = ?req.peer_addr().map(|addr| addr.ip()),
+            method = %req.method(),
+            path = req.path(),
+            reason = %refusal.message(),
+            "admin call refused"
+        );
+        let mut response = req.into_response(refused(&refusal));
+        not_stored(response.headers_mut());
+        return Box::pin(async move { Ok(response) });
+    }
+    let handled = service.call(req);
     Box::pin(async move {
-        let mut response = answer.await;
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
+        match handled.await {
+            Ok(mut response) => {
+                not_stored(response.headers_mut());
+                Ok(response.map_into_boxed_body())
+            }
+            // An error the handlers did not turn into an answer themselves: the answer it will
+            // become, marked too.
+            Err(error) => {
+                let mut response = error.error_response();
+                not_stored(response.headers_mut());
+                Err(InternalError::from_response(error, response).into())
+            }
+        }
     })
+}
+
+fn not_stored(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 #[cfg(test)]
