@@ -227,6 +227,7 @@ pub async fn start(
                 scheduler: scheduler.clone(),
                 fleet: Some(fleet.clone()),
                 token: settings.admin.token.clone(),
+                allowed_hosts: settings.admin.allowed_hosts.clone(),
                 registry_metrics,
                 follows_gitlab: settings.follows_gitlab(),
                 db: Some(db.clone()),

@@ -1,5 +1,6 @@
 //! Who may call the admin API when `admin.token` is set: the decision as a pure function of the
-//! peer, the method and the `Authorization` header.
+//! peer, the method and the `Authorization` header, taken by the [`super::door`] after its own
+//! checks.
 //!
 //! The rule:
 //! - `Authorization: Bearer <token>` is accepted on every call, from anywhere.

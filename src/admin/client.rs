@@ -49,8 +49,13 @@ impl AdminClient {
 
     pub async fn set_enabled(&self, enabled: bool) -> Result<ServiceStatus, AdminError> {
         let verb = if enabled { "resume" } else { "pause" };
-        self.call(self.http.post(format!("{}/{verb}", self.base)))
-            .await
+        // Every control call is JSON, an empty object where there is nothing to say: the service
+        // refuses anything else (a browser could send it cross-site).
+        let request = self
+            .http
+            .post(format!("{}/{verb}", self.base))
+            .json(&serde_json::json!({}));
+        self.call(request).await
     }
 
     async fn call(

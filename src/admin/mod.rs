@@ -1,17 +1,19 @@
 //! The admin HTTP API on `admin.listen`: status and control, each a message to the Scheduler; the
-//! live page (`GET /`, [`page`]) and the damage it shows (`GET /damage`, [`damage`]); who may call
-//! it ([`auth`]); and the [`AdminClient`] the control commands use to reach it.
+//! live page (`GET /`, [`page`]) and the damage it shows (`GET /damage`, [`damage`]); the one
+//! [`door`] every call passes through (who may call, from where, how; the token's rule is
+//! [`auth`]); and the [`AdminClient`] the control commands use to reach it.
 
 mod auth;
 mod client;
 mod damage;
+mod door;
 mod page;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 
 pub use client::AdminClient;
@@ -50,6 +52,9 @@ pub struct AdminDeps {
     /// paths) needs it: as a bearer token, or as HTTP Basic's password on the read-only calls
     /// over loopback ([`auth`]).
     pub token: Option<Secret>,
+    /// `admin.allowed_hosts`: the names besides IP addresses and `localhost` that calls may name
+    /// the service by in `Host` ([`door`]).
+    pub allowed_hosts: Vec<String>,
     pub registry_metrics: Arc<RegistryMetrics>,
     /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
     pub follows_gitlab: bool,
@@ -96,9 +101,16 @@ impl AdminServer {
             error,
         })?;
         let damage = damage::DamageCache::new(deps.db.clone());
+        let gate = Arc::new(door::Door {
+            allowed_hosts: deps.allowed_hosts.clone(),
+            token: deps.token.clone(),
+        });
         let state = web::Data::new(AdminState { deps, damage });
         let server = HttpServer::new(move || {
+            let gate = gate.clone();
             App::new()
+                // Every route, and the 404 of any other path, behind it.
+                .wrap_fn(move |req, service| door::guard(&gate, req, service))
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().error_handler(|err, _req| {
                     let message = format!("bad request body: {err}");
@@ -142,54 +154,24 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     })
 }
 
-/// Control calls need the configured token as a bearer token, and are refused when GitLab's own
-/// switches steer the service.
-fn authorized(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
-    if state.follows_gitlab {
-        return Err(Box::new(error(
-            actix_web::http::StatusCode::CONFLICT,
-            format!(
-                "this service follows GitLab's own switches (control.source = \"gitlab\"): change the application setting {} \
-                 (Admin > Settings > CI/CD > Container registry, or the application settings API), or the feature flag {} \
-                 (`Feature.enable(:{})` / `Feature.disable(:{})` in a Rails console)",
-                switches::SETTING,
-                switches::FEATURE_FLAG,
-                switches::FEATURE_FLAG,
-                switches::FEATURE_FLAG
-            ),
-        )));
+/// The refusal of a control call while GitLab's own switches steer the service. Who may call at
+/// all the [`door`] decided before any handler ran.
+fn following_gitlab(state: &AdminDeps) -> Option<HttpResponse> {
+    if !state.follows_gitlab {
+        return None;
     }
-    check_token(req, state)
-}
-
-/// The call as [`auth::decide`] sees it.
-fn call_of(req: &HttpRequest) -> auth::Call<'_> {
-    auth::Call {
-        peer: req.peer_addr().map(|addr| addr.ip()),
-        method: req.method(),
-        authorization: req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    }
-}
-
-/// `admin.token`, where it is set ([`auth`] says how it may come).
-fn check_token(req: &HttpRequest, state: &AdminDeps) -> Result<(), Box<HttpResponse>> {
-    let call = call_of(req);
-    auth::decide(state.token.as_ref().map(Secret::expose), &call).map_err(|refusal| {
-        tracing::debug!(
-            peer = ?call.peer,
-            method = %call.method,
-            path = req.path(),
-            ?refusal,
-            "admin call refused"
-        );
-        Box::new(error(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            refusal.message(),
-        ))
-    })
+    Some(error(
+        actix_web::http::StatusCode::CONFLICT,
+        format!(
+            "this service follows GitLab's own switches (control.source = \"gitlab\"): change the application setting {} \
+             (Admin > Settings > CI/CD > Container registry, or the application settings API), or the feature flag {} \
+             (`Feature.enable(:{})` / `Feature.disable(:{})` in a Rails console)",
+            switches::SETTING,
+            switches::FEATURE_FLAG,
+            switches::FEATURE_FLAG,
+            switches::FEATURE_FLAG
+        ),
+    ))
 }
 
 async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
@@ -214,20 +196,13 @@ async fn with_fleet(state: &AdminDeps, mut status: ServiceStatus) -> ServiceStat
     status
 }
 
-async fn status(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    let state = &state.deps;
-    if let Err(denied) = check_token(&req, state) {
-        return *denied;
-    }
-    reply(state, GetStatus).await
+async fn status(state: web::Data<AdminState>) -> HttpResponse {
+    reply(&state.deps, GetStatus).await
 }
 
 /// Prometheus sends the token with `authorization: {credentials: ...}` in its scrape config.
-async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let state = &state.deps;
-    if let Err(denied) = check_token(&req, state) {
-        return *denied;
-    }
     match state.scheduler.send(GetStatus).await {
         Ok(status) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
@@ -243,13 +218,12 @@ async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse
 }
 
 async fn concurrency(
-    req: HttpRequest,
     state: web::Data<AdminState>,
     body: web::Json<ConcurrencyRequest>,
 ) -> HttpResponse {
     let state = &state.deps;
-    if let Err(denied) = authorized(&req, state) {
-        return *denied;
+    if let Some(refused) = following_gitlab(state) {
+        return refused;
     }
     let Ok(limit) = usize::try_from(body.max_concurrency) else {
         return error(
@@ -263,18 +237,18 @@ async fn concurrency(
     reply(state, SetConcurrency(limit)).await
 }
 
-async fn pause(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+async fn pause(state: web::Data<AdminState>) -> HttpResponse {
     let state = &state.deps;
-    if let Err(denied) = authorized(&req, state) {
-        return *denied;
+    if let Some(refused) = following_gitlab(state) {
+        return refused;
     }
     reply(state, SetEnabled(false)).await
 }
 
-async fn resume(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+async fn resume(state: web::Data<AdminState>) -> HttpResponse {
     let state = &state.deps;
-    if let Err(denied) = authorized(&req, state) {
-        return *denied;
+    if let Some(refused) = following_gitlab(state) {
+        return refused;
     }
     reply(state, SetEnabled(true)).await
 }

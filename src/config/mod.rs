@@ -131,6 +131,9 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Required (and non-empty) when `listen` is not a loopback address.
     pub token: Option<Secret>,
+    /// `admin.allowed_hosts`: the names, besides IP addresses and `localhost`, that the admin API
+    /// may be reached by (a reverse proxy's), lowercased and without a trailing dot.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +234,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // The one list: comma-separated in the environment.
+                .list_separator(",")
+                .with_list_parse_key("admin.allowed_hosts")
                 .source(Some(env)),
         );
         let raw = builder
@@ -403,7 +409,69 @@ fn admin(raw: raw::Admin) -> Result<AdminSettings, ConfigError> {
         }
         None => None,
     };
-    Ok(AdminSettings { listen, token })
+    Ok(AdminSettings {
+        listen,
+        token,
+        allowed_hosts: raw
+            .allowed_hosts
+            .iter()
+            .map(|entry| allowed_host(entry))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// One entry of `admin.allowed_hosts`: a host name as a browser sends it in `Host` (ASCII,
+/// punycode for an international name), without scheme, port or path, since it is compared with
+/// the host part of `Host` and `Origin` alone. Returned lowercased, without a trailing dot.
+fn allowed_host(entry: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "admin.allowed_hosts";
+    let name = entry.trim();
+    if name.is_empty() {
+        return Err(ConfigError::new(
+            KEY,
+            "holds an empty name (an empty value, or a stray comma)",
+        ));
+    }
+    let bad = |why: &str| {
+        ConfigError::new(
+            KEY,
+            format!(
+                "`{entry}` is not a host name: {why} (write the bare name the admin API is \
+                 reached by, such as `registry-repair.example.com`)"
+            ),
+        )
+    };
+    if name.contains("://") {
+        return Err(bad("no scheme"));
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err(bad("no spaces"));
+    }
+    if name.contains('/') {
+        return Err(bad("no path"));
+    }
+    if name.contains(':') {
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(bad(
+                "an IP address needs no entry, the admin API accepts any",
+            ));
+        }
+        return Err(bad("no port, the port is not compared"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(bad(
+            "only ASCII letters, digits, `-`, `_` and `.` (punycode for an international name)",
+        ));
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.split('.').any(str::is_empty) {
+        return Err(bad("an empty label"));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 fn source_name(file: Option<&Path>) -> String {
@@ -524,6 +592,7 @@ mod tests {
         assert_eq!(s.writer.flush_interval, Duration::from_secs(1));
         assert_eq!(s.admin.listen, SocketAddr::from(([127, 0, 0, 1], 9393)));
         assert!(s.admin.token.is_none());
+        assert!(s.admin.allowed_hosts.is_empty());
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s.control.source, ControlSource::Config);
         assert_eq!(s.control.poll_interval, Duration::from_secs(5));
@@ -638,6 +707,11 @@ mod tests {
                 "worker.shutdown_timeout_s",
             ),
             ("REGISTRY_REPAIR__ADMIN__TOKEN", " ", "admin.token"),
+            (
+                "REGISTRY_REPAIR__ADMIN__ALLOWED_HOSTS",
+                "https://proxy.example",
+                "admin.allowed_hosts",
+            ),
             ("REGISTRY_REPAIR__LOG__LEVEL", "a=b=c", "log.level"),
         ];
         for (var, value, key) in cases {
@@ -680,6 +754,68 @@ mod tests {
             s.admin.token.as_ref().map(Secret::expose),
             Some("tok-secret")
         );
+    }
+
+    #[test]
+    fn allowed_hosts_come_comma_separated_from_the_environment_and_as_a_list_from_a_file() {
+        let hosts = |vars: &[(&str, &str)]| {
+            Settings::load_from(None, env(vars))
+                .expect("valid")
+                .admin
+                .allowed_hosts
+        };
+        let var = "REGISTRY_REPAIR__ADMIN__ALLOWED_HOSTS";
+        assert_eq!(
+            hosts(&[(var, "rr.example.com,Proxy.Internal., ops_1")]),
+            ["rr.example.com", "proxy.internal", "ops_1"]
+        );
+        assert_eq!(hosts(&[(var, "rr.example.com")]), ["rr.example.com"]);
+        // The list is the only key split on commas.
+        assert_eq!(
+            hosts(&[
+                (var, "a.example"),
+                ("REGISTRY_REPAIR__LOG__LEVEL", "info,actix=warn")
+            ]),
+            ["a.example"]
+        );
+
+        let dir = std::env::temp_dir().join(format!("rr-config-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[admin]\nallowed_hosts = [\"RR.example.com\"]\n").expect("write");
+        let s = Settings::load_from(Some(&file), HashMap::new()).expect("valid");
+        assert_eq!(s.admin.allowed_hosts, ["rr.example.com"]);
+        let s = Settings::load_from(Some(&file), env(&[(var, "other.example")])).expect("valid");
+        assert_eq!(
+            s.admin.allowed_hosts,
+            ["other.example"],
+            "the environment wins"
+        );
+    }
+
+    #[test]
+    fn a_bad_allowed_host_is_refused_naming_the_key_and_the_entry() {
+        let var = "REGISTRY_REPAIR__ADMIN__ALLOWED_HOSTS";
+        for (value, why) in [
+            ("", "empty name"),
+            ("a.example,", "empty name"),
+            ("a.example,,b.example", "empty name"),
+            ("http://a.example", "no scheme"),
+            ("a.example:8443", "no port"),
+            ("[::1]", "IP address needs no entry"),
+            ("a.example/admin", "no path"),
+            ("a example", "no spaces"),
+            ("*.example.com", "only ASCII"),
+            ("user@a.example", "only ASCII"),
+            ("bücher.example", "punycode"),
+            ("a..example", "empty label"),
+            (".", "empty label"),
+        ] {
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .expect_err(&format!("{value:?} must be refused"));
+            assert_eq!(err.key, "admin.allowed_hosts", "{value:?}: {err}");
+            assert!(err.message.contains(why), "{value:?}: {err}");
+        }
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub(super) struct Writer {
 pub(super) struct Admin {
     pub listen: String,
     pub token: Option<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,6 +165,7 @@ impl Default for Admin {
         Self {
             listen: "127.0.0.1:9393".into(),
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

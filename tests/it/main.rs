@@ -9,6 +9,7 @@
 
 mod common;
 
+mod admin_doors;
 mod analysis;
 mod cli;
 mod contrib;
