@@ -4,12 +4,13 @@
 //! Others take a member's work over once its heartbeat is older than the member timeout by the
 //! database's clock. The member cannot know when that happens, least of all after a pause of its
 //! own (a VM migration, SIGSTOP, swapping): it resumes believing it holds what it held. So it
-//! stops acting at half the timeout after its last confirmed heartbeat *was sent*, measured on
-//! `Instant` (CLOCK_MONOTONIC, which keeps counting while the process is stopped). Every registry
-//! request checks the fence before it goes out, and one under way when the fence closes is
-//! cancelled: by the time the others may act, nothing of this member is in flight.
+//! starts nothing at half the timeout after its last confirmed heartbeat *was sent*, measured on
+//! `Instant` (CLOCK_MONOTONIC, which keeps counting while the process is stopped), and cancels
+//! what still runs a grace later (a quarter of the timeout): by the time the others may act,
+//! nothing of this member is in flight. Every registry request goes through [`Fence::guard`].
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
@@ -19,6 +20,9 @@ use crate::sync::lock;
 pub struct Fence {
     /// `None`: never closes (no membership to lose).
     deadline: std::sync::Mutex<Option<Instant>>,
+    /// How long past the deadline work already under way may go on: a request answered within it
+    /// is not asked again.
+    grace: Duration,
 }
 
 /// This process acted past its fence: it must not, and the work goes back.
@@ -31,14 +35,21 @@ impl Fence {
     pub fn unbounded() -> Self {
         Self {
             deadline: std::sync::Mutex::new(None),
+            grace: Duration::ZERO,
         }
     }
 
-    /// A fence open until `deadline`.
+    /// A fence open until `deadline`, with no grace.
     pub fn until(deadline: Instant) -> Self {
         Self {
             deadline: std::sync::Mutex::new(Some(deadline)),
+            grace: Duration::ZERO,
         }
+    }
+
+    /// The same fence, letting work under way go on for `grace` past the deadline.
+    pub fn with_grace(self, grace: Duration) -> Self {
+        Self { grace, ..self }
     }
 
     /// The hold was confirmed by a heartbeat sent at `sent`: open until `sent + hold`. Never moves
@@ -66,28 +77,33 @@ impl Fence {
     }
 
     /// Runs `work` while the fence is open: refused before it starts if the fence is closed, and
-    /// dropped (cancelled) if the fence closes while it runs. A confirmation meanwhile keeps it
-    /// going.
+    /// dropped (cancelled) once the grace past the deadline is over, which is looked at before each
+    /// time `work` is polled: after a freeze past it, `work` is not polled again (not one more byte
+    /// sent) unless a confirmation came first. A confirmation meanwhile keeps it going.
     pub async fn guard<F: Future>(&self, work: F) -> Result<F::Output, Fenced> {
         if !self.is_open() {
             return Err(Fenced);
         }
         let mut work = std::pin::pin!(work);
-        loop {
-            let Some(deadline) = self.deadline() else {
-                return Ok(work.await);
-            };
-            tokio::select! {
-                // Finished work is taken as it is, even at the deadline.
-                biased;
-                done = &mut work => return Ok(done),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    if !self.is_open() {
-                        return Err(Fenced);
-                    }
+        let mut wake = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        std::future::poll_fn(|cx| {
+            let cancel_at = self.deadline().map(|deadline| deadline + self.grace);
+            if cancel_at.is_some_and(|at| Instant::now() >= at) {
+                return Poll::Ready(Err(Fenced));
+            }
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            if let Some(at) = cancel_at {
+                // Woken then, to cancel what still waits.
+                wake.as_mut().reset(at.into());
+                if wake.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref(); // it passed just now: look again at once
                 }
             }
-        }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -142,6 +158,21 @@ mod tests {
         let fence = Fence::until(Instant::now() + Duration::from_millis(50));
         let never = std::future::pending::<()>();
         assert_eq!(fence.guard(never).await, Err(Fenced));
+
+        // Past the deadline, work under way goes on through the grace, and no longer.
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let graced = Fence::until(deadline).with_grace(Duration::from_millis(200));
+        let answered = tokio::time::sleep(Duration::from_millis(60));
+        assert_eq!(graced.guard(answered).await, Ok(()));
+        assert!(!graced.is_open(), "nothing new starts after the deadline");
+        assert_eq!(graced.guard(async { 1 }).await, Err(Fenced));
+        let graced = Fence::until(Instant::now()).with_grace(Duration::from_millis(50));
+        let running = graced.guard(std::future::pending::<()>());
+        assert_eq!(
+            running.await,
+            Err(Fenced),
+            "refused: closed before it started"
+        );
 
         let open = Fence::until(Instant::now() + Duration::from_secs(60));
         assert_eq!(open.guard(async { 7 }).await, Ok(7));

@@ -53,11 +53,17 @@ pub fn line(s: &ServiceStatus) -> String {
         .map(|e| format!("ETA {}", human(e)))
         .unwrap_or_default();
     format!(
-        "[{}{}] {:5.1}%  {done}/{total}  {:.0}/s  {eta}{}",
+        "[{}{}] {:5.1}%  {done}/{}{total}  {:.0}/s  {eta}{}{}",
         "#".repeat(filled),
         "-".repeat(WIDTH - filled),
         share * 100.0,
+        if s.remaining_estimated { "~" } else { "" },
         s.rate_per_s,
+        if s.remaining_estimated {
+            "  (left: estimated from the table statistics)"
+        } else {
+            ""
+        },
         if s.breaker != BreakerPosition::Closed {
             "  (registry unavailable)"
         } else {

@@ -146,7 +146,7 @@ pub async fn start(
         settings.fleet.member_timeout,
     ));
     // Nothing is held before the membership: the probe at start may go out meanwhile.
-    let fence = Arc::new(Fence::until(Instant::now() + member.hold()));
+    let fence = Arc::new(Fence::until(Instant::now() + member.hold()).with_grace(member.grace()));
     let registry = RegistryClient::from_settings(settings, signer)?.fenced_by(fence.clone());
     let listener = options
         .admin
@@ -300,6 +300,7 @@ async fn source(
             claims::start_retry_failed(db, shard).await?;
         }
         claims::start_sweep_if_due(db, shard, settings.worker.sweep_interval).await?;
+        itemise_if_needed(db, shard).await?;
         let source = Source::Analysis(Passes::new(
             db.clone(),
             AnalysisSettings {
@@ -316,6 +317,19 @@ async fn source(
         Source::Repair(Candidates::new(db.clone(), repair.scope.clone())),
         membership(member),
     ))
+}
+
+/// Projects counted without their repositories (by a release before they were kept) are analysed
+/// again, in the fleet's pass, to itemise them: the registry is asked for those alone.
+async fn itemise_if_needed(db: &Database, shard: crate::config::Shard) -> Result<(), StartError> {
+    let uncounted = claims::start_itemise_if_needed(db, shard).await?;
+    if uncounted > 0 {
+        tracing::info!(
+            projects = uncounted,
+            "projects counted without their repositories (by an earlier release): listing them again to itemise them"
+        );
+    }
+    Ok(())
 }
 
 /// `GET /gitlab/v1/`, as GitLab's own worker asked before it ran: a registry without the API (or

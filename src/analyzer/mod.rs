@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 
 use crate::db::missing::MissingRepository;
 use crate::db::projects::Project;
-use crate::db::tracking::TrackingRow;
+use crate::db::tracking::{Replaces, TrackingRow};
 use crate::db::{Database, DbError};
 use crate::faults::Faults;
 use crate::registry::token::SharedToken;
@@ -48,9 +48,9 @@ pub struct Job {
     pub troubles: u32,
     /// Refusals while the registry answered the canary.
     pub deferrals: u32,
-    /// The project was recorded `failed` and is analysed again (`run --retry-failed`): its
-    /// result replaces that row.
-    pub replaces_failed: bool,
+    /// Which row already there its result replaces: one still `failed` (`run --retry-failed`),
+    /// or one counted without its repositories (itemising).
+    pub replaces: Replaces,
     /// The token this project shares with the others of its dispatch batch.
     pub token: Option<Arc<SharedToken>>,
     /// A repair's candidate, with what its plan needs; `None`: the project is analysed.
@@ -65,7 +65,7 @@ impl Job {
             crashes: 0,
             troubles: 0,
             deferrals: 0,
-            replaces_failed: false,
+            replaces: Replaces::Nothing,
             token: None,
             candidate: None,
         }
@@ -253,7 +253,7 @@ impl Analyzer {
 
     /// Sends the result to the Writer; `ignored` entries outside the path are counted in status.
     fn record(&self, job: &Job, row: TrackingRow, ignored: u32) {
-        let mut row = row.replacing_failed(job.replaces_failed);
+        let mut row = row.replacing(job.replaces);
         let project_id = row.project_id;
         let found = Found::of(&row.repositories);
         let repositories = std::mem::take(&mut row.repositories);
@@ -302,7 +302,7 @@ impl Analyzer {
 
     fn record_unaddressable(&self, job: &Job) {
         let project_id = job.project.id;
-        let row = TrackingRow::completed(project_id, 0).replacing_failed(job.replaces_failed);
+        let row = TrackingRow::completed(project_id, 0).replacing(job.replaces);
         self.deps.writer.do_send(Record(row.clone()));
         self.finish(
             project_id,
@@ -335,7 +335,7 @@ impl Supervised for Analyzer {
         if crashes >= MAX_CRASHES {
             match &job.candidate {
                 None => self.deps.writer.do_send(Record(
-                    TrackingRow::failed(job.project.id).replacing_failed(job.replaces_failed),
+                    TrackingRow::failed(job.project.id).replacing(job.replaces),
                 )),
                 Some(candidate) => self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
                     project_id: job.project.id,

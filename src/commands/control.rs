@@ -87,6 +87,9 @@ fn print_status(s: &ServiceStatus) {
     println!("rate             {:.1} projects/s", s.rate_per_s);
     println!("progress         {}", crate::progress::line(s));
     println!("deferred         {}", s.deferred);
+    if s.handed_back > 0 {
+        println!("handed back      {} (no heartbeat confirmed this member in time: its requests were cancelled)", s.handed_back);
+    }
     println!("ignored entries  {}", s.ignored_entries);
     println!("unaddressable    {}", s.unaddressable);
     println!("breaker          {} ({} trips)", s.breaker, s.breaker_trips);
@@ -105,6 +108,20 @@ fn print_fleet(fleet: &FleetStatus) {
         "fleet            {} live, shares {} of {}, {} in flight",
         fleet.live, fleet.shares, fleet.total, fleet.in_flight
     );
+    let repairing: Vec<_> = fleet
+        .members
+        .iter()
+        .filter(|m| m.live && m.work != crate::db::fleet::ANALYSIS)
+        .collect();
+    for m in &repairing {
+        println!(
+            "repair           {} under way on {} (pid {}): {} in flight of a share of {}",
+            m.work, m.host, m.pid, m.in_flight, m.share
+        );
+    }
+    if let Some(holder) = &fleet.repair {
+        println!("repair lease     held by {holder}");
+    }
     println!(
         "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} state",
         "member", "share", "in flight", "analysed", "heartbeat", "shard"
@@ -115,8 +132,12 @@ fn print_fleet(fleet: &FleetStatus) {
             true => format!("{:.1} s", m.heartbeat_age_s),
             false => format!("dead {:.0} s", m.heartbeat_age_s),
         };
+        let work = match m.work.as_str() {
+            crate::db::fleet::ANALYSIS => String::new(),
+            work => format!(" [{work}]"),
+        };
         println!(
-            "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} {}{me}",
+            "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} {}{work}{me}",
             m.id, m.share, m.in_flight, m.analysed, heartbeat, m.shard, m.state
         );
     }

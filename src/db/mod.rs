@@ -220,6 +220,14 @@ impl Database {
 type PgRow = <AsyncPgConnection as AsyncConnectionCore>::Row<'static, 'static>;
 type RowStream = BoxStream<'static, QueryResult<PgRow>>;
 
+/// How long a transaction of [`DbConn::transaction`] may sit idle between its statements before
+/// the server ends the session: ours send theirs back to back, so only a process that stopped
+/// (frozen, swapped out, killed by the kernel without its socket closing) leaves one idle, and
+/// the rows it locked (the fleet's pass, its switches) must not stay locked for ever. Set with
+/// the BEGIN, in the same round trip, for that transaction only (a pooler's server connection
+/// keeps no trace of it).
+const IDLE_BOUND: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
+
 /// A connection from the pool. Queries run on it as on an `AsyncPgConnection`.
 ///
 /// With [`Statements::PerTransaction`] every statement runs inside a transaction, so that the
@@ -331,18 +339,11 @@ where
             *self.open.get_mut() = false;
         }
         *self.unsettled.get_mut() = true;
-        let begun = match self.statements {
-            Statements::Prepared => {
-                AnsiTransactionManager::begin_transaction(&mut *self.inner).await
-            }
-            Statements::PerTransaction => {
-                AnsiTransactionManager::begin_transaction_sql(
-                    &mut *self.inner,
-                    connect::BEGIN_CLEAN,
-                )
-                .await
-            }
+        let begin = match self.statements {
+            Statements::Prepared => format!("BEGIN; {IDLE_BOUND}"),
+            Statements::PerTransaction => format!("{}; {IDLE_BOUND}", connect::BEGIN_CLEAN),
         };
+        let begun = AnsiTransactionManager::begin_transaction_sql(&mut *self.inner, &begin).await;
         begun.map_err(DbError::query("beginning a transaction"))?;
         let result = work(self).await;
         match result {

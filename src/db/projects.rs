@@ -11,7 +11,8 @@ use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 
 use super::schema::{
-    container_registry_data_repair_details as tracking, container_repositories, projects, routes,
+    container_registry_data_repair_details as tracking, container_repositories, projects,
+    registry_repair_missing_repositories as missing, routes,
 };
 use super::tracking::{TrackingStatus, STALE_ONGOING_SQL};
 use super::{Database, DbConn, DbError};
@@ -214,6 +215,66 @@ pub async fn existing_repository_names(
     Ok(found.into_iter().collect())
 }
 
+/// The `completed` rows of `shard` in `span` that count missing repositories none of which is
+/// recorded: counted by a release before the repositories were kept. Read by the primary key,
+/// each checked against the recorded repositories' key.
+fn uncounted(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> {
+    let mut query = tracking::table
+        .filter(tracking::project_id.gt(span.after))
+        .filter(tracking::status.eq(TrackingStatus::Completed as i16))
+        .filter(tracking::missing_count.gt(0))
+        .filter(not(exists(
+            missing::table.filter(missing::project_id.eq(tracking::project_id)),
+        )))
+        .into_boxed();
+    if let Some(through) = span.through {
+        query = query.filter(tracking::project_id.le(through));
+    }
+    if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
+        query = query.filter(in_shard);
+    }
+    query
+}
+
+/// The first `limit` projects of `shard` in `span` counted without their repositories, in id
+/// order (itemising them).
+pub(in crate::db) async fn uncounted_ids(
+    conn: &mut DbConn,
+    span: Span,
+    limit: i64,
+    shard: Shard,
+) -> Result<Vec<i64>, DbError> {
+    uncounted(span, shard)
+        .order(tracking::project_id.asc())
+        .limit(limit)
+        .select(tracking::project_id)
+        .load(conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the next {limit} projects counted without their repositories after id {}",
+            span.after
+        )))
+}
+
+/// How many projects of `shard` are counted without their repositories (the report's figure to
+/// do, and whether an itemising pass is due).
+pub(in crate::db) async fn count_uncounted(
+    conn: &mut DbConn,
+    shard: Shard,
+) -> Result<i64, DbError> {
+    let span = Span {
+        after: 0,
+        through: None,
+    };
+    uncounted(span, shard)
+        .count()
+        .get_result(conn)
+        .await
+        .map_err(DbError::query(
+            "counting the projects counted without their repositories",
+        ))
+}
+
 /// The first `limit` projects of `shard` in `span` recorded `failed`, in id order
 /// (`run --retry-failed`).
 pub(in crate::db) async fn failed_ids(
@@ -244,15 +305,39 @@ pub(in crate::db) async fn failed_ids(
         )))
 }
 
-/// Up to this many projects (by the planner's statistics) the remaining work is counted exactly.
-const EXACT_COUNT_UP_TO: f64 = 1_000_000.0;
+/// How many projects of `shard` above `after` have no answer: the work left, exactly. One count
+/// scans what is left of the projects' and the tracking table's keys: run it bounded (see
+/// `fleet::claims::count_pass`).
+pub(in crate::db) async fn count_unanswered(
+    conn: &mut DbConn,
+    after: i64,
+    shard: Shard,
+) -> Result<u64, DbError> {
+    let span = Span {
+        after,
+        through: None,
+    };
+    let without: i64 = without_row(span, shard)
+        .count()
+        .get_result(conn)
+        .await
+        .map_err(DbError::query("counting the projects left to analyse"))?;
+    let stale: i64 = stale_ongoing(span, shard)
+        .count()
+        .get_result(conn)
+        .await
+        .map_err(DbError::query("counting the stale ongoing rows"))?;
+    Ok(u64::try_from(without + stale).unwrap_or(0))
+}
 
-/// How many projects above `after` have no tracking row: the remaining work, for progress.
-///
-/// On a large installation an exact count is a pass over millions of rows that would take cores of
-/// GitLab's database for seconds, for a progress bar; there the planner's statistics give the
-/// estimate (projects less tracking rows). Small databases are counted exactly.
-pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Result<u64, DbError> {
+/// The work left of `shard` as PostgreSQL's table statistics put it: projects less tracking rows
+/// (`reltuples`, as of the last `ANALYZE` or autovacuum), shared evenly among the shards. Off by
+/// whatever was written or deleted since the statistics were taken, and by the rows of projects
+/// below the watermark without an answer; a guess that costs nothing.
+pub(in crate::db) async fn estimate_unanswered(
+    conn: &mut DbConn,
+    shard: Shard,
+) -> Result<u64, DbError> {
     #[derive(diesel::QueryableByName)]
     struct Estimate {
         #[diesel(sql_type = diesel::sql_types::Double)]
@@ -260,33 +345,15 @@ pub async fn remaining_unanalysed(db: &Database, after: i64, shard: Shard) -> Re
         #[diesel(sql_type = diesel::sql_types::Double)]
         tracked: f64,
     }
-    let mut conn = db.conn().await?;
     let estimate: Estimate = diesel::sql_query(
         "SELECT (SELECT reltuples FROM pg_class WHERE oid = 'projects'::regclass)::float8 AS projects, \
                 (SELECT reltuples FROM pg_class \
                  WHERE oid = 'container_registry_data_repair_details'::regclass)::float8 AS tracked",
     )
-    .get_result(&mut conn)
+    .get_result(conn)
     .await
     .map_err(DbError::query("reading the table statistics"))?;
-    if estimate.projects > EXACT_COUNT_UP_TO {
-        let left =
-            (estimate.projects - estimate.tracked.max(0.0)).max(0.0) / f64::from(shard.count());
-        return Ok(left as u64);
-    }
-    let span = Span {
-        after,
-        through: None,
-    };
-    let without: i64 = without_row(span, shard)
-        .count()
-        .get_result(&mut conn)
-        .await
-        .map_err(DbError::query("counting the projects left to analyse"))?;
-    let stale: i64 = stale_ongoing(span, shard)
-        .count()
-        .get_result(&mut conn)
-        .await
-        .map_err(DbError::query("counting the stale ongoing rows"))?;
-    Ok(u64::try_from(without + stale).unwrap_or(0))
+    let left = (estimate.projects.max(0.0) - estimate.tracked.max(0.0)).max(0.0)
+        / f64::from(shard.count());
+    Ok(left as u64)
 }

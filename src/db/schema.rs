@@ -122,3 +122,18 @@ diesel::table! {
         expires_at -> Timestamptz,
     }
 }
+
+// The repositories the analysis found missing (migration 2026-12-05-000000_missing_repositories;
+// see `db::missing`): only what the walk over projects counted without them reads.
+
+diesel::table! {
+    registry_repair_missing_repositories (project_id, registry_path) {
+        project_id -> BigInt,
+        registry_path -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    container_registry_data_repair_details,
+    registry_repair_missing_repositories,
+);

@@ -38,15 +38,29 @@ pub const STALE_ONGOING_SQL: &str = concat!(
     "')"
 );
 
+/// Which row already there a result replaces. Any other row an answer is already there for stays
+/// as it is (GitLab's, or another instance's); a stale `ongoing` row (no answer) is always
+/// replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Replaces {
+    #[default]
+    Nothing,
+    /// A row still `failed`: the project analysed again (`run --retry-failed`).
+    Failed,
+    /// A `completed` row with missing repositories none of which is recorded (a release before
+    /// they were kept counted it), while it still has none: the project analysed again to
+    /// itemise them. Only by a `completed` result: a project failing now keeps its count.
+    Uncounted,
+}
+
 /// One project's result, as the Writer stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackingRow {
     pub project_id: i64,
     pub missing_count: i32,
     pub status: TrackingStatus,
-    /// A second analysis of a project recorded `failed` (`run --retry-failed`): it replaces a row
-    /// that is still `failed`. Any other row an answer is already there for is left as it is.
-    pub replaces_failed: bool,
+    /// Which row already there it replaces.
+    pub replaces: Replaces,
     /// The repositories counted in `missing_count`, recorded with the row
     /// ([`missing`](super::missing)); none for a `failed` row.
     pub repositories: Vec<MissingRepository>,
@@ -58,7 +72,7 @@ impl TrackingRow {
             project_id,
             missing_count,
             status: TrackingStatus::Completed,
-            replaces_failed: false,
+            replaces: Replaces::Nothing,
             repositories: Vec::new(),
         }
     }
@@ -85,17 +99,14 @@ impl TrackingRow {
             project_id,
             missing_count: 0,
             status: TrackingStatus::Failed,
-            replaces_failed: false,
+            replaces: Replaces::Nothing,
             repositories: Vec::new(),
         }
     }
 
-    /// The same result, replacing a `failed` row if it is still there.
-    pub fn replacing_failed(self, replaces_failed: bool) -> Self {
-        Self {
-            replaces_failed,
-            ..self
-        }
+    /// The same result, replacing the row already there that `replaces` says.
+    pub fn replacing(self, replaces: Replaces) -> Self {
+        Self { replaces, ..self }
     }
 }
 
@@ -105,7 +116,7 @@ impl TrackingRow {
 ///
 /// A row already there is GitLab's answer (or another instance's) and stays as it is, with two
 /// exceptions: a stale `ongoing` row (no answer; see [`STALE_ONGOING`]) is overwritten, and a
-/// `failed` row is overwritten by a row that [`replaces_failed`](TrackingRow::replaces_failed).
+/// row is overwritten as [`TrackingRow::replaces`] says.
 /// The recorded repositories of every row written are replaced by the row's own; those of a row
 /// left as it is stay as they are. Returns the rows inserted or updated.
 pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbError> {
@@ -142,6 +153,7 @@ struct UpsertRows {
     missing: Vec<i32>,
     status: Vec<i16>,
     retried: Vec<i64>,
+    itemised: Vec<i64>,
 }
 
 impl UpsertRows {
@@ -150,12 +162,16 @@ impl UpsertRows {
             ids: rows.iter().map(|r| r.project_id).collect(),
             missing: rows.iter().map(|r| r.missing_count).collect(),
             status: rows.iter().map(|r| r.status as i16).collect(),
-            retried: rows
-                .iter()
-                .filter(|r| r.replaces_failed)
-                .map(|r| r.project_id)
-                .collect(),
+            retried: Self::replacing(rows, Replaces::Failed),
+            itemised: Self::replacing(rows, Replaces::Uncounted),
         }
+    }
+
+    fn replacing(rows: &[TrackingRow], replaces: Replaces) -> Vec<i64> {
+        rows.iter()
+            .filter(|r| r.replaces == replaces)
+            .map(|r| r.project_id)
+            .collect()
     }
 
     /// Returns the projects whose row it inserted or updated.
@@ -173,12 +189,17 @@ impl UpsertRows {
              WHERE {STALE_ONGOING_SQL} \
                 OR (container_registry_data_repair_details.status = 2 \
                     AND container_registry_data_repair_details.project_id = ANY($4::bigint[])) \
+                OR (container_registry_data_repair_details.status = 1 AND EXCLUDED.status = 1 \
+                    AND container_registry_data_repair_details.project_id = ANY($5::bigint[]) \
+                    AND NOT EXISTS (SELECT 1 FROM registry_repair_missing_repositories m \
+                        WHERE m.project_id = container_registry_data_repair_details.project_id)) \
              RETURNING project_id"
         ))
         .bind::<Array<BigInt>, _>(self.ids)
         .bind::<Array<Integer>, _>(self.missing)
         .bind::<Array<SmallInt>, _>(self.status)
         .bind::<Array<BigInt>, _>(self.retried)
+        .bind::<Array<BigInt>, _>(self.itemised)
         .load(conn)
         .await
         .map_err(DbError::query(format!(
@@ -218,7 +239,7 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
                 2 => TrackingStatus::Failed,
                 _ => TrackingStatus::Ongoing,
             },
-            replaces_failed: false,
+            replaces: Replaces::Nothing,
             repositories: Vec::new(),
         })
         .collect())

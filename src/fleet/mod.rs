@@ -135,28 +135,43 @@ impl Fleet {
                 analysed: report.analysed,
             };
             let sent = Instant::now();
-            let beating = async {
-                let view = members::beat(&db, &member, &beat).await?;
-                let total = total(switches, &view, &report);
-                if view.taken_over {
-                    return Ok((view, total, 0));
-                }
-                let target = target_share(&member.id, &view, &report, total);
-                let granted = match target > share {
-                    true => members::raise(&db, &member, share, target, total).await?,
-                    false => target,
-                };
-                Ok((view, total, granted))
-            };
             let hold = member.hold();
-            let beaten = tokio::time::timeout(hold, beating)
+            let bounded = |what: &'static str| {
+                move |_| DbError::TimedOut {
+                    what: what.to_string(),
+                    after: hold,
+                }
+            };
+            let beaten = tokio::time::timeout(hold, members::beat(&db, &member, &beat))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(DbError::TimedOut {
-                        what: "the heartbeat".to_string(),
-                        after: hold,
-                    })
-                });
+                .map_err(bounded("the heartbeat"))
+                .and_then(|beaten| beaten);
+            let beaten = match beaten {
+                Ok(view) if !view.taken_over => {
+                    let total = total(switches, &view, &report);
+                    let target = target_share(&member.id, &view, &report, total);
+                    // The heartbeat went through whatever the raise does: a member that holds
+                    // the fleet's row (frozen mid-raise) delays others' raises, not their
+                    // membership.
+                    let granted = match target > share {
+                        true => tokio::time::timeout(
+                            hold,
+                            members::raise(&db, &member, share, target, total),
+                        )
+                        .await
+                        .map_err(bounded("raising this member's share"))
+                        .and_then(|raised| raised)
+                        .unwrap_or_else(|error| {
+                            tracing::info!(%error, "this member's share stays as it is for now");
+                            share
+                        }),
+                        false => target,
+                    };
+                    Ok((view, total, granted))
+                }
+                Ok(view) => Ok((view, 0, 0)),
+                Err(error) => Err(error),
+            };
             Some((report, sent, beaten))
         };
         ctx.spawn(work.into_actor(self).map(|outcome, act, _ctx| {

@@ -376,7 +376,7 @@ fn totals(out: &mut String, report: &Report) {
         ),
         (
             "projects_not_itemised",
-            "Projects counted before their repositories were recorded",
+            "Projects counted without their repositories, still to itemise (run lists them again)",
             t.projects_not_itemised,
             false,
         ),

@@ -46,7 +46,7 @@ pub fn report(report: &Report) -> String {
     line(&mut out, "  size unknown", t.missing_sizes_unknown);
     let _ = writeln!(
         out,
-        "{:<30}{:>12}  (counted before their repositories were recorded)",
+        "{:<30}{:>12}  (counted without their repositories: still to itemise; `run` lists them again)",
         "Projects not itemised", t.projects_not_itemised
     );
     let _ = writeln!(

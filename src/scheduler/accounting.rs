@@ -134,8 +134,13 @@ pub struct ServiceStatus {
     pub analysis_ms_avg: f64,
     /// From the Scheduler's start to its first dispatch.
     pub first_dispatch_ms: Option<f64>,
-    /// Projects without a row yet (estimate: counted at start, less those analysed since).
+    /// Projects without an answer yet: the analysis, the fleet's count at the pass's start less
+    /// what its walk has read since; a repair, its candidates less those done.
     pub remaining: Option<u64>,
+    /// `remaining` comes from PostgreSQL's table statistics, not a count (the count did not finish
+    /// within its statement timeout): off by what changed since the last `ANALYZE`.
+    #[serde(default)]
+    pub remaining_estimated: bool,
     /// When `remaining` will be done at the rate so far.
     pub eta_s: Option<f64>,
     /// The process's peak resident memory (VmHWM).

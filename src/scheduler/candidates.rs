@@ -100,9 +100,9 @@ impl Candidates {
     }
 
     /// How many candidates the scope holds.
-    pub(super) fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
+    pub(super) fn count(&self) -> BoxFuture<'static, Result<Option<u64>, DbError>> {
         let (db, scope) = (self.db.clone(), self.scope.clone());
-        async move { count_candidates(&db, &scope).await }.boxed()
+        async move { count_candidates(&db, &scope).await.map(Some) }.boxed()
     }
 
     pub(super) fn cursor(&self) -> i64 {

@@ -322,7 +322,22 @@ impl Scheduler {
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
         self.source.start_pass();
         self.phase = Phase::Running;
+        self.count(ctx);
         self.tick(ctx);
+    }
+
+    /// Counts the work left in the background, for progress and an ETA.
+    fn count(&mut self, ctx: &mut Context<Self>) {
+        let count = self.source.count();
+        ctx.spawn(
+            count
+                .into_actor(self)
+                .map(|counted, act, _ctx| match counted {
+                    Ok(Some(left)) => act.accounting.counted(left),
+                    Ok(None) => {}
+                    Err(error) => tracing::debug!(%error, "counting the projects left failed"),
+                }),
+        );
     }
 
     /// The source's duties of its own (the analysis' watermark and sweep), every few seconds.
@@ -410,15 +425,7 @@ impl Actor for Scheduler {
         if let Some(every) = self.source.period() {
             ctx.run_interval(every, |act, ctx| act.periodic(ctx));
         }
-        let count = self.source.count();
-        ctx.spawn(
-            count
-                .into_actor(self)
-                .map(|counted, act, _ctx| match counted {
-                    Ok(left) => act.accounting.counted(left),
-                    Err(error) => tracing::debug!(%error, "counting the projects left failed"),
-                }),
-        );
+        self.count(ctx);
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
                 act.accounting.log_progress(act.state());

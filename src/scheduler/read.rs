@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::analyzer::Job;
-use crate::db::fleet::claims::Step;
+use crate::db::fleet::claims;
 use crate::db::DbError;
 
 /// A read from the database, under way.
@@ -26,8 +26,8 @@ pub(super) enum ReadKind {
         want: i64,
         result: Result<Batch, DbError>,
     },
-    /// The next claim on the fleet's cursors (the analysis).
-    Claim(Result<Step, DbError>),
+    /// The next claim on the fleet's cursors (the analysis), with how far the fleet's pass is.
+    Claim(Result<claims::Read, DbError>),
 }
 
 /// A page of the walk: how many rows were read, the last id, and the jobs made of them (fewer

@@ -110,8 +110,9 @@ impl Source {
         }
     }
 
-    /// How many projects are left to do, counted in the background for progress and an ETA.
-    pub fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
+    /// How many projects are left to do, counted in the background for progress and an ETA; the
+    /// analysis counts for the whole fleet and brings the count with its reads (`None` here).
+    pub fn count(&self) -> BoxFuture<'static, Result<Option<u64>, DbError>> {
         match self {
             Source::Analysis(passes) => passes.count(),
             Source::Repair(candidates) => candidates.count(),

@@ -14,9 +14,10 @@ use futures_util::FutureExt;
 use super::read::{Read, ReadKind, Reading};
 use super::{NextPass, ServiceStatus};
 use crate::analyzer::Job;
-use crate::db::fleet::claims::{self, Kind, PassState, Step};
+use crate::db::fleet::claims::{self, Kind, PassProgress, PassState, Step};
 use crate::db::fleet::Member;
-use crate::db::projects::{remaining_unanalysed, Project};
+use crate::db::projects::Project;
+use crate::db::tracking::Replaces;
 use crate::db::watermark::{self, Fences};
 use crate::db::{Database, DbError};
 
@@ -80,6 +81,48 @@ pub struct Passes {
     sweeps: u64,
     /// Where the fleet stood at the end of this member's last part.
     ended: PassState,
+    /// How far the fleet's pass is, as the claims bring it.
+    progress: Progress,
+}
+
+/// The fleet's pass as this member saw it: its count of the work left, and how fast the walk read
+/// it (the whole fleet's pace, so the ETA is the fleet's).
+#[derive(Debug, Default)]
+struct Progress {
+    last: Option<PassProgress>,
+    /// The first sight of the walk of this pass since it was counted, and the latest.
+    since: Option<(Instant, i64)>,
+    now: Option<(Instant, i64)>,
+}
+
+impl Progress {
+    fn observe(&mut self, progress: PassProgress) {
+        let at = (Instant::now(), progress.walked);
+        let same_count = self.last.is_some_and(|last| {
+            last.pass == progress.pass && last.left_at_start == progress.left_at_start
+        });
+        if !same_count {
+            self.since = progress.left_at_start.map(|_| at);
+        }
+        self.now = Some(at);
+        self.last = Some(progress);
+    }
+
+    fn left(&self) -> Option<u64> {
+        self.last.and_then(|progress| progress.left())
+    }
+
+    fn estimated(&self) -> bool {
+        self.last.is_some_and(|progress| progress.estimated)
+    }
+
+    /// When `left` will be done at the pace the fleet's walk has read projects since the count.
+    fn eta_s(&self, left: u64) -> Option<f64> {
+        let ((since, walked_then), (now, walked_now)) = (self.since?, self.now?);
+        let seconds = now.duration_since(since).as_secs_f64();
+        let rate = (walked_now - walked_then) as f64 / seconds;
+        (seconds > 0.0 && rate > 0.0).then(|| left as f64 / rate)
+    }
 }
 
 impl Passes {
@@ -101,6 +144,7 @@ impl Passes {
             sweeping: false,
             sweeps: 0,
             ended: PassState::Next,
+            progress: Progress::default(),
         }
     }
 
@@ -129,7 +173,9 @@ impl Passes {
         let ReadKind::Claim(result) = read.kind else {
             return Ok(Vec::new());
         };
-        match result? {
+        let claims::Read { step, progress } = result?;
+        self.progress.observe(progress);
+        match step {
             Step::Claimed {
                 pass,
                 kind,
@@ -141,7 +187,7 @@ impl Passes {
                 self.found += projects.len() as u64;
                 self.sweeping = kind == Kind::Sweep && !swept;
                 self.sweeps += u64::from(swept);
-                Ok(jobs(projects, kind == Kind::Failed))
+                Ok(jobs(projects, kind.replaces()))
             }
             Step::PassRead { pass } | Step::NotBefore { pass, .. } => {
                 self.pass = pass;
@@ -237,6 +283,10 @@ impl Passes {
                         through,
                         "sweeping the projects below the watermark for ones without an answer"
                     );
+                    // Looked for again with each sweep, like the rows the sweep looks for.
+                    if let Err(error) = claims::start_itemise_if_needed(&db, shard).await {
+                        tracing::debug!(%error, "starting to itemise failed");
+                    }
                 }
                 Periodic { through, swept }
             }
@@ -279,10 +329,22 @@ impl Passes {
         });
     }
 
-    /// Counts (or, on a large database, estimates) the projects left to analyse.
-    pub(super) fn count(&self) -> BoxFuture<'static, Result<u64, DbError>> {
-        let (db, shard, after) = (self.db.clone(), self.member.shard, self.watermark);
-        async move { remaining_unanalysed(&db, after, shard).await }.boxed()
+    /// Makes sure the fleet's pass is counted: by this member if none does (see
+    /// [`claims::count_pass`]); every member reads the count with its claims.
+    pub(super) fn count(&self) -> BoxFuture<'static, Result<Option<u64>, DbError>> {
+        let (db, member) = (self.db.clone(), self.member.clone());
+        async move {
+            if let Some(counted) = claims::count_pass(&db, &member).await? {
+                tracing::info!(
+                    pass = counted.pass,
+                    left = counted.left().unwrap_or(0),
+                    estimated = counted.estimated,
+                    "counted the work left for the fleet"
+                );
+            }
+            Ok(None)
+        }
+        .boxed()
     }
 
     pub(super) fn cursor(&self) -> i64 {
@@ -290,6 +352,11 @@ impl Passes {
     }
 
     pub(super) fn status(&self, status: &mut ServiceStatus) {
+        if let Some(left) = self.progress.left() {
+            status.remaining = Some(left);
+            status.remaining_estimated = self.progress.estimated();
+            status.eta_s = self.progress.eta_s(left);
+        }
         status.pass = u64::try_from(self.pass).unwrap_or(0);
         status.watermark = self.watermark;
         status.sweeping = self.sweeping;
@@ -297,12 +364,12 @@ impl Passes {
     }
 }
 
-/// The projects read, as jobs (`replaces_failed`: they are recorded `failed` and analysed again).
-fn jobs(projects: Vec<Project>, replaces_failed: bool) -> Vec<Job> {
+/// The projects read, as jobs whose results replace the rows `replaces` says.
+fn jobs(projects: Vec<Project>, replaces: Replaces) -> Vec<Job> {
     projects
         .into_iter()
         .map(|project| Job {
-            replaces_failed,
+            replaces,
             ..Job::new(project)
         })
         .collect()

@@ -16,6 +16,7 @@ mod contrib;
 mod database_tls;
 mod docs;
 mod faults;
+mod fencing;
 mod fleet;
 mod hardening;
 mod live_page;

@@ -241,6 +241,7 @@ struct State {
 #[actix_rt::test]
 async fn no_prepared_statement_or_transaction_outlives_a_unit_of_work() {
     use registry_repair::config::Shard;
+    use registry_repair::db::fleet::{claims, Member};
     use registry_repair::db::tracking::{self, TrackingRow};
     use registry_repair::db::{projects, watermark, Database};
     // One server connection: everything every client did happened on it, so what is left on it
@@ -266,6 +267,11 @@ async fn no_prepared_statement_or_transaction_outlives_a_unit_of_work() {
     for worker in 0..6i64 {
         let database = database.clone();
         tasks.push(actix_rt::spawn(async move {
+            let member = Member::new(
+                registry_repair::db::fleet::ANALYSIS.to_string(),
+                Shard::ALL,
+                Duration::from_secs(10),
+            );
             for round in 0..20i64 {
                 let after = (worker * 20 + round) % 150;
                 let batch = projects::next_unanalysed(&database, after, 10, Shard::ALL)
@@ -285,9 +291,13 @@ async fn no_prepared_statement_or_transaction_outlives_a_unit_of_work() {
                 registry_repair::db::report::totals(&database)
                     .await
                     .expect("totals");
-                projects::remaining_unanalysed(&database, 0, Shard::ALL)
+                // The fleet's count: a transaction with a statement timeout of its own.
+                claims::ensure_pass(&database, Shard::ALL, 0)
                     .await
-                    .expect("remaining");
+                    .expect("the pass");
+                claims::count_pass(&database, &member)
+                    .await
+                    .expect("the count of the work left");
                 let fences = watermark::Fences::default();
                 watermark::take_fence(&database, &fences)
                     .await

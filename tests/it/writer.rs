@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::{eventually, TestDb};
 use actix::prelude::*;
-use registry_repair::db::tracking::{self, TrackingRow, TrackingStatus};
+use registry_repair::db::tracking::{self, Replaces, TrackingRow, TrackingStatus};
 use registry_repair::demo::seed::World;
 use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer, WriterPressure};
 
@@ -197,12 +197,12 @@ async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_ret
     let rows = [
         TrackingRow::completed(ids[0], 1),
         TrackingRow::completed(ids[1], 2),
-        TrackingRow::completed(ids[2], 3).replacing_failed(true),
+        TrackingRow::completed(ids[2], 3).replacing(Replaces::Failed),
         TrackingRow::completed(ids[3], 4),
         TrackingRow::completed(ids[4], 5),
         TrackingRow::completed(ids[5], 6),
         // A retry's result where the row is no longer failed: left alone too.
-        TrackingRow::completed(ids[0], 9).replacing_failed(true),
+        TrackingRow::completed(ids[0], 9).replacing(Replaces::Failed),
     ];
     tracking::upsert(&db.database(), &rows[..6])
         .await

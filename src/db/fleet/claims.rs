@@ -16,12 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
-use diesel_async::RunQueryDsl;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 
 use super::Member;
 use crate::config::Shard;
-use crate::db::projects::{failed_ids, unanswered_ids, with_paths, Project, Span};
+use crate::db::projects::{
+    count_unanswered, count_uncounted, estimate_unanswered, failed_ids, unanswered_ids,
+    uncounted_ids, with_paths, Project, Span,
+};
+use crate::db::tracking::Replaces;
 use crate::db::{Database, DbConn, DbError};
 
 /// Ids a sweep reads per span: each span one range scan of the two primary keys, so no
@@ -37,6 +41,9 @@ pub enum Kind {
     Sweep,
     /// The retry of projects recorded `failed` (`run --retry-failed`).
     Failed,
+    /// The projects counted without their repositories (by a release before they were kept),
+    /// analysed again to itemise them.
+    Itemise,
 }
 
 impl Kind {
@@ -45,6 +52,7 @@ impl Kind {
             Kind::Walk => "walk",
             Kind::Sweep => "sweep",
             Kind::Failed => "failed",
+            Kind::Itemise => "itemise",
         }
     }
 
@@ -52,9 +60,26 @@ impl Kind {
         match s {
             "sweep" => Kind::Sweep,
             "failed" => Kind::Failed,
+            "itemise" => Kind::Itemise,
             _ => Kind::Walk,
         }
     }
+
+    /// Which row already there the results of its projects replace.
+    pub fn replaces(self) -> Replaces {
+        match self {
+            Kind::Walk | Kind::Sweep => Replaces::Nothing,
+            Kind::Failed => Replaces::Failed,
+            Kind::Itemise => Replaces::Uncounted,
+        }
+    }
+}
+
+/// What one read brought, and how far the fleet's pass is ([`PassProgress`]).
+#[derive(Debug)]
+pub struct Read {
+    pub step: Step,
+    pub progress: PassProgress,
 }
 
 /// What one read brought.
@@ -75,6 +100,33 @@ pub enum Step {
     /// The next pass starts only after this long (nothing was found, and nothing is due).
     NotBefore { pass: i64, wait: Duration },
 }
+
+/// How far the fleet's pass is, for progress and an ETA: one count of the work left per pass,
+/// made by one member for the whole fleet ([`count_pass`]), and what the walk read since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassProgress {
+    pub pass: i64,
+    /// Projects without an answer above the watermark when counted, plus what the walk had read
+    /// by then: `left_at_start - walked` are left. `None` until counted.
+    pub left_at_start: Option<i64>,
+    /// The count gave up within [`COUNT_TIMEOUT`] and the table statistics stand in.
+    pub estimated: bool,
+    /// Projects the pass's walk has read (claimed) so far, fleet-wide.
+    pub walked: i64,
+}
+
+impl PassProgress {
+    /// The projects left, as far as the fleet's count says.
+    pub fn left(&self) -> Option<u64> {
+        self.left_at_start
+            .map(|at_start| u64::try_from(at_start.saturating_sub(self.walked)).unwrap_or(0))
+    }
+}
+
+/// How long the fleet's one count of the work left may run (a statement timeout): a count that
+/// would take longer gives way to the table statistics' estimate, and a count is never left
+/// running on the server by a member that died.
+pub const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the fleet stands once a member's part of a pass is flushed.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,11 +172,33 @@ struct PassRow {
     /// No claim of this pass is left.
     #[diesel(sql_type = Bool)]
     unclaimed: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    left_at_start: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    left_estimated: bool,
+    #[diesel(sql_type = BigInt)]
+    walked: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    itemise_after: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    itemise_through: Option<i64>,
 }
 
 impl PassRow {
     fn through(&self) -> bool {
-        self.walk_done && self.sweep_after.is_none() && self.failed_after.is_none()
+        self.walk_done
+            && self.sweep_after.is_none()
+            && self.failed_after.is_none()
+            && self.itemise_after.is_none()
+    }
+
+    fn progress(&self) -> PassProgress {
+        PassProgress {
+            pass: self.pass,
+            left_at_start: self.left_at_start,
+            estimated: self.left_estimated,
+            walked: self.walked,
+        }
     }
 }
 
@@ -142,7 +216,8 @@ async fn lock_pass(
                     AS swept_since_joined, \
                 p.sweep_started_at IS NOT NULL AS sweep_started, \
                 NOT EXISTS (SELECT 1 FROM registry_repair_claims c \
-                            WHERE c.shard = p.shard AND c.pass = p.pass) AS unclaimed \
+                            WHERE c.shard = p.shard AND c.pass = p.pass) AS unclaimed, \
+                p.left_at_start, p.left_estimated, p.walked, p.itemise_after, p.itemise_through \
          FROM registry_repair_passes p WHERE p.shard = $1 FOR UPDATE OF p",
     )
     .bind::<Text, _>(shard.to_string())
@@ -235,6 +310,106 @@ pub async fn start_sweep_if_due(
     Ok(started > 0)
 }
 
+/// Starts itemising, in the current pass, the projects counted without their repositories (by a
+/// release before they were kept), unless it is under way or there are none; how many there are.
+pub async fn start_itemise_if_needed(db: &Database, shard: Shard) -> Result<i64, DbError> {
+    let mut conn = db.conn().await?;
+    let uncounted = count_uncounted(&mut conn, shard).await?;
+    if uncounted > 0 {
+        diesel::sql_query(
+            "UPDATE registry_repair_passes \
+             SET itemise_after = 0, \
+                 itemise_through = COALESCE((SELECT max(project_id) \
+                                             FROM container_registry_data_repair_details), 0), \
+                 not_before = LEAST(not_before, now()) \
+             WHERE shard = $1 AND itemise_after IS NULL",
+        )
+        .bind::<Text, _>(shard.to_string())
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(
+            "starting to itemise the projects counted without their repositories",
+        ))?;
+    }
+    Ok(uncounted)
+}
+
+/// Counts the work left for the whole fleet, once per pass: the member that gets to (the first
+/// to ask while nobody counts) counts the projects without an answer above the walk's cursor,
+/// bounded by [`COUNT_TIMEOUT`], and records it in the pass row, where every member reads it with
+/// its claims. A count that gives up is replaced by the table statistics' estimate, marked so.
+/// `None`: the pass is counted already, or another member counts it.
+pub async fn count_pass(db: &Database, member: &Member) -> Result<Option<PassProgress>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Counting {
+        #[diesel(sql_type = BigInt)]
+        pass: i64,
+        #[diesel(sql_type = BigInt)]
+        walk_after: i64,
+        #[diesel(sql_type = BigInt)]
+        walked: i64,
+    }
+    let shard = member.shard;
+    let mut conn = db.conn().await?;
+    let counting: Option<Counting> = diesel::sql_query(
+        "UPDATE registry_repair_passes SET counting_since = now() \
+         WHERE shard = $1 AND left_at_start IS NULL \
+           AND (counting_since IS NULL OR counting_since < now() - make_interval(secs => $2)) \
+         RETURNING pass, walk_after, walked",
+    )
+    .bind::<Text, _>(shard.to_string())
+    .bind::<Double, _>(COUNT_TIMEOUT.as_secs_f64() * 2.0)
+    .get_results(&mut conn)
+    .await
+    .map_err(DbError::query("taking the fleet's count of the work left"))?
+    .pop();
+    let Some(counting) = counting else {
+        return Ok(None);
+    };
+    let timeout_ms = COUNT_TIMEOUT.as_millis();
+    let counted = conn
+        .transaction(|conn| {
+            async move {
+                conn.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
+                    .await
+                    .map_err(DbError::query("bounding the count of the work left"))?;
+                count_unanswered(conn, counting.walk_after, shard).await
+            }
+            .boxed()
+        })
+        .await;
+    let (left, estimated) = match counted {
+        Ok(left) => (left, false),
+        Err(error) => {
+            tracing::info!(%error, timeout_s = COUNT_TIMEOUT.as_secs(), "the work left was not counted in time; the table statistics' estimate stands in");
+            (estimate_unanswered(&mut conn, shard).await?, true)
+        }
+    };
+    let left_at_start = i64::try_from(left)
+        .unwrap_or(i64::MAX)
+        .saturating_add(counting.walked);
+    diesel::sql_query(
+        "UPDATE registry_repair_passes \
+         SET left_at_start = $3, left_estimated = $4, counting_since = NULL \
+         WHERE shard = $1 AND pass = $2",
+    )
+    .bind::<Text, _>(shard.to_string())
+    .bind::<BigInt, _>(counting.pass)
+    .bind::<BigInt, _>(left_at_start)
+    .bind::<Bool, _>(estimated)
+    .execute(&mut conn)
+    .await
+    .map_err(DbError::query(
+        "recording the fleet's count of the work left",
+    ))?;
+    Ok(Some(PassProgress {
+        pass: counting.pass,
+        left_at_start: Some(left_at_start),
+        estimated,
+        walked: counting.walked,
+    }))
+}
+
 /// Reads the next projects for `member`: first a span a dead or departed member left, then the
 /// retry of failed projects, the sweep (every other read when `prefer_sweep` is false and the
 /// walk is not through) and the walk.
@@ -243,7 +418,7 @@ pub async fn claim(
     member: &Arc<Member>,
     prefer_sweep: bool,
     limit: i64,
-) -> Result<Step, DbError> {
+) -> Result<Read, DbError> {
     let mut conn = db.conn().await?;
     let member = member.clone();
     conn.transaction(|conn| {
@@ -255,19 +430,35 @@ pub async fn claim(
                     "reading the fleet's pass of shard {shard} (registry_repair_passes)"
                 ))(diesel::result::Error::NotFound));
             };
+            let progress = pass.progress();
+            let read = |step| Ok(Read { step, progress });
             if pass.wait_s > 0.0 {
-                return Ok(Step::NotBefore {
+                return read(Step::NotBefore {
                     pass: pass.pass,
                     wait: Duration::from_secs_f64(pass.wait_s),
                 });
             }
             if let Some(step) = take_over(conn, member, &pass, limit).await? {
-                return Ok(step);
+                return read(step);
             }
             let sweep_first = prefer_sweep || pass.walk_done;
             let (kind, ids, swept) = if let Some(after) = pass.failed_after {
                 let ids = failed_step(conn, member, &pass, after, limit).await?;
                 (Kind::Failed, ids, false)
+            } else if let Some(after) = pass.itemise_after {
+                let until = pass.itemise_through.unwrap_or(after);
+                let (ids, _) = bounded_step(
+                    conn,
+                    member,
+                    pass.pass,
+                    Kind::Itemise,
+                    after,
+                    until,
+                    until,
+                    limit,
+                )
+                .await?;
+                (Kind::Itemise, ids, false)
             } else if let Some(after) = pass.sweep_after.filter(|_| sweep_first) {
                 let (ids, swept) = sweep_step(conn, member, &pass, after, limit).await?;
                 (Kind::Sweep, ids, swept)
@@ -278,9 +469,9 @@ pub async fn claim(
                     false,
                 )
             } else {
-                return Ok(Step::PassRead { pass: pass.pass });
+                return read(Step::PassRead { pass: pass.pass });
             };
-            Ok(Step::Claimed {
+            read(Step::Claimed {
                 pass: pass.pass,
                 kind,
                 projects: with_paths(conn, ids).await?,
@@ -454,15 +645,18 @@ async fn walk_step(
     move_cursor(
         conn,
         member,
-        &format!("walk_after = {after}, walk_done = {done}"),
+        &format!(
+            "walk_after = {after}, walk_done = {done}, walked = walked + {}",
+            ids.len()
+        ),
         ids.len(),
     )
     .await?;
     Ok(ids)
 }
 
-/// The projects of `span` a claim of `kind` answers for: the failed ones for a retry, else those
-/// without an answer.
+/// The projects of `span` a claim of `kind` answers for: the failed ones for a retry, the ones
+/// counted without their repositories for itemising, else those without an answer.
 async fn ids_of(
     conn: &mut DbConn,
     kind: Kind,
@@ -472,6 +666,7 @@ async fn ids_of(
 ) -> Result<Vec<i64>, DbError> {
     match kind {
         Kind::Failed => failed_ids(conn, span, limit, shard).await,
+        Kind::Itemise => uncounted_ids(conn, span, limit, shard).await,
         Kind::Walk | Kind::Sweep => unanswered_ids(conn, span, limit, shard).await,
     }
 }
@@ -645,6 +840,7 @@ async fn next_pass(
              last_found = found, found = 0, \
              last_sweep_started_at = COALESCE(sweep_started_at, last_sweep_started_at), \
              sweep_started_at = NULL, sweep_after = NULL, sweep_through = NULL, \
+             left_at_start = NULL, left_estimated = false, counting_since = NULL, walked = 0, \
              not_before = CASE WHEN found = 0 AND sweep_started_at IS NULL \
                                THEN now() + make_interval(secs => $3) ELSE now() END \
          WHERE shard = $1",
@@ -696,7 +892,8 @@ pub async fn pass_looks_over(db: &Database, member: &Member, pass: i64) -> Resul
     }
     let mut conn = db.conn().await?;
     let over: Option<Over> = diesel::sql_query(
-        "SELECT p.walk_done AND p.sweep_after IS NULL AND p.failed_after IS NULL AND \
+        "SELECT p.walk_done AND p.sweep_after IS NULL AND p.failed_after IS NULL \
+                AND p.itemise_after IS NULL AND \
                 NOT EXISTS (SELECT 1 FROM registry_repair_claims c WHERE c.shard = p.shard \
                             AND c.pass = p.pass AND c.owner IS DISTINCT FROM $3) AS over \
          FROM registry_repair_passes p WHERE p.shard = $1 AND p.pass = $2",

@@ -71,10 +71,15 @@ impl Member {
         self.trusted.store(trusted, Ordering::Relaxed);
     }
 
-    /// How long it may act after a heartbeat was sent: half the timeout, so that by the time the
-    /// others may take its work ([`crate::fence`]) nothing of it is in flight.
+    /// How long it may start work after a heartbeat was sent: half the timeout ([`crate::fence`]).
     pub fn hold(&self) -> Duration {
         self.timeout / 2
+    }
+
+    /// How long past that its work under way may go on: a quarter of the timeout, so that it all
+    /// ends a quarter of the timeout before the others may take it over.
+    pub fn grace(&self) -> Duration {
+        self.timeout / 4
     }
 
     /// The timeout in seconds, as `make_interval` takes it.
