@@ -1,11 +1,20 @@
 //! What the service logs while a test runs in-process, captured as text: the service's actors run
 //! on the test's own thread (an actix System of one arbiter), so a subscriber set as this thread's
 //! default sees every event they log, and no other test's.
+//!
+//! `tracing` decides once per call site whether anyone listens, when the site is first reached.
+//! With a single subscriber registered it asks only the reaching thread's default: a site another
+//! test's thread (without a subscriber) reaches first would be switched off for this one too. A
+//! second subscriber, registered for the whole process, makes it ask every registered one.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use tracing::subscriber::DefaultGuard;
+use tracing::subscriber::{DefaultGuard, NoSubscriber};
+use tracing::Dispatch;
+
+/// Registered once and never dropped: with it, no capture is ever the only subscriber.
+static SECOND_SUBSCRIBER: OnceLock<Dispatch> = OnceLock::new();
 
 /// The text lines logged on this thread since [`Logs::capture`], until it is dropped.
 pub struct Logs {
@@ -33,6 +42,7 @@ impl Logs {
     /// Captures this thread's events at `info` and above, formatted as the service's text logs
     /// are (one event per line, no colours).
     pub fn capture() -> Self {
+        SECOND_SUBSCRIBER.get_or_init(|| Dispatch::new(NoSubscriber::default()));
         let text = Arc::new(Mutex::new(Vec::new()));
         let sink = text.clone();
         let subscriber = tracing_subscriber::fmt()
