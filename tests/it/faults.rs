@@ -258,6 +258,118 @@ async fn hostile_answers_fail_their_project_or_are_read_correctly_and_never_leak
     assert_eq!(app.stop().await, RunEnd::Stopped);
 }
 
+/// A repository name no registry can hold: markup, spaces, and a line break that would forge a
+/// log line of its own if it were logged raw.
+const UNGRAMMATICAL: &str = "x <script> y\nERROR forged line";
+
+#[actix_rt::test]
+async fn a_listed_path_that_breaks_the_name_grammar_fails_its_project_records_none_of_it_and_is_logged_escaped(
+) {
+    let logs = common::logs::Logs::capture();
+    let mut w = world(40);
+    let g = w.groups[0].id;
+    // Pages of two: the hostile entry sorts after `b`, on the second page, so the first page's
+    // lost repositories were read before it.
+    let hostile = w.project(g, "Hostile", &["", "a", "b", "z"], &[]);
+    // One of its own and a stray with a broken name outside its path: a page of exactly `n`.
+    let stray = w.project(g, "Stray", &[""], &[]);
+    let mut app = TestApp::prepare(&w).await;
+    app.settings.registry.page_size = 2;
+    let hostile_path = registry_path(&w, hostile);
+    let stray_path = registry_path(&w, stray);
+    app.registry
+        .set_hostile(&hostile_path, Hostile::UngrammaticalEntry(UNGRAMMATICAL));
+    app.registry
+        .add_foreign_entries(&stray_path, &["alpha-group/<b>elsewhere</b> x"]);
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+
+    let mut expected = w.expected();
+    for id in [hostile, stray] {
+        expected.insert(id, Expected::FAILED);
+    }
+    assert_rows(&app, &expected).await;
+    // Nothing of either project is recorded missing; every other project's repositories are.
+    common::assert_missing_recorded_for(&w, &expected, &app.db).await;
+    assert_eq!(
+        app.registry.requests_for(&hostile_path),
+        2,
+        "the walk ends at the page that names it, and is not tried again"
+    );
+    assert_eq!(app.registry.requests_for(&stray_path), 1);
+
+    let logged = logs.text();
+    for (path, entry) in [
+        (
+            &hostile_path,
+            r#""alpha-group/hostile/x <script> y\nERROR forged line""#,
+        ),
+        (&stray_path, r#""alpha-group/<b>elsewhere</b> x""#),
+    ] {
+        let line = logged
+            .lines()
+            .find(|l| l.contains("project failed") && l.contains(&format!("listing {path}:")))
+            .unwrap_or_else(|| panic!("no line says {path} failed:\n{logged}"));
+        assert!(line.contains(entry), "{line}");
+        assert!(
+            line.contains("breaks the registry's name grammar"),
+            "{line}"
+        );
+        assert!(
+            line.contains("nothing of this project was recorded"),
+            "{line}"
+        );
+    }
+    assert!(
+        !logged.lines().any(|l| l.starts_with("ERROR forged")),
+        "the entry's line break forged a log line:\n{logged}"
+    );
+    assert_eq!(app.registry.stats().unauthorized, 0);
+}
+
+#[actix_rt::test]
+async fn a_page_naming_a_path_that_breaks_the_grammar_ends_the_walk_there_without_a_retry() {
+    let paths = ["g/p", "g/p/a", "g/p/b", "g/p/z"].map(String::from);
+    let sim = RegistrySimulator::start(paths, common::trusted(), 0).expect("registry");
+    sim.set_hostile("g/p", Hostile::UngrammaticalEntry(UNGRAMMATICAL));
+    let client = RegistryClient::new(
+        &sim.url(),
+        2,
+        Duration::from_secs(2),
+        10,
+        signer(common::FIXTURE_KEY),
+    )
+    .expect("client");
+    let mut pages = client.pages("g/p");
+    let first = pages.next_page_retrying().await.expect("the first page");
+    assert_eq!(
+        first.into_entries().map(|e| e.len()),
+        Some(2),
+        "pages stay `n` long"
+    );
+    match pages.next_page_retrying().await {
+        Err(e @ RegistryError::HostileName { .. }) => {
+            assert!(!e.is_transient());
+            assert!(
+                e.to_string()
+                    .contains(r#""g/p/x <script> y\nERROR forged line""#),
+                "{e}"
+            );
+        }
+        other => panic!("expected a hostile name, got {other:?}"),
+    }
+    assert_eq!(sim.requests_for("g/p"), 2, "not tried again");
+    // Every listing passes the same check: the whole walk of the repair and verify fails alike.
+    match client.list_all("g/p", None).await {
+        Err(RegistryError::HostileName { path, .. }) => assert_eq!(path, "g/p"),
+        other => panic!("expected a hostile name, got {other:?}"),
+    }
+    sim.accept("g/p");
+    assert_eq!(
+        client.list_all("g/p", None).await.expect("healthy").len(),
+        4
+    );
+}
+
 #[actix_rt::test]
 async fn broken_bodies_are_malformed_answers_and_retried_not_taken_for_empty_pages() {
     let sim = RegistrySimulator::start(vec!["g/p/a".to_string()], common::trusted(), 0)

@@ -18,6 +18,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use super::grammar::{is_addressable, shown, MAX_PATH_BYTES};
 use super::metrics::RegistryMetrics;
 use super::token::{SharedToken, Token, TokenError, TokenSigner};
 use crate::config::{ConfigError, Settings};
@@ -82,6 +83,12 @@ pub enum RegistryError {
     TooManyPages { path: String, max_pages: u32 },
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The listing named a repository path that breaks the registry's own name grammar
+    /// ([`is_addressable`]): no registry can hold such a repository, so the answer is hostile
+    /// (or broken beyond a retry), and nothing of the project it lists can be trusted. `entry`
+    /// is the offending path as it may be shown ([`shown`]: escaped, cut short), never raw.
+    #[error("listing {path}: the registry listed the repository path {entry}, which breaks the registry's name grammar (per `/`-separated segment [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, at most {MAX_PATH_BYTES} bytes in all); no registry can hold it, so the answer is hostile and nothing of this project was recorded")]
+    HostileName { path: String, entry: String },
     /// This process's hold on its work lapsed ([`Fence`]): nothing was asked, or what was asked
     /// was cancelled. Nobody's fault: the work goes back, uncounted.
     #[error("registry request for {path}: not sent: {}", crate::fence::Fenced)]
@@ -100,6 +107,7 @@ impl RegistryError {
             | RegistryError::Malformed { .. } => true,
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
             RegistryError::TooManyPages { .. }
+            | RegistryError::HostileName { .. }
             | RegistryError::Token(_)
             | RegistryError::Fenced { .. } => false,
         }
@@ -141,7 +149,9 @@ impl RegistryError {
             } => Blame::Registry,
             RegistryError::Timeout { .. } | RegistryError::Malformed { .. } => Blame::Unclear,
             RegistryError::Status { status, .. } if *status >= 500 => Blame::Unclear,
-            RegistryError::Status { .. } | RegistryError::TooManyPages { .. } => Blame::Project,
+            RegistryError::Status { .. }
+            | RegistryError::TooManyPages { .. }
+            | RegistryError::HostileName { .. } => Blame::Project,
         }
     }
 }
@@ -153,7 +163,8 @@ pub enum Blame {
     Registry,
     /// A 5xx, a timeout or a broken answer: the project's own if the registry serves others.
     Unclear,
-    /// This project: a 4xx of its own, or more pages than a sane bound.
+    /// This project: a 4xx of its own, more pages than a sane bound, or a listing that names a
+    /// repository no registry can hold.
     Project,
 }
 
@@ -438,6 +449,7 @@ impl RegistryClient {
                     self.page_size
                 )));
             }
+            check_names(path, &entries)?;
             let next = next.map_err(malformed)?;
             return Ok(PageAnswer::Page { entries, next });
         }
@@ -539,6 +551,19 @@ impl RegistryClient {
     }
 }
 
+/// Every entry of a page of `path`'s listing names a repository path the registry's grammar
+/// allows, those outside `path` too (they are ignored later, but a registry that lists them is
+/// no more to be trusted). The first that does not ends the walk: the answer is hostile.
+fn check_names(path: &str, entries: &[Entry]) -> Result<(), RegistryError> {
+    match entries.iter().find(|e| !is_addressable(&e.path)) {
+        None => Ok(()),
+        Some(entry) => Err(RegistryError::HostileName {
+            path: path.to_string(),
+            entry: shown(&entry.path),
+        }),
+    }
+}
+
 /// rustls's reason when `error`'s causes hold a certificate it refused (unknown issuer, another
 /// name, expired). A TLS error reaches reqwest inside an `io::Error`, whose `source()` skips the
 /// error it wraps, so each one is opened.
@@ -568,6 +593,68 @@ fn refused_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_path_that_breaks_the_grammar_fails_the_project_at_once_and_is_shown_escaped() {
+        let fine = [
+            Entry::at("g/p"),
+            Entry::at("g/p/a_b/c-d"),
+            Entry::at("g/other/x"),
+        ];
+        assert!(check_names("g/p", &fine).is_ok());
+        assert!(check_names("g/p", &[]).is_ok());
+        for (bad, shown_as) in [
+            ("g/p/x <script> y", r#""g/p/x <script> y""#),
+            ("g/p/x\nINFO forged", r#""g/p/x\nINFO forged""#),
+            ("g/p/UPPER", r#""g/p/UPPER""#),
+            ("g/p/trailing-", r#""g/p/trailing-""#),
+            ("g/p//x", r#""g/p//x""#),
+            ("", r#""""#),
+            // Outside the project path: just as hostile.
+            ("elsewhere/<b>", r#""elsewhere/<b>""#),
+        ] {
+            let entries = [
+                Entry::at("g/p/a"),
+                Entry::at(bad),
+                Entry::at("g/p/also bad"),
+            ];
+            let error = check_names("g/p", &entries).expect_err(bad);
+            let RegistryError::HostileName { path, entry } = &error else {
+                panic!("{bad}: {error:?}");
+            };
+            assert_eq!(
+                (path.as_str(), entry.as_str()),
+                ("g/p", shown_as),
+                "the first one"
+            );
+            assert!(!error.is_transient(), "no retry mends it");
+            assert!(!error.is_outage());
+            assert_eq!(error.blame(), Blame::Project);
+            let message = error.to_string();
+            assert!(message.starts_with("listing g/p: "), "{message}");
+            assert!(message.contains(shown_as), "{message}");
+            assert!(
+                message.contains(
+                    "name grammar (per `/`-separated segment [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, at most 255 bytes in all)"
+                ),
+                "{message}"
+            );
+            assert!(
+                message.contains("nothing of this project was recorded"),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "{message}");
+        }
+        let long = format!("g/p/{}", "a".repeat(MAX_PATH_BYTES));
+        let error = check_names("g/p", &[Entry::at(&long)]).expect_err("too long");
+        assert!(
+            error
+                .to_string()
+                .contains(r#"aaa"… (259 bytes in all), which breaks"#),
+            "{error}"
+        );
+        assert!(error.to_string().len() < 700, "{error}");
+    }
 
     #[test]
     fn list_url_has_the_trailing_slash_and_escapes_nothing_it_should_not() {

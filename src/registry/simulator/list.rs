@@ -109,10 +109,20 @@ pub(super) async fn list(
         return huge_body(bytes, declared);
     }
 
-    let repos = match state.repositories.read() {
+    let guard = match state.repositories.read() {
         Ok(repos) => repos,
         Err(poisoned) => poisoned.into_inner(),
     };
+    // A name no registry could hold, listed as if it were one of the path's repositories.
+    let with_ungrammatical = match hostile {
+        Some(Hostile::UngrammaticalEntry(name)) => {
+            let mut with = guard.clone();
+            with.insert(format!("{path}/{name}"));
+            Some(with)
+        }
+        _ => None,
+    };
+    let repos: &BTreeSet<String> = with_ungrammatical.as_ref().unwrap_or(&guard);
     let top_level = path.split('/').next().unwrap_or_default();
     let top_prefix = format!("{top_level}/");
     let namespace_known = repos
@@ -130,8 +140,9 @@ pub(super) async fn list(
     let Page {
         entries: mut page,
         mut next_last,
-    } = self::page(&repos, &path, n, query.last.as_deref());
-    drop(repos);
+    } = self::page(repos, &path, n, query.last.as_deref());
+    drop(with_ungrammatical);
+    drop(guard);
 
     let foreign = if query.last.is_none() {
         lock(&state.foreign).get(&path).cloned().unwrap_or_default()
@@ -148,7 +159,10 @@ pub(super) async fn list(
             next_last = Some(format!("{last}~"));
         }
         Some(Hostile::LinkToOtherHost(port)) => link_host = format!("http://127.0.0.1:{port}"),
-        Some(Hostile::LinkWithoutLast | Hostile::HugeBody { .. }) | None => {}
+        Some(
+            Hostile::LinkWithoutLast | Hostile::HugeBody { .. } | Hostile::UngrammaticalEntry(_),
+        )
+        | None => {}
     }
     if query.last.is_none() && next_last.is_some() && lock(&state.vanishing).remove(&path) {
         if let Ok(mut repos) = state.repositories.write() {

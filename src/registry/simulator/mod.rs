@@ -79,6 +79,10 @@ pub enum Hostile {
     LinkToOtherHost(u16),
     /// A `Link` on every page, for ever.
     EndlessPages,
+    /// Lists, besides what the path holds, the entry `{path}/{name}` where it sorts, on whichever
+    /// page that falls (`name` breaks the registry's own name grammar: `<`, spaces, a line
+    /// break), the answer otherwise valid: pages no longer than `n`, `Link`s right.
+    UngrammaticalEntry(&'static str),
     /// A 200 whose body is `bytes` long (whitespace inside `[]`: an empty page, if read to the
     /// end), produced as it is sent. `declared`: with `Content-Length`; otherwise chunked.
     HugeBody { bytes: u64, declared: bool },

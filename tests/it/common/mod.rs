@@ -3,6 +3,7 @@
 //! which seeds a world into both and starts the whole service in-process against them.
 
 pub mod chromium;
+pub mod logs;
 pub mod pgbouncer;
 pub mod process;
 
@@ -20,7 +21,7 @@ use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::db::tracking::{self, TrackingRow};
 use registry_repair::db::{self, Database};
 use registry_repair::demo::database::{database_url, load_gitlab_schema, GITLAB_SCHEMA};
-use registry_repair::demo::seed::World;
+use registry_repair::demo::seed::{Expected, World};
 use registry_repair::faults::Faults;
 use registry_repair::registry::simulator::{size_of, RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
@@ -502,16 +503,25 @@ pub async fn assert_rows_match(world: &World, db: &TestDb) {
 /// Asserts that the recorded missing repositories are exactly the ones `world` lost, of its
 /// completed projects, each with the simulator's size or none (a size it did not give).
 pub async fn assert_missing_recorded(world: &World, db: &TestDb) {
+    assert_missing_recorded_for(world, &world.expected(), db).await
+}
+
+/// As [`assert_missing_recorded`], where `expected` says how each project ends: a test that makes
+/// some of `world`'s projects fail says so there, and a failed project must have none recorded.
+pub async fn assert_missing_recorded_for(
+    world: &World,
+    expected: &HashMap<i64, Expected>,
+    db: &TestDb,
+) {
     let paths: HashMap<i64, String> = world
         .projects
         .iter()
         .filter_map(|p| Some((p.id, p.full_path.as_ref()?.to_lowercase())))
         .collect();
-    let completed: std::collections::HashSet<i64> = world
-        .expected()
-        .into_iter()
+    let completed: std::collections::HashSet<i64> = expected
+        .iter()
         .filter(|(_, e)| e.status == TrackingStatus::Completed)
-        .map(|(id, _)| id)
+        .map(|(id, _)| *id)
         .collect();
     let mut want: Vec<(i64, String)> = world
         .lost_repositories()

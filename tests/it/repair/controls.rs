@@ -1,7 +1,8 @@
 //! `repair plan` and `apply` on the service's pipeline: the feature flag, signals, the concurrency
-//! limit, registry outages and a project the registry refuses.
+//! limit, registry outages, a project the registry refuses and one whose listing turned hostile.
 
 use super::*;
+use registry_repair::registry::simulator::Hostile;
 
 #[actix_rt::test]
 async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_the_admin_api() {
@@ -302,4 +303,104 @@ async fn a_project_the_registry_fails_on_its_own_is_reported_not_planned_and_not
         .find(|r| r.project_id == refused)
         .expect("its row");
     assert_eq!(row.missing_count, NAMES.len() as i32);
+}
+
+#[actix_rt::test]
+async fn a_project_whose_listing_turned_hostile_after_the_analysis_is_not_planned_and_nothing_is_written_for_it(
+) {
+    let (w, db, database, registry) = many(12, Duration::ZERO).await;
+    let mut ids: Vec<i64> = w.projects.iter().map(|p| p.id).collect();
+    ids.sort();
+    // Analysed with three missing; its listing now also names a path no registry can hold.
+    let hostile = ids[5];
+    let hostile_path = common::registry_path(&w, hostile);
+    registry.set_hostile(&hostile_path, Hostile::UngrammaticalEntry("x <script> y"));
+    let shown = format!("\"{hostile_path}/x <script> y\"");
+    let settings = many_settings(&db, &registry, 4);
+    let mut run = None;
+    for mode in [Mode::Plan, Mode::Apply] {
+        let repaired = wait_repaired(start_repair(&settings, &database, mode).await).await;
+        assert_eq!(repaired.end, RunEnd::Done, "{mode:?}");
+        let [not_planned] = repaired.not_planned.as_slice() else {
+            panic!("{mode:?}: {:?}", repaired.not_planned);
+        };
+        assert_eq!(not_planned.project_id, hostile);
+        for needed in [
+            shown.as_str(),
+            "breaks the registry's name grammar",
+            "nothing of this project was recorded",
+        ] {
+            assert!(
+                not_planned.reason.contains(needed),
+                "{mode:?}: {}",
+                not_planned.reason
+            );
+        }
+        let done: Vec<i64> = match mode {
+            Mode::Plan => repaired.plans.iter().map(|p| p.project_id).collect(),
+            _ => repaired
+                .written
+                .iter()
+                .filter_map(|w| match w {
+                    Written::Applied { plan, .. } => Some(plan.project_id),
+                    _ => None,
+                })
+                .collect(),
+        };
+        assert_eq!(done.len(), ids.len() - 1, "{mode:?}");
+        assert!(!done.contains(&hostile), "{mode:?}");
+        run = repaired.run.or(run);
+    }
+    for table in [
+        "container_repositories",
+        "registry_repair_run_projects",
+        "registry_repair_restored",
+        "registry_repair_skipped",
+    ] {
+        assert_eq!(
+            count(
+                &database,
+                &format!("SELECT count(*) AS n FROM {table} WHERE project_id = {hostile}")
+            )
+            .await,
+            0,
+            "nothing of it in {table}"
+        );
+    }
+    let rows = db.rows().await;
+    let row = rows
+        .iter()
+        .find(|r| r.project_id == hostile)
+        .expect("its row");
+    assert_eq!(
+        row.missing_count,
+        NAMES.len() as i32,
+        "its tracking row as the analysis left it"
+    );
+
+    // `repair verify` lists through the same check: a written project whose listing turned
+    // hostile since is one it could not check, named escaped.
+    let run = run.expect("an apply run");
+    let turned = ids[2];
+    let turned_path = common::registry_path(&w, turned);
+    registry.set_hostile(&turned_path, Hostile::UngrammaticalEntry("y\n<i>"));
+    let client = RegistryClient::new(
+        &registry.url(),
+        100,
+        Duration::from_secs(5),
+        100,
+        signer(FIXTURE_KEY),
+    )
+    .expect("client");
+    let found = verify(&database, &client, run, 2).await.expect("verify");
+    assert!(!found.is_clean());
+    let [(project, error)] = found.errors.as_slice() else {
+        panic!("{:?}", found.errors);
+    };
+    assert_eq!(*project, turned);
+    assert!(
+        error.contains(&format!(r#""{turned_path}/y\n<i>""#)),
+        "{error}"
+    );
+    assert!(found.unrestored.is_empty() && found.dangling.is_empty());
 }
