@@ -34,14 +34,12 @@ pub fn finish(handle: Option<actix_rt::task::JoinHandle<()>>) {
 /// `[########------------]  40.0%  1200/3000  350/s  ETA 5s`
 pub fn line(s: &ServiceStatus) -> String {
     const WIDTH: usize = 30;
-    let done = s.analysed;
-    let Some(left) = s.remaining else {
+    let Some((done, total, _)) = s.progress() else {
         return format!(
-            "{done} analysed  {:.0}/s  (counting the projects left...)",
-            s.rate_per_s
+            "{} analysed  {:.0}/s  (counting the projects left...)",
+            s.analysed, s.rate_per_s
         );
     };
-    let total = done + left;
     let share = if total == 0 {
         1.0
     } else {

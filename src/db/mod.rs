@@ -61,6 +61,10 @@ pub enum DbError {
     /// taken over): nothing more is written.
     #[error("{what}: this run no longer holds the repair lease ({holder} holds it now); stopping without writing more")]
     LeaseLost { what: String, holder: String },
+    /// A repair's write found its lease's renewals lapsed (its own clock): another run may hold
+    /// the lease by now, so the write rolled back.
+    #[error("{what}: this run's repair lease was not renewed within {} s (half its life), so another run may hold it now; rolled back, writing nothing more", after.as_secs())]
+    LeaseLapsed { what: String, after: Duration },
     /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
     #[error("reading the database settings")]
     Config(#[source] crate::config::ConfigError),

@@ -141,6 +141,9 @@ pub struct ServiceStatus {
     /// within its statement timeout): off by what changed since the last `ANALYZE`.
     #[serde(default)]
     pub remaining_estimated: bool,
+    /// The analysis: the fleet's count of its pass's work, of which `remaining` is left.
+    #[serde(default)]
+    pub counted: Option<u64>,
     /// When `remaining` will be done at the rate so far.
     pub eta_s: Option<f64>,
     /// The process's peak resident memory (VmHWM).
@@ -152,6 +155,19 @@ pub struct ServiceStatus {
     pub breaker: BreakerPosition,
     pub breaker_trips: u64,
     pub last_error: Option<String>,
+}
+
+impl ServiceStatus {
+    /// Done, total and left, as the progress bar and the progress line show them: the fleet's
+    /// pass as its count has it (done: what the fleet has taken of it, in flight or answered), or
+    /// this process's work (analysed, and what is left).
+    pub fn progress(&self) -> Option<(u64, u64, u64)> {
+        let left = self.remaining?;
+        Some(match self.counted {
+            Some(total) => (total.saturating_sub(left), total, left),
+            None => (self.analysed, self.analysed + left, left),
+        })
+    }
 }
 
 /// What became of the projects dispatched so far.
@@ -291,20 +307,26 @@ impl Accounting {
     }
 
     /// One `progress` log line; `state` is the Scheduler's.
-    pub fn log_progress(&self, state: ServiceState) {
-        let done = self.analysed();
-        let rate = self.rate();
-        match self.remaining() {
-            Some((left, eta)) => tracing::info!(
+    pub fn log_progress(status: &ServiceStatus) {
+        let rate = status.rate_per_s;
+        let state = status.state;
+        match status.progress() {
+            Some((done, total, left)) => tracing::info!(
                 done,
-                total = done + left,
+                total,
                 left,
+                estimated = status.remaining_estimated,
                 rate_per_s = format!("{rate:.1}"),
-                eta_s = eta.map(|e| e.round() as u64),
+                eta_s = status.eta_s.map(|e| e.round() as u64),
                 %state,
                 "progress"
             ),
-            None => tracing::info!(done, rate_per_s = format!("{rate:.1}"), %state, "progress"),
+            None => tracing::info!(
+                done = status.analysed,
+                rate_per_s = format!("{rate:.1}"),
+                %state,
+                "progress"
+            ),
         }
     }
 

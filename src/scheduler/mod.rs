@@ -428,7 +428,7 @@ impl Actor for Scheduler {
         self.count(ctx);
         ctx.run_interval(self.config.progress_interval, |act, _ctx| {
             if act.phase != Phase::Finished {
-                act.accounting.log_progress(act.state());
+                Accounting::log_progress(&act.status());
             }
         });
         self.tick(ctx);

@@ -112,6 +112,12 @@ impl Progress {
         self.last.and_then(|progress| progress.left())
     }
 
+    fn counted(&self) -> Option<u64> {
+        self.last
+            .and_then(|progress| progress.left_at_start)
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
     fn estimated(&self) -> bool {
         self.last.is_some_and(|progress| progress.estimated)
     }
@@ -352,8 +358,9 @@ impl Passes {
     }
 
     pub(super) fn status(&self, status: &mut ServiceStatus) {
-        if let Some(left) = self.progress.left() {
+        if let (Some(left), Some(counted)) = (self.progress.left(), self.progress.counted()) {
             status.remaining = Some(left);
+            status.counted = Some(counted);
             status.remaining_estimated = self.progress.estimated();
             status.eta_s = self.progress.eta_s(left);
         }

@@ -30,4 +30,5 @@ mod service;
 mod signals;
 mod sizes;
 mod structure;
+mod upgrade;
 mod writer;

@@ -434,7 +434,8 @@ async fn json_logs_are_one_event_per_line_with_progress_and_never_a_secret() {
 }
 
 #[actix_rt::test]
-async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analysed_again() {
+async fn rows_gitlabs_own_worker_left_stay_but_stale_ongoing_ones_are_analysed_and_counts_itemised()
+{
     let mut world = World::new();
     let g = world.group(None, "Where-Gitlab-Ran");
     let names = ["", "a", "b"];
@@ -458,8 +459,8 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
     use registry_repair::db::tracking::TrackingStatus;
     assert_eq!(
         got(ids[0]),
-        (TrackingStatus::Completed, 5),
-        "GitLab's answer stays"
+        (TrackingStatus::Completed, 2),
+        "GitLab's count without its repositories is listed again and itemised"
     );
     assert_eq!(
         got(ids[1]),
@@ -483,13 +484,14 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
             ids.iter().position(|&i| i == id).unwrap_or(99)
         )
     };
-    for id in [ids[0], ids[1], ids[3]] {
+    for id in [ids[1], ids[3]] {
         assert_eq!(
             app.registry.requests_for(&path(id)),
             0,
             "project {id} not asked"
         );
     }
+    assert_eq!(app.registry.requests_for(&path(ids[0])), 1, "itemised once");
 
     app.settings.worker.rescan_interval = Duration::from_secs(1);
     let options = registry_repair::service::ServiceOptions {
@@ -507,7 +509,15 @@ async fn rows_gitlabs_own_worker_left_stay_and_its_stale_ongoing_rows_are_analys
         (TrackingStatus::Completed, 2),
         "--retry-failed replaces GitLab's failed row"
     );
-    assert_eq!(rows[&ids[0]].missing_count, 5, "and nothing else");
+    assert_eq!(
+        rows[&ids[0]].missing_count, 2,
+        "and nothing else: the itemised row stays"
+    );
+    assert_eq!(
+        app.registry.requests_for(&path(ids[0])),
+        1,
+        "not listed again once itemised"
+    );
 }
 
 #[actix_rt::test]

@@ -74,8 +74,8 @@ pub async fn apply_into(
 /// project fully repaired or untouched. The steps, in order:
 /// 1. `lock_project`: the project row `FOR SHARE` with the guards' facts (a deletion, rename or
 ///    transfer that starts meanwhile waits for this transaction; one that committed first is
-///    seen), and the repair lease's row `FOR SHARE` if it names this run (else nothing is
-///    written: `lease::fence`); then `lock_guarded`: the rows the guards read, `FOR SHARE` and as
+///    seen), and whether the repair lease's row names this run (else nothing is written:
+///    `lease::fence`); then `lock_guarded`: the rows the guards read, `FOR SHARE` and as
 ///    they are once locked: its route (a rename of the project or of a parent group rewrites it),
 ///    its `project_features` row (the registry switched off) and its cleanup policy (enabled), so
 ///    that none changes between the check and the commit;
@@ -179,8 +179,8 @@ struct LockedProject {
     facts: FactsRow,
     #[diesel(sql_type = Nullable<Integer>)]
     missing_before: Option<i32>,
-    /// The repair lease names this run (its row is now locked `FOR SHARE`). Read here rather than
-    /// by a statement of its own: a round trip per project is most of the cost.
+    /// The repair lease names this run. Read here rather than by a statement of its own: a round
+    /// trip per project is most of the cost.
     #[diesel(sql_type = Bool)]
     lease_held: bool,
 }

@@ -11,10 +11,11 @@
 //! process identity (boot id, pid namespace, start time) lets an apply or undo of the same machine
 //! take over at once the lease of one whose process is gone.
 //!
-//! Every write of a run checks, in its own transaction, that the lease row names that run, and
-//! locks it `FOR SHARE` until it commits ([`fence`]): a run whose lease was taken over, or whose
-//! row is gone, writes nothing more, even before its renewal notices; and the lease cannot change
-//! hands while one of its writes is under way.
+//! Every write of a run checks, in its own transaction, that the lease row names that run
+//! ([`fence`]): a run whose lease was taken over, or whose row is gone, writes nothing more, even
+//! before its renewal notices. And it commits only while its renewals go through, by its own
+//! monotonic clock ([`still_held`]): a run frozen past half the lease's life rolls back rather
+//! than commit after another could have taken the lease.
 
 use std::time::Duration;
 
@@ -500,13 +501,9 @@ pub(super) const HELD_BY_RUN: &str =
 pub(super) fn still_held(fence: &Fence, what: &str) -> Result<(), DbError> {
     match fence.is_open() {
         true => Ok(()),
-        false => Err(DbError::LeaseLost {
+        false => Err(DbError::LeaseLapsed {
             what: what.to_string(),
-            holder: format!(
-                "unknown: no renewal went through within {} s, so another run may have taken it; \
-                 rolled back",
-                (LEASE_TTL / 2).as_secs()
-            ),
+            after: LEASE_TTL / 2,
         }),
     }
 }

@@ -5,6 +5,7 @@
 //! GitLab and the helpers they share are here.
 
 mod apply;
+mod beside;
 mod binary;
 mod controls;
 mod lease;
