@@ -14,6 +14,8 @@
 //! the same pipeline, at the same latency and concurrencies as the analysis.
 //!
 //! The seeded database (`rr_bench_<N>`) is kept between runs; `--reseed` makes it again.
+//! `REGISTRY_REPAIR_BENCH_BIN=/path/to/registry-repair` times another binary (an older release)
+//! against the same database, for a before-and-after in turn.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -34,6 +36,13 @@ use registry_repair::scheduler::ServiceStatus;
 use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer};
 
 const KEY: &str = include_str!("../tests/fixtures/registry.key");
+
+/// The binary timed: this build's, or another (an older release, for a before-and-after) named by
+/// `REGISTRY_REPAIR_BENCH_BIN`.
+fn binary() -> String {
+    std::env::var("REGISTRY_REPAIR_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_registry-repair").to_string())
+}
 const GROUPS: i64 = 1000;
 /// One project in this many has repositories (most have none, as in real installations).
 const WITH_REPOS_EVERY: i64 = 100;
@@ -610,7 +619,7 @@ impl Service {
             ),
             ("REGISTRY_REPAIR__LOG__LEVEL", "warn".to_string()),
         ]);
-        let child = Command::new(env!("CARGO_BIN_EXE_registry-repair"))
+        let child = Command::new(binary())
             .args(args)
             .envs(env)
             .envs(extra_env.iter().copied())

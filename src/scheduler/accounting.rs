@@ -141,9 +141,6 @@ pub struct ServiceStatus {
     /// within its statement timeout): off by what changed since the last `ANALYZE`.
     #[serde(default)]
     pub remaining_estimated: bool,
-    /// The analysis: the fleet's count of its pass's work, of which `remaining` is left.
-    #[serde(default)]
-    pub counted: Option<u64>,
     /// When `remaining` will be done at the rate so far.
     pub eta_s: Option<f64>,
     /// The process's peak resident memory (VmHWM).
@@ -158,15 +155,11 @@ pub struct ServiceStatus {
 }
 
 impl ServiceStatus {
-    /// Done, total and left, as the progress bar and the progress line show them: the fleet's
-    /// pass as its count has it (done: what the fleet has taken of it, in flight or answered), or
-    /// this process's work (analysed, and what is left).
+    /// Done, total and left, as the progress bar, the progress line and the live page show them:
+    /// what this process analysed, beside what is left (for `run`, left of the fleet's pass).
     pub fn progress(&self) -> Option<(u64, u64, u64)> {
         let left = self.remaining?;
-        Some(match self.counted {
-            Some(total) => (total.saturating_sub(left), total, left),
-            None => (self.analysed, self.analysed + left, left),
-        })
+        Some((self.analysed, self.analysed + left, left))
     }
 }
 

@@ -112,12 +112,6 @@ impl Progress {
         self.last.and_then(|progress| progress.left())
     }
 
-    fn counted(&self) -> Option<u64> {
-        self.last
-            .and_then(|progress| progress.left_at_start)
-            .map(|n| u64::try_from(n).unwrap_or(0))
-    }
-
     fn estimated(&self) -> bool {
         self.last.is_some_and(|progress| progress.estimated)
     }
@@ -358,9 +352,11 @@ impl Passes {
     }
 
     pub(super) fn status(&self, status: &mut ServiceStatus) {
-        if let (Some(left), Some(counted)) = (self.progress.left(), self.progress.counted()) {
+        if let Some(left) = self.progress.left() {
+            // What this member took but has not answered yet is left too (the status holds its
+            // queue and in-flight work already).
+            let left = left + (status.queued + status.in_flight) as u64;
             status.remaining = Some(left);
-            status.counted = Some(counted);
             status.remaining_estimated = self.progress.estimated();
             status.eta_s = self.progress.eta_s(left);
         }

@@ -175,6 +175,24 @@ fn hidden(dom: &str, id: &str) -> bool {
     dom[start..end].contains(" hidden")
 }
 
+/// The page's DOM, read while the service's state stays as it was before and after (a few tries),
+/// and the status read after it.
+async fn steady_page(
+    chromium: &Arc<Chromium>,
+    page: &str,
+    addr: SocketAddr,
+) -> (String, ServiceStatus) {
+    for _ in 0..5 {
+        let before = status_over_http(addr, None).await;
+        let dom = dom_of(chromium, page, BUDGET_MS).await;
+        let after = status_over_http(addr, None).await;
+        if before.state == after.state {
+            return (dom, after);
+        }
+    }
+    panic!("the service's state never held still while the page was read");
+}
+
 /// The page shows `s` (`/status`) and `d` (`/damage`).
 fn assert_page_shows(dom: &str, s: &ServiceStatus, d: &Damage) {
     assert_eq!(text(dom, "state"), s.state.to_string());
@@ -358,8 +376,9 @@ async fn the_page_shows_the_figures_status_and_damage_answer() {
         "GET /damage never caught up with the table: {damage:?}"
     );
 
-    let dom = dom_of(&chromium, &page, BUDGET_MS).await;
-    let after = status_over_http(addr, None).await;
+    // An idle service looks again for work every few seconds, running for a moment: the page is
+    // read between two equal states.
+    let (dom, after) = steady_page(&chromium, &page, addr).await;
     assert_page_shows(&dom, &after, &damage);
     // The rate falls while the service idles: the page's is between the two reads'.
     let shown = rate(&dom);
