@@ -37,6 +37,14 @@ use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer};
 
 const KEY: &str = include_str!("../tests/fixtures/registry.key");
 
+/// Whether the binary's `repair` takes `--admin` (an older release serves the API always).
+fn offers_admin_flag() -> bool {
+    Command::new(binary())
+        .args(["repair", "plan", "--help"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--admin"))
+}
+
 /// The binary timed: this build's, or another (an older release, for a before-and-after) named by
 /// `REGISTRY_REPAIR_BENCH_BIN`.
 fn binary() -> String {
@@ -1086,15 +1094,20 @@ async fn repair_rate(
     reset_repair(url, n, true).await?;
     registry.set_latency(latency);
     let mode = if apply { "apply" } else { "plan" };
+    let mut args = vec![
+        "repair",
+        mode,
+        "--format",
+        "csv",
+        "--include-older",
+        "--include-older-than-path",
+    ];
+    // A repair serves its admin API (read here) only when asked; a release before that always did.
+    if offers_admin_flag() {
+        args.push("--admin");
+    }
     let service = Service::spawn_with(
-        &[
-            "repair",
-            mode,
-            "--format",
-            "csv",
-            "--include-older",
-            "--include-older-than-path",
-        ],
+        &args,
         url,
         &registry.url(),
         concurrency,

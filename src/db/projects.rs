@@ -78,9 +78,13 @@ fn without_row(span: Span, shard: Shard) -> projects::BoxedQuery<'static, Pg> {
 /// The stale `ongoing` rows of `shard` in `span`: rows, but no answer (GitLab's worker left them).
 /// Found through the index on `status`; there are few.
 fn stale_ongoing(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> {
+    tracking_rows(span, shard).filter(sql::<Bool>(STALE_ONGOING_SQL))
+}
+
+/// The tracking rows of `shard` in `span`, by the primary key.
+fn tracking_rows(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> {
     let mut query = tracking::table
         .filter(tracking::project_id.gt(span.after))
-        .filter(sql::<Bool>(STALE_ONGOING_SQL))
         .into_boxed();
     if let Some(through) = span.through {
         query = query.filter(tracking::project_id.le(through));
@@ -219,21 +223,12 @@ pub async fn existing_repository_names(
 /// recorded: counted by a release before the repositories were kept. Read by the primary key,
 /// each checked against the recorded repositories' key.
 fn uncounted(span: Span, shard: Shard) -> tracking::BoxedQuery<'static, Pg> {
-    let mut query = tracking::table
-        .filter(tracking::project_id.gt(span.after))
+    tracking_rows(span, shard)
         .filter(tracking::status.eq(TrackingStatus::Completed as i16))
         .filter(tracking::missing_count.gt(0))
         .filter(not(exists(
             missing::table.filter(missing::project_id.eq(tracking::project_id)),
         )))
-        .into_boxed();
-    if let Some(through) = span.through {
-        query = query.filter(tracking::project_id.le(through));
-    }
-    if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
-        query = query.filter(in_shard);
-    }
-    query
 }
 
 /// The first `limit` projects of `shard` in `span` counted without their repositories, in id
@@ -283,17 +278,8 @@ pub(in crate::db) async fn failed_ids(
     limit: i64,
     shard: Shard,
 ) -> Result<Vec<i64>, DbError> {
-    let mut query = tracking::table
-        .filter(tracking::project_id.gt(span.after))
+    tracking_rows(span, shard)
         .filter(tracking::status.eq(TrackingStatus::Failed as i16))
-        .into_boxed();
-    if let Some(through) = span.through {
-        query = query.filter(tracking::project_id.le(through));
-    }
-    if let Some(in_shard) = in_shard("container_registry_data_repair_details.project_id", shard) {
-        query = query.filter(in_shard);
-    }
-    query
         .order(tracking::project_id.asc())
         .limit(limit)
         .select(tracking::project_id)

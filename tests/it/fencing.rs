@@ -3,7 +3,6 @@
 //! and heartbeats that hang: the registry never sees more than the fleet's total, no project is
 //! asked a third time, and every row is right.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::process::{busy_world, service_env, spawn, Env, Running};
@@ -29,24 +28,9 @@ fn member_env(app: &TestApp, timeout_ms: u64) -> Env {
         .set("FLEET__MEMBER_TIMEOUT_MS", timeout_ms.to_string())
 }
 
-/// How many times each project's path was asked for.
-fn asked(app: &TestApp, world: &World) -> HashMap<i64, u64> {
-    world
-        .projects
-        .iter()
-        .map(|p| {
-            (
-                p.id,
-                app.registry
-                    .requests_for(&common::registry_path(world, p.id)),
-            )
-        })
-        .collect()
-}
-
 /// Every project asked at least once and none a third time.
 fn assert_asked_at_most_twice(app: &TestApp, world: &World) -> usize {
-    let asked = asked(app, world);
+    let asked = common::asked(&app.registry, world);
     let thrice: Vec<_> = asked.iter().filter(|(_, n)| **n > 2).collect();
     assert!(thrice.is_empty(), "asked more than twice: {thrice:?}");
     assert!(asked.values().all(|n| *n >= 1), "a project never asked");

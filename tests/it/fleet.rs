@@ -2,7 +2,6 @@
 //! projects and the concurrency through it. In-process instances where the test needs their
 //! status; processes where one must die by SIGKILL.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::process::{busy_world, service_env, spawn, Running};
@@ -45,21 +44,6 @@ async fn finish(member: Service) -> RunEnd {
         .expect("the member's run ends within 180 s")
 }
 
-/// How many times each project's path was asked for.
-fn asked(app: &TestApp, world: &World) -> HashMap<i64, u64> {
-    world
-        .projects
-        .iter()
-        .map(|p| {
-            (
-                p.id,
-                app.registry
-                    .requests_for(&common::registry_path(world, p.id)),
-            )
-        })
-        .collect()
-}
-
 async fn analysed(member: &Service) -> u64 {
     member
         .scheduler
@@ -90,7 +74,7 @@ async fn three_instances_without_shards_give_every_row_right_and_ask_each_projec
     }
     assert!(everyone_worked, "a member never analysed anything");
     assert_rows_match(&world, &app.db).await;
-    let asked = asked(&app, &world);
+    let asked = common::asked(&app.registry, &world);
     let not_once: Vec<_> = asked.iter().filter(|(_, n)| **n != 1).collect();
     assert!(not_once.is_empty(), "asked other than once: {not_once:?}");
     assert!(app.registry.stats().max_in_flight <= 6);
@@ -143,7 +127,9 @@ async fn a_member_that_joins_mid_run_takes_a_share_and_work() {
         "the fourth member never took a share and work"
     );
     assert_rows_match(&world, &app.db).await;
-    assert!(asked(&app, &world).values().all(|n| *n == 1));
+    assert!(common::asked(&app.registry, &world)
+        .values()
+        .all(|n| *n == 1));
     assert!(app.registry.stats().max_in_flight <= 8);
 }
 
@@ -243,7 +229,7 @@ async fn a_member_killed_early_and_never_restarted_leaves_its_work_to_the_others
     }
     assert!(took_over, "no member took over the victim's work");
     assert_rows_match(&world, &app.db).await;
-    let asked = asked(&app, &world);
+    let asked = common::asked(&app.registry, &world);
     assert!(asked.values().all(|n| *n >= 1));
     // Only what the victim had in flight or not yet written is asked again.
     let again = asked.values().filter(|n| **n > 1).count();
@@ -300,6 +286,8 @@ async fn a_fleet_works_through_pgbouncer_after_another_client_left_statements_be
     }
     bouncer.stop();
     assert_rows_match(&world, &app.db).await;
-    assert!(asked(&app, &world).values().all(|n| *n == 1));
+    assert!(common::asked(&app.registry, &world)
+        .values()
+        .all(|n| *n == 1));
     assert!(app.registry.stats().max_in_flight <= 6);
 }

@@ -442,23 +442,15 @@ pub async fn claim(
                 return read(step);
             }
             let sweep_first = prefer_sweep || pass.walk_done;
-            let (kind, ids, swept) = if let Some(after) = pass.failed_after {
-                let ids = failed_step(conn, member, &pass, after, limit).await?;
-                (Kind::Failed, ids, false)
-            } else if let Some(after) = pass.itemise_after {
-                let until = pass.itemise_through.unwrap_or(after);
-                let (ids, _) = bounded_step(
-                    conn,
-                    member,
-                    pass.pass,
-                    Kind::Itemise,
-                    after,
-                    until,
-                    until,
-                    limit,
-                )
-                .await?;
-                (Kind::Itemise, ids, false)
+            let to_the_end = [
+                (Kind::Failed, pass.failed_after, pass.failed_through),
+                (Kind::Itemise, pass.itemise_after, pass.itemise_through),
+            ]
+            .into_iter()
+            .find_map(|(kind, after, through)| after.map(|after| (kind, after, through)));
+            let (kind, ids, swept) = if let Some((kind, after, through)) = to_the_end {
+                let ids = to_the_end_step(conn, member, &pass, kind, after, through, limit).await?;
+                (kind, ids, false)
             } else if let Some(after) = pass.sweep_after.filter(|_| sweep_first) {
                 let (ids, swept) = sweep_step(conn, member, &pass, after, limit).await?;
                 (Kind::Sweep, ids, swept)
@@ -749,25 +741,20 @@ async fn sweep_step(
     Ok((ids, swept))
 }
 
-async fn failed_step(
+/// One read of a cursor that goes to its end in one span (the retry's, the itemising): the
+/// projects after `after` up to `through`.
+#[allow(clippy::too_many_arguments)]
+async fn to_the_end_step(
     conn: &mut DbConn,
     member: &Member,
     pass: &PassRow,
+    kind: Kind,
     after: i64,
+    through: Option<i64>,
     limit: i64,
 ) -> Result<Vec<i64>, DbError> {
-    let until = pass.failed_through.unwrap_or(after);
-    let (ids, _) = bounded_step(
-        conn,
-        member,
-        pass.pass,
-        Kind::Failed,
-        after,
-        until,
-        until,
-        limit,
-    )
-    .await?;
+    let until = through.unwrap_or(after);
+    let (ids, _) = bounded_step(conn, member, pass.pass, kind, after, until, until, limit).await?;
     Ok(ids)
 }
 

@@ -126,6 +126,23 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Lease {
+    /// The lease `claimant` took, as the database wrote it.
+    fn taken_by(
+        claimant: &Claimant,
+        acquired_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind: claimant.kind,
+            host: claimant.process.host.clone(),
+            pid: claimant.process.pid,
+            acquired_at,
+            expires_at,
+        }
+    }
+}
+
 /// A lease acquired, and the holder it replaced, if any, and why.
 #[derive(Debug, Clone)]
 pub struct Acquired {
@@ -280,13 +297,7 @@ async fn insert_or_take_expired(
         _ => None,
     };
     Ok(Some(Acquired {
-        lease: Lease {
-            kind: claimant.kind,
-            host: process.host.clone(),
-            pid: process.pid,
-            acquired_at: taken.acquired_at,
-            expires_at: taken.expires_at,
-        },
+        lease: Lease::taken_by(claimant, taken.acquired_at, taken.expires_at),
         taken_over,
     }))
 }
@@ -331,13 +342,7 @@ async fn take_from_gone(
     .map_err(DbError::query(format!(
         "taking over the repair lease of {holder}, whose process is gone"
     )))?;
-    Ok(taken.map(|taken| Lease {
-        kind: claimant.kind,
-        host: process.host.clone(),
-        pid: process.pid,
-        acquired_at: taken.acquired_at,
-        expires_at: taken.expires_at,
-    }))
+    Ok(taken.map(|taken| Lease::taken_by(claimant, taken.acquired_at, taken.expires_at)))
 }
 
 async fn check_migrated(db: &Database) -> Result<(), RepairError> {

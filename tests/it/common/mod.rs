@@ -467,6 +467,14 @@ pub async fn status_becomes(
     .await
 }
 
+/// How many times the registry was asked for each project of `w`'s path.
+pub fn asked(registry: &RegistrySimulator, w: &World) -> HashMap<i64, u64> {
+    w.projects
+        .iter()
+        .map(|p| (p.id, registry.requests_for(&registry_path(w, p.id))))
+        .collect()
+}
+
 /// The registry path of project `id` of `w` (its full path, lowercased).
 pub fn registry_path(w: &World, id: i64) -> String {
     w.projects
