@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Entry, PageAnswer, RegistryClient, RegistryError};
-use crate::registry::grammar::is_addressable;
+use crate::registry::grammar::{is_addressable, shown};
 use crate::registry::retry;
 use crate::registry::token::{sign, SharedToken, Token};
 
@@ -192,7 +192,7 @@ impl Pages<'_> {
                         {
                             return Err(RegistryError::Malformed {
                                 path: self.path.clone(),
-                                reason: format!("next marker `{next}` does not advance"),
+                                reason: format!("next marker {} does not advance", shown(&next)),
                             });
                         }
                         self.last = Some(next);
