@@ -1,6 +1,6 @@
 //! The command line: parses arguments, loads the settings, hands them to one command
 //! ([`crate::commands`]), and turns its outcome into an exit status (0 success, 2 bad usage or
-//! configuration, 1 anything else).
+//! configuration, 3 stopped before the end, 1 anything else).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{self, repair::RepairCommand};
 use crate::config::{ConfigError, Settings};
+use crate::db::repair::RepairError;
 use crate::db::report::RepositoryFilter;
 use crate::registry::ClientSetupError;
 use crate::report::{Listing, ReportFormat};
@@ -155,8 +156,15 @@ impl Cli {
     }
 }
 
-/// 2 for anything the operator must fix in the configuration or arguments, 1 otherwise.
+/// 2 for anything the operator must fix in the configuration or arguments, 3 for a command
+/// that stopped before its end (run it again to finish), 1 otherwise.
 pub fn exit_status(error: &anyhow::Error) -> u8 {
+    if error
+        .chain()
+        .any(|cause| cause.is::<commands::Unfinished>())
+    {
+        return 3;
+    }
     let config_error = error.chain().any(|cause| {
         cause.is::<ConfigError>()
             || matches!(
@@ -166,6 +174,15 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
             || matches!(
                 cause.downcast_ref::<ClientSetupError>(),
                 Some(ClientSetupError::Config(_))
+            )
+            // A run named on the command line that does not exist, or cannot be undone.
+            || matches!(
+                cause.downcast_ref::<RepairError>(),
+                Some(
+                    RepairError::UnknownRun(_)
+                        | RepairError::NotAnApplyRun { .. }
+                        | RepairError::UnknownNamespace(_)
+                )
             )
     });
     if config_error {
@@ -177,6 +194,10 @@ pub fn exit_status(error: &anyhow::Error) -> u8 {
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        // It wins over log.level: checked as strictly.
+        crate::config::log_filter("RUST_LOG", filter)?;
+    }
     let mut log = settings.log.clone();
     if matches!(cli.command, Command::Demo { .. }) && log.level == "info" {
         // The demo prints its own story; the service's info lines would drown it.

@@ -36,7 +36,7 @@ pub fn line(s: &ServiceStatus) -> String {
     const WIDTH: usize = 30;
     let Some((done, total, _)) = s.progress() else {
         return format!(
-            "{} analysed  {:.0}/s  (counting the projects left...)",
+            "{} done  {:.0}/s  (counting the projects left...)",
             s.analysed, s.rate_per_s
         );
     };

@@ -283,6 +283,9 @@ async fn source(
     )
     .await?;
     fence.confirm(sent, member.hold());
+    if joined.takes_them && !settings.follows_gitlab() {
+        say_whose_switches(settings, &joined.switches);
+    }
     let membership = |member| Membership {
         member,
         switches: joined.switches.clone(),
@@ -317,6 +320,40 @@ async fn source(
         Source::Repair(Candidates::new(db.clone(), repair.scope.clone())),
         membership(member),
     ))
+}
+
+/// Says, when this instance takes the fleet's switches over its own configuration, whose they
+/// are: a command's (held across restarts: a paused fleet stays paused), or the members' before.
+fn say_whose_switches(settings: &Settings, fleet: &members::FleetSwitches) {
+    let total = usize::try_from(fleet.max_concurrency).unwrap_or(0);
+    let own = (settings.worker.max_concurrency, settings.worker.enabled);
+    let set_at = fleet.updated_at.format("%Y-%m-%d %H:%M:%S UTC");
+    if fleet.set_by_command && !fleet.enabled {
+        tracing::warn!(
+            %set_at,
+            "the fleet is paused, as `registry-repair pause` left it: nothing is dispatched until `registry-repair resume` (a pause holds across restarts, over worker.enabled)"
+        );
+    }
+    if (total, fleet.enabled) == own {
+        return;
+    }
+    match fleet.set_by_command {
+        true => tracing::warn!(
+            fleet_max_concurrency = total,
+            fleet_enabled = fleet.enabled,
+            worker_max_concurrency = own.0,
+            worker_enabled = own.1,
+            %set_at,
+            "the fleet's switches, as a control command set them, hold over this instance's configuration: `registry-repair concurrency N`, `pause` and `resume` change them"
+        ),
+        false => tracing::info!(
+            fleet_max_concurrency = total,
+            fleet_enabled = fleet.enabled,
+            worker_max_concurrency = own.0,
+            worker_enabled = own.1,
+            "this instance takes the fleet's switches over its own worker.max_concurrency and worker.enabled"
+        ),
+    }
 }
 
 /// Projects counted without their repositories (by a release before they were kept) are analysed

@@ -6,6 +6,7 @@ use crate::admin::AdminClient;
 use crate::config::Settings;
 use crate::db::fleet::FleetStatus;
 use crate::scheduler::ServiceStatus;
+use crate::work::Doing;
 
 /// `status`: the service's state, as lines or (`json`) the API's JSON.
 pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
@@ -74,16 +75,37 @@ fn print_status(s: &ServiceStatus) {
     println!("max_concurrency  {}", s.max_concurrency);
     println!("in flight        {}", s.in_flight);
     println!("queued           {}", s.queued);
-    println!(
-        "analysed         {} ({} completed, {} failed) in {:.0} s",
-        s.analysed, s.completed, s.failed, s.uptime_s
-    );
-    println!(
-        "missing found    {} ({} by the registry's sizes, {} sizes unknown)",
-        s.missing_found,
-        crate::report::units::bytes(i64::try_from(s.missing_bytes_found).unwrap_or(i64::MAX)),
-        s.sizes_unknown
-    );
+    match s.work {
+        Doing::Analysis => {
+            println!(
+                "analysed         {} ({} completed, {} failed) in {:.0} s",
+                s.analysed, s.completed, s.failed, s.uptime_s
+            );
+            println!(
+                "missing found    {} ({} by the registry's sizes, {} sizes unknown)",
+                s.missing_found,
+                crate::report::units::bytes(
+                    i64::try_from(s.missing_bytes_found).unwrap_or(i64::MAX)
+                ),
+                s.sizes_unknown
+            );
+        }
+        // A repair's projects are planned (and for an apply, handed to the Writer to write).
+        Doing::RepairPlan | Doing::RepairApply { .. } => {
+            let done = match s.work {
+                Doing::RepairPlan => "planned",
+                _ => "planned for writing",
+            };
+            println!(
+                "projects         {} {done}, {} not planned, in {:.0} s",
+                s.completed, s.failed, s.uptime_s
+            );
+            println!(
+                "repositories     {} without a row in their plans",
+                s.missing_found
+            );
+        }
+    }
     println!("rate             {:.1} projects/s", s.rate_per_s);
     println!("progress         {}", crate::progress::line(s));
     println!("deferred         {}", s.deferred);
@@ -124,7 +146,7 @@ fn print_fleet(fleet: &FleetStatus) {
     }
     println!(
         "  {:<40} {:>5} {:>9} {:>9} {:>9}  {:<8} state",
-        "member", "share", "in flight", "analysed", "heartbeat", "shard"
+        "member", "share", "in flight", "done", "heartbeat", "shard"
     );
     for m in &fleet.members {
         let me = if m.id == fleet.me { " (this one)" } else { "" };

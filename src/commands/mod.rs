@@ -20,6 +20,12 @@ pub mod run;
 
 use anyhow::Context as _;
 
+/// A command that stopped before its end (a signal, a lost lease), or a check of a run that did:
+/// exit status 3, and its message says how far it got and the command that finishes the job.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unfinished(pub String);
+
 /// A runtime for the commands that only talk to the database or the admin API.
 fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

@@ -12,9 +12,13 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+/// `database.url` when nothing sets it.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gitlabhq_production";
+
 mod raw;
 mod secret;
 mod shard;
+pub mod suggest;
 
 use raw::RawSettings;
 pub use secret::{DatabaseUrl, RegistryUrl, Secret};
@@ -311,11 +315,7 @@ impl Settings {
                     .format
                     .parse()
                     .map_err(|e: String| ConfigError::new("log.format", e))?,
-                level: {
-                    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
-                        .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
-                    raw.log.level
-                },
+                level: log_filter("log.level", raw.log.level)?,
                 progress_interval: secs("log.progress_interval_s", raw.log.progress_interval_s, 1)?,
             },
             control: ControlSettings {
@@ -393,12 +393,7 @@ impl Settings {
 
 /// `admin.listen`, and `admin.token`, which a listener that is not on loopback requires.
 fn admin(raw: raw::Admin) -> Result<AdminSettings, ConfigError> {
-    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-        ConfigError::new(
-            "admin.listen",
-            format!("`{}` is not an IP:port address", raw.listen),
-        )
-    })?;
+    let listen = listen_address(&raw.listen)?;
     let token = match raw.token {
         Some(token) => Some(Secret::from(non_empty("admin.token", token)?)),
         None if !listen.ip().is_loopback() => {
@@ -421,6 +416,46 @@ fn admin(raw: raw::Admin) -> Result<AdminSettings, ConfigError> {
 }
 
 /// One entry of `admin.allowed_hosts`: a host name as a browser sends it in `Host` (ASCII,
+/// `admin.listen`: an `IP:port`, or a `name:port` whose name resolves to a loopback address
+/// (`localhost:9393`), resolved once, at start (IPv4 first). A name that resolves elsewhere is
+/// refused: the listener and the control commands must agree on one address, and a name that
+/// may move is no address to guard with a loopback rule.
+fn listen_address(value: &str) -> Result<SocketAddr, ConfigError> {
+    const KEY: &str = "admin.listen";
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| ConfigError::new(KEY, format!("`{value}` {why}"));
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(bad(
+            "is not an address: write IP:port (127.0.0.1:9393) or localhost:PORT".into(),
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad(format!("has no port number (`{port}`)")))?;
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| bad(format!("does not resolve: {e}")))?
+        .collect();
+    if resolved.is_empty() || !resolved.iter().all(|addr| addr.ip().is_loopback()) {
+        let shown: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
+        return Err(bad(format!(
+            "resolves to {}: a name is taken only when it resolves to loopback; write the IP:port \
+             to listen on",
+            if shown.is_empty() {
+                "nothing".to_string()
+            } else {
+                shown.join(", ")
+            }
+        )));
+    }
+    Ok(resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .copied()
+        .unwrap_or(resolved[0]))
+}
+
 /// punycode for an international name), without scheme, port or path, since it is compared with
 /// the host part of `Host` and `Origin` alone. Returned lowercased, without a trailing dot.
 fn allowed_host(entry: &str) -> Result<String, ConfigError> {
@@ -537,6 +572,39 @@ fn secs(key: &str, value: i64, min: i64) -> Result<Duration, ConfigError> {
     number(key, value, min).map(Duration::from_secs)
 }
 
+/// A `tracing` filter (`log.level`, `RUST_LOG`), checked beyond its syntax: every directive is a
+/// level or `target=level`. A bare word is a target to `tracing` (`inof` would show that target
+/// alone and silence everything else, fatal errors' log lines included), so one that is not a
+/// level is refused, with the level it most likely meant.
+pub fn log_filter(key: &str, value: String) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            let meant = suggest::did_you_mean(level, &LEVELS)
+                .map(|l| format!(" Did you mean `{l}`?"))
+                .unwrap_or_default();
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "{}`{level}` is not a level (trace, debug, info, warn, error, off).{meant} \
+                     Each comma-separated part is a level or target=level \
+                     (info,registry_repair=debug)",
+                    match directive == level {
+                        true => String::new(),
+                        false => format!("`{directive}`: "),
+                    }
+                ),
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&value)
+        .map_err(|e| ConfigError::new(key, e.to_string()))?;
+    Ok(value)
+}
+
 fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::new(key, "must not be empty"));
@@ -545,6 +613,20 @@ fn non_empty(key: &str, value: String) -> Result<String, ConfigError> {
 }
 
 fn parse_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+    if !value.contains("://") {
+        // `registry.internal:5000` parses as a URL whose scheme is `registry.internal`.
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "`{value}` has no scheme: write it as {}://{value}{}",
+                schemes.last().copied().unwrap_or("https"),
+                match schemes {
+                    ["http", "https"] => " (or http:// for a registry without TLS)",
+                    _ => "",
+                }
+            ),
+        ));
+    }
     let parsed = url::Url::parse(value)
         .map_err(|e| ConfigError::new(key, format!("not a valid URL: {e}")))?;
     if !schemes.contains(&parsed.scheme()) {
@@ -823,5 +905,48 @@ mod tests {
         let err = Settings::load_from(Some(Path::new("/nonexistent/rr.toml")), HashMap::new())
             .expect_err("missing file");
         assert_eq!(err.key, "--config");
+    }
+
+    #[test]
+    fn admin_listen_takes_a_name_that_resolves_to_loopback() {
+        assert_eq!(
+            listen_address("localhost:9413").expect("localhost resolves"),
+            SocketAddr::from(([127, 0, 0, 1], 9413))
+        );
+        assert_eq!(
+            listen_address("[::1]:9413").expect("an address"),
+            "[::1]:9413".parse::<SocketAddr>().expect("an address")
+        );
+        for (value, needle) in [
+            ("localhost", "is not an address"),
+            ("localhost:port", "has no port number"),
+            ("no-such-host.invalid:9413", "does not resolve"),
+        ] {
+            let err = listen_address(value).expect_err(value);
+            assert_eq!(err.key, "admin.listen");
+            assert!(err.to_string().contains(needle), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_log_filter_is_levels_or_targets_with_levels() {
+        for good in [
+            "info",
+            "WARN",
+            "info,registry_repair=debug",
+            "off",
+            "actix_web=warn,info",
+        ] {
+            assert!(log_filter("log.level", good.into()).is_ok(), "{good}");
+        }
+        for (bad, meant) in [("inof", "info"), ("debgu", "debug"), ("x=warning", "warn")] {
+            let err = log_filter("log.level", bad.into()).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains(&format!("Did you mean `{meant}`?")),
+                "{bad}: {err}"
+            );
+        }
+        assert!(log_filter("log.level", "registry_repair".into()).is_err());
     }
 }

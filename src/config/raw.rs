@@ -115,7 +115,7 @@ pub(super) struct Control {
 impl Default for Database {
     fn default() -> Self {
         Self {
-            url: "postgres://postgres@127.0.0.1:5432/gitlabhq_production".into(),
+            url: super::DEFAULT_DATABASE_URL.into(),
             pool_size: 8,
             connect_timeout_ms: 5000,
         }

@@ -137,6 +137,47 @@ fn decode(raw: &str) -> String {
         .into_owned()
 }
 
+/// The parameters this module reads itself.
+const OWN: [&str; 4] = ["sslmode", "sslrootcert", "prepared_statements", "ssl"];
+
+/// The parameters passed on to tokio-postgres, which implements them as libpq does.
+const PASSED_ON: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslnegotiation",
+];
+
+/// libpq's SSL parameters this service does not implement (client certificates and the like).
+const LIBPQ_SSL_UNSUPPORTED: [&str; 12] = [
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "sslcertmode",
+    "sslkeylogfile",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requiressl",
+];
+
 /// The query parameters of `database.url` this module reads itself; the rest is tokio-postgres's.
 #[derive(Default)]
 struct OwnParams {
@@ -188,7 +229,7 @@ impl OwnParams {
                          offered); use sslmode=verify-full to authenticate the server instead",
                     ))
                 }
-                other if other.starts_with("ssl") || other == "requiressl" => {
+                other if LIBPQ_SSL_UNSUPPORTED.contains(&other) => {
                     return Err(ConfigError::new(
                         KEY,
                         format!(
@@ -196,6 +237,18 @@ impl OwnParams {
                              sslrootcert and sslnegotiation are (no client certificates)"
                         ),
                     ))
+                }
+                other if !PASSED_ON.contains(&other) => {
+                    let known: Vec<&str> = OWN.iter().chain(PASSED_ON).copied().collect();
+                    let meant = crate::config::suggest::did_you_mean(other, &known)
+                        .map(|k| format!(": did you mean `{k}`?"))
+                        .unwrap_or_else(|| {
+                            format!("; the parameters understood are {}", known.join(", "))
+                        });
+                    return Err(ConfigError::new(
+                        KEY,
+                        format!("`{other}` is not a parameter of a PostgreSQL URL{meant}"),
+                    ));
                 }
                 _ => params.kept.push(segment.to_string()),
             }
@@ -364,13 +417,33 @@ pub fn pooler_hint(message: &str) -> &'static str {
 pub enum ConnectError {
     #[error("{0}")]
     RootCertificate(String),
-    #[error("{}", crate::errors::chain(.0))]
+    #[error("{}", plainly(.0))]
     Postgres(tokio_postgres::Error),
     #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
     Setup(String),
     /// Telling PostgreSQL from a pooler failed (the step that failed, and why).
     #[error("finding out whether database.url leads to a pooler (set prepared_statements=true or false in it to skip this): {0}")]
     Probe(String),
+}
+
+/// A connection's failure in plain words: what the server answered (its own message, with its
+/// detail and hint), or why it could not be reached.
+fn plainly(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("the server answered: {}", db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; {hint}"));
+        }
+        return text;
+    }
+    let chained = crate::errors::chain(error);
+    match chained.strip_prefix("error connecting to server: ") {
+        Some(why) => format!("cannot reach the server: {why}"),
+        None => chained,
+    }
 }
 
 impl ConnectError {

@@ -43,7 +43,10 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("connecting to the database at {target}: {message}")]
+    #[error(
+        "cannot connect to the database at {target}: {message} ({})",
+        where_the_url_comes_from(target)
+    )]
     Connect { target: String, message: String },
     #[error("{what}: {error}{}", connect::pooler_hint(&error.to_string()))]
     Query {
@@ -68,6 +71,32 @@ pub enum DbError {
     /// `database.url` cannot be used as it is (the cause names the key; exit status 2).
     #[error("reading the database settings")]
     Config(#[source] crate::config::ConfigError),
+}
+
+/// Where `database.url` is set, for a connection error: the operator's next step.
+fn where_the_url_comes_from(target: &str) -> String {
+    match target == crate::config::DEFAULT_DATABASE_URL {
+        true => "database.url is not set, so its default is used: set it in the --config file \
+                 ([database] url) or in REGISTRY_REPAIR__DATABASE__URL"
+            .to_string(),
+        false => "database.url comes from the --config file ([database] url) or \
+                  REGISTRY_REPAIR__DATABASE__URL"
+            .to_string(),
+    }
+}
+
+/// The pool's failure to connect in plain words: the connection's own error (the server's answer,
+/// or why it could not be reached), without the pool's wrapping of it.
+fn pool_failure(error: &diesel_async::pooled_connection::deadpool::PoolError) -> String {
+    use diesel_async::pooled_connection::deadpool::PoolError as Pool;
+    use diesel_async::pooled_connection::PoolError as Backend;
+    match error {
+        Pool::Backend(Backend::ConnectionError(diesel::ConnectionError::BadConnection(
+            message,
+        ))) => message.clone(),
+        Pool::Backend(backend) => backend.to_string(),
+        other => crate::errors::chain(other),
+    }
 }
 
 impl DbError {
@@ -182,7 +211,7 @@ impl Database {
             }
             Ok(Err(e)) => Err(DbError::Connect {
                 target: self.target.clone(),
-                message: crate::errors::chain(&e),
+                message: pool_failure(&e),
             }),
             Err(_) => Err(DbError::Connect {
                 target: self.target.clone(),
@@ -206,7 +235,10 @@ impl Database {
                                   AND attname = 'swept_at' AND NOT attisdropped) \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_passes') \
-                                  AND attname = 'itemise_after' AND NOT attisdropped) AS present",
+                                  AND attname = 'itemise_after' AND NOT attisdropped) \
+                    AND EXISTS (SELECT 1 FROM pg_attribute \
+                                WHERE attrelid = to_regclass('registry_repair_fleet') \
+                                  AND attname = 'set_by_command' AND NOT attisdropped) AS present",
         )
         .get_result(&mut conn)
         .await

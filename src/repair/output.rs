@@ -93,6 +93,10 @@ pub struct Outcome {
     pub totals: Totals,
     pub repositories: Vec<Record>,
     pub path_changed: Vec<PathChange>,
+    /// The run stopped before every candidate was done: an empty outcome says nothing about
+    /// what is missing.
+    #[serde(skip)]
+    pub stopped: bool,
 }
 
 impl Outcome {
@@ -245,7 +249,10 @@ impl Outcome {
             let _ = writeln!(out, "  already present   {}", t.already_present);
         }
         if self.repositories.is_empty() {
-            out.push_str("\nNo repository without a row.\n");
+            out.push_str(match self.stopped {
+                true => "\nNothing was done before it stopped.\n",
+                false => "\nNo repository without a row.\n",
+            });
             return out;
         }
         let _ = writeln!(

@@ -16,6 +16,7 @@ use anyhow::{anyhow, Context as _};
 
 use super::lease::Held;
 use super::PlanArgs;
+use crate::commands::Unfinished;
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::lease;
 use crate::db::repair::{
@@ -70,7 +71,8 @@ pub async fn execute(
     if let Some(lost) = walked.lease_lost {
         return Err(lost.into());
     }
-    let outcome = outcome(&walked)?;
+    let mut outcome = outcome(&walked)?;
+    outcome.stopped = walked.end == RunEnd::Stopped;
     print!("{}", outcome.render(args.format)?);
     // Notes go to standard error when standard output is JSON or CSV, so it stays parseable.
     let note = |text: String| {
@@ -85,18 +87,53 @@ pub async fn execute(
             note(text);
         }
     }
+    left_as_they_are(&walked, &outcome)?;
     if walked.end == RunEnd::Stopped {
-        let (done, each) = match mode {
-            Mode::Plan => ("planned", "planned"),
-            Mode::Apply => ("written", "fully written"),
-        };
-        note(format!(
-            "\nStopped before every project was {done}: {} projects done; each is {each} or untouched. Run `registry-repair repair {}` again to finish.",
-            outcome.totals.projects,
-            mode.command(),
-        ));
+        return Err(stopped(db, args, mode, &walked, &outcome).await);
     }
-    left_as_they_are(&walked, &outcome)
+    Ok(())
+}
+
+/// A plan or apply stopped before every candidate was done (SIGTERM, SIGINT): how far it got,
+/// and the command, with the scope it was given, that finishes the job.
+async fn stopped(
+    db: &Database,
+    args: &PlanArgs,
+    mode: Mode,
+    walked: &Repaired,
+    outcome: &Outcome,
+) -> anyhow::Error {
+    let scope = args.scope();
+    let (done, each) = match mode {
+        Mode::Plan => ("planned", "planned"),
+        Mode::Apply => ("written", "fully written"),
+    };
+    // An apply's written projects are no candidates any more; a plan's still are.
+    let left = repair::count_candidates(db, &scope)
+        .await
+        .map(|n| match mode {
+            Mode::Plan => n.saturating_sub(outcome.totals.projects),
+            Mode::Apply => n,
+        });
+    let left = match left {
+        Ok(left) => format!("{left} left"),
+        Err(error) => format!("how many are left could not be counted: {error}"),
+    };
+    let run = walked
+        .run
+        .map(|run| format!(" (run {run} stays unfinished)"))
+        .unwrap_or_default();
+    let again = format!(
+        "registry-repair repair {}{}{}",
+        mode.command(),
+        if scope.describe().is_empty() { "" } else { " " },
+        scope.describe()
+    );
+    Unfinished(format!(
+        "stopped before every project was {done}{run}: {} projects {done}, {left}; each project is {each} or untouched. Run `{again}` to finish",
+        outcome.totals.projects,
+    ))
+    .into()
 }
 
 /// An unknown `--namespace` is the operator's to fix.
@@ -209,9 +246,15 @@ fn left_as_they_are(walked: &Repaired, outcome: &Outcome) -> anyhow::Result<()> 
         ));
     }
     if !outcome.path_changed.is_empty() {
+        let projects: Vec<String> = outcome
+            .path_changed
+            .iter()
+            .map(|moved| format!("--project {}", moved.project_id))
+            .collect();
         return Err(anyhow!(
-            "{} projects were renamed or moved while the run listed them and were left as they are; run `registry-repair repair apply` again",
-            outcome.path_changed.len()
+            "{} projects were renamed or moved while the run listed them and were left as they are; run `registry-repair repair apply {}` again",
+            outcome.path_changed.len(),
+            projects.join(" ")
         ));
     }
     Ok(())

@@ -40,13 +40,13 @@ fn undone_by(r: &RunRow) -> String {
 
 fn runs_csv(runs: &[RunRow]) -> String {
     let mut out = String::from(
-        "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed\n",
+        "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed,state\n",
     );
     for r in runs {
         let counts: Vec<String> = counts(r).iter().map(i32::to_string).collect();
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             r.id,
             r.kind,
             time(r.started_at),
@@ -55,7 +55,8 @@ fn runs_csv(runs: &[RunRow]) -> String {
             counts.join(","),
             r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
             undone_by(r),
-            r.path_changed
+            r.path_changed,
+            r.state
         );
     }
     out
@@ -84,9 +85,7 @@ fn runs_table(runs: &[RunRow]) -> String {
         "NOTE",
     );
     for r in runs {
-        let finished = r
-            .finished_at
-            .map_or_else(|| "(not finished)".to_string(), time);
+        let finished = r.finished_at.map_or_else(|| format!("({})", r.state), time);
         line(
             &mut out,
             [&r.id.to_string(), &r.kind, &time(r.started_at), &finished],
@@ -104,6 +103,17 @@ fn note(r: &RunRow) -> String {
         (Some(of), _) => format!("undoes run {of}"),
         (None, false) => format!("undone by {}", undone_by(r)),
         (None, true) => r.scope.clone(),
+    };
+    let note = match (r.state.as_str(), r.undo_of) {
+        ("stopped", Some(of)) => {
+            format!("stopped before its end: `repair undo {of}` finishes it; {note}")
+        }
+        ("stopped", None) => format!(
+            "stopped before its end: `repair apply{}{}` finishes the job",
+            if r.scope.is_empty() { "" } else { " " },
+            r.scope
+        ),
+        _ => note,
     };
     match (r.path_changed, note.is_empty()) {
         (0, _) => note,
@@ -132,6 +142,7 @@ mod tests {
             path_changed,
             undo_of: None,
             undone_by: Vec::new(),
+            state: "under way".into(),
         }
     }
 
@@ -143,15 +154,29 @@ mod tests {
             table.contains("1 projects not written: path changed; --project 7"),
             "{table}"
         );
-        assert!(table.contains("(not finished)"));
+        assert!(table.contains("(under way)"));
         let csv = render_runs(&runs, Format::Csv).expect("CSV");
         let lines: Vec<&str> = csv.lines().collect();
-        assert!(lines[0].ends_with(",undone_by,path_changed"));
-        assert!(lines[1].ends_with(",1"), "{}", lines[1]);
-        assert!(lines[2].ends_with(",0"), "{}", lines[2]);
+        assert!(lines[0].ends_with(",undone_by,path_changed,state"));
+        assert!(lines[1].ends_with(",1,under way"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",0,under way"), "{}", lines[2]);
         let json: serde_json::Value =
             serde_json::from_str(&render_runs(&runs, Format::Json).expect("JSON text"))
                 .expect("JSON");
         assert_eq!(json[0]["path_changed"], 1);
+    }
+
+    #[test]
+    fn a_run_stopped_before_its_end_says_so_and_what_finishes_it() {
+        let stopped = RunRow {
+            state: "stopped".into(),
+            ..apply_run(3, 0)
+        };
+        let table = render_runs(&[stopped], Format::Table).expect("a table");
+        assert!(table.contains("(stopped)"), "{table}");
+        assert!(
+            table.contains("stopped before its end: `repair apply --project 7` finishes the job"),
+            "{table}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! `repair undo RUN`: deletes the rows an apply run restored that GitLab has not touched since,
 //! and lists the others with why, holding the repair lease.
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 
 use super::lease::Held;
+use crate::commands::Unfinished;
 use crate::db::repair;
 use crate::db::Database;
 use crate::signals::Signals;
@@ -21,9 +22,9 @@ pub async fn execute(db: &Database, run: i64) -> anyhow::Result<()> {
     let undone = tokio::select! {
         undone = repair::undo(db, run, held.lease(), held.fence()) => undone.map_err(anyhow::Error::from),
         lost = held.lost() => Err(lost.into()),
-        signal = signals.next() => Err(anyhow!(
+        signal = signals.next() => Err(Unfinished(format!(
             "undo of repair run {run} stopped by {signal}; each project is undone whole or untouched: run `registry-repair repair undo {run}` again to finish"
-        )),
+        )).into()),
     };
     held.release().await;
     let outcome = undone?;

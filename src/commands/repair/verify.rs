@@ -3,7 +3,8 @@
 //! row that the run did not hold back (skip or review); every row it restored that names no
 //! repository the registry holds under the project's path now (the project renamed or moved
 //! since, or the images gone); and every project it did not write because its path changed
-//! between the listing and the write, until a later apply writes it. Exit 1 when there is any.
+//! between the listing and the write, until a later apply writes it. Exit 1 when there is any;
+//! exit 3 for a run that did not finish (what it wrote is checked, the rest is not yet written).
 
 use std::collections::HashSet;
 
@@ -11,9 +12,10 @@ use anyhow::anyhow;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
+use crate::commands::Unfinished;
 use crate::config::Settings;
 use crate::db::projects::existing_repository_names;
-use crate::db::repair::{run_projects, RepairError, RunProject, WriteOutcome};
+use crate::db::repair::{self, run_projects, RepairError, RunProject, WriteOutcome};
 use crate::db::Database;
 use crate::registry::names::rails_names;
 use crate::registry::{RegistryClient, TokenSigner};
@@ -28,6 +30,21 @@ pub async fn execute(settings: &Settings, db: &Database, run: i64) -> anyhow::Re
         "Repair run {run}: {} projects listed again ({} gone since)",
         found.projects, found.gone
     );
+    // An unfinished run wrote only part of its scope: what it wrote is checked, and no verdict
+    // is given on the rest.
+    let unfinished = match repair::run(db, run).await? {
+        Some(row) if row.state == "under way" => Some(format!(
+            "repair run {run} is still under way: this checked only the {} projects it has written so far; verify it again once it ends",
+            found.projects
+        )),
+        Some(row) if !row.finished() => Some(format!(
+            "repair run {run} did not finish (it stopped before every project was written): this checked only the {} projects it wrote; `registry-repair repair apply{}{}` finishes the job",
+            found.projects,
+            if row.scope.is_empty() { "" } else { " " },
+            row.scope
+        )),
+        _ => None,
+    };
     let shown = |path: &str, name: &str| {
         if name.is_empty() {
             path.to_string()
@@ -70,9 +87,16 @@ pub async fn execute(settings: &Settings, db: &Database, run: i64) -> anyhow::Re
         println!("  not verified: project {project}: {error}");
     }
     if found.is_clean() {
+        if let Some(unfinished) = unfinished {
+            println!("Every repository it wrote has its row, and every row it restored names a repository the registry holds; it did not finish.");
+            return Err(Unfinished(unfinished).into());
+        }
         println!("Every repository the run meant to restore has a row, and every row it restored names a repository the registry holds.");
         Ok(())
     } else {
+        if let Some(unfinished) = &unfinished {
+            eprintln!("registry-repair: {unfinished}");
+        }
         Err(anyhow!(
             "repair run {run}: {} repositories still without a row, {} restored rows naming nothing the registry holds, {} projects not written, {} projects not verified",
             found.unrestored.len(),

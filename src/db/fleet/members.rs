@@ -70,7 +70,16 @@ pub struct FleetSwitches {
     /// Grows with every write: a member adopts only what is newer than what it has.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub version: i64,
+    /// A control command (`pause`, `resume`, `concurrency N`) set them: they hold across restarts,
+    /// over the configuration, until the next command.
+    #[diesel(sql_type = Bool)]
+    pub set_by_command: bool,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub updated_at: DateTime<Utc>,
 }
+
+/// The columns [`FleetSwitches`] is read with.
+const SWITCHES: &str = "max_concurrency, enabled, version, set_by_command, updated_at";
 
 /// What a member joins with.
 #[derive(Debug, Clone, Copy)]
@@ -156,9 +165,9 @@ async fn lock_switches(
     .execute(conn)
     .await
     .map_err(DbError::query("creating the fleet's row"))?;
-    diesel::sql_query(
-        "SELECT max_concurrency, enabled, version FROM registry_repair_fleet WHERE id = 1 FOR UPDATE",
-    )
+    diesel::sql_query(format!(
+        "SELECT {SWITCHES} FROM registry_repair_fleet WHERE id = 1 FOR UPDATE"
+    ))
     .get_result(conn)
     .await
     .map_err(DbError::query("locking the fleet's row"))
@@ -222,10 +231,16 @@ pub async fn join(
                 if first && member.analyses() {
                     // A restart must not wait out the timeout of the members before it.
                     start_afresh(conn, member).await?;
-                    if joining.shared_switches {
-                        switches =
-                            write_switches(conn, member, joining.max_concurrency, joining.enabled)
-                                .await?;
+                    // What a command set holds; what a configuration wrote gives way to this one.
+                    if joining.shared_switches && !switches.set_by_command {
+                        switches = write_switches(
+                            conn,
+                            member,
+                            joining.max_concurrency,
+                            joining.enabled,
+                            false,
+                        )
+                        .await?;
                     }
                 }
                 diesel::sql_query(
@@ -375,21 +390,25 @@ async fn write_switches(
     member: &Member,
     max_concurrency: usize,
     enabled: bool,
+    by_command: bool,
 ) -> Result<FleetSwitches, DbError> {
-    diesel::sql_query(
+    diesel::sql_query(format!(
         "UPDATE registry_repair_fleet \
-         SET max_concurrency = $1, enabled = $2, version = version + 1, updated_at = now(), updated_by = $3 \
-         WHERE id = 1 RETURNING max_concurrency, enabled, version",
-    )
+         SET max_concurrency = $1, enabled = $2, version = version + 1, updated_at = now(), \
+             updated_by = $3, set_by_command = $4 \
+         WHERE id = 1 RETURNING {SWITCHES}"
+    ))
     .bind::<Integer, _>(i32_of(max_concurrency))
     .bind::<Bool, _>(enabled)
     .bind::<Text, _>(&member.id)
+    .bind::<Bool, _>(by_command)
     .get_result(conn)
     .await
     .map_err(DbError::query("writing the fleet's switches"))
 }
 
-/// Sets the fleet's switches (`concurrency`, `pause`, `resume` sent to this member).
+/// Sets the fleet's switches as a control command did (`concurrency`, `pause`, `resume` sent to
+/// this member): they hold across restarts.
 pub async fn set_switches(
     db: &Database,
     member: &Member,
@@ -397,7 +416,7 @@ pub async fn set_switches(
     enabled: bool,
 ) -> Result<FleetSwitches, DbError> {
     let mut conn = db.conn().await?;
-    write_switches(&mut conn, member, max_concurrency, enabled).await
+    write_switches(&mut conn, member, max_concurrency, enabled, true).await
 }
 
 /// How long a heartbeat's statements may run before the server cancels them: a statement that
@@ -474,9 +493,9 @@ pub async fn beat(db: &Database, member: &Arc<Member>, beat: &Beat) -> Result<Vi
                 false => Vec::new(),
             };
             let members = members(conn, member).await?;
-            let switches: Option<FleetSwitches> = diesel::sql_query(
-                "SELECT max_concurrency, enabled, version FROM registry_repair_fleet WHERE id = 1",
-            )
+            let switches: Option<FleetSwitches> = diesel::sql_query(format!(
+                "SELECT {SWITCHES} FROM registry_repair_fleet WHERE id = 1"
+            ))
             .get_results(conn)
             .await
             .map_err(DbError::query("reading the fleet's switches"))?

@@ -147,6 +147,16 @@ pub struct RunRow {
     /// The undo runs of this apply run, oldest first.
     #[diesel(sql_type = Array<BigInt>)]
     pub undone_by: Vec<i64>,
+    /// `finished`; `under way` (the repair lease names it, unexpired); or `stopped` before its
+    /// end (a signal, a kill, a lost lease): run the same command again to finish it.
+    #[diesel(sql_type = Text)]
+    pub state: String,
+}
+
+impl RunRow {
+    pub fn finished(&self) -> bool {
+        self.finished_at.is_some()
+    }
 }
 
 /// An apply run's counts are the sums of its `registry_repair_run_projects` rows, each written in
@@ -161,7 +171,11 @@ const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scop
         CASE WHEN r.kind = 'apply' THEN w.path_changed ELSE r.path_changed END AS path_changed, \
         r.undo_of, \
         ARRAY(SELECT u.id FROM registry_repair_runs u WHERE u.undo_of = r.id ORDER BY u.id) \
-            AS undone_by \
+            AS undone_by, \
+        CASE WHEN r.finished_at IS NOT NULL THEN 'finished' \
+             WHEN EXISTS (SELECT 1 FROM registry_repair_leases l \
+                          WHERE l.run_id = r.id AND l.expires_at > now()) THEN 'under way' \
+             ELSE 'stopped' END AS state \
      FROM registry_repair_runs r \
      CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE p.outcome = 'written')::int AS projects, \
             COALESCE(sum(p.restored), 0)::int AS restored, \

@@ -152,3 +152,87 @@ async fn control_commands_steer_a_running_service_and_sigterm_stops_it_cleanly()
     );
     assert!(written < world.projects.len(), "stopped before the end");
 }
+
+/// The `run` process, up once `status` answers.
+async fn running(env: &Env) -> crate::common::process::Running {
+    let service = spawn(&["run"], env);
+    let up = eventually(Duration::from_secs(30), || async {
+        cli(&["status"], env, Duration::from_secs(10)).await.code == Some(0)
+    })
+    .await;
+    assert!(up, "`status` never answered");
+    service
+}
+
+#[actix_rt::test]
+async fn a_pause_and_a_concurrency_set_by_command_hold_across_a_restart_until_resumed() {
+    let world = busy_world(400);
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
+    registry.set_latency(Duration::from_millis(50));
+    let env = service_env(&db, &registry.url(), &format!("127.0.0.1:{}", free_port()))
+        .set("WORKER__MAX_CONCURRENCY", "2");
+
+    let mut service = running(&env).await;
+    cli(&["concurrency", "3"], &env, Duration::from_secs(15))
+        .await
+        .assert_exit(0);
+    cli(&["pause"], &env, Duration::from_secs(15))
+        .await
+        .assert_exit(0);
+    service.signal(libc::SIGTERM);
+    service.wait(Duration::from_secs(30)).await.assert_exit(0);
+
+    // A restart (a reboot, a deploy) with the same configuration: still paused, at 3.
+    let asked_before = registry.stats().list_requests;
+    let mut service = running(&env).await;
+    let status = status_json(&env).await;
+    assert_eq!(status["enabled"], false, "{status}");
+    assert_eq!(status["max_concurrency"], 3, "{status}");
+    assert!(
+        service
+            .logs_within(
+                "the fleet is paused, as `registry-repair pause` left it",
+                Duration::from_secs(10)
+            )
+            .await,
+        "the restart says loudly that it stays paused"
+    );
+    // Nothing is asked while paused (a short quiet spell).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        registry.stats().list_requests,
+        asked_before,
+        "asked while paused"
+    );
+
+    cli(&["resume"], &env, Duration::from_secs(15))
+        .await
+        .assert_exit(0);
+    let r = &registry;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            r.stats().list_requests > asked_before
+        })
+        .await,
+        "resumed: the registry is asked again"
+    );
+    service.signal(libc::SIGTERM);
+    service.wait(Duration::from_secs(30)).await.assert_exit(0);
+
+    // Resumed by command, it starts resumed; the commanded total still holds, and it says so.
+    let mut service = running(&env).await;
+    let status = status_json(&env).await;
+    assert_eq!(status["enabled"], true, "{status}");
+    assert_eq!(status["max_concurrency"], 3, "{status}");
+    assert!(
+        service
+            .logs_within(
+                "as a control command set them, hold over this instance's configuration",
+                Duration::from_secs(10)
+            )
+            .await
+    );
+    service.signal(libc::SIGTERM);
+    service.wait(Duration::from_secs(30)).await.assert_exit(0);
+    assert_written_rows_correct(&world, &db).await;
+}

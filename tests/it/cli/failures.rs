@@ -104,6 +104,58 @@ async fn bad_configuration_and_arguments_exit_2_naming_what_to_fix() {
         (vec!["concurrency", "abc"], base.clone(), "abc"),
         (vec!["report", "--format", "xml"], base.clone(), "xml"),
         (vec!["frobnicate"], base.clone(), "frobnicate"),
+        // A level mistyped would be a target to `tracing`, silencing everything else.
+        (
+            vec!["report"],
+            base.clone().set("LOG__LEVEL", "inof"),
+            "`inof` is not a level (trace, debug, info, warn, error, off). Did you mean `info`?",
+        ),
+        (
+            vec!["report"],
+            base.clone().set("LOG__LEVEL", "info,registry_repair=debgu"),
+            "`registry_repair=debgu`: `debgu` is not a level",
+        ),
+        (
+            vec!["report"],
+            base.clone().set("LOG__LEVEL", "verbose"),
+            "configuration `log.level`",
+        ),
+        (
+            vec!["report"],
+            base.clone().var("RUST_LOG", "warning"),
+            "configuration `RUST_LOG`: `warning` is not a level (trace, debug, info, warn, error, off). Did you mean `warn`?",
+        ),
+        (
+            vec!["report"],
+            base.clone().set(
+                "DATABASE__URL",
+                "postgres://postgres@127.0.0.1:1/x?sslmod=require",
+            ),
+            "`sslmod` is not a parameter of a PostgreSQL URL: did you mean `sslmode`?",
+        ),
+        (
+            vec!["report"],
+            base.clone().set(
+                "DATABASE__URL",
+                "postgres://postgres@127.0.0.1:1/x?aplication_name=rr",
+            ),
+            "did you mean `application_name`?",
+        ),
+        (
+            vec!["run"],
+            base.clone().set("REGISTRY__URL", "registry.internal:5000"),
+            "`registry.internal:5000` has no scheme: write it as https://registry.internal:5000",
+        ),
+        (
+            vec!["run"],
+            base.clone().set("ADMIN__LISTEN", "no-such-host.invalid:9393"),
+            "`no-such-host.invalid:9393` does not resolve",
+        ),
+        (
+            vec!["run"],
+            base.clone().set("ADMIN__LISTEN", "localhost:http"),
+            "has no port number",
+        ),
     ];
     for (args, env, names) in &cases {
         let out = cli(args, env, Duration::from_secs(20)).await;
@@ -113,6 +165,69 @@ async fn bad_configuration_and_arguments_exit_2_naming_what_to_fix() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_database_that_refuses_is_named_in_plain_words_with_where_its_url_comes_from() {
+    let server = crate::common::server_url();
+    let missing = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/rr_no_such_database"),
+        None => panic!("a server URL with a database: {server}"),
+    };
+    let env = env_with_database(&missing, 5000);
+    let out = cli(&["report"], &env, Duration::from_secs(20)).await;
+    out.assert_exit(1)
+        .assert_no_panic()
+        .assert_stderr_has("cannot connect to the database at ")
+        .assert_stderr_has("rr_no_such_database")
+        .assert_stderr_has("the server answered: database \"rr_no_such_database\" does not exist")
+        .assert_stderr_has("REGISTRY_REPAIR__DATABASE__URL");
+    assert!(
+        !out.stderr
+            .contains("Error occurred while creating a new object")
+            && !out.stderr.contains("db error"),
+        "the pool's wording is gone:\n{}",
+        out.dump()
+    );
+    // With nothing set, the default is named as such.
+    let defaulted = cli(
+        &["report"],
+        &env.clone().unset("DATABASE__URL"),
+        Duration::from_secs(20),
+    )
+    .await;
+    defaulted.assert_exit(1).assert_stderr_has(
+        "database.url is not set, so its default is used: set it in the --config file",
+    );
+    let refused = cli(
+        &["report"],
+        &env_with_database(UNREACHABLE_DB, 5000),
+        Duration::from_secs(20),
+    )
+    .await;
+    refused
+        .assert_exit(1)
+        .assert_stderr_has("cannot reach the server: Connection refused");
+}
+
+#[actix_rt::test]
+async fn an_admin_listen_given_as_localhost_serves_and_answers_the_control_commands() {
+    let mut world = World::new();
+    let g = world.group(None, "Named-Group");
+    world.project(g, "App", &["api"], &[]);
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
+    let listen = format!("localhost:{}", free_port());
+    let env = service_env(&db, &registry.url(), &listen);
+    let mut run = crate::common::process::spawn(&["run"], &env);
+    assert!(
+        crate::common::eventually(Duration::from_secs(30), || async {
+            cli(&["status"], &env, Duration::from_secs(10)).await.code == Some(0)
+        })
+        .await,
+        "status never answered on {listen}"
+    );
+    run.signal(libc::SIGTERM);
+    run.wait(Duration::from_secs(30)).await.assert_exit(0);
 }
 
 #[actix_rt::test]

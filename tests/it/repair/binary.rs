@@ -82,7 +82,7 @@ async fn the_binary_plans_applies_verifies_lists_and_undoes_with_the_right_exit_
         .assert_stdout_has(&format!("undoes run {run}"));
     cli(&["repair", "undo", "424242"], &env, long)
         .await
-        .assert_exit(1)
+        .assert_exit(2)
         .assert_stderr_has("does not exist");
 
     // Consent is asked before the write: an enabled cleanup policy holds the project's

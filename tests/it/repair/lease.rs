@@ -78,9 +78,10 @@ async fn a_second_apply_while_one_runs_is_refused_at_once_naming_its_run_host_an
         "a refused apply records no run"
     );
 
-    // SIGTERM: the first stops as the commands do, and gives the lease back on the way out.
+    // SIGTERM: the first stops as the commands do (exit 3: stopped before its end), and gives the
+    // lease back on the way out.
     first.signal(libc::SIGTERM);
-    first.wait(Duration::from_secs(30)).await.assert_exit(0);
+    first.wait(Duration::from_secs(30)).await.assert_exit(3);
     assert_eq!(lease_row(&database).await, None, "released on SIGTERM");
     cli(&["repair", "apply"], &env, Duration::from_secs(60))
         .await
@@ -130,7 +131,7 @@ async fn undo_is_refused_while_an_apply_holds_the_lease() {
     );
 
     holder.signal(libc::SIGTERM);
-    holder.wait(Duration::from_secs(30)).await.assert_exit(0);
+    holder.wait(Duration::from_secs(30)).await.assert_exit(3);
     cli(&["repair", "undo", &applied.to_string()], &env, long)
         .await
         .assert_exit(0)
@@ -317,7 +318,7 @@ async fn the_lease_holds_through_pgbouncer_in_transaction_pooling_mode() {
         .assert_stderr_has(&format!("repair apply run {run} on host"));
 
     first.signal(libc::SIGTERM);
-    first.wait(Duration::from_secs(30)).await.assert_exit(0);
+    first.wait(Duration::from_secs(30)).await.assert_exit(3);
     assert_eq!(lease_row(&database).await, None, "released on SIGTERM");
     cli(&["repair", "apply"], &env, long)
         .await
@@ -364,7 +365,7 @@ async fn an_undo_stopped_by_sigterm_releases_the_lease_and_a_rerun_finishes() {
     undo.signal(libc::SIGTERM);
     undo.wait(Duration::from_secs(30))
         .await
-        .assert_exit(1)
+        .assert_exit(3)
         .assert_stderr_has("stopped by SIGTERM");
     assert_eq!(lease_row(&database).await, None, "released on SIGTERM");
     gate.batch_execute("ROLLBACK").await.expect("open the gate");
@@ -411,6 +412,6 @@ async fn a_running_apply_renews_its_lease_on_the_databases_clock() {
         "renewed to about 30 s ahead"
     );
     running.signal(libc::SIGTERM);
-    running.wait(Duration::from_secs(30)).await.assert_exit(0);
+    running.wait(Duration::from_secs(30)).await.assert_exit(3);
     assert_eq!(lease_row(&database).await, None);
 }

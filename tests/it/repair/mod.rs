@@ -8,6 +8,7 @@ mod apply;
 mod beside;
 mod binary;
 mod controls;
+mod ends;
 mod lease;
 mod ownership;
 mod plan;

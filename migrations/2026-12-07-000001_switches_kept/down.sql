@@ -1,0 +1,1 @@
+ALTER TABLE registry_repair_fleet DROP COLUMN IF EXISTS set_by_command;
