@@ -16,7 +16,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, Connection, Socket};
 
-use super::tls::{self, HandshakeError, MakeRustls, RootSource, Roots, RustlsStream, Verification};
+use super::tls::{self, RootSource, Roots, TlsStream, Verification};
 use crate::config::ConfigError;
 
 const KEY: &str = "database.url";
@@ -225,8 +225,9 @@ impl OwnParams {
                 "channel_binding" if value == "require" => {
                     return Err(ConfigError::new(
                         KEY,
-                        "channel_binding=require is not supported (SCRAM channel binding is not \
-                         offered); use sslmode=verify-full to authenticate the server instead",
+                        "channel_binding=require is not supported (it is not tested against a \
+                         server that demands it); use sslmode=verify-full to authenticate the \
+                         server instead",
                     ))
                 }
                 other if LIBPQ_SSL_UNSUPPORTED.contains(&other) => {
@@ -387,6 +388,20 @@ impl Target {
         }
     }
 
+    /// The hosts the URL names, for a handshake's message (tokio-postgres tries them in turn).
+    fn host_names(&self) -> String {
+        let names: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        names.join(", ")
+    }
+
     fn describe(&self, roots: &Option<Roots>) -> String {
         match roots {
             Some(r) => format!("sslmode={}, sslrootcert={}", self.ssl_mode, r.source),
@@ -419,6 +434,9 @@ pub enum ConnectError {
     RootCertificate(String),
     #[error("{}", plainly(.0))]
     Postgres(tokio_postgres::Error),
+    /// The TLS handshake failed (in an operator's words, with what was asked for).
+    #[error("{0}")]
+    Handshake(String),
     #[error("setting up the session: {message}{hint}", message = .0, hint = pooler_hint(.0))]
     Setup(String),
     /// Telling PostgreSQL from a pooler failed (the step that failed, and why).
@@ -448,11 +466,7 @@ fn plainly(error: &tokio_postgres::Error) -> String {
 
 impl ConnectError {
     fn is_handshake(&self) -> bool {
-        match self {
-            ConnectError::Postgres(e) => std::error::Error::source(e)
-                .is_some_and(|cause| cause.downcast_ref::<HandshakeError>().is_some()),
-            _ => false,
-        }
+        matches!(self, ConnectError::Handshake(_))
     }
 
     fn is_refused_by_server(&self) -> bool {
@@ -471,18 +485,32 @@ pub async fn establish(target: &Target) -> Result<AsyncPgConnection, ConnectErro
 /// nothing sent yet.
 pub(super) async fn connect_client(
     target: &Target,
-) -> Result<(Client, Connection<Socket, RustlsStream<Socket>>), ConnectError> {
+) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), ConnectError> {
     let roots = target.roots().map_err(ConnectError::RootCertificate)?;
     let verification = Verification {
         roots: roots.clone(),
         check_host: target.ssl_mode == SslMode::VerifyFull,
     };
     let describe = target.describe(&roots);
+    let host = target.host_names();
     let attempt = |mode: PgSslMode| {
         let mut config = target.config.clone();
         config.ssl_mode(mode);
-        let tls = MakeRustls::new(tls::client_config(verification.clone()), describe.clone());
-        async move { config.connect(tls).await.map_err(ConnectError::Postgres) }
+        let tls = tls::connector(verification.clone());
+        let (describe, host) = (describe.clone(), host.clone());
+        async move {
+            config
+                .connect(tls)
+                .await
+                .map_err(|e| match tls::handshake_failure(&e) {
+                    Some(Some(io)) => ConnectError::Handshake(tls::explain(io, &host, &describe)),
+                    Some(None) => ConnectError::Handshake(format!(
+                        "TLS handshake with `{host}` ({describe}) failed: {}",
+                        crate::errors::chain(&e)
+                    )),
+                    None => ConnectError::Postgres(e),
+                })
+        }
     };
     match target.ssl_mode {
         SslMode::Disable => attempt(PgSslMode::Disable).await,
@@ -508,7 +536,7 @@ pub(super) async fn connect_client(
 /// Hands `client` to diesel-async, whose set-up runs in `statements`' way.
 async fn set_up(
     client: Client,
-    mut connection: Connection<Socket, RustlsStream<Socket>>,
+    mut connection: Connection<Socket, TlsStream<Socket>>,
     statements: Statements,
 ) -> Result<AsyncPgConnection, ConnectError> {
     match statements {

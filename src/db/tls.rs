@@ -2,12 +2,9 @@
 //! against `sslrootcert` whenever a root certificate is at hand (whatever the `sslmode`), the host
 //! name only for `verify-full`, nothing at all when there is no root certificate.
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -16,8 +13,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
 /// The certificates a server's must chain to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +112,7 @@ pub struct Verification {
 }
 
 /// A rustls client configuration for one connection attempt.
-pub fn client_config(verification: Verification) -> Arc<ClientConfig> {
+fn client_config(verification: Verification) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(LibpqVerifier {
         verification,
@@ -134,7 +129,7 @@ pub fn client_config(verification: Verification) -> Arc<ClientConfig> {
         .with_no_client_auth();
     // PostgreSQL 17 requires it with `sslnegotiation=direct`; older servers ignore it.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Arc::new(config)
+    config
 }
 
 #[derive(Debug)]
@@ -235,80 +230,35 @@ impl ServerCertVerifier for LibpqVerifier {
     }
 }
 
-/// The failed handshake, told apart from every other connection error so that `sslmode=prefer`
-/// can fall back to an unencrypted connection as libpq does.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandshakeError(pub String);
-
-/// tokio-postgres's hook: one `Connector` per host it tries.
-#[derive(Clone)]
-pub struct MakeRustls {
-    config: Arc<ClientConfig>,
-    describe: Arc<str>,
+/// tokio-postgres's TLS over rustls for one connection attempt, verifying as `verification`
+/// says (see [`client_config`]).
+pub fn connector(verification: Verification) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new(client_config(verification))
 }
 
-impl MakeRustls {
-    /// `describe` says, in errors, what was asked for (`sslmode=verify-ca sslrootcert=...`).
-    pub fn new(config: Arc<ClientConfig>, describe: String) -> Self {
-        Self {
-            config,
-            describe: describe.into(),
+/// The stream tokio-postgres reads and writes through that connector.
+pub type TlsStream<S> =
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
+
+/// Whether a connection error is the TLS handshake's (tokio-postgres's "error performing TLS
+/// handshake"), so that `sslmode=prefer` can fall back to an unencrypted connection as libpq does;
+/// and the I/O error that carries rustls's reason, when there is one ([`explain`]).
+pub fn handshake_failure(error: &tokio_postgres::Error) -> Option<Option<&io::Error>> {
+    if !error.to_string().starts_with("error performing TLS handshake") {
+        return None;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            return Some(Some(io));
         }
+        cause = error.source();
     }
-}
-
-impl<S> MakeTlsConnect<S> for MakeRustls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type TlsConnect = Connector;
-    type Error = HandshakeError;
-
-    fn make_tls_connect(&mut self, domain: &str) -> Result<Connector, HandshakeError> {
-        // An empty domain (a Unix socket) never reaches the handshake; it fails there if it does.
-        Ok(Connector {
-            config: self.config.clone(),
-            domain: domain.to_string(),
-            describe: self.describe.clone(),
-        })
-    }
-}
-
-pub struct Connector {
-    config: Arc<ClientConfig>,
-    domain: String,
-    describe: Arc<str>,
-}
-
-impl<S> TlsConnect<S> for Connector
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type Error = HandshakeError;
-    type Future = Pin<Box<dyn Future<Output = Result<RustlsStream<S>, HandshakeError>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            let name = ServerName::try_from(self.domain.clone()).map_err(|e| {
-                HandshakeError(format!(
-                    "`{}` is not a host name TLS can check ({e})",
-                    self.domain
-                ))
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(self.config);
-            match connector.connect(name, stream).await {
-                Ok(tls) => Ok(RustlsStream(Box::new(tls))),
-                Err(e) => Err(HandshakeError(explain(&e, &self.domain, &self.describe))),
-            }
-        })
-    }
+    Some(None)
 }
 
 /// A handshake failure in an operator's words, with what was asked for.
-fn explain(error: &io::Error, host: &str, describe: &str) -> String {
+pub fn explain(error: &io::Error, host: &str, describe: &str) -> String {
     let rustls_error = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
@@ -335,56 +285,5 @@ fn explain(error: &io::Error, host: &str, describe: &str) -> String {
         format!("TLS handshake with `{host}` ({describe}) failed: {error}")
     } else {
         format!("TLS handshake with `{host}` ({describe}) failed: {what} ({error})")
-    }
-}
-
-/// The encrypted stream tokio-postgres reads and writes.
-pub struct RustlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for RustlsStream<S> {
-    fn channel_binding(&self) -> ChannelBinding {
-        // SCRAM channel binding (tls-server-end-point) is not offered; `channel_binding=require`
-        // is refused when the URL is read.
-        ChannelBinding::none()
     }
 }
