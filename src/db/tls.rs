@@ -244,7 +244,10 @@ pub type TlsStream<S> =
 /// handshake"), so that `sslmode=prefer` can fall back to an unencrypted connection as libpq does;
 /// and the I/O error that carries rustls's reason, when there is one ([`explain`]).
 pub fn handshake_failure(error: &tokio_postgres::Error) -> Option<Option<&io::Error>> {
-    if !error.to_string().starts_with("error performing TLS handshake") {
+    if !error
+        .to_string()
+        .starts_with("error performing TLS handshake")
+    {
         return None;
     }
     let mut cause = std::error::Error::source(error);

@@ -6,12 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -134,11 +132,13 @@ impl std::fmt::Debug for Token {
 }
 
 pub struct TokenSigner {
-    /// Parsed once: parsing an RSA key costs more than signing with it.
-    key: RsaKeyPair,
-    rng: SystemRandom,
-    /// `base64url({"alg":"RS256","typ":"JWT","kid":...})`, the same for every token.
-    header: String,
+    key: EncodingKey,
+    /// `{"typ":"JWT","alg":"RS256","kid":...}`, the same for every token.
+    header: Header,
+    /// The header's length in the token (base64url), for the size bound.
+    header_len: usize,
+    /// The signature's length in the token (base64url of the modulus' bytes).
+    signature_len: usize,
     kid: String,
     public_key_pem: String,
     issuer: String,
@@ -208,16 +208,17 @@ impl TokenSigner {
             .to_pkcs1_der()
             .map_err(|e| TokenError::PublicKey(e.to_string()))?;
         let kid = libtrust_key_id(spki.as_bytes());
+        let header = Header {
+            kid: Some(kid.clone()),
+            ..Header::new(Algorithm::RS256)
+        };
+        let header_json =
+            serde_json::to_vec(&header).map_err(|e| TokenError::PublicKey(e.to_string()))?;
         Ok(Self {
-            key: RsaKeyPair::from_der(pkcs1.as_bytes()).map_err(|_| TokenError::NotRsa {
-                path: origin.to_string(),
-            })?,
-            rng: SystemRandom::new(),
-            header: URL_SAFE_NO_PAD.encode(
-                serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            key: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+            header_len: base64_len(header_json.len()),
+            signature_len: base64_len(public.size()),
+            header,
             kid,
             public_key_pem,
             issuer: issuer.to_string(),
@@ -277,10 +278,9 @@ impl TokenSigner {
     /// How many bytes of `access` entries a token's claims may hold within the bound:
     /// the token is `header.claims.signature`, each part base64url without padding.
     fn claims_budget(&self) -> usize {
-        let signature = base64_len(self.key.public_modulus_len());
         let claims = self
             .max_token_bytes()
-            .saturating_sub(self.header.len() + 2 + signature)
+            .saturating_sub(self.header_len + 2 + self.signature_len)
             * 3
             / 4;
         // Everything but the access entries, with the widest values they can take.
@@ -356,23 +356,12 @@ impl TokenSigner {
             ),
             access,
         };
-        let failed = |message: String| TokenError::Sign {
-            path: described(),
-            message,
-        };
-        let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
-        let mut bearer = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims));
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &self.rng,
-                bearer.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| failed("RSA signing failed".into()))?;
-        bearer.push('.');
-        bearer.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        let bearer = jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|e| {
+            TokenError::Sign {
+                path: described(),
+                message: e.to_string(),
+            }
+        })?;
         Ok(Token {
             bearer,
             expires_at: now + self.lifetime,
@@ -609,10 +598,14 @@ mod tests {
                 "{}",
                 token.bearer.len()
             );
-            let claims = token.bearer.split('.').nth(1).expect("claims");
-            let claims: Claims =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64"))
-                    .expect("claims");
+            let key = jsonwebtoken::DecodingKey::from_rsa_pem(signer.public_key_pem().as_bytes())
+                .expect("the public key");
+            let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+            validation.set_audience(&["aud"]);
+            validation.set_issuer(&["iss"]);
+            let claims = jsonwebtoken::decode::<Claims>(&token.bearer, &key, &validation)
+                .expect("a token signed with the key, for its issuer and audience")
+                .claims;
             let names: Vec<&str> = claims.access.iter().map(|a| a.name.as_str()).collect();
             assert_eq!(names, group.iter().map(String::as_str).collect::<Vec<_>>());
         }
