@@ -2,6 +2,7 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub mod failures;
 pub mod fleet;
 pub mod missing;
 pub mod probe;
@@ -201,6 +202,7 @@ impl Database {
                     AND to_regclass('registry_repair_watermarks') IS NOT NULL \
                     AND to_regclass('registry_repair_claims') IS NOT NULL \
                     AND to_regclass('registry_repair_missing_repositories') IS NOT NULL \
+                    AND to_regclass('registry_repair_failures') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_watermarks') \
                                   AND attname = 'swept_at' AND NOT attisdropped) \
