@@ -38,7 +38,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 
-pub use connect::{Statements, Target};
+pub use connect::{StatementMode, Statements, Target};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -164,6 +164,11 @@ impl Database {
     /// Where this pool points, without a password: safe to log.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The statement mode its connections use, once the first one settled it.
+    pub fn statement_mode(&self) -> Option<&StatementMode> {
+        self.connects_to.statement_mode()
     }
 
     /// A pooled connection, or an error once `connect_timeout` has passed.
