@@ -238,6 +238,14 @@ async fn demo_like_world() -> TestDb {
         rows.join(", ")
     ))
     .await;
+    // The failed ones have no route, and a run records so.
+    db.execute(
+        "INSERT INTO registry_repair_failures (project_id, cause, reason, failed_at) \
+         SELECT project_id, 'no_route', 'the project has no route, so no registry path', \
+                '2026-12-01T09:00:00Z' \
+         FROM container_registry_data_repair_details WHERE status = 2",
+    )
+    .await;
 
     let mut dice = Dice(2026);
     let paths: std::collections::HashMap<i64, String> = world
