@@ -50,14 +50,15 @@ pub enum Command {
         #[arg(long)]
         from_start: bool,
     },
-    /// Print totals, the projects and namespaces missing most (by count and by bytes) and when the
-    /// missing repositories were created; --repositories lists them
+    /// Print totals, the projects and namespaces missing most (by count and by bytes), when the
+    /// missing repositories were created and the failed projects with why; --repositories lists
+    /// the missing repositories
     Report {
         /// Output format
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
         /// How many projects to list in each ranking (most missing repositories, most missing
-        /// bytes)
+        /// bytes) and of the failed projects
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000), conflicts_with = "repositories")]
         top: u32,
         /// List only projects with at least this many missing repositories

@@ -89,6 +89,8 @@ pub struct Service {
     pub writer: Addr<Writer>,
     /// Where the admin API answers, if it is served.
     pub admin_addr: Option<SocketAddr>,
+    /// How statements reach the database (and why), as its first connection settled it.
+    pub statement_mode: Option<crate::db::StatementMode>,
     admin: Option<AdminServer>,
     /// This instance as a member of the fleet.
     fleet: Addr<Fleet>,
@@ -247,6 +249,7 @@ pub async fn start(
         scheduler,
         writer,
         admin_addr,
+        statement_mode: db.statement_mode().cloned(),
         admin,
         fleet,
         finished,

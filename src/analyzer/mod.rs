@@ -14,6 +14,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::FutureExt;
 
+use crate::db::failures::{Failure, FailureCause};
 use crate::db::missing::MissingRepository;
 use crate::db::projects::Project;
 use crate::db::tracking::{Replaces, TrackingRow};
@@ -87,6 +88,30 @@ pub enum AnalysisError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Database(#[from] DbError),
+}
+
+impl AnalysisError {
+    /// What kind of failure this is when it fails its project. Only no route, a 4xx of the
+    /// project's own, too many pages and a hostile listing do so at once; the others are named by
+    /// what they are, as the setbacks they otherwise are.
+    fn failure_cause(&self) -> FailureCause {
+        match self {
+            AnalysisError::NoRoute => FailureCause::NoRoute,
+            AnalysisError::Registry(RegistryError::TooManyPages { .. }) => {
+                FailureCause::TooManyPages
+            }
+            AnalysisError::Registry(RegistryError::HostileName { .. }) => {
+                FailureCause::HostileAnswer
+            }
+            AnalysisError::Registry(error) => match error.blame() {
+                Blame::Project => FailureCause::RegistryRefusedPath,
+                Blame::Unclear => FailureCause::Troubled,
+                Blame::Registry => FailureCause::Refused,
+            },
+            AnalysisError::SizesUnavailable { .. } => FailureCause::Troubled,
+            AnalysisError::Database(_) => FailureCause::Refused,
+        }
+    }
 }
 
 /// What analysing one project found.
@@ -165,6 +190,18 @@ impl Setback {
             Setback::Refusal(_) => "Refusal",
         }
     }
+
+    /// The failure it ends in once it happened `count` times while the registry served others.
+    fn failure(&self, count: u32) -> Failure {
+        let cause = match self {
+            Setback::Trouble(_) => FailureCause::Troubled,
+            Setback::Refusal(_) => FailureCause::Refused,
+        };
+        Failure::new(
+            cause,
+            format!("{self} ({count} times, each while the registry answered other paths)"),
+        )
+    }
 }
 
 impl std::fmt::Display for Setback {
@@ -232,7 +269,7 @@ impl Analyzer {
         let (kind, reason) = (setback.kind(), &setback);
         if count >= max {
             tracing::warn!(project_id, %kind, count, %reason, "project failed: the registry serves others but not it");
-            self.fail(&job, reason.to_string());
+            self.fail(&job, setback.failure(count));
             return;
         }
         tracing::info!(project_id, %kind, count, %reason, "project not analysed this time; it will be tried again");
@@ -272,17 +309,17 @@ impl Analyzer {
         );
     }
 
-    /// The project ended failed: an analysis records a `failed` row; a repair writes nothing for
-    /// it and reports it failed in the plan or result.
-    fn fail(&self, job: &Job, reason: String) {
+    /// The project ended failed: an analysis records a `failed` row, with why; a repair writes
+    /// nothing for it and reports it failed in the plan or result, with the reason.
+    fn fail(&self, job: &Job, failure: Failure) {
         let project_id = job.project.id;
         match &job.candidate {
-            None => self.record(job, TrackingRow::failed(project_id), 0),
+            None => self.record(job, TrackingRow::failed(project_id, failure), 0),
             Some(candidate) => {
                 self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
                     project_id,
                     full_path: candidate.facts.full_path.clone(),
-                    reason,
+                    reason: failure.reason,
                 }));
                 self.finish(project_id, Disposition::NotPlanned);
             }
@@ -335,7 +372,14 @@ impl Supervised for Analyzer {
         if crashes >= MAX_CRASHES {
             match &job.candidate {
                 None => self.deps.writer.do_send(Record(
-                    TrackingRow::failed(job.project.id).replacing(job.replaces),
+                    TrackingRow::failed(
+                        job.project.id,
+                        Failure::new(
+                            FailureCause::Crashed,
+                            format!("analysing it panicked {crashes} times"),
+                        ),
+                    )
+                    .replacing(job.replaces),
                 )),
                 Some(candidate) => self.deps.writer.do_send(RecordNotPlanned(NotPlanned {
                     project_id: job.project.id,
@@ -430,7 +474,7 @@ impl Handler<Analyze> for Analyzer {
                 }
                 Analysis::Failed { reason } => {
                     tracing::warn!(project_id, %reason, "project failed");
-                    act.fail(&job, reason.to_string());
+                    act.fail(&job, Failure::new(reason.failure_cause(), reason.to_string()));
                 }
                 Analysis::Deferred { reason, .. } => {
                     act.setback(job, Setback::Refusal(reason), others_served)

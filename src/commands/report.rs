@@ -5,11 +5,13 @@ use anyhow::Context as _;
 
 use super::current_thread_runtime;
 use crate::config::{ConfigError, Settings};
+use crate::db::failures::one_line;
 use crate::db::repair::namespace_exists;
 use crate::db::report::{self as queries, ProjectState, RepositoryFilter};
 use crate::db::tracking::TrackingStatus;
 use crate::db::Database;
 use crate::format::Format;
+use crate::report::advice;
 use crate::report::repositories::Repositories;
 use crate::report::{Listing, Report, ReportFormat};
 
@@ -92,7 +94,16 @@ fn why_none(state: &ProjectState) -> String {
     match (state.status, state.missing_count.unwrap_or(0)) {
         (None, _) => format!("Project {id}: not analysed yet."),
         (status, _) if status == failed => {
-            format!("Project {id}: its analysis failed; `run --retry-failed` analyses it again.")
+            let why = match (&state.cause, &state.reason) {
+                (Some(cause), Some(reason)) => {
+                    format!(" ({}: {})", one_line(cause), one_line(reason))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "Project {id}: its analysis failed{why}; {}.",
+                advice::for_cause(state.cause.as_deref())
+            )
         }
         (status, 0) if status == completed => {
             format!("Project {id}: no missing repository.")
@@ -120,13 +131,32 @@ mod tests {
             status,
             missing_count: Some(missing),
             recorded,
+            cause: None,
+            reason: None,
         }
     }
 
     #[test]
     fn each_reason_for_an_empty_listing_is_told() {
         assert!(why_none(&state(None, 0, 0)).contains("not analysed"));
-        assert!(why_none(&state(Some(2), 0, 0)).contains("--retry-failed"));
+        assert_eq!(
+            why_none(&state(Some(2), 0, 0)),
+            "Project 7: its analysis failed; reason not recorded (GitLab's own worker or an \
+             earlier release): `run --retry-failed` analyses it again, and records why if it fails \
+             again."
+        );
+        let orphan = ProjectState {
+            cause: Some("no_route".into()),
+            reason: Some("the project has no route, so no registry path".into()),
+            ..state(Some(2), 0, 0)
+        };
+        assert_eq!(
+            why_none(&orphan),
+            "Project 7: its analysis failed (no_route: the project has no route, so no registry \
+             path); the project has no route in GitLab's database: an orphaned or half-deleted \
+             project; check it in GitLab (its projects and routes rows); `run --retry-failed` \
+             cannot help until it has a route."
+        );
         assert!(why_none(&state(Some(1), 0, 0)).contains("no missing"));
         assert!(why_none(&state(Some(1), 3, 0))
             .contains("3 missing repositories counted, but not itemised"));

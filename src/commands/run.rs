@@ -26,6 +26,10 @@ pub fn execute(settings: Settings, options: ServiceOptions) -> anyhow::Result<()
                 return Ok(());
             }
         };
+        // Said once, at start: behind a pooler the service runs slower on purpose.
+        if let Some(mode) = &service.statement_mode {
+            tracing::info!(database = %settings.database.url, "{mode}");
+        }
         let scheduler = service.scheduler.clone();
         let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
         signals.forward_to(scheduler);

@@ -96,6 +96,25 @@ impl Statements {
     }
 }
 
+/// The statement mode settled on, and why: what `run` logs at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementMode {
+    pub statements: Statements,
+    /// `prepared_statements=... in database.url`, or what the probe found.
+    pub why: String,
+}
+
+impl std::fmt::Display for StatementMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "statement mode {}: {}",
+            self.statements.url_value(),
+            self.why
+        )
+    }
+}
+
 /// How [`Statements::PerTransaction`] opens every transaction. A pooler's server connection may
 /// hold statements another client prepared and never closed, named as tokio-postgres names ours
 /// (`s0`, `s1`, ...: a counter that starts again in every process), so the next one we prepare
@@ -115,7 +134,7 @@ pub struct Target {
     /// `prepared_statements` as the URL sets it; without it, [`Target::statements`] probes.
     prepared_statements: Option<Statements>,
     /// The mode in force, decided once and shared by clones (every connection of a pool).
-    statements: Arc<tokio::sync::OnceCell<Statements>>,
+    statements: Arc<tokio::sync::OnceCell<StatementMode>>,
     redacted: String,
 }
 
@@ -333,24 +352,32 @@ impl Target {
 
     /// The statement mode: `prepared_statements` from the URL if set, otherwise what
     /// [`super::probe`] finds on the first call (a failed probe is tried again on the next).
-    /// Logs the decision once.
+    /// Logs the decision once, at debug: a one-shot command (`report`, `migrate`, a repair) has
+    /// no use for it at the default level; `run` says it at start ([`Target::statement_mode`]).
     pub async fn statements(&self) -> Result<Statements, ConnectError> {
         let decide = || async {
-            let (statements, why) = match self.prepared_statements {
-                Some(mode) => (mode, format!("{} in database.url", mode.url_value())),
+            let mode = match self.prepared_statements {
+                Some(statements) => StatementMode {
+                    statements,
+                    why: format!("{} in database.url", statements.url_value()),
+                },
                 None => {
                     let finding = super::probe::probe(self).await?;
-                    (finding.statements, finding.why)
+                    StatementMode {
+                        statements: finding.statements,
+                        why: finding.why,
+                    }
                 }
             };
-            tracing::info!(
-                database = %self.redacted,
-                "statement mode {}: {why}",
-                statements.url_value()
-            );
-            Ok::<_, ConnectError>(statements)
+            tracing::debug!(database = %self.redacted, "{mode}");
+            Ok::<_, ConnectError>(mode)
         };
-        self.statements.get_or_try_init(decide).await.copied()
+        Ok(self.statements.get_or_try_init(decide).await?.statements)
+    }
+
+    /// The statement mode, once a connection settled it.
+    pub fn statement_mode(&self) -> Option<&StatementMode> {
+        self.statements.get()
     }
 
     /// The root certificates to verify the server with, as libpq finds them: `None` when there

@@ -2,6 +2,7 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub mod failures;
 pub mod fleet;
 pub mod missing;
 pub mod probe;
@@ -37,7 +38,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 
-pub use connect::{Statements, Target};
+pub use connect::{StatementMode, Statements, Target};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -194,6 +195,11 @@ impl Database {
         &self.target
     }
 
+    /// The statement mode its connections use, once the first one settled it.
+    pub fn statement_mode(&self) -> Option<&StatementMode> {
+        self.connects_to.statement_mode()
+    }
+
     /// A pooled connection, or an error once `connect_timeout` has passed.
     pub async fn conn(&self) -> Result<DbConn, DbError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
@@ -230,6 +236,7 @@ impl Database {
                     AND to_regclass('registry_repair_watermarks') IS NOT NULL \
                     AND to_regclass('registry_repair_claims') IS NOT NULL \
                     AND to_regclass('registry_repair_missing_repositories') IS NOT NULL \
+                    AND to_regclass('registry_repair_failures') IS NOT NULL \
                     AND EXISTS (SELECT 1 FROM pg_attribute \
                                 WHERE attrelid = to_regclass('registry_repair_watermarks') \
                                   AND attname = 'swept_at' AND NOT attisdropped) \
@@ -479,20 +486,38 @@ where
     }
 }
 
-/// Runs the pending migrations and returns their names. Gives up if no connection is made within
-/// `connect_timeout`; the migration itself may take as long as it needs.
+/// The tracking table GitLab's 15.10 to 19.0 create themselves.
+pub const TRACKING_TABLE: &str = "container_registry_data_repair_details";
+/// The migration that creates it where GitLab has not.
+pub const TRACKING_MIGRATION: &str = "2026-11-25-000000_create_tracking_table";
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The migrations it ran, by name, oldest first.
+    pub applied: Vec<String>,
+    /// The migrations this release has in all.
+    pub known: usize,
+    /// Whether GitLab's tracking table was there before it ran.
+    pub tracking_table_was_there: bool,
+}
+
+/// Runs the pending migrations and says which, and whether the tracking table was there before.
+/// Gives up if no connection is made within `connect_timeout`; the migration itself may take as
+/// long as it needs.
 ///
 /// diesel's migration harness blocks on an async connection, which panics inside the actix System,
 /// so it always runs on a thread of its own with a runtime of its own. All pending migrations run
 /// in one transaction: through a pooler in transaction mode that keeps them on one server
 /// connection, and anywhere it leaves nothing half-done. The statement mode is settled first, as
 /// for the pool; in [`Statements::PerTransaction`] the transaction starts with DEALLOCATE ALL.
-pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbError> {
+pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Migrated, DbError> {
     use diesel::Connection as _;
+    use diesel::RunQueryDsl as _;
     use std::sync::mpsc;
     enum Progress {
         Connected,
-        Done(Result<Vec<String>, String>),
+        Done(Result<Migrated, String>),
     }
     let target = Target::parse(url).map_err(DbError::Config)?;
     let redacted = target.redacted().to_string();
@@ -532,11 +557,30 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Vec<String>, DbEr
                     // As `connect::BEGIN_CLEAN` does, right after diesel's BEGIN.
                     diesel::connection::SimpleConnection::batch_execute(conn, "DEALLOCATE ALL")?;
                 }
-                Ok(conn
-                    .run_pending_migrations(MIGRATIONS)?
+                // In the same transaction as the migrations: what they found, not a guess.
+                let there: Present = diesel::sql_query(format!(
+                    "SELECT to_regclass('{TRACKING_TABLE}') IS NOT NULL AS present"
+                ))
+                .get_result(conn)?;
+                let known =
+                    diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)?;
+                // diesel answers with versions (`20261125000000`); people know them by name.
+                let names: std::collections::HashMap<String, String> = known
                     .iter()
-                    .map(|m| m.to_string())
-                    .collect())
+                    .map(|m| (m.name().version().to_string(), m.name().to_string()))
+                    .collect();
+                let applied = conn.run_pending_migrations(MIGRATIONS)?;
+                Ok(Migrated {
+                    applied: applied
+                        .iter()
+                        .map(|version| {
+                            let version = version.to_string();
+                            names.get(&version).cloned().unwrap_or(version)
+                        })
+                        .collect(),
+                    known: known.len(),
+                    tracking_table_was_there: there.present,
+                })
             })
             .map_err(|e| e.to_string());
         let _ = tx.send(Progress::Done(result));

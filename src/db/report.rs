@@ -212,32 +212,38 @@ pub struct NamespaceTotals {
     pub missing_sizes_unknown: i64,
 }
 
-/// The `limit` top-level namespaces missing most, by `ranking`. Projects without a route count
-/// under `(no route)`.
+/// The `limit` top-level namespaces missing most, by `ranking`: only those with missing
+/// repositories (by count), or with known missing bytes (by bytes), as the projects' rankings.
+/// Projects without a route count under `(no route)`.
 pub async fn namespaces(
     db: &Database,
     ranking: Ranking,
     limit: i64,
 ) -> Result<Vec<NamespaceTotals>, DbError> {
-    let order = match ranking {
-        Ranking::Missing => "missing DESC, namespace",
-        Ranking::Bytes => "missing_bytes DESC, missing DESC, namespace",
+    let (order, only) = match ranking {
+        Ranking::Missing => ("missing DESC, namespace", "missing > 0"),
+        Ranking::Bytes => (
+            "missing_bytes DESC, missing DESC, namespace",
+            "missing_bytes > 0",
+        ),
     };
     let mut conn = db.conn().await?;
     diesel::sql_query(format!(
         "WITH {STILL_MISSING}, {PER_PROJECT} \
-         SELECT COALESCE(split_part(r.path, '/', 1), '(no route)') AS namespace, \
-                count(*) AS analysed, \
-                count(*) FILTER (WHERE t.status = 1) AS completed, \
-                count(*) FILTER (WHERE t.status = 2) AS failed, \
-                count(*) FILTER (WHERE t.status = 1 AND t.missing_count > 0) AS projects_with_missing, \
-                COALESCE(sum(t.missing_count) FILTER (WHERE t.status = 1), 0)::bigint AS missing, \
-                COALESCE(sum(e.bytes), 0)::bigint AS missing_bytes, \
-                COALESCE(sum(e.unknown), 0)::bigint AS missing_sizes_unknown \
-         FROM container_registry_data_repair_details t \
-         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         LEFT JOIN e ON e.project_id = t.project_id \
-         GROUP BY 1 \
+         SELECT * FROM ( \
+             SELECT COALESCE(split_part(r.path, '/', 1), '(no route)') AS namespace, \
+                    count(*) AS analysed, \
+                    count(*) FILTER (WHERE t.status = 1) AS completed, \
+                    count(*) FILTER (WHERE t.status = 2) AS failed, \
+                    count(*) FILTER (WHERE t.status = 1 AND t.missing_count > 0) AS projects_with_missing, \
+                    COALESCE(sum(t.missing_count) FILTER (WHERE t.status = 1), 0)::bigint AS missing, \
+                    COALESCE(sum(e.bytes), 0)::bigint AS missing_bytes, \
+                    COALESCE(sum(e.unknown), 0)::bigint AS missing_sizes_unknown \
+             FROM container_registry_data_repair_details t \
+             LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
+             LEFT JOIN e ON e.project_id = t.project_id \
+             GROUP BY 1) n \
+         WHERE {only} \
          ORDER BY {order} \
          LIMIT $1"
     ))
@@ -356,6 +362,76 @@ pub async fn distribution(db: &Database) -> Result<Vec<Bucket>, DbError> {
         .collect())
 }
 
+/// A project recorded `failed`, and why where it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+pub struct FailedProject {
+    #[diesel(sql_type = BigInt)]
+    pub project_id: i64,
+    /// The project's route, mixed case; `None` for a project without one.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub full_path: Option<String>,
+    /// The recorded cause's word ([`FailureCause`](super::failures::FailureCause)); `None`: not
+    /// recorded (GitLab's own worker's row, or an earlier release's).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub cause: Option<String>,
+    /// The message recorded when it failed.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
+    /// When it failed (the recorded failure's time, else the tracking row's `updated_at`), to
+    /// the second.
+    #[diesel(sql_type = Timestamptz)]
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The failed projects and their recorded failures, as the CTE `f`.
+const FAILED: &str = "f AS (\
+     SELECT t.project_id, x.cause, x.reason, \
+            date_trunc('second', COALESCE(x.failed_at, t.updated_at)) AS failed_at \
+     FROM container_registry_data_repair_details t \
+     LEFT JOIN registry_repair_failures x ON x.project_id = t.project_id \
+     WHERE t.status = 2)";
+
+/// The `limit` projects failed most recently (ties by id), with why where it was recorded.
+pub async fn failed_projects(db: &Database, limit: i64) -> Result<Vec<FailedProject>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {FAILED}, \
+              top AS (SELECT * FROM f ORDER BY failed_at DESC, project_id LIMIT $1) \
+         SELECT top.project_id, r.path AS full_path, top.cause, top.reason, top.failed_at \
+         FROM top \
+         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = top.project_id \
+         ORDER BY top.failed_at DESC, top.project_id"
+    ))
+    .bind::<BigInt, _>(limit)
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query("reading the failed projects"))
+}
+
+/// How many failed projects have one recorded cause.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct CauseCount {
+    /// `None`: their cause was not recorded.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub cause: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub projects: i64,
+}
+
+/// Every failed project counted by its recorded cause: most projects first, then by cause, those
+/// without one last.
+pub async fn failed_by_cause(db: &Database) -> Result<Vec<CauseCount>, DbError> {
+    let mut conn = db.conn().await?;
+    diesel::sql_query(format!(
+        "WITH {FAILED} \
+         SELECT cause, count(*) AS projects FROM f GROUP BY cause \
+         ORDER BY cause IS NULL, projects DESC, cause"
+    ))
+    .load(&mut conn)
+    .await
+    .map_err(DbError::query("counting the failed projects by cause"))
+}
+
 /// One recorded repository still missing, with its project's path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
 pub struct ListedRepository {
@@ -449,6 +525,12 @@ pub struct ProjectState {
     /// Its recorded repositories, still missing or not.
     #[diesel(sql_type = BigInt)]
     pub recorded: i64,
+    /// A `failed` row's recorded cause's word, if one was recorded.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub cause: Option<String>,
+    /// And its recorded reason.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
 }
 
 /// The state of each project of `ids`, in the order given.
@@ -458,9 +540,11 @@ pub async fn project_states(db: &Database, ids: &[i64]) -> Result<Vec<ProjectSta
         "SELECT q.id AS project_id, EXISTS (SELECT 1 FROM projects p WHERE p.id = q.id) AS exists, \
                 t.status, t.missing_count, \
                 (SELECT count(*) FROM registry_repair_missing_repositories r \
-                 WHERE r.project_id = q.id) AS recorded \
+                 WHERE r.project_id = q.id) AS recorded, \
+                x.cause, x.reason \
          FROM UNNEST($1::bigint[]) WITH ORDINALITY AS q(id, n) \
          LEFT JOIN container_registry_data_repair_details t ON t.project_id = q.id \
+         LEFT JOIN registry_repair_failures x ON x.project_id = q.id AND t.status = 2 \
          ORDER BY q.n",
     )
     .bind::<Array<BigInt>, _>(ids)

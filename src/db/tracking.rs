@@ -2,10 +2,11 @@
 //! and every row read back (for the demo and the tests). The report's figures are
 //! [`report`](super::report)'s.
 
-use diesel::sql_types::{Array, BigInt, Integer, SmallInt};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::failures::{self, Failure, FailureCause};
 use super::missing::{self, MissingRepository};
 use super::{Database, DbError};
 
@@ -64,6 +65,10 @@ pub struct TrackingRow {
     /// The repositories counted in `missing_count`, recorded with the row
     /// ([`missing`](super::missing)); none for a `failed` row.
     pub repositories: Vec<MissingRepository>,
+    /// Why a `failed` row failed, recorded with it ([`failures`](super::failures)); `None` for
+    /// a `completed` row, and for a `failed` one whose reason was not recorded (read back from
+    /// GitLab's own worker's or an earlier release's).
+    pub failure: Option<Failure>,
 }
 
 impl TrackingRow {
@@ -74,6 +79,7 @@ impl TrackingRow {
             status: TrackingStatus::Completed,
             replaces: Replaces::Nothing,
             repositories: Vec::new(),
+            failure: None,
         }
     }
 
@@ -93,14 +99,16 @@ impl TrackingRow {
         }
     }
 
-    /// GitLab's model reads `missing_count` 0 for a failed project.
-    pub fn failed(project_id: i64) -> Self {
+    /// A failed row, and why it failed. GitLab's model reads `missing_count` 0 for a failed
+    /// project.
+    pub fn failed(project_id: i64, failure: Failure) -> Self {
         Self {
             project_id,
             missing_count: 0,
             status: TrackingStatus::Failed,
             replaces: Replaces::Nothing,
             repositories: Vec::new(),
+            failure: Some(failure),
         }
     }
 
@@ -117,16 +125,21 @@ impl TrackingRow {
 /// A row already there is GitLab's answer (or another instance's) and stays as it is, with two
 /// exceptions: a stale `ongoing` row (no answer; see [`STALE_ONGOING`]) is overwritten, and a
 /// row is overwritten as [`TrackingRow::replaces`] says.
-/// The recorded repositories of every row written are replaced by the row's own; those of a row
-/// left as it is stay as they are. Returns the rows inserted or updated.
+/// The recorded repositories and failure of every row written are replaced by the row's own (a
+/// `completed` row has no failure left); those of a row left as it is stay as they are. Returns
+/// the rows inserted or updated.
 pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
     let mut columns = missing::Columns::default();
+    let mut failed = failures::Columns::default();
     for row in rows {
         for repository in &row.repositories {
             columns.push(row.project_id, repository);
+        }
+        if let Some(failure) = &row.failure {
+            failed.push(row.project_id, failure);
         }
     }
     let statement = UpsertRows::of(rows);
@@ -135,6 +148,7 @@ pub async fn upsert(db: &Database, rows: &[TrackingRow]) -> Result<usize, DbErro
         Box::pin(async move {
             let written = statement.run(conn).await?;
             missing::replace(conn, &written, columns).await?;
+            failures::replace(conn, &written, failed).await?;
             Ok(written.len())
         })
     })
@@ -217,14 +231,22 @@ struct RawRow {
     missing_count: i32,
     #[diesel(sql_type = SmallInt)]
     status: i16,
+    #[diesel(sql_type = Nullable<Text>)]
+    cause: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
 }
 
-/// Every row, in project order. For the demo and the tests: it reads the whole table.
+/// Every row, in project order, with the failure recorded for a `failed` one. For the demo and
+/// the tests: it reads the whole table.
 pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
     let mut conn = db.conn().await?;
     let raw: Vec<RawRow> = diesel::sql_query(
-        "SELECT project_id, COALESCE(missing_count, 0) AS missing_count, status \
-         FROM container_registry_data_repair_details ORDER BY project_id",
+        "SELECT t.project_id, COALESCE(t.missing_count, 0) AS missing_count, t.status, \
+                f.cause, f.reason \
+         FROM container_registry_data_repair_details t \
+         LEFT JOIN registry_repair_failures f ON f.project_id = t.project_id AND t.status = 2 \
+         ORDER BY t.project_id",
     )
     .load(&mut conn)
     .await
@@ -241,6 +263,15 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
             },
             replaces: Replaces::Nothing,
             repositories: Vec::new(),
+            // A cause a later release wrote, which this one cannot name, reads as not recorded.
+            failure: r
+                .cause
+                .as_deref()
+                .and_then(FailureCause::parse)
+                .map(|cause| Failure {
+                    cause,
+                    reason: r.reason.unwrap_or_default(),
+                }),
         })
         .collect())
 }

@@ -1,11 +1,13 @@
 //! The report as CSV: one block per list, separated by a blank line, always in the same order and
 //! each with its header line, empty or not (docs/operations.md, "Report fields"):
-//! totals (`metric,value`), `top_missing`, `namespaces`, `top_by_bytes`, `namespaces_by_bytes`,
-//! `by_month`, `distribution`. Bytes are exact.
+//! totals (`metric,value`, ending with `failed_not_listed`), `top_missing`, `namespaces`,
+//! `top_by_bytes`, `namespaces_by_bytes`, `by_month`, `distribution`, `failed_by_cause`,
+//! `failed_projects`. Bytes are exact.
 
 use std::fmt::Write as _;
 
 use super::Report;
+use crate::db::failures::one_line;
 use crate::db::report::{MissingProject, NamespaceTotals};
 use crate::format::csv_field;
 
@@ -13,6 +15,8 @@ pub const PROJECT_HEADER: &str = "project_id,full_path,missing_count,missing_ite
 pub const NAMESPACE_HEADER: &str = "namespace,analysed,completed,failed,projects_with_missing,missing,missing_bytes,missing_sizes_unknown";
 pub const MONTH_HEADER: &str = "month,missing,missing_bytes,missing_sizes_unknown";
 pub const BUCKET_HEADER: &str = "bucket,projects,missing";
+pub const CAUSE_HEADER: &str = "cause,projects,advice";
+pub const FAILED_HEADER: &str = "project_id,full_path,cause,reason,failed_at";
 
 pub fn report(report: &Report) -> String {
     let t = &report.totals;
@@ -35,6 +39,8 @@ pub fn report(report: &Report) -> String {
             t.projects_shown_empty_by_gitlab,
         ),
         ("bytes_shown_empty_by_gitlab", t.bytes_shown_empty_by_gitlab),
+        // Not a total: how many failed projects the block below leaves out.
+        ("failed_not_listed", report.failed_not_listed),
     ] {
         let _ = writeln!(out, "{name},{value}");
     }
@@ -53,6 +59,30 @@ pub fn report(report: &Report) -> String {
     let _ = writeln!(out, "\n{BUCKET_HEADER}");
     for b in &report.distribution {
         let _ = writeln!(out, "{},{},{}", b.bucket, b.projects, b.missing);
+    }
+    let _ = writeln!(out, "\n{CAUSE_HEADER}");
+    for c in &report.failed_by_cause {
+        let _ = writeln!(
+            out,
+            "{},{},{}",
+            csv_field(c.cause.as_deref().unwrap_or("")),
+            c.projects,
+            csv_field(c.advice)
+        );
+    }
+    let _ = writeln!(out, "\n{FAILED_HEADER}");
+    for f in &report.failed_projects {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{}",
+            f.project_id,
+            csv_field(f.full_path.as_deref().unwrap_or("")),
+            csv_field(f.cause.as_deref().unwrap_or("")),
+            // One line, as every row of a block: a blank line ends the block.
+            csv_field(&one_line(f.reason.as_deref().unwrap_or(""))),
+            f.failed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
     out
 }
@@ -114,12 +144,25 @@ mod tests {
                 PROJECT_HEADER,
                 NAMESPACE_HEADER,
                 MONTH_HEADER,
-                BUCKET_HEADER
+                BUCKET_HEADER,
+                CAUSE_HEADER,
+                FAILED_HEADER
             ]
         );
         assert!(blocks[0].contains("\nmissing_bytes,5368709127\n"));
+        assert!(blocks[0].ends_with("\nfailed_not_listed,0"));
         assert!(blocks[1]
             .contains("\n4,Acme/Big <Images>,1200,1200,4294967296,1,true\n7,,10,10,0,1,false"));
-        assert!(blocks[6].ends_with(">1000,5,50\n"));
+        assert!(blocks[6].ends_with(">1000,5,50"));
+        assert!(blocks[7].contains("\nno_route,1,the project has no route"));
+        assert!(blocks[7].contains("\n,1,\"reason not recorded (GitLab's own worker"));
+        assert!(
+            blocks[8].contains(
+                "\n9,Acme/<b>Hostile</b>,hostile_answer,\"hostile_answer: listing \"\"x <script>\"\"\\nERROR forged\",2026-12-01T10:00:00Z\n"
+            ),
+            "{}",
+            blocks[8]
+        );
+        assert!(blocks[8].ends_with("\n12,Acme/Old,,,2026-12-01T10:00:00Z\n"));
     }
 }

@@ -13,8 +13,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use super::svg::{self, escape, Bar, Chart, Scale, Segment};
+use super::text::NOT_RECORDED;
 use super::units;
 use super::Report;
+use crate::db::failures::one_line;
 use crate::db::report::{MissingProject, NamespaceTotals, UNKNOWN_MONTH};
 
 const STYLE: &str = include_str!("report.css");
@@ -110,6 +112,7 @@ pub fn page(report: &Report, generated_at: DateTime<Utc>) -> String {
     );
     cards(&mut out, report);
     progress(&mut out, report);
+    failed(&mut out, report);
     namespaces(&mut out, report);
     months(&mut out, report);
     distribution(&mut out, report);
@@ -318,6 +321,12 @@ fn progress(out: &mut String, report: &Report) {
         } else {
             format!("<span class=\"swatch {name}\"></span>")
         };
+        // The failed projects are named below, each with why.
+        let label = if *name == "failed" && *n > 0 {
+            format!("<a href=\"#failed\">{label}</a>")
+        } else {
+            label.to_string()
+        };
         let _ = write!(
             out,
             "<tr><th scope=\"row\">{swatch}{label}</th>{}<td class=\"num\">{}</td></tr>",
@@ -326,6 +335,134 @@ fn progress(out: &mut String, report: &Report) {
         );
     }
     out.push_str("</tbody></table></div></section>\n");
+}
+
+/// The failed projects: how many per cause and what to do, then the most recent ones with why.
+fn failed(out: &mut String, report: &Report) {
+    let listed = report.failed_projects.len() as i64;
+    let all = listed + report.failed_not_listed;
+    panel_start(
+        out,
+        "failed",
+        "Failed projects",
+        "Projects whose analysis failed: GitLab's tracking table records them <code>failed</code> \
+         with nothing counted. Why each failed is recorded with it; a project failed by GitLab's \
+         own worker, or by an earlier release, has no reason recorded.",
+    );
+    if report.failed_by_cause.is_empty() && report.failed_projects.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p>No project failed.</p><span hidden{}></span></section>",
+            Value::Int(report.failed_not_listed).attributes("failed_not_listed")
+        );
+        return;
+    }
+    out.push_str(
+        "<div class=\"scroll\"><table class=\"causes\"><caption>By cause, and what to do</caption>",
+    );
+    header_row(
+        out,
+        &[("Cause", false), ("Projects", true), ("What to do", false)],
+    );
+    out.push_str("<tbody>");
+    for (i, c) in report.failed_by_cause.iter().enumerate() {
+        let at = |name: &str| format!("failed_by_cause.{i}.{name}");
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\"{}>{}</th>{}<td class=\"advice\"{}>{}</td></tr>",
+            Value::Text(c.cause.as_deref()).attributes(&at("cause")),
+            c.cause.as_deref().map_or_else(
+                || format!("<em>{NOT_RECORDED}</em>"),
+                |w| format!("<code>{}</code>", escape(w))
+            ),
+            count_cell(&at("projects"), c.projects),
+            Value::Text(Some(c.advice)).attributes(&at("advice")),
+            code_spans(c.advice),
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table class=\"failed\"><caption>Most recent first ({} of {})</caption>",
+        units::grouped(listed),
+        units::grouped(all)
+    );
+    header_row(
+        out,
+        &[
+            ("Project ID", true),
+            ("Full path", false),
+            ("Cause", false),
+            ("Reason", false),
+            ("Failed at (UTC)", false),
+        ],
+    );
+    out.push_str("<tbody>");
+    if report.failed_projects.is_empty() {
+        out.push_str("<tr><td colspan=\"5\" class=\"none\">None listed.</td></tr>");
+    }
+    for (i, f) in report.failed_projects.iter().enumerate() {
+        let at = |name: &str| format!("failed_projects.{i}.{name}");
+        let path = match &f.full_path {
+            Some(path) => breakable(path),
+            None => "<em>(no route)</em>".to_string(),
+        };
+        let cause = f.cause.as_deref().map_or_else(
+            || format!("<em>{NOT_RECORDED}</em>"),
+            |w| format!("<code>{}</code>", escape(w)),
+        );
+        let reason = f.reason.as_deref().map_or_else(
+            || "<em>not recorded</em>".to_string(),
+            |r| escape(&one_line(r)),
+        );
+        let iso = f
+            .failed_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\"{}>{}</td><td class=\"path\"{}>{path}</td><td{}>{cause}</td>\
+             <td class=\"reason\"{}>{reason}</td><td{}><time datetime=\"{iso}\">{}</time></td></tr>",
+            Value::Int(f.project_id).attributes(&at("project_id")),
+            f.project_id,
+            Value::Text(f.full_path.as_deref()).attributes(&at("full_path")),
+            Value::Text(f.cause.as_deref()).attributes(&at("cause")),
+            Value::Text(f.reason.as_deref()).attributes(&at("reason")),
+            Value::Text(Some(&iso)).attributes(&at("failed_at")),
+            f.failed_at.format("%Y-%m-%d %H:%M:%S"),
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    let not_listed = field(
+        "failed_not_listed",
+        Value::Int(report.failed_not_listed),
+        &units::grouped(report.failed_not_listed),
+    );
+    let _ = if report.failed_not_listed > 0 {
+        write!(
+            out,
+            "<p class=\"note\">{not_listed} more not listed (<code>--top N</code> lists more).</p>"
+        )
+    } else {
+        write!(
+            out,
+            "<p class=\"note\">All listed ({not_listed} left out).</p>"
+        )
+    };
+    out.push_str("</section>\n");
+}
+
+/// `text` escaped, its `backquoted` spans as code.
+fn code_spans(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<code>{}</code>", escape(part))
+            } else {
+                escape(part)
+            }
+        })
+        .collect()
 }
 
 fn totals(out: &mut String, report: &Report) {
@@ -896,6 +1033,43 @@ mod tests {
             html.matches("</title><desc>").count()
         );
         assert!(html.contains("<th scope=\"col\" class=\"num\">Bytes</th>"));
+    }
+
+    #[test]
+    fn failed_projects_are_named_escaped_with_why_and_what_to_do() {
+        let html = page(&sample::report(), at());
+        for marker in [
+            "<section class=\"panel\" id=\"failed\"",
+            "<a href=\"#failed\">Failed</a>",
+            "data-field=\"failed_by_cause.0.cause\" data-value=\"hostile_answer\"",
+            "data-field=\"failed_by_cause.2.cause\"><em>(not recorded)</em>",
+            "data-field=\"failed_projects.0.full_path\" data-value=\"Acme/&lt;b&gt;Hostile&lt;/b&gt;\"",
+            ">Acme/<wbr>&lt;b&gt;Hostile&lt;/<wbr>b&gt;</td>",
+            // The exact value in the attribute; on one line where it shows.
+            "data-field=\"failed_projects.0.reason\" data-value=\"hostile_answer: listing &quot;x \
+             &lt;script&gt;&quot;\nERROR forged\">hostile_answer: listing &quot;x &lt;script&gt;&quot;\\nERROR forged</td>",
+            "data-field=\"failed_projects.0.failed_at\" data-value=\"2026-12-01T10:00:00Z\">\
+             <time datetime=\"2026-12-01T10:00:00Z\">2026-12-01 10:00:00</time>",
+            "data-field=\"failed_projects.2.reason\"><em>not recorded</em>",
+            "data-field=\"failed_not_listed\" data-value=\"0\"",
+            "cannot help until it has a route",
+        ] {
+            assert!(html.contains(marker), "no {marker}");
+        }
+        assert!(!html.contains("<b>Hostile"));
+        assert!(!html.contains("<script"));
+
+        assert!(html.contains("All listed (<span data-field=\"failed_not_listed\" data-value=\"0\">0</span> left out)."));
+        assert!(html.contains("routes rows); <code>run --retry-failed</code> cannot help"));
+
+        let mut none = sample::report();
+        none.failed_by_cause.clear();
+        none.failed_projects.clear();
+        let html = page(&none, at());
+        assert!(html.contains(
+            "<p>No project failed.</p><span hidden data-field=\"failed_not_listed\" data-value=\"0\"></span>"
+        ));
+        assert!(!html.contains("Most recent first"));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! (by count and by bytes), the missing repositories by the month the registry created them and
 //! how many each project misses, as a table for people ([`text`]), JSON for programs, CSV for
 //! spreadsheets ([`csv`](mod@csv)) or one self-contained HTML page with charts ([`html`], [`svg`]);
-//! and `report --repositories`, the missing repositories themselves ([`repositories`]). Every
+//! and `report --repositories`, the missing repositories themselves ([`repositories`]). Each
+//! format also names the failed projects, why they failed and what to do ([`advice`]). Every
 //! renderer is pure: the figures come from [`crate::db::report`].
 
+pub mod advice;
 mod csv;
 mod html;
 pub mod repositories;
@@ -16,7 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::report::{
-    self as queries, Bucket, MissingProject, MonthTotals, NamespaceTotals, Ranking, Totals,
+    self as queries, Bucket, FailedProject, MissingProject, MonthTotals, NamespaceTotals, Ranking,
+    Totals,
 };
 use crate::db::{Database, DbError};
 use crate::format::Format;
@@ -61,12 +64,28 @@ pub struct Report {
     pub by_month: Vec<MonthTotals>,
     /// Every bucket of [`queries::BUCKETS`], in order.
     pub distribution: Vec<Bucket>,
+    /// Every failed project counted by its recorded cause, with what to do.
+    pub failed_by_cause: Vec<FailedCause>,
+    /// The projects failed most recently, at most [`Listing::top`].
+    pub failed_projects: Vec<FailedProject>,
+    /// How many failed projects `failed_projects` leaves out.
+    pub failed_not_listed: i64,
+}
+
+/// The failed projects of one recorded cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedCause {
+    /// The cause's word; `None`: not recorded (GitLab's own worker or an earlier release).
+    pub cause: Option<String>,
+    pub projects: i64,
+    /// What to do about them ([`advice`]).
+    pub advice: &'static str,
 }
 
 /// What a report lists beyond the totals.
 #[derive(Debug, Clone, Copy)]
 pub struct Listing {
-    /// Projects listed in each ranking.
+    /// Projects listed in each ranking, and failed projects listed.
     pub top: i64,
     /// Only projects with at least this many missing repositories.
     pub min_missing: i32,
@@ -84,6 +103,17 @@ impl Report {
             }
         };
         let top = |ranking| queries::top_projects(db, ranking, listing.top, listing.min_missing);
+        let failed_by_cause: Vec<FailedCause> = queries::failed_by_cause(db)
+            .await?
+            .into_iter()
+            .map(|c| FailedCause {
+                advice: advice::for_cause(c.cause.as_deref()),
+                cause: c.cause,
+                projects: c.projects,
+            })
+            .collect();
+        let failed_projects = queries::failed_projects(db, listing.top).await?;
+        let failed: i64 = failed_by_cause.iter().map(|c| c.projects).sum();
         Ok(Self {
             totals: queries::totals(db).await?,
             top_missing: top(Ranking::Missing).await?,
@@ -92,6 +122,9 @@ impl Report {
             namespaces_by_bytes: namespaces(Ranking::Bytes).await?,
             by_month: queries::by_month(db).await?,
             distribution: queries::distribution(db).await?,
+            failed_not_listed: (failed - failed_projects.len() as i64).max(0),
+            failed_by_cause,
+            failed_projects,
         })
     }
 
@@ -198,6 +231,32 @@ pub(crate) mod sample {
                     missing: (i * 10) as i64,
                 })
                 .collect(),
+            failed_by_cause: [Some("hostile_answer"), Some("no_route"), None]
+                .into_iter()
+                .map(|cause| FailedCause {
+                    cause: cause.map(String::from),
+                    projects: 1,
+                    advice: advice::for_cause(cause),
+                })
+                .collect(),
+            failed_projects: vec![
+                failed(9, Some("Acme/<b>Hostile</b>"), Some("hostile_answer")),
+                failed(11, None, Some("no_route")),
+                failed(12, Some("Acme/Old"), None),
+            ],
+            failed_not_listed: 0,
+        }
+    }
+
+    pub fn failed(id: i64, path: Option<&str>, cause: Option<&str>) -> FailedProject {
+        FailedProject {
+            project_id: id,
+            full_path: path.map(String::from),
+            cause: cause.map(String::from),
+            reason: cause.map(|c| format!("{c}: listing \"x <script>\"\nERROR forged")),
+            failed_at: DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+                .map(|d| d.with_timezone(&Utc))
+                .unwrap_or_default(),
         }
     }
 }

@@ -145,8 +145,50 @@ pub fn bars(chart: &Chart, bars: &[Bar]) -> String {
     out
 }
 
+/// About how wide a character of a figure is, in the chart's units, at the phone's larger type
+/// too; and how tall a line of it is.
+const CHAR_WIDTH: f64 = 8.5;
+const LINE_HEIGHT: f64 = 15.0;
+
+/// How a column's figure is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figures {
+    /// Across, above each column: every figure fits its column's width.
+    Across,
+    /// Upwards, above the column or inside its top where there is no room above; on columns far
+    /// enough apart for the lines not to touch, the largest first.
+    Upwards,
+}
+
+/// Which columns carry their figure, and how: all of them across if every figure fits its
+/// column's width; otherwise upwards, the largest first, each at least a line's height from the
+/// next labelled one.
+fn labelled(bars: &[Bar], slot: f64) -> (Figures, Vec<bool>) {
+    let shown = |bar: &Bar| bar.value > 0;
+    if bars
+        .iter()
+        .filter(|b| shown(b))
+        .all(|b| slot >= b.shown.chars().count() as f64 * CHAR_WIDTH)
+    {
+        return (Figures::Across, bars.iter().map(shown).collect());
+    }
+    let gap = (LINE_HEIGHT / slot).ceil().max(1.0) as usize;
+    let mut order: Vec<usize> = (0..bars.len()).filter(|i| shown(&bars[*i])).collect();
+    order.sort_by_key(|i| (std::cmp::Reverse(bars[*i].value), *i));
+    let mut labelled = vec![false; bars.len()];
+    for i in order {
+        let from = i.saturating_sub(gap - 1);
+        let to = (i + gap).min(bars.len());
+        if !labelled[from..to].iter().any(|l| *l) {
+            labelled[i] = true;
+        }
+    }
+    (Figures::Upwards, labelled)
+}
+
 /// Columns on a value axis (0, half way, top) with light grid lines; each bar's `tick` below the
-/// axis; figures above the columns where they fit.
+/// axis; each column's figure above it, across where every figure fits its column, upwards
+/// otherwise (see [`labelled`]).
 pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> String {
     const HEIGHT: f64 = 236.0;
     const LEFT: f64 = 64.0;
@@ -177,6 +219,7 @@ pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> String {
     }
     let slot = plot_w / bars.len().max(1) as f64;
     let width = (slot * 0.72).max(1.0);
+    let (figures, labelled) = labelled(bars, slot);
     for (i, bar) in bars.iter().enumerate() {
         let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
         let h = bar.value.max(0) as f64 / top as f64 * plot_h;
@@ -188,15 +231,35 @@ pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> String {
             shown = escape(&bar.shown),
             y = base - h,
         );
-        // About 7 units a character, at the phone's larger type too.
-        if bar.value > 0 && slot >= bar.shown.chars().count() as f64 * 8.5 {
-            let _ = write!(
-                out,
-                "<text class=\"figure\" x=\"{cx:.1}\" y=\"{fy:.1}\" text-anchor=\"middle\">{shown}</text>",
-                cx = x + width / 2.0,
-                fy = base - h - 5.0,
-                shown = escape(&bar.shown),
-            );
+        let cx = x + width / 2.0;
+        let length = bar.shown.chars().count() as f64 * CHAR_WIDTH;
+        match figures {
+            _ if !labelled[i] => {}
+            Figures::Across => {
+                let _ = write!(
+                    out,
+                    "<text class=\"figure\" x=\"{cx:.1}\" y=\"{fy:.1}\" text-anchor=\"middle\">{shown}</text>",
+                    fy = base - h - 5.0,
+                    shown = escape(&bar.shown),
+                );
+            }
+            // Above the column if the line fits below the chart's top edge, else inside it,
+            // reading down from its top (the axis' top is at least the tallest column, so one of
+            // the two always has room).
+            Figures::Upwards => {
+                let above = base - h - 5.0;
+                let (y, anchor, class) = if above - length >= 2.0 || h < length + 10.0 {
+                    (above, "start", "figure")
+                } else {
+                    (base - h + 5.0, "end", "figure inside")
+                };
+                let _ = write!(
+                    out,
+                    "<text class=\"{class}\" x=\"{cx:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" \
+                     dominant-baseline=\"central\" transform=\"rotate(-90 {cx:.1} {y:.1})\">{shown}</text>",
+                    shown = escape(&bar.shown),
+                );
+            }
         }
         out.push_str("</g>");
         if let Some(tick) = &bar.tick {
@@ -344,6 +407,50 @@ mod tests {
         untagged.tick = None;
         let sparse = columns(&chart(), &[bar("a", 1), untagged], Scale::Count);
         assert!(sparse.contains(">a</text>") && !sparse.contains(">b</text>"));
+    }
+
+    fn figures(svg: &str) -> Vec<&str> {
+        svg.split("<text class=\"figure")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+            .collect()
+    }
+
+    #[test]
+    fn columns_carry_their_figures_across_where_they_fit_and_upwards_where_not() {
+        let bytes = |label: &str, value: i64| Bar {
+            label: label.into(),
+            value,
+            shown: units::bytes(value),
+            tick: None,
+        };
+        // Six wide columns: every figure across, above its column; none for a zero.
+        let few = columns(
+            &chart(),
+            &[bar("a", 1200), bar("b", 0), bar("c", 3)],
+            Scale::Count,
+        );
+        assert_eq!(figures(&few), ["1,200", "3"]);
+        assert!(!few.contains("rotate("));
+
+        // Thirty-one months of bytes: no figure fits across, so they go upwards; those far
+        // enough apart all carry theirs, the tallest inside its top, the short ones above.
+        let mut months: Vec<Bar> = (0..31).map(|i| bytes(&format!("m{i}"), 0)).collect();
+        months[0] = bytes("2023-01", 105_857_601);
+        months[16] = bytes("2024-05", 3 << 30);
+        months[30] = bytes("2025-07", 5 << 30);
+        let svg = columns(&chart(), &months, Scale::Bytes);
+        assert_eq!(figures(&svg), ["101 MiB", "3.00 GiB", "5.00 GiB"], "{svg}");
+        assert_eq!(svg.matches("rotate(-90 ").count(), 3);
+        assert_eq!(svg.matches("class=\"figure inside\"").count(), 1, "{svg}");
+
+        // Neighbours too close for two lines: the larger keeps its figure.
+        let mut crowded: Vec<Bar> = (0..60).map(|i| bytes(&format!("m{i}"), 0)).collect();
+        crowded[10] = bytes("big", 5 << 30);
+        crowded[11] = bytes("small", 1 << 20);
+        crowded[40] = bytes("far", 2 << 20);
+        let svg = columns(&chart(), &crowded, Scale::Bytes);
+        assert_eq!(figures(&svg), ["5.00 GiB", "2.00 MiB"], "{svg}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::units;
-use super::Report;
-use crate::db::report::{MissingProject, NamespaceTotals};
+use super::{FailedCause, Report};
+use crate::db::failures::one_line;
+use crate::db::report::{FailedProject, MissingProject, NamespaceTotals};
 
 /// Marks a project GitLab shows as using no registry storage.
 const SHOWN_EMPTY: &str = " *";
@@ -132,11 +133,72 @@ pub fn report(report: &Report) -> String {
             let _ = writeln!(out, "{:<8}  {:>8}  {:>8}", b.bucket, b.projects, b.missing);
         }
     }
+    failed(&mut out, report);
     let _ = writeln!(
         out,
         "\nSizes: binary units (1 KiB = 1024 bytes); each repository deduplicated on its own."
     );
     out
+}
+
+/// What the table shows for a failed project without a recorded cause.
+pub const NOT_RECORDED: &str = "(not recorded)";
+
+/// The failed projects: how many per cause and what to do, then the most recent ones with why.
+fn failed(out: &mut String, report: &Report) {
+    if report.failed_by_cause.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nFailed projects by cause, and what to do");
+    let _ = writeln!(out, "{:>8}  {:<21}  WHAT TO DO", "PROJECTS", "CAUSE");
+    for FailedCause {
+        cause,
+        projects,
+        advice,
+    } in &report.failed_by_cause
+    {
+        let _ = writeln!(
+            out,
+            "{projects:>8}  {:<21}  {advice}",
+            cause.as_deref().map_or(NOT_RECORDED.to_string(), one_line)
+        );
+    }
+    let listed = report.failed_projects.len();
+    let _ = write!(out, "\nFailed projects, most recent first");
+    if report.failed_not_listed > 0 {
+        let _ = write!(
+            out,
+            " ({listed} of {}; --top N lists more)",
+            listed as i64 + report.failed_not_listed
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>12}  {:<20}  {:<21}  FULL PATH",
+        "PROJECT ID", "FAILED AT", "CAUSE"
+    );
+    for FailedProject {
+        project_id,
+        full_path,
+        cause,
+        reason,
+        failed_at,
+    } in &report.failed_projects
+    {
+        let _ = writeln!(
+            out,
+            "{project_id:>12}  {:<20}  {:<21}  {}",
+            failed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            cause.as_deref().map_or(NOT_RECORDED.to_string(), one_line),
+            full_path
+                .as_deref()
+                .map_or("(no route)".to_string(), one_line),
+        );
+        if let Some(reason) = reason {
+            let _ = writeln!(out, "{:>12}  why: {}", "", one_line(reason));
+        }
+    }
 }
 
 fn projects(out: &mut String, heading: &str, list: &[MissingProject]) {
@@ -211,6 +273,55 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(">1000            5        50"), "{text}");
+    }
+
+    #[test]
+    fn failed_projects_are_named_with_why_and_what_to_do_on_lines_of_their_own() {
+        let text = super::report(&sample::report());
+        assert!(
+            text.contains("\nFailed projects by cause, and what to do\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("       1  no_route               the project has no route"),
+            "{text}"
+        );
+        assert!(
+            text.contains("       1  (not recorded)         reason not recorded"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nFailed projects, most recent first\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "           9  2026-12-01T10:00:00Z  hostile_answer         Acme/<b>Hostile</b>\n\
+                 \x20             why: hostile_answer: listing \"x <script>\"\\nERROR forged\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("\nERROR forged"), "no forged line: {text}");
+        assert!(text
+            .contains("          11  2026-12-01T10:00:00Z  no_route               (no route)\n"));
+        // Without a recorded reason, no `why` line.
+        assert!(
+            text.contains("(not recorded)         Acme/Old\n\nSizes"),
+            "{text}"
+        );
+
+        let mut cut = sample::report();
+        cut.failed_projects.truncate(1);
+        cut.failed_not_listed = 2;
+        let text = super::report(&cut);
+        assert!(
+            text.contains("Failed projects, most recent first (1 of 3; --top N lists more)\n"),
+            "{text}"
+        );
+        cut.failed_by_cause.clear();
+        cut.failed_projects.clear();
+        cut.failed_not_listed = 0;
+        assert!(!super::report(&cut).contains("Failed projects"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::common::{
     assert_rows_match, eventually, registry_path, signer, status_becomes, TestApp, TestDb,
     OTHER_KEY,
 };
+use registry_repair::db::failures::FailureCause;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::{Expected, World};
@@ -535,6 +536,146 @@ async fn retry_failed_analyses_failed_projects_again_and_nothing_else() {
         before + 1,
         "only the failed project"
     );
+}
+
+#[actix_rt::test]
+async fn every_way_a_project_fails_records_its_cause_and_reason_with_its_row_until_a_retry_completes(
+) {
+    let mut w = world(30);
+    let g = w.groups[0].id;
+    let orphan = w.project_without_route(g, "Orphan");
+    let endless = w.project(g, "Endless", &["a", "b", "c"], &[]);
+    let own_4xx = w.project(g, "Own-4xx", &[""], &[]);
+    let troubled = w.project(g, "Troubled", &[""], &[]);
+    let refused = w.project(g, "Refused", &[""], &[]);
+    let hostile = w.project(g, "Hostile", &["", "a"], &[]);
+    let crashing = w.project(g, "Crashing", &[""], &[]);
+    let mut app = TestApp::prepare(&w).await;
+    app.settings.registry.page_size = 2;
+    app.settings.registry.max_pages = 6;
+    let path = |id| registry_path(&w, id);
+    app.registry
+        .set_hostile(&path(endless), Hostile::EndlessPages);
+    app.registry.refuse(&path(own_4xx), 400);
+    app.registry.refuse(&path(troubled), 500);
+    app.registry.refuse(&path(refused), 403);
+    app.registry
+        .set_hostile(&path(hostile), Hostile::UngrammaticalEntry(UNGRAMMATICAL));
+    app.faults.panic_always_on(crashing);
+    assert_eq!(app.run_until_done().await, RunEnd::Done);
+
+    let causes: [(i64, FailureCause, &[&str]); 7] = [
+        (
+            orphan,
+            FailureCause::NoRoute,
+            &["the project has no route, so no registry path"],
+        ),
+        (
+            endless,
+            FailureCause::TooManyPages,
+            &["more than 6 pages; giving up on this project"],
+        ),
+        (
+            own_4xx,
+            FailureCause::RegistryRefusedPath,
+            &["the registry answered 400 (UNKNOWN)"],
+        ),
+        (
+            troubled,
+            FailureCause::Troubled,
+            &[
+                "the registry answered 500",
+                "(3 times, each while the registry answered other paths)",
+            ],
+        ),
+        (
+            refused,
+            FailureCause::Refused,
+            &[
+                "the registry answered 403",
+                "(5 times, each while the registry answered other paths)",
+            ],
+        ),
+        (
+            hostile,
+            FailureCause::HostileAnswer,
+            // As logged: escaped, on one line.
+            &[
+                r#"the repository path "alpha-group/hostile/x <script> y\nERROR forged line", which breaks"#,
+            ],
+        ),
+        (
+            crashing,
+            FailureCause::Crashed,
+            &["analysing it panicked 3 times"],
+        ),
+    ];
+    let rows = app.rows_by_project().await;
+    for (id, cause, said) in causes {
+        let row = &rows[&id];
+        assert_eq!(row.status, TrackingStatus::Failed, "project {id}");
+        let failure = row
+            .failure
+            .as_ref()
+            .unwrap_or_else(|| panic!("project {id}: no reason recorded"));
+        assert_eq!(failure.cause, cause, "project {id}: {failure:?}");
+        for words in said {
+            assert!(
+                failure.reason.contains(words),
+                "project {id} ({cause}): {words:?} not in {:?}",
+                failure.reason
+            );
+        }
+        assert!(!failure.reason.contains('\n'), "one line: {failure:?}");
+    }
+    let failed: Vec<i64> = causes.iter().map(|c| c.0).collect();
+    for row in rows.values() {
+        if !failed.contains(&row.project_id) {
+            assert_eq!(
+                (row.status, &row.failure),
+                (TrackingStatus::Completed, &None),
+                "project {}",
+                row.project_id
+            );
+        }
+    }
+
+    // Mended (and the faults gone with the process that armed them): a retry completes all but
+    // the project without a route, whose reason is recorded anew; nothing else is left.
+    for id in [endless, own_4xx, troubled, refused, hostile] {
+        app.registry.accept(&path(id));
+    }
+    let options = ServiceOptions {
+        until_done: true,
+        retry_failed: true,
+        ..ServiceOptions::default()
+    };
+    let service = service::start(&app.settings, signer(common::FIXTURE_KEY), options)
+        .await
+        .expect("starts");
+    assert_eq!(service.wait().await, RunEnd::Done);
+    let rows = app.rows_by_project().await;
+    assert_eq!(
+        rows[&orphan].failure.as_ref().map(|f| f.cause),
+        Some(FailureCause::NoRoute)
+    );
+    let left: Vec<(i64, String)> = app
+        .db
+        .failure_rows()
+        .await
+        .into_iter()
+        .map(|(id, cause, _)| (id, cause))
+        .collect();
+    assert_eq!(left, vec![(orphan, "no_route".to_string())]);
+    let mut expected = w.expected();
+    expected.insert(orphan, Expected::FAILED);
+    for id in [endless, own_4xx, troubled, refused, hostile, crashing] {
+        assert_eq!(rows[&id].status, TrackingStatus::Completed, "project {id}");
+        assert_eq!(
+            rows[&id].missing_count, expected[&id].missing,
+            "project {id}"
+        );
+    }
 }
 
 /// `n` projects whose full paths are about 194 characters long (eleven nested groups).

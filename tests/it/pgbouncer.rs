@@ -87,7 +87,11 @@ async fn run_twice_through(bouncer: PgBouncer, query: &str, leftovers: bool) {
         )
         .await;
         leave_statements_behind(&bouncer, &db, SERVER_CONNECTIONS).await;
-        cli(&["migrate"], &env, Duration::from_secs(60))
+        // `migrate` says how it talks to the database only at debug.
+        let debug = env
+            .clone()
+            .set("LOG__LEVEL", "info,registry_repair::db=debug");
+        cli(&["migrate"], &debug, Duration::from_secs(60))
             .await
             .assert_exit(0)
             .assert_no_panic()

@@ -10,7 +10,11 @@ use registry_repair::db::tracking::TrackingStatus;
 
 /// The migrations the previous release did not have, newest first: undone with their own
 /// `down.sql`, and forgotten by diesel's table of what ran.
-const NEWER: [(&str, &str); 2] = [
+const NEWER: [(&str, &str); 3] = [
+    (
+        "20261207000000",
+        include_str!("../../migrations/2026-12-07-000000_failure_reasons/down.sql"),
+    ),
     (
         "20261206000000",
         include_str!("../../migrations/2026-12-06-000000_fencing/down.sql"),

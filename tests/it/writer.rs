@@ -1,11 +1,13 @@
 //! The Writer: flushes on size, on its timer, at once on a failed project, on request; keeps its
-//! buffer while the database is away and tells the Scheduler to hold back while it is full.
+//! buffer while the database is away and tells the Scheduler to hold back while it is full; a
+//! failed project's cause and reason written with its row, and replaced or kept with it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{eventually, TestDb};
 use actix::prelude::*;
+use registry_repair::db::failures::{Failure, FailureCause};
 use registry_repair::db::tracking::{self, Replaces, TrackingRow, TrackingStatus};
 use registry_repair::demo::seed::World;
 use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer, WriterPressure};
@@ -31,7 +33,10 @@ async fn seed(db: &TestDb, n: usize) -> Vec<i64> {
 
 fn row(project_id: i64, missing_count: i32, status: TrackingStatus) -> Record {
     Record(match status {
-        TrackingStatus::Failed => TrackingRow::failed(project_id),
+        TrackingStatus::Failed => TrackingRow::failed(
+            project_id,
+            Failure::new(FailureCause::Troubled, "the registry answered 500"),
+        ),
         _ => TrackingRow::completed(project_id, missing_count),
     })
 }
@@ -227,4 +232,175 @@ async fn rows_already_there_stay_except_stale_ongoing_ones_and_failed_ones_a_ret
             (ids[5], TrackingStatus::Completed, 6), // a new row
         ]
     );
+}
+
+fn failed(project_id: i64, cause: FailureCause, reason: &str) -> TrackingRow {
+    TrackingRow::failed(project_id, Failure::new(cause, reason))
+}
+
+/// `(project_id, status, cause)` of every row, the cause as recorded for a failed one.
+async fn statuses(db: &TestDb) -> Vec<(i64, TrackingStatus, Option<(FailureCause, String)>)> {
+    db.rows()
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r.project_id,
+                r.status,
+                r.failure.map(|f| (f.cause, f.reason)),
+            )
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_failed_projects_cause_and_reason_are_written_with_its_row_and_go_or_stay_with_it() {
+    let (db, ids) = db_with_projects(6).await;
+    // GitLab's own worker's failed row: no reason recorded.
+    db.execute(&format!(
+        "INSERT INTO container_registry_data_repair_details \
+             (project_id, missing_count, status, created_at, updated_at) \
+         VALUES ({}, 0, 2, now(), now())",
+        ids[2]
+    ))
+    .await;
+
+    // Through the Writer: a failed project flushes at once, its reason with it.
+    let writer = Writer::new(db.database(), Sink::Tracking, 100, HOUR).start();
+    writer.do_send(Record(failed(
+        ids[0],
+        FailureCause::NoRoute,
+        "the project has no route, so no registry path",
+    )));
+    writer.do_send(Record(TrackingRow::completed(ids[1], 2)));
+    writer.do_send(Record(failed(
+        ids[3],
+        FailureCause::HostileAnswer,
+        "listing g/p3: the registry listed \"g/p3/x <b>\\n\"",
+    )));
+    let written = writer.send(Flush::PassEnd).await.expect("mailbox");
+    assert_eq!(written.ok(), Some(3));
+    let no_route = (
+        FailureCause::NoRoute,
+        "the project has no route, so no registry path".to_string(),
+    );
+    let hostile = (
+        FailureCause::HostileAnswer,
+        "listing g/p3: the registry listed \"g/p3/x <b>\\n\"".to_string(),
+    );
+    assert_eq!(
+        statuses(&db).await,
+        vec![
+            (ids[0], TrackingStatus::Failed, Some(no_route.clone())),
+            (ids[1], TrackingStatus::Completed, None),
+            (ids[2], TrackingStatus::Failed, None),
+            (ids[3], TrackingStatus::Failed, Some(hostile.clone())),
+        ]
+    );
+
+    // Rows left as they are keep their own: GitLab's failed row without a reason, and a failed
+    // row of ours; a completed one gains none; a project deleted meanwhile gets nothing.
+    tracking::upsert(
+        &db.database(),
+        &[
+            failed(
+                ids[0],
+                FailureCause::Crashed,
+                "analysing it panicked 3 times",
+            ),
+            failed(ids[1], FailureCause::Troubled, "answered 500"),
+            failed(ids[2], FailureCause::Refused, "answered 403"),
+            failed(999_999, FailureCause::NoRoute, "deleted meanwhile"),
+        ],
+    )
+    .await
+    .expect("upsert");
+    assert_eq!(
+        statuses(&db).await,
+        vec![
+            (ids[0], TrackingStatus::Failed, Some(no_route.clone())),
+            (ids[1], TrackingStatus::Completed, None),
+            (ids[2], TrackingStatus::Failed, None),
+            (ids[3], TrackingStatus::Failed, Some(hostile.clone())),
+        ]
+    );
+
+    // A retry (`--retry-failed`): one that completes takes the reason away with the failed row;
+    // one that fails again replaces it; GitLab's row failing again gets one.
+    tracking::upsert(
+        &db.database(),
+        &[
+            TrackingRow::completed(ids[3], 1).replacing(Replaces::Failed),
+            failed(
+                ids[0],
+                FailureCause::Crashed,
+                "analysing it panicked 3 times",
+            )
+            .replacing(Replaces::Failed),
+            failed(ids[2], FailureCause::TooManyPages, "more than 10000 pages")
+                .replacing(Replaces::Failed),
+            // A project itemised again that fails keeps its count, and gains no reason.
+            failed(ids[1], FailureCause::Troubled, "answered 500").replacing(Replaces::Uncounted),
+        ],
+    )
+    .await
+    .expect("upsert");
+    assert_eq!(
+        statuses(&db).await,
+        vec![
+            (
+                ids[0],
+                TrackingStatus::Failed,
+                Some((
+                    FailureCause::Crashed,
+                    "analysing it panicked 3 times".into()
+                ))
+            ),
+            (ids[1], TrackingStatus::Completed, None),
+            (
+                ids[2],
+                TrackingStatus::Failed,
+                Some((FailureCause::TooManyPages, "more than 10000 pages".into()))
+            ),
+            (ids[3], TrackingStatus::Completed, None),
+        ]
+    );
+    // Nothing left behind for a row that is no longer failed.
+    let recorded: Vec<i64> = db.failure_rows().await.into_iter().map(|f| f.0).collect();
+    assert_eq!(recorded, vec![ids[0], ids[2]]);
+}
+
+#[actix_rt::test]
+async fn a_failed_row_and_its_reason_are_written_together_or_not_at_all() {
+    let (db, ids) = db_with_projects(2).await;
+    // The reason cannot be written: the whole write fails, the tracking row with it.
+    db.execute(
+        "ALTER TABLE registry_repair_failures ADD CONSTRAINT short CHECK (length(reason) < 5)",
+    )
+    .await;
+    let result = tracking::upsert(
+        &db.database(),
+        &[
+            TrackingRow::completed(ids[0], 1),
+            failed(ids[1], FailureCause::Troubled, "answered 500"),
+        ],
+    )
+    .await;
+    let error = result.expect_err("the reason breaks the constraint");
+    assert!(
+        error
+            .to_string()
+            .contains("recording why 1 projects failed"),
+        "{error}"
+    );
+    assert!(db.rows().await.is_empty(), "nothing written");
+    db.execute("ALTER TABLE registry_repair_failures DROP CONSTRAINT short")
+        .await;
+    tracking::upsert(
+        &db.database(),
+        &[failed(ids[1], FailureCause::Troubled, "answered 500")],
+    )
+    .await
+    .expect("upsert");
+    assert_eq!(db.failure_rows().await.len(), 1);
 }

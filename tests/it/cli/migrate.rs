@@ -1,5 +1,6 @@
 //! `migrate`: it creates GitLab's tracking table with GitLab's own shape, once, and has nothing to
-//! do where GitLab already created it; `run` and `report` before it say what to do.
+//! do where GitLab already created it; it says which migrations it ran and whose table it found,
+//! and logs nothing at the default level; `run` and `report` before it say what to do.
 
 use std::time::Duration;
 
@@ -172,6 +173,36 @@ async fn assert_gitlab_shape(db: &TestDb) {
     );
 }
 
+/// Every migration's name, oldest first (the directories under `migrations/`).
+fn migration_names() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the migrations directory")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("up.sql").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What `migrate` prints once all have run.
+fn nothing_to_do() -> String {
+    format!(
+        "nothing to do: all {} migrations had run\n",
+        migration_names().len()
+    )
+}
+
+/// `migrate` logs nothing at the default level (the statement mode is `run`'s to say).
+fn assert_quiet(out: &crate::common::process::Finished) {
+    assert!(
+        !out.stderr.contains(" INFO ") && !out.stderr.contains("statement mode"),
+        "migrate logged at info:\n{}",
+        out.dump()
+    );
+}
+
 #[actix_rt::test]
 async fn migrate_creates_gitlabs_table_once_then_has_nothing_to_do() {
     let db = TestDb::without_tracking_table().await;
@@ -191,20 +222,28 @@ async fn migrate_creates_gitlabs_table_once_then_has_nothing_to_do() {
     }
 
     let first = cli(&["migrate"], &env, Duration::from_secs(30)).await;
-    first
-        .assert_exit(0)
-        .assert_stdout_has("applied migration")
-        .assert_no_panic();
-    let second = cli(&["migrate"], &env, Duration::from_secs(30)).await;
-    second
-        .assert_exit(0)
-        .assert_stdout_has("nothing to do")
-        .assert_no_panic();
-    assert!(
-        !second.stdout.contains("applied migration"),
+    first.assert_exit(0).assert_no_panic();
+    let names = migration_names();
+    let applied: String = names
+        .iter()
+        .map(|name| format!("applied migration {name}\n"))
+        .collect();
+    assert_eq!(
+        first.stdout,
+        format!(
+            "{applied}container_registry_data_repair_details: created, as GitLab defines it\n\
+             {n} of {n} migrations applied; all have run now\n",
+            n = names.len()
+        ),
         "{}",
-        second.dump()
+        first.dump()
     );
+    assert!(applied.contains("applied migration 2026-12-07-000000_failure_reasons\n"));
+    assert_quiet(&first);
+    let second = cli(&["migrate"], &env, Duration::from_secs(30)).await;
+    second.assert_exit(0).assert_no_panic();
+    assert_eq!(second.stdout, nothing_to_do(), "{}", second.dump());
+    assert_quiet(&second);
 
     assert_gitlab_shape(&db).await;
 }
@@ -226,10 +265,16 @@ async fn migrate_where_gitlab_already_created_the_table_changes_nothing() {
     assert_eq!(before.len(), 1);
 
     let env = Env::new().set("DATABASE__URL", &db.url);
-    cli(&["migrate"], &env, Duration::from_secs(30))
-        .await
+    let first = cli(&["migrate"], &env, Duration::from_secs(30)).await;
+    first
         .assert_exit(0)
+        .assert_stdout_has("applied migration 2026-11-25-000000_create_tracking_table\n")
+        .assert_stdout_has(
+            "\ncontainer_registry_data_repair_details: already there (GitLab 15.10 to 19.0 \
+             create it), left as it is\n",
+        )
         .assert_no_panic();
+    assert_quiet(&first);
 
     assert_eq!(
         raw_rows(&db).await,
@@ -240,8 +285,41 @@ async fn migrate_where_gitlab_already_created_the_table_changes_nothing() {
     assert_eq!(before[0].status, 1);
     assert_gitlab_shape(&db).await;
 
-    cli(&["migrate"], &env, Duration::from_secs(30))
+    let second = cli(&["migrate"], &env, Duration::from_secs(30)).await;
+    second.assert_exit(0);
+    assert_eq!(second.stdout, nothing_to_do(), "{}", second.dump());
+}
+
+#[actix_rt::test]
+async fn migrate_after_an_upgrade_names_only_the_migrations_it_ran() {
+    // A database an earlier release migrated: everything but the table of failure reasons.
+    let db = TestDb::new().await;
+    db.execute(
+        "DROP TABLE registry_repair_failures; \
+         DELETE FROM __diesel_schema_migrations WHERE version = '20261207000000'",
+    )
+    .await;
+    let env = Env::new().set("DATABASE__URL", &db.url);
+    // `report` refuses a database this release has not migrated, and says what to do.
+    cli(&["report"], &env, Duration::from_secs(20))
         .await
-        .assert_exit(0)
-        .assert_stdout_has("nothing to do");
+        .assert_exit(1)
+        .assert_stderr_has("registry-repair migrate");
+    let out = cli(&["migrate"], &env, Duration::from_secs(30)).await;
+    out.assert_exit(0).assert_no_panic();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "applied migration 2026-12-07-000000_failure_reasons\n\
+             container_registry_data_repair_details: already there (an earlier migrate made it, \
+             or GitLab)\n1 of {} migrations applied; all have run now\n",
+            migration_names().len()
+        ),
+        "{}",
+        out.dump()
+    );
+    assert_quiet(&out);
+    cli(&["report"], &env, Duration::from_secs(20))
+        .await
+        .assert_exit(0);
 }

@@ -49,6 +49,23 @@ impl Chromium {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The DOM of `url` in a window of `width`×`height` CSS pixels (its media queries follow
+    /// the window), once its scripts ran.
+    pub fn dump_dom_at(&self, url: &str, width: u32, height: u32) -> String {
+        let output = self.run(&[
+            "--virtual-time-budget=1000",
+            &format!("--window-size={width},{height}"),
+            "--dump-dom",
+            url,
+        ]);
+        assert!(
+            output.status.success(),
+            "chromium --dump-dom {url} at {width}×{height} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// A PNG of `url` at `width`×`height` CSS pixels, written to `to`.
     pub fn screenshot(&self, url: &str, to: &Path, width: u32, height: u32) {
         let output = self.run(&[

@@ -290,6 +290,34 @@ impl TestDb {
     pub async fn rows(&self) -> Vec<TrackingRow> {
         tracking::all_rows(&self.database()).await.expect("rows")
     }
+
+    /// Every row of the service's `registry_repair_failures`, as `(project_id, cause, reason)`
+    /// in project order, whatever its tracking row says now.
+    pub async fn failure_rows(&self) -> Vec<(i64, String, String)> {
+        use diesel::sql_types::{BigInt, Text};
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            project_id: i64,
+            #[diesel(sql_type = Text)]
+            cause: String,
+            #[diesel(sql_type = Text)]
+            reason: String,
+        }
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connecting to the test database");
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT project_id, cause, reason FROM registry_repair_failures ORDER BY project_id",
+        )
+        .load(&mut conn)
+        .await
+        .expect("reading registry_repair_failures");
+        rows.into_iter()
+            .map(|r| (r.project_id, r.cause, r.reason))
+            .collect()
+    }
 }
 
 impl Drop for TestDb {

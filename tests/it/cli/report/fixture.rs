@@ -1,7 +1,7 @@
-//! A world whose damage is known to the byte: tracking rows as an analysis leaves them, and the
-//! missing repositories it records, with sizes and creation times, written straight to the
-//! tables (so the figures do not depend on the analysis): one project of each kind the report
-//! tells apart.
+//! A world whose damage is known to the byte: tracking rows as an analysis leaves them, the
+//! missing repositories it records, with sizes and creation times, and why the failed projects
+//! failed, written straight to the tables (so the figures do not depend on the analysis): one
+//! project of each kind the report tells apart.
 
 use crate::common::process::{cli, Env, Finished};
 use crate::common::TestDb;
@@ -25,9 +25,23 @@ pub struct Ids {
     pub restored: i64,
     /// `Empty-NS/Lonely`: 2 missing (5 GiB and an unknown size), shown empty.
     pub lonely: i64,
-    /// No route: `failed`.
+    /// No route: `failed`, recorded `no_route`, on 2026-12-03.
     pub orphan: i64,
+    /// `Other.Org/Hostile`: `failed`, recorded `hostile_answer` with a reason full of markup
+    /// ([`HOSTILE_REASON`]), on 2026-12-05: the most recent.
+    pub hostile: i64,
+    /// `Top-Group/Huge`: `failed`, recorded `too_many_pages`, on 2026-12-04.
+    pub huge: i64,
+    /// `Top-Group/Old-Worker`: `failed` by GitLab's own worker on 2025-01-02: no reason recorded.
+    pub old: i64,
+    /// `Quiet-NS/Calm`: completed, nothing missing, in a namespace with nothing missing.
+    pub calm: i64,
 }
+
+/// A recorded reason with everything an HTML page must escape.
+pub const HOSTILE_REASON: &str = "listing other.org/hostile: the registry listed the repository \
+     path \"other.org/hostile/<script>alert('x')</script> & <b>\", which breaks the registry's \
+     name grammar";
 
 pub struct Damaged {
     /// Dropped with the world.
@@ -80,6 +94,7 @@ pub async fn damaged() -> Damaged {
     let sub = world.group(Some(top), "Sub_Team");
     let other = world.group(None, "Other.Org");
     let empty = world.group(None, "Empty-NS");
+    let quiet = world.group(None, "Quiet-NS");
     let ids = Ids {
         web: world.project(top, "Web-App", &["", "api", "api/v2"], &["api"]),
         deep: world.project(sub, "Deep.Project", &["", "a/b/c", "x"], &[]),
@@ -88,6 +103,10 @@ pub async fn damaged() -> Damaged {
         restored: world.project(other, "Restored", &["img"], &[]),
         lonely: world.project(empty, "Lonely", &["", "cache"], &[]),
         orphan: world.project_without_route(top, "Orphan"),
+        hostile: world.project(other, "Hostile", &[], &[]),
+        huge: world.project(top, "Huge", &[], &[]),
+        old: world.project(top, "Old-Worker", &[], &[]),
+        calm: world.project(quiet, "Calm", &[], &[]),
     };
     let db = TestDb::new().await;
     world.insert(&db.database()).await.expect("seeding");
@@ -144,6 +163,26 @@ pub async fn damaged() -> Damaged {
              VALUES ({}, 'img', now(), now())",
         entries.join(", "),
         ids.restored
+    ))
+    .await;
+    // Failed projects: three with the reason this service records, one of GitLab's own worker
+    // without one (its time is the tracking row's).
+    db.execute(&format!(
+        "UPDATE container_registry_data_repair_details SET status = 2, missing_count = 0, \
+             updated_at = '2025-01-02T03:04:05.678Z' \
+         WHERE project_id IN ({hostile}, {huge}, {old}); \
+         INSERT INTO registry_repair_failures (project_id, cause, reason, failed_at) VALUES \
+             ({orphan}, 'no_route', 'the project has no route, so no registry path', \
+              '2026-12-03T08:00:00.250Z'), \
+             ({hostile}, 'hostile_answer', '{reason}', '2026-12-05T09:30:00Z'), \
+             ({huge}, 'too_many_pages', \
+              'listing top-group/huge: more than 10000 pages; giving up on this project', \
+              '2026-12-04T23:59:59.999Z')",
+        hostile = ids.hostile,
+        huge = ids.huge,
+        old = ids.old,
+        orphan = ids.orphan,
+        reason = HOSTILE_REASON.replace('\'', "''"),
     ))
     .await;
     // A database whose default time zone is 14 hours ahead of UTC: months are UTC's all the same.

@@ -74,7 +74,7 @@ async fn chromium_renders_the_page_with_the_totals_and_every_figure_of_the_json(
         "Missing bytes 8.10 GiB 8,695,804,538 bytes; 2 sizes unknown",
         "Shown as empty by GitLab 2 projects 8.00 GiB missing, left out of their usage quota \
          (8,589,946,937 bytes)",
-        "Projects analysed 100.0% 7 of 7 projects; 0 pending",
+        "Projects analysed 100.0% 11 of 11 projects; 0 pending",
         "Their known sizes 8.10 GiB (8,695,804,538 bytes) missing_bytes",
         "Sizes in binary units (1 KiB = 1,024 bytes",
     ] {
@@ -92,6 +92,104 @@ async fn chromium_renders_the_page_with_the_totals_and_every_figure_of_the_json(
         let _ = std::fs::remove_file(&png);
     }
 }
+
+#[actix_rt::test]
+async fn chromium_shows_the_failed_projects_escaped_and_the_bytes_by_month_with_their_figures() {
+    let test =
+        "chromium_shows_the_failed_projects_escaped_and_the_bytes_by_month_with_their_figures";
+    let Some(chromium) = Chromium::find(test) else {
+        return;
+    };
+    let world = damaged().await;
+    let html = world.report(&["--format", "html"]).await;
+    html.assert_exit(0);
+
+    // Where each figure of the bytes chart lands once laid out, at a desktop's and a phone's
+    // width: measured by a copy of the page with a script (the page itself has none).
+    let measuring = PageFile::new(&html.stdout.replace("</body>", MEASURE_FIGURES));
+    for (width, height) in [(1280, 1600), (390, 2400)] {
+        let dom = chromium.dump_dom_at(&measuring.url(), width, height);
+        let measured: serde_json::Value = dom
+            .split("data-figures=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(parse::unescape)
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_else(|| panic!("nothing measured at {width}: {dom}"));
+        let boxed = |v: &serde_json::Value| -> [f64; 4] {
+            let n = |i: usize| v[i].as_f64().expect("a coordinate");
+            [n(0), n(1), n(2), n(3)]
+        };
+        let chart = boxed(&measured["chart"]);
+        let figures: Vec<(String, [f64; 4])> = measured["figures"]
+            .as_array()
+            .expect("figures")
+            .iter()
+            .map(|f| (f[0].as_str().expect("text").to_string(), boxed(&f[1])))
+            .collect();
+        let bars: Vec<[f64; 4]> = measured["bars"]
+            .as_array()
+            .expect("bars")
+            .iter()
+            .map(boxed)
+            .collect();
+        // The hostile reason is text: no element of its markup, only the measuring script.
+        assert_eq!(
+            (measured["scripts"].as_i64(), measured["bold"].as_i64()),
+            (Some(1), Some(0)),
+            "{measured}"
+        );
+        assert!(measured["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .any(|r| r.as_str() == Some(super::fixture::HOSTILE_REASON)));
+        let shown: Vec<&str> = figures.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            shown,
+            ["101 MiB", "3.00 GiB", "5.00 GiB"],
+            "every month with bytes carries its figure, at {width}"
+        );
+        let overlap = |a: &[f64; 4], b: &[f64; 4]| {
+            a[0] < b[2] - 0.5 && b[0] < a[2] - 0.5 && a[1] < b[3] - 0.5 && b[1] < a[3] - 0.5
+        };
+        for (i, (text, area)) in figures.iter().enumerate() {
+            assert!(
+                area[0] >= chart[0] - 0.5
+                    && area[2] <= chart[2] + 0.5
+                    && area[1] >= chart[1] - 0.5
+                    && area[3] <= chart[3] + 0.5,
+                "{text} at {area:?} leaves the chart {chart:?} at {width}"
+            );
+            assert!(area[2] > area[0] && area[3] > area[1], "{text} is drawn");
+            for (other, other_area) in &figures[i + 1..] {
+                assert!(
+                    !overlap(area, other_area),
+                    "{text} and {other} overlap at {width}"
+                );
+            }
+            // A figure touches no column but its own (drawn inside the top of a tall one).
+            let touching = bars.iter().filter(|bar| overlap(area, bar)).count();
+            assert!(touching <= 1, "{text} covers {touching} columns at {width}");
+        }
+    }
+}
+
+/// Writes into the page's `body` where the bytes-by-month chart, its figures and its columns are
+/// drawn (`getBoundingClientRect`, CSS pixels).
+const MEASURE_FIGURES: &str = "<script>\
+    const chart = [...document.querySelectorAll('svg')]\
+      .find(s => s.getAttribute('aria-label') === 'Missing bytes by month created');\
+    const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };\
+    document.body.setAttribute('data-figures', JSON.stringify({\
+      chart: box(chart),\
+      figures: [...chart.querySelectorAll('text.figure')].map(t => [t.textContent, box(t)]),\
+      bars: [...chart.querySelectorAll('rect.bar')].filter(r => r.getBBox().height > 0).map(box),\
+      scripts: document.scripts.length,\
+      bold: document.querySelectorAll('b').length,\
+      reasons: [...document.querySelectorAll('td.reason')].map(td => td.textContent),\
+    }));\
+    </script></body>";
 
 /// A small deterministic generator, so that the picture is the same every time.
 struct Dice(u64);
@@ -139,6 +237,14 @@ async fn demo_like_world() -> TestDb {
              (project_id, missing_count, status, created_at, updated_at) VALUES {}",
         rows.join(", ")
     ))
+    .await;
+    // The failed ones have no route, and a run records so.
+    db.execute(
+        "INSERT INTO registry_repair_failures (project_id, cause, reason, failed_at) \
+         SELECT project_id, 'no_route', 'the project has no route, so no registry path', \
+                '2026-12-01T09:00:00Z' \
+         FROM container_registry_data_repair_details WHERE status = 2",
+    )
     .await;
 
     let mut dice = Dice(2026);

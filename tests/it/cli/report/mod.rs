@@ -29,14 +29,21 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     world.project(other, "Clean", &["one"], &["one"]);
     world.project(other, "Rails-Only", &[], &["gone"]);
     world.project(other, "Dash-", &[], &[]);
-    world.project_without_route(top, "Orphan");
+    let orphan = world.project_without_route(top, "Orphan");
 
     let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
     let env = service_env(&db, &registry.url(), "127.0.0.1:0");
-    cli(&["run", "--until-done"], &env, Duration::from_secs(30))
-        .await
-        .assert_exit(0)
-        .assert_no_panic();
+    let run = cli(&["run", "--until-done"], &env, Duration::from_secs(30)).await;
+    run.assert_exit(0).assert_no_panic();
+    // `run` says how it talks to the database, once, at start.
+    assert_eq!(
+        run.stderr
+            .matches(" INFO statement mode prepared_statements=true: PostgreSQL itself")
+            .count(),
+        1,
+        "{}",
+        run.dump()
+    );
     assert_rows_match(&world, &db).await;
 
     let expected = world.expected();
@@ -100,6 +107,32 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     .into_iter()
     .collect();
     assert_eq!(totals, want, "{report}");
+
+    // The project without a route is named, with the cause the run recorded and what to do.
+    assert_eq!(
+        report["failed_projects"],
+        serde_json::json!([{
+            "project_id": orphan,
+            "full_path": null,
+            "cause": "no_route",
+            "reason": "the project has no route, so no registry path",
+            "failed_at": report["failed_projects"][0]["failed_at"],
+        }]),
+        "{report}"
+    );
+    assert_eq!(report["failed_by_cause"][0]["cause"], "no_route");
+    assert!(report["failed_by_cause"][0]["advice"]
+        .as_str()
+        .is_some_and(|a| a.contains("cannot help until it has a route")));
+    assert_eq!(report["failed_not_listed"], 0);
+    // Namespaces with nothing missing are not ranked.
+    let ranked: Vec<&str> = report["namespaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("namespaces is not a list: {report}"))
+        .iter()
+        .filter_map(|n| n["namespace"].as_str())
+        .collect();
+    assert_eq!(ranked, ["Top-Group"], "{report}");
 
     let top_missing: Vec<(i64, String, i64)> = report["top_missing"]
         .as_array()
@@ -169,6 +202,14 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
     table
         .assert_exit(0)
         .assert_stdout_has("Top-Group/Sub_Team/Deep.Project")
+        .assert_stdout_has(&format!(
+            "{orphan:>12}  {:<20}  no_route               (no route)\n\
+             {:14}why: the project has no route, so no registry path\n",
+            report["failed_projects"][0]["failed_at"]
+                .as_str()
+                .unwrap_or_default(),
+            ""
+        ))
         .assert_no_panic();
     let default = cli(&["report"], &report_env, Duration::from_secs(20)).await;
     default.assert_exit(0);
@@ -176,4 +217,13 @@ async fn report_shows_totals_and_the_projects_missing_most_in_every_format() {
         default.stdout, table.stdout,
         "the default format is the table"
     );
+    // A plain report says nothing on standard error at the default level: the statement mode
+    // is `run`'s to say.
+    for out in [&default, &json, &csv] {
+        assert!(
+            !out.stderr.contains(" INFO ") && !out.stderr.contains("statement mode"),
+            "a plain report logged at info:\n{}",
+            out.dump()
+        );
+    }
 }

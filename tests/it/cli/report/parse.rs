@@ -66,7 +66,7 @@ pub fn csv_line(line: &str) -> Vec<String> {
 }
 
 /// The lists of the CSV, block by block, in their documented order.
-const CSV_BLOCKS: [&str; 7] = [
+const CSV_BLOCKS: [&str; 9] = [
     "totals",
     "top_missing",
     "namespaces",
@@ -74,10 +74,15 @@ const CSV_BLOCKS: [&str; 7] = [
     "namespaces_by_bytes",
     "by_month",
     "distribution",
+    "failed_by_cause",
+    "failed_projects",
 ];
 
-/// The report's CSV figures: the `metric,value` block as `totals.*`, each other block's rows by
-/// their column names.
+/// The one figure of the CSV's `metric,value` block that is no total.
+const NOT_A_TOTAL: &str = "failed_not_listed";
+
+/// The report's CSV figures: the `metric,value` block as `totals.*` (and `failed_not_listed`),
+/// each other block's rows by their column names.
 pub fn csv(text: &str) -> Figures {
     let blocks: Vec<&str> = text.trim_end().split("\n\n").collect();
     assert_eq!(blocks.len(), CSV_BLOCKS.len(), "CSV blocks:\n{text}");
@@ -89,7 +94,12 @@ pub fn csv(text: &str) -> Figures {
             let fields = csv_line(line);
             assert_eq!(fields.len(), header.len(), "{line}");
             if *name == "totals" {
-                out.insert(format!("totals.{}", fields[0]), Some(fields[1].clone()));
+                let path = if fields[0] == NOT_A_TOTAL {
+                    NOT_A_TOTAL.to_string()
+                } else {
+                    format!("totals.{}", fields[0])
+                };
+                out.insert(path, Some(fields[1].clone()));
                 continue;
             }
             for (column, value) in header.iter().zip(fields) {
@@ -225,12 +235,71 @@ pub fn table(text: &str) -> Figures {
             .expect("a figure");
         out.insert(format!("totals.{field}"), Some(value.to_string()));
     }
-    // The table leaves out the line of paths the registry cannot hold when there are none.
+    // The table leaves out the line of paths the registry cannot hold when there are none, and
+    // says how many failed projects it leaves out only when it leaves some out.
     out.entry("totals.unaddressable".into())
         .or_insert_with(|| Some("0".into()));
+    out.insert(NOT_A_TOTAL.into(), Some("0".into()));
     for section in sections {
         let mut lines = section.lines();
         let heading = lines.next().unwrap_or_default();
+        if heading.starts_with("Failed projects by cause") {
+            lines.next(); // the column headers
+            for (i, line) in lines.enumerate() {
+                let cause = columns_of(line, 10, 31);
+                out.insert(
+                    format!("failed_by_cause.{i}.projects"),
+                    Some(columns_of(line, 0, 8)),
+                );
+                out.insert(
+                    format!("failed_by_cause.{i}.cause"),
+                    (cause != "(not recorded)").then_some(cause),
+                );
+                out.insert(
+                    format!("failed_by_cause.{i}.advice"),
+                    Some(columns_of(line, 33, usize::MAX)),
+                );
+            }
+            continue;
+        }
+        if heading.starts_with("Failed projects, most recent first") {
+            // `(1 of 4; --top N lists more)`
+            if let Some((listed, all)) = heading
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.split_once(';'))
+                .and_then(|(counts, _)| counts.split_once(" of "))
+            {
+                let not_listed =
+                    all.parse::<i64>().expect("a count") - listed.parse::<i64>().expect("a count");
+                out.insert(NOT_A_TOTAL.into(), Some(not_listed.to_string()));
+            }
+            lines.next(); // the column headers
+            let mut i = None;
+            for line in lines {
+                if let Some(reason) = line.strip_prefix(&format!("{:14}why: ", "")) {
+                    let i: usize = i.expect("a reason after its project");
+                    out.insert(
+                        format!("failed_projects.{i}.reason"),
+                        Some(reason.to_string()),
+                    );
+                    continue;
+                }
+                let at = i.map_or(0, |i| i + 1);
+                i = Some(at);
+                let cause = columns_of(line, 36, 57);
+                let path = columns_of(line, 59, usize::MAX);
+                for (column, value) in [
+                    ("project_id", Some(columns_of(line, 0, 12))),
+                    ("failed_at", Some(columns_of(line, 14, 34))),
+                    ("cause", (cause != "(not recorded)").then_some(cause)),
+                    ("full_path", (path != "(no route)").then_some(path)),
+                    ("reason", None),
+                ] {
+                    out.insert(format!("failed_projects.{at}.{column}"), value);
+                }
+            }
+            continue;
+        }
         let list = if heading.starts_with("Top-level namespaces by missing repositories") {
             "namespaces"
         } else if heading.starts_with("Top-level namespaces by missing bytes") {
@@ -301,6 +370,16 @@ pub fn table(text: &str) -> Figures {
         }
     }
     out
+}
+
+/// The characters `from..to` of a table's line, without the blanks around them.
+fn columns_of(line: &str, from: usize, to: usize) -> String {
+    line.chars()
+        .skip(from)
+        .take(to.saturating_sub(from))
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// `figures` with the sizes of the lists as the table shows them.

@@ -233,7 +233,27 @@ async fn a_project_listing_nothing_says_why() {
 
     for (id, why) in [
         (ids.clean, "no missing repository"),
-        (ids.orphan, "its analysis failed"),
+        (ids.calm, "no missing repository"),
+        (
+            ids.orphan,
+            "its analysis failed (no_route: the project has no route, so no registry path); \
+             the project has no route in GitLab's database",
+        ),
+        (
+            ids.orphan,
+            "`run --retry-failed` cannot help until it has a route.",
+        ),
+        (
+            ids.huge,
+            "(too_many_pages: listing top-group/huge: more than 10000 pages; giving up on this \
+             project); its listing has more pages than registry.max_pages: raise \
+             registry.max_pages, then `run --retry-failed`.",
+        ),
+        (
+            ids.old,
+            "its analysis failed; reason not recorded (GitLab's own worker or an earlier \
+             release): `run --retry-failed` analyses it again",
+        ),
         (ids.restored, "has a container_repositories row again"),
     ] {
         let id = id.to_string();
