@@ -104,8 +104,8 @@ pub enum Command {
     /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
     /// (needs the `simulator` feature, on by default)
     Demo {
-        /// Projects to seed
-        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+        /// Projects to seed (at least 20: room for every special case)
+        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(20..=1_000_000))]
         projects: u32,
         /// Name of the throwaway database (dropped and re-created on the configured server)
         #[arg(long, default_value = "registry_repair_demo")]

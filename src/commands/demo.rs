@@ -19,6 +19,7 @@ use crate::demo::seed::World;
 use crate::demo::{database, DEMO_KEY};
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
+use crate::repair::guards::Consent;
 use crate::repair::{Action, Reason};
 use crate::report::{units, Listing, Report, ReportFormat};
 use crate::scheduler::RunEnd;
@@ -217,8 +218,8 @@ async fn check_recorded(db: &Database, world: &World) -> anyhow::Result<i64> {
 }
 
 /// `repair plan` on the seeded world (a dry run: nothing is written), checked against the
-/// repositories seeded as lost: each restored, unless its name has more segments than GitLab can
-/// address.
+/// repositories seeded as lost: each restored, unless a guard holds it back for the reason the
+/// world was built with ([`World::expected_plan`]).
 async fn check_plan(
     settings: &Settings,
     signer: Arc<TokenSigner>,
@@ -244,35 +245,39 @@ async fn check_plan(
             got.insert((plan.project_id, r.name.clone()), (r.action, r.reason));
         }
     }
-    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for (action, reason) in got.values() {
-        *by_reason
-            .entry(reason.map_or(action.as_str(), Reason::as_str))
-            .or_default() += 1;
-    }
-    let summary: Vec<String> = by_reason.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let count = |action: Action, reason: Option<Reason>| {
+        got.values()
+            .filter(|(a, r)| *a == action && *r == reason)
+            .count()
+    };
+    let counted = |action: Action| -> Vec<String> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| r.action() == action)
+            .filter_map(|r| match count(action, Some(r)) {
+                0 => None,
+                n => Some(format!("{r} {n}")),
+            })
+            .collect()
+    };
+    let restore = count(Action::Restore, None);
+    let (skips, reviews) = (counted(Action::Skip), counted(Action::Review));
+    let summary: Vec<String> = std::iter::once(format!("restore {restore}"))
+        .chain(skips.iter().cloned())
+        .chain(reviews.iter().cloned())
+        .collect();
     println!(
         "Repair plan for {} projects: {}.",
         planned.plans.len(),
         summary.join(", ")
     );
-    let want: BTreeMap<(i64, String), (Action, Option<Reason>)> = world
-        .lost_repositories()
-        .into_iter()
-        .map(|(project, name)| {
-            let decision = if name.split('/').count() <= 2 {
-                (Action::Restore, None)
-            } else {
-                (Action::Skip, Some(Reason::NameUnaddressable))
-            };
-            ((project, name), decision)
-        })
-        .collect();
+    let want = world.expected_plan(Consent::default());
     if planned.end == RunEnd::Done && planned.not_planned.is_empty() && got == want {
+        let held = got.len() - restore;
         println!(
-            "Check: the plan restores exactly the {} lost repositories GitLab can address and holds back the {} it cannot.",
-            by_reason.get("restore").copied().unwrap_or(0),
-            by_reason.get("name_unaddressable").copied().unwrap_or(0)
+            "Check: the plan restores exactly the {restore} lost repositories GitLab can give their projects, and holds back the other {held}, each for the reason it was seeded with: skip {}; review {}.",
+            skips.join(", "),
+            reviews.join(", ")
         );
         Ok(())
     } else {
