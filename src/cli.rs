@@ -107,7 +107,8 @@ pub enum Command {
         /// Projects to seed (at least 20: room for every special case)
         #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(20..=1_000_000))]
         projects: u32,
-        /// Name of the throwaway database (dropped and re-created on the configured server)
+        /// Name of the throwaway database on the configured server: created and marked as the
+        /// demo's, or dropped and re-created if the demo made it; any other database is refused
         #[arg(long, default_value = "registry_repair_demo")]
         database: String,
     },

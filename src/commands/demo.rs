@@ -2,19 +2,23 @@
 //! registry on loopback, runs the real service until every project has a row, prints the report
 //! and checks every row against what was seeded; then plans the repair (a dry run, nothing
 //! written) and checks the plan against what was seeded too.
+//!
+//! The database is the demo's only when the demo made it: it carries the demo's mark
+//! ([`database::DEMO_MARK`]). Any other database of that name is refused, untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
+use crate::demo::database::DemoDatabaseError;
 use crate::demo::seed::World;
 use crate::demo::{database, DEMO_KEY};
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
@@ -35,13 +39,18 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
     }
     let started = Instant::now();
     let world = World::generate(projects, 2026);
-    let url = database::database_url(settings.database.url.expose(), database)?;
     let mut run_settings = settings.clone();
-    run_settings.database.url = url.parse()?;
     run_settings.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
 
     actix_rt::System::new().block_on(async move {
-        let db = seed(settings, &url, &run_settings, database, &world).await?;
+        let server = settings.database.url.expose();
+        // Held until the demo ends: no second demo drops the database meanwhile.
+        let mut claim = database::claim_demo_database(server, database)
+            .await
+            .map_err(refused)?;
+        let url = claim.recreate(server).await.map_err(refused)?;
+        run_settings.database.url = url.parse()?;
+        let db = seed(&url, &run_settings, database, &world).await?;
         let (signer, simulator) = simulate_registry(&mut run_settings, &world)?;
         analyse(&run_settings, signer.clone()).await?;
         let analysed = check_report(&db, &world).await;
@@ -55,21 +64,28 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
             started.elapsed().as_secs_f64()
         );
         simulator.stop().await;
+        drop(claim);
         analysed.and(planned)
     })
 }
 
-/// A fresh database with GitLab's tables, the migrations, and `world` in it.
+/// The demo's refusal of a database is the operator's to fix: another `--database` (exit 2).
+fn refused(error: DemoDatabaseError) -> anyhow::Error {
+    match error {
+        DemoDatabaseError::Db(error) => {
+            anyhow::Error::new(error).context("creating the demo's database")
+        }
+        refusal => ConfigError::new("--database", refusal.to_string()).into(),
+    }
+}
+
+/// GitLab's tables, the migrations, and `world`, in the demo's fresh database at `url`.
 async fn seed(
-    settings: &Settings,
     url: &str,
     run_settings: &Settings,
     database: &str,
     world: &World,
 ) -> anyhow::Result<Database> {
-    database::recreate_database(settings.database.url.expose(), database, None)
-        .await
-        .context("creating the demo database")?;
     database::load_gitlab_schema(url).await?;
     db::migrate(url, run_settings.database.connect_timeout)?;
     let db = Database::new(url, 2, run_settings.database.connect_timeout)?;
