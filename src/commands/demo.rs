@@ -1,10 +1,14 @@
 //! `demo`: a newcomer's first run. Seeds a throwaway GitLab-shaped database, serves a simulated
 //! registry on loopback, runs the real service until every project has a row, prints the report
 //! and checks every row against what was seeded; then plans the repair (a dry run, nothing
-//! written) and checks the plan against what was seeded too.
+//! written) and checks the plan against what was seeded too. With `--serve`, it then keeps the
+//! registry, the database and a `run` serving until SIGTERM or SIGINT, and writes the settings to
+//! practise the repair with ([`practice`]).
 //!
 //! The database is the demo's only when the demo made it: it carries the demo's mark
 //! ([`database::DEMO_MARK`]). Any other database of that name is refused, untouched.
+
+mod practice;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,6 +19,7 @@ use anyhow::bail;
 use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
+use crate::cli::{DEMO_DATABASE, DEMO_PROJECTS};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
@@ -29,7 +34,15 @@ use crate::report::{units, Listing, Report, ReportFormat};
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 
-pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Result<()> {
+/// Where the demo's practice steps are documented.
+pub const PRACTICE_DOCS: &str = "docs/repair.md#practising-the-repair";
+
+pub fn execute(
+    settings: &Settings,
+    projects: u32,
+    database: &str,
+    serve: bool,
+) -> anyhow::Result<()> {
     if !database::valid_database_name(database) {
         return Err(ConfigError::new(
             "--database",
@@ -54,7 +67,7 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
         let (signer, simulator) = simulate_registry(&mut run_settings, &world)?;
         analyse(&run_settings, signer.clone()).await?;
         let analysed = check_report(&db, &world).await;
-        let planned = check_plan(&run_settings, signer, &db, &world).await;
+        let planned = check_plan(&run_settings, signer.clone(), &db, &world).await;
         let stats = simulator.stats();
         println!(
             "\n{} registry requests ({} listings, {} sizes), {:.1} s in all. The database `{database}` is kept for you to inspect.",
@@ -63,9 +76,23 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
             stats.size_requests,
             started.elapsed().as_secs_f64()
         );
+        let checked = analysed.and(planned);
+        let ended = match checked {
+            Ok(()) if serve => {
+                practice::serve(&run_settings, signer, database, &simulator).await
+            }
+            Ok(()) => {
+                println!(
+                    "To practise the repair on it: `{}` keeps the registry and the database serving ({PRACTICE_DOCS}).",
+                    serve_command(projects, database)
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
         simulator.stop().await;
         drop(claim);
-        analysed.and(planned)
+        ended
     })
 }
 
@@ -77,6 +104,18 @@ fn refused(error: DemoDatabaseError) -> anyhow::Error {
         }
         refusal => ConfigError::new("--database", refusal.to_string()).into(),
     }
+}
+
+/// `registry-repair demo --serve`, with the arguments this run was given.
+fn serve_command(projects: u32, database: &str) -> String {
+    let mut command = "registry-repair demo --serve".to_string();
+    if projects != DEMO_PROJECTS {
+        command.push_str(&format!(" --projects {projects}"));
+    }
+    if database != DEMO_DATABASE {
+        command.push_str(&format!(" --database {database}"));
+    }
+    command
 }
 
 /// GitLab's tables, the migrations, and `world`, in the demo's fresh database at `url`.

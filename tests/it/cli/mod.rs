@@ -5,7 +5,7 @@
 //!
 //! One module per section: `migrate`, `run` (to the end, and against a registry without GitLab's
 //! API), `control` (commands on a running service), `failures` an operator must understand,
-//! `report`, and `demo` (only on a database of its own).
+//! `report`, and `demo` (only on a database of its own; `--serve` and the practice steps).
 
 mod control;
 mod demo;
