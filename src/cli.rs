@@ -103,17 +103,27 @@ pub enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
-    /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report
-    /// (needs the `simulator` feature, on by default)
+    /// First run: seed a throwaway GitLab-shaped database, simulate a registry, analyse, report,
+    /// plan the repair (needs the `simulator` feature, on by default)
     Demo {
-        /// Projects to seed
-        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+        /// Projects to seed (at least 20: room for every special case)
+        #[arg(long, default_value_t = DEMO_PROJECTS, value_parser = clap::value_parser!(u32).range(20..=1_000_000))]
         projects: u32,
-        /// Name of the throwaway database (dropped and re-created on the configured server)
-        #[arg(long, default_value = "registry_repair_demo")]
+        /// Name of the throwaway database on the configured server: created and marked as the
+        /// demo's, or dropped and re-created if the demo made it; any other database is refused
+        #[arg(long, default_value = DEMO_DATABASE)]
         database: String,
+        /// Afterwards, keep the simulated registry, the database and a `run` serving until
+        /// SIGTERM or Ctrl-C, to practise the repair on (prints the settings to use)
+        #[arg(long)]
+        serve: bool,
     },
 }
+
+/// `demo --projects` unless given.
+pub const DEMO_PROJECTS: u32 = 3000;
+/// `demo --database` unless given.
+pub const DEMO_DATABASE: &str = "registry_repair_demo";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -261,9 +271,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Resume => commands::control::set_enabled(&settings, true),
         Command::Repair { command } => commands::repair::execute(&settings, command),
         #[cfg(feature = "simulator")]
-        Command::Demo { projects, database } => {
-            commands::demo::execute(&settings, projects, &database)
-        }
+        Command::Demo {
+            projects,
+            database,
+            serve,
+        } => commands::demo::execute(&settings, projects, &database, serve),
         #[cfg(not(feature = "simulator"))]
         Command::Demo { .. } => Err(anyhow::anyhow!(
             "this registry-repair was built without the `simulator` feature, which `demo` needs \

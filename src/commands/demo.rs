@@ -1,30 +1,48 @@
 //! `demo`: a newcomer's first run. Seeds a throwaway GitLab-shaped database, serves a simulated
 //! registry on loopback, runs the real service until every project has a row, prints the report
 //! and checks every row against what was seeded; then plans the repair (a dry run, nothing
-//! written) and checks the plan against what was seeded too.
+//! written) and checks the plan against what was seeded too. With `--serve`, it then keeps the
+//! registry, the database and a `run` serving until SIGTERM or SIGINT, and writes the settings to
+//! practise the repair with ([`practice`]).
+//!
+//! The database is the demo's only when the demo made it: it carries the demo's mark
+//! ([`database::DEMO_MARK`]). Any other database of that name is refused, untouched.
+
+mod practice;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
+use crate::cli::{DEMO_DATABASE, DEMO_PROJECTS};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
+use crate::demo::database::DemoDatabaseError;
 use crate::demo::seed::World;
 use crate::demo::{database, DEMO_KEY};
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
+use crate::repair::guards::Consent;
 use crate::repair::{Action, Reason};
 use crate::report::{units, Listing, Report, ReportFormat};
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 
-pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Result<()> {
+/// Where the demo's practice steps are documented.
+pub const PRACTICE_DOCS: &str = "docs/repair.md#practising-the-repair";
+
+pub fn execute(
+    settings: &Settings,
+    projects: u32,
+    database: &str,
+    serve: bool,
+) -> anyhow::Result<()> {
     if !database::valid_database_name(database) {
         return Err(ConfigError::new(
             "--database",
@@ -34,17 +52,22 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
     }
     let started = Instant::now();
     let world = World::generate(projects, 2026);
-    let url = database::database_url(settings.database.url.expose(), database)?;
     let mut run_settings = settings.clone();
-    run_settings.database.url = url.parse()?;
     run_settings.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
 
     actix_rt::System::new().block_on(async move {
-        let db = seed(settings, &url, &run_settings, database, &world).await?;
+        let server = settings.database.url.expose();
+        // Held until the demo ends: no second demo drops the database meanwhile.
+        let mut claim = database::claim_demo_database(server, database)
+            .await
+            .map_err(refused)?;
+        let url = claim.recreate(server).await.map_err(refused)?;
+        run_settings.database.url = url.parse()?;
+        let db = seed(&url, &run_settings, database, &world).await?;
         let (signer, simulator) = simulate_registry(&mut run_settings, &world)?;
         analyse(&run_settings, signer.clone()).await?;
         let analysed = check_report(&db, &world).await;
-        let planned = check_plan(&run_settings, signer, &db, &world).await;
+        let planned = check_plan(&run_settings, signer.clone(), &db, &world).await;
         let stats = simulator.stats();
         println!(
             "\n{} registry requests ({} listings, {} sizes), {:.1} s in all. The database `{database}` is kept for you to inspect.",
@@ -53,22 +76,55 @@ pub fn execute(settings: &Settings, projects: u32, database: &str) -> anyhow::Re
             stats.size_requests,
             started.elapsed().as_secs_f64()
         );
+        let checked = analysed.and(planned);
+        let ended = match checked {
+            Ok(()) if serve => {
+                practice::serve(&run_settings, signer, database, &simulator).await
+            }
+            Ok(()) => {
+                println!(
+                    "To practise the repair on it: `{}` keeps the registry and the database serving ({PRACTICE_DOCS}).",
+                    serve_command(projects, database)
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
         simulator.stop().await;
-        analysed.and(planned)
+        drop(claim);
+        ended
     })
 }
 
-/// A fresh database with GitLab's tables, the migrations, and `world` in it.
+/// The demo's refusal of a database is the operator's to fix: another `--database` (exit 2).
+fn refused(error: DemoDatabaseError) -> anyhow::Error {
+    match error {
+        DemoDatabaseError::Db(error) => {
+            anyhow::Error::new(error).context("creating the demo's database")
+        }
+        refusal => ConfigError::new("--database", refusal.to_string()).into(),
+    }
+}
+
+/// `registry-repair demo --serve`, with the arguments this run was given.
+fn serve_command(projects: u32, database: &str) -> String {
+    let mut command = "registry-repair demo --serve".to_string();
+    if projects != DEMO_PROJECTS {
+        command.push_str(&format!(" --projects {projects}"));
+    }
+    if database != DEMO_DATABASE {
+        command.push_str(&format!(" --database {database}"));
+    }
+    command
+}
+
+/// GitLab's tables, the migrations, and `world`, in the demo's fresh database at `url`.
 async fn seed(
-    settings: &Settings,
     url: &str,
     run_settings: &Settings,
     database: &str,
     world: &World,
 ) -> anyhow::Result<Database> {
-    database::recreate_database(settings.database.url.expose(), database, None)
-        .await
-        .context("creating the demo database")?;
     database::load_gitlab_schema(url).await?;
     db::migrate(url, run_settings.database.connect_timeout)?;
     let db = Database::new(url, 2, run_settings.database.connect_timeout)?;
@@ -217,8 +273,8 @@ async fn check_recorded(db: &Database, world: &World) -> anyhow::Result<i64> {
 }
 
 /// `repair plan` on the seeded world (a dry run: nothing is written), checked against the
-/// repositories seeded as lost: each restored, unless its name has more segments than GitLab can
-/// address.
+/// repositories seeded as lost: each restored, unless a guard holds it back for the reason the
+/// world was built with ([`World::expected_plan`]).
 async fn check_plan(
     settings: &Settings,
     signer: Arc<TokenSigner>,
@@ -244,35 +300,39 @@ async fn check_plan(
             got.insert((plan.project_id, r.name.clone()), (r.action, r.reason));
         }
     }
-    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for (action, reason) in got.values() {
-        *by_reason
-            .entry(reason.map_or(action.as_str(), Reason::as_str))
-            .or_default() += 1;
-    }
-    let summary: Vec<String> = by_reason.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let count = |action: Action, reason: Option<Reason>| {
+        got.values()
+            .filter(|(a, r)| *a == action && *r == reason)
+            .count()
+    };
+    let counted = |action: Action| -> Vec<String> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| r.action() == action)
+            .filter_map(|r| match count(action, Some(r)) {
+                0 => None,
+                n => Some(format!("{r} {n}")),
+            })
+            .collect()
+    };
+    let restore = count(Action::Restore, None);
+    let (skips, reviews) = (counted(Action::Skip), counted(Action::Review));
+    let summary: Vec<String> = std::iter::once(format!("restore {restore}"))
+        .chain(skips.iter().cloned())
+        .chain(reviews.iter().cloned())
+        .collect();
     println!(
         "Repair plan for {} projects: {}.",
         planned.plans.len(),
         summary.join(", ")
     );
-    let want: BTreeMap<(i64, String), (Action, Option<Reason>)> = world
-        .lost_repositories()
-        .into_iter()
-        .map(|(project, name)| {
-            let decision = if name.split('/').count() <= 2 {
-                (Action::Restore, None)
-            } else {
-                (Action::Skip, Some(Reason::NameUnaddressable))
-            };
-            ((project, name), decision)
-        })
-        .collect();
+    let want = world.expected_plan(Consent::default());
     if planned.end == RunEnd::Done && planned.not_planned.is_empty() && got == want {
+        let held = got.len() - restore;
         println!(
-            "Check: the plan restores exactly the {} lost repositories GitLab can address and holds back the {} it cannot.",
-            by_reason.get("restore").copied().unwrap_or(0),
-            by_reason.get("name_unaddressable").copied().unwrap_or(0)
+            "Check: the plan restores exactly the {restore} lost repositories GitLab can give their projects, and holds back the other {held}, each for the reason it was seeded with: skip {}; review {}.",
+            skips.join(", "),
+            reviews.join(", ")
         );
         Ok(())
     } else {

@@ -3,28 +3,40 @@
 //! Built by hand (tests) or generated (demo), then written to a database and served by the
 //! simulated registry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use chrono::NaiveDateTime;
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
 use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
+use crate::registry::simulator::created_at;
+use crate::repair::guards::{gitlab_nodes, name_is_addressable, Consent};
+use crate::repair::{Action, Reason};
 
 /// When seeded projects were created, and their routes (and their groups') last written: before
 /// every repository the simulated registry lists (July 2023 to May 2024, see
 /// [`created_at`](crate::registry::simulator::created_at)), so that the repair's
 /// `older_than_project` and `older_than_path` guards hold only where a test moves a project's
 /// `created_at` or its route's `updated_at` later.
-pub const PROJECTS_CREATED_AT: chrono::NaiveDateTime =
-    match chrono::NaiveDate::from_ymd_opt(2020, 1, 1) {
+pub const PROJECTS_CREATED_AT: NaiveDateTime = midnight(2020, 1, 1);
+
+/// A moment after every repository the simulated registry lists: a project created, or moved to
+/// its path, then is younger than the images under it (the repair's `older_than_project` and
+/// `older_than_path`).
+pub const AFTER_THE_REPOSITORIES: NaiveDateTime = midnight(2025, 1, 1);
+
+const fn midnight(year: i32, month: u32, day: u32) -> NaiveDateTime {
+    match chrono::NaiveDate::from_ymd_opt(year, month, day) {
         Some(date) => match date.and_hms_opt(0, 0, 0) {
             Some(at) => at,
-            None => chrono::NaiveDateTime::MIN,
+            None => NaiveDateTime::MIN,
         },
-        None => chrono::NaiveDateTime::MIN,
-    };
+        None => NaiveDateTime::MIN,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -45,6 +57,17 @@ pub struct SeedProject {
     pub registry: Vec<String>,
     /// Names GitLab's `container_repositories` has for the project.
     pub rails: Vec<String>,
+    /// `projects.created_at`.
+    pub created_at: NaiveDateTime,
+    /// `routes.updated_at` of the project's route: when it last moved (GitLab sets it on a rename
+    /// or transfer of the project or of a parent group).
+    pub route_updated_at: NaiveDateTime,
+    /// `projects.pending_delete`: GitLab is deleting the project.
+    pub pending_delete: bool,
+    /// `project_features.container_registry_access_level` is 0 (off) rather than 20 (enabled).
+    pub registry_disabled: bool,
+    /// The project has an enabled cleanup policy (`container_expiration_policies`).
+    pub cleanup_policy: bool,
 }
 
 /// What the tracking table must say about a project.
@@ -75,6 +98,9 @@ impl World {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// How many projects [`World::generate`] makes before its random ones.
+    pub const SPECIAL_PROJECTS: u32 = 13;
 
     /// Ids are shared by groups and projects so that no two rows of either look alike.
     fn take_id(&mut self) -> i64 {
@@ -112,8 +138,21 @@ impl World {
             full_path,
             registry: registry.iter().map(|s| s.to_string()).collect(),
             rails: rails.iter().map(|s| s.to_string()).collect(),
+            created_at: PROJECTS_CREATED_AT,
+            route_updated_at: PROJECTS_CREATED_AT,
+            pending_delete: false,
+            registry_disabled: false,
+            cleanup_policy: false,
         });
         id
+    }
+
+    /// Changes project `id` (its dates, deletion, registry switch, cleanup policy) before the
+    /// world is inserted.
+    pub fn amend(&mut self, id: i64, change: impl FnOnce(&mut SeedProject)) {
+        if let Some(project) = self.projects.iter_mut().find(|p| p.id == id) {
+            change(project);
+        }
     }
 
     /// A project whose `routes` row is missing: it cannot be analysed and must end `failed`.
@@ -193,7 +232,71 @@ impl World {
         lost
     }
 
-    /// Writes groups, projects, routes and `container_repositories` rows, in bulk.
+    /// What a repair plan must decide for each of [`World::lost_repositories`], `(project id,
+    /// Rails name)` → (action, reason), derived from how the world was built: the project's
+    /// deletion, registry switch, other projects' routes at the nodes GitLab resolves the path by,
+    /// the name's depth, the simulated registry's creation date against the project's creation
+    /// and last move, and its cleanup policy, the first that holds in the guards' order and is not
+    /// lifted by `consent`. (The index is always sound here, and nothing moves under the write.)
+    pub fn expected_plan(
+        &self,
+        consent: Consent,
+    ) -> BTreeMap<(i64, String), (Action, Option<Reason>)> {
+        let mut routes: HashMap<String, Vec<i64>> = HashMap::new();
+        for p in &self.projects {
+            if let Some(full) = &p.full_path {
+                routes.entry(full.to_lowercase()).or_default().push(p.id);
+            }
+        }
+        let projects: HashMap<i64, &SeedProject> =
+            self.projects.iter().map(|p| (p.id, p)).collect();
+        let mut plan = BTreeMap::new();
+        for (id, name) in self.lost_repositories() {
+            let Some(p) = projects.get(&id) else { continue };
+            let Some(full) = &p.full_path else { continue };
+            let base = full.to_lowercase();
+            let path = if name.is_empty() {
+                base
+            } else {
+                format!("{base}/{name}")
+            };
+            let listed = chrono::DateTime::parse_from_rfc3339(&created_at(&path))
+                .ok()
+                .map(|at| at.naive_utc());
+            // A date that cannot be compared proves nothing: held back, as the guard does.
+            let older = |moment: NaiveDateTime| listed.is_none_or(|at| at < moment);
+            let moved_in = (p.route_updated_at > p.created_at).then_some(p.route_updated_at);
+            let claimed = gitlab_nodes(&path).any(|node| {
+                routes
+                    .get(node)
+                    .is_some_and(|ids| ids.iter().any(|o| *o != id))
+            });
+            let holds = [
+                (Reason::ProjectPendingDeletion, p.pending_delete),
+                (Reason::RegistryDisabled, p.registry_disabled),
+                (Reason::AmbiguousPath, claimed),
+                (
+                    Reason::NameUnaddressable,
+                    !name_is_addressable(&name, &path),
+                ),
+                (Reason::OlderThanProject, older(p.created_at)),
+                (Reason::OlderThanPath, moved_in.is_some_and(older)),
+                (Reason::CleanupPolicyEnabled, p.cleanup_policy),
+            ];
+            let reason = holds
+                .into_iter()
+                .find(|(reason, holds)| *holds && !consent.lifts(*reason))
+                .map(|(reason, _)| reason);
+            plan.insert(
+                (id, name),
+                (reason.map_or(Action::Restore, Reason::action), reason),
+            );
+        }
+        plan
+    }
+
+    /// Writes groups, projects (their dates and deletion), their `project_features`, routes,
+    /// enabled cleanup policies and `container_repositories` rows, in bulk.
     pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
         let mut conn = db.conn().await?;
         let gid: Vec<i64> = self.groups.iter().map(|g| g.id).collect();
@@ -228,39 +331,67 @@ impl World {
         let ppath: Vec<String> = self.projects.iter().map(|p| p.path.clone()).collect();
         let pfull: Vec<Option<String>> =
             self.projects.iter().map(|p| p.full_path.clone()).collect();
+        let pcreated: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.created_at).collect();
+        let pmoved: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.route_updated_at).collect();
+        let pdeleting: Vec<bool> = self.projects.iter().map(|p| p.pending_delete).collect();
+        // GitLab's levels: 0 off, 20 enabled.
+        let plevel: Vec<i32> = self
+            .projects
+            .iter()
+            .map(|p| if p.registry_disabled { 0 } else { 20 })
+            .collect();
+        let policed: Vec<i64> = self
+            .projects
+            .iter()
+            .filter(|p| p.cleanup_policy)
+            .map(|p| p.id)
+            .collect();
         diesel::sql_query(
-            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at) \
-             SELECT u.id, u.path, u.path, u.namespace_id, $4, now() \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, namespace_id, path)",
+            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at, pending_delete) \
+             SELECT u.id, u.path, u.path, u.namespace_id, u.created_at, now(), u.pending_delete \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamp[], $5::boolean[]) \
+                 AS u(id, namespace_id, path, created_at, pending_delete)",
         )
         .bind::<Array<BigInt>, _>(&pid)
         .bind::<Array<BigInt>, _>(&pns)
         .bind::<Array<Text>, _>(&ppath)
-        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
+        .bind::<Array<Timestamp>, _>(&pcreated)
+        .bind::<Array<Bool>, _>(&pdeleting)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding projects"))?;
-        // GitLab creates every project with its project_features row; the registry enabled (20).
+        // GitLab creates every project with its project_features row.
         diesel::sql_query(
             "INSERT INTO project_features (project_id, container_registry_access_level, created_at, updated_at) \
-             SELECT u.id, 20, now(), now() FROM UNNEST($1::bigint[]) AS u(id)",
+             SELECT u.id, u.level, now(), now() FROM UNNEST($1::bigint[], $2::integer[]) AS u(id, level)",
         )
         .bind::<Array<BigInt>, _>(&pid)
+        .bind::<Array<Integer>, _>(&plevel)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding project_features"))?;
         diesel::sql_query(
             "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Project', u.full_path, u.full_path, $3, $3 \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path) \
+             SELECT u.id, 'Project', u.full_path, u.full_path, u.created_at, u.updated_at \
+             FROM UNNEST($1::bigint[], $2::text[], $3::timestamp[], $4::timestamp[]) \
+                 AS u(id, full_path, created_at, updated_at) \
              WHERE u.full_path IS NOT NULL",
         )
         .bind::<Array<BigInt>, _>(&pid)
         .bind::<Array<Nullable<Text>>, _>(&pfull)
-        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
+        .bind::<Array<Timestamp>, _>(&pcreated)
+        .bind::<Array<Timestamp>, _>(&pmoved)
         .execute(&mut conn)
         .await
         .map_err(DbError::query("seeding project routes"))?;
+        diesel::sql_query(
+            "INSERT INTO container_expiration_policies (project_id, created_at, updated_at, enabled) \
+             SELECT u.id, now(), now(), true FROM UNNEST($1::bigint[]) AS u(id)",
+        )
+        .bind::<Array<BigInt>, _>(&policed)
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("seeding container_expiration_policies"))?;
 
         let (rid, rname): (Vec<i64>, Vec<String>) = self
             .projects
@@ -293,7 +424,11 @@ impl World {
     /// with no repositories, some with every repository known to Rails, some with root or nested
     /// repositories missing, Rails-only rows, a group the registry has never heard of (404), a
     /// project with three pages and one with exactly one full page, sibling paths sharing a prefix,
-    /// and one project without a route.
+    /// one project without a route, and a project (two for a shared path) for each guard of the
+    /// repair a shared database can show ([`World::expected_plan`]): being deleted, its registry
+    /// off, routes that differ only in case, created after its repositories, moved to its path
+    /// after them, an enabled cleanup policy. Every special case is there from
+    /// [`World::SPECIAL_PROJECTS`] projects on; a smaller `projects` still gets them all.
     pub fn generate(projects: u32, seed: u64) -> Self {
         const TOP: [&str; 5] = [
             "Gitlab-Org",
@@ -358,6 +493,38 @@ impl World {
         if let Some(quiet) = quiet_root {
             world.project(quiet, "Legacy", &[], &["", "old/image"]);
         }
+        // One project (two for the shared path) per guard a practice database can show: the
+        // repair holds their lost repositories back, each for its reason.
+        let group = |world: &World, full_path: &str| {
+            world
+                .groups
+                .iter()
+                .find(|g| g.full_path == full_path)
+                .map_or(build, |g| g.id)
+        };
+        let acme_platform = group(&world, "Acme-Corp/Platform");
+        let acme_tools = group(&world, "Acme-Corp/Tools");
+        let science_build = group(&world, "Data-Science/Build");
+        let science_platform = group(&world, "Data-Science/Platform");
+        let mobile_build = group(&world, "Mobile_Team/Build");
+        let deleting = world.project(acme_platform, "Being-Deleted", &["", "api"], &[]);
+        world.amend(deleting, |p| p.pending_delete = true);
+        let switched_off = world.project(acme_platform, "Registry-Off", &["web"], &[]);
+        world.amend(switched_off, |p| p.registry_disabled = true);
+        // Legacy routes that differ only in case: GitLab cannot say whose the images are.
+        world.project(acme_tools, "Legacy-Twin", &["app"], &[]);
+        world.project(acme_tools, "LEGACY-TWIN", &["app"], &[]);
+        // Created after the registry dated its repositories: a reused path.
+        let reborn = world.project(science_build, "Reborn", &["", "model"], &[]);
+        world.amend(reborn, |p| {
+            p.created_at = AFTER_THE_REPOSITORIES;
+            p.route_updated_at = AFTER_THE_REPOSITORIES;
+        });
+        // Renamed into its path after the images were pushed there.
+        let moved_in = world.project(science_platform, "Moved-In", &["notebook"], &[]);
+        world.amend(moved_in, |p| p.route_updated_at = AFTER_THE_REPOSITORIES);
+        let policed = world.project(mobile_build, "Cleaned-Up", &["ios", "android"], &[]);
+        world.amend(policed, |p| p.cleanup_policy = true);
 
         let mut n = world.projects.len() as u32;
         while n < projects {
@@ -460,5 +627,47 @@ mod tests {
             .full_path
             .as_deref()
             .is_some_and(|f| f != f.to_lowercase())));
+    }
+
+    #[test]
+    fn generated_worlds_hold_back_repositories_for_every_guard_a_shared_database_can_show() {
+        // `demo --projects` starts at 20: room for every special project.
+        assert_eq!(
+            World::generate(1, 7).projects.len(),
+            World::SPECIAL_PROJECTS as usize
+        );
+        const { assert!(World::SPECIAL_PROJECTS <= 20) };
+        let w = World::generate(40, 2026);
+        let plan = w.expected_plan(Consent::default());
+        let lost: BTreeSet<(i64, String)> = w.lost_repositories().into_iter().collect();
+        assert_eq!(plan.keys().cloned().collect::<BTreeSet<_>>(), lost);
+        let count = |reason: Option<Reason>| plan.values().filter(|(_, r)| *r == reason).count();
+        for (reason, n) in [
+            (Reason::ProjectPendingDeletion, 2),
+            (Reason::RegistryDisabled, 1),
+            (Reason::AmbiguousPath, 2),
+            (Reason::OlderThanProject, 2),
+            (Reason::OlderThanPath, 1),
+            (Reason::CleanupPolicyEnabled, 2),
+        ] {
+            assert_eq!(count(Some(reason)), n, "{reason}");
+        }
+        assert!(count(Some(Reason::NameUnaddressable)) > 0);
+        assert!(count(None) > 0);
+        // Each flag lifts its own reason, and the reviews then restore.
+        let all = Consent {
+            older_than_project: true,
+            older_than_path: true,
+            cleanup_policy: true,
+        };
+        let lifted = w.expected_plan(all);
+        assert_eq!(
+            lifted
+                .values()
+                .filter(|(a, _)| *a == Action::Restore)
+                .count(),
+            count(None) + 5
+        );
+        assert!(lifted.values().all(|(a, _)| *a != Action::Review));
     }
 }

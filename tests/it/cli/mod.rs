@@ -4,10 +4,11 @@
 //! so every child is waited for without blocking the test's runtime.
 //!
 //! One module per section: `migrate`, `run` (to the end, and against a registry without GitLab's
-//! API), `control` (commands on a running service), `failures` an operator must understand, and
-//! `report`.
+//! API), `control` (commands on a running service), `failures` an operator must understand,
+//! `report`, and `demo` (only on a database of its own; `--serve` and the practice steps).
 
 mod control;
+mod demo;
 mod failures;
 mod migrate;
 mod report;

@@ -1,11 +1,12 @@
 //! `run --until-done` records every project and a second run asks nothing; a registry without
-//! GitLab's API stops `run` at once, before anything is recorded.
+//! GitLab's API stops `run` at once, before anything is recorded. (The demo's own tests are in
+//! `demo`.)
 
 use crate::common::TestApp;
 use std::time::Duration;
 
+use crate::common::assert_rows_match;
 use crate::common::process::{cli, service_env};
-use crate::common::{assert_rows_match, TestDb};
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::ApiMode;
 
@@ -78,47 +79,4 @@ async fn a_registry_without_gitlabs_api_stops_run_before_anything_is_recorded() 
         );
         assert!(db.rows().await.is_empty(), "{mode:?}: nothing recorded");
     }
-}
-
-#[actix_rt::test]
-async fn the_demo_analyses_reports_and_plans_the_repair_of_what_it_seeded() {
-    // The demo makes its database itself (dropped and created again): a name of the test's own,
-    // dropped with it. CREATE DATABASE holds the cluster's xmin like an open transaction.
-    let db = TestDb::new().await;
-    let _xmin = crate::common::keeping_a_transaction_open().await;
-    let env = crate::common::process::Env::new().set("DATABASE__URL", &db.url);
-    let demo = cli(
-        &["demo", "--projects", "400", "--database", &db.name],
-        &env,
-        Duration::from_secs(120),
-    )
-    .await;
-    demo.assert_exit(0)
-        .assert_no_panic()
-        .assert_stdout_has("Check: every one of the 400 projects has exactly the row seeded")
-        .assert_stdout_has("Check: the plan restores exactly the ")
-        .assert_stdout_has("name_unaddressable");
-    // The plan is a dry run: GitLab's rows are the seeded ones, and no repair run exists.
-    use diesel_async::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Counts {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        rows: i64,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        runs: i64,
-    }
-    let mut conn = db.database().conn().await.expect("connection");
-    let counts: Counts = diesel::sql_query(
-        "SELECT (SELECT count(*) FROM container_repositories) AS rows, \
-                (SELECT count(*) FROM registry_repair_runs) AS runs",
-    )
-    .get_result(&mut conn)
-    .await
-    .expect("counts");
-    let seeded: usize = World::generate(400, 2026)
-        .projects
-        .iter()
-        .map(|p| p.rails.len())
-        .sum();
-    assert_eq!((counts.rows, counts.runs), (seeded as i64, 0));
 }

@@ -208,8 +208,9 @@ impl TestDb {
         db
     }
 
-    /// A fresh name and its URL; `create` makes the database.
-    fn unborn() -> Self {
+    /// A fresh name and its URL, without the database (for a test whose binary makes it, as
+    /// the demo does); dropped on drop all the same. `create` makes it from the template.
+    pub fn unborn() -> Self {
         let name = format!(
             "rr_test_{}_{}",
             std::process::id(),

@@ -81,6 +81,8 @@ pub struct Running {
     child: Child,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    /// What the child has written to stdout so far, while it runs.
+    stdout_so_far: Arc<Mutex<Vec<u8>>>,
     /// What the child has written to stderr so far (its log), while it runs.
     stderr_so_far: Arc<Mutex<Vec<u8>>>,
     started: Instant,
@@ -142,11 +144,12 @@ pub fn spawn(args: &[&str], env: &Env) -> Running {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let stdout_so_far = Arc::new(Mutex::new(Vec::new()));
     let stderr_so_far = Arc::new(Mutex::new(Vec::new()));
     let stdout = child
         .stdout
         .take()
-        .map(|pipe| drain(pipe, Arc::new(Mutex::new(Vec::new()))));
+        .map(|pipe| drain(pipe, stdout_so_far.clone()));
     let stderr = child
         .stderr
         .take()
@@ -156,6 +159,7 @@ pub fn spawn(args: &[&str], env: &Env) -> Running {
         child,
         stdout,
         stderr,
+        stdout_so_far,
         stderr_so_far,
         started: Instant::now(),
     }
@@ -184,6 +188,25 @@ impl Running {
             String::from_utf8_lossy(&so_far).contains(needle)
         })
         .await
+    }
+
+    /// What the child has written to stdout so far; it may still be running.
+    pub fn stdout_so_far(&self) -> String {
+        let so_far = self.stdout_so_far.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&so_far).into_owned()
+    }
+
+    /// Whether the child's stdout shows `needle` within `within` (or it has exited); it may
+    /// still be running.
+    pub async fn prints_within(&mut self, needle: &str, within: Duration) -> bool {
+        let mut printed = false;
+        super::eventually(within, || {
+            printed = self.stdout_so_far().contains(needle);
+            let exited = printed || self.has_exited();
+            async move { exited }
+        })
+        .await;
+        printed || self.stdout_so_far().contains(needle)
     }
 
     fn collect(&mut self, code: Option<i32>) -> Finished {
