@@ -11,6 +11,7 @@ use crate::commands::{self, repair::RepairCommand};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::RepairError;
 use crate::db::report::RepositoryFilter;
+use crate::demo::{DEMO_DATABASE, DEMO_PROJECTS};
 use crate::registry::ClientSetupError;
 use crate::report::{Listing, ReportFormat};
 use crate::service::{ServiceOptions, StartError};
@@ -119,11 +120,6 @@ pub enum Command {
         serve: bool,
     },
 }
-
-/// `demo --projects` unless given.
-pub const DEMO_PROJECTS: u32 = 3000;
-/// `demo --database` unless given.
-pub const DEMO_DATABASE: &str = "registry_repair_demo";
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {

@@ -19,13 +19,12 @@ use anyhow::bail;
 use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
-use crate::cli::{DEMO_DATABASE, DEMO_PROJECTS};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
 use crate::demo::database::DemoDatabaseError;
 use crate::demo::seed::World;
-use crate::demo::{database, DEMO_KEY};
+use crate::demo::{database, DEMO_DATABASE, DEMO_KEY, DEMO_PROJECTS};
 use crate::registry::simulator::{created_at, size_of, RegistrySimulator, TrustedIssuer};
 use crate::registry::TokenSigner;
 use crate::repair::guards::Consent;

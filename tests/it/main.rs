@@ -14,6 +14,7 @@ mod analysis;
 mod cli;
 mod contrib;
 mod database_tls;
+mod distribution;
 mod docs;
 mod faults;
 mod fencing;
