@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::guards::{Action, ProjectPlan, Reason};
 use super::written::Written;
-use crate::format::{csv_field, Format};
+use crate::format::{csv_blocks, CsvBlock, Format};
 
 /// Rows the table form shows.
 pub const TABLE_ROWS: usize = 50;
@@ -186,29 +186,26 @@ impl Outcome {
     }
 
     fn csv(&self) -> String {
-        let mut out = String::from("metric,value\n");
+        let mut totals = CsvBlock::new("metric,value");
         for (name, value) in self.metrics() {
-            let _ = writeln!(out, "{name},{value}");
+            totals.row([name, value.to_string()]);
         }
-        let _ = writeln!(
-            out,
-            "run,{}",
-            self.run.map(|r| r.to_string()).unwrap_or_default()
-        );
-        out.push_str("\nproject_id,full_path,name,action,reason,registry_created_at\n");
+        totals.row([
+            "run".to_string(),
+            self.run.map(|r| r.to_string()).unwrap_or_default(),
+        ]);
+        let mut rows = CsvBlock::new("project_id,full_path,name,action,reason,registry_created_at");
         for r in &self.repositories {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{}",
-                r.project_id,
-                csv_field(&r.full_path),
-                csv_field(&r.name),
-                r.action.as_str(),
-                r.reason.map_or("", Reason::as_str),
-                csv_field(r.registry_created_at.as_deref().unwrap_or("")),
-            );
+            rows.row([
+                r.project_id.to_string(),
+                r.full_path.clone(),
+                r.name.clone(),
+                r.action.as_str().to_string(),
+                r.reason.map_or("", Reason::as_str).to_string(),
+                r.registry_created_at.clone().unwrap_or_default(),
+            ]);
         }
-        out
+        csv_blocks([totals, rows])
     }
 
     fn table(&self, rows: usize) -> String {

@@ -4,12 +4,10 @@
 //! `top_by_bytes`, `namespaces_by_bytes`, `by_month`, `distribution`, `failed_by_cause`,
 //! `failed_projects`. Bytes are exact.
 
-use std::fmt::Write as _;
-
 use super::Report;
 use crate::db::failures::one_line;
 use crate::db::report::{MissingProject, NamespaceTotals};
-use crate::format::csv_field;
+use crate::format::{csv_blocks, CsvBlock};
 
 pub const PROJECT_HEADER: &str = "project_id,full_path,missing_count,missing_itemised,missing_bytes,missing_sizes_unknown,shown_empty_by_gitlab";
 pub const NAMESPACE_HEADER: &str = "namespace,analysed,completed,failed,projects_with_missing,missing,missing_bytes,missing_sizes_unknown";
@@ -20,7 +18,7 @@ pub const FAILED_HEADER: &str = "project_id,full_path,cause,reason,failed_at";
 
 pub fn report(report: &Report) -> String {
     let t = &report.totals;
-    let mut out = String::from("metric,value\n");
+    let mut totals = CsvBlock::new("metric,value");
     for (name, value) in [
         ("projects", t.projects),
         ("analysed", t.analysed),
@@ -42,84 +40,89 @@ pub fn report(report: &Report) -> String {
         // Not a total: how many failed projects the block below leaves out.
         ("failed_not_listed", report.failed_not_listed),
     ] {
-        let _ = writeln!(out, "{name},{value}");
+        totals.row([name.to_string(), value.to_string()]);
     }
-    projects(&mut out, &report.top_missing);
-    namespaces(&mut out, &report.namespaces);
-    projects(&mut out, &report.top_by_bytes);
-    namespaces(&mut out, &report.namespaces_by_bytes);
-    let _ = writeln!(out, "\n{MONTH_HEADER}");
+    let mut months = CsvBlock::new(MONTH_HEADER);
     for m in &report.by_month {
-        let _ = writeln!(
-            out,
-            "{},{},{},{}",
-            m.month, m.missing, m.missing_bytes, m.missing_sizes_unknown
-        );
+        months.row([
+            m.month.clone(),
+            m.missing.to_string(),
+            m.missing_bytes.to_string(),
+            m.missing_sizes_unknown.to_string(),
+        ]);
     }
-    let _ = writeln!(out, "\n{BUCKET_HEADER}");
+    let mut buckets = CsvBlock::new(BUCKET_HEADER);
     for b in &report.distribution {
-        let _ = writeln!(out, "{},{},{}", b.bucket, b.projects, b.missing);
+        buckets.row([
+            b.bucket.to_string(),
+            b.projects.to_string(),
+            b.missing.to_string(),
+        ]);
     }
-    let _ = writeln!(out, "\n{CAUSE_HEADER}");
+    let mut causes = CsvBlock::new(CAUSE_HEADER);
     for c in &report.failed_by_cause {
-        let _ = writeln!(
-            out,
-            "{},{},{}",
-            csv_field(c.cause.as_deref().unwrap_or("")),
-            c.projects,
-            csv_field(c.advice)
-        );
+        causes.row([
+            c.cause.clone().unwrap_or_default(),
+            c.projects.to_string(),
+            c.advice.to_string(),
+        ]);
     }
-    let _ = writeln!(out, "\n{FAILED_HEADER}");
+    let mut failed = CsvBlock::new(FAILED_HEADER);
     for f in &report.failed_projects {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{}",
-            f.project_id,
-            csv_field(f.full_path.as_deref().unwrap_or("")),
-            csv_field(f.cause.as_deref().unwrap_or("")),
+        failed.row([
+            f.project_id.to_string(),
+            f.full_path.clone().unwrap_or_default(),
+            f.cause.clone().unwrap_or_default(),
             // One line, as every row of a block: a blank line ends the block.
-            csv_field(&one_line(f.reason.as_deref().unwrap_or(""))),
+            one_line(f.reason.as_deref().unwrap_or("")),
             f.failed_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ]);
     }
-    out
+    csv_blocks([
+        totals,
+        projects(&report.top_missing),
+        namespaces(&report.namespaces),
+        projects(&report.top_by_bytes),
+        namespaces(&report.namespaces_by_bytes),
+        months,
+        buckets,
+        causes,
+        failed,
+    ])
 }
 
-fn projects(out: &mut String, list: &[MissingProject]) {
-    let _ = writeln!(out, "\n{PROJECT_HEADER}");
+fn projects(list: &[MissingProject]) -> CsvBlock {
+    let mut block = CsvBlock::new(PROJECT_HEADER);
     for p in list {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{}",
-            p.project_id,
-            csv_field(p.full_path.as_deref().unwrap_or("")),
-            p.missing_count,
-            p.missing_itemised,
-            p.missing_bytes,
-            p.missing_sizes_unknown,
-            p.shown_empty_by_gitlab
-        );
+        block.row([
+            p.project_id.to_string(),
+            p.full_path.clone().unwrap_or_default(),
+            p.missing_count.to_string(),
+            p.missing_itemised.to_string(),
+            p.missing_bytes.to_string(),
+            p.missing_sizes_unknown.to_string(),
+            p.shown_empty_by_gitlab.to_string(),
+        ]);
     }
+    block
 }
 
-fn namespaces(out: &mut String, list: &[NamespaceTotals]) {
-    let _ = writeln!(out, "\n{NAMESPACE_HEADER}");
+fn namespaces(list: &[NamespaceTotals]) -> CsvBlock {
+    let mut block = CsvBlock::new(NAMESPACE_HEADER);
     for n in list {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{}",
-            csv_field(&n.namespace),
-            n.analysed,
-            n.completed,
-            n.failed,
-            n.projects_with_missing,
-            n.missing,
-            n.missing_bytes,
-            n.missing_sizes_unknown
-        );
+        block.row([
+            n.namespace.clone(),
+            n.analysed.to_string(),
+            n.completed.to_string(),
+            n.failed.to_string(),
+            n.projects_with_missing.to_string(),
+            n.missing.to_string(),
+            n.missing_bytes.to_string(),
+            n.missing_sizes_unknown.to_string(),
+        ]);
     }
+    block
 }
 
 #[cfg(test)]
@@ -164,5 +167,19 @@ mod tests {
             blocks[8]
         );
         assert!(blocks[8].ends_with("\n12,Acme/Old,,,2026-12-01T10:00:00Z\n"));
+    }
+
+    #[test]
+    fn a_path_or_reason_a_spreadsheet_would_run_is_neutralised() {
+        let mut sample = sample::report();
+        sample.top_missing[0].full_path = Some("=HYPERLINK(\"http://evil\")".into());
+        sample.failed_projects[0].reason = Some("@SUM(1)".into());
+        let text = report(&sample);
+        assert!(
+            text.contains("\n4,\"'=HYPERLINK(\"\"http://evil\"\")\",1200,"),
+            "{text}"
+        );
+        assert!(text.contains(",'@SUM(1),"), "{text}");
+        assert!(!text.contains(",=") && !text.contains(",@"), "{text}");
     }
 }

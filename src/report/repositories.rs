@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::units;
 use crate::db::report::{self as queries, ListedRepository, RepositoryFilter};
 use crate::db::{Database, DbError};
-use crate::format::{csv_field, Format};
+use crate::format::{CsvBlock, Format};
 
 /// The CSV header line (the JSON fields of each repository, in order).
 pub const CSV_HEADER: &str =
@@ -90,22 +90,20 @@ impl Repositories {
     }
 
     fn csv(&self) -> String {
-        let mut out = format!("{CSV_HEADER}\n");
+        let mut block = CsvBlock::new(CSV_HEADER);
         for r in &self.repositories {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{}",
-                r.project_id,
-                csv_field(r.full_path.as_deref().unwrap_or("")),
-                csv_field(&r.registry_path),
-                csv_field(&r.name),
+            block.row([
+                r.project_id.to_string(),
+                r.full_path.clone().unwrap_or_default(),
+                r.registry_path.clone(),
+                r.name.clone(),
                 r.registry_created_at
                     .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
                     .unwrap_or_default(),
                 r.size_bytes.map(|s| s.to_string()).unwrap_or_default(),
-            );
+            ]);
         }
-        out
+        block.finish()
     }
 }
 

@@ -205,9 +205,21 @@ async fn sigkill_at_random_moments_leaves_only_right_rows_and_the_next_start_red
     let mut asked_then: HashMap<i64, u64> = asked(&registry, &paths);
     let mut after_each_kill = Vec::new();
     for round in 1..=4 {
+        if recorded_then.len() == total {
+            break;
+        }
         let delay = Duration::from_millis(rng.gen_range(300..=1500));
         let what = format!("kill {round} after {delay:?}");
+        let requests_before = registry.stats().list_requests;
         let mut child = spawn(&["run"], &env);
+        // The random moment counts from the first request, not from the spawn: a loaded machine
+        // may take seconds to start the binary.
+        let working = eventually(Duration::from_secs(30), || async {
+            registry.stats().list_requests > requests_before
+        })
+        .await;
+        assert_still_running(&mut child, &what).await;
+        assert!(working, "{what}: the service never asked the registry");
         tokio::time::sleep(delay).await;
         assert_still_running(&mut child, &what).await;
         child.signal(libc::SIGKILL);

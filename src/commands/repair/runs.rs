@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::db::repair::{self, RunRow};
 use crate::db::Database;
-use crate::format::{csv_field, Format};
+use crate::format::{CsvBlock, Format};
 
 pub async fn execute(db: &Database, format: Format) -> anyhow::Result<()> {
     let runs = repair::runs(db).await?;
@@ -39,27 +39,27 @@ fn undone_by(r: &RunRow) -> String {
 }
 
 fn runs_csv(runs: &[RunRow]) -> String {
-    let mut out = String::from(
-        "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed,state\n",
+    let mut block = CsvBlock::new(
+        "id,kind,started_at,finished_at,scope,projects,restored,skipped,review,deleted,kept,undo_of,undone_by,path_changed,state",
     );
     for r in runs {
-        let counts: Vec<String> = counts(r).iter().map(i32::to_string).collect();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{}",
-            r.id,
-            r.kind,
+        let mut cells = vec![
+            r.id.to_string(),
+            r.kind.to_string(),
             time(r.started_at),
             r.finished_at.map(time).unwrap_or_default(),
-            csv_field(&r.scope),
-            counts.join(","),
+            r.scope.clone(),
+        ];
+        cells.extend(counts(r).iter().map(i32::to_string));
+        cells.extend([
             r.undo_of.map(|u| u.to_string()).unwrap_or_default(),
             undone_by(r),
-            r.path_changed,
-            r.state
-        );
+            r.path_changed.to_string(),
+            r.state.to_string(),
+        ]);
+        block.row(cells);
     }
-    out
+    block.finish()
 }
 
 fn runs_table(runs: &[RunRow]) -> String {
