@@ -17,7 +17,6 @@ pub mod analyzer;
 pub mod cli;
 pub mod commands;
 pub mod config;
-mod control;
 pub mod db;
 #[cfg(feature = "simulator")]
 pub mod demo;
@@ -26,6 +25,7 @@ pub mod faults;
 pub mod fence;
 pub mod fleet;
 pub mod format;
+mod gitlab_control;
 pub mod identity;
 mod metrics;
 mod progress;

@@ -28,13 +28,13 @@ use tokio::sync::oneshot;
 use crate::admin::{AdminDeps, AdminServer};
 use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
-use crate::control::GitlabControl;
 use crate::db::fleet::members::{self, JoinError, Joining};
 use crate::db::fleet::{claims, Member};
 use crate::db::{switches, watermark, Database};
 use crate::faults::Faults;
 use crate::fence::Fence;
 use crate::fleet::{Fleet, Leave, Switches as FleetSwitches};
+use crate::gitlab_control::GitlabControl;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
 use crate::scheduler::{

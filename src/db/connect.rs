@@ -16,7 +16,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, Connection, Socket};
 
-use super::tls::{self, RootSource, Roots, TlsStream, Verification};
+use super::tls::{self, CertificateCheck, RootSource, Roots, TlsStream};
 use crate::config::ConfigError;
 
 const KEY: &str = "database.url";
@@ -514,7 +514,7 @@ pub(super) async fn connect_client(
     target: &Target,
 ) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), ConnectError> {
     let roots = target.roots().map_err(ConnectError::RootCertificate)?;
-    let verification = Verification {
+    let check = CertificateCheck {
         roots: roots.clone(),
         check_host: target.ssl_mode == SslMode::VerifyFull,
     };
@@ -523,7 +523,7 @@ pub(super) async fn connect_client(
     let attempt = |mode: PgSslMode| {
         let mut config = target.config.clone();
         config.ssl_mode(mode);
-        let tls = tls::connector(verification.clone());
+        let tls = tls::connector(check.clone());
         let (describe, host) = (describe.clone(), host.clone());
         async move {
             config

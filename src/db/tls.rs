@@ -103,7 +103,7 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// What the handshake checks about the server's certificate.
 #[derive(Clone)]
-pub struct Verification {
+pub struct CertificateCheck {
     /// `None`: the certificate is not checked (libpq without a root certificate: `prefer`,
     /// `require`).
     pub roots: Option<Roots>,
@@ -112,10 +112,10 @@ pub struct Verification {
 }
 
 /// A rustls client configuration for one connection attempt.
-fn client_config(verification: Verification) -> ClientConfig {
+fn client_config(check: CertificateCheck) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(LibpqVerifier {
-        verification,
+        check,
         provider: provider.clone(),
     });
     let mut config =
@@ -134,13 +134,13 @@ fn client_config(verification: Verification) -> ClientConfig {
 
 #[derive(Debug)]
 struct LibpqVerifier {
-    verification: Verification,
+    check: CertificateCheck,
     provider: Arc<CryptoProvider>,
 }
 
-impl std::fmt::Debug for Verification {
+impl std::fmt::Debug for CertificateCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verification")
+        f.debug_struct("CertificateCheck")
             .field("roots", &self.roots.as_ref().map(|r| r.source.to_string()))
             .field("check_host", &self.check_host)
             .finish()
@@ -156,7 +156,7 @@ impl ServerCertVerifier for LibpqVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(roots) = &self.verification.roots else {
+        let Some(roots) = &self.check.roots else {
             return Ok(ServerCertVerified::assertion());
         };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
@@ -189,7 +189,7 @@ impl ServerCertVerifier for LibpqVerifier {
             }
             Err(e) => return Err(e),
         }
-        if self.verification.check_host {
+        if self.check.check_host {
             rustls::client::verify_server_name(&cert, server_name)?;
         }
         Ok(ServerCertVerified::assertion())
@@ -230,10 +230,10 @@ impl ServerCertVerifier for LibpqVerifier {
     }
 }
 
-/// tokio-postgres's TLS over rustls for one connection attempt, verifying as `verification`
+/// tokio-postgres's TLS over rustls for one connection attempt, verifying as `check`
 /// says (see [`client_config`]).
-pub fn connector(verification: Verification) -> tokio_postgres_rustls::MakeRustlsConnect {
-    tokio_postgres_rustls::MakeRustlsConnect::new(client_config(verification))
+pub fn connector(check: CertificateCheck) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new(client_config(check))
 }
 
 /// The stream tokio-postgres reads and writes through that connector.

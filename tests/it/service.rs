@@ -63,8 +63,8 @@ async fn run_until_done_records_the_seeded_result_for_every_project_and_a_second
     // 498 projects with a route the registry can hold (one has none, one a trailing dash), plus
     // the extra pages of the 2,345- and 1,000-repository projects.
     assert_eq!(requests, 498 + 2 + 1);
-    // One token per batch of up to 16 projects that fits 4 KiB (none here needs a second,
-    // every page of a project included); none for the paths the registry cannot hold.
+    // One token per batch of up to 16 projects that fits `MAX_TOKEN_BYTES` (6 KiB; none here
+    // needs a second, every page of a project included); none for the paths the registry cannot hold.
     let mut projects: Vec<_> = world.projects.iter().collect();
     projects.sort_by_key(|p| p.id);
     let paths: Vec<Option<String>> = projects
