@@ -7,6 +7,7 @@ pub mod grammar;
 pub mod metrics;
 pub mod names;
 pub mod retry;
+mod rs256;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod token;

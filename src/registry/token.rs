@@ -192,6 +192,7 @@ impl TokenSigner {
         audience: &str,
         lifetime: Duration,
     ) -> Result<Self, TokenError> {
+        super::rs256::install();
         let private = RsaPrivateKey::from_pkcs1_pem(pem)
             .or_else(|_| RsaPrivateKey::from_pkcs8_pem(pem))
             .map_err(|_| TokenError::NotRsa {
