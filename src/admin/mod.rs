@@ -203,16 +203,22 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
 /// Prometheus sends the token with `authorization: {credentials: ...}` in its scrape config.
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let state = &state.deps;
-    match state.scheduler.send(GetStatus).await {
-        Ok(status) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(crate::metrics::render(
-                &with_fleet(state, status).await,
-                &state.registry_metrics,
-            )),
+    let status = match state.scheduler.send(GetStatus).await {
+        Ok(status) => with_fleet(state, status).await,
+        Err(e) => {
+            return error(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("the scheduler is not running: {e}"),
+            )
+        }
+    };
+    match crate::metrics::render(status, &state.registry_metrics) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(text),
         Err(e) => error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the scheduler is not running: {e}"),
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing the metrics as Prometheus text: {e}"),
         ),
     }
 }
