@@ -1,350 +1,271 @@
-//! Prometheus metrics in the text exposition format, served at `/metrics` on the admin listener.
-//! Registry requests are counted where they are made (`registry::metrics`); everything else is
-//! read from the Scheduler's status (which carries the Writer's) at scrape time. Every series is
-//! one row of [`families`]: name, kind, help, and its samples.
+//! Prometheus metrics, served at `/metrics` on the admin listener in Prometheus' text format
+//! (0.0.4), through prometheus-client. Registry requests are counted where they are made
+//! (`registry::metrics`); everything else is read from the Scheduler's status (which carries the
+//! Writer's and the fleet's) at scrape time, as constant series. Every family is one call in
+//! [`Scrape::encode`]: name (prometheus-client adds `_total` to counters), help, samples.
 
-use std::fmt::Write as _;
+use std::fmt;
 
-use crate::db::fleet::members::MemberRow;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelValue, EncodeMetric,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::Registry;
+
 use crate::db::fleet::FleetStatus;
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{BreakerPosition, ServiceStatus};
 
-/// The prefix of every series.
-const PREFIX: &str = "registry_repair_";
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
+/// The prefix of every series (`registry_repair_...`).
+const PREFIX: &str = "registry_repair";
+
+/// What one scrape shows: the status read for it, and the registry client's live metrics.
+#[derive(Debug)]
+struct Scrape {
+    status: ServiceStatus,
+    registry: RegistryMetrics,
 }
 
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
-/// One series' value: `suffix` after the family's name (`_bucket`, `_sum`, ...), its label, if
-/// any, and the value as written.
-struct Sample {
-    suffix: &'static str,
-    label: Option<(&'static str, String)>,
-    value: String,
-}
-
-/// One metric family: a `# HELP` and a `# TYPE` line, then its samples.
-struct Family {
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
-    samples: Vec<Sample>,
-}
-
-impl Family {
-    /// A family of one unlabelled sample.
-    fn one(name: &'static str, kind: Kind, help: &'static str, value: impl ToString) -> Self {
-        Self::labelled(name, kind, help, "", [(None, value)])
-    }
-
-    /// A family of one sample per value of `label`.
-    fn labelled<V: ToString>(
-        name: &'static str,
-        kind: Kind,
-        help: &'static str,
-        label: &'static str,
-        samples: impl IntoIterator<Item = (Option<String>, V)>,
-    ) -> Self {
-        Self {
-            name,
-            kind,
-            help,
-            samples: samples
-                .into_iter()
-                .map(|(value_of_label, value)| Sample {
-                    suffix: "",
-                    label: value_of_label.map(|v| (label, v)),
-                    value: value.to_string(),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Every family, in the order they are written.
-fn families(status: &ServiceStatus, registry: &RegistryMetrics) -> Vec<Family> {
-    use Kind::{Counter, Gauge};
-    let by = |pairs: &[(&str, u64)]| -> Vec<(Option<String>, u64)> {
-        pairs
-            .iter()
-            .map(|(label, n)| (Some(label.to_string()), *n))
-            .collect()
-    };
-    let mut families = vec![
-        Family::labelled(
-            "projects_analysed_total",
-            Counter,
+impl Collector for Scrape {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let out = &mut out;
+        let status = &self.status;
+        let counter = ConstCounter::new;
+        labelled(
+            out,
+            "projects_analysed",
             "Projects recorded by this process, by status",
             "status",
-            by(&[("completed", status.completed), ("failed", status.failed)]),
-        ),
-        Family::one(
-            "missing_repositories_found_total",
-            Counter,
-            "Registry repositories without a container_repositories row, found by this process",
-            status.missing_found,
-        ),
-        Family::one(
-            "missing_bytes_found_total",
-            Counter,
-            "Known sizes of the missing repositories found by this process, summed (each repository deduplicated on its own)",
-            status.missing_bytes_found,
-        ),
-        Family::one(
-            "sizes_unknown_total",
-            Counter,
-            "Missing repositories found by this process whose size the registry did not give (or was not asked)",
-            status.sizes_unknown,
-        ),
-        Family::one(
-            "ignored_entries_total",
-            Counter,
-            "Registry entries outside the project path, ignored",
-            status.ignored_entries,
-        ),
-        Family::one(
-            "unaddressable_projects_total",
-            Counter,
-            "Projects whose path breaks the registry's name grammar, recorded with 0 without a request",
-            status.unaddressable,
-        ),
-        Family::one(
-            "deferred_total",
-            Counter,
-            "Analyses ended unrecorded by trouble outside the project, to be tried again",
-            status.deferred,
-        ),
-        Family::one(
-            "analyzer_restarts_total",
-            Counter,
-            "Analyzers restarted by their supervisor after a panic",
-            status.analyzer_restarts,
-        ),
-        Family::one(
-            "in_flight",
-            Gauge,
-            "Projects being analysed now",
-            status.in_flight,
-        ),
-        Family::one(
-            "max_concurrency",
-            Gauge,
-            "The concurrency limit in force",
-            status.max_concurrency,
-        ),
-        Family::one(
-            "enabled",
-            Gauge,
-            "The feature flag: 1 dispatching allowed, 0 paused",
-            u8::from(status.enabled),
-        ),
-        Family::one(
-            "queued",
-            Gauge,
-            "Projects read from the database and waiting for an Analyzer",
-            status.queued,
-        ),
-        Family::one(
-            "breaker_open",
-            Gauge,
-            "1 while the registry is treated as unavailable (open or half-open)",
-            u8::from(status.breaker != BreakerPosition::Closed),
-        ),
-        Family::one(
-            "breaker_trips_total",
-            Counter,
+            [
+                ("completed", counter(status.completed)),
+                ("failed", counter(status.failed)),
+            ],
+        )?;
+        for (name, help, value) in [
+            (
+                "missing_repositories_found",
+                "Registry repositories without a container_repositories row, found by this process",
+                status.missing_found,
+            ),
+            (
+                "missing_bytes_found",
+                "Known sizes of the missing repositories found by this process, summed (each repository deduplicated on its own)",
+                status.missing_bytes_found,
+            ),
+            (
+                "sizes_unknown",
+                "Missing repositories found by this process whose size the registry did not give (or was not asked)",
+                status.sizes_unknown,
+            ),
+            (
+                "ignored_entries",
+                "Registry entries outside the project path, ignored",
+                status.ignored_entries,
+            ),
+            (
+                "unaddressable_projects",
+                "Projects whose path breaks the registry's name grammar, recorded with 0 without a request",
+                status.unaddressable,
+            ),
+            (
+                "deferred",
+                "Analyses ended unrecorded by trouble outside the project, to be tried again",
+                status.deferred,
+            ),
+            (
+                "analyzer_restarts",
+                "Analyzers restarted by their supervisor after a panic",
+                status.analyzer_restarts,
+            ),
+        ] {
+            one(out, name, help, &counter(value))?;
+        }
+        for (name, help, value) in [
+            ("in_flight", "Projects being analysed now", status.in_flight),
+            (
+                "max_concurrency",
+                "The concurrency limit in force",
+                status.max_concurrency,
+            ),
+            (
+                "enabled",
+                "The feature flag: 1 dispatching allowed, 0 paused",
+                usize::from(status.enabled),
+            ),
+            (
+                "queued",
+                "Projects read from the database and waiting for an Analyzer",
+                status.queued,
+            ),
+            (
+                "breaker_open",
+                "1 while the registry is treated as unavailable (open or half-open)",
+                usize::from(status.breaker != BreakerPosition::Closed),
+            ),
+        ] {
+            one(out, name, help, &ConstGauge::new(value))?;
+        }
+        one(
+            out,
+            "breaker_trips",
             "Times the registry was found unavailable as a whole",
-            status.breaker_trips,
-        ),
-        Family::one(
+            &counter(status.breaker_trips),
+        )?;
+        one(
+            out,
             "watermark",
-            Gauge,
             "Every project of this shard up to this id has a row",
-            status.watermark,
-        ),
-    ];
-    if let Some(remaining) = status.remaining {
-        families.push(Family::one(
-            "remaining_projects",
-            Gauge,
-            "Projects without a row yet (estimate)",
-            remaining,
-        ));
-    }
-    if let Some(writer) = &status.writer {
-        families.extend([
-            Family::one(
+            &ConstGauge::new(status.watermark),
+        )?;
+        if let Some(remaining) = status.remaining {
+            one(
+                out,
+                "remaining_projects",
+                "Projects without a row yet (estimate)",
+                &ConstGauge::new(remaining),
+            )?;
+        }
+        if let Some(writer) = &status.writer {
+            one(
+                out,
                 "writer_buffered",
-                Gauge,
                 "Results held by the Writer, not yet in the database",
-                writer.buffered,
-            ),
-            Family::one(
-                "writer_rows_written_total",
-                Counter,
+                &ConstGauge::new(writer.buffered),
+            )?;
+            one(
+                out,
+                "writer_rows_written",
                 "Rows written to the tracking table",
-                writer.rows_written,
-            ),
-            Family::labelled(
-                "writer_flushes_total",
-                Counter,
+                &counter(writer.rows_written),
+            )?;
+            labelled(
+                out,
+                "writer_flushes",
                 "Bulk writes, by what started them",
                 "reason",
-                by(&[
-                    ("size", writer.flushes_size),
-                    ("timer", writer.flushes_timer),
-                    ("failure", writer.flushes_failure),
-                    ("pass_end", writer.flushes_requested),
-                    ("shutdown", writer.flushes_shutdown),
-                ]),
-            ),
-            Family::one(
-                "writer_failed_writes_total",
-                Counter,
+                [
+                    ("size", counter(writer.flushes_size)),
+                    ("timer", counter(writer.flushes_timer)),
+                    ("failure", counter(writer.flushes_failure)),
+                    ("pass_end", counter(writer.flushes_requested)),
+                    ("shutdown", counter(writer.flushes_shutdown)),
+                ],
+            )?;
+            one(
+                out,
+                "writer_failed_writes",
                 "Bulk writes the database refused (rows kept and retried)",
-                writer.failed_writes,
-            ),
-        ]);
+                &counter(writer.failed_writes),
+            )?;
+        }
+        if let Some(fleet) = &status.fleet {
+            encode_fleet(out, fleet)?;
+        }
+        one(
+            out,
+            "registry_requests",
+            "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
+            &self.registry.requests,
+        )?;
+        one(
+            out,
+            "registry_request_duration_seconds",
+            "How long registry requests took",
+            &self.registry.durations,
+        )
     }
-    if let Some(fleet) = &status.fleet {
-        families.extend(fleet_families(fleet));
-    }
-    families.extend(registry_families(registry));
-    families
 }
 
 /// The fleet as this member last read it: its totals, and each live member's share, work and
 /// heartbeat, labelled by member id (`host:pid:nonce`).
-fn fleet_families(fleet: &FleetStatus) -> [Family; 5] {
-    use Kind::Gauge;
-    let live: Vec<_> = fleet.members.iter().filter(|m| m.live).collect();
-    let per_member = |value: fn(&MemberRow) -> String| -> Vec<(Option<String>, String)> {
-        live.iter()
-            .map(|m| (Some(m.id.clone()), value(m)))
-            .collect()
-    };
-    [
-        Family::one(
-            "fleet_members",
-            Gauge,
-            "Live members of the fleet (instances of run against this database)",
-            fleet.live,
-        ),
-        Family::one(
-            "fleet_concurrency_total",
-            Gauge,
-            "The fleet's total concurrency, shared among its members",
-            fleet.total,
-        ),
-        Family::labelled(
-            "fleet_member_share",
-            Gauge,
-            "Each live member's share of the fleet's concurrency",
-            "member",
-            per_member(|m| m.share.to_string()),
-        ),
-        Family::labelled(
-            "fleet_member_in_flight",
-            Gauge,
-            "Projects each live member has in flight",
-            "member",
-            per_member(|m| m.in_flight.to_string()),
-        ),
-        Family::labelled(
-            "fleet_member_heartbeat_age_seconds",
-            Gauge,
-            "Seconds since each live member's last heartbeat",
-            "member",
-            per_member(|m| format!("{:.3}", m.heartbeat_age_s)),
-        ),
-    ]
+fn encode_fleet(out: &mut DescriptorEncoder, fleet: &FleetStatus) -> fmt::Result {
+    one(
+        out,
+        "fleet_members",
+        "Live members of the fleet (instances of run against this database)",
+        &ConstGauge::new(fleet.live),
+    )?;
+    one(
+        out,
+        "fleet_concurrency_total",
+        "The fleet's total concurrency, shared among its members",
+        &ConstGauge::new(fleet.total),
+    )?;
+    let live = || fleet.members.iter().filter(|m| m.live);
+    labelled(
+        out,
+        "fleet_member_share",
+        "Each live member's share of the fleet's concurrency",
+        "member",
+        live().map(|m| (m.id.as_str(), ConstGauge::new(m.share))),
+    )?;
+    labelled(
+        out,
+        "fleet_member_in_flight",
+        "Projects each live member has in flight",
+        "member",
+        live().map(|m| (m.id.as_str(), ConstGauge::new(m.in_flight))),
+    )?;
+    labelled(
+        out,
+        "fleet_member_heartbeat_age_seconds",
+        "Seconds since each live member's last heartbeat",
+        "member",
+        live().map(|m| (m.id.as_str(), ConstGauge::new(m.heartbeat_age_s))),
+    )
 }
 
-/// The registry client's requests: by status code, and a duration histogram.
-fn registry_families(registry: &RegistryMetrics) -> [Family; 2] {
-    let codes = registry.by_code().into_iter().map(|(code, n)| {
-        let code = code.map_or_else(|| "error".to_string(), |c| c.to_string());
-        (Some(code), n)
-    });
-    let histogram = registry.histogram();
-    let bucket = |le: String, n: u64| Sample {
-        suffix: "_bucket",
-        label: Some(("le", le)),
-        value: n.to_string(),
-    };
-    let mut samples: Vec<Sample> = histogram
-        .buckets
-        .iter()
-        .map(|(bound, cumulative)| bucket(bound.to_string(), *cumulative))
-        .collect();
-    samples.push(bucket("+Inf".into(), histogram.count));
-    samples.push(Sample {
-        suffix: "_sum",
-        label: None,
-        value: histogram.sum_seconds.to_string(),
-    });
-    samples.push(Sample {
-        suffix: "_count",
-        label: None,
-        value: histogram.count.to_string(),
-    });
-    [
-        Family::labelled(
-            "registry_requests_total",
-            Kind::Counter,
-            "List Sub Repositories requests, by HTTP status code (`error`: no answer)",
-            "code",
-            codes,
-        ),
-        Family {
-            name: "registry_request_duration_seconds",
-            kind: Kind::Histogram,
-            help: "How long registry requests took",
-            samples,
-        },
-    ]
+/// A family of one unlabelled metric.
+fn one(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// The whole exposition.
-pub fn render(status: &ServiceStatus, registry: &RegistryMetrics) -> String {
-    let mut out = String::new();
-    for family in families(status, registry) {
-        let name = family.name;
-        let _ = writeln!(out, "# HELP {PREFIX}{name} {}", family.help);
-        let _ = writeln!(out, "# TYPE {PREFIX}{name} {}", family.kind.as_str());
-        for sample in family.samples {
-            let label = sample
-                .label
-                .map(|(key, value)| format!("{{{key}=\"{value}\"}}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{PREFIX}{name}{}{label} {}",
-                sample.suffix, sample.value
-            );
-        }
+/// A family of one metric per value of `label`, in the order given.
+fn labelled<V, M>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (V, M)>,
+) -> fmt::Result
+where
+    V: EncodeLabelValue,
+    M: EncodeMetric + TypedMetric,
+{
+    let mut family = out.encode_descriptor(name, help, None, M::TYPE)?;
+    for (value, metric) in samples {
+        metric.encode(family.encode_family(&[(label, value)])?)?;
     }
-    out
+    Ok(())
+}
+
+/// The whole exposition, in Prometheus' text format ([`CONTENT_TYPE`]).
+pub fn render(status: ServiceStatus, registry: &RegistryMetrics) -> Result<String, fmt::Error> {
+    let mut metrics = Registry::with_prefix(PREFIX);
+    metrics.register_collector(Box::new(Scrape {
+        status,
+        registry: registry.clone(),
+    }));
+    let mut text = String::new();
+    prometheus_text::encode(&mut text, &metrics)?;
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::fleet::members::MemberRow;
     use crate::writer::WriterStats;
     use std::time::Duration;
 
@@ -421,29 +342,65 @@ mod tests {
         (status, registry)
     }
 
+    /// `text` with the samples of each family sorted: a family's samples come in no set order
+    /// (the registry client's codes are a hash map's).
+    fn by_family(text: &str) -> Vec<Vec<&str>> {
+        let mut families: Vec<Vec<&str>> = Vec::new();
+        for line in text.lines() {
+            match families.last_mut() {
+                Some(family) if !line.starts_with("# HELP ") => family.push(line),
+                _ => families.push(vec![line]),
+            }
+        }
+        for family in &mut families {
+            family[2..].sort_unstable();
+        }
+        families
+    }
+
     #[test]
     fn the_exposition_keeps_every_series_name_and_value() {
         let (status, registry) = sample_status();
+        let text = render(status, &registry).expect("rendered");
         assert_eq!(
-            render(&status, &registry),
-            include_str!("../tests/fixtures/metrics.prom")
+            by_family(&text),
+            by_family(include_str!("../tests/fixtures/metrics.prom"))
         );
+        // Prometheus' text format, not OpenMetrics: counters' `# TYPE` names the series.
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# TYPE registry_repair_deferred_total counter\n"));
     }
 
     #[test]
     fn a_member_shows_the_fleet_with_every_live_member_labelled() {
         let (status, registry) = sample_status();
-        let text = render(&status, &registry);
+        let text = render(status, &registry).expect("rendered");
         for line in [
             "registry_repair_fleet_members 2",
             "registry_repair_fleet_concurrency_total 6",
             "registry_repair_fleet_member_share{member=\"a:1:0\"} 4",
             "registry_repair_fleet_member_share{member=\"b:2:0\"} 2",
             "registry_repair_fleet_member_in_flight{member=\"b:2:0\"} 2",
-            "registry_repair_fleet_member_heartbeat_age_seconds{member=\"a:1:0\"} 0.250",
+            "registry_repair_fleet_member_heartbeat_age_seconds{member=\"a:1:0\"} 0.25",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }
         assert!(!text.contains("dead:3:0"), "a dead member is not a series");
+    }
+
+    #[test]
+    fn a_label_value_is_escaped() {
+        // A member id carries the host's name, which the service does not choose.
+        let (mut status, registry) = sample_status();
+        if let Some(fleet) = status.fleet.as_mut() {
+            fleet.members = vec![member("odd\"host\\name\nx:1:0", 4, true)];
+        }
+        let text = render(status, &registry).expect("rendered");
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == r#"registry_repair_fleet_member_share{member="odd\"host\\name\nx:1:0"} 4"#),
+            "{text}"
+        );
     }
 }

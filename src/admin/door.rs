@@ -18,6 +18,8 @@
 //!    which this API never answers. 415 otherwise, with or without `admin.token`.
 //! 4. **The token**, where `admin.token` is set ([`auth::decide`]): 401, with the Basic challenge
 //!    only on the live page (`/`), where a browser should prompt.
+//! 5. **GitLab steers**, under `control.source = "gitlab"`: control calls are refused (409) with
+//!    where the switches live.
 //!
 //! A refusal is logged at debug with the peer, method, path and reason (never a credential).
 
@@ -33,14 +35,17 @@ use futures_util::future::LocalBoxFuture;
 
 use super::{auth, ErrorBody};
 use crate::config::Secret;
+use crate::db::switches;
 
-/// What the door lets through: the configured names and token.
+/// What the door lets through: the configured names and token, and whether control calls are.
 #[derive(Debug, Clone, Default)]
 pub struct Door {
     /// `admin.allowed_hosts`, lowercased, without a trailing dot (as the configuration keeps them).
     pub allowed_hosts: Vec<String>,
     /// `admin.token`.
     pub token: Option<Secret>,
+    /// `control.source = "gitlab"`: GitLab's own switches steer, so control calls are refused.
+    pub follows_gitlab: bool,
 }
 
 /// A header as the call brings it.
@@ -127,6 +132,8 @@ pub enum Refusal {
         /// Answer with the Basic challenge, so that a browser prompts (the live page only).
         challenge: bool,
     },
+    /// A control call while GitLab's own switches steer the service.
+    FollowsGitlab,
 }
 
 impl Refusal {
@@ -135,6 +142,7 @@ impl Refusal {
             Refusal::Host(_) | Refusal::Origin(_) => StatusCode::FORBIDDEN,
             Refusal::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::Token { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::FollowsGitlab => StatusCode::CONFLICT,
         }
     }
 
@@ -158,6 +166,15 @@ impl Refusal {
                  steer the service"
             ),
             Refusal::Token { refusal, .. } => refusal.message().to_string(),
+            Refusal::FollowsGitlab => format!(
+                "this service follows GitLab's own switches (control.source = \"gitlab\"): change the application setting {} \
+                 (Admin > Settings > CI/CD > Container registry, or the application settings API), or the feature flag {} \
+                 (`Feature.enable(:{})` / `Feature.disable(:{})` in a Rails console)",
+                switches::SETTING,
+                switches::FEATURE_FLAG,
+                switches::FEATURE_FLAG,
+                switches::FEATURE_FLAG
+            ),
         }
     }
 }
@@ -196,7 +213,11 @@ impl Door {
             challenge: call.path == "/"
                 && matches!(refusal, auth::Refusal::Missing | auth::Refusal::Wrong)
                 && auth::basic_accepted(&credentials),
-        })
+        })?;
+        if !read && self.follows_gitlab {
+            return Err(Refusal::FollowsGitlab);
+        }
+        Ok(())
     }
 
     /// `Host`'s value: `host[:port]`, the host an IP address, a loopback name or an allowed one.
@@ -363,6 +384,7 @@ mod tests {
         Door {
             allowed_hosts: allowed.iter().map(|h| h.to_string()).collect(),
             token: token.map(Secret::from),
+            follows_gitlab: false,
         }
     }
 
@@ -668,6 +690,40 @@ mod tests {
             d.decide(&call).map_err(|r| r.status()),
             Err(StatusCode::UNAUTHORIZED)
         );
+    }
+
+    #[test]
+    fn while_gitlab_steers_control_calls_are_refused_after_every_other_check() {
+        for token in [None, Some(TOKEN)] {
+            let d = Door {
+                follows_gitlab: true,
+                ..door(&[], token)
+            };
+            let mut call = control("127.0.0.1:9393", None, Some("application/json"));
+            call.authorization = Some("Bearer s3cret");
+            let refused = d.decide(&call).expect_err("refused");
+            assert_eq!(refused, Refusal::FollowsGitlab);
+            assert_eq!(refused.status(), StatusCode::CONFLICT);
+            assert!(
+                refused
+                    .message()
+                    .contains("container_registry_data_repair_detail_worker_max_concurrency")
+                    && refused.message().contains("registry_data_repair_worker"),
+                "{}",
+                refused.message()
+            );
+            // The reads go on.
+            assert_eq!(d.decide(&read("127.0.0.1:9393")).is_ok(), token.is_none());
+            // A call the other checks refuse is refused by them.
+            call.content_type = Field::Absent;
+            assert!(matches!(d.decide(&call), Err(Refusal::NotJson(_))));
+        }
+        let d = Door {
+            follows_gitlab: true,
+            ..door(&[], Some(TOKEN))
+        };
+        let call = control("127.0.0.1:9393", None, Some("application/json"));
+        assert!(matches!(d.decide(&call), Err(Refusal::Token { .. })));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use client::AdminClient;
 
 use crate::config::Secret;
-use crate::db::{switches, Database};
+use crate::db::Database;
 use crate::fleet::{Fleet, GetFleetStatus};
 use crate::registry::RegistryMetrics;
 use crate::scheduler::{GetStatus, Scheduler, ServiceStatus, SetConcurrency, SetEnabled};
@@ -56,7 +56,7 @@ pub struct AdminDeps {
     /// the service by in `Host` ([`door`]).
     pub allowed_hosts: Vec<String>,
     pub registry_metrics: Arc<RegistryMetrics>,
-    /// `control.source = "gitlab"`: GitLab's switches steer; control calls are refused.
+    /// `control.source = "gitlab"`: GitLab's switches steer; the [`door`] refuses control calls.
     pub follows_gitlab: bool,
     /// The service's database, for `GET /damage`; without it `/damage` answers 503.
     pub db: Option<Database>,
@@ -104,6 +104,7 @@ impl AdminServer {
         let gate = Arc::new(door::Door {
             allowed_hosts: deps.allowed_hosts.clone(),
             token: deps.token.clone(),
+            follows_gitlab: deps.follows_gitlab,
         });
         let state = web::Data::new(AdminState { deps, damage });
         let server = HttpServer::new(move || {
@@ -154,26 +155,6 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
     })
 }
 
-/// The refusal of a control call while GitLab's own switches steer the service. Who may call at
-/// all the [`door`] decided before any handler ran.
-fn following_gitlab(state: &AdminDeps) -> Option<HttpResponse> {
-    if !state.follows_gitlab {
-        return None;
-    }
-    Some(error(
-        actix_web::http::StatusCode::CONFLICT,
-        format!(
-            "this service follows GitLab's own switches (control.source = \"gitlab\"): change the application setting {} \
-             (Admin > Settings > CI/CD > Container registry, or the application settings API), or the feature flag {} \
-             (`Feature.enable(:{})` / `Feature.disable(:{})` in a Rails console)",
-            switches::SETTING,
-            switches::FEATURE_FLAG,
-            switches::FEATURE_FLAG,
-            switches::FEATURE_FLAG
-        ),
-    ))
-}
-
 async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
 where
     M: actix::Message<Result = ServiceStatus> + Send + 'static,
@@ -203,16 +184,22 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
 /// Prometheus sends the token with `authorization: {credentials: ...}` in its scrape config.
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     let state = &state.deps;
-    match state.scheduler.send(GetStatus).await {
-        Ok(status) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(crate::metrics::render(
-                &with_fleet(state, status).await,
-                &state.registry_metrics,
-            )),
+    let status = match state.scheduler.send(GetStatus).await {
+        Ok(status) => with_fleet(state, status).await,
+        Err(e) => {
+            return error(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("the scheduler is not running: {e}"),
+            )
+        }
+    };
+    match crate::metrics::render(status, &state.registry_metrics) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(text),
         Err(e) => error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the scheduler is not running: {e}"),
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing the metrics as Prometheus text: {e}"),
         ),
     }
 }
@@ -221,10 +208,6 @@ async fn concurrency(
     state: web::Data<AdminState>,
     body: web::Json<ConcurrencyRequest>,
 ) -> HttpResponse {
-    let state = &state.deps;
-    if let Some(refused) = following_gitlab(state) {
-        return refused;
-    }
     let Ok(limit) = usize::try_from(body.max_concurrency) else {
         return error(
             actix_web::http::StatusCode::BAD_REQUEST,
@@ -234,21 +217,13 @@ async fn concurrency(
             ),
         );
     };
-    reply(state, SetConcurrency(limit)).await
+    reply(&state.deps, SetConcurrency(limit)).await
 }
 
 async fn pause(state: web::Data<AdminState>) -> HttpResponse {
-    let state = &state.deps;
-    if let Some(refused) = following_gitlab(state) {
-        return refused;
-    }
-    reply(state, SetEnabled(false)).await
+    reply(&state.deps, SetEnabled(false)).await
 }
 
 async fn resume(state: web::Data<AdminState>) -> HttpResponse {
-    let state = &state.deps;
-    if let Some(refused) = following_gitlab(state) {
-        return refused;
-    }
-    reply(state, SetEnabled(true)).await
+    reply(&state.deps, SetEnabled(true)).await
 }

@@ -510,6 +510,20 @@ async fn with_admin_token_its_rules_hold_behind_the_host_check() {
         Some("Basic realm=\"registry-repair\"")
     );
     no_store(&answer, "GET / without credentials");
+    // A path no route serves is behind the same door: what a route added later would get.
+    let answer = get(addr, "/no-such-route", &listen, &[]).await;
+    assert_eq!(answer.status, 401, "{answer:?}");
+    let answer = get(
+        addr,
+        "/no-such-route",
+        &format!("evil.example:{port}"),
+        bearer,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let answer = get(addr, "/no-such-route", &listen, bearer).await;
+    assert_eq!(answer.status, 404, "{answer:?}");
+    no_store(&answer, "GET /no-such-route");
 
     // The right token does not open the door to a rebound name, a foreign page, or a form.
     let rebound = format!("evil.example:{port}");
