@@ -16,13 +16,16 @@ use registry_repair::service::{self, Service, ServiceOptions};
 /// Short enough that a takeover fits a test; three heartbeats fit the timeout many times over.
 const HEARTBEAT_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 2000;
+/// For the members started in-process, none of which dies: a timeout a loaded machine cannot
+/// outlast, so that no member fences itself (its projects would rightly be asked again).
+const STEADY_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn prepare(world: &World, max_concurrency: usize, latency_ms: u64) -> TestApp {
     let mut app = TestApp::prepare(world).await;
     app.registry.set_latency(Duration::from_millis(latency_ms));
     app.settings.worker.max_concurrency = max_concurrency;
     app.settings.fleet.heartbeat_interval = Duration::from_millis(HEARTBEAT_MS);
-    app.settings.fleet.member_timeout = Duration::from_millis(TIMEOUT_MS);
+    app.settings.fleet.member_timeout = STEADY_TIMEOUT;
     app
 }
 
@@ -55,10 +58,7 @@ async fn analysed(member: &Service) -> u64 {
 #[actix_rt::test]
 async fn three_instances_without_shards_give_every_row_right_and_ask_each_project_once() {
     let world = busy_world(1500);
-    let mut app = prepare(&world, 6, 5).await;
-    // No member dies here: a timeout a loaded machine cannot outlast keeps a member from fencing
-    // itself, which would rightly have its projects asked again by the others.
-    app.settings.fleet.member_timeout = Duration::from_secs(20);
+    let app = prepare(&world, 6, 5).await;
     let _watermark = common::needing_the_watermark_to_move().await;
     let mut members = Vec::new();
     for _ in 0..3 {
