@@ -61,17 +61,7 @@ fn live_page() -> Markup {
                             " (JSON)."
                         }
                     }
-                    main #figures .stale aria-busy="true" {
-                        (progress())
-                        (work())
-                        (registry())
-                        (damage_found())
-                        section.card.wide aria-labelledby="h-error" {
-                            h2 #h-error { "Last error" }
-                            pre #last-error .none { "none" }
-                        }
-                        (fleet())
-                    }
+                    main #figures .stale aria-busy="true" { (cards()) }
                     footer {
                         "Refreshes every 2 seconds. The same figures as JSON: "
                         a href="status" { "status" } ", " a href="damage" { "damage" }
@@ -84,90 +74,68 @@ fn live_page() -> Markup {
     }
 }
 
+/// A card titled `title`, its heading's id `h-{name}`; `wide`: across the whole page.
+fn card(name: &str, title: &str, wide: bool, body: Markup) -> Markup {
+    html! {
+        section.card.wide[wide] aria-labelledby={ "h-" (name) } {
+            h2 id={ "h-" (name) } { (title) }
+            (body)
+        }
+    }
+}
+
 /// A figure's row: its label, and the element `id` the script writes the figure into.
 fn figure(label: &str, id: &str) -> Markup {
     html! { div { dt { (label) } dd id=(id) { "–" } } }
 }
 
-fn progress() -> Markup {
-    html! {
-        section.card.wide aria-labelledby="h-progress" {
-            h2 #h-progress { "Progress" }
-            p.headline #progress-text { "–" }
-            progress #progress max="1" aria-labelledby="h-progress"
-                aria-describedby="progress-text" {}
-            dl.row {
-                (figure("Analysed", "analysed"))
-                (figure("Total", "total"))
-                (figure("Left", "remaining"))
-                (figure("Rate", "rate"))
-                (figure("ETA", "eta"))
-            }
+fn cards() -> Markup {
+    let progress = html! {
+        p.headline #progress-text { "–" }
+        progress #progress max="1" aria-labelledby="h-progress" aria-describedby="progress-text" {}
+        dl.row {
+            (figure("Analysed", "analysed"))
+            (figure("Total", "total"))
+            (figure("Left", "remaining"))
+            (figure("Rate", "rate"))
+            (figure("ETA", "eta"))
         }
-    }
-}
-
-fn work() -> Markup {
-    html! {
-        section.card aria-labelledby="h-work" {
-            h2 #h-work { "Work" }
-            dl {
-                div {
-                    dt #max-concurrency-label { "Max concurrency" }
-                    dd #max-concurrency { "–" }
-                }
-                // A member of a fleet only.
-                div #share-row hidden { dt { "This instance's share" } dd #share { "–" } }
-                (figure("In flight", "in-flight"))
-                (figure("Queued", "queued"))
-                (figure("Feature flag", "enabled"))
-                (figure("Uptime", "uptime"))
-            }
+    };
+    let work = html! {
+        dl {
+            div { dt #max-concurrency-label { "Max concurrency" } dd #max-concurrency { "–" } }
+            // A member of a fleet only.
+            div #share-row hidden { dt { "This instance's share" } dd #share { "–" } }
+            (figure("In flight", "in-flight"))
+            (figure("Queued", "queued"))
+            (figure("Feature flag", "enabled"))
+            (figure("Uptime", "uptime"))
         }
-    }
-}
-
-fn registry() -> Markup {
-    html! {
-        section.card aria-labelledby="h-registry" {
-            h2 #h-registry { "Registry" }
-            dl {
-                div {
-                    dt { "Breaker" }
-                    dd { span.badge #breaker data-tone="off" { "–" } }
-                }
-                (figure("Breaker trips", "breaker-trips"))
-                (figure("Deferred (to try again)", "deferred"))
-                (figure("Completed", "completed"))
-                (figure("Failed", "failed"))
-            }
+    };
+    let registry = html! {
+        dl {
+            div { dt { "Breaker" } dd { span.badge #breaker data-tone="off" { "–" } } }
+            (figure("Breaker trips", "breaker-trips"))
+            (figure("Deferred (to try again)", "deferred"))
+            (figure("Completed", "completed"))
+            (figure("Failed", "failed"))
         }
-    }
-}
-
-fn damage_found() -> Markup {
-    html! {
-        section.card aria-labelledby="h-damage" {
-            h2 #h-damage { "Damage found so far" }
-            dl #damage-figures {
-                (figure("Projects affected", "damage-projects"))
-                (figure("Missing repositories", "damage-repositories"))
-                (figure("Their size", "damage-bytes"))
-                (figure("Sizes not known", "damage-unknown"))
-            }
-            // Instead of the figures when the database cannot give them.
-            p.error #damage-error role="alert" hidden {}
-            p.note {
-                "Recorded by every instance. Sizes in binary units (1 KiB = 1,024 bytes); hover \
-                 for the exact figure."
-            }
+    };
+    let damage = html! {
+        dl #damage-figures {
+            (figure("Projects affected", "damage-projects"))
+            (figure("Missing repositories", "damage-repositories"))
+            (figure("Their size", "damage-bytes"))
+            (figure("Sizes not known", "damage-unknown"))
         }
-    }
-}
-
-/// The fleet's members, a row each; shown when there are two or more.
-fn fleet() -> Markup {
-    let columns = [
+        // Instead of the figures when the database cannot give them.
+        p.error #damage-error role="alert" hidden {}
+        p.note {
+            "Recorded by every instance. Sizes in binary units (1 KiB = 1,024 bytes); hover for \
+             the exact figure."
+        }
+    };
+    let fleet = [
         "Member",
         "Share",
         "In flight",
@@ -177,12 +145,18 @@ fn fleet() -> Markup {
         "State",
     ];
     html! {
+        (card("progress", "Progress", true, progress))
+        (card("work", "Work", false, work))
+        (card("registry", "Registry", false, registry))
+        (card("damage", "Damage found so far", false, damage))
+        (card("error", "Last error", true, html! { pre #last-error .none { "none" } }))
+        // Its members, a row each, when there are two or more.
         section.card.wide #fleet aria-labelledby="h-fleet" hidden {
             h2 #h-fleet { "Fleet" }
             p.headline #fleet-summary {}
             div.scroll {
                 table {
-                    thead { tr { @for name in columns { th scope="col" { (name) } } } }
+                    thead { tr { @for name in fleet { th scope="col" { (name) } } } }
                     tbody #fleet-members {}
                 }
             }
