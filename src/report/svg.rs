@@ -1,29 +1,13 @@
-//! The HTML report's charts, as inline SVG written by hand: horizontal bars (namespaces), columns
-//! on an axis (projects by how many they miss, repositories by month) and one stacked bar (the
+//! The HTML report's charts, as inline SVG templates: horizontal bars (namespaces), columns on an
+//! axis (projects by how many they miss, repositories by month) and one stacked bar (the
 //! analysis' progress). Each is an accessible image (`role="img"`, `aria-label`, `<title>`,
 //! `<desc>`), scales with its container (a `viewBox`), and gives every bar a `<title>` with its
 //! figure; the page puts a table with the same figures beside it. Colours and fonts come from the
-//! page's stylesheet.
+//! page's stylesheet. The templates are maud's, which escapes every text and attribute it splices.
 
-use std::fmt::Write as _;
+use maud::{html, Markup};
 
 use super::units;
-
-/// Text or an attribute value, escaped for HTML and SVG alike.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// What a chart is, for people using a screen reader as much as for the others.
 pub struct Chart<'a> {
@@ -89,16 +73,18 @@ fn nice(value: f64, steps: &[f64]) -> f64 {
 
 const WIDTH: f64 = 480.0;
 
-fn open(out: &mut String, chart: &Chart, height: f64) {
-    let _ = write!(
-        out,
-        "<svg class=\"chart {class}\" role=\"img\" aria-label=\"{title}\" viewBox=\"0 0 {WIDTH} {height}\" \
-         width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <title>{title}</title><desc>{description}</desc>",
-        class = escape(chart.class),
-        title = escape(chart.title),
-        description = escape(chart.description),
-    );
+/// The `<svg>` of `chart`, `height` units tall, around `content`. `stretch`: shapes only, which
+/// may stretch to any width at the stylesheet's height.
+fn frame(chart: &Chart, height: f64, stretch: bool, content: Markup) -> Markup {
+    html! {
+        svg preserveAspectRatio=[stretch.then_some("none")] class={ "chart " (chart.class) }
+            role="img" aria-label=(chart.title) viewBox={ "0 0 " (WIDTH) " " (height) }
+            width=(WIDTH) height=(height) xmlns="http://www.w3.org/2000/svg" {
+            title { (chart.title) }
+            desc { (chart.description) }
+            (content)
+        }
+    }
 }
 
 /// `label` cut to `max` characters, with an ellipsis where it was cut.
@@ -114,35 +100,28 @@ fn cut(label: &str, max: usize) -> String {
 
 /// Horizontal bars, one row each, longest for the largest value: each label above its bar (so
 /// that it has the whole width, on a phone too), the figure at the bar's end.
-pub fn bars(chart: &Chart, bars: &[Bar]) -> String {
+pub fn bars(chart: &Chart, bars: &[Bar]) -> Markup {
     const ROW: f64 = 42.0;
     const FIGURE: f64 = 84.0;
     let height = (bars.len() as f64 * ROW).max(ROW) + 2.0;
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
     let span = WIDTH - FIGURE;
-    let mut out = String::new();
-    open(&mut out, chart, height);
-    for (i, bar) in bars.iter().enumerate() {
-        let y = i as f64 * ROW;
-        let length =
-            (bar.value.max(0) as f64 / max * span).max(if bar.value > 0 { 1.0 } else { 0.0 });
-        let _ = write!(
-            out,
-            "<g><title>{label}: {shown}</title>\
-             <text class=\"label\" x=\"0\" y=\"{ly:.1}\">{cut}</text>\
-             <rect class=\"bar\" x=\"0\" y=\"{by:.1}\" width=\"{length:.1}\" height=\"13\" rx=\"2\"/>\
-             <text class=\"figure\" x=\"{fx:.1}\" y=\"{fy:.1}\">{shown}</text></g>",
-            label = escape(&bar.label),
-            shown = escape(&bar.shown),
-            ly = y + 16.0,
-            cut = escape(&cut(&bar.label, 48)),
-            by = y + 23.0,
-            fx = length + 6.0,
-            fy = y + 34.0,
-        );
-    }
-    out.push_str("</svg>");
-    out
+    let rows = html! {
+        @for (i, bar) in bars.iter().enumerate() {
+            @let y = i as f64 * ROW;
+            @let length =
+                (bar.value.max(0) as f64 / max * span).max(if bar.value > 0 { 1.0 } else { 0.0 });
+            g {
+                title { (bar.label) ": " (bar.shown) }
+                text.label x="0" y=(format_args!("{:.1}", y + 16.0)) { (cut(&bar.label, 48)) }
+                rect.bar x="0" y=(format_args!("{:.1}", y + 23.0))
+                    width=(format_args!("{length:.1}")) height="13" rx="2" {}
+                text.figure x=(format_args!("{:.1}", length + 6.0))
+                    y=(format_args!("{:.1}", y + 34.0)) { (bar.shown) }
+            }
+        }
+    };
+    frame(chart, height, false, rows)
 }
 
 /// About how wide a character of a figure is, in the chart's units, at the phone's larger type
@@ -186,98 +165,91 @@ fn labelled(bars: &[Bar], slot: f64) -> (Figures, Vec<bool>) {
     (Figures::Upwards, labelled)
 }
 
+/// The plot area of [`columns`], in the chart's units.
+const COLUMNS_HEIGHT: f64 = 236.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 8.0;
+const TOP: f64 = 22.0;
+const BOTTOM: f64 = 30.0;
+const PLOT_HEIGHT: f64 = COLUMNS_HEIGHT - TOP - BOTTOM;
+/// Where the columns stand.
+const BASE: f64 = TOP + PLOT_HEIGHT;
+
 /// Columns on a value axis (0, half way, top) with light grid lines; each bar's `tick` below the
 /// axis; each column's figure above it, across where every figure fits its column, upwards
 /// otherwise (see [`labelled`]).
-pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> String {
-    const HEIGHT: f64 = 236.0;
-    const LEFT: f64 = 64.0;
-    const RIGHT: f64 = 8.0;
-    const TOP: f64 = 22.0;
-    const BOTTOM: f64 = 30.0;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let base = TOP + plot_h;
+pub fn columns(chart: &Chart, bars: &[Bar], scale: Scale) -> Markup {
     let top = scale.ceiling(bars.iter().map(|b| b.value).max().unwrap_or(0));
-    let mut out = String::new();
-    open(&mut out, chart, HEIGHT);
+    let slot = (WIDTH - LEFT - RIGHT) / bars.len().max(1) as f64;
+    let width = (slot * 0.72).max(1.0);
+    let (figures, labelled) = labelled(bars, slot);
+    let plot = html! {
+        (value_axis(scale, top))
+        @for (i, bar) in bars.iter().enumerate() {
+            @let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
+            @let h = bar.value.max(0) as f64 / top as f64 * PLOT_HEIGHT;
+            @let centre = x + width / 2.0;
+            g {
+                title { (bar.label) ": " (bar.shown) }
+                rect.bar x=(format_args!("{x:.1}")) y=(format_args!("{:.1}", BASE - h))
+                    width=(format_args!("{width:.1}")) height=(format_args!("{h:.1}")) rx="1.5" {}
+                @if labelled[i] {
+                    (column_figure(figures, &bar.shown, centre, h))
+                }
+            }
+            @if let Some(tick) = &bar.tick {
+                text.axis x=(format_args!("{centre:.1}")) y=(format_args!("{:.1}", BASE + 18.0))
+                    text-anchor="middle" { (tick) }
+            }
+        }
+        line.baseline x1=(LEFT) x2=(WIDTH - RIGHT) y1=(BASE) y2=(BASE) {}
+    };
+    frame(chart, COLUMNS_HEIGHT, false, plot)
+}
+
+/// The grid lines of [`columns`] at 0, half way (where round) and `top`, each labelled.
+fn value_axis(scale: Scale, top: i64) -> Markup {
     let mut ticks = vec![0, top];
     if scale == Scale::Bytes || top % 2 == 0 {
         ticks.insert(1, top / 2);
     }
-    for tick in ticks {
-        let y = base - tick as f64 / top as f64 * plot_h;
-        let _ = write!(
-            out,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"axis\" x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
-            x2 = WIDTH - RIGHT,
-            tx = LEFT - 6.0,
-            ty = y + 4.0,
-            label = escape(&scale.format(tick)),
-        );
-    }
-    let slot = plot_w / bars.len().max(1) as f64;
-    let width = (slot * 0.72).max(1.0);
-    let (figures, labelled) = labelled(bars, slot);
-    for (i, bar) in bars.iter().enumerate() {
-        let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
-        let h = bar.value.max(0) as f64 / top as f64 * plot_h;
-        let _ = write!(
-            out,
-            "<g><title>{label}: {shown}</title>\
-             <rect class=\"bar\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" rx=\"1.5\"/>",
-            label = escape(&bar.label),
-            shown = escape(&bar.shown),
-            y = base - h,
-        );
-        let cx = x + width / 2.0;
-        let length = bar.shown.chars().count() as f64 * CHAR_WIDTH;
-        match figures {
-            _ if !labelled[i] => {}
-            Figures::Across => {
-                let _ = write!(
-                    out,
-                    "<text class=\"figure\" x=\"{cx:.1}\" y=\"{fy:.1}\" text-anchor=\"middle\">{shown}</text>",
-                    fy = base - h - 5.0,
-                    shown = escape(&bar.shown),
-                );
-            }
-            // Above the column if the line fits below the chart's top edge, else inside it,
-            // reading down from its top (the axis' top is at least the tallest column, so one of
-            // the two always has room).
-            Figures::Upwards => {
-                let above = base - h - 5.0;
-                let (y, anchor, class) = if above - length >= 2.0 || h < length + 10.0 {
-                    (above, "start", "figure")
-                } else {
-                    (base - h + 5.0, "end", "figure inside")
-                };
-                let _ = write!(
-                    out,
-                    "<text class=\"{class}\" x=\"{cx:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" \
-                     dominant-baseline=\"central\" transform=\"rotate(-90 {cx:.1} {y:.1})\">{shown}</text>",
-                    shown = escape(&bar.shown),
-                );
+    html! {
+        @for tick in ticks {
+            @let y = BASE - tick as f64 / top as f64 * PLOT_HEIGHT;
+            line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(format_args!("{y:.1}"))
+                y2=(format_args!("{y:.1}")) {}
+            text.axis x=(LEFT - 6.0) y=(format_args!("{:.1}", y + 4.0)) text-anchor="end" {
+                (scale.format(tick))
             }
         }
-        out.push_str("</g>");
-        if let Some(tick) = &bar.tick {
-            let _ = write!(
-                out,
-                "<text class=\"axis\" x=\"{cx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\">{tick}</text>",
-                cx = x + width / 2.0,
-                ly = base + 18.0,
-                tick = escape(tick),
-            );
+    }
+}
+
+/// The figure `shown` of a column `h` tall centred on `x`, written as [`labelled`] decided.
+fn column_figure(figures: Figures, shown: &str, x: f64, h: f64) -> Markup {
+    let above = BASE - h - 5.0;
+    match figures {
+        Figures::Across => html! {
+            text.figure x=(format_args!("{x:.1}")) y=(format_args!("{above:.1}"))
+                text-anchor="middle" { (shown) }
+        },
+        // Above the column if the line fits below the chart's top edge, else inside it, reading
+        // down from its top (the axis' top is at least the tallest column, so one of the two
+        // always has room).
+        Figures::Upwards => {
+            let length = shown.chars().count() as f64 * CHAR_WIDTH;
+            let (y, anchor, class) = if above - length >= 2.0 || h < length + 10.0 {
+                (above, "start", "figure")
+            } else {
+                (BASE - h + 5.0, "end", "figure inside")
+            };
+            html! {
+                text class=(class) x=(format_args!("{x:.1}")) y=(format_args!("{y:.1}"))
+                    text-anchor=(anchor) dominant-baseline="central"
+                    transform=(format_args!("rotate(-90 {x:.1} {y:.1})")) { (shown) }
+            }
         }
     }
-    let _ = write!(
-        out,
-        "<line class=\"baseline\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{base}\" y2=\"{base}\"/></svg>",
-        x2 = WIDTH - RIGHT
-    );
-    out
 }
 
 /// One segment of a [`stacked`] bar.
@@ -289,37 +261,33 @@ pub struct Segment<'a> {
 }
 
 /// One bar across the whole width, split in proportion to the segments' values.
-pub fn stacked(chart: &Chart, segments: &[Segment]) -> String {
+pub fn stacked(chart: &Chart, segments: &[Segment]) -> Markup {
     const HEIGHT: f64 = 36.0;
     let total: i64 = segments.iter().map(|s| s.value.max(0)).sum();
-    let mut out = String::new();
-    open(&mut out, chart, HEIGHT);
-    // Shapes only: the bar may stretch to any width at the stylesheet's height.
-    out.insert_str(4, " preserveAspectRatio=\"none\"");
-    let _ = write!(
-        out,
-        "<rect class=\"track\" x=\"0\" y=\"4\" width=\"{WIDTH}\" height=\"28\"/>"
-    );
+    // Each drawn segment with its share and where it starts.
     let mut x = 0.0;
+    let mut drawn = Vec::new();
     for segment in segments {
         if segment.value <= 0 || total == 0 {
             continue;
         }
         let share = segment.value as f64 / total as f64;
-        let width = share * WIDTH;
-        let _ = write!(
-            out,
-            "<rect class=\"{class}\" x=\"{x:.2}\" y=\"4\" width=\"{width:.2}\" height=\"28\">\
-             <title>{label}: {value} ({percent:.1}%)</title></rect>",
-            class = escape(segment.class),
-            label = escape(segment.label),
-            value = units::grouped(segment.value),
-            percent = share * 100.0,
-        );
-        x += width;
+        drawn.push((segment, share, x));
+        x += share * WIDTH;
     }
-    out.push_str("</svg>");
-    out
+    let bar = html! {
+        rect.track x="0" y="4" width=(WIDTH) height="28" {}
+        @for (segment, share, x) in drawn {
+            rect class=(segment.class) x=(format_args!("{x:.2}")) y="4"
+                width=(format_args!("{:.2}", share * WIDTH)) height="28" {
+                title {
+                    (segment.label) ": " (units::grouped(segment.value)) " ("
+                    (format_args!("{:.1}", share * 100.0)) "%)"
+                }
+            }
+        }
+    };
+    frame(chart, HEIGHT, true, bar)
 }
 
 #[cfg(test)]
@@ -344,13 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn escaping_covers_text_and_attributes() {
-        assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
-    }
-
-    #[test]
     fn a_chart_is_an_accessible_image_with_a_title_per_bar() {
-        let svg = bars(&chart(), &[bar("Acme", 1200), bar("Quiet", 0)]);
+        let svg = bars(&chart(), &[bar("Acme", 1200), bar("Quiet", 0)]).into_string();
         assert!(svg.starts_with(
             "<svg class=\"chart count\" role=\"img\" aria-label=\"Top &lt;namespaces&gt;\""
         ));
@@ -368,14 +331,14 @@ mod tests {
     #[test]
     fn long_labels_are_cut_but_titled_in_full() {
         let long = "a-very-long-namespace-name-indeed-yes";
-        let svg = bars(&chart(), &[bar(long, 1)]);
+        let svg = bars(&chart(), &[bar(long, 1)]).into_string();
         assert!(svg.contains(&format!("<title>{long}: 1</title>")));
         assert!(
             svg.contains(">a-very-long-namespace-name-indeed-yes</text>"),
             "{svg}"
         );
         let longer = long.repeat(2);
-        let svg = bars(&chart(), &[bar(&longer, 1)]);
+        let svg = bars(&chart(), &[bar(&longer, 1)]).into_string();
         assert!(svg.contains(&format!("<title>{longer}: 1</title>")));
         assert!(
             svg.contains(">a-very-long-namespace-name-indeed-yesa-very-lon…</text>"),
@@ -396,7 +359,8 @@ mod tests {
             &chart(),
             &[bar("2024-01", 3), bar("2024-02", 0)],
             Scale::Count,
-        );
+        )
+        .into_string();
         assert!(
             svg.contains(">5</text>") && svg.contains(">0</text>"),
             "{svg}"
@@ -405,7 +369,7 @@ mod tests {
         assert!(svg.contains("<title>2024-01: 3</title>"));
         let mut untagged = bar("b", 1);
         untagged.tick = None;
-        let sparse = columns(&chart(), &[bar("a", 1), untagged], Scale::Count);
+        let sparse = columns(&chart(), &[bar("a", 1), untagged], Scale::Count).into_string();
         assert!(sparse.contains(">a</text>") && !sparse.contains(">b</text>"));
     }
 
@@ -429,7 +393,8 @@ mod tests {
             &chart(),
             &[bar("a", 1200), bar("b", 0), bar("c", 3)],
             Scale::Count,
-        );
+        )
+        .into_string();
         assert_eq!(figures(&few), ["1,200", "3"]);
         assert!(!few.contains("rotate("));
 
@@ -439,7 +404,7 @@ mod tests {
         months[0] = bytes("2023-01", 105_857_601);
         months[16] = bytes("2024-05", 3 << 30);
         months[30] = bytes("2025-07", 5 << 30);
-        let svg = columns(&chart(), &months, Scale::Bytes);
+        let svg = columns(&chart(), &months, Scale::Bytes).into_string();
         assert_eq!(figures(&svg), ["101 MiB", "3.00 GiB", "5.00 GiB"], "{svg}");
         assert_eq!(svg.matches("rotate(-90 ").count(), 3);
         assert_eq!(svg.matches("class=\"figure inside\"").count(), 1, "{svg}");
@@ -449,7 +414,7 @@ mod tests {
         crowded[10] = bytes("big", 5 << 30);
         crowded[11] = bytes("small", 1 << 20);
         crowded[40] = bytes("far", 2 << 20);
-        let svg = columns(&chart(), &crowded, Scale::Bytes);
+        let svg = columns(&chart(), &crowded, Scale::Bytes).into_string();
         assert_eq!(figures(&svg), ["5.00 GiB", "2.00 MiB"], "{svg}");
     }
 
@@ -474,7 +439,8 @@ mod tests {
                     class: "pending",
                 },
             ],
-        );
+        )
+        .into_string();
         assert!(svg.contains("class=\"completed\" x=\"0.00\" y=\"4\" width=\"360.00\""));
         assert!(svg.contains("class=\"pending\" x=\"360.00\" y=\"4\" width=\"120.00\""));
         assert!(!svg.contains("class=\"failed\""));

@@ -551,3 +551,84 @@ async fn the_damage_is_read_once_for_a_few_seconds_and_then_again() {
     );
     assert_eq!(app.stop().await, RunEnd::Stopped);
 }
+
+/// A last error naming a project path that holds markup, as a registry's answer could make it.
+const HOSTILE_ERROR: &str = "registry request for ev\"il&<script>alert(1)</script>/<b>app</b>: \
+     the registry answered 503";
+
+#[actix_rt::test]
+async fn a_last_error_naming_a_path_that_holds_markup_shows_as_text() {
+    let Some(chromium) =
+        Chromium::find("a_last_error_naming_a_path_that_holds_markup_shows_as_text")
+    else {
+        return;
+    };
+    let world = world(3);
+    let mut app = started(&world, None).await;
+    let addr = app.service().admin_addr.expect("the admin API");
+    finished(&app, &world).await;
+    // The page the service serves, beside its own `status` with that error and its `damage`,
+    // served from here: no registry names such a path, since the service asks for none.
+    let page = get(addr, "/", |r| r).await.text().await.expect("the page");
+    let mut status: serde_json::Value = get(addr, "/status", |r| r)
+        .await
+        .json()
+        .await
+        .expect("status is JSON");
+    status["last_error"] = HOSTILE_ERROR.into();
+    let damage: serde_json::Value = get(addr, "/damage", |r| r)
+        .await
+        .json()
+        .await
+        .expect("damage is JSON");
+    let server = actix_web::HttpServer::new(move || {
+        let (page, status, damage) = (page.clone(), status.clone(), damage.clone());
+        actix_web::App::new()
+            .route(
+                "/",
+                actix_web::web::get().to(move || {
+                    let page = page.clone();
+                    async move {
+                        actix_web::HttpResponse::Ok()
+                            .content_type("text/html; charset=utf-8")
+                            .body(page)
+                    }
+                }),
+            )
+            .route(
+                "/status",
+                actix_web::web::get().to(move || {
+                    let status = status.clone();
+                    async move { actix_web::HttpResponse::Ok().json(status) }
+                }),
+            )
+            .route(
+                "/damage",
+                actix_web::web::get().to(move || {
+                    let damage = damage.clone();
+                    async move { actix_web::HttpResponse::Ok().json(damage) }
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .expect("a port for the page");
+    let served = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+
+    let dom = dom_of(&Arc::new(chromium), &format!("http://{served}/"), BUDGET_MS).await;
+    assert_eq!(text(&dom, "last-error"), HOSTILE_ERROR, "{dom}");
+    assert!(
+        dom.contains("ev\"il&amp;&lt;script&gt;alert(1)&lt;/script&gt;/&lt;b&gt;app&lt;/b&gt;"),
+        "the error is one text node: {dom}"
+    );
+    // The page's own script is its only one, and no element came of the error.
+    assert_eq!(dom.matches("<script").count(), 1, "{dom}");
+    assert!(!dom.contains("<b>"), "{dom}");
+    assert!(text(&dom, "connection").starts_with("Updated "));
+    handle.stop(true).await;
+    assert_eq!(app.stop().await, RunEnd::Stopped);
+}

@@ -175,6 +175,76 @@ async fn chromium_shows_the_failed_projects_escaped_and_the_bytes_by_month_with_
     }
 }
 
+/// A top-level namespace and a project path with everything an HTML page must escape.
+const HOSTILE_NAMESPACE: &str = "Ev\"il&<script>";
+const HOSTILE_PROJECT: &str = "App&<script>alert(1)</script>\"x";
+
+#[actix_rt::test]
+async fn chromium_shows_paths_and_namespaces_that_hold_markup_as_text() {
+    let test = "chromium_shows_paths_and_namespaces_that_hold_markup_as_text";
+    let Some(chromium) = Chromium::find(test) else {
+        return;
+    };
+    let mut world = World::new();
+    let group = world.group(None, HOSTILE_NAMESPACE);
+    let id = world.project(group, HOSTILE_PROJECT, &["", "cache"], &[]);
+    let full_path = format!("{HOSTILE_NAMESPACE}/{HOSTILE_PROJECT}");
+    let db = TestDb::new().await;
+    world.insert(&db.database()).await.expect("seeding");
+    let registry_path = full_path.to_lowercase();
+    db.execute(&format!(
+        "INSERT INTO container_registry_data_repair_details \
+             (project_id, missing_count, status, created_at, updated_at) \
+             VALUES ({id}, 2, 1, now(), now()); \
+         INSERT INTO registry_repair_missing_repositories \
+             (project_id, registry_path, name, registry_created_at, size_bytes) VALUES \
+             ({id}, '{registry_path}', '', '2024-05-01T00:00:00Z', 1048576), \
+             ({id}, '{registry_path}/cache', 'cache', '2024-06-01T00:00:00Z', 2048)"
+    ))
+    .await;
+    let env = Env::new().set("DATABASE__URL", &db.url);
+    let html = cli(
+        &["report", "--format", "html"],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
+    html.assert_exit(0).assert_no_panic();
+    let page = PageFile::new(&html.stdout);
+
+    let dom = chromium.dump_dom(&page.url(), 1000);
+    // No element came of them: the page has no script at all.
+    assert!(!dom.contains("<script"), "{dom}");
+    let fields = parse::html(&dom);
+    for (field, value) in [
+        ("namespaces.0.namespace", HOSTILE_NAMESPACE),
+        ("namespaces_by_bytes.0.namespace", HOSTILE_NAMESPACE),
+        ("top_missing.0.full_path", full_path.as_str()),
+        ("top_by_bytes.0.full_path", full_path.as_str()),
+    ] {
+        assert_eq!(
+            fields.get(field),
+            Some(&vec![Some(value.to_string())]),
+            "{field}"
+        );
+    }
+    // As text in the tables, and in the charts' labels and titles: twice each (by count, by
+    // bytes).
+    let namespace = "Ev\"il&amp;&lt;script&gt;";
+    for shown in [
+        format!(">{namespace}</th>"),
+        format!(">{namespace}</text>"),
+        format!("<title>{namespace}: "),
+    ] {
+        assert_eq!(dom.matches(&shown).count(), 2, "{shown} twice: {dom}");
+    }
+    let text = parse::visible_text(&dom);
+    assert!(
+        text.contains("Ev\"il&<script>/ App&<script>alert(1)</ script>\"x"),
+        "the path, broken after each `/`: {text}"
+    );
+}
+
 /// Writes into the page's `body` where the bytes-by-month chart, its figures and its columns are
 /// drawn (`getBoundingClientRect`, CSS pixels).
 const MEASURE_FIGURES: &str = "<script>\
