@@ -68,8 +68,8 @@ pub(super) async fn replace(
         return Ok(());
     }
     let count = columns.project_ids.len();
-    // ON CONFLICT: a registry that listed one path twice across pages stores it once. Raw: rows
-    // from UNNEST of bound arrays, which diesel's insert cannot take.
+    // Raw: rows from UNNEST of bound arrays, which diesel's insert cannot take.
+    // ON CONFLICT: a registry that listed one path twice across pages stores it once.
     diesel::sql_query(
         "INSERT INTO registry_repair_missing_repositories \
              (project_id, registry_path, name, registry_created_at, size_bytes) \
