@@ -184,7 +184,7 @@ pub async fn start(
         options.work.clone(),
     );
     if membership.takes_them {
-        config.limit = usize::try_from(membership.switches.max_concurrency).unwrap_or(0);
+        config.max_concurrency = usize::try_from(membership.switches.max_concurrency).unwrap_or(0);
         config.enabled = membership.switches.enabled;
     }
     let registry_metrics = registry.metrics();
@@ -419,7 +419,7 @@ fn scheduler_config(
     registry_unconfirmed: Option<String>,
     work: Work,
 ) -> SchedulerConfig {
-    let (limit, enabled) = match switches {
+    let (max_concurrency, enabled) = match switches {
         Some(s) => (
             s.max_concurrency
                 .and_then(|c| usize::try_from(c).ok())
@@ -429,7 +429,7 @@ fn scheduler_config(
         None => (settings.worker.max_concurrency, settings.worker.enabled),
     };
     SchedulerConfig {
-        limit,
+        max_concurrency,
         enabled,
         shutdown_timeout: settings.worker.shutdown_timeout,
         progress_interval: settings.log.progress_interval,

@@ -241,7 +241,7 @@ impl Fleet {
                 version: fleet.version,
             };
             self.scheduler.do_send(AdoptSwitches {
-                limit: usize::try_from(fleet.max_concurrency).unwrap_or(0),
+                max_concurrency: usize::try_from(fleet.max_concurrency).unwrap_or(0),
                 enabled: fleet.enabled,
             });
         }
@@ -280,7 +280,7 @@ fn total(switches: Switches, view: &View, report: &MemberReport) -> usize {
         (Switches::Shared { .. }, Some(fleet)) => {
             usize::try_from(fleet.max_concurrency).unwrap_or(0)
         }
-        _ => report.limit,
+        _ => report.max_concurrency,
     }
 }
 
@@ -339,12 +339,13 @@ impl Handler<SwitchesChanged> for Fleet {
             Switches::Shared { .. } => {}
         }
         let (db, member) = (self.db.clone(), self.member.clone());
-        let write =
-            async move { members::set_switches(&db, &member, msg.limit, msg.enabled).await };
+        let write = async move {
+            members::set_switches(&db, &member, msg.max_concurrency, msg.enabled).await
+        };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| match written {
             Ok(fleet) => {
                 tracing::info!(
-                    max_concurrency = msg.limit,
+                    max_concurrency = msg.max_concurrency,
                     enabled = msg.enabled,
                     version = fleet.version,
                     "the fleet's switches written"

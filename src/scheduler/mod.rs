@@ -1,5 +1,5 @@
 //! The Scheduler actor: asks its [`Source`] for the projects to work on, keeps a bounded queue of
-//! them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
+//! them, and hands each to an idle Analyzer while fewer than its share are in flight. It alone
 //! decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
 //! messages, defined here beside the actor that receives them (`Shutdown` beside its handling);
 //! the events it receives from below ([`AnalyzerFinished`], [`WriterPressure`]) are defined by
@@ -59,8 +59,9 @@ const RETRY_DB: Duration = Duration::from_secs(1);
 /// How the Scheduler runs, whatever its source.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// At most this many projects in flight; 0 pauses.
-    pub limit: usize,
+    /// `worker.max_concurrency` as this instance was told it (in a fleet, the fleet's total): at
+    /// most this many projects in flight; 0 pauses.
+    pub max_concurrency: usize,
     /// The feature flag.
     pub enabled: bool,
     /// On shutdown, how long in-flight projects may take.
@@ -225,8 +226,8 @@ impl Scheduler {
         }));
     }
 
-    /// How many projects one read asks for: a full batch while this instance may use the whole
-    /// limit; in a fleet, as many as its share can work on soon, and none while it has no share
+    /// How many projects one read asks for: a full batch while this instance's share is the whole
+    /// of `max_concurrency`; in a fleet, as many as its share can work on soon, and none while it has no share
     /// (it asks for one: it has a pass to read). A repair's candidates are its own: read whole.
     fn read_size(&self) -> Option<i64> {
         if !self.source.shared_with_the_fleet() {
@@ -234,7 +235,7 @@ impl Scheduler {
         }
         match self.share {
             Some(0) => None,
-            Some(share) if share < self.config.limit => Some(
+            Some(share) if share < self.config.max_concurrency => Some(
                 i64::try_from(share)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(READ_PER_SLOT)
@@ -372,7 +373,7 @@ impl Scheduler {
             Phase::Finished => ServiceState::Stopped,
             _ if self.registry.is_fenced() => ServiceState::Fenced,
             _ if !self.config.enabled => ServiceState::Paused,
-            _ if self.config.limit == 0 => ServiceState::PausedByConcurrency,
+            _ if self.config.max_concurrency == 0 => ServiceState::PausedByConcurrency,
             _ if self.share == Some(0) => ServiceState::WaitingForAShare,
             _ if self.outage.breaker.state() != BreakerState::Closed => {
                 ServiceState::RegistryUnavailable
@@ -388,7 +389,7 @@ impl Scheduler {
             state: self.state(),
             work: self.config.work.doing(),
             enabled: self.config.enabled,
-            max_concurrency: self.config.limit,
+            max_concurrency: self.config.max_concurrency,
             share: self.share,
             in_flight: self.in_flight(),
             queued: self.queue.len(),
@@ -410,7 +411,7 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(
-            max_concurrency = self.config.limit,
+            max_concurrency = self.config.max_concurrency,
             enabled = self.config.enabled,
             work = %self.config.work,
             from = self.source.cursor(),
@@ -462,16 +463,16 @@ impl Handler<SetConcurrency> for Scheduler {
 
     fn handle(
         &mut self,
-        SetConcurrency(limit): SetConcurrency,
+        SetConcurrency(max_concurrency): SetConcurrency,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        if limit != self.config.limit {
+        if max_concurrency != self.config.max_concurrency {
             tracing::info!(
-                from = self.config.limit,
-                to = limit,
+                from = self.config.max_concurrency,
+                to = max_concurrency,
                 "max concurrency changed"
             );
-            self.config.limit = limit;
+            self.config.max_concurrency = max_concurrency;
             self.switches_changed();
         }
         // Lowering takes effect as in-flight projects finish: none is interrupted.

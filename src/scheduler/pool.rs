@@ -1,6 +1,6 @@
 //! The Scheduler's pool of Analyzers: which slot is busy with which project, dispatching queued
-//! projects to idle slots within the limit, growing the pool, and putting projects back in the
-//! queue. The pool grows to the largest limit seen; a slot's Analyzer is supervised.
+//! projects to idle slots within this member's share, growing the pool, and putting projects back
+//! in the queue. The pool grows to the largest share seen; a slot's Analyzer is supervised.
 
 use std::time::Instant;
 
@@ -20,15 +20,16 @@ impl Scheduler {
         self.slots.iter().filter(|s| s.busy.is_some()).count()
     }
 
-    /// Hands queued projects to idle Analyzers while fewer than the limit (the breaker's, when it
-    /// is not closed) are in flight; none while paused, draining or held back by the Writer.
+    /// Hands queued projects to idle Analyzers while fewer than this member's share (the
+    /// breaker's, when it is not closed) are in flight; none while paused, draining or held back
+    /// by the Writer.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
             return;
         }
-        let limit = self.outage.breaker.allowed(self.effective_limit());
+        let allowed = self.outage.breaker.allowed(self.share());
         let mut in_flight = self.in_flight();
-        while in_flight < limit {
+        while in_flight < allowed {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
