@@ -13,6 +13,7 @@
 //! feature (on by default); [`faults`] can only be armed with the test-only `faults` feature.
 
 pub mod admin;
+pub mod analysis;
 pub mod analyzer;
 pub mod cli;
 pub mod commands;

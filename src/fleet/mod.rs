@@ -35,8 +35,8 @@ use crate::db::fleet::{FleetStatus, Member, ANALYSIS};
 use crate::db::{Database, DbError};
 use crate::fence::Fence;
 use crate::scheduler::{
-    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, Scheduler, SetShare, Shutdown,
-    SwitchesChanged,
+    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, SchedulerAddr, SetShare,
+    Shutdown, SwitchesChanged,
 };
 use shares::Live;
 
@@ -59,7 +59,7 @@ pub struct Fleet {
     db: Database,
     member: Arc<Member>,
     fence: Arc<Fence>,
-    scheduler: Addr<Scheduler>,
+    scheduler: SchedulerAddr,
     heartbeat: Duration,
     switches: Switches,
     share: usize,
@@ -79,7 +79,7 @@ impl Fleet {
         db: Database,
         member: Arc<Member>,
         fence: Arc<Fence>,
-        scheduler: Addr<Scheduler>,
+        scheduler: SchedulerAddr,
         heartbeat: Duration,
         switches: Switches,
     ) -> Self {

@@ -8,8 +8,7 @@ use crate::db::fleet::FleetStatus;
 use serde::{Deserialize, Serialize};
 
 use super::Disposition;
-use crate::db::tracking::TrackingStatus;
-use crate::work::Doing;
+use crate::work::WorkName;
 use crate::writer::WriterStats;
 
 /// What the service is doing, as `status` says it (the JSON strings are stable).
@@ -82,7 +81,7 @@ pub struct ServiceStatus {
     pub state: ServiceState,
     /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
     #[serde(default)]
-    pub work: Doing,
+    pub work: WorkName,
     pub enabled: bool,
     pub max_concurrency: usize,
     /// In a fleet: this instance's share of `max_concurrency`, the fleet's total.
@@ -210,40 +209,18 @@ impl Accounting {
     }
 
     /// What became of one project.
-    pub fn record(&mut self, disposition: &Disposition) {
+    pub fn record<I>(&mut self, disposition: &Disposition<I>) {
         let counts = &mut self.counts;
         match disposition {
-            Disposition::Recorded { row, .. } if row.status == TrackingStatus::Failed => {
-                counts.failed += 1
-            }
-            Disposition::Recorded {
-                unaddressable: true,
-                ..
-            } => {
+            Disposition::Recorded(tally) if tally.failed => counts.failed += 1,
+            Disposition::Recorded(tally) => {
                 counts.completed += 1;
-                counts.unaddressable += 1;
+                counts.unaddressable += u64::from(tally.unaddressable);
+                counts.ignored_entries += u64::from(tally.ignored);
+                counts.missing += tally.missing;
+                counts.missing_bytes += tally.missing_bytes;
+                counts.sizes_unknown += tally.sizes_unknown;
             }
-            Disposition::Recorded {
-                row,
-                found,
-                ignored,
-                ..
-            } => {
-                counts.ignored_entries += u64::from(*ignored);
-                counts.completed += 1;
-                counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
-                counts.missing_bytes += found.bytes;
-                counts.sizes_unknown += found.sizes_unknown;
-            }
-            Disposition::Planned {
-                ignored,
-                repositories,
-            } => {
-                counts.ignored_entries += u64::from(*ignored);
-                counts.completed += 1;
-                counts.missing += *repositories as u64;
-            }
-            Disposition::NotPlanned => counts.failed += 1,
             Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
             Disposition::Crashed(_) => counts.crashes += 1,
             Disposition::Fenced(_) => counts.handed_back += 1,

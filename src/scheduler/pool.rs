@@ -7,15 +7,16 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::{Phase, Scheduler};
-use crate::analyzer::{Analyze, Analyzer, Job};
+use crate::analyzer::{Analyze, Analyzer};
+use crate::work::{Job, Source, Work};
 
-pub(super) struct Slot {
-    addr: Addr<Analyzer>,
+pub(super) struct Slot<W: Work> {
+    addr: Addr<Analyzer<W>>,
     busy: Option<i64>,
     since: Instant,
 }
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     pub(super) fn in_flight(&self) -> usize {
         self.slots.iter().filter(|s| s.busy.is_some()).count()
     }
@@ -80,7 +81,7 @@ impl Scheduler {
     }
 
     /// A project goes back to the queue: `first` in line, or to the back. Not once draining.
-    pub(super) fn requeue(&mut self, job: Job, first: bool) {
+    pub(super) fn requeue(&mut self, job: Job<W::Item>, first: bool) {
         if self.phase != Phase::Running {
             return;
         }

@@ -8,6 +8,7 @@
 use actix::prelude::*;
 
 use super::{Phase, Scheduler, ServiceState};
+use crate::work::{Source, Work};
 
 /// This instance's share of the fleet's concurrency (`max_concurrency`, the fleet's total): at
 /// most this many projects in flight.
@@ -15,7 +16,7 @@ use super::{Phase, Scheduler, ServiceState};
 #[rtype(result = "()")]
 pub struct SetShare(pub usize);
 
-impl Handler<SetShare> for Scheduler {
+impl<W: Work> Handler<SetShare> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, SetShare(share): SetShare, ctx: &mut Context<Self>) {
@@ -33,7 +34,7 @@ impl Handler<SetShare> for Scheduler {
 #[rtype(result = "()")]
 pub struct MembershipConfirmed;
 
-impl Handler<MembershipConfirmed> for Scheduler {
+impl<W: Work> Handler<MembershipConfirmed> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, _msg: MembershipConfirmed, ctx: &mut Context<Self>) {
@@ -50,7 +51,7 @@ pub struct AdoptSwitches {
     pub enabled: bool,
 }
 
-impl Handler<AdoptSwitches> for Scheduler {
+impl<W: Work> Handler<AdoptSwitches> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, msg: AdoptSwitches, ctx: &mut Context<Self>) {
@@ -94,7 +95,7 @@ pub struct MemberReport {
 #[rtype(result = "MemberReport")]
 pub struct FleetReport;
 
-impl Handler<FleetReport> for Scheduler {
+impl<W: Work> Handler<FleetReport> for Scheduler<W> {
     type Result = MessageResult<FleetReport>;
 
     fn handle(&mut self, _msg: FleetReport, _ctx: &mut Context<Self>) -> Self::Result {
@@ -111,7 +112,7 @@ impl Handler<FleetReport> for Scheduler {
     }
 }
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     /// This member's share: how many projects it may have in flight. In a fleet, what the fleet
     /// gave it, never above `max_concurrency` (lowered here before the fleet knows); alone, all
     /// of `max_concurrency`.

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod runs;
 pub mod undo;
 pub mod verify;
+pub mod work;
 
 use clap::{Args, Subcommand};
 
