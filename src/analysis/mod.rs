@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 pub use self::listing::{analyze, Listed};
 use self::passes::AnalysisSettings;
-pub use self::passes::{Passes, WATERMARK_INTERVAL};
-pub use self::tracking::{Found, Tracking};
+pub use self::passes::Passes;
+use self::tracking::Found;
+pub use self::tracking::Tracking;
 use crate::config::{Settings, Shard};
 use crate::db::failures::Failure;
 use crate::db::fleet::{claims, Member};

@@ -20,13 +20,13 @@ use crate::db::{Database, DbError};
 use crate::work::{Job, NextPass, Remaining, Source, SourceStatus};
 
 /// How often the watermark is moved up and a due sweep is started.
-pub const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
 /// How soon a member whose part of a pass is done looks again while others finish theirs.
 const WAITING_POLL: Duration = Duration::from_secs(1);
 
-/// What the analysis is started with.
+/// What the analysis' passes are started with.
 #[derive(Debug, Clone)]
-pub struct AnalysisSettings {
+pub(super) struct AnalysisSettings {
     /// This instance as a member of the fleet (its shard among it).
     pub member: Arc<Member>,
     /// Every project of the shard up to this id has a row (see `db::watermark`).
@@ -124,7 +124,7 @@ impl Progress {
 }
 
 impl Passes {
-    pub fn new(db: Database, settings: AnalysisSettings) -> Self {
+    pub(super) fn new(db: Database, settings: AnalysisSettings) -> Self {
         Self {
             db,
             member: settings.member,

@@ -35,8 +35,7 @@ pub use self::share::{
 pub use self::shutdown::Shutdown;
 use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition};
 use crate::registry::{NoGitlabApi, RegistryClient};
-use crate::work::Work;
-use crate::work::{Job, NextPass, Source, WorkName, WriteError};
+use crate::work::{Job, NextPass, Source, Work, WorkName, WriteError};
 use crate::writer::{Flush, GetWriterStats, Writer, WriterPressure};
 
 /// A work's Writer.
@@ -44,14 +43,14 @@ type WriterOf<W> = Writer<<W as Work>::Sink>;
 
 /// Projects read per keyset query at most; the queue is refilled when it falls below half of a
 /// read.
-pub const FETCH_BATCH: i64 = 1000;
+const FETCH_BATCH: i64 = 1000;
 /// Projects read per query for each project this instance may have in flight: enough for a few
 /// seconds of work at any latency worth having, and no more, so that in a fleet a member does not
 /// hold projects that idle members could work on.
 const READ_PER_SLOT: i64 = 25;
 const RETRY_DB: Duration = Duration::from_secs(1);
 
-/// How the Scheduler runs, whatever its source.
+/// How the Scheduler runs, whatever its work.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// `worker.max_concurrency` as this instance was told it (in a fleet, the fleet's total): at
@@ -73,15 +72,15 @@ pub struct SchedulerConfig {
 /// How a run ended.
 #[derive(Debug, PartialEq)]
 pub enum RunEnd {
-    /// `--until-done`: every project has a row and everything is flushed. A repair: every
-    /// candidate was planned (or failed) and everything is flushed.
+    /// The work's source said the run is over after a pass (every project it had was done or
+    /// failed), and everything is flushed.
     Done,
     /// Stopped by a signal; everything that finished in time is flushed.
     Stopped,
-    /// Stopped, but the last flush failed: those projects will be analysed again next time.
+    /// Stopped, but the last flush failed: those projects are done again next time.
     FlushFailed(WriteError),
     /// The registry answered, but without GitLab's API, before anything was dispatched: no
-    /// project can be analysed until its configuration changes.
+    /// project can be done until its configuration changes.
     RegistryWithoutApi(NoGitlabApi),
     /// The fleet took this instance for dead (its heartbeat stopped for longer than
     /// `fleet.member_timeout_ms`) and gave its work to others: it stopped at once.
@@ -127,7 +126,8 @@ pub struct Scheduler<W: Work> {
     outage: Outage,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
-    /// In a fleet: this instance's share of the fleet's concurrency (`None`: all of it).
+    /// In a fleet: this instance's share of the fleet's concurrency, as the Fleet gave it
+    /// (`None`: alone, all of it); `share()` never lets it exceed `max_concurrency`.
     share: Option<usize>,
     /// In a fleet: told when this instance is given a new concurrency or flag.
     switches_listener: Option<Recipient<SwitchesChanged>>,
@@ -227,8 +227,8 @@ impl<W: Work> Scheduler<W> {
     }
 
     /// How many projects one read asks for: a full batch while this instance's share is the whole
-    /// of `max_concurrency`; in a fleet, as many as its share can work on soon, and none while it has no share
-    /// (it asks for one: it has a pass to read). A source of its own is read whole.
+    /// of `max_concurrency`; in a fleet, as many as its share can work on soon, and none while it
+    /// has no share (it asks for one: it has a pass to read). A source of its own is read whole.
     fn read_size(&self) -> Option<i64> {
         if !self.source.shared_with_the_fleet() {
             return Some(FETCH_BATCH);
@@ -339,7 +339,7 @@ impl<W: Work> Scheduler<W> {
         );
     }
 
-    /// The source's duties of its own (the analysis' watermark and sweep), every few seconds.
+    /// The source's duties of its own (a watermark to move, a sweep to start), every few seconds.
     fn periodic(&mut self, ctx: &mut Context<Self>) {
         if self.phase == Phase::Finished || self.registry.is_fenced() {
             return;

@@ -75,7 +75,7 @@ impl<W: Work> Scheduler<W> {
         if let Some(slot) = self.slots.get_mut(slot) {
             if slot.busy == Some(project_id) {
                 slot.busy = None;
-                self.accounting.analysis_back(slot.since.elapsed());
+                self.accounting.back(slot.since.elapsed());
             }
         }
     }

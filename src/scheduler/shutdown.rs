@@ -1,6 +1,6 @@
 //! How the Scheduler stops: on [`Shutdown`] (SIGTERM, SIGINT, or a test) it stops dispatching,
 //! lets the projects in flight finish (at most `worker.shutdown_timeout_s`), has the Writer flush,
-//! and reports `Stopped`. Alike for an analysis and a repair.
+//! and reports `Stopped`. Alike for every work.
 
 use actix::prelude::*;
 

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use self::job::{Job, Step, StepError, Tally};
-pub use self::sink::{within, Sink, WriteError};
+pub use self::sink::{within, Sink, WriteError, WRITE_TIMEOUT};
 pub use self::source::{NextPass, Remaining, Source, SourceStatus};
 use crate::config::Settings;
 use crate::db::failures::Failure;
