@@ -47,8 +47,8 @@ pub enum Switches {
     Shared { version: i64 },
     /// `control.source = "gitlab"`: every member reads GitLab's own.
     Gitlab,
-    /// A repair while no member analyses: its own settings, until a member that analyses writes
-    /// the fleet's (a version above this one).
+    /// A member that does not analyse (a repair) while none does: its own settings, until a
+    /// member that analyses writes the fleet's (a version above this one).
     Own { version: i64 },
 }
 
@@ -219,7 +219,7 @@ impl Fleet {
         self.view = Some((view, total));
     }
 
-    /// Takes the fleet's switches when another member wrote newer ones; a repair keeping its own
+    /// Takes the fleet's switches when another member wrote newer ones; a member keeping its own
     /// takes them once a member that analyses has written them.
     fn adopt_switches(&mut self, view: &View) {
         let Some(fleet) = &view.switches else {
@@ -273,8 +273,8 @@ impl Fleet {
     }
 }
 
-/// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a lone
-/// repair's own) as this member's Scheduler has it.
+/// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a member's
+/// own, while none analyses) as this member's Scheduler has it.
 fn total(switches: Switches, view: &View, report: &MemberReport) -> usize {
     match (switches, &view.switches) {
         (Switches::Shared { .. }, Some(fleet)) => {
@@ -334,7 +334,7 @@ impl Handler<SwitchesChanged> for Fleet {
     fn handle(&mut self, msg: SwitchesChanged, ctx: &mut Context<Self>) {
         match self.switches {
             Switches::Gitlab => return, // every member reads GitLab's own
-            // A lone repair's switches are its own: no member that analyses shares them.
+            // Its own switches: no member that analyses shares them.
             Switches::Own { .. } => return,
             Switches::Shared { .. } => {}
         }
