@@ -226,9 +226,8 @@ impl<S: Sink> Writer<S> {
     /// The rows of an unfinished write go back to the front of the buffer, before newer ones.
     fn put_back(&mut self) {
         if let Some(batch) = self.writing.take() {
-            let mut batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| shared.as_ref().clone());
-            batch.append(&mut self.buffer);
-            self.buffer = batch;
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| shared.as_ref().clone());
+            put_before(&mut self.buffer, batch);
         }
     }
 
@@ -267,6 +266,12 @@ impl<S: Sink> Writer<S> {
             listener.do_send(WriterPressure { full });
         }
     }
+}
+
+/// `earlier` (an unfinished write's rows) goes back in front of what arrived since.
+fn put_before<R>(buffer: &mut Vec<R>, mut earlier: Vec<R>) {
+    earlier.append(buffer);
+    *buffer = earlier;
 }
 
 impl<S: Sink> Actor for Writer<S> {
@@ -401,5 +406,17 @@ impl<S: Sink> Handler<TakeOutcome<S::Outcome>> for Writer<S> {
 
     fn handle(&mut self, _msg: TakeOutcome<S::Outcome>, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.sink.outcome())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_batch_goes_back_before_what_arrived_since() {
+        let mut buffer = vec![3];
+        put_before(&mut buffer, vec![1, 2]);
+        assert_eq!(buffer, vec![1, 2, 3]);
     }
 }
