@@ -26,6 +26,7 @@ use clap::Parser;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use registry_repair::admin::AdminClient;
+use registry_repair::analysis::Tracking;
 use registry_repair::config::Shard;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::db::{self, projects, Database};
@@ -33,7 +34,7 @@ use registry_repair::demo::database::{database_url, load_gitlab_schema, recreate
 use registry_repair::registry::simulator::{RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
 use registry_repair::scheduler::ServiceStatus;
-use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer};
+use registry_repair::writer::{Flush, GetWriterStats, Record, Writer};
 
 const KEY: &str = include_str!("../tests/fixtures/registry.key");
 
@@ -1021,7 +1022,7 @@ async fn first_dispatch(url: &str, registry: &RegistrySimulator) -> anyhow::Resu
 /// Rows/s through the real Writer actor (buffer, bulk upsert), for existing projects.
 async fn writer_rate(db: &Database, rows: i64, batch: usize) -> anyhow::Result<f64> {
     use actix::Actor;
-    let writer = Writer::new(db.clone(), Sink::Tracking, batch, Duration::from_secs(3600)).start();
+    let writer = Writer::new(Tracking::new(db.clone()), batch, Duration::from_secs(3600)).start();
     let started = Instant::now();
     for id in 1..=rows {
         writer.do_send(Record(TrackingRow::completed(id, (id % 3) as i32)));

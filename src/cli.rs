@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::analysis::Analysis;
 use crate::commands::{self, repair::RepairCommand};
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::RepairError;
@@ -14,7 +15,7 @@ use crate::db::report::RepositoryFilter;
 use crate::demo::{DEMO_DATABASE, DEMO_PROJECTS};
 use crate::registry::ClientSetupError;
 use crate::report::{Listing, ReportFormat};
-use crate::service::{ServiceOptions, StartError};
+use crate::service::StartError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,15 +218,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             until_done,
             retry_failed,
             from_start,
-        } => commands::run::execute(
-            settings,
-            ServiceOptions {
+        } => {
+            let analysis = Analysis {
                 until_done,
                 retry_failed,
                 from_start,
-                ..ServiceOptions::default()
-            },
-        ),
+                ..Analysis::new(&settings)
+            };
+            commands::run::execute(settings, analysis)
+        }
         Command::Report {
             format,
             top,

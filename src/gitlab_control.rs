@@ -8,11 +8,11 @@ use actix::prelude::*;
 
 use crate::db::switches::{self, Switches};
 use crate::db::Database;
-use crate::scheduler::{Scheduler, SetConcurrency, SetEnabled};
+use crate::scheduler::{SchedulerAddr, SetConcurrency, SetEnabled};
 
 pub struct GitlabControl {
     db: Database,
-    scheduler: Addr<Scheduler>,
+    scheduler: SchedulerAddr,
     interval: Duration,
     /// What GitLab said last; the Scheduler was started with it.
     last: Switches,
@@ -22,7 +22,7 @@ pub struct GitlabControl {
 impl GitlabControl {
     pub fn new(
         db: Database,
-        scheduler: Addr<Scheduler>,
+        scheduler: SchedulerAddr,
         interval: Duration,
         initial: Switches,
     ) -> Self {

@@ -4,13 +4,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use actix::Addr;
-
-use crate::scheduler::{BreakerPosition, GetStatus, Scheduler, ServiceStatus};
+use crate::scheduler::{BreakerPosition, GetStatus, SchedulerAddr, ServiceStatus};
 
 /// Draws until the Scheduler stops answering; returns at once when standard error is not a
 /// terminal (logs and pipes get no bar).
-pub fn spawn(scheduler: Addr<Scheduler>) -> Option<actix_rt::task::JoinHandle<()>> {
+pub fn spawn(scheduler: SchedulerAddr) -> Option<actix_rt::task::JoinHandle<()>> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -1,17 +1,20 @@
-//! The service: the pipeline's actors, wired on the current actix System. `run`, `repair plan`,
-//! `repair apply`, the demo and the tests start it this way, each with its [`Work`].
+//! The service: the pipeline's actors, wired on the current actix System for one [`Work`]. `run`
+//! (the analysis), `repair plan` and `repair apply` (the repair), the demo and the tests start it
+//! this way.
 //!
 //! Data flows one way: projects from the database to the Scheduler, to an Analyzer, to the
 //! registry and back, to the Writer, to the database. Each actor defines the messages it
 //! receives; an event it sends back up is defined by its sender and delivered through a
-//! `Recipient`, so no actor's module imports the one above it.
+//! `Recipient`, so no actor's module imports the one above it. The Scheduler, the Analyzers and
+//! the Writer are generic over the work: its source, its per-project step and its sink (see
+//! [`crate::work`]); the messages that carry a project's job or record are generic with them.
 //!
 //! | actor | owns | receives | sends |
 //! | --- | --- | --- | --- |
-//! | [`Scheduler`], one | its [`Source`] (the analysis' passes, watermark and sweep, or a repair's candidates), the queue, the pool of Analyzers, the concurrency limit, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals); `FleetReport`, `SetShare`, `AdoptSwitches` (the Fleet); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats` to the Writer |
-//! | `Analyzer`, supervised, as many as the largest limit seen | one project at a time (its `Job`) | `Analyze` | `Record`, `RecordPlan`, `RecordNotPlanned` to the Writer; `AnalyzerFinished` up to the Scheduler |
-//! | [`Writer`], one, supervised | every result and plan not yet written, the write under way, its [`Sink`](crate::writer::Sink) | `Record`, `RecordPlan`, `RecordNotPlanned`, `Flush`, `GetWriterStats`, `TakeCollected` | `WriterPressure` up to the Scheduler |
-//! | [`Fleet`], one per `run` | the membership, the heartbeat, this instance's share of the fleet's concurrency | `SwitchesChanged` (Scheduler), `GetFleetStatus` (admin API), `Leave` | `FleetReport`, `SetShare`, `AdoptSwitches`, `Shutdown::Lost` to the Scheduler |
+//! | [`Scheduler`], one | the work's source (the analysis' passes, watermark and sweep; a repair's candidates), the queue, the pool of Analyzers, `max_concurrency` and this member's share of it, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals, through a [`SchedulerAddr`]); `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed` (the Fleet); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats`, `Discard` to the Writer; `SwitchesChanged` up to the Fleet |
+//! | `Analyzer`, supervised, as many as the largest share seen | one project at a time (its `Job`), the work's step | `Analyze` | `Record` (the work's record: a tracking row, a plan, a project not planned) to the Writer; `AnalyzerFinished` up to the Scheduler |
+//! | [`Writer`], one, supervised | every record not yet written, the write under way, the work's sink | `Record`, `Flush`, `GetWriterStats`, `Discard`, `TakeOutcome` | `WriterPressure` up to the Scheduler |
+//! | [`Fleet`], one per service | the membership, the heartbeat, this instance's share of the fleet's concurrency | `SwitchesChanged` (Scheduler), `GetFleetStatus` (admin API), `Leave` | `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed`, `Shutdown::Lost` to the Scheduler |
 //!
 //! Beside them, and no actors: the admin API (`admin`, actix-web) and GitLab's switches' poller
 //! (`control`) send the Scheduler messages; the registry client is shared by the Analyzers and
@@ -29,31 +32,22 @@ use crate::admin::{AdminDeps, AdminServer};
 use crate::analyzer::AnalyzerDeps;
 use crate::config::Settings;
 use crate::db::fleet::members::{self, JoinError, Joining};
-use crate::db::fleet::{claims, Member};
-use crate::db::{switches, watermark, Database};
+use crate::db::fleet::Member;
+use crate::db::{switches, Database};
 use crate::faults::Faults;
 use crate::fence::Fence;
 use crate::fleet::{Fleet, Leave, Switches as FleetSwitches};
 use crate::gitlab_control::GitlabControl;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
-use crate::scheduler::{
-    AnalysisSettings, Candidates, Passes, RunEnd, Scheduler, SchedulerConfig, Shutdown, Source,
-};
-use crate::work::Work;
-use crate::writer::{Collected, TakeCollected, WriteError, Writer, WriterPressure};
+use crate::scheduler::{RunEnd, Scheduler, SchedulerAddr, SchedulerConfig, Shutdown};
+use crate::work::{Sink, Work, WorkName, WriteError};
+use crate::writer::{Record, TakeOutcome, Writer, WriterPressure};
 use rustls::CertificateError;
 
+/// How a service runs, whatever its work.
 #[derive(Default)]
 pub struct ServiceOptions {
-    /// Stop once every project has a row and everything is flushed.
-    pub until_done: bool,
-    /// Analyse the projects recorded `failed` again first.
-    pub retry_failed: bool,
-    /// Forget the watermark and walk from the first project.
-    pub from_start: bool,
-    /// Analyse (the default), or repair.
-    pub work: Work,
     /// The seam through which tests make the Analyzers and the Writer panic (never armed
     /// otherwise).
     pub faults: Arc<Faults>,
@@ -84,9 +78,9 @@ impl AdminApi {
     }
 }
 
-pub struct Service {
-    pub scheduler: Addr<Scheduler>,
-    pub writer: Addr<Writer>,
+pub struct Service<W: Work> {
+    pub scheduler: SchedulerAddr,
+    pub writer: Addr<Writer<W::Sink>>,
     /// Where the admin API answers, if it is served.
     pub admin_addr: Option<SocketAddr>,
     /// How statements reach the database (and why), as its first connection settled it.
@@ -137,13 +131,15 @@ impl From<ClientSetupError> for StartError {
 /// walk starts, the registry's GitLab API, the switches, the membership of the fleet; then the
 /// actors, bottom up (the Writer, then the Scheduler with its Analyzers, then the Fleet), GitLab's
 /// switches' poller and the admin API.
-pub async fn start(
+pub async fn start<W: Work>(
     settings: &Settings,
     signer: Arc<TokenSigner>,
+    work: W,
     options: ServiceOptions,
-) -> Result<Service, StartError> {
+) -> Result<Service<W>, StartError> {
+    let name = work.name();
     let member = Arc::new(Member::new(
-        options.work.to_string(),
+        name.to_string(),
         settings.worker.shard,
         settings.fleet.member_timeout,
     ));
@@ -159,32 +155,30 @@ pub async fn start(
     db.check_ready().await?;
     let registry_unconfirmed = confirm_gitlab_api(&registry).await?;
     let switches = gitlab_switches(settings, &db).await?;
-    let (source, membership) = source(settings, &db, &options, member, &fence).await?;
+    let membership = join(settings, &db, member, &fence).await?;
+    let source = work.open(settings, &db, &membership.member).await?;
 
     // The Scheduler's address exists before the Writer starts, so the Writer knows whom to tell
     // when its buffer fills; the Scheduler itself runs once it has the Writer's.
-    let scheduler_context = Context::<Scheduler>::new();
+    let scheduler_context = Context::<Scheduler<W>>::new();
     let writer = start_writer(
         settings,
-        &db,
+        work.sink(&db),
         &options,
         scheduler_context.address().recipient(),
     );
     let deps = Arc::new(AnalyzerDeps {
+        work,
         registry: registry.clone(),
         db: db.clone(),
-        writer: writer.clone(),
+        writer: writer
+            .clone()
+            .recipient::<Record<<W::Sink as Sink>::Record>>(),
         faults: options.faults.clone(),
-        sizes: settings.analysis.sizes,
     });
-    let mut config = scheduler_config(
-        settings,
-        switches.as_ref(),
-        registry_unconfirmed,
-        options.work.clone(),
-    );
+    let mut config = scheduler_config(settings, switches.as_ref(), registry_unconfirmed, name);
     if membership.takes_them {
-        config.limit = usize::try_from(membership.switches.max_concurrency).unwrap_or(0);
+        config.max_concurrency = usize::try_from(membership.switches.max_concurrency).unwrap_or(0);
         config.enabled = membership.switches.enabled;
     }
     let registry_metrics = registry.metrics();
@@ -194,7 +188,7 @@ pub async fn start(
     let fleet_context = Context::<Fleet>::new();
     let scheduler = Scheduler::new(registry, writer.clone(), deps, config, source, finished_tx)
         .in_fleet(fleet_context.address().recipient());
-    let scheduler = scheduler_context.run(scheduler);
+    let scheduler = SchedulerAddr::from(scheduler_context.run(scheduler));
     let heartbeat_db = db.own_pool(1)?;
     let fleet = fleet_context.run(Fleet::new(
         heartbeat_db,
@@ -242,7 +236,7 @@ pub async fn start(
         database = db.target(),
         registry = %settings.registry.url,
         admin = %admin_addr.map_or_else(|| "none".to_string(), |addr| addr.to_string()),
-        work = %options.work,
+        work = %name,
         "service started"
     );
     Ok(Service {
@@ -264,16 +258,13 @@ struct Membership {
     takes_them: bool,
 }
 
-/// Where the Scheduler's projects come from, once this instance has joined the fleet: the
-/// analysis, from the fleet's pass and the watermark (both forgotten with `--from-start`); or a
-/// repair's candidates.
-async fn source(
+/// This instance joins the fleet: the fleet's switches, and whether it takes them.
+async fn join(
     settings: &Settings,
     db: &Database,
-    options: &ServiceOptions,
     member: Arc<Member>,
     fence: &Fence,
-) -> Result<(Source, Membership), StartError> {
+) -> Result<Membership, StartError> {
     let sent = Instant::now();
     let joined = members::join(
         db,
@@ -289,40 +280,11 @@ async fn source(
     if joined.takes_them && !settings.follows_gitlab() {
         say_whose_switches(settings, &joined.switches);
     }
-    let membership = |member| Membership {
+    Ok(Membership {
         member,
-        switches: joined.switches.clone(),
         takes_them: joined.takes_them && !settings.follows_gitlab(),
-    };
-    let Work::Repair(repair) = &options.work else {
-        let shard = settings.worker.shard;
-        if options.from_start {
-            watermark::reset(db, shard).await?;
-            claims::reset(db, shard).await?;
-        }
-        let (watermark, _) = watermark::load(db, shard).await?;
-        claims::ensure_pass(db, shard, watermark).await?;
-        if options.retry_failed {
-            claims::start_retry_failed(db, shard).await?;
-        }
-        claims::start_sweep_if_due(db, shard, settings.worker.sweep_interval).await?;
-        itemise_if_needed(db, shard).await?;
-        let source = Source::Analysis(Passes::new(
-            db.clone(),
-            AnalysisSettings {
-                member: member.clone(),
-                watermark,
-                until_done: options.until_done,
-                rescan_interval: settings.worker.rescan_interval,
-                sweep_interval: settings.worker.sweep_interval,
-            },
-        ));
-        return Ok((source, membership(member)));
-    };
-    Ok((
-        Source::Repair(Candidates::new(db.clone(), repair.scope.clone())),
-        membership(member),
-    ))
+        switches: joined.switches,
+    })
 }
 
 /// Says, when this instance takes the fleet's switches over its own configuration, whose they
@@ -357,19 +319,6 @@ fn say_whose_switches(settings: &Settings, fleet: &members::FleetSwitches) {
             "this instance takes the fleet's switches over its own worker.max_concurrency and worker.enabled"
         ),
     }
-}
-
-/// Projects counted without their repositories (by a release before they were kept) are analysed
-/// again, in the fleet's pass, to itemise them: the registry is asked for those alone.
-async fn itemise_if_needed(db: &Database, shard: crate::config::Shard) -> Result<(), StartError> {
-    let uncounted = claims::start_itemise_if_needed(db, shard).await?;
-    if uncounted > 0 {
-        tracing::info!(
-            projects = uncounted,
-            "projects counted without their repositories (by an earlier release): listing them again to itemise them"
-        );
-    }
-    Ok(())
 }
 
 /// `GET /gitlab/v1/`, as GitLab's own worker asked before it ran: a registry without the API (or
@@ -417,9 +366,9 @@ fn scheduler_config(
     settings: &Settings,
     switches: Option<&switches::Switches>,
     registry_unconfirmed: Option<String>,
-    work: Work,
+    work: WorkName,
 ) -> SchedulerConfig {
-    let (limit, enabled) = match switches {
+    let (max_concurrency, enabled) = match switches {
         Some(s) => (
             s.max_concurrency
                 .and_then(|c| usize::try_from(c).ok())
@@ -429,7 +378,7 @@ fn scheduler_config(
         None => (settings.worker.max_concurrency, settings.worker.enabled),
     };
     SchedulerConfig {
-        limit,
+        max_concurrency,
         enabled,
         shutdown_timeout: settings.worker.shutdown_timeout,
         progress_interval: settings.log.progress_interval,
@@ -439,23 +388,22 @@ fn scheduler_config(
 }
 
 /// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains.
-fn start_writer(
+fn start_writer<S: Sink>(
     settings: &Settings,
-    db: &Database,
+    sink: S,
     options: &ServiceOptions,
     pressure: Recipient<WriterPressure>,
-) -> Addr<Writer> {
-    let (db, sink) = (db.clone(), options.work.sink());
+) -> Addr<Writer<S>> {
     let (batch_size, flush_interval) = (settings.writer.batch_size, settings.writer.flush_interval);
     let faults = options.faults.clone();
     Supervisor::start(move |_| {
-        Writer::new(db, sink, batch_size, flush_interval)
+        Writer::new(sink, batch_size, flush_interval)
             .reporting_pressure_to(pressure)
             .with_faults(faults)
     })
 }
 
-impl Service {
+impl<W: Work> Service<W> {
     /// Asks the service to stop: no new dispatch, in-flight projects finish, the Writer flushes.
     pub fn shutdown(&self) {
         self.scheduler.do_send(Shutdown::Graceful);
@@ -463,21 +411,25 @@ impl Service {
 
     /// Waits until the run ends, then stops the admin API.
     pub async fn wait(self) -> RunEnd {
-        self.wait_collected().await.0
+        self.wait_outcome().await.0
     }
 
-    /// Waits until the run ends, then takes what a repair's Writer collected (empty for an
-    /// analysis) and stops the admin API.
-    pub async fn wait_collected(self) -> (RunEnd, Collected) {
+    /// Waits until the run ends, then takes what the Writer's sink kept (a repair's plans and
+    /// what writing them did; nothing for the analysis) and stops the admin API.
+    pub async fn wait_outcome(self) -> (RunEnd, <W::Sink as Sink>::Outcome) {
         let end = self
             .finished
             .await
             .unwrap_or(RunEnd::FlushFailed(WriteError::SchedulerStopped));
         let _ = self.fleet.send(Leave).await;
-        let collected = self.writer.send(TakeCollected).await.unwrap_or_default();
+        let outcome = self
+            .writer
+            .send(TakeOutcome::default())
+            .await
+            .unwrap_or_default();
         if let Some(admin) = &self.admin {
             admin.stop().await;
         }
-        (end, collected)
+        (end, outcome)
     }
 }

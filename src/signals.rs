@@ -3,9 +3,7 @@
 //! projects. Listening starts before anything else, so that no signal finds its default
 //! (killing) action.
 
-use actix::Addr;
-
-use crate::scheduler::{Scheduler, Shutdown};
+use crate::scheduler::{SchedulerAddr, Shutdown};
 
 /// SIGTERM and SIGINT, caught from the moment `listen` returns.
 pub struct Signals {
@@ -31,7 +29,7 @@ impl Signals {
     }
 
     /// From now on, the first signal drains `scheduler` and the second stops its waiting.
-    pub fn forward_to(mut self, scheduler: Addr<Scheduler>) {
+    pub fn forward_to(mut self, scheduler: SchedulerAddr) {
         actix_rt::spawn(async move {
             let name = self.next().await;
             tracing::info!(signal = name, "signal received; shutting down");

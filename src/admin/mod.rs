@@ -22,7 +22,9 @@ use crate::config::Secret;
 use crate::db::Database;
 use crate::fleet::{Fleet, GetFleetStatus};
 use crate::registry::RegistryMetrics;
-use crate::scheduler::{GetStatus, Scheduler, ServiceStatus, SetConcurrency, SetEnabled};
+use crate::scheduler::{
+    GetStatus, SchedulerAddr, ServiceStatus, SetConcurrency, SetEnabled, Takes,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -45,7 +47,7 @@ pub enum AdminError {
 
 /// What the admin API needs besides its listener.
 pub struct AdminDeps {
-    pub scheduler: Addr<Scheduler>,
+    pub scheduler: SchedulerAddr,
     /// This instance as a member of the fleet (an analysis): `status` shows the fleet.
     pub fleet: Option<Addr<Fleet>>,
     /// When set, every call (`/status` and `/metrics` too: `last_error` names private project
@@ -158,7 +160,7 @@ fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> Htt
 async fn reply<M>(state: &AdminDeps, msg: M) -> HttpResponse
 where
     M: actix::Message<Result = ServiceStatus> + Send + 'static,
-    Scheduler: actix::Handler<M>,
+    SchedulerAddr: Takes<M>,
 {
     match state.scheduler.send(msg).await {
         Ok(status) => HttpResponse::Ok().json(with_fleet(state, status).await),

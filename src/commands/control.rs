@@ -6,7 +6,7 @@ use crate::admin::AdminClient;
 use crate::config::Settings;
 use crate::db::fleet::FleetStatus;
 use crate::scheduler::ServiceStatus;
-use crate::work::Doing;
+use crate::work::WorkName;
 
 /// `status`: the service's state, as lines or (`json`) the API's JSON.
 pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
@@ -76,7 +76,7 @@ fn print_status(s: &ServiceStatus) {
     println!("in flight        {}", s.in_flight);
     println!("queued           {}", s.queued);
     match s.work {
-        Doing::Analysis => {
+        WorkName::Analysis => {
             println!(
                 "analysed         {} ({} completed, {} failed) in {:.0} s",
                 s.analysed, s.completed, s.failed, s.uptime_s
@@ -91,9 +91,9 @@ fn print_status(s: &ServiceStatus) {
             );
         }
         // A repair's projects are planned (and for an apply, handed to the Writer to write).
-        Doing::RepairPlan | Doing::RepairApply { .. } => {
+        WorkName::RepairPlan | WorkName::RepairApply { .. } => {
             let done = match s.work {
-                Doing::RepairPlan => "planned",
+                WorkName::RepairPlan => "planned",
                 _ => "planned for writing",
             };
             println!(

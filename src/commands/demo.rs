@@ -19,6 +19,7 @@ use anyhow::bail;
 use chrono::SecondsFormat;
 
 use super::repair::plan::{self, Mode};
+use crate::analysis::Analysis;
 use crate::config::{ConfigError, Settings};
 use crate::db::repair::Scope;
 use crate::db::{self, missing, tracking, Database};
@@ -170,11 +171,11 @@ fn simulate_registry(
 
 /// The real service, until every project has a row.
 async fn analyse(settings: &Settings, signer: Arc<TokenSigner>) -> anyhow::Result<()> {
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(settings)
     };
-    let service = service::start(settings, signer, options).await?;
+    let service = service::start(settings, signer, analysis, ServiceOptions::default()).await?;
     let bar = crate::progress::spawn(service.scheduler.clone());
     let end = service.wait().await;
     crate::progress::finish(bar);

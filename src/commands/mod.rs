@@ -7,7 +7,8 @@
 //! - [`report`]: the damage found (totals, rankings by count and bytes, by month), as a table,
 //!   JSON, CSV or an HTML page; and the missing repositories themselves.
 //! - [`control`]: `status`, `concurrency N`, `pause` and `resume`, through the admin API.
-//! - [`repair`]: `repair plan|apply`, `verify RUN`, `undo RUN`, `runs`.
+//! - [`repair`]: `repair plan|apply`, `verify RUN`, `undo RUN`, `runs`; and the repair's work on
+//!   the pipeline.
 //! - `demo`: the first run (with the `simulator` feature).
 
 pub mod control;

@@ -4,21 +4,22 @@
 
 use anyhow::{anyhow, Context as _};
 
+use crate::analysis::Analysis;
 use crate::config::Settings;
 use crate::registry::TokenSigner;
 use crate::scheduler::RunEnd;
 use crate::service::{self, ServiceOptions};
 use crate::signals::Signals;
 
-pub fn execute(settings: Settings, options: ServiceOptions) -> anyhow::Result<()> {
+pub fn execute(settings: Settings, analysis: Analysis) -> anyhow::Result<()> {
     let signer = TokenSigner::from_settings(&settings)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let options_until_done = options.until_done;
+        let until_done = analysis.until_done;
         // Listen before anything starts, so that no signal finds its default (killing) action.
         let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
         let service = tokio::select! {
-            started = service::start(&settings, signer, options) => {
+            started = service::start(&settings, signer, analysis, ServiceOptions::default()) => {
                 started.context("starting the service")?
             }
             name = signals.next() => {
@@ -31,7 +32,7 @@ pub fn execute(settings: Settings, options: ServiceOptions) -> anyhow::Result<()
             tracing::info!(database = %settings.database.url, "{mode}");
         }
         let scheduler = service.scheduler.clone();
-        let bar = options_until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
+        let bar = until_done.then(|| crate::progress::spawn(scheduler.clone())).flatten();
         signals.forward_to(scheduler);
         let end = service.wait().await;
         crate::progress::finish(bar);

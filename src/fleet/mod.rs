@@ -35,8 +35,8 @@ use crate::db::fleet::{FleetStatus, Member, ANALYSIS};
 use crate::db::{Database, DbError};
 use crate::fence::Fence;
 use crate::scheduler::{
-    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, Scheduler, SetShare, Shutdown,
-    SwitchesChanged,
+    AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, SchedulerAddr, SetShare,
+    Shutdown, SwitchesChanged,
 };
 use shares::Live;
 
@@ -47,8 +47,8 @@ pub enum Switches {
     Shared { version: i64 },
     /// `control.source = "gitlab"`: every member reads GitLab's own.
     Gitlab,
-    /// A repair while no member analyses: its own settings, until a member that analyses writes
-    /// the fleet's (a version above this one).
+    /// A member that does not analyse (a repair) while none does: its own settings, until a
+    /// member that analyses writes the fleet's (a version above this one).
     Own { version: i64 },
 }
 
@@ -59,7 +59,7 @@ pub struct Fleet {
     db: Database,
     member: Arc<Member>,
     fence: Arc<Fence>,
-    scheduler: Addr<Scheduler>,
+    scheduler: SchedulerAddr,
     heartbeat: Duration,
     switches: Switches,
     share: usize,
@@ -79,7 +79,7 @@ impl Fleet {
         db: Database,
         member: Arc<Member>,
         fence: Arc<Fence>,
-        scheduler: Addr<Scheduler>,
+        scheduler: SchedulerAddr,
         heartbeat: Duration,
         switches: Switches,
     ) -> Self {
@@ -219,7 +219,7 @@ impl Fleet {
         self.view = Some((view, total));
     }
 
-    /// Takes the fleet's switches when another member wrote newer ones; a repair keeping its own
+    /// Takes the fleet's switches when another member wrote newer ones; a member keeping its own
     /// takes them once a member that analyses has written them.
     fn adopt_switches(&mut self, view: &View) {
         let Some(fleet) = &view.switches else {
@@ -241,7 +241,7 @@ impl Fleet {
                 version: fleet.version,
             };
             self.scheduler.do_send(AdoptSwitches {
-                limit: usize::try_from(fleet.max_concurrency).unwrap_or(0),
+                max_concurrency: usize::try_from(fleet.max_concurrency).unwrap_or(0),
                 enabled: fleet.enabled,
             });
         }
@@ -273,14 +273,14 @@ impl Fleet {
     }
 }
 
-/// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a lone
-/// repair's own) as this member's Scheduler has it.
+/// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a member's
+/// own, while none analyses) as this member's Scheduler has it.
 fn total(switches: Switches, view: &View, report: &MemberReport) -> usize {
     match (switches, &view.switches) {
         (Switches::Shared { .. }, Some(fleet)) => {
             usize::try_from(fleet.max_concurrency).unwrap_or(0)
         }
-        _ => report.limit,
+        _ => report.max_concurrency,
     }
 }
 
@@ -334,17 +334,18 @@ impl Handler<SwitchesChanged> for Fleet {
     fn handle(&mut self, msg: SwitchesChanged, ctx: &mut Context<Self>) {
         match self.switches {
             Switches::Gitlab => return, // every member reads GitLab's own
-            // A lone repair's switches are its own: no member that analyses shares them.
+            // Its own switches: no member that analyses shares them.
             Switches::Own { .. } => return,
             Switches::Shared { .. } => {}
         }
         let (db, member) = (self.db.clone(), self.member.clone());
-        let write =
-            async move { members::set_switches(&db, &member, msg.limit, msg.enabled).await };
+        let write = async move {
+            members::set_switches(&db, &member, msg.max_concurrency, msg.enabled).await
+        };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| match written {
             Ok(fleet) => {
                 tracing::info!(
-                    max_concurrency = msg.limit,
+                    max_concurrency = msg.max_concurrency,
                     enabled = msg.enabled,
                     version = fleet.version,
                     "the fleet's switches written"

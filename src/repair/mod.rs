@@ -6,9 +6,9 @@
 //! - [`written`]: what writing one project's plan did.
 //!
 //! This is the pure domain: no I/O. The database side (candidates, facts, the index check,
-//! apply, undo, runs) is [`crate::db::repair`]; the Analyzer's per-project step
-//! `analyzer/repair.rs`; the commands `plan`, `apply`, `verify`, `undo` and `runs`
-//! [`crate::commands::repair`].
+//! apply, undo, runs) is [`crate::db::repair`], which builds on it; the repair's work on the
+//! pipeline (its source, its per-project step, its sink) is [`crate::commands::repair::work`],
+//! beside the commands `plan`, `apply`, `verify`, `undo` and `runs` ([`crate::commands::repair`]).
 
 pub mod guards;
 pub mod output;

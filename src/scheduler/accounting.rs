@@ -8,8 +8,7 @@ use crate::db::fleet::FleetStatus;
 use serde::{Deserialize, Serialize};
 
 use super::Disposition;
-use crate::db::tracking::TrackingStatus;
-use crate::work::Doing;
+use crate::work::WorkName;
 use crate::writer::WriterStats;
 
 /// What the service is doing, as `status` says it (the JSON strings are stable).
@@ -80,9 +79,9 @@ impl std::fmt::Display for BreakerPosition {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
     pub state: ServiceState,
-    /// What the service does: `analyse`, `repair plan` or `repair apply (run N)`.
+    /// What the service does ([`WorkName`]).
     #[serde(default)]
-    pub work: Doing,
+    pub work: WorkName,
     pub enabled: bool,
     pub max_concurrency: usize,
     /// In a fleet: this instance's share of `max_concurrency`, the fleet's total.
@@ -134,8 +133,9 @@ pub struct ServiceStatus {
     pub analysis_ms_avg: f64,
     /// From the Scheduler's start to its first dispatch.
     pub first_dispatch_ms: Option<f64>,
-    /// Projects without an answer yet: the analysis, the fleet's count at the pass's start less
-    /// what its walk has read since; a repair, its candidates less those done.
+    /// Projects without an answer yet, as the source counts them: its count less those done since,
+    /// or what the source tells (the fleet's count at the pass's start less what its walk has read
+    /// since).
     pub remaining: Option<u64>,
     /// `remaining` comes from PostgreSQL's table statistics, not a count (the count did not finish
     /// within its statement timeout): off by what changed since the last `ANALYZE`.
@@ -182,8 +182,8 @@ struct Counts {
 #[derive(Default)]
 struct Timing {
     /// Projects back from an Analyzer, and the time from dispatch to that.
-    analyses: u64,
-    analysis_total: Duration,
+    back: u64,
+    back_total: Duration,
     fetches: u64,
     fetch_total: Duration,
     fetch_max: Duration,
@@ -210,40 +210,18 @@ impl Accounting {
     }
 
     /// What became of one project.
-    pub fn record(&mut self, disposition: &Disposition) {
+    pub fn record<I>(&mut self, disposition: &Disposition<I>) {
         let counts = &mut self.counts;
         match disposition {
-            Disposition::Recorded { row, .. } if row.status == TrackingStatus::Failed => {
-                counts.failed += 1
-            }
-            Disposition::Recorded {
-                unaddressable: true,
-                ..
-            } => {
+            Disposition::Recorded(tally) if tally.failed => counts.failed += 1,
+            Disposition::Recorded(tally) => {
                 counts.completed += 1;
-                counts.unaddressable += 1;
+                counts.unaddressable += u64::from(tally.unaddressable);
+                counts.ignored_entries += u64::from(tally.ignored);
+                counts.missing += tally.missing;
+                counts.missing_bytes += tally.missing_bytes;
+                counts.sizes_unknown += tally.sizes_unknown;
             }
-            Disposition::Recorded {
-                row,
-                found,
-                ignored,
-                ..
-            } => {
-                counts.ignored_entries += u64::from(*ignored);
-                counts.completed += 1;
-                counts.missing += u64::try_from(row.missing_count).unwrap_or(0);
-                counts.missing_bytes += found.bytes;
-                counts.sizes_unknown += found.sizes_unknown;
-            }
-            Disposition::Planned {
-                ignored,
-                repositories,
-            } => {
-                counts.ignored_entries += u64::from(*ignored);
-                counts.completed += 1;
-                counts.missing += *repositories as u64;
-            }
-            Disposition::NotPlanned => counts.failed += 1,
             Disposition::Deferred { .. } | Disposition::Troubled { .. } => counts.deferred += 1,
             Disposition::Crashed(_) => counts.crashes += 1,
             Disposition::Fenced(_) => counts.handed_back += 1,
@@ -255,9 +233,9 @@ impl Accounting {
     }
 
     /// A project came back from its Analyzer `took` after it was dispatched.
-    pub fn analysis_back(&mut self, took: Duration) {
-        self.timing.analyses += 1;
-        self.timing.analysis_total += took;
+    pub fn back(&mut self, took: Duration) {
+        self.timing.back += 1;
+        self.timing.back_total += took;
     }
 
     /// A read of projects came back after `took`.
@@ -344,7 +322,7 @@ impl Accounting {
             fetches: timing.fetches,
             fetch_ms_avg: average_ms(timing.fetch_total, timing.fetches),
             fetch_ms_max: timing.fetch_max.as_secs_f64() * 1000.0,
-            analysis_ms_avg: average_ms(timing.analysis_total, timing.analyses),
+            analysis_ms_avg: average_ms(timing.back_total, timing.back),
             first_dispatch_ms: timing.first_dispatch.map(|d| d.as_secs_f64() * 1000.0),
             peak_rss_kib: peak_rss_kib(),
             remaining: remaining.map(|(left, _)| left),

@@ -98,12 +98,12 @@ impl Breaker {
         self.trips
     }
 
-    /// How many projects may be in flight now, given the configured limit.
-    pub fn allowed(&self, limit: usize) -> usize {
+    /// How many projects may be in flight now, of this member's `share`.
+    pub fn allowed(&self, share: usize) -> usize {
         match self.state {
-            State::Closed => limit,
+            State::Closed => share,
             State::Open { .. } => 0,
-            State::HalfOpen => limit.min(1),
+            State::HalfOpen => share.min(1),
         }
     }
 

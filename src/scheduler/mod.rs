@@ -1,66 +1,61 @@
-//! The Scheduler actor: asks its [`Source`] for the projects to work on, keeps a bounded queue of
-//! them, and hands each to an idle Analyzer while fewer than `limit` are in flight. It alone
-//! decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
+//! The Scheduler actor: asks its work's [`Source`] for the projects to work on, keeps a bounded
+//! queue of them, and hands each to an idle Analyzer while fewer than its share are in flight. It
+//! alone decides what runs: concurrency, pause and resume, the end of a pass all arrive here as
 //! messages, defined here beside the actor that receives them (`Shutdown` beside its handling);
 //! the events it receives from below ([`AnalyzerFinished`], [`WriterPressure`]) are defined by
-//! their senders. The rest of it is split by concern: `source` (the one enum it asks where
-//! projects come from), `walk` (the analysis' passes, the watermark, the sweep), `candidates` (a
-//! repair's one pass), `pool` (the Analyzers and dispatching), `outage` (the breaker and its
-//! probes), `shutdown` (draining) and `accounting` (counts, status).
-//!
-//! Concurrency, the feature flag, pause and resume, the breaker, the Writer's back-pressure,
-//! progress and shutdown work alike whatever the source.
+//! their senders. It is generic over the [`Work`], whose source it reads; everything else is its
+//! own, the same for every work, split by concern: `pool` (the Analyzers and dispatching),
+//! `outage` (the breaker and its probes), `share` (the Scheduler as a member of the fleet),
+//! `shutdown` (draining), `accounting` (counts, status) and `addr` (its address, whatever its
+//! work, for those who steer it).
 
 mod accounting;
+mod addr;
 mod breaker;
-mod candidates;
 mod outage;
 mod pool;
-mod read;
 mod share;
 mod shutdown;
-mod source;
-mod walk;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use self::accounting::Accounting;
 pub use self::accounting::{BreakerPosition, ServiceState, ServiceStatus};
+pub use self::addr::{SchedulerAddr, Takes};
 use self::breaker::{Breaker, State as BreakerState};
-pub use self::candidates::Candidates;
 use self::pool::Slot;
-pub use self::read::NextPass;
 pub use self::share::{
     AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, SetShare, SwitchesChanged,
 };
 pub use self::shutdown::Shutdown;
-pub use self::source::Source;
-pub use self::walk::{AnalysisSettings, Passes};
-use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition, Job};
-use crate::db::tracking::TrackingStatus;
+use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition};
 use crate::registry::{NoGitlabApi, RegistryClient};
-use crate::work::Work;
-use crate::writer::{Flush, GetWriterStats, WriteError, Writer, WriterPressure};
+use crate::work::{Job, NextPass, Source, Work, WorkName, WriteError};
+use crate::writer::{Flush, GetWriterStats, Writer, WriterPressure};
+
+/// A work's Writer.
+type WriterOf<W> = Writer<<W as Work>::Sink>;
 
 /// Projects read per keyset query at most; the queue is refilled when it falls below half of a
 /// read.
-pub const FETCH_BATCH: i64 = 1000;
+const FETCH_BATCH: i64 = 1000;
 /// Projects read per query for each project this instance may have in flight: enough for a few
 /// seconds of work at any latency worth having, and no more, so that in a fleet a member does not
 /// hold projects that idle members could work on.
 const READ_PER_SLOT: i64 = 25;
 const RETRY_DB: Duration = Duration::from_secs(1);
 
-/// How the Scheduler runs, whatever its source.
+/// How the Scheduler runs, whatever its work.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// At most this many projects in flight; 0 pauses.
-    pub limit: usize,
+    /// `worker.max_concurrency` as this instance was told it (in a fleet, the fleet's total): at
+    /// most this many projects in flight; 0 pauses.
+    pub max_concurrency: usize,
     /// The feature flag.
     pub enabled: bool,
     /// On shutdown, how long in-flight projects may take.
@@ -71,21 +66,21 @@ pub struct SchedulerConfig {
     /// nothing is dispatched until a probe answers, and an answer without the API ends the run.
     pub registry_unconfirmed: Option<String>,
     /// What the service does, as `status` names it.
-    pub work: Work,
+    pub work: WorkName,
 }
 
 /// How a run ended.
 #[derive(Debug, PartialEq)]
 pub enum RunEnd {
-    /// `--until-done`: every project has a row and everything is flushed. A repair: every
-    /// candidate was planned (or failed) and everything is flushed.
+    /// The work's source said the run is over after a pass (every project it had was done or
+    /// failed), and everything is flushed.
     Done,
     /// Stopped by a signal; everything that finished in time is flushed.
     Stopped,
-    /// Stopped, but the last flush failed: those projects will be analysed again next time.
+    /// Stopped, but the last flush failed: those projects are done again next time.
     FlushFailed(WriteError),
     /// The registry answered, but without GitLab's API, before anything was dispatched: no
-    /// project can be analysed until its configuration changes.
+    /// project can be done until its configuration changes.
     RegistryWithoutApi(NoGitlabApi),
     /// The fleet took this instance for dead (its heartbeat stopped for longer than
     /// `fleet.member_timeout_ms`) and gave its work to others: it stopped at once.
@@ -115,23 +110,24 @@ struct Outage {
     confirmed: bool,
 }
 
-pub struct Scheduler {
+pub struct Scheduler<W: Work> {
     /// Probes, and signs batch tokens ahead of need.
     registry: RegistryClient,
     /// Flushes at the end of a pass and on shutdown.
-    writer: Addr<Writer>,
+    writer: Addr<WriterOf<W>>,
     /// What each Analyzer the pool grows by is started with.
-    analyzer_deps: Arc<AnalyzerDeps>,
+    analyzer_deps: Arc<AnalyzerDeps<W>>,
     config: SchedulerConfig,
-    source: Source,
-    slots: Vec<Slot>,
-    queue: VecDeque<Job>,
+    source: W::Source,
+    slots: Vec<Slot<W>>,
+    queue: VecDeque<Job<W::Item>>,
     phase: Phase,
     writer_full: bool,
     outage: Outage,
     accounting: Accounting,
     finished: Option<oneshot::Sender<RunEnd>>,
-    /// In a fleet: this instance's share of the fleet's concurrency (`None`: all of it).
+    /// In a fleet: this instance's share of the fleet's concurrency, as the Fleet gave it
+    /// (`None`: alone, all of it); `share()` never lets it exceed `max_concurrency`.
     share: Option<usize>,
     /// In a fleet: told when this instance is given a new concurrency or flag.
     switches_listener: Option<Recipient<SwitchesChanged>>,
@@ -139,13 +135,13 @@ pub struct Scheduler {
     lost: bool,
 }
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     pub fn new(
         registry: RegistryClient,
-        writer: Addr<Writer>,
-        analyzer_deps: Arc<AnalyzerDeps>,
+        writer: Addr<WriterOf<W>>,
+        analyzer_deps: Arc<AnalyzerDeps<W>>,
         config: SchedulerConfig,
-        source: Source,
+        source: W::Source,
         finished: oneshot::Sender<RunEnd>,
     ) -> Self {
         let outage = Outage {
@@ -206,8 +202,13 @@ impl Scheduler {
         let Some(reading) = self.source.next_read(want) else {
             return;
         };
-        ctx.spawn(reading.into_actor(self).map(|read, act, ctx| {
-            act.accounting.fetched(read.took);
+        let reading = async move {
+            let started = Instant::now();
+            let read = reading.await;
+            (read, started.elapsed())
+        };
+        ctx.spawn(reading.into_actor(self).map(|(read, took), act, ctx| {
+            act.accounting.fetched(took);
             if act.phase != Phase::Running {
                 act.source.dropped(); // an answer from before a shutdown
                 return;
@@ -225,16 +226,16 @@ impl Scheduler {
         }));
     }
 
-    /// How many projects one read asks for: a full batch while this instance may use the whole
-    /// limit; in a fleet, as many as its share can work on soon, and none while it has no share
-    /// (it asks for one: it has a pass to read). A repair's candidates are its own: read whole.
+    /// How many projects one read asks for: a full batch while this instance's share is the whole
+    /// of `max_concurrency`; in a fleet, as many as its share can work on soon, and none while it
+    /// has no share (it asks for one: it has a pass to read). A source of its own is read whole.
     fn read_size(&self) -> Option<i64> {
         if !self.source.shared_with_the_fleet() {
             return Some(FETCH_BATCH);
         }
         match self.share {
             Some(0) => None,
-            Some(share) if share < self.config.limit => Some(
+            Some(share) if share < self.config.max_concurrency => Some(
                 i64::try_from(share)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(READ_PER_SLOT)
@@ -246,7 +247,7 @@ impl Scheduler {
 
     /// Queues `jobs`, each with the token its dispatch batch shares (see
     /// [`RegistryClient::share_tokens`]).
-    fn enqueue(&mut self, jobs: Vec<Job>) {
+    fn enqueue(&mut self, jobs: Vec<Job<W::Item>>) {
         let tokens = self
             .registry
             .share_tokens(jobs.iter().map(|job| job.project.registry_path()).collect());
@@ -270,26 +271,24 @@ impl Scheduler {
         }
         self.phase = Phase::Flushing;
         let flush = self.writer.send(Flush::PassEnd);
-        let after = self.source.after_flush();
+        let end = self.source.end_pass();
         let work = async move {
             let flushed = flush.await;
             let ended = match flushed {
-                Ok(Ok(_)) => Some(after.await),
+                Ok(Ok(_)) => Some(end.await),
                 _ => None,
             };
             (flushed, ended)
         };
         ctx.spawn(work.into_actor(self).map(|(flushed, ended), act, ctx| {
-            if let Some(ended) = ended {
-                act.source.ended(ended);
-            }
+            let next = ended.map(|end| act.source.pass_ended(end));
             if act.phase != Phase::Flushing {
                 return;
             }
-            match flushed {
-                Ok(Ok(_)) => act.next_pass(ctx),
-                Ok(Err(reason)) => act.pass_flush_failed(&reason, ctx),
-                Err(_) => act.pass_flush_failed(&WriteError::WriterStopped, ctx),
+            match (flushed, next) {
+                (Ok(Ok(_)), Some(next)) => act.next_pass(next, ctx),
+                (Ok(Err(reason)), _) => act.pass_flush_failed(&reason, ctx),
+                _ => act.pass_flush_failed(&WriteError::WriterStopped, ctx),
             }
         }));
     }
@@ -301,8 +300,8 @@ impl Scheduler {
         ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
     }
 
-    fn next_pass(&mut self, ctx: &mut Context<Self>) {
-        match self.source.next_pass() {
+    fn next_pass(&mut self, next: NextPass, ctx: &mut Context<Self>) {
+        match next {
             NextPass::Now => self.start_pass(ctx),
             NextPass::After(wait) => {
                 self.phase = Phase::Idle;
@@ -340,7 +339,7 @@ impl Scheduler {
         );
     }
 
-    /// The source's duties of its own (the analysis' watermark and sweep), every few seconds.
+    /// The source's duties of its own (a watermark to move, a sweep to start), every few seconds.
     fn periodic(&mut self, ctx: &mut Context<Self>) {
         if self.phase == Phase::Finished || self.registry.is_fenced() {
             return;
@@ -372,7 +371,7 @@ impl Scheduler {
             Phase::Finished => ServiceState::Stopped,
             _ if self.registry.is_fenced() => ServiceState::Fenced,
             _ if !self.config.enabled => ServiceState::Paused,
-            _ if self.config.limit == 0 => ServiceState::PausedByConcurrency,
+            _ if self.config.max_concurrency == 0 => ServiceState::PausedByConcurrency,
             _ if self.share == Some(0) => ServiceState::WaitingForAShare,
             _ if self.outage.breaker.state() != BreakerState::Closed => {
                 ServiceState::RegistryUnavailable
@@ -384,11 +383,11 @@ impl Scheduler {
     }
 
     fn status(&self) -> ServiceStatus {
-        let mut status = ServiceStatus {
+        let status = ServiceStatus {
             state: self.state(),
-            work: self.config.work.doing(),
+            work: self.config.work,
             enabled: self.config.enabled,
-            max_concurrency: self.config.limit,
+            max_concurrency: self.config.max_concurrency,
             share: self.share,
             in_flight: self.in_flight(),
             queued: self.queue.len(),
@@ -400,17 +399,28 @@ impl Scheduler {
             last_error: self.outage.breaker.last_error().map(str::to_string),
             ..self.accounting.status()
         };
-        self.source.status(&mut status);
-        status
+        let unanswered = (status.queued + status.in_flight) as u64;
+        let source = self.source.status(unanswered);
+        let remaining = source.remaining;
+        ServiceStatus {
+            pass: source.pass,
+            watermark: source.watermark,
+            sweeping: source.sweeping,
+            sweeps: source.sweeps,
+            remaining: remaining.map_or(status.remaining, |r| Some(r.left)),
+            remaining_estimated: remaining.is_some_and(|r| r.estimated),
+            eta_s: remaining.map_or(status.eta_s, |r| r.eta_s),
+            ..status
+        }
     }
 }
 
-impl Actor for Scheduler {
+impl<W: Work> Actor for Scheduler<W> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(
-            max_concurrency = self.config.limit,
+            max_concurrency = self.config.max_concurrency,
             enabled = self.config.enabled,
             work = %self.config.work,
             from = self.source.cursor(),
@@ -439,7 +449,7 @@ impl Actor for Scheduler {
 #[rtype(result = "ServiceStatus")]
 pub struct GetStatus;
 
-impl Handler<GetStatus> for Scheduler {
+impl<W: Work> Handler<GetStatus> for Scheduler<W> {
     type Result = ResponseActFuture<Self, ServiceStatus>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
@@ -457,21 +467,21 @@ impl Handler<GetStatus> for Scheduler {
 #[rtype(result = "ServiceStatus")]
 pub struct SetConcurrency(pub usize);
 
-impl Handler<SetConcurrency> for Scheduler {
+impl<W: Work> Handler<SetConcurrency> for Scheduler<W> {
     type Result = MessageResult<SetConcurrency>;
 
     fn handle(
         &mut self,
-        SetConcurrency(limit): SetConcurrency,
+        SetConcurrency(max_concurrency): SetConcurrency,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        if limit != self.config.limit {
+        if max_concurrency != self.config.max_concurrency {
             tracing::info!(
-                from = self.config.limit,
-                to = limit,
+                from = self.config.max_concurrency,
+                to = max_concurrency,
                 "max concurrency changed"
             );
-            self.config.limit = limit;
+            self.config.max_concurrency = max_concurrency;
             self.switches_changed();
         }
         // Lowering takes effect as in-flight projects finish: none is interrupted.
@@ -485,7 +495,7 @@ impl Handler<SetConcurrency> for Scheduler {
 #[rtype(result = "ServiceStatus")]
 pub struct SetEnabled(pub bool);
 
-impl Handler<SetEnabled> for Scheduler {
+impl<W: Work> Handler<SetEnabled> for Scheduler<W> {
     type Result = MessageResult<SetEnabled>;
 
     fn handle(&mut self, SetEnabled(enabled): SetEnabled, ctx: &mut Context<Self>) -> Self::Result {
@@ -499,22 +509,15 @@ impl Handler<SetEnabled> for Scheduler {
     }
 }
 
-impl Handler<AnalyzerFinished> for Scheduler {
+impl<W: Work> Handler<AnalyzerFinished<W::Item>> for Scheduler<W> {
     type Result = ();
 
-    fn handle(&mut self, msg: AnalyzerFinished, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AnalyzerFinished<W::Item>, ctx: &mut Context<Self>) {
         self.freed(msg.analyzer, msg.project_id);
         self.accounting.record(&msg.disposition);
         match msg.disposition {
-            Disposition::Recorded {
-                row,
-                unaddressable: false,
-                ..
-            } if row.status != TrackingStatus::Failed => self.registry_served(ctx),
-            Disposition::Planned { .. } => self.registry_served(ctx),
-            Disposition::Recorded { .. }
-            | Disposition::CrashedForGood
-            | Disposition::NotPlanned => {}
+            Disposition::Recorded(tally) if tally.served() => self.registry_served(ctx),
+            Disposition::Recorded(_) | Disposition::CrashedForGood => {}
             // The registry refuses this path only: to the back, as trouble goes.
             Disposition::Deferred {
                 job,
@@ -547,7 +550,7 @@ impl Handler<AnalyzerFinished> for Scheduler {
     }
 }
 
-impl Handler<WriterPressure> for Scheduler {
+impl<W: Work> Handler<WriterPressure> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, msg: WriterPressure, ctx: &mut Context<Self>) {

@@ -8,8 +8,9 @@ use super::breaker::Transition;
 use super::{Phase, RunEnd, Scheduler};
 use crate::registry::client::ApiProbe;
 use crate::registry::NoGitlabApi;
+use crate::work::Work;
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     /// A project was analysed: the registry serves.
     pub(super) fn registry_served(&mut self, ctx: &mut Context<Self>) {
         let transition = self.outage.breaker.success();

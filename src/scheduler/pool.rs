@@ -1,34 +1,36 @@
 //! The Scheduler's pool of Analyzers: which slot is busy with which project, dispatching queued
-//! projects to idle slots within the limit, growing the pool, and putting projects back in the
-//! queue. The pool grows to the largest limit seen; a slot's Analyzer is supervised.
+//! projects to idle slots within this member's share, growing the pool, and putting projects back
+//! in the queue. The pool grows to the largest share seen; a slot's Analyzer is supervised.
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::{Phase, Scheduler};
-use crate::analyzer::{Analyze, Analyzer, Job};
+use crate::analyzer::{Analyze, Analyzer};
+use crate::work::{Job, Source, Work};
 
-pub(super) struct Slot {
-    addr: Addr<Analyzer>,
+pub(super) struct Slot<W: Work> {
+    addr: Addr<Analyzer<W>>,
     busy: Option<i64>,
     since: Instant,
 }
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     pub(super) fn in_flight(&self) -> usize {
         self.slots.iter().filter(|s| s.busy.is_some()).count()
     }
 
-    /// Hands queued projects to idle Analyzers while fewer than the limit (the breaker's, when it
-    /// is not closed) are in flight; none while paused, draining or held back by the Writer.
+    /// Hands queued projects to idle Analyzers while fewer than this member's share (the
+    /// breaker's, when it is not closed) are in flight; none while paused, draining or held back
+    /// by the Writer.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.phase != Phase::Running || !self.config.enabled || self.writer_full {
             return;
         }
-        let limit = self.outage.breaker.allowed(self.effective_limit());
+        let allowed = self.outage.breaker.allowed(self.share());
         let mut in_flight = self.in_flight();
-        while in_flight < limit {
+        while in_flight < allowed {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
@@ -73,13 +75,13 @@ impl Scheduler {
         if let Some(slot) = self.slots.get_mut(slot) {
             if slot.busy == Some(project_id) {
                 slot.busy = None;
-                self.accounting.analysis_back(slot.since.elapsed());
+                self.accounting.back(slot.since.elapsed());
             }
         }
     }
 
     /// A project goes back to the queue: `first` in line, or to the back. Not once draining.
-    pub(super) fn requeue(&mut self, job: Job, first: bool) {
+    pub(super) fn requeue(&mut self, job: Job<W::Item>, first: bool) {
         if self.phase != Phase::Running {
             return;
         }

@@ -8,14 +8,15 @@
 use actix::prelude::*;
 
 use super::{Phase, Scheduler, ServiceState};
+use crate::work::{Source, Work};
 
-/// This instance's share of the fleet's concurrency: at most this many projects in flight,
-/// whatever the limit (the fleet's total).
+/// This instance's share of the fleet's concurrency (`max_concurrency`, the fleet's total): at
+/// most this many projects in flight.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct SetShare(pub usize);
 
-impl Handler<SetShare> for Scheduler {
+impl<W: Work> Handler<SetShare> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, SetShare(share): SetShare, ctx: &mut Context<Self>) {
@@ -33,7 +34,7 @@ impl Handler<SetShare> for Scheduler {
 #[rtype(result = "()")]
 pub struct MembershipConfirmed;
 
-impl Handler<MembershipConfirmed> for Scheduler {
+impl<W: Work> Handler<MembershipConfirmed> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, _msg: MembershipConfirmed, ctx: &mut Context<Self>) {
@@ -46,22 +47,23 @@ impl Handler<MembershipConfirmed> for Scheduler {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct AdoptSwitches {
-    pub limit: usize,
+    pub max_concurrency: usize,
     pub enabled: bool,
 }
 
-impl Handler<AdoptSwitches> for Scheduler {
+impl<W: Work> Handler<AdoptSwitches> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, msg: AdoptSwitches, ctx: &mut Context<Self>) {
-        if msg.limit != self.config.limit || msg.enabled != self.config.enabled {
+        if msg.max_concurrency != self.config.max_concurrency || msg.enabled != self.config.enabled
+        {
             tracing::info!(
-                max_concurrency = msg.limit,
+                max_concurrency = msg.max_concurrency,
                 enabled = msg.enabled,
                 "the fleet's switches changed"
             );
         }
-        self.config.limit = msg.limit;
+        self.config.max_concurrency = msg.max_concurrency;
         self.config.enabled = msg.enabled;
         self.tick(ctx);
     }
@@ -72,7 +74,7 @@ impl Handler<AdoptSwitches> for Scheduler {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct SwitchesChanged {
-    pub limit: usize,
+    pub max_concurrency: usize,
     pub enabled: bool,
 }
 
@@ -80,7 +82,7 @@ pub struct SwitchesChanged {
 #[derive(Debug, Clone)]
 pub struct MemberReport {
     /// The fleet's total as this instance has it.
-    pub limit: usize,
+    pub max_concurrency: usize,
     pub enabled: bool,
     pub in_flight: usize,
     /// It has projects queued or in flight, or is still reading its part of a pass.
@@ -93,13 +95,13 @@ pub struct MemberReport {
 #[rtype(result = "MemberReport")]
 pub struct FleetReport;
 
-impl Handler<FleetReport> for Scheduler {
+impl<W: Work> Handler<FleetReport> for Scheduler<W> {
     type Result = MessageResult<FleetReport>;
 
     fn handle(&mut self, _msg: FleetReport, _ctx: &mut Context<Self>) -> Self::Result {
         let in_flight = self.in_flight();
         MessageResult(MemberReport {
-            limit: self.config.limit,
+            max_concurrency: self.config.max_concurrency,
             enabled: self.config.enabled,
             in_flight,
             wants_work: self.phase == Phase::Running
@@ -110,18 +112,20 @@ impl Handler<FleetReport> for Scheduler {
     }
 }
 
-impl Scheduler {
-    /// At most this many in flight: the limit, and this instance's share of it in a fleet.
-    pub(super) fn effective_limit(&self) -> usize {
-        self.share
-            .map_or(self.config.limit, |share| share.min(self.config.limit))
+impl<W: Work> Scheduler<W> {
+    /// This member's share: how many projects it may have in flight. In a fleet, what the fleet
+    /// gave it, never above `max_concurrency` (lowered here before the fleet knows); alone, all
+    /// of `max_concurrency`.
+    pub(super) fn share(&self) -> usize {
+        let max = self.config.max_concurrency;
+        self.share.map_or(max, |share| share.min(max))
     }
 
     /// Tells the fleet what this instance was told.
     pub(super) fn switches_changed(&self) {
         if let Some(listener) = &self.switches_listener {
             listener.do_send(SwitchesChanged {
-                limit: self.config.limit,
+                max_concurrency: self.config.max_concurrency,
                 enabled: self.config.enabled,
             });
         }

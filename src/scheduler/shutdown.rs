@@ -1,13 +1,14 @@
 //! How the Scheduler stops: on [`Shutdown`] (SIGTERM, SIGINT, or a test) it stops dispatching,
 //! lets the projects in flight finish (at most `worker.shutdown_timeout_s`), has the Writer flush,
-//! and reports `Stopped`. Alike for an analysis and a repair.
+//! and reports `Stopped`. Alike for every work.
 
 use actix::prelude::*;
 
 use super::{Phase, RunEnd, Scheduler};
-use crate::writer::{Discard, Flush, WriteError};
+use crate::work::{Work, WriteError};
+use crate::writer::{Discard, Flush};
 
-impl Scheduler {
+impl<W: Work> Scheduler<W> {
     /// The last step of a shutdown: flush what the Writer holds, then report. A member the fleet
     /// took for dead writes nothing more: what its Writer holds is dropped (others do it again).
     pub(super) fn finalize(&mut self, ctx: &mut Context<Self>) {
@@ -59,7 +60,7 @@ pub enum Shutdown {
     Lost,
 }
 
-impl Handler<Shutdown> for Scheduler {
+impl<W: Work> Handler<Shutdown> for Scheduler<W> {
     type Result = ();
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {

@@ -7,8 +7,9 @@
 //! Scheduler is told to stop dispatching. A panic anywhere in it becomes a supervised restart that
 //! keeps every row.
 //!
-//! A repair's plans are buffered, batched and flushed the same way (`pending.rs` says how each
-//! kind is written; `plans.rs` holds the repair's messages and the outcome it collects).
+//! It is generic over the work's [`Sink`], which says what a project's record becomes and how a
+//! batch is written; when to write (`policy.rs`) and what survives a failure or a restart are the
+//! Writer's, the same for every sink.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,18 +18,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-mod pending;
-mod plans;
 mod policy;
 
-use self::pending::Pending;
-pub use self::plans::{Collected, NotPlanned, RecordNotPlanned, RecordPlan, TakeCollected};
 pub use self::policy::FlushReason;
 use self::policy::{FlushPolicy, FlushStep, Held};
-use crate::db::tracking::{TrackingRow, TrackingStatus};
-use crate::db::{Database, DbError};
 use crate::faults::{Faults, WriterStep};
-use crate::fence::Fence;
+use crate::work::{Sink, WriteError};
 
 /// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
 /// stops dispatching until it drains.
@@ -36,40 +31,6 @@ use crate::fence::Fence;
 #[rtype(result = "()")]
 pub struct WriterPressure {
     pub full: bool,
-}
-
-/// Why the buffer was not written. Cloned to every waiter of the same write.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    #[error(transparent)]
-    Database(Arc<DbError>),
-    #[error("writing {rows} rows took longer than {after:?}")]
-    TimedOut { rows: usize, after: Duration },
-    #[error("the writer stopped before writing")]
-    WriterStopped,
-    /// The Scheduler went away before it asked for the last write.
-    #[error("the scheduler stopped unexpectedly")]
-    SchedulerStopped,
-}
-
-/// Two failures are the same failure: the same database error (one write's, answered to all its
-/// waiters), or the same kind of failure otherwise.
-impl PartialEq for WriteError {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (WriteError::Database(a), WriteError::Database(b)) => Arc::ptr_eq(a, b),
-            (
-                WriteError::TimedOut { rows, after },
-                WriteError::TimedOut {
-                    rows: other_rows,
-                    after: other_after,
-                },
-            ) => rows == other_rows && after == other_after,
-            (WriteError::WriterStopped, WriteError::WriterStopped)
-            | (WriteError::SchedulerStopped, WriteError::SchedulerStopped) => true,
-            _ => false,
-        }
-    }
 }
 
 /// What the Writer has done so far.
@@ -89,35 +50,19 @@ pub struct WriterStats {
     pub write_ms_total: u64,
 }
 
-/// Where what the Writer holds goes: the analysis' tracking rows, or a repair's plans, collected
-/// for a plan's printout or written as an apply run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sink {
-    /// `run`: tracking rows, bulk-upserted.
-    Tracking,
-    /// `repair plan`: plans, collected and never written.
-    CollectPlans,
-    /// `repair apply`: plans, each project written in one transaction, as run `run_id`, while
-    /// `lease` (the repair lease's renewals) is open.
-    Apply { run_id: i64, lease: Arc<Fence> },
-}
-
 /// Someone waiting for the buffer to be written, and the rows written when they asked.
 type Waiter = (u64, oneshot::Sender<Result<usize, WriteError>>);
 
-pub struct Writer {
-    db: Database,
+pub struct Writer<S: Sink> {
+    /// Where what it holds goes.
+    sink: S,
     flush_interval: Duration,
     /// When to write, and when the Scheduler must hold back.
     policy: FlushPolicy,
-    buffer: Pending,
+    buffer: Vec<S::Row>,
     /// The rows of the write under way: put back if the actor restarts in the middle of it.
-    writing: Option<Arc<Pending>>,
+    writing: Option<Arc<Vec<S::Row>>>,
     waiters: Vec<Waiter>,
-    /// Where what it holds goes.
-    sink: Sink,
-    /// A repair's outcome so far.
-    collected: Collected,
     listener: Option<Recipient<WriterPressure>>,
     stats: WriterStats,
     faults: Arc<Faults>,
@@ -125,17 +70,15 @@ pub struct Writer {
     discarded: bool,
 }
 
-impl Writer {
-    pub fn new(db: Database, sink: Sink, batch_size: usize, flush_interval: Duration) -> Self {
+impl<S: Sink> Writer<S> {
+    pub fn new(sink: S, batch_size: usize, flush_interval: Duration) -> Self {
         Self {
-            db,
+            sink,
             flush_interval,
             policy: FlushPolicy::new(batch_size),
-            buffer: Pending::default(),
+            buffer: Vec::new(),
             writing: None,
             waiters: Vec::new(),
-            sink,
-            collected: Collected::default(),
             listener: None,
             stats: WriterStats::default(),
             faults: Arc::default(),
@@ -169,7 +112,7 @@ impl Writer {
     /// rows wait for the next one) or the database failed a moment ago (then the timer retries).
     fn flush(&mut self, ctx: &mut Context<Self>, reason: FlushReason) {
         if self.discarded {
-            self.buffer = Pending::default();
+            self.buffer.clear();
             self.answer_waiters(Ok(()));
             return;
         }
@@ -188,15 +131,23 @@ impl Writer {
             FlushReason::Requested => self.stats.flushes_requested += 1,
             FlushReason::Shutdown => self.stats.flushes_shutdown += 1,
         }
-        let batch = Arc::new(self.buffer.take());
+        let batch = Arc::new(S::batch(std::mem::take(&mut self.buffer)));
         self.writing = Some(batch.clone());
-        let work = pending::write(self.db.clone(), self.sink.clone(), batch);
-        ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
-            act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
-                act.collected.written(done.written);
-                act.write_done(ctx, reason, done.result, done.took)
-            });
-        }));
+        let write = self.sink.write(batch);
+        let work = async move {
+            let started = Instant::now();
+            let (result, report) = write.await;
+            (result, report, started.elapsed())
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(result, report, took), act, ctx| {
+                    act.guarded(ctx, "taking in a write's outcome", |act, ctx| {
+                        act.sink.written(report);
+                        act.write_done(ctx, reason, result, took)
+                    });
+                }),
+        );
     }
 
     /// Something was buffered (`failed`: a project ended failed): flush if that makes a batch.
@@ -221,7 +172,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 let batch = self.writing.take().unwrap_or_default();
-                self.collected.flushed(&self.sink, &batch.plans);
+                self.sink.flushed(&batch);
                 let rows = batch.len();
                 self.stats.rows_written += rows as u64;
                 tracing::debug!(rows, ?reason, ?took, "results flushed");
@@ -276,7 +227,7 @@ impl Writer {
     fn put_back(&mut self) {
         if let Some(batch) = self.writing.take() {
             let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| shared.as_ref().clone());
-            self.buffer.put_before(batch);
+            put_before(&mut self.buffer, batch);
         }
     }
 
@@ -317,7 +268,13 @@ impl Writer {
     }
 }
 
-impl Actor for Writer {
+/// `earlier` (an unfinished write's rows) goes back in front of what arrived since.
+fn put_before<R>(buffer: &mut Vec<R>, mut earlier: Vec<R>) {
+    earlier.append(buffer);
+    *buffer = earlier;
+}
+
+impl<S: Sink> Actor for Writer<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -331,7 +288,7 @@ impl Actor for Writer {
     }
 }
 
-impl Supervised for Writer {
+impl<S: Sink> Supervised for Writer<S> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         // A restart cancels the write under way: its rows are written again (the upsert is
         // idempotent, so rows the database did take are not doubled).
@@ -343,18 +300,21 @@ impl Supervised for Writer {
     }
 }
 
-/// One project's result.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Record(pub TrackingRow);
+/// One project's record, of the sink's kind.
+#[derive(Debug, Clone)]
+pub struct Record<R>(pub R);
 
-impl Handler<Record> for Writer {
+impl<R: 'static> Message for Record<R> {
+    type Result = ();
+}
+
+impl<S: Sink> Handler<Record<S::Record>> for Writer<S> {
     type Result = ();
 
-    fn handle(&mut self, Record(row): Record, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Record(record): Record<S::Record>, ctx: &mut Context<Self>) {
         self.guarded(ctx, "recording a result", |act, ctx| {
-            let failed = row.status == TrackingStatus::Failed;
-            act.buffer.rows.push(row);
+            let (row, failed) = act.sink.take(record);
+            act.buffer.extend(row);
             act.faults.writer(WriterStep::Record);
             act.buffered(failed, ctx);
         });
@@ -371,7 +331,7 @@ pub enum Flush {
     Shutdown,
 }
 
-impl Handler<Flush> for Writer {
+impl<S: Sink> Handler<Flush> for Writer<S> {
     type Result = ResponseFuture<Result<usize, WriteError>>;
 
     fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
@@ -397,13 +357,13 @@ impl Handler<Flush> for Writer {
 #[rtype(result = "usize")]
 pub struct Discard;
 
-impl Handler<Discard> for Writer {
+impl<S: Sink> Handler<Discard> for Writer<S> {
     type Result = MessageResult<Discard>;
 
     fn handle(&mut self, _msg: Discard, _ctx: &mut Context<Self>) -> Self::Result {
         self.discarded = true;
         let dropped = self.buffer.len();
-        self.buffer = Pending::default();
+        self.buffer.clear();
         self.answer_waiters(Ok(()));
         MessageResult(dropped)
     }
@@ -413,7 +373,7 @@ impl Handler<Discard> for Writer {
 #[rtype(result = "WriterStats")]
 pub struct GetWriterStats;
 
-impl Handler<GetWriterStats> for Writer {
+impl<S: Sink> Handler<GetWriterStats> for Writer<S> {
     type Result = MessageResult<GetWriterStats>;
 
     fn handle(&mut self, _msg: GetWriterStats, ctx: &mut Context<Self>) -> Self::Result {
@@ -424,5 +384,39 @@ impl Handler<GetWriterStats> for Writer {
         });
         // After a panic here the counters are the ones it had; restarts counts this one.
         MessageResult(stats.unwrap_or_else(|| self.stats.clone()))
+    }
+}
+
+/// Hand over what the sink kept (once the run has ended and the last flush is done).
+#[derive(Debug)]
+pub struct TakeOutcome<O>(std::marker::PhantomData<fn() -> O>);
+
+impl<O> Default for TakeOutcome<O> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<O: 'static> Message for TakeOutcome<O> {
+    type Result = O;
+}
+
+impl<S: Sink> Handler<TakeOutcome<S::Outcome>> for Writer<S> {
+    type Result = MessageResult<TakeOutcome<S::Outcome>>;
+
+    fn handle(&mut self, _msg: TakeOutcome<S::Outcome>, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.sink.outcome())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_batch_goes_back_before_what_arrived_since() {
+        let mut buffer = vec![3];
+        put_before(&mut buffer, vec![1, 2]);
+        assert_eq!(buffer, vec![1, 2, 3]);
     }
 }

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use crate::common::{signer, trusted, TestDb, FIXTURE_KEY};
-use registry_repair::analyzer::{analyze, Analysis};
+use registry_repair::analysis::{analyze, Listed};
 use registry_repair::config::Shard;
 use registry_repair::db::projects::{next_unanalysed, Project};
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
 use registry_repair::registry::RegistryClient;
+use registry_repair::work::Step;
 
 struct Setup {
     _db: TestDb,
@@ -50,8 +51,8 @@ async fn project(s: &Setup, id: i64) -> Project {
         .expect("project is unanalysed")
 }
 
-fn completed(missing: i32) -> impl Fn(&Analysis) -> bool {
-    move |a| matches!(a, Analysis::Completed { missing: m, .. } if m.len() as i32 == missing)
+fn completed(missing: i32) -> impl Fn(&Step<Listed>) -> bool {
+    move |a| matches!(a, Step::Done(Listed::Completed { missing: m, .. }) if m.len() as i32 == missing)
 }
 
 #[actix_rt::test]
@@ -120,9 +121,9 @@ async fn entries_outside_the_project_path_are_ignored_and_counted() {
     s.registry
         .add_foreign_entries("grp/app", &["grp/other/x", "grp/app-x/y", "elsewhere/z"]);
     match analyze(&s.client, &s.database, &project(&s, p).await, None, false).await {
-        Analysis::Completed {
+        Step::Done(Listed::Completed {
             missing, ignored, ..
-        } => {
+        }) => {
             assert_eq!(missing.len(), 1);
             assert_eq!(ignored, 3);
         }
@@ -150,7 +151,7 @@ async fn an_unknown_namespace_is_completed_with_zero_and_no_route_is_failed() {
         false,
     )
     .await;
-    assert!(matches!(b, Analysis::Failed { .. }), "{b:?}");
+    assert!(matches!(b, Step::Failed { .. }), "{b:?}");
     assert_eq!(
         s.registry.stats().list_requests,
         before,
@@ -252,7 +253,10 @@ async fn paths_the_registry_cannot_hold_are_completed_with_zero_without_a_reques
     let s = setup(&w, 1000).await;
     for id in odd {
         let a = analyze(&s.client, &s.database, &project(&s, id).await, None, false).await;
-        assert!(matches!(a, Analysis::Unaddressable), "project {id}: {a:?}");
+        assert!(
+            matches!(a, Step::Done(Listed::Unaddressable)),
+            "project {id}: {a:?}"
+        );
     }
     assert_eq!(s.registry.stats().list_requests, 0, "nothing asked");
     let a = analyze(

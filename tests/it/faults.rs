@@ -9,6 +9,7 @@ use crate::common::{
     assert_rows_match, eventually, registry_path, signer, status_becomes, TestApp, TestDb,
     OTHER_KEY,
 };
+use registry_repair::analysis::Analysis;
 use registry_repair::db::failures::FailureCause;
 use registry_repair::db::tracking::TrackingRow;
 use registry_repair::db::tracking::TrackingStatus;
@@ -137,9 +138,14 @@ async fn a_registry_outage_mid_run_trips_the_breaker_and_produces_no_failed_row(
 async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
     let world = world(50);
     let app = TestApp::prepare(&world).await;
-    let service = service::start(&app.settings, signer(OTHER_KEY), ServiceOptions::default())
-        .await
-        .expect("starts");
+    let service = service::start(
+        &app.settings,
+        signer(OTHER_KEY),
+        Analysis::new(&app.settings),
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts");
     let scheduler = service.scheduler.clone();
     assert!(
         status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker_trips
@@ -167,7 +173,7 @@ async fn a_key_the_registry_rejects_records_nothing_and_says_why() {
 
 /// `world` seeded, and the service started with `--until-done` against a port where no registry
 /// listens yet; returns once its breaker is open (nothing dispatched).
-async fn start_before_the_registry(world: &World) -> (TestDb, u16, service::Service) {
+async fn start_before_the_registry(world: &World) -> (TestDb, u16, service::Service<Analysis>) {
     let db = TestDb::new().await;
     world.insert(&db.database()).await.expect("seed");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -175,13 +181,18 @@ async fn start_before_the_registry(world: &World) -> (TestDb, u16, service::Serv
         .expect("free port")
         .port();
     let settings = common::settings_for(&db, &format!("http://127.0.0.1:{port}"));
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&settings)
     };
-    let service = service::start(&settings, signer(common::FIXTURE_KEY), options)
-        .await
-        .expect("starts without a registry");
+    let service = service::start(
+        &settings,
+        signer(common::FIXTURE_KEY),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts without a registry");
     let scheduler = service.scheduler.clone();
     assert!(
         status_becomes(&scheduler, Duration::from_secs(10), |s| s.breaker
@@ -520,14 +531,19 @@ async fn retry_failed_analyses_failed_projects_again_and_nothing_else() {
     app.registry.accept(&path);
     let before = app.registry.stats().list_requests;
     let victim_before = app.registry.requests_for(&path);
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
         retry_failed: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    let service = service::start(&app.settings, signer(common::FIXTURE_KEY), options)
-        .await
-        .expect("starts");
+    let service = service::start(
+        &app.settings,
+        signer(common::FIXTURE_KEY),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts");
     assert_eq!(service.wait().await, RunEnd::Done);
     assert_rows_match(&world, &app.db).await;
     assert_eq!(app.registry.requests_for(&path), victim_before + 1);
@@ -645,14 +661,19 @@ async fn every_way_a_project_fails_records_its_cause_and_reason_with_its_row_unt
     for id in [endless, own_4xx, troubled, refused, hostile] {
         app.registry.accept(&path(id));
     }
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
         retry_failed: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    let service = service::start(&app.settings, signer(common::FIXTURE_KEY), options)
-        .await
-        .expect("starts");
+    let service = service::start(
+        &app.settings,
+        signer(common::FIXTURE_KEY),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts");
     assert_eq!(service.wait().await, RunEnd::Done);
     let rows = app.rows_by_project().await;
     assert_eq!(

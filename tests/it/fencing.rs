@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::common::process::{busy_world, service_env, spawn, Env, Running};
 use crate::common::{self, assert_rows_match, eventually, TestApp, TestDb};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use registry_repair::analysis::Analysis;
 use registry_repair::demo::seed::World;
 use registry_repair::scheduler::{GetStatus, RunEnd, ServiceState};
 use registry_repair::service::{self, Service, ServiceOptions};
@@ -168,14 +169,19 @@ async fn a_member_frozen_for_less_than_the_timeout_waits_for_a_heartbeat_then_go
     assert_rows_match(&world, &app.db).await;
 }
 
-async fn start_member(app: &TestApp) -> Service {
-    let options = ServiceOptions {
+async fn start_member(app: &TestApp) -> Service<Analysis> {
+    let analysis = Analysis {
         until_done: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    service::start(&app.settings, app.signer.clone(), options)
-        .await
-        .expect("a member starts")
+    service::start(
+        &app.settings,
+        app.signer.clone(),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("a member starts")
 }
 
 #[actix_rt::test]

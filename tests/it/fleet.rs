@@ -8,6 +8,7 @@ use crate::common::process::{busy_world, service_env, spawn, Running};
 use crate::common::{self, assert_rows_match, eventually, TestApp};
 use crate::operate::set_gitlab_switches;
 use registry_repair::admin::AdminClient;
+use registry_repair::analysis::Analysis;
 use registry_repair::config::ControlSource;
 use registry_repair::demo::seed::World;
 use registry_repair::scheduler::{GetStatus, RunEnd, SetConcurrency, SetEnabled};
@@ -29,25 +30,30 @@ async fn prepare(world: &World, max_concurrency: usize, latency_ms: u64) -> Test
     app
 }
 
-async fn start(app: &TestApp, until_done: bool) -> Service {
-    let options = ServiceOptions {
+async fn start(app: &TestApp, until_done: bool) -> Service<Analysis> {
+    let analysis = Analysis {
         until_done,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    service::start(&app.settings, app.signer.clone(), options)
-        .await
-        .expect("a member starts")
+    service::start(
+        &app.settings,
+        app.signer.clone(),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("a member starts")
 }
 
 /// Waits for a member to end by itself: longer than one instance's runs get, since a slow
 /// machine slows three at once.
-async fn finish(member: Service) -> RunEnd {
+async fn finish(member: Service<Analysis>) -> RunEnd {
     tokio::time::timeout(Duration::from_secs(180), member.wait())
         .await
         .expect("the member's run ends within 180 s")
 }
 
-async fn analysed(member: &Service) -> u64 {
+async fn analysed(member: &Service<Analysis>) -> u64 {
     member
         .scheduler
         .send(GetStatus)
@@ -246,10 +252,15 @@ async fn a_member_whose_shard_count_differs_is_refused_naming_the_one_it_would_o
     app.settings.worker.shard = "0/2".parse().expect("a shard");
     let first = start(&app, false).await;
     app.settings.worker.shard = "0/3".parse().expect("a shard");
-    let refused = service::start(&app.settings, app.signer.clone(), ServiceOptions::default())
-        .await
-        .err()
-        .expect("a member with another shard count is refused");
+    let refused = service::start(
+        &app.settings,
+        app.signer.clone(),
+        Analysis::new(&app.settings),
+        ServiceOptions::default(),
+    )
+    .await
+    .err()
+    .expect("a member with another shard count is refused");
     let message = refused.to_string();
     assert!(
         message.contains("worker.shard = 0/2") && message.contains("worker.shard = 0/3"),

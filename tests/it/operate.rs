@@ -8,6 +8,7 @@ use crate::common;
 use crate::common::process::{busy_world, cli, service_env};
 use crate::common::{eventually, TestApp, TestDb};
 use registry_repair::admin::{AdminClient, AdminError};
+use registry_repair::analysis::Analysis;
 use registry_repair::config::ControlSource;
 use registry_repair::demo::seed::World;
 use registry_repair::registry::simulator::RegistrySimulator;
@@ -500,14 +501,19 @@ async fn rows_gitlabs_own_worker_left_stay_but_stale_ongoing_ones_are_analysed_a
     assert_eq!(app.registry.requests_for(&path(ids[0])), 1, "itemised once");
 
     app.settings.worker.rescan_interval = Duration::from_secs(1);
-    let options = registry_repair::service::ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
         retry_failed: true,
-        ..Default::default()
+        ..Analysis::new(&app.settings)
     };
-    let service = registry_repair::service::start(&app.settings, app.signer.clone(), options)
-        .await
-        .expect("starts");
+    let service = registry_repair::service::start(
+        &app.settings,
+        app.signer.clone(),
+        analysis,
+        Default::default(),
+    )
+    .await
+    .expect("starts");
     assert_eq!(common::run_to_end(service).await, RunEnd::Done);
     let rows = app.rows_by_project().await;
     assert_eq!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::{assert_rows_match, TestApp, TestDb};
+use registry_repair::analysis::Analysis;
 use registry_repair::config::Shard;
 use registry_repair::db::watermark::{self, Fences};
 use registry_repair::demo::seed::World;
@@ -38,14 +39,19 @@ async fn two_instances_on_two_shards_split_the_work_with_no_overlap_and_no_gap()
         let mut settings = app.settings.clone();
         settings.worker.shard = shard.parse().expect("a shard");
         settings.worker.max_concurrency = 4;
-        let options = ServiceOptions {
+        let analysis = Analysis {
             until_done: true,
-            ..ServiceOptions::default()
+            ..Analysis::new(&settings)
         };
         starts.push(
-            service::start(&settings, app.signer.clone(), options)
-                .await
-                .expect("starts"),
+            service::start(
+                &settings,
+                app.signer.clone(),
+                analysis,
+                ServiceOptions::default(),
+            )
+            .await
+            .expect("starts"),
         );
     }
     for service in starts {
@@ -116,14 +122,19 @@ async fn a_restart_starts_past_the_watermark_and_from_start_walks_everything_aga
             "DELETE FROM container_registry_data_repair_details WHERE project_id = {first}"
         ))
         .await;
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
         from_start: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    let service = service::start(&app.settings, app.signer.clone(), options)
-        .await
-        .expect("starts");
+    let service = service::start(
+        &app.settings,
+        app.signer.clone(),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts");
     assert_eq!(service.wait().await, RunEnd::Done);
     assert_eq!(app.registry.stats().list_requests, requests + 3);
     let rows = app.rows_by_project().await;

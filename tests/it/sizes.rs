@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::common::{self, eventually, signer, trusted, TestApp, FIXTURE_KEY};
+use registry_repair::analysis::Analysis;
 use registry_repair::db::missing::{self, Damage, MissingRepository};
 use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::demo::seed::World;
@@ -269,15 +270,20 @@ async fn a_project_analysed_again_replaces_its_entries_and_a_failed_one_has_none
         ))
         .await;
     app.registry.refuse("again/refused", 400);
-    let options = ServiceOptions {
+    let analysis = Analysis {
         until_done: true,
         retry_failed: true,
         from_start: true,
-        ..ServiceOptions::default()
+        ..Analysis::new(&app.settings)
     };
-    let service = service::start(&app.settings, app.signer.clone(), options)
-        .await
-        .expect("starts");
+    let service = service::start(
+        &app.settings,
+        app.signer.clone(),
+        analysis,
+        ServiceOptions::default(),
+    )
+    .await
+    .expect("starts");
     assert_eq!(common::run_to_end(service).await, RunEnd::Done);
 
     let rows = app.rows_by_project().await;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::common::{eventually, TestDb};
 use actix::prelude::*;
+use registry_repair::analysis::Tracking;
 use registry_repair::db::failures::{Failure, FailureCause};
 use registry_repair::db::tracking::{self, Replaces, TrackingRow, TrackingStatus};
 use registry_repair::demo::seed::World;
-use registry_repair::writer::{Flush, GetWriterStats, Record, Sink, Writer, WriterPressure};
+use registry_repair::writer::{Flush, GetWriterStats, Record, Writer, WriterPressure};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -31,7 +32,7 @@ async fn seed(db: &TestDb, n: usize) -> Vec<i64> {
     ids
 }
 
-fn row(project_id: i64, missing_count: i32, status: TrackingStatus) -> Record {
+fn row(project_id: i64, missing_count: i32, status: TrackingStatus) -> Record<TrackingRow> {
     Record(match status {
         TrackingStatus::Failed => TrackingRow::failed(
             project_id,
@@ -48,7 +49,7 @@ async fn count(db: &TestDb) -> usize {
 #[actix_rt::test]
 async fn flushes_when_the_buffer_reaches_the_batch_size() {
     let (db, ids) = db_with_projects(5).await;
-    let writer = Writer::new(db.database(), Sink::Tracking, 3, HOUR).start();
+    let writer = Writer::new(Tracking::new(db.database()), 3, HOUR).start();
     writer.do_send(row(ids[0], 1, TrackingStatus::Completed));
     writer.do_send(row(ids[1], 2, TrackingStatus::Completed));
     // Messages are handled in order: once it answers, both rows are in and no write started.
@@ -76,8 +77,7 @@ async fn flushes_when_the_buffer_reaches_the_batch_size() {
 async fn flushes_on_its_timer() {
     let (db, ids) = db_with_projects(2).await;
     let writer = Writer::new(
-        db.database(),
-        Sink::Tracking,
+        Tracking::new(db.database()),
         100,
         Duration::from_millis(100),
     )
@@ -93,7 +93,7 @@ async fn flushes_on_its_timer() {
 #[actix_rt::test]
 async fn a_failed_project_flushes_everything_at_once() {
     let (db, ids) = db_with_projects(3).await;
-    let writer = Writer::new(db.database(), Sink::Tracking, 100, HOUR).start();
+    let writer = Writer::new(Tracking::new(db.database()), 100, HOUR).start();
     writer.do_send(row(ids[0], 2, TrackingStatus::Completed));
     writer.do_send(row(ids[1], 0, TrackingStatus::Completed));
     let stats = writer.send(GetWriterStats).await.expect("stats");
@@ -120,7 +120,7 @@ async fn a_failed_project_flushes_everything_at_once() {
 #[actix_rt::test]
 async fn flush_on_request_writes_everything_and_answers_the_count() {
     let (db, ids) = db_with_projects(7).await;
-    let writer = Writer::new(db.database(), Sink::Tracking, 3, HOUR).start();
+    let writer = Writer::new(Tracking::new(db.database()), 3, HOUR).start();
     for id in &ids[..2] {
         writer.do_send(row(*id, 1, TrackingStatus::Completed));
     }
@@ -153,7 +153,7 @@ async fn while_the_database_is_away_the_buffer_is_kept_and_reported_full_then_wr
     db.refuse_connections().await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let listener = PressureLog(log.clone()).start();
-    let writer = Writer::new(db.database(), Sink::Tracking, 4, Duration::from_millis(100))
+    let writer = Writer::new(Tracking::new(db.database()), 4, Duration::from_millis(100))
         .reporting_pressure_to(listener.recipient())
         .start();
     for id in &ids {
@@ -266,7 +266,7 @@ async fn a_failed_projects_cause_and_reason_are_written_with_its_row_and_go_or_s
     .await;
 
     // Through the Writer: a failed project flushes at once, its reason with it.
-    let writer = Writer::new(db.database(), Sink::Tracking, 100, HOUR).start();
+    let writer = Writer::new(Tracking::new(db.database()), 100, HOUR).start();
     writer.do_send(Record(failed(
         ids[0],
         FailureCause::NoRoute,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context as _};
 
 use super::PRACTICE_DOCS;
+use crate::analysis::Analysis;
 use crate::config::{Settings, ENV_PREFIX};
 use crate::demo::DEMO_KEY;
 use crate::registry::simulator::RegistrySimulator;
@@ -36,7 +37,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Before the service starts, so that no signal finds its default (killing) action.
     let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
-    let service = service::start(settings, signer, ServiceOptions::default())
+    let analysis = Analysis::new(settings);
+    let service = service::start(settings, signer, analysis, ServiceOptions::default())
         .await
         .context("starting the demo's `run` for practice")?;
     let scheduler = service.scheduler.clone();

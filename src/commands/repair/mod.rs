@@ -1,13 +1,15 @@
 //! The `repair` subcommands, one per file: `plan` and `apply` ([`plan`]), `verify RUN`
 //! ([`verify`]), `undo RUN` ([`undo`]) and `runs` ([`runs`]). Each reads the same configuration as
 //! the other commands (`--config`) and refuses a database the repair's migration has not reached.
-//! `apply` and `undo` hold the repair lease while they run ([`lease`]): one at a time.
+//! `apply` and `undo` hold the repair lease while they run ([`lease`]): one at a time. `plan` and
+//! `apply` run the repair's [`work`] on the service's pipeline.
 
 pub mod lease;
 pub mod plan;
 pub mod runs;
 pub mod undo;
 pub mod verify;
+pub mod work;
 
 use clap::{Args, Subcommand};
 

@@ -1,5 +1,5 @@
-//! `repair plan` and `repair apply`, on the service's pipeline: a service started with
-//! [`Work::Repair`], whose Scheduler walks the candidates in scope once, whose Analyzers plan each
+//! `repair plan` and `repair apply`, on the service's pipeline: a service started with the
+//! [`Repair`] work, whose Scheduler walks the candidates in scope once, whose Analyzers plan each
 //! project and whose Writer writes the plans (apply: one transaction per project, in batches, on
 //! size, timer, failure and shutdown) or only collects them (plan). So they have what `run` has:
 //! `worker.max_concurrency`, the feature flag with pause and resume, the breaker (a registry
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _};
 
 use super::lease::Held;
+use super::work::{Apply, NotPlanned, Repair};
 use super::PlanArgs;
 use crate::commands::Unfinished;
 use crate::config::{ConfigError, Settings};
@@ -31,9 +32,6 @@ use crate::repair::ProjectPlan;
 use crate::scheduler::{RunEnd, Shutdown};
 use crate::service::{self, Service, ServiceOptions, StartError};
 use crate::signals::Signals;
-use crate::work::{Repair, Work};
-use crate::writer::NotPlanned;
-use crate::writer::Sink;
 
 /// What the repair does with its plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,7 +317,7 @@ pub enum PipelineError {
 
 /// A repair under way.
 pub struct Repairing {
-    pub service: Service,
+    pub service: Service<Repair>,
     /// The apply's run (`None` for a plan).
     pub run: Option<i64>,
     /// The repair lease an apply holds while it runs.
@@ -383,7 +381,7 @@ async fn begin(
     scope: Scope,
     options: ServiceOptions,
     held: Option<&Held>,
-) -> Result<(Service, Option<i64>), PipelineError> {
+) -> Result<(Service<Repair>, Option<i64>), PipelineError> {
     let run = match held {
         Some(_) => Some(start_apply(db, &scope).await?),
         None => None,
@@ -394,18 +392,14 @@ async fn begin(
             return Err(error.into());
         }
     }
-    let sink = match (held, run) {
-        (Some(held), Some(run_id)) => Sink::Apply {
+    let apply = match (held, run) {
+        (Some(held), Some(run_id)) => Some(Apply {
             run_id,
             lease: held.fence().clone(),
-        },
-        _ => Sink::CollectPlans,
+        }),
+        _ => None,
     };
-    let options = ServiceOptions {
-        work: Work::Repair(Repair { scope, sink }),
-        ..options
-    };
-    match service::start(settings, signer, options).await {
+    match service::start(settings, signer, Repair { scope, apply }, options).await {
         Ok(service) => Ok((service, run)),
         Err(error) => {
             // Nothing ran: no run to list (the admin port taken, the registry without its API).
@@ -428,7 +422,7 @@ impl Repairing {
     /// Waits for the repair to end (every candidate planned and flushed, or a shutdown), records
     /// an apply's end when it is done, and releases the lease.
     pub async fn wait(self) -> Result<Repaired, PipelineError> {
-        let (end, collected) = self.service.wait_collected().await;
+        let (end, collected) = self.service.wait_outcome().await;
         let lease_lost = self.held.as_ref().and_then(Held::lost_now);
         let recorded = match (&end, self.run, &lease_lost) {
             (RunEnd::Done, Some(run), None) => finish_apply(&self.db, run).await,

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use registry_repair::analysis::Analysis;
 use registry_repair::config::Settings;
 use registry_repair::db::tracking::TrackingStatus;
 use registry_repair::db::tracking::{self, TrackingRow};
@@ -26,8 +26,9 @@ use registry_repair::demo::seed::{Expected, World};
 use registry_repair::faults::Faults;
 use registry_repair::registry::simulator::{size_of, RegistrySimulator, TrustedIssuer};
 use registry_repair::registry::TokenSigner;
-use registry_repair::scheduler::{GetStatus, RunEnd, Scheduler, ServiceStatus};
+use registry_repair::scheduler::{GetStatus, RunEnd, SchedulerAddr, ServiceStatus};
 use registry_repair::service::{self, Service, ServiceOptions};
+use registry_repair::work::Work;
 use tokio::sync::OnceCell;
 
 pub const FIXTURE_KEY: &str = include_str!("../../fixtures/registry.key");
@@ -368,7 +369,7 @@ pub struct TestApp {
     pub faults: Arc<Faults>,
     /// Signs the service's tokens; counts them.
     pub signer: Arc<TokenSigner>,
-    pub service: Option<Service>,
+    pub service: Option<Service<Analysis>>,
 }
 
 impl TestApp {
@@ -390,18 +391,21 @@ impl TestApp {
     }
 
     pub async fn start(&mut self, until_done: bool) {
-        let options = ServiceOptions {
+        let analysis = Analysis {
             until_done,
+            ..Analysis::new(&self.settings)
+        };
+        let options = ServiceOptions {
             faults: self.faults.clone(),
             ..ServiceOptions::default()
         };
-        let service = service::start(&self.settings, self.signer.clone(), options)
+        let service = service::start(&self.settings, self.signer.clone(), analysis, options)
             .await
             .expect("service starts");
         self.service = Some(service);
     }
 
-    pub fn service(&self) -> &Service {
+    pub fn service(&self) -> &Service<Analysis> {
         self.service.as_ref().expect("service started")
     }
 
@@ -479,7 +483,7 @@ pub async fn assert_in_flight_settles_at(registry: &RegistrySimulator, n: usize,
 }
 
 /// Waits for `service` to end by itself (within 60 s).
-pub async fn run_to_end(service: Service) -> RunEnd {
+pub async fn run_to_end<W: Work>(service: Service<W>) -> RunEnd {
     tokio::time::timeout(Duration::from_secs(60), service.wait())
         .await
         .expect("the run ends within 60 s")
@@ -487,7 +491,7 @@ pub async fn run_to_end(service: Service) -> RunEnd {
 
 /// Whether the Scheduler's status satisfies `check` within `within`.
 pub async fn status_becomes(
-    scheduler: &Addr<Scheduler>,
+    scheduler: &SchedulerAddr,
     within: Duration,
     check: impl Fn(&ServiceStatus) -> bool,
 ) -> bool {

@@ -23,7 +23,7 @@ async fn apply_with_the_feature_flag_off_writes_nothing_until_resumed_through_th
     let status = scheduler.send(GetStatus).await.expect("status");
     assert_eq!((status.in_flight, status.completed), (0, 0), "{status:?}");
     let run = repairing.run.expect("an apply run");
-    assert_eq!(status.work, Doing::RepairApply { run });
+    assert_eq!(status.work, WorkName::RepairApply { run });
     assert_eq!(registry.stats().list_requests, 0, "no project was listed");
     assert_eq!(written_projects(&database).await, 0);
     assert_eq!(repositories(&database).await, before, "nothing written");

@@ -43,7 +43,7 @@ use registry_repair::repair::output::Outcome;
 use registry_repair::repair::{Action, ProjectPlan, Reason};
 use registry_repair::scheduler::{BreakerPosition, GetStatus, RunEnd, ServiceState};
 use registry_repair::service::ServiceOptions;
-use registry_repair::work::Doing;
+use registry_repair::work::WorkName;
 
 /// The seeded GitLab: projects by name, each with what the registry holds and Rails knows.
 struct Seeded {

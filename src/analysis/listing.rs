@@ -1,12 +1,13 @@
-//! An Analyzer's step for an analysis: walk the project's pages in the registry, keep the
-//! repositories GitLab's database has no row for, and ask the registry their sizes.
+//! The analysis' step, as an Analyzer runs it for one project: walk the project's pages in the
+//! registry, keep the repositories GitLab's database has no row for, and ask the registry their
+//! sizes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{canary_answers, Analysis, AnalysisError};
+use crate::analyzer::canary_answers;
 use crate::db::missing::MissingRepository;
 use crate::db::projects::{existing_repository_names, Project};
 use crate::db::Database;
@@ -15,6 +16,21 @@ use crate::registry::grammar::is_addressable;
 use crate::registry::names::rails_names;
 use crate::registry::token::SharedToken;
 use crate::registry::{RegistryClient, RegistryError};
+use crate::work::{Step, StepError};
+
+/// What listing a project found.
+#[derive(Debug)]
+pub enum Listed {
+    /// The project's registry path breaks the registry's name grammar: no repository can exist
+    /// under it, so nothing was asked and nothing is missing.
+    Unaddressable,
+    /// Every page was read: `missing` are the repositories GitLab has no row for.
+    Completed {
+        missing: Vec<MissingRepository>,
+        ignored: u32,
+        pages: u32,
+    },
+}
 
 /// Finds the repositories under the project's registry path that GitLab's database has no row
 /// for. Reads every page, or records nothing. With `sizes`, asks the size of each it found.
@@ -24,14 +40,14 @@ pub async fn analyze(
     project: &Project,
     token: Option<Arc<SharedToken>>,
     sizes: bool,
-) -> Analysis {
+) -> Step<Listed> {
     let Some(path) = project.registry_path() else {
-        return Analysis::Failed {
-            reason: AnalysisError::NoRoute,
+        return Step::Failed {
+            reason: StepError::NoRoute,
         };
     };
     if !is_addressable(&path) {
-        return Analysis::Unaddressable;
+        return Step::Done(Listed::Unaddressable);
     }
     let mut pages = registry.pages_sharing(&path, token);
     let mut missing: Vec<MissingRepository> = Vec::new();
@@ -45,7 +61,7 @@ pub async fn analyze(
                 (missing, ignored) = (Vec::new(), 0);
                 continue;
             }
-            Err(error) => return Analysis::registry_failed(error),
+            Err(error) => return Step::registry_failed(error),
         };
         let (names, outside) = rails_names(&path, &entries);
         for entry in outside {
@@ -54,12 +70,7 @@ pub async fn analyze(
         }
         let known = match existing_repository_names(db, project.id, &names).await {
             Ok(known) => known,
-            Err(error) => {
-                return Analysis::Deferred {
-                    reason: error.into(),
-                    refused: false,
-                }
-            }
+            Err(error) => return Step::database_failed(error),
         };
         let created: HashMap<&str, Option<&str>> = entries
             .iter()
@@ -95,8 +106,8 @@ pub async fn analyze(
                 last_unclear: Some(last),
                 ..
             }) if !canary_answers(registry).await => {
-                return Analysis::Deferred {
-                    reason: AnalysisError::SizesUnavailable {
+                return Step::Deferred {
+                    reason: StepError::SizesUnavailable {
                         path: path.clone(),
                         unclear,
                         last,
@@ -109,21 +120,21 @@ pub async fn analyze(
                     repository.size_bytes = size;
                 }
             }
-            Err(RegistryError::Fenced { .. }) => return Analysis::Fenced,
+            Err(RegistryError::Fenced { .. }) => return Step::Fenced,
             // Out of reach after the listing: analysed again later, never failed for it.
             Err(error) => {
-                return Analysis::Deferred {
+                return Step::Deferred {
                     reason: error.into(),
                     refused: false,
                 }
             }
         }
     }
-    Analysis::Completed {
+    Step::Done(Listed::Completed {
         missing,
         ignored,
         pages,
-    }
+    })
 }
 
 /// The registry's `created_at` (RFC 3339); one it cannot mean is logged and left unknown.

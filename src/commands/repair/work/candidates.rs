@@ -1,19 +1,19 @@
-//! A repair's source ([`Candidates`], `repair plan` and `repair apply`): one keyset walk over the
-//! candidates in scope (tracking row `completed` with `missing_count > 0`), each page with the
-//! guards' facts read in bulk and the unique index checked. A finite pass, like
-//! `run --until-done`: once every candidate was read, dispatched, back and flushed, the run ends.
+//! The repair's source ([`Candidates`]): one keyset walk over the candidates in scope (tracking
+//! row `completed` with `missing_count > 0`), each page with the guards' facts read in bulk and
+//! the unique index checked. A finite pass, like `run --until-done`: once every candidate was
+//! read, dispatched, back and flushed, the run ends.
 
-use std::time::Instant;
-
-use futures_util::future::BoxFuture;
+use futures_util::future::{self, LocalBoxFuture};
 use futures_util::FutureExt;
 
-use super::read::{Batch, Read, ReadKind, Reading};
-use super::{ServiceStatus, FETCH_BATCH};
-use crate::analyzer::{Job, RepairCandidate};
+use super::Candidate;
 use crate::db::projects::Project;
 use crate::db::repair::{candidates, count_candidates, index_health, project_facts, Scope};
 use crate::db::{Database, DbError};
+use crate::work::{Job, NextPass, Source, SourceStatus};
+
+/// Candidates read per page at most.
+const PAGE: i64 = 1000;
 
 /// The candidates in scope, read a page at a time.
 pub struct Candidates {
@@ -37,8 +37,31 @@ impl Candidates {
             fetching: false,
         }
     }
+}
 
-    pub(super) fn next_read(&mut self) -> Option<Reading> {
+/// One page of candidates read: where it started, how many it asked for, and what it brought.
+pub struct Read {
+    after: i64,
+    want: i64,
+    result: Result<Page, DbError>,
+}
+
+/// A page of the walk: how many rows were read, the last id, and the jobs made of them (fewer
+/// when a project was deleted meanwhile).
+struct Page {
+    read: u64,
+    last: Option<i64>,
+    jobs: Vec<Job<Candidate>>,
+}
+
+impl Source for Candidates {
+    type Item = Candidate;
+    type Read = Read;
+    type PassEnd = ();
+    type Periodic = ();
+
+    /// The next page, of its own size (the candidates are this repair's, read whole).
+    fn next_read(&mut self, _want: i64) -> Option<LocalBoxFuture<'static, Read>> {
         if self.fetching || self.exhausted {
             return None;
         }
@@ -47,38 +70,31 @@ impl Candidates {
                 self.exhausted = true;
                 return None;
             }
-            Some(left) => i64::try_from(left).map_or(FETCH_BATCH, |l| l.min(FETCH_BATCH)),
-            None => FETCH_BATCH,
+            Some(left) => i64::try_from(left).map_or(PAGE, |l| l.min(PAGE)),
+            None => PAGE,
         };
         self.fetching = true;
         let (db, scope, after) = (self.db.clone(), self.scope.clone(), self.cursor);
         Some(
             async move {
-                let started = Instant::now();
                 let result = read_page(&db, &scope, after, want).await;
                 Read {
-                    took: started.elapsed(),
-                    kind: ReadKind::Walk {
-                        after,
-                        want,
-                        result,
-                    },
+                    after,
+                    want,
+                    result,
                 }
             }
-            .boxed(),
+            .boxed_local(),
         )
     }
 
-    pub(super) fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {
+    fn took(&mut self, read: Read) -> Result<Vec<Job<Candidate>>, DbError> {
         self.fetching = false;
-        let ReadKind::Walk {
+        let Read {
             after,
             want,
             result,
-        } = read.kind
-        else {
-            return Ok(Vec::new());
-        };
+        } = read;
         let batch = result?;
         if self.cursor != after {
             return Ok(Vec::new());
@@ -91,35 +107,55 @@ impl Candidates {
         Ok(batch.jobs)
     }
 
-    pub(super) fn dropped(&mut self) {
+    fn dropped(&mut self) {
         self.fetching = false;
     }
 
-    pub(super) fn pass_read(&self) -> bool {
+    fn pass_read(&self) -> bool {
         self.exhausted && !self.fetching
     }
 
-    /// How many candidates the scope holds.
-    pub(super) fn count(&self) -> BoxFuture<'static, Result<Option<u64>, DbError>> {
-        let (db, scope) = (self.db.clone(), self.scope.clone());
-        async move { count_candidates(&db, &scope).await.map(Some) }.boxed()
+    fn shared_with_the_fleet(&self) -> bool {
+        false
     }
 
-    pub(super) fn cursor(&self) -> i64 {
+    /// One pass, and the run is over.
+    fn end_pass(&self) -> LocalBoxFuture<'static, ()> {
+        future::ready(()).boxed_local()
+    }
+
+    fn pass_ended(&mut self, _end: ()) -> NextPass {
+        NextPass::Done
+    }
+
+    /// How many candidates the scope holds.
+    fn count(&self) -> LocalBoxFuture<'static, Result<Option<u64>, DbError>> {
+        let (db, scope) = (self.db.clone(), self.scope.clone());
+        async move { count_candidates(&db, &scope).await.map(Some) }.boxed_local()
+    }
+
+    fn periodic_done(&mut self, _periodic: ()) -> bool {
+        false
+    }
+
+    fn cursor(&self) -> i64 {
         self.cursor
     }
 
-    pub(super) fn status(&self, status: &mut ServiceStatus) {
-        status.pass = 1;
+    fn status(&self, _unanswered: u64) -> SourceStatus {
+        SourceStatus {
+            pass: 1,
+            ..SourceStatus::default()
+        }
     }
 }
 
 /// One page of the walk, with the guards' facts of the projects that still exist.
-async fn read_page(db: &Database, scope: &Scope, after: i64, want: i64) -> Result<Batch, DbError> {
+async fn read_page(db: &Database, scope: &Scope, after: i64, want: i64) -> Result<Page, DbError> {
     let page = candidates(db, scope, after, want).await?;
     let mut facts = project_facts(db, &page).await?;
     let index_safe = index_health(db).await?.is_safe();
-    Ok(Batch {
+    Ok(Page {
         read: page.len() as u64,
         last: page.last().map(|c| c.project_id),
         jobs: page
@@ -130,14 +166,14 @@ async fn read_page(db: &Database, scope: &Scope, after: i64, want: i64) -> Resul
                     id: facts.id,
                     full_path: Some(facts.full_path.clone()),
                 };
-                Job {
-                    candidate: Some(Box::new(RepairCandidate {
+                Job::new(
+                    project,
+                    Candidate {
                         facts,
                         index_safe,
                         consent: scope.consent,
-                    })),
-                    ..Job::new(project)
-                }
+                    },
+                )
             })
             .collect(),
     })

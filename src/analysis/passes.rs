@@ -8,27 +8,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
+use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 
-use super::read::{Read, ReadKind, Reading};
-use super::{NextPass, ServiceStatus};
-use crate::analyzer::Job;
 use crate::db::fleet::claims::{self, Kind, PassProgress, PassState, Step};
 use crate::db::fleet::Member;
 use crate::db::projects::Project;
 use crate::db::tracking::Replaces;
 use crate::db::watermark::{self, Fences};
 use crate::db::{Database, DbError};
+use crate::work::{Job, NextPass, Remaining, Source, SourceStatus};
 
 /// How often the watermark is moved up and a due sweep is started.
-pub const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
 /// How soon a member whose part of a pass is done looks again while others finish theirs.
 const WAITING_POLL: Duration = Duration::from_secs(1);
 
-/// What the analysis is started with.
+/// What the analysis' passes are started with.
 #[derive(Debug, Clone)]
-pub struct AnalysisSettings {
+pub(super) struct AnalysisSettings {
     /// This instance as a member of the fleet (its shard among it).
     pub member: Arc<Member>,
     /// Every project of the shard up to this id has a row (see `db::watermark`).
@@ -50,8 +48,8 @@ pub struct PartEnd {
 
 /// What the periodic duties brought: the watermark moved up, a sweep began.
 pub struct Periodic {
-    pub(super) through: Option<i64>,
-    pub(super) swept: bool,
+    through: Option<i64>,
+    swept: bool,
 }
 
 /// This member's part of the fleet's passes over the projects without a tracking row: it reads
@@ -126,7 +124,7 @@ impl Progress {
 }
 
 impl Passes {
-    pub fn new(db: Database, settings: AnalysisSettings) -> Self {
+    pub(super) fn new(db: Database, settings: AnalysisSettings) -> Self {
         Self {
             db,
             member: settings.member,
@@ -148,32 +146,56 @@ impl Passes {
         }
     }
 
-    pub(super) fn next_read(&mut self, want: i64) -> Option<Reading> {
+    /// Moves the watermark up as far as the database shows every project has a row.
+    fn advance(&self) -> LocalBoxFuture<'static, Option<i64>> {
+        let (db, shard, from) = (self.db.clone(), self.member.shard, self.watermark);
+        let fences = self.fences.clone();
+        async move {
+            match watermark::advance(&db, shard, from, &fences).await {
+                Ok(through) => Some(through),
+                Err(error) => {
+                    tracing::debug!(%error, "the watermark could not move");
+                    None
+                }
+            }
+        }
+        .boxed_local()
+    }
+
+    /// A fence for the watermark, taken as a pass starts: by the pass's end the transactions
+    /// running now have most likely ended, and the watermark can move up to it.
+    fn take_fence(&self) {
+        let (db, fences) = (self.db.clone(), self.fences.clone());
+        actix_rt::spawn(async move {
+            if let Err(error) = watermark::take_fence(&db, &fences).await {
+                tracing::debug!(%error, "taking a fence for the watermark failed");
+            }
+        });
+    }
+}
+
+impl Source for Passes {
+    /// Which row already there a project's result replaces: one still `failed` (`run
+    /// --retry-failed`), or one counted without its repositories (itemising).
+    type Item = Replaces;
+    /// The next claim on the fleet's cursors, with how far the fleet's pass is.
+    type Read = Result<claims::Read, DbError>;
+    type PassEnd = PartEnd;
+    type Periodic = Periodic;
+
+    fn next_read(&mut self, want: i64) -> Option<LocalBoxFuture<'static, Self::Read>> {
         if self.fetching || self.exhausted {
             return None;
         }
         self.fetching = true;
         self.prefer_sweep = !self.prefer_sweep;
         let (db, member, prefer_sweep) = (self.db.clone(), self.member.clone(), self.prefer_sweep);
-        Some(
-            async move {
-                let started = Instant::now();
-                let result = claims::claim(&db, &member, prefer_sweep, want).await;
-                Read {
-                    took: started.elapsed(),
-                    kind: ReadKind::Claim(result),
-                }
-            }
-            .boxed(),
-        )
+        Some(async move { claims::claim(&db, &member, prefer_sweep, want).await }.boxed_local())
     }
 
-    pub(super) fn took(&mut self, read: Read) -> Result<Vec<Job>, DbError> {
+    fn took(&mut self, read: Self::Read) -> Result<Vec<Job<Replaces>>, DbError> {
         self.fetching = false;
-        let ReadKind::Claim(result) = read.kind else {
-            return Ok(Vec::new());
-        };
-        let claims::Read { step, progress } = result?;
+        let claims::Read { step, progress } = read?;
         self.progress.observe(progress);
         match step {
             Step::Claimed {
@@ -198,33 +220,22 @@ impl Passes {
         }
     }
 
-    pub(super) fn dropped(&mut self) {
+    fn dropped(&mut self) {
         self.fetching = false;
     }
 
-    pub(super) fn pass_read(&self) -> bool {
+    fn pass_read(&self) -> bool {
         self.exhausted && !self.fetching
     }
 
-    /// Moves the watermark up as far as the database shows every project has a row.
-    fn advance(&self) -> BoxFuture<'static, Option<i64>> {
-        let (db, shard, from) = (self.db.clone(), self.member.shard, self.watermark);
-        let fences = self.fences.clone();
-        async move {
-            match watermark::advance(&db, shard, from, &fences).await {
-                Ok(through) => Some(through),
-                Err(error) => {
-                    tracing::debug!(%error, "the watermark could not move");
-                    None
-                }
-            }
-        }
-        .boxed()
+    /// The fleet's passes are shared: a member reads only as far as its share works soon.
+    fn shared_with_the_fleet(&self) -> bool {
+        true
     }
 
     /// This member's part of the pass is flushed: its claims end and, if the pass is over for
     /// the whole fleet, the watermark moves up and the next pass starts from it.
-    pub(super) fn end_part(&self) -> BoxFuture<'static, PartEnd> {
+    fn end_pass(&self) -> LocalBoxFuture<'static, PartEnd> {
         let (db, member, pass, from) = (
             self.db.clone(),
             self.member.clone(),
@@ -251,18 +262,42 @@ impl Passes {
                 state,
             }
         }
-        .boxed()
+        .boxed_local()
     }
 
-    pub(super) fn part_ended(&mut self, end: PartEnd) {
+    /// This member's part of a pass is over and flushed: read again now, later, or end the run.
+    fn pass_ended(&mut self, end: PartEnd) -> NextPass {
         if let Some(through) = end.watermark {
             self.watermark = self.watermark.max(through);
         }
         self.ended = end.state;
+        tracing::debug!(pass = self.pass, projects = self.found, fleet = ?self.ended, "part of the pass complete");
+        match self.ended {
+            PassState::Waiting => NextPass::After(WAITING_POLL),
+            PassState::NotBefore(wait) => NextPass::After(wait.min(WATERMARK_INTERVAL)),
+            PassState::Next => NextPass::Now,
+            PassState::Done => NextPass::Done,
+        }
+    }
+
+    /// The Scheduler has started: the first fence for the watermark.
+    fn started(&self) {
+        self.take_fence();
+    }
+
+    fn start_pass(&mut self) {
+        self.take_fence();
+        self.exhausted = false;
+        self.found = 0;
+    }
+
+    /// The watermark and the sweep, every few seconds.
+    fn period(&self) -> Option<Duration> {
+        Some(WATERMARK_INTERVAL)
     }
 
     /// The periodic duties: the watermark, and a sweep when one is due (unless one is under way).
-    pub(super) fn periodic(&mut self) -> Option<BoxFuture<'static, Periodic>> {
+    fn periodic(&mut self) -> Option<LocalBoxFuture<'static, Periodic>> {
         if self.advancing {
             return None;
         }
@@ -290,48 +325,21 @@ impl Passes {
                 }
                 Periodic { through, swept }
             }
-            .boxed(),
+            .boxed_local(),
         )
     }
 
-    pub(super) fn periodic_done(&mut self, periodic: &Periodic) {
+    fn periodic_done(&mut self, periodic: Periodic) -> bool {
         self.advancing = false;
         if let Some(through) = periodic.through {
             self.watermark = self.watermark.max(through);
         }
-    }
-
-    /// This member's part of a pass is over and flushed: read again now, later, or end the run.
-    pub(super) fn next_pass(&mut self) -> NextPass {
-        tracing::debug!(pass = self.pass, projects = self.found, fleet = ?self.ended, "part of the pass complete");
-        match self.ended {
-            PassState::Waiting => NextPass::After(WAITING_POLL),
-            PassState::NotBefore(wait) => NextPass::After(wait.min(WATERMARK_INTERVAL)),
-            PassState::Next => NextPass::Now,
-            PassState::Done => NextPass::Done,
-        }
-    }
-
-    pub(super) fn start_pass(&mut self) {
-        self.take_fence();
-        self.exhausted = false;
-        self.found = 0;
-    }
-
-    /// A fence for the watermark, taken as a pass starts: by the pass's end the transactions
-    /// running now have most likely ended, and the watermark can move up to it.
-    pub(super) fn take_fence(&self) {
-        let (db, fences) = (self.db.clone(), self.fences.clone());
-        actix_rt::spawn(async move {
-            if let Err(error) = watermark::take_fence(&db, &fences).await {
-                tracing::debug!(%error, "taking a fence for the watermark failed");
-            }
-        });
+        periodic.swept
     }
 
     /// Makes sure the fleet's pass is counted: by this member if none does (see
     /// [`claims::count_pass`]); every member reads the count with its claims.
-    pub(super) fn count(&self) -> BoxFuture<'static, Result<Option<u64>, DbError>> {
+    fn count(&self) -> LocalBoxFuture<'static, Result<Option<u64>, DbError>> {
         let (db, member) = (self.db.clone(), self.member.clone());
         async move {
             if let Some(counted) = claims::count_pass(&db, &member).await? {
@@ -344,36 +352,36 @@ impl Passes {
             }
             Ok(None)
         }
-        .boxed()
+        .boxed_local()
     }
 
-    pub(super) fn cursor(&self) -> i64 {
+    fn cursor(&self) -> i64 {
         self.watermark
     }
 
-    pub(super) fn status(&self, status: &mut ServiceStatus) {
-        if let Some(left) = self.progress.left() {
-            // What this member took but has not answered yet is left too (the status holds its
-            // queue and in-flight work already).
-            let left = left + (status.queued + status.in_flight) as u64;
-            status.remaining = Some(left);
-            status.remaining_estimated = self.progress.estimated();
-            status.eta_s = self.progress.eta_s(left);
+    fn status(&self, unanswered: u64) -> SourceStatus {
+        SourceStatus {
+            pass: u64::try_from(self.pass).unwrap_or(0),
+            watermark: self.watermark,
+            sweeping: self.sweeping,
+            sweeps: self.sweeps,
+            // What this member took but has not answered yet is left too.
+            remaining: self.progress.left().map(|left| {
+                let left = left + unanswered;
+                Remaining {
+                    left,
+                    estimated: self.progress.estimated(),
+                    eta_s: self.progress.eta_s(left),
+                }
+            }),
         }
-        status.pass = u64::try_from(self.pass).unwrap_or(0);
-        status.watermark = self.watermark;
-        status.sweeping = self.sweeping;
-        status.sweeps = self.sweeps;
     }
 }
 
 /// The projects read, as jobs whose results replace the rows `replaces` says.
-fn jobs(projects: Vec<Project>, replaces: Replaces) -> Vec<Job> {
+fn jobs(projects: Vec<Project>, replaces: Replaces) -> Vec<Job<Replaces>> {
     projects
         .into_iter()
-        .map(|project| Job {
-            replaces,
-            ..Job::new(project)
-        })
+        .map(|project| Job::new(project, replaces))
         .collect()
 }
