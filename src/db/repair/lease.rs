@@ -25,7 +25,7 @@ use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::RunQueryDsl;
 
 use super::RepairError;
-use crate::db::{Database, DbConn, DbError};
+use crate::db::{Database, DbConn, DbError, Present};
 use crate::fence::Fence;
 use crate::identity::ProcessIdentity;
 
@@ -346,7 +346,19 @@ async fn take_from_gone(
 }
 
 async fn check_migrated(db: &Database) -> Result<(), RepairError> {
-    Ok(db.check_ready().await?)
+    let mut conn = db.conn().await?;
+    let row: Present =
+        diesel::sql_query("SELECT to_regclass('registry_repair_leases') IS NOT NULL AS present")
+            .get_result(&mut conn)
+            .await
+            .map_err(DbError::query("checking for the repair lease's table"))?;
+    if row.present {
+        Ok(())
+    } else {
+        Err(RepairError::NotMigrated {
+            target: db.target().to_string(),
+        })
+    }
 }
 
 /// The lease's holder now, expired or not; `None` when nobody holds it.
