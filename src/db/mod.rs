@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod failures;
 pub mod fleet;
+pub(crate) mod functions;
 pub mod missing;
 pub mod probe;
 pub mod projects;

@@ -6,9 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
+use diesel::dsl::{max, now};
+use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use crate::db::functions::{greatest, setval};
+use crate::db::schema::{
+    container_expiration_policies, container_repositories, namespaces, project_features, projects,
+    routes,
+};
 use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
@@ -299,121 +305,162 @@ impl World {
     /// enabled cleanup policies and `container_repositories` rows, in bulk.
     pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
         let mut conn = db.conn().await?;
-        let gid: Vec<i64> = self.groups.iter().map(|g| g.id).collect();
-        let gparent: Vec<Option<i64>> = self.groups.iter().map(|g| g.parent_id).collect();
-        let gpath: Vec<String> = self.groups.iter().map(|g| g.path.clone()).collect();
-        let gfull: Vec<String> = self.groups.iter().map(|g| g.full_path.clone()).collect();
-        diesel::sql_query(
-            "INSERT INTO namespaces (id, name, path, type, parent_id, created_at, updated_at) \
-             SELECT u.id, u.path, u.path, 'Group', u.parent_id, now(), now() \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, parent_id, path)",
-        )
-        .bind::<Array<BigInt>, _>(&gid)
-        .bind::<Array<Nullable<BigInt>>, _>(&gparent)
-        .bind::<Array<Text>, _>(&gpath)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding namespaces"))?;
-        diesel::sql_query(
-            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Namespace', u.full_path, u.full_path, $3, $3 \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path)",
-        )
-        .bind::<Array<BigInt>, _>(&gid)
-        .bind::<Array<Text>, _>(&gfull)
-        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding namespace routes"))?;
+        let groups: Vec<_> = self
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    namespaces::id.eq(g.id),
+                    namespaces::name.eq(&g.path),
+                    namespaces::path.eq(&g.path),
+                    namespaces::type_.eq("Group"),
+                    namespaces::parent_id.eq(g.parent_id),
+                    namespaces::created_at.eq(now),
+                    namespaces::updated_at.eq(now),
+                )
+            })
+            .collect();
+        insert_chunked!(
+            &mut conn,
+            namespaces::table,
+            groups,
+            5,
+            "seeding namespaces"
+        );
+        let group_routes: Vec<_> = self
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    routes::source_id.eq(g.id),
+                    routes::source_type.eq("Namespace"),
+                    routes::path.eq(&g.full_path),
+                    routes::name.eq(&g.full_path),
+                    routes::created_at.eq(PROJECTS_CREATED_AT),
+                    routes::updated_at.eq(PROJECTS_CREATED_AT),
+                )
+            })
+            .collect();
+        insert_chunked!(
+            &mut conn,
+            routes::table,
+            group_routes,
+            6,
+            "seeding namespace routes"
+        );
 
-        let pid: Vec<i64> = self.projects.iter().map(|p| p.id).collect();
-        let pns: Vec<i64> = self.projects.iter().map(|p| p.namespace_id).collect();
-        let ppath: Vec<String> = self.projects.iter().map(|p| p.path.clone()).collect();
-        let pfull: Vec<Option<String>> =
-            self.projects.iter().map(|p| p.full_path.clone()).collect();
-        let pcreated: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.created_at).collect();
-        let pmoved: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.route_updated_at).collect();
-        let pdeleting: Vec<bool> = self.projects.iter().map(|p| p.pending_delete).collect();
-        // GitLab's levels: 0 off, 20 enabled.
-        let plevel: Vec<i32> = self
+        let projects: Vec<_> = self
             .projects
             .iter()
-            .map(|p| if p.registry_disabled { 0 } else { 20 })
+            .map(|p| {
+                (
+                    projects::id.eq(p.id),
+                    projects::name.eq(&p.path),
+                    projects::path.eq(&p.path),
+                    projects::namespace_id.eq(p.namespace_id),
+                    projects::created_at.eq(p.created_at),
+                    projects::updated_at.eq(now),
+                    projects::pending_delete.eq(p.pending_delete),
+                )
+            })
             .collect();
-        let policed: Vec<i64> = self
+        insert_chunked!(&mut conn, projects::table, projects, 6, "seeding projects");
+        // GitLab creates every project with its project_features row; its levels: 0 off, 20 enabled.
+        let features: Vec<_> =
+            self.projects
+                .iter()
+                .map(|p| {
+                    (
+                        project_features::project_id.eq(p.id),
+                        project_features::container_registry_access_level
+                            .eq(if p.registry_disabled { 0 } else { 20 }),
+                        project_features::created_at.eq(now),
+                        project_features::updated_at.eq(now),
+                    )
+                })
+                .collect();
+        insert_chunked!(
+            &mut conn,
+            project_features::table,
+            features,
+            2,
+            "seeding project_features"
+        );
+        let project_routes: Vec<_> = self
+            .projects
+            .iter()
+            .filter_map(|p| {
+                let full_path = p.full_path.as_ref()?;
+                Some((
+                    routes::source_id.eq(p.id),
+                    routes::source_type.eq("Project"),
+                    routes::path.eq(full_path),
+                    routes::name.eq(full_path),
+                    routes::created_at.eq(p.created_at),
+                    routes::updated_at.eq(p.route_updated_at),
+                ))
+            })
+            .collect();
+        insert_chunked!(
+            &mut conn,
+            routes::table,
+            project_routes,
+            6,
+            "seeding project routes"
+        );
+        let policies: Vec<_> = self
             .projects
             .iter()
             .filter(|p| p.cleanup_policy)
-            .map(|p| p.id)
+            .map(|p| {
+                (
+                    container_expiration_policies::project_id.eq(p.id),
+                    container_expiration_policies::created_at.eq(now),
+                    container_expiration_policies::updated_at.eq(now),
+                    container_expiration_policies::enabled.eq(true),
+                )
+            })
             .collect();
-        diesel::sql_query(
-            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at, pending_delete) \
-             SELECT u.id, u.path, u.path, u.namespace_id, u.created_at, now(), u.pending_delete \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamp[], $5::boolean[]) \
-                 AS u(id, namespace_id, path, created_at, pending_delete)",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<BigInt>, _>(&pns)
-        .bind::<Array<Text>, _>(&ppath)
-        .bind::<Array<Timestamp>, _>(&pcreated)
-        .bind::<Array<Bool>, _>(&pdeleting)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding projects"))?;
-        // GitLab creates every project with its project_features row.
-        diesel::sql_query(
-            "INSERT INTO project_features (project_id, container_registry_access_level, created_at, updated_at) \
-             SELECT u.id, u.level, now(), now() FROM UNNEST($1::bigint[], $2::integer[]) AS u(id, level)",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<Integer>, _>(&plevel)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding project_features"))?;
-        diesel::sql_query(
-            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Project', u.full_path, u.full_path, u.created_at, u.updated_at \
-             FROM UNNEST($1::bigint[], $2::text[], $3::timestamp[], $4::timestamp[]) \
-                 AS u(id, full_path, created_at, updated_at) \
-             WHERE u.full_path IS NOT NULL",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<Nullable<Text>>, _>(&pfull)
-        .bind::<Array<Timestamp>, _>(&pcreated)
-        .bind::<Array<Timestamp>, _>(&pmoved)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding project routes"))?;
-        diesel::sql_query(
-            "INSERT INTO container_expiration_policies (project_id, created_at, updated_at, enabled) \
-             SELECT u.id, now(), now(), true FROM UNNEST($1::bigint[]) AS u(id)",
-        )
-        .bind::<Array<BigInt>, _>(&policed)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding container_expiration_policies"))?;
+        insert_chunked!(
+            &mut conn,
+            container_expiration_policies::table,
+            policies,
+            2,
+            "seeding container_expiration_policies"
+        );
 
-        let (rid, rname): (Vec<i64>, Vec<String>) = self
+        let repositories: Vec<_> = self
             .projects
             .iter()
-            .flat_map(|p| p.rails.iter().map(move |n| (p.id, n.clone())))
-            .unzip();
-        diesel::sql_query(
-            "INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
-             SELECT u.project_id, u.name, now(), now() \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(project_id, name)",
-        )
-        .bind::<Array<BigInt>, _>(&rid)
-        .bind::<Array<Text>, _>(&rname)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding container_repositories"))?;
+            .flat_map(|p| {
+                p.rails.iter().map(|name| {
+                    (
+                        container_repositories::project_id.eq(p.id),
+                        container_repositories::name.eq(name),
+                        container_repositories::created_at.eq(now),
+                        container_repositories::updated_at.eq(now),
+                    )
+                })
+            })
+            .collect();
+        insert_chunked!(
+            &mut conn,
+            container_repositories::table,
+            repositories,
+            2,
+            "seeding container_repositories"
+        );
 
         // Later inserts (new projects during a run) must not collide with the seeded ids.
-        diesel::sql_query(
-            "SELECT setval('projects_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1)), \
-                    setval('namespaces_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1))",
-        )
+        let highest = greatest(
+            projects::table.select(max(projects::id)).single_value(),
+            namespaces::table.select(max(namespaces::id)).single_value(),
+            1,
+        );
+        diesel::select((
+            setval("projects_id_seq", highest),
+            setval("namespaces_id_seq", highest),
+        ))
         .execute(&mut conn)
         .await
         .map_err(DbError::query("advancing id sequences"))?;
@@ -568,6 +615,25 @@ impl World {
         world
     }
 }
+
+/// The most bind parameters one statement may carry (PostgreSQL's protocol counts them in 16
+/// bits).
+const MAX_BINDS: usize = 65_535;
+
+/// Inserts `$rows` (each with `$binds` bound values; `now` is written into the statement) into
+/// `$table`, as many rows per statement as [`MAX_BINDS`] allows.
+macro_rules! insert_chunked {
+    ($conn:expr, $table:expr, $rows:expr, $binds:expr, $what:expr) => {
+        for chunk in $rows.chunks(MAX_BINDS / $binds) {
+            diesel::insert_into($table)
+                .values(chunk)
+                .execute($conn)
+                .await
+                .map_err(DbError::query($what))?;
+        }
+    };
+}
+use insert_chunked;
 
 /// A small, fast, deterministic generator: the demo must seed the same world every time.
 struct SplitMix64(u64);
