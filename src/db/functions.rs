@@ -1,12 +1,14 @@
 //! PostgreSQL functions the query builder calls, declared with the types the service uses them
 //! with (diesel declares only a few of its own). Each renders as the plain call, `lower(x)`.
 
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Oid, Text, Timestamptz};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Integer, Nullable, Oid, SingleValue, Text, Timestamptz,
+};
 
 #[diesel::declare_sql_function]
 extern "SQL" {
-    /// `now()`: the transaction's start, as `timestamptz` (diesel's own `now` is a `timestamp`,
-    /// which does not add to an interval into a `timestamptz` column).
+    /// `now()`: the transaction's start, as `timestamptz` (diesel's own `now` is typed
+    /// `timestamp`, so `now + interval` would not fit a `timestamptz` column).
     fn now() -> Timestamptz;
 
     /// `lower(text)`, as GitLab's index on `lower(routes.path)` matches paths.
@@ -43,6 +45,10 @@ extern "SQL" {
 
     /// `shobj_description(oid, catalog)`: a shared object's comment.
     fn shobj_description(object: Oid, catalog: Text) -> Nullable<Text>;
+
+    /// `unnest(array)`: a row per element. Several in one select list run in step (PostgreSQL
+    /// 10 on), as `UNNEST(a, b, ...)` in a FROM does: a batch of rows bound as an array a column.
+    fn unnest<ST: SingleValue>(array: Array<ST>) -> ST;
 }
 
 // `now() + interval`: a lease's expiry.

@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use diesel::dsl::{max, now};
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
-use crate::db::functions::{greatest, setval};
+use crate::db::functions::{self, greatest, setval, unnest};
 use crate::db::schema::{
-    container_expiration_policies, container_repositories, namespaces, project_features, projects,
-    routes,
+    container_expiration_policies as policies, container_repositories as repositories, namespaces,
+    project_features, projects, routes,
 };
 use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};
@@ -302,154 +303,161 @@ impl World {
     }
 
     /// Writes groups, projects (their dates and deletion), their `project_features`, routes,
-    /// enabled cleanup policies and `container_repositories` rows, in bulk.
+    /// enabled cleanup policies and `container_repositories` rows, in bulk: a statement per
+    /// table, each column bound as one array and unnested into rows.
     pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
         let mut conn = db.conn().await?;
-        let groups: Vec<_> = self
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    namespaces::id.eq(g.id),
-                    namespaces::name.eq(&g.path),
-                    namespaces::path.eq(&g.path),
-                    namespaces::type_.eq("Group"),
-                    namespaces::parent_id.eq(g.parent_id),
-                    namespaces::created_at.eq(now),
-                    namespaces::updated_at.eq(now),
-                )
-            })
-            .collect();
-        insert_chunked!(
-            &mut conn,
-            namespaces::table,
-            groups,
-            5,
-            "seeding namespaces"
-        );
-        let group_routes: Vec<_> = self
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    routes::source_id.eq(g.id),
-                    routes::source_type.eq("Namespace"),
-                    routes::path.eq(&g.full_path),
-                    routes::name.eq(&g.full_path),
-                    routes::created_at.eq(PROJECTS_CREATED_AT),
-                    routes::updated_at.eq(PROJECTS_CREATED_AT),
-                )
-            })
-            .collect();
-        insert_chunked!(
-            &mut conn,
-            routes::table,
-            group_routes,
-            6,
-            "seeding namespace routes"
-        );
+        let gid: Vec<i64> = self.groups.iter().map(|g| g.id).collect();
+        let gparent: Vec<Option<i64>> = self.groups.iter().map(|g| g.parent_id).collect();
+        let gpath: Vec<&str> = self.groups.iter().map(|g| g.path.as_str()).collect();
+        let gfull: Vec<&str> = self.groups.iter().map(|g| g.full_path.as_str()).collect();
+        diesel::insert_into(namespaces::table)
+            .values(diesel::select((
+                unnest(&gid),
+                unnest(&gpath),
+                unnest(&gpath),
+                "Group".into_sql::<Text>(),
+                unnest(&gparent),
+                now.nullable(),
+                now.nullable(),
+            )))
+            .into_columns((
+                namespaces::id,
+                namespaces::name,
+                namespaces::path,
+                namespaces::type_,
+                namespaces::parent_id,
+                namespaces::created_at,
+                namespaces::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding namespaces"))?;
+        let created = PROJECTS_CREATED_AT.into_sql::<Timestamp>().nullable();
+        diesel::insert_into(routes::table)
+            .values(diesel::select((
+                unnest(&gid),
+                "Namespace".into_sql::<Text>(),
+                unnest(&gfull),
+                unnest::<Text, _>(&gfull).nullable(),
+                created,
+                created,
+            )))
+            .into_columns(ROUTE_COLUMNS)
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding namespace routes"))?;
 
-        let projects: Vec<_> = self
+        let pid: Vec<i64> = self.projects.iter().map(|p| p.id).collect();
+        let pns: Vec<i64> = self.projects.iter().map(|p| p.namespace_id).collect();
+        let ppath: Vec<&str> = self.projects.iter().map(|p| p.path.as_str()).collect();
+        let pcreated: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.created_at).collect();
+        let pdeleting: Vec<bool> = self.projects.iter().map(|p| p.pending_delete).collect();
+        // GitLab's levels: 0 off, 20 enabled.
+        let plevel: Vec<i32> = self
             .projects
             .iter()
-            .map(|p| {
-                (
-                    projects::id.eq(p.id),
-                    projects::name.eq(&p.path),
-                    projects::path.eq(&p.path),
-                    projects::namespace_id.eq(p.namespace_id),
-                    projects::created_at.eq(p.created_at),
-                    projects::updated_at.eq(now),
-                    projects::pending_delete.eq(p.pending_delete),
-                )
-            })
+            .map(|p| if p.registry_disabled { 0 } else { 20 })
             .collect();
-        insert_chunked!(&mut conn, projects::table, projects, 6, "seeding projects");
-        // GitLab creates every project with its project_features row; its levels: 0 off, 20 enabled.
-        let features: Vec<_> =
-            self.projects
-                .iter()
-                .map(|p| {
-                    (
-                        project_features::project_id.eq(p.id),
-                        project_features::container_registry_access_level
-                            .eq(if p.registry_disabled { 0 } else { 20 }),
-                        project_features::created_at.eq(now),
-                        project_features::updated_at.eq(now),
-                    )
-                })
-                .collect();
-        insert_chunked!(
-            &mut conn,
-            project_features::table,
-            features,
-            2,
-            "seeding project_features"
-        );
-        let project_routes: Vec<_> = self
+        diesel::insert_into(projects::table)
+            .values(diesel::select((
+                unnest(&pid),
+                unnest::<Text, _>(&ppath).nullable(),
+                unnest::<Text, _>(&ppath).nullable(),
+                unnest(&pns),
+                unnest::<Timestamp, _>(&pcreated).nullable(),
+                now.nullable(),
+                unnest::<Bool, _>(&pdeleting).nullable(),
+            )))
+            .into_columns((
+                projects::id,
+                projects::name,
+                projects::path,
+                projects::namespace_id,
+                projects::created_at,
+                projects::updated_at,
+                projects::pending_delete,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding projects"))?;
+        // GitLab creates every project with its project_features row.
+        diesel::insert_into(project_features::table)
+            .values(diesel::select((unnest(&pid), unnest(&plevel), now, now)))
+            .into_columns((
+                project_features::project_id,
+                project_features::container_registry_access_level,
+                project_features::created_at,
+                project_features::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding project_features"))?;
+        // Projects without a route have no row.
+        let routed: Vec<&SeedProject> = self
             .projects
             .iter()
-            .filter_map(|p| {
-                let full_path = p.full_path.as_ref()?;
-                Some((
-                    routes::source_id.eq(p.id),
-                    routes::source_type.eq("Project"),
-                    routes::path.eq(full_path),
-                    routes::name.eq(full_path),
-                    routes::created_at.eq(p.created_at),
-                    routes::updated_at.eq(p.route_updated_at),
-                ))
-            })
+            .filter(|p| p.full_path.is_some())
             .collect();
-        insert_chunked!(
-            &mut conn,
-            routes::table,
-            project_routes,
-            6,
-            "seeding project routes"
-        );
-        let policies: Vec<_> = self
+        let rid: Vec<i64> = routed.iter().map(|p| p.id).collect();
+        let rfull: Vec<&str> = routed
+            .iter()
+            .filter_map(|p| p.full_path.as_deref())
+            .collect();
+        let rcreated: Vec<NaiveDateTime> = routed.iter().map(|p| p.created_at).collect();
+        let rmoved: Vec<NaiveDateTime> = routed.iter().map(|p| p.route_updated_at).collect();
+        diesel::insert_into(routes::table)
+            .values(diesel::select((
+                unnest(&rid),
+                "Project".into_sql::<Text>(),
+                unnest(&rfull),
+                unnest::<Text, _>(&rfull).nullable(),
+                unnest::<Timestamp, _>(&rcreated).nullable(),
+                unnest::<Timestamp, _>(&rmoved).nullable(),
+            )))
+            .into_columns(ROUTE_COLUMNS)
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding project routes"))?;
+        let policed: Vec<i64> = self
             .projects
             .iter()
             .filter(|p| p.cleanup_policy)
-            .map(|p| {
-                (
-                    container_expiration_policies::project_id.eq(p.id),
-                    container_expiration_policies::created_at.eq(now),
-                    container_expiration_policies::updated_at.eq(now),
-                    container_expiration_policies::enabled.eq(true),
-                )
-            })
+            .map(|p| p.id)
             .collect();
-        insert_chunked!(
-            &mut conn,
-            container_expiration_policies::table,
-            policies,
-            2,
-            "seeding container_expiration_policies"
-        );
+        diesel::insert_into(policies::table)
+            .values(diesel::select((
+                unnest(&policed),
+                functions::now(),
+                functions::now(),
+                true.into_sql::<Bool>(),
+            )))
+            .into_columns((
+                policies::project_id,
+                policies::created_at,
+                policies::updated_at,
+                policies::enabled,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding container_expiration_policies"))?;
 
-        let repositories: Vec<_> = self
+        let (cid, cname): (Vec<i64>, Vec<&str>) = self
             .projects
             .iter()
-            .flat_map(|p| {
-                p.rails.iter().map(|name| {
-                    (
-                        container_repositories::project_id.eq(p.id),
-                        container_repositories::name.eq(name),
-                        container_repositories::created_at.eq(now),
-                        container_repositories::updated_at.eq(now),
-                    )
-                })
-            })
-            .collect();
-        insert_chunked!(
-            &mut conn,
-            container_repositories::table,
-            repositories,
-            2,
-            "seeding container_repositories"
-        );
+            .flat_map(|p| p.rails.iter().map(move |n| (p.id, n.as_str())))
+            .unzip();
+        diesel::insert_into(repositories::table)
+            .values(diesel::select((unnest(&cid), unnest(&cname), now, now)))
+            .into_columns((
+                repositories::project_id,
+                repositories::name,
+                repositories::created_at,
+                repositories::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding container_repositories"))?;
 
         // Later inserts (new projects during a run) must not collide with the seeded ids.
         let highest = greatest(
@@ -616,24 +624,22 @@ impl World {
     }
 }
 
-/// The most bind parameters one statement may carry (PostgreSQL's protocol counts them in 16
-/// bits).
-const MAX_BINDS: usize = 65_535;
-
-/// Inserts `$rows` (each with `$binds` bound values; `now` is written into the statement) into
-/// `$table`, as many rows per statement as [`MAX_BINDS`] allows.
-macro_rules! insert_chunked {
-    ($conn:expr, $table:expr, $rows:expr, $binds:expr, $what:expr) => {
-        for chunk in $rows.chunks(MAX_BINDS / $binds) {
-            diesel::insert_into($table)
-                .values(chunk)
-                .execute($conn)
-                .await
-                .map_err(DbError::query($what))?;
-        }
-    };
-}
-use insert_chunked;
+/// The columns of a seeded route.
+const ROUTE_COLUMNS: (
+    routes::source_id,
+    routes::source_type,
+    routes::path,
+    routes::name,
+    routes::created_at,
+    routes::updated_at,
+) = (
+    routes::source_id,
+    routes::source_type,
+    routes::path,
+    routes::name,
+    routes::created_at,
+    routes::updated_at,
+);
 
 /// A small, fast, deterministic generator: the demo must seed the same world every time.
 struct SplitMix64(u64);
