@@ -164,7 +164,8 @@ fn lease_row() -> _ {
     leases::table.filter(leases::name.eq(name))
 }
 
-/// The lease's row while `lease` is its holder (another's acquisition rewrites `acquired_at`).
+/// The lease's row while the holder of this host, pid and acquisition time has it (another's
+/// acquisition rewrites all three).
 #[diesel::dsl::auto_type(no_type_alias)]
 fn held_as<'a>(host: &'a str, pid: i32, acquired_at: DateTime<Utc>) -> _ {
     let row: lease_row = lease_row();

@@ -383,7 +383,7 @@ pub async fn geo_secondaries(db: &Database) -> Result<Option<bool>, DbError> {
 
 /// The rows run `run_id` restored and not undone.
 #[diesel::dsl::auto_type]
-fn restored_by(run_id: i64) -> _ {
+pub(super) fn restored_by(run_id: i64) -> _ {
     restored::table
         .filter(restored::run_id.eq(run_id))
         .filter(restored::undone_at.is_null())

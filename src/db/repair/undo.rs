@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::lease::{self, Lease};
-use super::runs::apply_run;
+use super::runs::{apply_run, restored_by};
 use super::{count, RepairError, Restored, RestoredRow};
 use crate::db::functions::{coalesce_integer, now};
 use crate::db::schema::{
@@ -105,10 +105,8 @@ pub async fn undo(
     };
     let mut after = 0i64;
     loop {
-        let page: Vec<i64> = restored::table
-            .filter(restored::run_id.eq(undo_of))
+        let page: Vec<i64> = restored_by(undo_of)
             .filter(restored::project_id.gt(after))
-            .filter(restored::undone_at.is_null())
             .select(restored::project_id)
             .distinct()
             .order(restored::project_id)
