@@ -2,9 +2,9 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub(crate) mod dsl;
 pub mod failures;
 pub mod fleet;
-pub(crate) mod functions;
 pub mod missing;
 pub mod probe;
 pub mod projects;

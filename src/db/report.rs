@@ -14,7 +14,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, 
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use super::functions::{coalesce_timestamptz, date_trunc};
+use super::dsl::{coalesce, date_trunc};
 use super::missing::STILL_MISSING;
 use super::schema::{
     container_registry_data_repair_details as tracking, registry_repair_failures as failures,
@@ -394,7 +394,7 @@ pub async fn failed_projects(db: &Database, limit: i64) -> Result<Vec<FailedProj
     let mut conn = db.conn().await?;
     let failed_at = date_trunc(
         "second",
-        coalesce_timestamptz(failures::failed_at.nullable(), tracking::updated_at),
+        coalesce(failures::failed_at.nullable(), tracking::updated_at),
     );
     failed()
         .left_join(

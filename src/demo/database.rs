@@ -3,7 +3,7 @@
 use diesel::OptionalExtension as _;
 use diesel_async::SimpleAsyncConnection;
 
-use crate::db::functions::{set_config, shobj_description};
+use crate::db::dsl::{set_config, shobj_description};
 use crate::db::{redact, DbError};
 
 /// The part of GitLab's `db/structure.sql` that the service reads (a copy: see SPEC section 2).

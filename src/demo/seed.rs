@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use diesel::dsl::{max, now};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
-use crate::db::functions::{self, greatest, setval, unnest};
+use crate::db::dsl::{db_now, greatest, setval, unnest};
 use crate::db::schema::{
     container_expiration_policies as policies, container_repositories as repositories, namespaces,
     project_features, projects, routes,
@@ -428,8 +428,8 @@ impl World {
         diesel::insert_into(policies::table)
             .values(diesel::select((
                 unnest(&policed),
-                functions::now(),
-                functions::now(),
+                db_now(),
+                db_now(),
                 true.into_sql::<Bool>(),
             )))
             .into_columns((
@@ -461,10 +461,13 @@ impl World {
 
         // Later inserts (new projects during a run) must not collide with the seeded ids.
         let highest = greatest(
-            projects::table.select(max(projects::id)).single_value(),
-            namespaces::table.select(max(namespaces::id)).single_value(),
-            1,
-        );
+            greatest(
+                projects::table.select(max(projects::id)).single_value(),
+                namespaces::table.select(max(namespaces::id)).single_value(),
+            ),
+            1i64.into_sql::<Nullable<BigInt>>(),
+        )
+        .assume_not_null();
         diesel::select((
             setval("projects_id_seq", highest),
             setval("namespaces_id_seq", highest),

@@ -6,7 +6,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::db::functions::lower;
+use crate::db::dsl::lower;
 use crate::db::schema::{container_registry_data_repair_details as tracking, routes};
 use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::Candidate;
-use crate::db::functions::lower;
+use crate::db::dsl::lower;
 use crate::db::schema::routes;
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::ProjectFacts;

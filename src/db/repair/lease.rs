@@ -21,13 +21,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
-use diesel::pg::expression::extensions::IntervalDsl;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 use super::RepairError;
-use crate::db::functions::now;
+use crate::db::dsl::{db_now, from_now};
 use crate::db::schema::registry_repair_leases as leases;
 use crate::db::{Database, DbConn, DbError, Present};
 use crate::fence::Fence;
@@ -326,8 +325,8 @@ async fn take_from_gone(
                 leases::boot_id.eq(&process.boot_id),
                 leases::pid_ns.eq(&process.pid_ns),
                 leases::process_started.eq(process.started),
-                leases::acquired_at.eq(now()),
-                leases::expires_at.eq(now() + ttl_seconds().seconds()),
+                leases::acquired_at.eq(db_now()),
+                leases::expires_at.eq(from_now(ttl_seconds())),
             ))
             .returning((leases::acquired_at, leases::expires_at))
             .get_result(&mut conn)
@@ -375,7 +374,7 @@ pub(crate) async fn holder_on(conn: &mut DbConn) -> diesel::QueryResult<Option<H
             leases::pid,
             leases::acquired_at,
             leases::expires_at,
-            now(),
+            db_now(),
         ))
         .get_result(conn)
         .await
@@ -420,7 +419,7 @@ pub async fn renew(db: &Database, lease: &Lease) -> Result<Renewed, DbError> {
     let mut conn = db.conn().await?;
     let renewed: Option<DateTime<Utc>> =
         diesel::update(held_as(&lease.host, lease.pid, lease.acquired_at))
-            .set(leases::expires_at.eq(now() + ttl_seconds().seconds()))
+            .set(leases::expires_at.eq(from_now(ttl_seconds())))
             .returning(leases::expires_at)
             .get_result(&mut conn)
             .await

@@ -12,7 +12,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::{RepairError, Scope};
-use crate::db::functions::{has_table_privilege, pg_is_in_recovery, to_regclass};
+use crate::db::dsl::{has_table_privilege, pg_is_in_recovery, to_regclass};
 use crate::db::schema::{
     container_expiration_policies as policies, registry_repair_restored as restored,
     registry_repair_run_projects as run_projects, registry_repair_runs as runs,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::lease::{self, Lease};
 use super::runs::{apply_run, restored_by};
 use super::{count, RepairError, Restored, RestoredRow};
-use crate::db::functions::{coalesce_integer, now};
+use crate::db::dsl::{coalesce, db_now};
 use crate::db::schema::{
     container_registry_data_repair_details as tracking, registry_repair_restored as restored,
     registry_repair_runs as runs,
@@ -189,11 +189,11 @@ async fn undo_project(
             .await
             .map_err(DbError::query(what("listing the rows changed since")))?;
             if !deleted.is_empty() {
-                let missing = coalesce_integer(tracking::missing_count, 0) + count(deleted.len());
+                let missing = coalesce(tracking::missing_count, 0) + count(deleted.len());
                 diesel::update(tracking::table.find(project_id))
                     .set((
                         tracking::missing_count.eq(missing.nullable()),
-                        tracking::updated_at.eq(now()),
+                        tracking::updated_at.eq(db_now()),
                     ))
                     .execute(conn)
                     .await
@@ -222,7 +222,7 @@ async fn undo_project(
 async fn finish_undo(db: &Database, run: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     diesel::update(runs::table.find(run).filter(runs::kind.eq("undo")))
-        .set(runs::finished_at.eq(now().nullable()))
+        .set(runs::finished_at.eq(db_now().nullable()))
         .execute(&mut conn)
         .await
         .map_err(DbError::query(format!(
