@@ -2,6 +2,7 @@
 //! Connections are made in [`connect`] (libpq's `sslmode`/`sslrootcert`, TLS in [`tls`]).
 
 pub mod connect;
+pub(crate) mod dsl;
 pub mod failures;
 pub mod fleet;
 pub mod missing;

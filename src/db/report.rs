@@ -8,11 +8,19 @@
 //! by `repair apply`, or created by GitLab itself since, ends the loss).
 
 use chrono::{DateTime, Utc};
+use diesel::dsl::count_star;
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::dsl::{coalesce, date_trunc};
 use super::missing::STILL_MISSING;
+use super::schema::{
+    container_registry_data_repair_details as tracking, registry_repair_failures as failures,
+    routes,
+};
+use super::tracking::TrackingStatus;
 use super::{Database, DbError};
 use crate::registry::grammar::{MAX_PATH_BYTES, PATH_REGEX_SQL};
 
@@ -78,6 +86,7 @@ pub struct Totals {
 
 pub async fn totals(db: &Database) -> Result<Totals, DbError> {
     let mut conn = db.conn().await?;
+    // Raw: CTEs (the still-missing repositories, per project, and five totals) in one row.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING}, {PER_PROJECT}, \
               p AS (SELECT count(*) AS n FROM projects), \
@@ -164,7 +173,7 @@ pub async fn top_projects(
         ),
     };
     let mut conn = db.conn().await?;
-    // The few projects listed are chosen first; only they are looked up further.
+    // Raw: CTEs; the few projects listed are chosen first and only they are looked up further.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING}, {PER_PROJECT}, \
               top AS (SELECT t.project_id, t.missing_count, COALESCE(e.itemised, 0) AS itemised, \
@@ -228,6 +237,7 @@ pub async fn namespaces(
         ),
     };
     let mut conn = db.conn().await?;
+    // Raw: CTEs over the still-missing repositories, grouped by a path segment.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING}, {PER_PROJECT} \
          SELECT * FROM ( \
@@ -276,6 +286,7 @@ pub const UNKNOWN_MONTH: &str = "unknown";
 /// [`UNKNOWN_MONTH`] last. Months without any are left out.
 pub async fn by_month(db: &Database) -> Result<Vec<MonthTotals>, DbError> {
     let mut conn = db.conn().await?;
+    // Raw: a CTE over the still-missing repositories, grouped by a to_char of their month.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING} \
          SELECT * FROM ( \
@@ -315,106 +326,101 @@ pub const BUCKETS: [(i32, &str); 6] = [
     (1001, ">1000"),
 ];
 
-#[derive(diesel::QueryableByName)]
-struct BucketRow {
-    #[diesel(sql_type = Integer)]
-    bucket: i32,
-    #[diesel(sql_type = BigInt)]
-    projects: i64,
-    #[diesel(sql_type = BigInt)]
-    missing: i64,
-}
-
 /// How many completed projects miss 1, 2 to 5, ... repositories: every bucket of [`BUCKETS`], in
 /// order, empty ones too.
 pub async fn distribution(db: &Database) -> Result<Vec<Bucket>, DbError> {
-    // Bucket i holds missing_count >= BUCKETS[i].0: the CASE tries the largest first.
-    let case: String = BUCKETS
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, (least, _))| format!("WHEN missing_count >= {least} THEN {i} "))
-        .collect();
     let mut conn = db.conn().await?;
-    let rows: Vec<BucketRow> = diesel::sql_query(format!(
-        "SELECT CASE {case}END AS bucket, count(*) AS projects, \
-                sum(missing_count)::bigint AS missing \
-         FROM container_registry_data_repair_details \
-         WHERE status = 1 AND missing_count > 0 \
-         GROUP BY 1"
-    ))
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(
-        "counting the projects by how many repositories they miss",
-    ))?;
-    Ok(BUCKETS
+    // How many projects miss each count; the buckets are summed here.
+    let counts: Vec<(Option<i32>, i64)> = tracking::table
+        .filter(tracking::status.eq(TrackingStatus::Completed as i16))
+        .filter(tracking::missing_count.gt(0))
+        .group_by(tracking::missing_count)
+        .select((tracking::missing_count, count_star()))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(
+            "counting the projects by how many repositories they miss",
+        ))?;
+    let mut buckets: Vec<Bucket> = BUCKETS
         .iter()
-        .enumerate()
-        .map(|(i, (_, label))| {
-            let row = rows.iter().find(|r| usize::try_from(r.bucket) == Ok(i));
-            Bucket {
-                bucket: label,
-                projects: row.map_or(0, |r| r.projects),
-                missing: row.map_or(0, |r| r.missing),
-            }
+        .map(|(_, label)| Bucket {
+            bucket: label,
+            projects: 0,
+            missing: 0,
         })
-        .collect())
+        .collect();
+    for (missing, projects) in counts {
+        let missing = missing.unwrap_or(0);
+        // Bucket i holds missing_count >= BUCKETS[i].0: the last such bucket.
+        if let Some(bucket) = BUCKETS
+            .iter()
+            .rposition(|(least, _)| missing >= *least)
+            .and_then(|i| buckets.get_mut(i))
+        {
+            bucket.projects += projects;
+            bucket.missing += i64::from(missing) * projects;
+        }
+    }
+    Ok(buckets)
 }
 
 /// A project recorded `failed`, and why where it was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, diesel::Queryable)]
 pub struct FailedProject {
-    #[diesel(sql_type = BigInt)]
     pub project_id: i64,
     /// The project's route, mixed case; `None` for a project without one.
-    #[diesel(sql_type = Nullable<Text>)]
     pub full_path: Option<String>,
     /// The recorded cause's word ([`FailureCause`](super::failures::FailureCause)); `None`: not
     /// recorded (GitLab's own worker's row, or an earlier release's).
-    #[diesel(sql_type = Nullable<Text>)]
     pub cause: Option<String>,
     /// The message recorded when it failed.
-    #[diesel(sql_type = Nullable<Text>)]
     pub reason: Option<String>,
     /// When it failed (the recorded failure's time, else the tracking row's `updated_at`), to
     /// the second.
-    #[diesel(sql_type = Timestamptz)]
     pub failed_at: DateTime<Utc>,
 }
 
-/// The failed projects and their recorded failures, as the CTE `f`.
-const FAILED: &str = "f AS (\
-     SELECT t.project_id, x.cause, x.reason, \
-            date_trunc('second', COALESCE(x.failed_at, t.updated_at)) AS failed_at \
-     FROM container_registry_data_repair_details t \
-     LEFT JOIN registry_repair_failures x ON x.project_id = t.project_id \
-     WHERE t.status = 2)";
+/// The failed projects' tracking rows with their recorded failures (if any).
+#[diesel::dsl::auto_type]
+fn failed() -> _ {
+    let failed: i16 = TrackingStatus::Failed as i16;
+    tracking::table
+        .left_join(failures::table.on(failures::project_id.eq(tracking::project_id)))
+        .filter(tracking::status.eq(failed))
+}
 
 /// The `limit` projects failed most recently (ties by id), with why where it was recorded.
 pub async fn failed_projects(db: &Database, limit: i64) -> Result<Vec<FailedProject>, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(format!(
-        "WITH {FAILED}, \
-              top AS (SELECT * FROM f ORDER BY failed_at DESC, project_id LIMIT $1) \
-         SELECT top.project_id, r.path AS full_path, top.cause, top.reason, top.failed_at \
-         FROM top \
-         LEFT JOIN routes r ON r.source_type = 'Project' AND r.source_id = top.project_id \
-         ORDER BY top.failed_at DESC, top.project_id"
-    ))
-    .bind::<BigInt, _>(limit)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query("reading the failed projects"))
+    let failed_at = date_trunc(
+        "second",
+        coalesce(failures::failed_at.nullable(), tracking::updated_at),
+    );
+    failed()
+        .left_join(
+            routes::table.on(routes::source_type
+                .eq("Project")
+                .and(routes::source_id.eq(tracking::project_id))),
+        )
+        .select((
+            tracking::project_id,
+            routes::path.nullable(),
+            failures::cause.nullable(),
+            failures::reason.nullable(),
+            failed_at,
+        ))
+        .order((failed_at.desc(), tracking::project_id))
+        .limit(limit)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query("reading the failed projects"))
 }
 
 /// How many failed projects have one recorded cause.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
 pub struct CauseCount {
     /// `None`: their cause was not recorded.
-    #[diesel(sql_type = Nullable<Text>)]
     pub cause: Option<String>,
-    #[diesel(sql_type = BigInt)]
     pub projects: i64,
 }
 
@@ -422,14 +428,17 @@ pub struct CauseCount {
 /// without one last.
 pub async fn failed_by_cause(db: &Database) -> Result<Vec<CauseCount>, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(format!(
-        "WITH {FAILED} \
-         SELECT cause, count(*) AS projects FROM f GROUP BY cause \
-         ORDER BY cause IS NULL, projects DESC, cause"
-    ))
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query("counting the failed projects by cause"))
+    failed()
+        .group_by(failures::cause)
+        .select((failures::cause.nullable(), count_star()))
+        .order((
+            failures::cause.is_null(),
+            count_star().desc(),
+            failures::cause,
+        ))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query("counting the failed projects by cause"))
 }
 
 /// One recorded repository still missing, with its project's path.
@@ -490,6 +499,7 @@ pub async fn repositories(
     filter: &RepositoryFilter,
 ) -> Result<Vec<ListedRepository>, DbError> {
     let mut conn = db.conn().await?;
+    // Raw: a CTE over the still-missing repositories, a window count and a COLLATE "C" order.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING} \
          SELECT m.project_id, r.path AS full_path, m.registry_path, m.name, \
@@ -536,6 +546,7 @@ pub struct ProjectState {
 /// The state of each project of `ids`, in the order given.
 pub async fn project_states(db: &Database, ids: &[i64]) -> Result<Vec<ProjectState>, DbError> {
     let mut conn = db.conn().await?;
+    // Raw: UNNEST ... WITH ORDINALITY keeps the order the ids were given in.
     diesel::sql_query(
         "SELECT q.id AS project_id, EXISTS (SELECT 1 FROM projects p WHERE p.id = q.id) AS exists, \
                 t.status, t.missing_count, \

@@ -3,6 +3,7 @@
 use diesel::OptionalExtension as _;
 use diesel_async::SimpleAsyncConnection;
 
+use crate::db::dsl::{set_config, shobj_description};
 use crate::db::{redact, DbError};
 
 /// The part of GitLab's `db/structure.sql` that the service reads (a copy: see SPEC section 2).
@@ -142,10 +143,12 @@ struct Holder {
     holder: String,
 }
 
-#[derive(diesel::QueryableByName)]
-struct Mark {
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    mark: Option<String>,
+// PostgreSQL's catalog of databases, as far as the demo reads it.
+diesel::table! {
+    pg_database (oid) {
+        oid -> Oid,
+        datname -> Text,
+    }
 }
 
 /// The advisory lock's second key for `name` (FNV-1a, kept positive).
@@ -161,7 +164,7 @@ pub async fn claim_demo_database(
     server_url: &str,
     name: &str,
 ) -> Result<DemoClaim, DemoDatabaseError> {
-    use diesel::sql_types::{Integer, Text};
+    use diesel::sql_types::Integer;
     use diesel_async::RunQueryDsl;
 
     let mut conn = admin_connection(server_url).await?;
@@ -174,11 +177,11 @@ pub async fn claim_demo_database(
     let granted = conn
         .transaction(|conn| {
             Box::pin(async move {
-                diesel::sql_query("SELECT set_config('application_name', $1, false)")
-                    .bind::<Text, _>(&me)
+                diesel::select(set_config("application_name", &me, false))
                     .execute(conn)
                     .await
                     .map_err(DbError::query("naming the demo's connection"))?;
+                // Raw: a session-level advisory lock, the demo's hold for as long as it runs.
                 let granted: Granted =
                     diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS granted")
                         .bind::<Integer, _>(CLAIM_KEY)
@@ -189,6 +192,7 @@ pub async fn claim_demo_database(
                 if granted.granted {
                     return Ok(None);
                 }
+                // Raw: pg_locks' oid keys cast to bigint, joined to pg_stat_activity (catalogs).
                 let holder: Option<Holder> = diesel::sql_query(
                     "SELECT a.application_name || ', connected since ' \
                          || to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
@@ -261,24 +265,21 @@ impl DemoClaim {
 
     /// `None`: no such database; `Some(comment)`: it exists, with this comment (if any).
     async fn mark(&mut self) -> Result<Option<Option<String>>, DbError> {
-        use diesel::sql_types::Text;
+        use diesel::{ExpressionMethods, QueryDsl};
         use diesel_async::RunQueryDsl;
         let name = self.name.clone();
         self.conn
             .transaction(|conn| {
                 Box::pin(async move {
-                    let found: Option<Mark> = diesel::sql_query(
-                        "SELECT shobj_description(oid, 'pg_database') AS mark \
-                         FROM pg_database WHERE datname = $1",
-                    )
-                    .bind::<Text, _>(&name)
-                    .get_result(conn)
-                    .await
-                    .optional()
-                    .map_err(DbError::query(format!(
-                        "reading whether the database `{name}` is the demo's"
-                    )))?;
-                    Ok(found.map(|m| m.mark))
+                    pg_database::table
+                        .filter(pg_database::datname.eq(&name))
+                        .select(shobj_description(pg_database::oid, "pg_database"))
+                        .get_result(conn)
+                        .await
+                        .optional()
+                        .map_err(DbError::query(format!(
+                            "reading whether the database `{name}` is the demo's"
+                        )))
                 })
             })
             .await

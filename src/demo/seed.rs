@@ -6,9 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDateTime;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
+use diesel::dsl::{max, now};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 
+use crate::db::dsl::{db_now, greatest, setval, unnest};
+use crate::db::schema::{
+    container_expiration_policies as policies, container_repositories as repositories, namespaces,
+    project_features, projects, routes,
+};
 use crate::db::tracking::TrackingStatus;
 use crate::db::{Database, DbError};
 use crate::registry::grammar::is_addressable;
@@ -296,43 +303,55 @@ impl World {
     }
 
     /// Writes groups, projects (their dates and deletion), their `project_features`, routes,
-    /// enabled cleanup policies and `container_repositories` rows, in bulk.
+    /// enabled cleanup policies and `container_repositories` rows, in bulk: a statement per
+    /// table, each column bound as one array and unnested into rows.
     pub async fn insert(&self, db: &Database) -> Result<(), DbError> {
         let mut conn = db.conn().await?;
         let gid: Vec<i64> = self.groups.iter().map(|g| g.id).collect();
         let gparent: Vec<Option<i64>> = self.groups.iter().map(|g| g.parent_id).collect();
-        let gpath: Vec<String> = self.groups.iter().map(|g| g.path.clone()).collect();
-        let gfull: Vec<String> = self.groups.iter().map(|g| g.full_path.clone()).collect();
-        diesel::sql_query(
-            "INSERT INTO namespaces (id, name, path, type, parent_id, created_at, updated_at) \
-             SELECT u.id, u.path, u.path, 'Group', u.parent_id, now(), now() \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, parent_id, path)",
-        )
-        .bind::<Array<BigInt>, _>(&gid)
-        .bind::<Array<Nullable<BigInt>>, _>(&gparent)
-        .bind::<Array<Text>, _>(&gpath)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding namespaces"))?;
-        diesel::sql_query(
-            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Namespace', u.full_path, u.full_path, $3, $3 \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, full_path)",
-        )
-        .bind::<Array<BigInt>, _>(&gid)
-        .bind::<Array<Text>, _>(&gfull)
-        .bind::<diesel::sql_types::Timestamp, _>(PROJECTS_CREATED_AT)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding namespace routes"))?;
+        let gpath: Vec<&str> = self.groups.iter().map(|g| g.path.as_str()).collect();
+        let gfull: Vec<&str> = self.groups.iter().map(|g| g.full_path.as_str()).collect();
+        diesel::insert_into(namespaces::table)
+            .values(diesel::select((
+                unnest(&gid),
+                unnest(&gpath),
+                unnest(&gpath),
+                "Group".into_sql::<Text>(),
+                unnest(&gparent),
+                now.nullable(),
+                now.nullable(),
+            )))
+            .into_columns((
+                namespaces::id,
+                namespaces::name,
+                namespaces::path,
+                namespaces::type_,
+                namespaces::parent_id,
+                namespaces::created_at,
+                namespaces::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding namespaces"))?;
+        let created = PROJECTS_CREATED_AT.into_sql::<Timestamp>().nullable();
+        diesel::insert_into(routes::table)
+            .values(diesel::select((
+                unnest(&gid),
+                "Namespace".into_sql::<Text>(),
+                unnest(&gfull),
+                unnest::<Text, _>(&gfull).nullable(),
+                created,
+                created,
+            )))
+            .into_columns(ROUTE_COLUMNS)
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding namespace routes"))?;
 
         let pid: Vec<i64> = self.projects.iter().map(|p| p.id).collect();
         let pns: Vec<i64> = self.projects.iter().map(|p| p.namespace_id).collect();
-        let ppath: Vec<String> = self.projects.iter().map(|p| p.path.clone()).collect();
-        let pfull: Vec<Option<String>> =
-            self.projects.iter().map(|p| p.full_path.clone()).collect();
+        let ppath: Vec<&str> = self.projects.iter().map(|p| p.path.as_str()).collect();
         let pcreated: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.created_at).collect();
-        let pmoved: Vec<NaiveDateTime> = self.projects.iter().map(|p| p.route_updated_at).collect();
         let pdeleting: Vec<bool> = self.projects.iter().map(|p| p.pending_delete).collect();
         // GitLab's levels: 0 off, 20 enabled.
         let plevel: Vec<i32> = self
@@ -340,80 +359,119 @@ impl World {
             .iter()
             .map(|p| if p.registry_disabled { 0 } else { 20 })
             .collect();
+        diesel::insert_into(projects::table)
+            .values(diesel::select((
+                unnest(&pid),
+                unnest::<Text, _>(&ppath).nullable(),
+                unnest::<Text, _>(&ppath).nullable(),
+                unnest(&pns),
+                unnest::<Timestamp, _>(&pcreated).nullable(),
+                now.nullable(),
+                unnest::<Bool, _>(&pdeleting).nullable(),
+            )))
+            .into_columns((
+                projects::id,
+                projects::name,
+                projects::path,
+                projects::namespace_id,
+                projects::created_at,
+                projects::updated_at,
+                projects::pending_delete,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding projects"))?;
+        // GitLab creates every project with its project_features row.
+        diesel::insert_into(project_features::table)
+            .values(diesel::select((unnest(&pid), unnest(&plevel), now, now)))
+            .into_columns((
+                project_features::project_id,
+                project_features::container_registry_access_level,
+                project_features::created_at,
+                project_features::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding project_features"))?;
+        // Projects without a route have no row.
+        let routed: Vec<&SeedProject> = self
+            .projects
+            .iter()
+            .filter(|p| p.full_path.is_some())
+            .collect();
+        let rid: Vec<i64> = routed.iter().map(|p| p.id).collect();
+        let rfull: Vec<&str> = routed
+            .iter()
+            .filter_map(|p| p.full_path.as_deref())
+            .collect();
+        let rcreated: Vec<NaiveDateTime> = routed.iter().map(|p| p.created_at).collect();
+        let rmoved: Vec<NaiveDateTime> = routed.iter().map(|p| p.route_updated_at).collect();
+        diesel::insert_into(routes::table)
+            .values(diesel::select((
+                unnest(&rid),
+                "Project".into_sql::<Text>(),
+                unnest(&rfull),
+                unnest::<Text, _>(&rfull).nullable(),
+                unnest::<Timestamp, _>(&rcreated).nullable(),
+                unnest::<Timestamp, _>(&rmoved).nullable(),
+            )))
+            .into_columns(ROUTE_COLUMNS)
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding project routes"))?;
         let policed: Vec<i64> = self
             .projects
             .iter()
             .filter(|p| p.cleanup_policy)
             .map(|p| p.id)
             .collect();
-        diesel::sql_query(
-            "INSERT INTO projects (id, name, path, namespace_id, created_at, updated_at, pending_delete) \
-             SELECT u.id, u.path, u.path, u.namespace_id, u.created_at, now(), u.pending_delete \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamp[], $5::boolean[]) \
-                 AS u(id, namespace_id, path, created_at, pending_delete)",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<BigInt>, _>(&pns)
-        .bind::<Array<Text>, _>(&ppath)
-        .bind::<Array<Timestamp>, _>(&pcreated)
-        .bind::<Array<Bool>, _>(&pdeleting)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding projects"))?;
-        // GitLab creates every project with its project_features row.
-        diesel::sql_query(
-            "INSERT INTO project_features (project_id, container_registry_access_level, created_at, updated_at) \
-             SELECT u.id, u.level, now(), now() FROM UNNEST($1::bigint[], $2::integer[]) AS u(id, level)",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<Integer>, _>(&plevel)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding project_features"))?;
-        diesel::sql_query(
-            "INSERT INTO routes (source_id, source_type, path, name, created_at, updated_at) \
-             SELECT u.id, 'Project', u.full_path, u.full_path, u.created_at, u.updated_at \
-             FROM UNNEST($1::bigint[], $2::text[], $3::timestamp[], $4::timestamp[]) \
-                 AS u(id, full_path, created_at, updated_at) \
-             WHERE u.full_path IS NOT NULL",
-        )
-        .bind::<Array<BigInt>, _>(&pid)
-        .bind::<Array<Nullable<Text>>, _>(&pfull)
-        .bind::<Array<Timestamp>, _>(&pcreated)
-        .bind::<Array<Timestamp>, _>(&pmoved)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding project routes"))?;
-        diesel::sql_query(
-            "INSERT INTO container_expiration_policies (project_id, created_at, updated_at, enabled) \
-             SELECT u.id, now(), now(), true FROM UNNEST($1::bigint[]) AS u(id)",
-        )
-        .bind::<Array<BigInt>, _>(&policed)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding container_expiration_policies"))?;
+        diesel::insert_into(policies::table)
+            .values(diesel::select((
+                unnest(&policed),
+                db_now(),
+                db_now(),
+                true.into_sql::<Bool>(),
+            )))
+            .into_columns((
+                policies::project_id,
+                policies::created_at,
+                policies::updated_at,
+                policies::enabled,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding container_expiration_policies"))?;
 
-        let (rid, rname): (Vec<i64>, Vec<String>) = self
+        let (cid, cname): (Vec<i64>, Vec<&str>) = self
             .projects
             .iter()
-            .flat_map(|p| p.rails.iter().map(move |n| (p.id, n.clone())))
+            .flat_map(|p| p.rails.iter().map(move |n| (p.id, n.as_str())))
             .unzip();
-        diesel::sql_query(
-            "INSERT INTO container_repositories (project_id, name, created_at, updated_at) \
-             SELECT u.project_id, u.name, now(), now() \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(project_id, name)",
-        )
-        .bind::<Array<BigInt>, _>(&rid)
-        .bind::<Array<Text>, _>(&rname)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("seeding container_repositories"))?;
+        diesel::insert_into(repositories::table)
+            .values(diesel::select((unnest(&cid), unnest(&cname), now, now)))
+            .into_columns((
+                repositories::project_id,
+                repositories::name,
+                repositories::created_at,
+                repositories::updated_at,
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("seeding container_repositories"))?;
 
         // Later inserts (new projects during a run) must not collide with the seeded ids.
-        diesel::sql_query(
-            "SELECT setval('projects_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1)), \
-                    setval('namespaces_id_seq', GREATEST((SELECT max(id) FROM projects), (SELECT max(id) FROM namespaces), 1))",
+        let highest = greatest(
+            greatest(
+                projects::table.select(max(projects::id)).single_value(),
+                namespaces::table.select(max(namespaces::id)).single_value(),
+            ),
+            1i64.into_sql::<Nullable<BigInt>>(),
         )
+        .assume_not_null();
+        diesel::select((
+            setval("projects_id_seq", highest),
+            setval("namespaces_id_seq", highest),
+        ))
         .execute(&mut conn)
         .await
         .map_err(DbError::query("advancing id sequences"))?;
@@ -568,6 +626,23 @@ impl World {
         world
     }
 }
+
+/// The columns of a seeded route.
+const ROUTE_COLUMNS: (
+    routes::source_id,
+    routes::source_type,
+    routes::path,
+    routes::name,
+    routes::created_at,
+    routes::updated_at,
+) = (
+    routes::source_id,
+    routes::source_type,
+    routes::path,
+    routes::name,
+    routes::created_at,
+    routes::updated_at,
+);
 
 /// A small, fast, deterministic generator: the demo must seed the same world every time.
 struct SplitMix64(u64);

@@ -5,16 +5,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp, Timestamptz};
-// In scope for `#[diesel(embed)]`, which names the trait unqualified.
-use diesel::QueryableByName;
-use diesel::{OptionalExtension, QueryResult};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 
 use super::facts::{index_health_on, FactsRow, FACTS_COLUMNS};
 use super::lease;
 use super::{count, Restored};
+use crate::db::schema::{
+    registry_repair_restored as restored, registry_repair_run_projects as run_projects,
+    registry_repair_skipped as skipped,
+};
 use crate::db::{Database, DbConn, DbError};
 use crate::fence::Fence;
 use crate::repair::guards::{Action, PlannedRepository, ProjectPlan, Reason};
@@ -190,6 +192,7 @@ async fn lock_project(
     project_id: i64,
     run_id: i64,
 ) -> QueryResult<Option<LockedProject>> {
+    // Raw: FOR SHARE OF p locks the project row alone (the tracking row is outer-joined).
     diesel::sql_query(format!(
         "WITH lease AS ({}) \
          SELECT {FACTS_COLUMNS}, t.missing_count AS missing_before, \
@@ -230,8 +233,7 @@ struct Guarded {
 }
 
 async fn lock_guarded(conn: &mut DbConn, project_id: i64) -> QueryResult<Guarded> {
-    // Locking clauses in CTEs, whose rows the outer SELECT reads: a locking SELECT returns the
-    // row as it is after any change it waited for.
+    // Raw: locking CTEs, so each row is read as it is once locked (after a change it waited for).
     diesel::sql_query(
         "WITH route AS ( \
              SELECT path, updated_at FROM routes \
@@ -286,24 +288,24 @@ async fn claim(
             to.as_deref(),
         ),
     };
-    let claimed = diesel::sql_query(
-        "INSERT INTO registry_repair_run_projects \
-             (run_id, project_id, full_path, restored, already_present, skipped, review, \
-              missing_before, missing_after, outcome, path_at_write) \
-         VALUES ($1, $2, $3, 0, 0, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (run_id, project_id) DO NOTHING",
-    )
-    .bind::<BigInt, _>(run_id)
-    .bind::<BigInt, _>(plan.project_id)
-    .bind::<Text, _>(&plan.full_path)
-    .bind::<Integer, _>(skipped)
-    .bind::<Integer, _>(review)
-    .bind::<Nullable<Integer>, _>(missing_before)
-    .bind::<Integer, _>(missing_after)
-    .bind::<Text, _>(outcome)
-    .bind::<Nullable<Text>, _>(path_at_write)
-    .execute(conn)
-    .await?;
+    let claimed = diesel::insert_into(run_projects::table)
+        .values((
+            run_projects::run_id.eq(run_id),
+            run_projects::project_id.eq(plan.project_id),
+            run_projects::full_path.eq(&plan.full_path),
+            run_projects::restored.eq(0),
+            run_projects::already_present.eq(0),
+            run_projects::skipped.eq(skipped),
+            run_projects::review.eq(review),
+            run_projects::missing_before.eq(missing_before),
+            run_projects::missing_after.eq(missing_after),
+            run_projects::outcome.eq(outcome),
+            run_projects::path_at_write.eq(path_at_write),
+        ))
+        .on_conflict((run_projects::run_id, run_projects::project_id))
+        .do_nothing()
+        .execute(conn)
+        .await?;
     Ok(claimed == 1)
 }
 
@@ -311,59 +313,40 @@ async fn claim(
 /// skipped rows, laid over `plan` (the plan as the Writer holds it): the answer a batch written
 /// again gives, so that the run's printed result counts every project once.
 async fn recorded(conn: &mut DbConn, run_id: i64, mut plan: ProjectPlan) -> QueryResult<Written> {
-    #[derive(QueryableByName)]
-    struct Claim {
-        #[diesel(sql_type = Text)]
-        outcome: String,
-        #[diesel(sql_type = Nullable<Text>)]
-        path_at_write: Option<String>,
-    }
-    #[derive(QueryableByName)]
-    struct Held {
-        #[diesel(sql_type = Text)]
-        name: String,
-        #[diesel(sql_type = Text)]
-        action: String,
-        #[diesel(sql_type = Text)]
-        reason: String,
-    }
-    let claim: Claim = diesel::sql_query(
-        "SELECT outcome, path_at_write FROM registry_repair_run_projects \
-         WHERE run_id = $1 AND project_id = $2",
-    )
-    .bind::<BigInt, _>(run_id)
-    .bind::<BigInt, _>(plan.project_id)
-    .get_result(conn)
-    .await?;
-    if claim.outcome == "path_changed" {
+    let (outcome, path_at_write): (String, Option<String>) = run_projects::table
+        .find((run_id, plan.project_id))
+        .select((run_projects::outcome, run_projects::path_at_write))
+        .get_result(conn)
+        .await?;
+    if outcome == "path_changed" {
         plan.path_changed();
         return Ok(Written::PathChanged {
             plan,
-            now: claim.path_at_write,
+            now: path_at_write,
         });
     }
-    let restored: Vec<RestoredRow> = diesel::sql_query(
-        "SELECT repository_id, name FROM registry_repair_restored \
-         WHERE run_id = $1 AND project_id = $2 ORDER BY repository_id",
-    )
-    .bind::<BigInt, _>(run_id)
-    .bind::<BigInt, _>(plan.project_id)
-    .load::<Restored>(conn)
-    .await?
-    .into_iter()
-    .map(RestoredRow::from)
-    .collect();
-    let held: HashMap<String, (Option<Action>, Option<Reason>)> = diesel::sql_query(
-        "SELECT name, action, reason FROM registry_repair_skipped \
-         WHERE run_id = $1 AND project_id = $2",
-    )
-    .bind::<BigInt, _>(run_id)
-    .bind::<BigInt, _>(plan.project_id)
-    .load::<Held>(conn)
-    .await?
-    .into_iter()
-    .map(|h| (h.name, (Action::parse(&h.action), Reason::parse(&h.reason))))
-    .collect();
+    let restored: Vec<RestoredRow> = restored::table
+        .filter(restored::run_id.eq(run_id))
+        .filter(restored::project_id.eq(plan.project_id))
+        .select((restored::repository_id, restored::name))
+        .order(restored::repository_id)
+        .load::<(i64, String)>(conn)
+        .await?
+        .into_iter()
+        .map(|(repository_id, name)| RestoredRow {
+            repository_id,
+            name,
+        })
+        .collect();
+    let held: HashMap<String, (Option<Action>, Option<Reason>)> = skipped::table
+        .filter(skipped::run_id.eq(run_id))
+        .filter(skipped::project_id.eq(plan.project_id))
+        .select((skipped::name, skipped::action, skipped::reason))
+        .load::<(String, String, String)>(conn)
+        .await?
+        .into_iter()
+        .map(|(name, action, reason)| (name, (Action::parse(&action), Reason::parse(&reason))))
+        .collect();
     let inserted: HashSet<&str> = restored.iter().map(|r| r.name.as_str()).collect();
     let mut already_present = Vec::new();
     for repository in &mut plan.repositories {
@@ -442,6 +425,7 @@ async fn write_plan(
              FROM inserted JOIN wanted ON wanted.name = inserted.name \
              RETURNING repository_id, name)"
     };
+    // Raw: one statement of data-modifying CTEs over UNNEST'ed arrays: a round trip per project.
     diesel::sql_query(format!(
         "WITH wanted AS ( \
              SELECT * FROM UNNEST($3::text[], $4::text[], $5::timestamptz[]) \

@@ -1,10 +1,15 @@
 //! Which projects a repair looks at: the scope flags, and the candidates in scope walked by keyset
 //! (a page costs the same at any depth) and counted (for progress).
 
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+use diesel::dsl::{exists, IntoBoxed};
+use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::db::{Database, DbError, Present};
+use crate::db::dsl::lower;
+use crate::db::schema::{container_registry_data_repair_details as tracking, routes};
+use crate::db::tracking::TrackingStatus;
+use crate::db::{Database, DbError};
 use crate::repair::guards::Consent;
 
 /// Which projects a `plan` or `apply` looks at (the canary flags).
@@ -58,28 +63,51 @@ impl Scope {
 }
 
 /// A project whose tracking row is `completed` with `missing_count > 0`.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
 pub struct Candidate {
-    #[diesel(sql_type = BigInt)]
     pub project_id: i64,
-    #[diesel(sql_type = Text)]
     pub full_path: String,
-    #[diesel(sql_type = Integer)]
     pub missing_count: i32,
 }
 
 /// Whether a group or user (a `Namespace` route) has `path`, ignoring case.
 pub async fn namespace_exists(db: &Database, path: &str) -> Result<bool, DbError> {
     let mut conn = db.conn().await?;
-    let row: Present = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM routes WHERE source_type = 'Namespace' \
-                        AND lower(path) = lower($1)) AS present",
-    )
-    .bind::<Text, _>(path.trim_matches('/'))
+    diesel::select(exists(
+        routes::table.filter(
+            routes::source_type
+                .eq("Namespace")
+                .and(lower(routes::path).eq(lower(path.trim_matches('/')))),
+        ),
+    ))
     .get_result(&mut conn)
     .await
-    .map_err(DbError::query(format!("looking up the namespace `{path}`")))?;
-    Ok(row.present)
+    .map_err(DbError::query(format!("looking up the namespace `{path}`")))
+}
+
+/// The tracking rows joined to their projects' routes (a project without one is left out).
+#[diesel::dsl::auto_type]
+fn tracked_with_route() -> _ {
+    tracking::table.inner_join(
+        routes::table.on(routes::source_type
+            .eq("Project")
+            .and(routes::source_id.eq(tracking::project_id))),
+    )
+}
+
+/// The tracking rows of `scope`'s projects: `completed` with `missing_count > 0`, and a route.
+fn in_scope(scope: &Scope) -> IntoBoxed<'static, tracked_with_route, Pg> {
+    let mut query = tracked_with_route()
+        .filter(tracking::status.eq(TrackingStatus::Completed as i16))
+        .filter(tracking::missing_count.gt(0))
+        .into_boxed();
+    if !scope.projects.is_empty() {
+        query = query.filter(tracking::project_id.eq_any(scope.projects.clone()));
+    }
+    if let Some(pattern) = scope.namespace_pattern() {
+        query = query.filter(lower(routes::path).like(pattern).escape('\\'));
+    }
+    query
 }
 
 /// The next `limit` projects in `scope` after project id `after`, in id order: tracking row
@@ -93,49 +121,31 @@ pub async fn candidates(
     limit: i64,
 ) -> Result<Vec<Candidate>, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "SELECT t.project_id, r.path AS full_path, t.missing_count \
-         FROM container_registry_data_repair_details t \
-         JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         WHERE t.project_id > $1 AND t.status = 1 AND t.missing_count > 0 \
-           AND (cardinality($2::bigint[]) = 0 OR t.project_id = ANY($2::bigint[])) \
-           AND ($3::text IS NULL OR lower(r.path) LIKE $3::text ESCAPE '\\') \
-         ORDER BY t.project_id \
-         LIMIT $4",
-    )
-    .bind::<BigInt, _>(after)
-    .bind::<Array<BigInt>, _>(&scope.projects)
-    .bind::<Nullable<Text>, _>(scope.namespace_pattern())
-    .bind::<BigInt, _>(limit)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "reading the next {limit} projects to repair after id {after}"
-    )))
+    in_scope(scope)
+        .filter(tracking::project_id.gt(after))
+        .select((
+            tracking::project_id,
+            routes::path,
+            tracking::missing_count.assume_not_null(),
+        ))
+        .order(tracking::project_id)
+        .limit(limit)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the next {limit} projects to repair after id {after}"
+        )))
 }
 
 /// How many candidates `scope` holds (for progress: a total and an ETA).
 pub async fn count_candidates(db: &Database, scope: &Scope) -> Result<u64, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let mut conn = db.conn().await?;
-    let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n \
-         FROM container_registry_data_repair_details t \
-         JOIN routes r ON r.source_type = 'Project' AND r.source_id = t.project_id \
-         WHERE t.status = 1 AND t.missing_count > 0 \
-           AND (cardinality($1::bigint[]) = 0 OR t.project_id = ANY($1::bigint[])) \
-           AND ($2::text IS NULL OR lower(r.path) LIKE $2::text ESCAPE '\\')",
-    )
-    .bind::<Array<BigInt>, _>(&scope.projects)
-    .bind::<Nullable<Text>, _>(scope.namespace_pattern())
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("counting the projects to repair"))?;
-    let n = u64::try_from(row.n).unwrap_or(0);
+    let n: i64 = in_scope(scope)
+        .count()
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("counting the projects to repair"))?;
+    let n = u64::try_from(n).unwrap_or(0);
     Ok(scope.limit.map_or(n, |limit| n.min(limit)))
 }
 

@@ -4,11 +4,14 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::Candidate;
+use crate::db::dsl::lower;
+use crate::db::schema::routes;
 use crate::db::{Database, DbConn, DbError};
 use crate::repair::guards::ProjectFacts;
 
@@ -82,6 +85,7 @@ pub async fn project_facts(
         .map(|c| (c.project_id, c.full_path.as_str()))
         .collect();
     let mut conn = db.conn().await?;
+    // Raw: FACTS_COLUMNS is also the write's, whose lock (FOR SHARE OF p) the builder cannot say.
     let rows: Vec<FactsRow> = diesel::sql_query(format!(
         "SELECT {FACTS_COLUMNS} FROM projects p WHERE p.id = ANY($1)"
     ))
@@ -145,6 +149,7 @@ pub async fn index_health(db: &Database) -> Result<IndexHealth, DbError> {
 }
 
 pub(super) async fn index_health_on(conn: &mut DbConn) -> Result<IndexHealth, DbError> {
+    // Raw: PostgreSQL's catalog pg_index, found through to_regclass, is no table of the schema.
     diesel::sql_query(
         "SELECT i.indexrelid IS NOT NULL AS present, \
                 COALESCE(i.indisunique, false) AS unique, \
@@ -171,27 +176,22 @@ pub async fn claimed_paths(
     project_id: i64,
     paths: &[String],
 ) -> Result<HashSet<String>, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Claim {
-        #[diesel(sql_type = Text)]
-        path: String,
-    }
     if paths.is_empty() {
         return Ok(HashSet::new());
     }
     let mut conn = db.conn().await?;
-    let rows: Vec<Claim> = diesel::sql_query(
-        "SELECT DISTINCT lower(path) AS path FROM routes \
-         WHERE source_type = 'Project' AND lower(path) = ANY($1::text[]) AND source_id <> $2",
-    )
-    .bind::<Array<Text>, _>(paths)
-    .bind::<BigInt, _>(project_id)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "looking up other projects under the path of project {project_id}"
-    )))?;
-    Ok(rows.into_iter().map(|c| c.path).collect())
+    let claimed: Vec<String> = routes::table
+        .filter(routes::source_type.eq("Project"))
+        .filter(lower(routes::path).eq_any(paths))
+        .filter(routes::source_id.ne(project_id))
+        .select(lower(routes::path))
+        .distinct()
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "looking up other projects under the path of project {project_id}"
+        )))?;
+    Ok(claimed.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -20,11 +20,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz};
-use diesel::{OptionalExtension, QueryableByName};
+use diesel::dsl::exists;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 use super::RepairError;
+use crate::db::dsl::{db_now, from_now};
+use crate::db::schema::registry_repair_leases as leases;
 use crate::db::{Database, DbConn, DbError, Present};
 use crate::fence::Fence;
 use crate::identity::ProcessIdentity;
@@ -43,30 +46,20 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 const ATTEMPTS: usize = 3;
 
 /// The lease row as read, with the database's clock at the read.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct Holder {
-    #[diesel(sql_type = Text)]
     pub boot_id: String,
-    #[diesel(sql_type = Text)]
     pub pid_ns: String,
-    #[diesel(sql_type = BigInt)]
     pub process_started: i64,
     /// The holder's run; `None` until it has created its run row.
-    #[diesel(sql_type = Nullable<BigInt>)]
     pub run_id: Option<i64>,
     /// `apply` or `undo`.
-    #[diesel(sql_type = Text)]
     pub kind: String,
-    #[diesel(sql_type = Text)]
     pub host: String,
-    #[diesel(sql_type = Integer)]
     pub pid: i32,
-    #[diesel(sql_type = Timestamptz)]
     pub acquired_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
     pub expires_at: DateTime<Utc>,
     /// The database's `now()` when the row was read.
-    #[diesel(sql_type = Timestamptz)]
     pub read_at: DateTime<Utc>,
 }
 
@@ -159,12 +152,25 @@ pub enum Takeover {
     ProcessGone,
 }
 
-/// The columns a lease row's holder is read with.
-const HOLDER_COLUMNS: &str = "run_id, kind, host, pid, boot_id, pid_ns, process_started, \
-                              acquired_at, expires_at, now() AS read_at";
-
 fn ttl_seconds() -> f64 {
     LEASE_TTL.as_secs_f64()
+}
+
+/// The lease's row by its name.
+#[diesel::dsl::auto_type]
+fn lease_row() -> _ {
+    let name: &'static str = NAME;
+    leases::table.filter(leases::name.eq(name))
+}
+
+/// The lease's row while the holder of this host, pid and acquisition time has it (another's
+/// acquisition rewrites all three).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn held_as<'a>(host: &'a str, pid: i32, acquired_at: DateTime<Utc>) -> _ {
+    let row: lease_row = lease_row();
+    row.filter(leases::host.eq(host))
+        .filter(leases::pid.eq(pid))
+        .filter(leases::acquired_at.eq(acquired_at))
 }
 
 /// Takes the lease for `claimant`, or refuses with [`RepairError::Busy`] naming the live holder.
@@ -226,8 +232,7 @@ async fn insert_or_take_expired(
     }
     let process = &claimant.process;
     let mut conn = db.conn().await?;
-    // `previous` reads the row as it was before this statement: the holder an expired lease is
-    // taken from, for the log.
+    // Raw: a CTE (`previous`) reads the row as it was before the upsert, the holder taken from.
     let taken: Option<Taken> = diesel::sql_query(
         "WITH previous AS ( \
              SELECT run_id, kind, host, pid, acquired_at, expires_at \
@@ -308,41 +313,29 @@ async fn take_from_gone(
     claimant: &Claimant,
     holder: &Holder,
 ) -> Result<Option<Lease>, RepairError> {
-    #[derive(QueryableByName)]
-    struct Taken {
-        #[diesel(sql_type = Timestamptz)]
-        acquired_at: DateTime<Utc>,
-        #[diesel(sql_type = Timestamptz)]
-        expires_at: DateTime<Utc>,
-    }
     let process = &claimant.process;
     let mut conn = db.conn().await?;
-    let taken: Option<Taken> = diesel::sql_query(
-        "UPDATE registry_repair_leases \
-         SET run_id = NULL, kind = $5, host = $6, pid = $7, boot_id = $8, pid_ns = $9, \
-             process_started = $10, acquired_at = now(), \
-             expires_at = now() + $11 * interval '1 second' \
-         WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4 \
-         RETURNING acquired_at, expires_at",
-    )
-    .bind::<Text, _>(NAME)
-    .bind::<Text, _>(&holder.host)
-    .bind::<Integer, _>(holder.pid)
-    .bind::<Timestamptz, _>(holder.acquired_at)
-    .bind::<Text, _>(claimant.kind)
-    .bind::<Text, _>(&process.host)
-    .bind::<Integer, _>(process.pid)
-    .bind::<Text, _>(&process.boot_id)
-    .bind::<Text, _>(&process.pid_ns)
-    .bind::<BigInt, _>(process.started)
-    .bind::<Double, _>(ttl_seconds())
-    .get_result(&mut conn)
-    .await
-    .optional()
-    .map_err(DbError::query(format!(
-        "taking over the repair lease of {holder}, whose process is gone"
-    )))?;
-    Ok(taken.map(|taken| Lease::taken_by(claimant, taken.acquired_at, taken.expires_at)))
+    let taken: Option<(DateTime<Utc>, DateTime<Utc>)> =
+        diesel::update(held_as(&holder.host, holder.pid, holder.acquired_at))
+            .set((
+                leases::run_id.eq(None::<i64>),
+                leases::kind.eq(claimant.kind),
+                leases::host.eq(&process.host),
+                leases::pid.eq(process.pid),
+                leases::boot_id.eq(&process.boot_id),
+                leases::pid_ns.eq(&process.pid_ns),
+                leases::process_started.eq(process.started),
+                leases::acquired_at.eq(db_now()),
+                leases::expires_at.eq(from_now(ttl_seconds())),
+            ))
+            .returning((leases::acquired_at, leases::expires_at))
+            .get_result(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::query(format!(
+                "taking over the repair lease of {holder}, whose process is gone"
+            )))?;
+    Ok(taken.map(|(acquired_at, expires_at)| Lease::taken_by(claimant, acquired_at, expires_at)))
 }
 
 async fn check_migrated(db: &Database) -> Result<(), RepairError> {
@@ -370,13 +363,22 @@ pub async fn holder(db: &Database) -> Result<Option<Holder>, DbError> {
 }
 
 pub(crate) async fn holder_on(conn: &mut DbConn) -> diesel::QueryResult<Option<Holder>> {
-    diesel::sql_query(format!(
-        "SELECT {HOLDER_COLUMNS} FROM registry_repair_leases WHERE name = $1"
-    ))
-    .bind::<Text, _>(NAME)
-    .get_result(conn)
-    .await
-    .optional()
+    lease_row()
+        .select((
+            leases::boot_id,
+            leases::pid_ns,
+            leases::process_started,
+            leases::run_id,
+            leases::kind,
+            leases::host,
+            leases::pid,
+            leases::acquired_at,
+            leases::expires_at,
+            db_now(),
+        ))
+        .get_result(conn)
+        .await
+        .optional()
 }
 
 /// Records `run_id` as the run holding `lease`; an error naming the holder when the lease is no
@@ -384,18 +386,11 @@ pub(crate) async fn holder_on(conn: &mut DbConn) -> diesel::QueryResult<Option<H
 pub async fn record_run(db: &Database, lease: &Lease, run_id: i64) -> Result<(), RepairError> {
     let what = format!("recording run {run_id} as the repair lease's holder");
     let mut conn = db.conn().await?;
-    let updated = diesel::sql_query(
-        "UPDATE registry_repair_leases SET run_id = $5 \
-         WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4",
-    )
-    .bind::<Text, _>(NAME)
-    .bind::<Text, _>(&lease.host)
-    .bind::<Integer, _>(lease.pid)
-    .bind::<Timestamptz, _>(lease.acquired_at)
-    .bind::<BigInt, _>(run_id)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(what.clone()))?;
+    let updated = diesel::update(held_as(&lease.host, lease.pid, lease.acquired_at))
+        .set(leases::run_id.eq(run_id))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(what.clone()))?;
     if updated == 1 {
         return Ok(());
     }
@@ -421,28 +416,17 @@ pub enum Renewed {
 /// Pushes `lease`'s expiry to `LEASE_TTL` from now, if the lease is still ours (expired or not:
 /// nobody took it).
 pub async fn renew(db: &Database, lease: &Lease) -> Result<Renewed, DbError> {
-    #[derive(QueryableByName)]
-    struct Expiry {
-        #[diesel(sql_type = Timestamptz)]
-        expires_at: DateTime<Utc>,
-    }
     let mut conn = db.conn().await?;
-    let renewed: Option<Expiry> = diesel::sql_query(
-        "UPDATE registry_repair_leases SET expires_at = now() + $5 * interval '1 second' \
-         WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4 \
-         RETURNING expires_at",
-    )
-    .bind::<Text, _>(NAME)
-    .bind::<Text, _>(&lease.host)
-    .bind::<Integer, _>(lease.pid)
-    .bind::<Timestamptz, _>(lease.acquired_at)
-    .bind::<Double, _>(ttl_seconds())
-    .get_result(&mut conn)
-    .await
-    .optional()
-    .map_err(DbError::query("renewing the repair lease"))?;
+    let renewed: Option<DateTime<Utc>> =
+        diesel::update(held_as(&lease.host, lease.pid, lease.acquired_at))
+            .set(leases::expires_at.eq(from_now(ttl_seconds())))
+            .returning(leases::expires_at)
+            .get_result(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::query("renewing the repair lease"))?;
     match renewed {
-        Some(expiry) => Ok(Renewed::Until(expiry.expires_at)),
+        Some(expires_at) => Ok(Renewed::Until(expires_at)),
         None => Ok(Renewed::Lost(holder_on(&mut conn).await.map_err(
             DbError::query("reading who holds the repair lease now"),
         )?)),
@@ -452,17 +436,10 @@ pub async fn renew(db: &Database, lease: &Lease) -> Result<Renewed, DbError> {
 /// Deletes the lease row if it is still ours; true when it was.
 pub async fn release(db: &Database, lease: &Lease) -> Result<bool, DbError> {
     let mut conn = db.conn().await?;
-    let deleted = diesel::sql_query(
-        "DELETE FROM registry_repair_leases \
-         WHERE name = $1 AND host = $2 AND pid = $3 AND acquired_at = $4",
-    )
-    .bind::<Text, _>(NAME)
-    .bind::<Text, _>(&lease.host)
-    .bind::<Integer, _>(lease.pid)
-    .bind::<Timestamptz, _>(lease.acquired_at)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query("releasing the repair lease"))?;
+    let deleted = diesel::delete(held_as(&lease.host, lease.pid, lease.acquired_at))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("releasing the repair lease"))?;
     Ok(deleted == 1)
 }
 
@@ -472,29 +449,20 @@ pub async fn release(db: &Database, lease: &Lease) -> Result<bool, DbError> {
 /// transactions) would hold the lease row with it, and an apply stopped meanwhile could not
 /// release it; the commit is fenced on the holder's clock instead ([`still_held`]).
 pub(super) async fn fence(conn: &mut DbConn, run_id: i64, what: &str) -> Result<(), DbError> {
-    #[derive(QueryableByName)]
-    struct Held {
-        #[diesel(sql_type = Bool)]
-        held: bool,
-    }
-    let held: Held = diesel::sql_query(format!(
-        "WITH lease AS ({HELD_BY_RUN}) SELECT EXISTS (SELECT 1 FROM lease) AS held"
-    ))
-    .bind::<Text, _>(NAME)
-    .bind::<BigInt, _>(run_id)
-    .get_result(conn)
-    .await
-    .map_err(DbError::query(format!(
-        "{what}: checking that this run still holds the repair lease"
-    )))?;
-    match held.held {
+    let held: bool = diesel::select(exists(lease_row().filter(leases::run_id.eq(run_id))))
+        .get_result(conn)
+        .await
+        .map_err(DbError::query(format!(
+            "{what}: checking that this run still holds the repair lease"
+        )))?;
+    match held {
         true => Ok(()),
         false => Err(refused(conn, what).await),
     }
 }
 
 /// The lease row of run `$2` (lease name `$1`); no row when another run holds the lease or
-/// nobody does. For a CTE of a write's first statement.
+/// nobody does. For a CTE of a write's first statement (`fence` says the same with the builder).
 pub(super) const HELD_BY_RUN: &str =
     "SELECT 1 FROM registry_repair_leases WHERE name = $1 AND run_id = $2";
 

@@ -86,13 +86,6 @@ impl From<Restored> for RestoredRow {
     }
 }
 
-/// A `RETURNING id` row (a run's id).
-#[derive(diesel::QueryableByName)]
-struct Id {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
-
 /// A row count as the `integer` columns take it.
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)

@@ -5,12 +5,19 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use diesel::dsl::{exists, not};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use super::{Id, RepairError, Scope};
-use crate::db::{Database, DbError, Present};
+use super::{RepairError, Scope};
+use crate::db::dsl::{has_table_privilege, pg_is_in_recovery, to_regclass};
+use crate::db::schema::{
+    container_expiration_policies as policies, registry_repair_restored as restored,
+    registry_repair_run_projects as run_projects, registry_repair_runs as runs,
+};
+use crate::db::{Database, DbConn, DbError, Present};
 
 /// Whether the repair's tables exist (the migration ran).
 pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
@@ -39,17 +46,12 @@ pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
 /// Refuses a database that cannot be written: a standby or a Geo secondary (read-only), where
 /// `apply` and `undo` would fail on their first write.
 pub async fn check_primary(db: &Database) -> Result<(), RepairError> {
-    #[derive(diesel::QueryableByName)]
-    struct Recovery {
-        #[diesel(sql_type = Bool)]
-        standby: bool,
-    }
     let mut conn = db.conn().await?;
-    let row: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS standby")
+    let standby: bool = diesel::select(pg_is_in_recovery())
         .get_result(&mut conn)
         .await
         .map_err(DbError::query("asking whether the database is a standby"))?;
-    if row.standby {
+    if standby {
         Err(RepairError::ReadOnly {
             target: db.target().to_string(),
         })
@@ -61,38 +63,35 @@ pub async fn check_primary(db: &Database) -> Result<(), RepairError> {
 /// Records the start of an `apply` and returns its run id.
 pub async fn start_apply(db: &Database, scope: &Scope) -> Result<i64, DbError> {
     let mut conn = db.conn().await?;
-    let row: Id = diesel::sql_query(
-        "INSERT INTO registry_repair_runs \
-             (kind, scope, include_older, include_older_than_path, include_cleanup_policy) \
-         VALUES ('apply', $1, $2, $3, $4) RETURNING id",
-    )
-    .bind::<Text, _>(scope.describe())
-    .bind::<Bool, _>(scope.consent.older_than_project)
-    .bind::<Bool, _>(scope.consent.older_than_path)
-    .bind::<Bool, _>(scope.consent.cleanup_policy)
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("recording the start of a repair apply run"))?;
-    Ok(row.id)
+    diesel::insert_into(runs::table)
+        .values((
+            runs::kind.eq("apply"),
+            runs::scope.eq(scope.describe()),
+            runs::include_older.eq(scope.consent.older_than_project),
+            runs::include_older_than_path.eq(scope.consent.older_than_path),
+            runs::include_cleanup_policy.eq(scope.consent.cleanup_policy),
+        ))
+        .returning(runs::id)
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("recording the start of a repair apply run"))
 }
 
 /// Forgets run `run_id` if it wrote nothing (its service did not start).
 pub async fn discard_run(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "DELETE FROM registry_repair_runs WHERE id = $1 \
-         AND NOT EXISTS (SELECT 1 FROM registry_repair_run_projects WHERE run_id = $1)",
-    )
-    .bind::<BigInt, _>(run_id)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(format!("discarding repair run {run_id}")))?;
+    let claimed = run_projects::table.filter(run_projects::run_id.eq(run_id));
+    diesel::delete(runs::table.find(run_id).filter(not(exists(claimed))))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(format!("discarding repair run {run_id}")))?;
     Ok(())
 }
 
 /// Records that apply run `run_id` ended, with its counts: the sums of its projects' rows.
 pub async fn finish_apply(db: &Database, run_id: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
+    // Raw: an UPDATE ... FROM an aggregate (with FILTER) over the run's projects.
     diesel::sql_query(
         "UPDATE registry_repair_runs r SET finished_at = now(), \
                 projects = w.projects, restored = w.restored, skipped = w.skipped, \
@@ -187,8 +186,7 @@ const RUNS_SQL: &str = "SELECT r.id, r.kind, r.started_at, r.finished_at, r.scop
 /// Every run, newest first.
 pub async fn runs(db: &Database) -> Result<Vec<RunRow>, DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(format!("{RUNS_SQL} ORDER BY r.id DESC"))
-        .load(&mut conn)
+    load_runs(&mut conn, None)
         .await
         .map_err(DbError::query("reading registry_repair_runs"))
 }
@@ -196,12 +194,21 @@ pub async fn runs(db: &Database) -> Result<Vec<RunRow>, DbError> {
 /// One run.
 pub async fn run(db: &Database, id: i64) -> Result<Option<RunRow>, DbError> {
     let mut conn = db.conn().await?;
-    let mut rows: Vec<RunRow> = diesel::sql_query(format!("{RUNS_SQL} WHERE r.id = $1"))
-        .bind::<BigInt, _>(id)
-        .load(&mut conn)
+    let mut rows = load_runs(&mut conn, Some(id))
         .await
         .map_err(DbError::query(format!("reading repair run {id}")))?;
     Ok(rows.pop())
+}
+
+/// Run `id`, or every run (`None`), newest first.
+async fn load_runs(conn: &mut DbConn, id: Option<i64>) -> QueryResult<Vec<RunRow>> {
+    // Raw: a LATERAL aggregate with FILTER, an ARRAY subquery and a CASE over EXISTS.
+    diesel::sql_query(format!(
+        "{RUNS_SQL} WHERE $1::bigint IS NULL OR r.id = $1 ORDER BY r.id DESC"
+    ))
+    .bind::<Nullable<BigInt>, _>(id)
+    .load(conn)
+    .await
 }
 
 /// Apply run `id`, or why it cannot be `what` (verified, undone): it does not exist, or it is no
@@ -276,6 +283,7 @@ pub async fn run_projects(
         apply_run(db, run_id, "verified").await?;
     }
     let mut conn = db.conn().await?;
+    // Raw: correlated ARRAY subqueries, one of them joining container_repositories.
     let rows: Vec<Row> = diesel::sql_query(
         "SELECT rp.project_id, rp.full_path AS listed_path, r.path AS full_path, rp.outcome, \
                 rp.path_at_write, \
@@ -325,96 +333,87 @@ pub async fn run_projects(
 /// Rows run `run_id` restored (and not undone) in projects whose cleanup policy is enabled: the
 /// policy's next run may delete their tags.
 pub async fn under_cleanup_policy(db: &Database, run_id: i64) -> Result<i64, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let mut conn = db.conn().await?;
-    let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM registry_repair_restored r \
-         JOIN container_expiration_policies p ON p.project_id = r.project_id AND p.enabled \
-         WHERE r.run_id = $1 AND r.undone_at IS NULL",
-    )
-    .bind::<BigInt, _>(run_id)
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "counting the rows of repair run {run_id} under an enabled cleanup policy"
-    )))?;
-    Ok(row.n)
+    restored::table
+        .inner_join(
+            policies::table.on(policies::project_id
+                .eq(restored::project_id)
+                .and(policies::enabled)),
+        )
+        .filter(restored::run_id.eq(run_id))
+        .filter(restored::undone_at.is_null())
+        .count()
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "counting the rows of repair run {run_id} under an enabled cleanup policy"
+        )))
+}
+
+// GitLab EE's Geo sites; CE has no such table (so it is not in the schema).
+diesel::table! {
+    geo_nodes (id) {
+        id -> Int4,
+        primary -> Bool,
+    }
 }
 
 /// Whether GitLab's Geo has a secondary site here (EE's `geo_nodes`; empty, or absent, without
 /// Geo): the restored rows must then be announced to it. `None` when the table is there but this
 /// role may not read it: unknown.
 pub async fn geo_secondaries(db: &Database) -> Result<Option<bool>, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Readable {
-        #[diesel(sql_type = Nullable<Bool>)]
-        readable: Option<bool>,
-    }
     let mut conn = db.conn().await?;
-    let table: Readable = diesel::sql_query(
-        "SELECT has_table_privilege(to_regclass('geo_nodes'), 'SELECT') AS readable",
-    )
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("looking for GitLab's geo_nodes table"))?;
-    match table.readable {
+    let readable: Option<bool> =
+        diesel::select(has_table_privilege(to_regclass("geo_nodes"), "SELECT"))
+            .get_result(&mut conn)
+            .await
+            .map_err(DbError::query("looking for GitLab's geo_nodes table"))?;
+    match readable {
         None => return Ok(Some(false)),
         Some(false) => return Ok(None),
         Some(true) => {}
     }
-    let row: Present = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM geo_nodes WHERE NOT \"primary\") AS present",
-    )
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("reading GitLab's geo_nodes"))?;
-    Ok(Some(row.present))
+    let secondaries = geo_nodes::table.filter(not(geo_nodes::primary));
+    let present: bool = diesel::select(exists(secondaries))
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query("reading GitLab's geo_nodes"))?;
+    Ok(Some(present))
+}
+
+/// The rows run `run_id` restored and not undone.
+#[diesel::dsl::auto_type]
+pub(super) fn restored_by(run_id: i64) -> _ {
+    restored::table
+        .filter(restored::run_id.eq(run_id))
+        .filter(restored::undone_at.is_null())
 }
 
 /// The `container_repositories` ids run `run_id` restored (not undone), in order: the rows to
 /// announce to Geo.
 pub async fn restored_repositories(db: &Database, run_id: i64) -> Result<Vec<i64>, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Repository {
-        #[diesel(sql_type = BigInt)]
-        repository_id: i64,
-    }
     let mut conn = db.conn().await?;
-    let rows: Vec<Repository> = diesel::sql_query(
-        "SELECT repository_id FROM registry_repair_restored \
-         WHERE run_id = $1 AND undone_at IS NULL ORDER BY repository_id",
-    )
-    .bind::<BigInt, _>(run_id)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "reading the rows repair run {run_id} restored"
-    )))?;
-    Ok(rows.into_iter().map(|r| r.repository_id).collect())
+    restored_by(run_id)
+        .select(restored::repository_id)
+        .order(restored::repository_id)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the rows repair run {run_id} restored"
+        )))
 }
 
 /// The projects run `run_id` restored rows in (not undone), in id order: whose statistics to
 /// refresh.
 pub async fn restored_projects(db: &Database, run_id: i64) -> Result<Vec<i64>, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct ProjectId {
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-    }
     let mut conn = db.conn().await?;
-    let rows: Vec<ProjectId> = diesel::sql_query(
-        "SELECT DISTINCT project_id FROM registry_repair_restored \
-         WHERE run_id = $1 AND undone_at IS NULL ORDER BY project_id",
-    )
-    .bind::<BigInt, _>(run_id)
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "reading the projects repair run {run_id} restored rows in"
-    )))?;
-    Ok(rows.into_iter().map(|r| r.project_id).collect())
+    restored_by(run_id)
+        .select(restored::project_id)
+        .distinct()
+        .order(restored::project_id)
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "reading the projects repair run {run_id} restored rows in"
+        )))
 }

@@ -3,14 +3,20 @@
 
 use std::sync::Arc;
 
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::lease::{self, Lease};
-use super::runs::apply_run;
-use super::{count, Id, RepairError, Restored, RestoredRow};
+use super::runs::{apply_run, restored_by};
+use super::{count, RepairError, Restored, RestoredRow};
+use crate::db::dsl::{coalesce, db_now};
+use crate::db::schema::{
+    container_registry_data_repair_details as tracking, registry_repair_restored as restored,
+    registry_repair_runs as runs,
+};
 use crate::db::{Database, DbConn, DbError};
 use crate::fence::Fence;
 
@@ -77,19 +83,21 @@ pub async fn undo(
 ) -> Result<UndoOutcome, RepairError> {
     apply_run(db, undo_of, "undone").await?;
     let mut conn = db.conn().await?;
-    let run: Id = diesel::sql_query(
-        "INSERT INTO registry_repair_runs (kind, scope, undo_of) \
-         VALUES ('undo', 'undo ' || $1, $1) RETURNING id",
-    )
-    .bind::<BigInt, _>(undo_of)
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "recording the start of the undo of repair run {undo_of}"
-    )))?;
-    lease::record_run(db, lease, run.id).await?;
+    let run: i64 = diesel::insert_into(runs::table)
+        .values((
+            runs::kind.eq("undo"),
+            runs::scope.eq(format!("undo {undo_of}")),
+            runs::undo_of.eq(undo_of),
+        ))
+        .returning(runs::id)
+        .get_result(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "recording the start of the undo of repair run {undo_of}"
+        )))?;
+    lease::record_run(db, lease, run).await?;
     let mut outcome = UndoOutcome {
-        run: run.id,
+        run,
         undo_of,
         projects: 0,
         deleted: Vec::new(),
@@ -97,27 +105,20 @@ pub async fn undo(
     };
     let mut after = 0i64;
     loop {
-        #[derive(diesel::QueryableByName)]
-        struct ProjectId {
-            #[diesel(sql_type = BigInt)]
-            project_id: i64,
-        }
-        let page: Vec<ProjectId> = diesel::sql_query(
-            "SELECT DISTINCT project_id FROM registry_repair_restored \
-             WHERE run_id = $1 AND project_id > $2 AND undone_at IS NULL \
-             ORDER BY project_id LIMIT $3",
-        )
-        .bind::<BigInt, _>(undo_of)
-        .bind::<BigInt, _>(after)
-        .bind::<BigInt, _>(UNDO_PAGE)
-        .load(&mut conn)
-        .await
-        .map_err(DbError::query(format!(
-            "reading the projects repair run {undo_of} restored rows in, after id {after}"
-        )))?;
-        let Some(last) = page.last() else { break };
-        after = last.project_id;
-        for ProjectId { project_id } in page {
+        let page: Vec<i64> = restored_by(undo_of)
+            .filter(restored::project_id.gt(after))
+            .select(restored::project_id)
+            .distinct()
+            .order(restored::project_id)
+            .limit(UNDO_PAGE)
+            .load(&mut conn)
+            .await
+            .map_err(DbError::query(format!(
+                "reading the projects repair run {undo_of} restored rows in, after id {after}"
+            )))?;
+        let Some(&last) = page.last() else { break };
+        after = last;
+        for project_id in page {
             let (deleted, kept) =
                 undo_project(&mut conn, undo_of, outcome.run, fence, project_id).await?;
             outcome.projects += 1;
@@ -142,6 +143,7 @@ async fn undo_project(
     conn.transaction(|conn| {
         async move {
             lease::fence(conn, run, &what("deleting")).await?;
+            // Raw: a DELETE in a CTE, whose rows the UPDATE marks undone in the same statement.
             let deleted: Vec<RestoredRow> = diesel::sql_query(format!(
                 "WITH mine AS ( \
                      SELECT repository_id, name FROM registry_repair_restored \
@@ -167,6 +169,7 @@ async fn undo_project(
             .into_iter()
             .map(RestoredRow::from)
             .collect();
+            // Raw: columns not every GitLab release has are read through to_jsonb(c).
             let kept: Vec<KeptRow> = diesel::sql_query(format!(
                 "SELECT r.project_id, r.repository_id, r.name, \
                         CASE WHEN c.id IS NULL THEN 'gone' \
@@ -186,30 +189,27 @@ async fn undo_project(
             .await
             .map_err(DbError::query(what("listing the rows changed since")))?;
             if !deleted.is_empty() {
-                diesel::sql_query(
-                    "UPDATE container_registry_data_repair_details \
-                     SET missing_count = COALESCE(missing_count, 0) + $2, updated_at = now() \
-                     WHERE project_id = $1",
-                )
-                .bind::<BigInt, _>(project_id)
-                .bind::<Integer, _>(count(deleted.len()))
+                let missing = coalesce(tracking::missing_count, 0) + count(deleted.len());
+                diesel::update(tracking::table.find(project_id))
+                    .set((
+                        tracking::missing_count.eq(missing.nullable()),
+                        tracking::updated_at.eq(db_now()),
+                    ))
+                    .execute(conn)
+                    .await
+                    .map_err(DbError::query(what(
+                        "restoring the tracking row's missing_count",
+                    )))?;
+            }
+            diesel::update(runs::table.find(run))
+                .set((
+                    runs::projects.eq(runs::projects + 1),
+                    runs::deleted.eq(runs::deleted + count(deleted.len())),
+                    runs::kept.eq(runs::kept + count(kept.len())),
+                ))
                 .execute(conn)
                 .await
-                .map_err(DbError::query(what(
-                    "restoring the tracking row's missing_count",
-                )))?;
-            }
-            diesel::sql_query(
-                "UPDATE registry_repair_runs \
-                 SET projects = projects + 1, deleted = deleted + $2, kept = kept + $3 \
-                 WHERE id = $1",
-            )
-            .bind::<BigInt, _>(run)
-            .bind::<Integer, _>(count(deleted.len()))
-            .bind::<Integer, _>(count(kept.len()))
-            .execute(conn)
-            .await
-            .map_err(DbError::query(what("counting the undo's work")))?;
+                .map_err(DbError::query(what("counting the undo's work")))?;
             lease::still_held(&fence, &what("committing"))?;
             Ok((deleted, kept))
         }
@@ -221,14 +221,12 @@ async fn undo_project(
 /// Records that undo run `run` ended. Its counts were raised project by project as it went.
 async fn finish_undo(db: &Database, run: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "UPDATE registry_repair_runs SET finished_at = now() WHERE id = $1 AND kind = 'undo'",
-    )
-    .bind::<BigInt, _>(run)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "recording the end of undo run {run}"
-    )))?;
+    diesel::update(runs::table.find(run).filter(runs::kind.eq("undo")))
+        .set(runs::finished_at.eq(db_now().nullable()))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "recording the end of undo run {run}"
+        )))?;
     Ok(())
 }

@@ -11,6 +11,8 @@ diesel::table! {
         type_ -> Varchar,
         parent_id -> Nullable<Int8>,
         traversal_ids -> Array<Nullable<Int8>>,
+        created_at -> Nullable<Timestamp>,
+        updated_at -> Nullable<Timestamp>,
     }
 }
 
@@ -22,6 +24,7 @@ diesel::table! {
         created_at -> Nullable<Timestamp>,
         namespace_id -> Int8,
         pending_delete -> Nullable<Bool>,
+        updated_at -> Nullable<Timestamp>,
     }
 }
 
@@ -31,6 +34,9 @@ diesel::table! {
         source_id -> Int8,
         source_type -> Varchar,
         path -> Varchar,
+        name -> Nullable<Varchar>,
+        created_at -> Nullable<Timestamp>,
+        updated_at -> Nullable<Timestamp>,
     }
 }
 
@@ -73,6 +79,8 @@ diesel::table! {
         id -> Int8,
         project_id -> Int8,
         container_registry_access_level -> Int4,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -80,6 +88,8 @@ diesel::table! {
     container_expiration_policies (project_id) {
         project_id -> Int8,
         enabled -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 

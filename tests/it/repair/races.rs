@@ -606,7 +606,12 @@ async fn an_undo_whose_lease_was_taken_over_or_deleted_or_whose_fence_closed_del
             });
             assert!(
                 common::eventually(within, || async {
-                    waiting(&s, "SELECT DISTINCT project_id").await == 1
+                    waiting(
+                        &s,
+                        r#"SELECT DISTINCT "registry_repair_restored"."project_id""#,
+                    )
+                    .await
+                        == 1
                 })
                 .await,
                 "{lost:?}: the undo reaches its walk"
