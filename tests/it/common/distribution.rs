@@ -4,23 +4,19 @@
 //! `None` (the test then passes without running), unless `REGISTRY_REPAIR_REQUIRE_DISTRIBUTION=1`
 //! (as `.ci/run` sets), which fails it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 
-use super::process::free_port;
+use super::daemon::Daemon;
 use super::{AUDIENCE, ISSUER};
 
 pub struct Distribution {
-    child: Child,
-    pub port: u16,
+    daemon: Daemon,
     dir: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 fn find_binary() -> Option<PathBuf> {
@@ -81,79 +77,32 @@ impl Distribution {
                 "sha256:0000000000000000000000000000000000000000000000000000000000000000",
             );
         }
-        // A port found free may be taken before the registry binds it: then it exits, and
-        // another port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            write(&dir.join("config.yml"), &config(&dir, port));
-            let mut child = Command::new(&binary)
-                .arg("serve")
-                .arg(dir.join("config.yml"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let log = Arc::new(Mutex::new(String::new()));
-            if let Some(stderr) = child.stderr.take() {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                        log.push_str(&line);
-                        log.push('\n');
-                    }
-                });
-            }
-            let mut registry = Self {
-                child,
-                port,
-                dir: dir.clone(),
-                log,
-            };
-            if registry.wait_listening() {
-                return Some(registry);
-            }
-        }
-        panic!("docker-registry could not bind a free port in 5 tries");
+        let config = dir.join("config.yml");
+        let daemon = Daemon::start(
+            "docker-registry",
+            Duration::from_secs(30),
+            |port| {
+                write(&config, &config_text(&dir, port));
+                let mut command = Command::new(&binary);
+                command.arg("serve").arg(&config);
+                command
+            },
+            |daemon| std::net::TcpStream::connect(("127.0.0.1", daemon.port)).is_ok(),
+        );
+        Some(Self { daemon, dir })
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.daemon.port)
     }
 
     /// What it has logged so far.
     pub fn logged(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Whether it listens on its port (`false`: the port was taken); panics on any other failure.
-    fn wait_listening(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
-                let log = self.logged();
-                if log.contains("address already in use") {
-                    return false;
-                }
-                panic!("docker-registry exited at start ({status}):\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on port {} within 30 s:\n{}",
-                self.port,
-                self.logged()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.logged()
     }
 }
 
-fn config(dir: &Path, port: u16) -> String {
+fn config_text(dir: &Path, port: u16) -> String {
     format!(
         "version: 0.1
 log:
@@ -182,9 +131,8 @@ fn write(path: &Path, text: &str) {
 }
 
 impl Drop for Distribution {
+    // The daemon is killed as it drops, right after.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

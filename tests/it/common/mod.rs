@@ -3,6 +3,7 @@
 //! which seeds a world into both and starts the whole service in-process against them.
 
 pub mod chromium;
+pub mod daemon;
 pub mod distribution;
 pub mod logs;
 pub mod pgbouncer;

@@ -3,23 +3,20 @@
 //! not installed, `start` prints a notice and returns `None` (the test then passes without
 //! running), unless `REGISTRY_REPAIR_REQUIRE_PGBOUNCER=1` (as `.ci/run` sets), which fails it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::process::free_port;
+use super::daemon::Daemon;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub struct PgBouncer {
-    child: Child,
-    pub port: u16,
+    /// Its log holds a line per client login, server connection, ...
+    daemon: Daemon,
     dir: PathBuf,
-    /// What it has logged so far (one line per client login, server connection, ...).
-    log: Arc<Mutex<String>>,
 }
 
 fn find_binary() -> Option<PathBuf> {
@@ -61,79 +58,36 @@ impl PgBouncer {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("pgbouncer directory");
-        // A port found free may be taken before PgBouncer binds it (tests run in parallel): then
-        // it exits at once, and another port is tried.
-        for _ in 0..5 {
-            let port = free_port();
-            write_config(&dir, port, pool_mode, pool_size, tls_mode);
-            let mut command = Command::new(&binary);
-            // PgBouncer refuses to run as root; as root it is told to become an unprivileged user.
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
-                command.args(["-u", unprivileged_user()]);
-            }
-            let mut child = command
-                .arg(dir.join("pgbouncer.ini"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let log = Arc::new(Mutex::new(String::new()));
-            if let Some(stderr) = child.stderr.take() {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                        log.push_str(&line);
-                        log.push('\n');
-                    }
-                });
-            }
-            let mut bouncer = Self {
-                child,
-                port,
-                dir: dir.clone(),
-                log,
-            };
-            if bouncer.wait_listening() {
-                return Some(bouncer);
-            }
-        }
-        panic!("pgbouncer could not bind a free port in 5 tries");
-    }
-
-    /// Whether it listens on its port (`false`: the port was taken); panics on any other failure.
-    fn wait_listening(&mut self) -> bool {
-        let listening = format!("listening on 127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.log().contains(&listening) {
-                return true;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50));
-                let log = self.log();
-                if log.contains("Address already in use") {
-                    return false;
+        let ini = dir.join("pgbouncer.ini");
+        let daemon = Daemon::start(
+            "pgbouncer",
+            Duration::from_secs(20),
+            |port| {
+                write_config(&dir, port, pool_mode, pool_size, tls_mode);
+                let mut command = Command::new(&binary);
+                // PgBouncer refuses to run as root; as root it is told to become an unprivileged
+                // user.
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    command.args(["-u", unprivileged_user()]);
                 }
-                panic!("pgbouncer exited at start ({status}):\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pgbouncer did not listen on port {} within 20 s:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+                command.arg(&ini);
+                command
+            },
+            |daemon| {
+                daemon
+                    .logged()
+                    .contains(&format!("listening on 127.0.0.1:{}", daemon.port))
+            },
+        );
+        Some(Self { daemon, dir })
     }
 
     /// The URL of database `name` through this PgBouncer, with `query` appended (if not empty).
     pub fn url(&self, name: &str, query: &str) -> String {
         let mut url = url::Url::parse(&super::server_url()).expect("TEST_DATABASE_SERVER is a URL");
         url.set_host(Some("127.0.0.1")).expect("host");
-        url.set_port(Some(self.port)).expect("port");
+        url.set_port(Some(self.daemon.port)).expect("port");
         url.set_path(&format!("/{name}"));
         url.set_query((!query.is_empty()).then_some(query));
         url.to_string()
@@ -141,20 +95,12 @@ impl PgBouncer {
 
     /// Stops it and returns what it logged.
     pub fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The reader thread sees the end of the pipe right after.
-        std::thread::sleep(Duration::from_millis(50));
-        self.log()
+        self.daemon.stop()
     }
 
     /// What it has logged so far.
     pub fn logged(&self) -> String {
-        self.log()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.daemon.logged()
     }
 }
 
@@ -215,11 +161,8 @@ fn write(path: &Path, text: &str) {
 }
 
 impl Drop for PgBouncer {
+    // The daemon is killed as it drops, right after.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
