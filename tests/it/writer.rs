@@ -288,15 +288,13 @@ async fn a_failed_projects_cause_and_reason_are_written_with_its_row_and_go_or_s
         FailureCause::HostileAnswer,
         "listing g/p3: the registry listed \"g/p3/x <b>\\n\"".to_string(),
     );
-    assert_eq!(
-        statuses(&db).await,
-        vec![
-            (ids[0], TrackingStatus::Failed, Some(no_route.clone())),
-            (ids[1], TrackingStatus::Completed, None),
-            (ids[2], TrackingStatus::Failed, None),
-            (ids[3], TrackingStatus::Failed, Some(hostile.clone())),
-        ]
-    );
+    let written_first = vec![
+        (ids[0], TrackingStatus::Failed, Some(no_route.clone())),
+        (ids[1], TrackingStatus::Completed, None),
+        (ids[2], TrackingStatus::Failed, None),
+        (ids[3], TrackingStatus::Failed, Some(hostile.clone())),
+    ];
+    assert_eq!(statuses(&db).await, written_first);
 
     // Rows left as they are keep their own: GitLab's failed row without a reason, and a failed
     // row of ours; a completed one gains none; a project deleted meanwhile gets nothing.
@@ -315,15 +313,7 @@ async fn a_failed_projects_cause_and_reason_are_written_with_its_row_and_go_or_s
     )
     .await
     .expect("upsert");
-    assert_eq!(
-        statuses(&db).await,
-        vec![
-            (ids[0], TrackingStatus::Failed, Some(no_route.clone())),
-            (ids[1], TrackingStatus::Completed, None),
-            (ids[2], TrackingStatus::Failed, None),
-            (ids[3], TrackingStatus::Failed, Some(hostile.clone())),
-        ]
-    );
+    assert_eq!(statuses(&db).await, written_first);
 
     // A retry (`--retry-failed`): one that completes takes the reason away with the failed row;
     // one that fails again replaces it; GitLab's row failing again gets one.
