@@ -74,17 +74,13 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// promtool, or `None` after a notice (a failure under `REGISTRY_REPAIR_REQUIRE_PROMTOOL=1`).
 fn promtool(test: &str) -> Option<PathBuf> {
-    let found = on_path("promtool");
-    if found.is_none() {
-        if std::env::var("REGISTRY_REPAIR_REQUIRE_PROMTOOL").as_deref() == Ok("1") {
-            panic!("{test}: promtool is not installed, and REGISTRY_REPAIR_REQUIRE_PROMTOOL=1 requires it (apt-get install prometheus)");
-        }
-        eprintln!(
-            "SKIPPED {test}: promtool is not installed (apt-get install prometheus to run it; \
-             REGISTRY_REPAIR_REQUIRE_PROMTOOL=1 makes this a failure)"
-        );
-    }
-    found
+    crate::common::tool::find(
+        test,
+        &["promtool"],
+        &[],
+        "prometheus",
+        "REGISTRY_REPAIR_REQUIRE_PROMTOOL",
+    )
 }
 
 /// Runs `tool args`; panics with its output unless it exits 0. Returns standard output and

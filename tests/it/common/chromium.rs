@@ -14,23 +14,14 @@ pub struct Chromium {
 
 impl Chromium {
     pub fn find(test: &str) -> Option<Self> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let found = std::env::split_paths(&path)
-            .flat_map(|dir| [dir.join("chromium"), dir.join("chromium-browser")])
-            .find(|candidate| candidate.is_file());
-        match found {
-            Some(binary) => Some(Self { binary }),
-            None if std::env::var("REGISTRY_REPAIR_REQUIRE_CHROMIUM").as_deref() == Ok("1") => {
-                panic!("{test}: chromium is not installed, and REGISTRY_REPAIR_REQUIRE_CHROMIUM=1 requires it (apt-get install chromium)")
-            }
-            None => {
-                eprintln!(
-                    "SKIPPED {test}: chromium is not installed (apt-get install chromium to run it; \
-                     REGISTRY_REPAIR_REQUIRE_CHROMIUM=1 makes this a failure)"
-                );
-                None
-            }
-        }
+        let binary = super::tool::find(
+            test,
+            &["chromium", "chromium-browser"],
+            &[],
+            "chromium",
+            "REGISTRY_REPAIR_REQUIRE_CHROMIUM",
+        )?;
+        Some(Self { binary })
     }
 
     /// The DOM of `url` once its scripts ran for `budget_ms` of virtual time (timers fire at once

@@ -12,19 +12,12 @@ use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 
 use super::daemon::Daemon;
+use super::tool;
 use super::{AUDIENCE, ISSUER};
 
 pub struct Distribution {
     daemon: Daemon,
     dir: PathBuf,
-}
-
-fn find_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/usr/local/bin".into()])
-        .map(|dir| dir.join("docker-registry"))
-        .find(|candidate| candidate.is_file())
 }
 
 /// A self-signed certificate of `key_pem` (PKCS#1, as GitLab's `registry.key` is): the registry
@@ -49,16 +42,13 @@ impl Distribution {
     /// A registry that trusts tokens signed with `key_pem` for `ISSUER` and `AUDIENCE`, holding
     /// one tag (`latest`) in each of `repositories`.
     pub fn start(test: &str, key_pem: &str, repositories: &[&str]) -> Option<Self> {
-        let Some(binary) = find_binary() else {
-            if std::env::var("REGISTRY_REPAIR_REQUIRE_DISTRIBUTION").as_deref() == Ok("1") {
-                panic!("{test}: docker-registry is not installed, and REGISTRY_REPAIR_REQUIRE_DISTRIBUTION=1 requires it (apt-get install docker-registry)");
-            }
-            eprintln!(
-                "SKIPPED {test}: docker-registry is not installed (apt-get install docker-registry \
-                 to run it; REGISTRY_REPAIR_REQUIRE_DISTRIBUTION=1 makes this a failure)"
-            );
-            return None;
-        };
+        let binary = tool::find(
+            test,
+            &["docker-registry"],
+            &["/usr/bin", "/usr/local/bin"],
+            "docker-registry",
+            "REGISTRY_REPAIR_REQUIRE_DISTRIBUTION",
+        )?;
         let dir =
             std::env::temp_dir().join(format!("rr-distribution-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -8,6 +8,7 @@ pub mod distribution;
 pub mod logs;
 pub mod pgbouncer;
 pub mod process;
+pub mod tool;
 
 use std::collections::HashMap;
 use std::future::Future;

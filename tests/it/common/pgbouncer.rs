@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::daemon::Daemon;
+use super::tool;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -17,14 +18,6 @@ pub struct PgBouncer {
     /// Its log holds a line per client login, server connection, ...
     daemon: Daemon,
     dir: PathBuf,
-}
-
-fn find_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir| dir.join("pgbouncer"))
-        .find(|candidate| candidate.is_file())
 }
 
 impl PgBouncer {
@@ -42,16 +35,13 @@ impl PgBouncer {
         pool_size: u32,
         tls_mode: Option<&str>,
     ) -> Option<Self> {
-        let Some(binary) = find_binary() else {
-            if std::env::var("REGISTRY_REPAIR_REQUIRE_PGBOUNCER").as_deref() == Ok("1") {
-                panic!("{test}: pgbouncer is not installed, and REGISTRY_REPAIR_REQUIRE_PGBOUNCER=1 requires it (apt-get install pgbouncer)");
-            }
-            eprintln!(
-                "SKIPPED {test}: pgbouncer is not installed (apt-get install pgbouncer to run it; \
-                 REGISTRY_REPAIR_REQUIRE_PGBOUNCER=1 makes this a failure)"
-            );
-            return None;
-        };
+        let binary = tool::find(
+            test,
+            &["pgbouncer"],
+            &["/usr/sbin", "/usr/local/sbin"],
+            "pgbouncer",
+            "REGISTRY_REPAIR_REQUIRE_PGBOUNCER",
+        )?;
         let dir = std::env::temp_dir().join(format!(
             "rr-pgbouncer-{}-{}",
             std::process::id(),
