@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::db::switches::{self, Switches};
+use crate::db::switches::{self, GitlabSwitches};
 use crate::db::Database;
 use crate::scheduler::{SchedulerAddr, SetConcurrency, SetEnabled};
 
@@ -15,7 +15,7 @@ pub struct GitlabControl {
     scheduler: SchedulerAddr,
     interval: Duration,
     /// What GitLab said last; the Scheduler was started with it.
-    last: Switches,
+    last: GitlabSwitches,
     reading: bool,
 }
 
@@ -24,7 +24,7 @@ impl GitlabControl {
         db: Database,
         scheduler: SchedulerAddr,
         interval: Duration,
-        initial: Switches,
+        initial: GitlabSwitches,
     ) -> Self {
         Self {
             db,
@@ -53,7 +53,7 @@ impl GitlabControl {
         }));
     }
 
-    fn apply(&mut self, now: Switches) {
+    fn apply(&mut self, now: GitlabSwitches) {
         if now.max_concurrency != self.last.max_concurrency {
             if let Some(limit) = now.max_concurrency.and_then(|c| usize::try_from(c).ok()) {
                 tracing::info!(

@@ -36,7 +36,7 @@ use crate::db::fleet::Member;
 use crate::db::{switches, Database};
 use crate::faults::Faults;
 use crate::fence::Fence;
-use crate::fleet::{Fleet, Leave, Switches as FleetSwitches};
+use crate::fleet::{Fleet, Leave, Steering};
 use crate::gitlab_control::GitlabControl;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
@@ -198,11 +198,11 @@ pub async fn start<W: Work>(
         scheduler.clone(),
         settings.fleet.heartbeat_interval,
         match (settings.follows_gitlab(), membership.takes_them) {
-            (true, _) => FleetSwitches::Gitlab,
-            (false, true) => FleetSwitches::Shared {
+            (true, _) => Steering::Gitlab,
+            (false, true) => Steering::Shared {
                 version: membership.switches.version,
             },
-            (false, false) => FleetSwitches::Own {
+            (false, false) => Steering::Own {
                 version: membership.switches.version,
             },
         },
@@ -353,7 +353,7 @@ async fn confirm_gitlab_api(registry: &RegistryClient) -> Result<Option<String>,
 async fn gitlab_switches(
     settings: &Settings,
     db: &Database,
-) -> Result<Option<switches::Switches>, StartError> {
+) -> Result<Option<switches::GitlabSwitches>, StartError> {
     Ok(match settings.follows_gitlab() {
         true => Some(switches::read(db).await?),
         false => None,
@@ -364,7 +364,7 @@ async fn gitlab_switches(
 /// and feature flag.
 fn scheduler_config(
     settings: &Settings,
-    switches: Option<&switches::Switches>,
+    switches: Option<&switches::GitlabSwitches>,
     registry_unconfirmed: Option<String>,
     work: WorkName,
 ) -> SchedulerConfig {

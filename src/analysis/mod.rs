@@ -15,7 +15,7 @@ mod tracking;
 use std::sync::Arc;
 
 pub use self::listing::{analyze, Listed};
-use self::passes::AnalysisSettings;
+use self::passes::PassSettings;
 pub use self::passes::Passes;
 use self::tracking::Found;
 pub use self::tracking::Tracking;
@@ -86,7 +86,7 @@ impl Work for Analysis {
         itemise_if_needed(db, shard).await?;
         Ok(Passes::new(
             db.clone(),
-            AnalysisSettings {
+            PassSettings {
                 member: member.clone(),
                 watermark,
                 until_done: self.until_done,

@@ -26,7 +26,7 @@ const WAITING_POLL: Duration = Duration::from_secs(1);
 
 /// What the analysis' passes are started with.
 #[derive(Debug, Clone)]
-pub(super) struct AnalysisSettings {
+pub(super) struct PassSettings {
     /// This instance as a member of the fleet (its shard among it).
     pub member: Arc<Member>,
     /// Every project of the shard up to this id has a row (see `db::watermark`).
@@ -124,7 +124,7 @@ impl Progress {
 }
 
 impl Passes {
-    pub(super) fn new(db: Database, settings: AnalysisSettings) -> Self {
+    pub(super) fn new(db: Database, settings: PassSettings) -> Self {
         Self {
             db,
             member: settings.member,

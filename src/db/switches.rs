@@ -12,7 +12,7 @@ pub const SETTING: &str = "container_registry_data_repair_detail_worker_max_conc
 
 /// What GitLab says right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Switches {
+pub struct GitlabSwitches {
     /// `None` when `application_settings` has no row yet.
     pub max_concurrency: Option<i32>,
     pub enabled: bool,
@@ -26,7 +26,7 @@ struct Row {
     enabled: bool,
 }
 
-pub async fn read(db: &Database) -> Result<Switches, DbError> {
+pub async fn read(db: &Database) -> Result<GitlabSwitches, DbError> {
     let mut conn = db.conn().await?;
     let row: Row = diesel::sql_query(
         "SELECT (SELECT container_registry_data_repair_detail_worker_max_concurrency \
@@ -40,7 +40,7 @@ pub async fn read(db: &Database) -> Result<Switches, DbError> {
     .map_err(DbError::query(
         "reading GitLab's application setting and feature flag",
     ))?;
-    Ok(Switches {
+    Ok(GitlabSwitches {
         max_concurrency: row.max_concurrency,
         enabled: row.enabled,
     })

@@ -40,9 +40,9 @@ use crate::scheduler::{
 };
 use shares::Live;
 
-/// How the fleet's switches are kept.
+/// Who steers this member: whose switches (concurrency and flag) it follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switches {
+pub enum Steering {
     /// `control.source = "config"`: the fleet's row, written by whichever member is told.
     Shared { version: i64 },
     /// `control.source = "gitlab"`: every member reads GitLab's own.
@@ -61,7 +61,7 @@ pub struct Fleet {
     fence: Arc<Fence>,
     scheduler: SchedulerAddr,
     heartbeat: Duration,
-    switches: Switches,
+    steering: Steering,
     share: usize,
     beating: bool,
     /// Since when the heartbeats have gone through without a break.
@@ -81,7 +81,7 @@ impl Fleet {
         fence: Arc<Fence>,
         scheduler: SchedulerAddr,
         heartbeat: Duration,
-        switches: Switches,
+        steering: Steering,
     ) -> Self {
         Self {
             heartbeat_db,
@@ -90,7 +90,7 @@ impl Fleet {
             fence,
             scheduler,
             heartbeat,
-            switches,
+            steering,
             share: 0,
             beating: false,
             beating_since: Some(Instant::now()),
@@ -124,7 +124,7 @@ impl Fleet {
             self.scheduler.clone(),
             self.share,
         );
-        let switches = self.switches;
+        let steering = self.steering;
         let work = async move {
             let report = scheduler.send(FleetReport).await.ok()?;
             let beat = Beat {
@@ -148,7 +148,7 @@ impl Fleet {
                 .and_then(|beaten| beaten);
             let beaten = match beaten {
                 Ok(view) if !view.taken_over => {
-                    let total = total(switches, &view, &report);
+                    let total = total(steering, &view, &report);
                     let target = target_share(&member.id, &view, &report, total);
                     // The heartbeat went through whatever the raise does: a member that holds
                     // the fleet's row (frozen mid-raise) delays others' raises, not their
@@ -225,19 +225,19 @@ impl Fleet {
         let Some(fleet) = &view.switches else {
             return;
         };
-        let newer = match self.switches {
-            Switches::Shared { version } => fleet.version > version,
-            Switches::Own { version } => {
+        let newer = match self.steering {
+            Steering::Shared { version } => fleet.version > version,
+            Steering::Own { version } => {
                 fleet.version > version
                     && view
                         .members
                         .iter()
                         .any(|m| m.live && m.id != self.member.id && m.work == ANALYSIS)
             }
-            Switches::Gitlab => false,
+            Steering::Gitlab => false,
         };
         if newer {
-            self.switches = Switches::Shared {
+            self.steering = Steering::Shared {
                 version: fleet.version,
             };
             self.scheduler.do_send(AdoptSwitches {
@@ -275,9 +275,9 @@ impl Fleet {
 
 /// The fleet's total: the shared switches in `config` mode, else GitLab's setting (or a member's
 /// own, while none analyses) as this member's Scheduler has it.
-fn total(switches: Switches, view: &View, report: &MemberReport) -> usize {
-    match (switches, &view.switches) {
-        (Switches::Shared { .. }, Some(fleet)) => {
+fn total(steering: Steering, view: &View, report: &MemberReport) -> usize {
+    match (steering, &view.switches) {
+        (Steering::Shared { .. }, Some(fleet)) => {
             usize::try_from(fleet.max_concurrency).unwrap_or(0)
         }
         _ => report.max_concurrency,
@@ -332,11 +332,11 @@ impl Handler<SwitchesChanged> for Fleet {
     type Result = ();
 
     fn handle(&mut self, msg: SwitchesChanged, ctx: &mut Context<Self>) {
-        match self.switches {
-            Switches::Gitlab => return, // every member reads GitLab's own
+        match self.steering {
+            Steering::Gitlab => return, // every member reads GitLab's own
             // Its own switches: no member that analyses shares them.
-            Switches::Own { .. } => return,
-            Switches::Shared { .. } => {}
+            Steering::Own { .. } => return,
+            Steering::Shared { .. } => {}
         }
         let (db, member) = (self.db.clone(), self.member.clone());
         let write = async move {
@@ -350,8 +350,8 @@ impl Handler<SwitchesChanged> for Fleet {
                     version = fleet.version,
                     "the fleet's switches written"
                 );
-                if let Switches::Shared { version } = act.switches {
-                    act.switches = Switches::Shared {
+                if let Steering::Shared { version } = act.steering {
+                    act.steering = Steering::Shared {
                         version: version.max(fleet.version),
                     };
                 }

@@ -30,7 +30,7 @@ pub const TABLE_ROWS: usize = 50;
 
 /// One registry repository without a row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Record {
+pub struct OutputRow {
     pub project_id: i64,
     pub full_path: String,
     pub name: String,
@@ -49,7 +49,7 @@ pub struct PathChange {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Totals {
+pub struct RepairTotals {
     pub projects: u64,
     pub restore: u64,
     /// Every skip reason (alphabetical in JSON), with its count.
@@ -60,7 +60,7 @@ pub struct Totals {
     pub already_present: u64,
 }
 
-impl Default for Totals {
+impl Default for RepairTotals {
     fn default() -> Self {
         let reasons = |action| {
             Reason::ALL
@@ -80,7 +80,7 @@ impl Default for Totals {
     }
 }
 
-impl Totals {
+impl RepairTotals {
     pub fn skipped(&self) -> u64 {
         self.skip.values().sum()
     }
@@ -90,8 +90,8 @@ impl Totals {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Outcome {
     pub run: Option<i64>,
-    pub totals: Totals,
-    pub repositories: Vec<Record>,
+    pub totals: RepairTotals,
+    pub repositories: Vec<OutputRow>,
     pub path_changed: Vec<PathChange>,
     /// The run stopped before every candidate was done: an empty outcome says nothing about
     /// what is missing.
@@ -120,7 +120,7 @@ impl Outcome {
                 }
                 Action::Skip => *self.totals.skip.entry(key).or_insert(0) += 1,
             }
-            self.repositories.push(Record {
+            self.repositories.push(OutputRow {
                 project_id: plan.project_id,
                 full_path: plan.full_path.clone(),
                 name: r.name.clone(),

@@ -17,8 +17,8 @@ use crate::fence::Fence;
 /// life, so that it never commits after the lease expired by the database's clock.
 const HOLD: Duration = Duration::from_secs(LEASE_TTL.as_secs() / 2);
 
-/// The lease, held by this process until [`Held::release`].
-pub struct Held {
+/// The lease, held by this process until [`HeldLease::release`].
+pub struct HeldLease {
     /// A pool of its own (one connection), so that renewals never wait behind the writers for a
     /// connection while the lease runs out.
     db: Database,
@@ -31,10 +31,10 @@ pub struct Held {
     lost: watch::Receiver<Option<String>>,
 }
 
-impl Held {
+impl HeldLease {
     /// Takes the lease for a `repair {kind}`, or refuses ([`RepairError::Busy`]) while another
     /// apply or undo holds it. Logs the holder of an expired lease it takes over.
-    pub async fn acquire(db: &Database, kind: &'static str) -> Result<Held, RepairError> {
+    pub async fn acquire(db: &Database, kind: &'static str) -> Result<HeldLease, RepairError> {
         let db = db.own_pool(1)?;
         let claimant = Claimant::this_process(kind);
         let sent = Instant::now();
@@ -65,7 +65,7 @@ impl Held {
         );
         let (tell, lost) = watch::channel(None);
         let renewer = actix_rt::spawn(renew(db.clone(), lease.clone(), fence.clone(), tell));
-        Ok(Held {
+        Ok(HeldLease {
             db,
             lease,
             fence,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
 
-use super::lease::Held;
+use super::lease::HeldLease;
 use super::work::{Apply, NotPlanned, Repair};
 use super::PlanArgs;
 use crate::commands::Unfinished;
@@ -321,7 +321,7 @@ pub struct Repairing {
     /// The apply's run (`None` for a plan).
     pub run: Option<i64>,
     /// The repair lease an apply holds while it runs.
-    pub held: Option<Held>,
+    pub held: Option<HeldLease>,
     db: Database,
 }
 
@@ -354,7 +354,7 @@ pub async fn start(
     options: ServiceOptions,
 ) -> Result<Repairing, PipelineError> {
     let held = match mode {
-        Mode::Apply => Some(Held::acquire(db, "apply").await?),
+        Mode::Apply => Some(HeldLease::acquire(db, "apply").await?),
         Mode::Plan => None,
     };
     match begin(settings, signer, db, scope, options, held.as_ref()).await {
@@ -380,7 +380,7 @@ async fn begin(
     db: &Database,
     scope: Scope,
     options: ServiceOptions,
-    held: Option<&Held>,
+    held: Option<&HeldLease>,
 ) -> Result<(Service<Repair>, Option<i64>), PipelineError> {
     let run = match held {
         Some(_) => Some(start_apply(db, &scope).await?),
@@ -423,7 +423,7 @@ impl Repairing {
     /// an apply's end when it is done, and releases the lease.
     pub async fn wait(self) -> Result<Repaired, PipelineError> {
         let (end, collected) = self.service.wait_outcome().await;
-        let lease_lost = self.held.as_ref().and_then(Held::lost_now);
+        let lease_lost = self.held.as_ref().and_then(HeldLease::lost_now);
         let recorded = match (&end, self.run, &lease_lost) {
             (RunEnd::Done, Some(run), None) => finish_apply(&self.db, run).await,
             // Nothing was dispatched: no run to list.

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 
-use super::lease::Held;
+use super::lease::HeldLease;
 use crate::commands::Unfinished;
 use crate::db::repair;
 use crate::db::Database;
@@ -16,7 +16,7 @@ pub async fn execute(db: &Database, run: i64) -> anyhow::Result<()> {
     let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     // A run that cannot be undone is refused before the lease is taken.
     repair::apply_run(db, run, "undone").await?;
-    let held = Held::acquire(db, "undo").await?;
+    let held = HeldLease::acquire(db, "undo").await?;
     // Dropping the undo mid-project rolls that project's transaction back: each project is
     // undone whole or not at all, and `repair undo RUN` again finishes the job.
     let undone = tokio::select! {
