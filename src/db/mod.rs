@@ -139,13 +139,6 @@ pub struct Database {
     connects_to: Target,
 }
 
-/// The row of a `SELECT <condition> AS present`: whether a table, column or route exists.
-#[derive(diesel::QueryableByName)]
-pub(crate) struct Present {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub present: bool,
-}
-
 impl Database {
     /// The database `settings` name, with at most `pool_size` connections.
     pub fn for_settings(settings: &Settings, pool_size: usize) -> Result<Self, DbError> {

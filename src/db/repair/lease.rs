@@ -28,7 +28,7 @@ use diesel_async::RunQueryDsl;
 use super::RepairError;
 use crate::db::dsl::{db_now, from_now};
 use crate::db::schema::registry_repair_leases as leases;
-use crate::db::{Database, DbConn, DbError, Present};
+use crate::db::{Database, DbConn, DbError};
 use crate::fence::Fence;
 use crate::identity::ProcessIdentity;
 

@@ -17,7 +17,7 @@ use crate::db::schema::{
     container_expiration_policies as policies, registry_repair_restored as restored,
     registry_repair_run_projects as run_projects, registry_repair_runs as runs,
 };
-use crate::db::{Database, DbConn, DbError, Present};
+use crate::db::{Database, DbConn, DbError};
 
 /// Whether the repair's tables exist: every migration ran ([`Database::check_ready`]).
 pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
