@@ -328,7 +328,7 @@ const IDLE_BOUND: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
 /// even behind a pooler that hands out a server connection per transaction:
 /// - BEGIN goes out with the first statement, with DEALLOCATE ALL ([`connect::BEGIN_CLEAN`]) for
 ///   what other clients left on the server connection;
-/// - a write (`execute`) commits at once, and its error is the caller's;
+/// - a write (`execute`, or one with `RETURNING`) commits at once, and its error is the caller's;
 /// - after a read the transaction stays open: the rows returned still hold the prepared
 ///   statement, which is closed when they are dropped, so COMMIT follows when this connection
 ///   goes back to the pool (or at the next write), after the close. A read-only transaction
@@ -507,15 +507,23 @@ where
         if !self.in_own_transactions() {
             return AsyncConnectionCore::load(&mut *self.inner, source);
         }
+        let query = source.as_query();
+        // A write that returns rows (`RETURNING`) commits before it returns, as `execute` does:
+        // a later statement on another connection must see it. Its statement is closed after
+        // the COMMIT, which is harmless: every transaction of ours deallocates at BEGIN.
+        let commit = match writes(&query) {
+            Ok(commit) => commit,
+            Err(error) => return futures_util::future::ready(Err(error)).boxed(),
+        };
         let this: &'conn Self = self;
         let mut shared: &'conn AsyncPgConnection = &this.inner;
-        let query = AsyncConnectionCore::load(&mut shared, source);
+        let query = AsyncConnectionCore::load(&mut shared, query);
         let read = async move {
             // Every row is read while the statement is known to be in flight.
             let rows: Vec<PgRow> = query.await?.try_collect().await?;
             Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed())
         };
-        this.transacted(read, false).boxed()
+        this.transacted(read, commit).boxed()
     }
 
     fn execute_returning_count<'conn, 'query, T>(
@@ -534,6 +542,19 @@ where
         // The statement is closed when `execute` returns, before the COMMIT.
         this.transacted(execute, true).boxed()
     }
+}
+
+/// Whether `query` may write: anything but a plain `SELECT` (a `WITH` may hold a write).
+fn writes(query: &impl QueryFragment<Pg>) -> QueryResult<bool> {
+    let mut sql = diesel::pg::PgQueryBuilder::default();
+    query.to_sql(&mut sql, &Pg)?;
+    let sql = diesel::query_builder::QueryBuilder::finish(sql);
+    let first = sql
+        .trim_start()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    Ok(!first.eq_ignore_ascii_case("SELECT"))
 }
 
 /// The tracking table GitLab's 15.10 to 19.0 create themselves.
