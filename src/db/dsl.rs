@@ -11,6 +11,10 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Oid, SingleValue, Text, T
 extern "SQL" {
     /// The first argument unless it is NULL, else the second.
     fn coalesce<T: SingleValue>(value: Nullable<T>, otherwise: T) -> T;
+    /// The first argument unless it is NULL, else the second, either of them NULL.
+    #[sql_name = "coalesce"]
+    fn coalesce_nullable<T: SingleValue>(value: Nullable<T>, otherwise: Nullable<T>)
+        -> Nullable<T>;
     /// The larger of two values.
     fn greatest<T: SingleValue>(a: T, b: T) -> T;
     /// The table (or other relation) of that name, NULL when there is none.
@@ -32,6 +36,8 @@ extern "SQL" {
     /// A row per element. Several in one select list run in step (PostgreSQL 10 on), as
     /// `UNNEST(a, b, ...)` in a FROM does: a batch of rows bound as an array a column.
     fn unnest<T: SingleValue>(array: Array<T>) -> T;
+    /// The smaller of two values.
+    fn least<T: SingleValue>(a: T, b: T) -> T;
 }
 
 /// The database's `now()`, as a `timestamptz`.
@@ -39,6 +45,11 @@ pub(crate) type Now = AsExprOf<now, Timestamptz>;
 
 pub(crate) fn db_now() -> Now {
     now.into_sql::<Timestamptz>()
+}
+
+/// `now() - secs` seconds, by the database's clock.
+pub(crate) fn ago(secs: f64) -> diesel::dsl::Sub<Now, PgInterval> {
+    db_now() - secs.seconds()
 }
 
 /// `now() + secs` seconds, by the database's clock.

@@ -2,10 +2,12 @@
 //! written with the project's `failed` tracking row, in the same transaction, and replaced or
 //! deleted with it; read back by the report. GitLab's tracking table has no room for a reason.
 
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::schema::registry_repair_failures as failures;
 use super::{DbConn, DbError};
 
 /// What kind of failure ended a project `failed`: a short word, stable across releases, stored in
@@ -137,8 +139,7 @@ pub(super) async fn replace(
     if written.is_empty() {
         return Ok(());
     }
-    diesel::sql_query("DELETE FROM registry_repair_failures WHERE project_id = ANY($1::bigint[])")
-        .bind::<Array<BigInt>, _>(written)
+    diesel::delete(failures::table.filter(failures::project_id.eq_any(written)))
         .execute(conn)
         .await
         .map_err(DbError::query(format!(
@@ -149,6 +150,7 @@ pub(super) async fn replace(
         return Ok(());
     }
     let count = columns.project_ids.len();
+    // Raw: rows from UNNEST of bound arrays, which diesel's insert cannot take.
     diesel::sql_query(
         "INSERT INTO registry_repair_failures (project_id, cause, reason, failed_at) \
          SELECT u.project_id, u.cause, u.reason, now() \

@@ -3,10 +3,12 @@
 //! same transaction, and replaced with it; read back by the report and the live page.
 
 use chrono::{DateTime, Utc};
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use super::schema::registry_repair_missing_repositories as missing;
 use super::{Database, DbConn, DbError};
 
 /// One repository the registry holds under a project's path, with no `container_repositories`
@@ -55,20 +57,18 @@ pub(super) async fn replace(
     if written.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(
-        "DELETE FROM registry_repair_missing_repositories WHERE project_id = ANY($1::bigint[])",
-    )
-    .bind::<Array<BigInt>, _>(written)
-    .execute(conn)
-    .await
-    .map_err(DbError::query(format!(
-        "replacing the missing repositories of {} projects",
-        written.len()
-    )))?;
+    diesel::delete(missing::table.filter(missing::project_id.eq_any(written)))
+        .execute(conn)
+        .await
+        .map_err(DbError::query(format!(
+            "replacing the missing repositories of {} projects",
+            written.len()
+        )))?;
     if columns.project_ids.is_empty() {
         return Ok(());
     }
     let count = columns.project_ids.len();
+    // Raw: rows from UNNEST of bound arrays, which diesel's insert cannot take.
     // ON CONFLICT: a registry that listed one path twice across pages stores it once.
     diesel::sql_query(
         "INSERT INTO registry_repair_missing_repositories \
@@ -122,6 +122,7 @@ pub struct Damage {
 
 pub async fn damage(db: &Database) -> Result<Damage, DbError> {
     let mut conn = db.conn().await?;
+    // Raw: the CTE the report shares (`STILL_MISSING`), which diesel cannot say.
     diesel::sql_query(format!(
         "WITH {STILL_MISSING} \
          SELECT count(DISTINCT project_id) AS projects, count(*) AS repositories, \
@@ -136,17 +137,14 @@ pub async fn damage(db: &Database) -> Result<Damage, DbError> {
     ))
 }
 
-#[derive(diesel::QueryableByName)]
+/// A recorded repository as [`all`] reads it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = missing, check_for_backend(diesel::pg::Pg))]
 struct Row {
-    #[diesel(sql_type = BigInt)]
     project_id: i64,
-    #[diesel(sql_type = Text)]
     registry_path: String,
-    #[diesel(sql_type = Text)]
     name: String,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     registry_created_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     size_bytes: Option<i64>,
 }
 
@@ -154,13 +152,12 @@ struct Row {
 /// demo and the tests: it reads the whole table.
 pub async fn all(db: &Database) -> Result<Vec<(i64, MissingRepository)>, DbError> {
     let mut conn = db.conn().await?;
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT project_id, registry_path, name, registry_created_at, size_bytes \
-         FROM registry_repair_missing_repositories ORDER BY project_id, registry_path",
-    )
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query("reading the recorded missing repositories"))?;
+    let rows: Vec<Row> = missing::table
+        .order((missing::project_id, missing::registry_path))
+        .select(Row::as_select())
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query("reading the recorded missing repositories"))?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -25,6 +25,7 @@ use crate::config::Settings;
 use diesel::pg::Pg;
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::QueryResult;
+use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
@@ -60,8 +61,15 @@ pub enum DbError {
     TimedOut { what: String, after: Duration },
     #[error("migrating the database at {target}: {message}")]
     Migrate { target: String, message: String },
-    #[error("the tracking table container_registry_data_repair_details (or this version's registry_repair_watermarks and fleet tables) does not exist or is not up to date in {target}: run `registry-repair migrate` first")]
-    NotMigrated { target: String },
+    /// Migrations of this release have not run on the database (by name, oldest first).
+    #[error(
+        "{}: run `registry-repair migrate` first",
+        not_migrated(target, pending)
+    )]
+    NotMigrated {
+        target: String,
+        pending: Vec<String>,
+    },
     /// A repair's write found another run holding the repair lease (its own expired and was
     /// taken over): nothing more is written.
     #[error("{what}: this run no longer holds the repair lease ({holder} holds it now); stopping without writing more")]
@@ -84,6 +92,19 @@ fn where_the_url_comes_from(target: &str) -> String {
         false => "database.url comes from the --config file ([database] url) or \
                   REGISTRY_REPAIR__DATABASE__URL"
             .to_string(),
+    }
+}
+
+/// What a database not migrated lacks: the migrations by name, unless none has run.
+fn not_migrated(target: &str, pending: &[String]) -> String {
+    let known = migration_names().map_or(0, |names| names.len());
+    match pending.len() == known {
+        true => format!("no migration of this release has run on the database at {target}"),
+        false => format!(
+            "the database at {target} lacks {} of this release's migrations ({})",
+            pending.len(),
+            pending.join(", ")
+        ),
     }
 }
 
@@ -116,13 +137,6 @@ pub struct Database {
     target: String,
     /// Where the pool connects, and the statement mode it settles on when it first does.
     connects_to: Target,
-}
-
-/// The row of a `SELECT <condition> AS present`: whether a table, column or route exists.
-#[derive(diesel::QueryableByName)]
-pub(crate) struct Present {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub present: bool,
 }
 
 impl Database {
@@ -227,38 +241,73 @@ impl Database {
         }
     }
 
-    /// Connects once and checks that the migrations ran, so `run` fails early and clearly.
-    pub async fn check_ready(&self) -> Result<(), DbError> {
+    /// The migrations of this release that have not run on the database, by name, oldest first:
+    /// those diesel's table of what ran (`__diesel_schema_migrations`) does not name. Read, not
+    /// as diesel's migration harness would: it creates that table first, which a standby, a
+    /// read-only role or one without CREATE on the schema refuses.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, DbError> {
         use diesel_async::RunQueryDsl;
 
         let mut conn = self.conn().await?;
-        let row: Present = diesel::sql_query(
-            "SELECT to_regclass('container_registry_data_repair_details') IS NOT NULL \
-                    AND to_regclass('registry_repair_watermarks') IS NOT NULL \
-                    AND to_regclass('registry_repair_claims') IS NOT NULL \
-                    AND to_regclass('registry_repair_missing_repositories') IS NOT NULL \
-                    AND to_regclass('registry_repair_failures') IS NOT NULL \
-                    AND EXISTS (SELECT 1 FROM pg_attribute \
-                                WHERE attrelid = to_regclass('registry_repair_watermarks') \
-                                  AND attname = 'swept_at' AND NOT attisdropped) \
-                    AND EXISTS (SELECT 1 FROM pg_attribute \
-                                WHERE attrelid = to_regclass('registry_repair_passes') \
-                                  AND attname = 'itemise_after' AND NOT attisdropped) \
-                    AND EXISTS (SELECT 1 FROM pg_attribute \
-                                WHERE attrelid = to_regclass('registry_repair_fleet') \
-                                  AND attname = 'set_by_command' AND NOT attisdropped) AS present",
-        )
-        .get_result(&mut conn)
-        .await
-        .map_err(DbError::query("checking for the tracking table"))?;
-        if row.present {
-            Ok(())
-        } else {
-            Err(DbError::NotMigrated {
+        let what = "reading which migrations have run";
+        let ran: Vec<String> = match diesel::select(dsl::to_regclass(RAN).is_not_null())
+            .get_result(&mut conn)
+            .await
+            .map_err(DbError::query(what))?
+        {
+            true => schema_migrations::table
+                .select(schema_migrations::version)
+                .load(&mut conn)
+                .await
+                .map_err(DbError::query(what))?,
+            false => Vec::new(),
+        };
+        let known = migration_names().map_err(|message| DbError::Migrate {
+            target: self.target.clone(),
+            message,
+        })?;
+        Ok(known
+            .into_iter()
+            .filter(|(version, _)| !ran.contains(version))
+            .map(|(_, name)| name)
+            .collect())
+    }
+
+    /// Checks that every migration of this release ran, so that a command fails early and
+    /// clearly, naming what to run.
+    pub async fn check_ready(&self) -> Result<(), DbError> {
+        let pending = self.pending_migrations().await?;
+        match pending.is_empty() {
+            true => Ok(()),
+            false => Err(DbError::NotMigrated {
                 target: self.target.clone(),
-            })
+                pending,
+            }),
         }
     }
+}
+
+/// diesel's table of the migrations that ran, as `run_pending_migrations` keeps it.
+const RAN: &str = "__diesel_schema_migrations";
+
+diesel::table! {
+    #[sql_name = "__diesel_schema_migrations"]
+    schema_migrations (version) {
+        version -> VarChar,
+    }
+}
+
+/// This release's migrations as `(version, name)`, oldest first: diesel's table of what ran
+/// records versions (`20261125000000`); people know them by name.
+fn migration_names() -> Result<Vec<(String, String)>, String> {
+    let mut known: Vec<(String, String)> =
+        diesel::migration::MigrationSource::<Pg>::migrations(&MIGRATIONS)
+            .map_err(|e| format!("reading this release's migrations: {e}"))?
+            .iter()
+            .map(|m| (m.name().version().to_string(), m.name().to_string()))
+            .collect();
+    known.sort();
+    Ok(known)
 }
 
 type PgRow = <AsyncPgConnection as AsyncConnectionCore>::Row<'static, 'static>;
@@ -279,7 +328,7 @@ const IDLE_BOUND: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
 /// even behind a pooler that hands out a server connection per transaction:
 /// - BEGIN goes out with the first statement, with DEALLOCATE ALL ([`connect::BEGIN_CLEAN`]) for
 ///   what other clients left on the server connection;
-/// - a write (`execute`) commits at once, and its error is the caller's;
+/// - a write (`execute`, or one with `RETURNING`) commits at once, and its error is the caller's;
 /// - after a read the transaction stays open: the rows returned still hold the prepared
 ///   statement, which is closed when they are dropped, so COMMIT follows when this connection
 ///   goes back to the pool (or at the next write), after the close. A read-only transaction
@@ -458,15 +507,23 @@ where
         if !self.in_own_transactions() {
             return AsyncConnectionCore::load(&mut *self.inner, source);
         }
+        let query = source.as_query();
+        // A write that returns rows (`RETURNING`) commits before it returns, as `execute` does:
+        // a later statement on another connection must see it. Its statement is closed after
+        // the COMMIT, which is harmless: every transaction of ours deallocates at BEGIN.
+        let commit = match writes(&query) {
+            Ok(commit) => commit,
+            Err(error) => return futures_util::future::ready(Err(error)).boxed(),
+        };
         let this: &'conn Self = self;
         let mut shared: &'conn AsyncPgConnection = &this.inner;
-        let query = AsyncConnectionCore::load(&mut shared, source);
+        let query = AsyncConnectionCore::load(&mut shared, query);
         let read = async move {
             // Every row is read while the statement is known to be in flight.
             let rows: Vec<PgRow> = query.await?.try_collect().await?;
             Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed())
         };
-        this.transacted(read, false).boxed()
+        this.transacted(read, commit).boxed()
     }
 
     fn execute_returning_count<'conn, 'query, T>(
@@ -485,6 +542,19 @@ where
         // The statement is closed when `execute` returns, before the COMMIT.
         this.transacted(execute, true).boxed()
     }
+}
+
+/// Whether `query` may write: anything but a plain `SELECT` (a `WITH` may hold a write).
+fn writes(query: &impl QueryFragment<Pg>) -> QueryResult<bool> {
+    let mut sql = diesel::pg::PgQueryBuilder::default();
+    query.to_sql(&mut sql, &Pg)?;
+    let sql = diesel::query_builder::QueryBuilder::finish(sql);
+    let first = sql
+        .trim_start()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    Ok(!first.eq_ignore_ascii_case("SELECT"))
 }
 
 /// The tracking table GitLab's 15.10 to 19.0 create themselves.
@@ -559,17 +629,10 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Migrated, DbError
                     diesel::connection::SimpleConnection::batch_execute(conn, "DEALLOCATE ALL")?;
                 }
                 // In the same transaction as the migrations: what they found, not a guess.
-                let there: Present = diesel::sql_query(format!(
-                    "SELECT to_regclass('{TRACKING_TABLE}') IS NOT NULL AS present"
-                ))
-                .get_result(conn)?;
-                let known =
-                    diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)?;
-                // diesel answers with versions (`20261125000000`); people know them by name.
-                let names: std::collections::HashMap<String, String> = known
-                    .iter()
-                    .map(|m| (m.name().version().to_string(), m.name().to_string()))
-                    .collect();
+                let there: bool = diesel::select(dsl::to_regclass(TRACKING_TABLE).is_not_null())
+                    .get_result(conn)?;
+                let names: std::collections::HashMap<String, String> =
+                    migration_names()?.into_iter().collect();
                 let applied = conn.run_pending_migrations(MIGRATIONS)?;
                 Ok(Migrated {
                     applied: applied
@@ -579,8 +642,8 @@ pub fn migrate(url: &str, connect_timeout: Duration) -> Result<Migrated, DbError
                             names.get(&version).cloned().unwrap_or(version)
                         })
                         .collect(),
-                    known: known.len(),
-                    tracking_table_was_there: there.present,
+                    known: names.len(),
+                    tracking_table_was_there: there,
                 })
             })
             .map_err(|e| e.to_string());
@@ -620,5 +683,35 @@ mod tests {
             "postgres://u:***@db:5432/x"
         );
         assert_eq!(super::redact("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    #[test]
+    fn not_migrated_names_the_migrations_missing_unless_none_ran() {
+        let names: Vec<String> = super::migration_names()
+            .expect("this release's migrations")
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        let error = |pending: &[String]| {
+            super::DbError::NotMigrated {
+                target: "postgres://db/x".into(),
+                pending: pending.to_vec(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error(&names),
+            "no migration of this release has run on the database at postgres://db/x: run \
+             `registry-repair migrate` first"
+        );
+        let last = &names[names.len() - 1..];
+        assert_eq!(
+            error(last),
+            format!(
+                "the database at postgres://db/x lacks 1 of this release's migrations ({}): run \
+                 `registry-repair migrate` first",
+                last[0]
+            )
+        );
     }
 }

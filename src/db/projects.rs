@@ -331,6 +331,7 @@ pub(in crate::db) async fn estimate_unanswered(
         #[diesel(sql_type = diesel::sql_types::Double)]
         tracked: f64,
     }
+    // Raw: the planner's statistics in the catalog (`pg_class`), no table of the schema.
     let estimate: Estimate = diesel::sql_query(
         "SELECT (SELECT reltuples FROM pg_class WHERE oid = 'projects'::regclass)::float8 AS projects, \
                 (SELECT reltuples FROM pg_class \

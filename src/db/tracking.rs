@@ -2,12 +2,16 @@
 //! and every row read back (for the demo and the tests). The report's figures are
 //! [`report`](super::report)'s.
 
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, SmallInt, Text};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, SmallInt};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use super::failures::{self, Failure, FailureCause};
 use super::missing::{self, MissingRepository};
+use super::schema::{
+    container_registry_data_repair_details as tracking, registry_repair_failures as failed,
+};
 use super::{Database, DbError};
 
 /// GitLab's enum for the `status` column.
@@ -191,6 +195,7 @@ impl UpsertRows {
     /// Returns the projects whose row it inserted or updated.
     async fn run(self, conn: &mut super::DbConn) -> Result<Vec<i64>, DbError> {
         let count = self.ids.len();
+        // Raw: rows from UNNEST of bound arrays, which diesel's insert cannot take.
         let written: Vec<Written> = diesel::sql_query(format!(
             "INSERT INTO container_registry_data_repair_details \
                  (project_id, missing_count, status, created_at, updated_at) \
@@ -223,40 +228,33 @@ impl UpsertRows {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct RawRow {
-    #[diesel(sql_type = BigInt)]
-    project_id: i64,
-    #[diesel(sql_type = Integer)]
-    missing_count: i32,
-    #[diesel(sql_type = SmallInt)]
-    status: i16,
-    #[diesel(sql_type = Nullable<Text>)]
-    cause: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    reason: Option<String>,
-}
-
 /// Every row, in project order, with the failure recorded for a `failed` one. For the demo and
 /// the tests: it reads the whole table.
 pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
     let mut conn = db.conn().await?;
-    let raw: Vec<RawRow> = diesel::sql_query(
-        "SELECT t.project_id, COALESCE(t.missing_count, 0) AS missing_count, t.status, \
-                f.cause, f.reason \
-         FROM container_registry_data_repair_details t \
-         LEFT JOIN registry_repair_failures f ON f.project_id = t.project_id AND t.status = 2 \
-         ORDER BY t.project_id",
-    )
-    .load(&mut conn)
-    .await
-    .map_err(DbError::query("reading the tracking table"))?;
+    let why = failed::project_id
+        .eq(tracking::project_id)
+        .and(tracking::status.eq(TrackingStatus::Failed as i16));
+    // Project, count, status, and the recorded failure's cause and reason.
+    type Raw = (i64, Option<i32>, i16, Option<(String, String)>);
+    let raw: Vec<Raw> = tracking::table
+        .left_join(failed::table.on(why))
+        .order(tracking::project_id)
+        .select((
+            tracking::project_id,
+            tracking::missing_count,
+            tracking::status,
+            (failed::cause, failed::reason).nullable(),
+        ))
+        .load(&mut conn)
+        .await
+        .map_err(DbError::query("reading the tracking table"))?;
     Ok(raw
         .into_iter()
-        .map(|r| TrackingRow {
-            project_id: r.project_id,
-            missing_count: r.missing_count,
-            status: match r.status {
+        .map(|(project_id, missing_count, status, failure)| TrackingRow {
+            project_id,
+            missing_count: missing_count.unwrap_or(0),
+            status: match status {
                 1 => TrackingStatus::Completed,
                 2 => TrackingStatus::Failed,
                 _ => TrackingStatus::Ongoing,
@@ -264,14 +262,9 @@ pub async fn all_rows(db: &Database) -> Result<Vec<TrackingRow>, DbError> {
             replaces: Replaces::Nothing,
             repositories: Vec::new(),
             // A cause a later release wrote, which this one cannot name, reads as not recorded.
-            failure: r
-                .cause
-                .as_deref()
-                .and_then(FailureCause::parse)
-                .map(|cause| Failure {
-                    cause,
-                    reason: r.reason.unwrap_or_default(),
-                }),
+            failure: failure.and_then(|(cause, reason)| {
+                FailureCause::parse(&cause).map(|cause| Failure { cause, reason })
+            }),
         })
         .collect())
 }

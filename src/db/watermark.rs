@@ -17,11 +17,16 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel::dsl::{max, sql};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable};
+use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 
+use super::dsl::greatest;
 use super::projects::{unanswered_ids, Span};
-use super::{Database, DbError};
+use super::schema::{projects, registry_repair_watermarks as watermarks};
+use super::{Database, DbConn, DbError};
 use crate::config::Shard;
 use crate::sync::lock;
 
@@ -76,24 +81,21 @@ impl Fences {
     }
 }
 
-#[derive(diesel::QueryableByName)]
+#[derive(Queryable)]
 struct Snapshot {
-    #[diesel(sql_type = Nullable<BigInt>)]
     max_id: Option<i64>,
-    #[diesel(sql_type = BigInt)]
     xmin: i64,
-    #[diesel(sql_type = BigInt)]
     xmax: i64,
 }
 
-async fn snapshot(conn: &mut super::DbConn) -> Result<Snapshot, DbError> {
+async fn snapshot(conn: &mut DbConn) -> Result<Snapshot, DbError> {
     // Statements outside a transaction each take a snapshot of their own: one statement reads
     // the highest id and the snapshot's bounds together.
-    diesel::sql_query(
-        "SELECT (SELECT max(id) FROM projects) AS max_id, \
-                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax",
-    )
+    diesel::select((
+        projects::table.select(max(projects::id)).single_value(),
+        sql::<BigInt>("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"),
+        sql::<BigInt>("pg_snapshot_xmax(pg_current_snapshot())::text::bigint"),
+    ))
     .get_result(conn)
     .await
     .map_err(DbError::query(
@@ -116,33 +118,21 @@ pub async fn take_fence(db: &Database, fences: &Fences) -> Result<(), DbError> {
 /// The stored watermark of `shard` (0 when there is none), and how long ago the shard was last
 /// swept (`None`: never).
 pub async fn load(db: &Database, shard: Shard) -> Result<(i64, Option<Duration>), DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Stored {
-        #[diesel(sql_type = BigInt)]
-        through: i64,
-        #[diesel(sql_type = Nullable<Double>)]
-        swept_ago_s: Option<f64>,
-    }
     let mut conn = db.conn().await?;
-    let row: Option<Stored> = diesel::sql_query(
-        "SELECT analysed_through AS through, \
-                EXTRACT(EPOCH FROM now() - swept_at)::float8 AS swept_ago_s \
-         FROM registry_repair_watermarks WHERE shard = $1",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .get_result(&mut conn)
-    .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })
-    .map_err(DbError::query("reading the watermark"))?;
+    let swept_ago_s = sql::<Nullable<diesel::sql_types::Double>>(
+        "EXTRACT(EPOCH FROM now() - registry_repair_watermarks.swept_at)::float8",
+    );
+    let row: Option<(i64, Option<f64>)> = watermarks::table
+        .find(shard.to_string())
+        .select((watermarks::analysed_through, swept_ago_s))
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(DbError::query("reading the watermark"))?;
     Ok(match row {
-        Some(r) => (
-            r.through,
-            r.swept_ago_s
-                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+        Some((through, swept_ago_s)) => (
+            through,
+            swept_ago_s.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9))),
         ),
         None => (0, None),
     })
@@ -188,42 +178,55 @@ pub async fn advance(
         }
     }
     if through > from {
-        diesel::sql_query(
-            "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at) \
-             VALUES ($1, $2, now()) \
-             ON CONFLICT (shard) DO UPDATE \
-             SET analysed_through = GREATEST(registry_repair_watermarks.analysed_through, EXCLUDED.analysed_through), \
-                 updated_at = now()",
-        )
-        .bind::<Text, _>(shard.to_string())
-        .bind::<BigInt, _>(through)
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query("storing the watermark"))?;
+        diesel::insert_into(watermarks::table)
+            .values((
+                watermarks::shard.eq(shard.to_string()),
+                watermarks::analysed_through.eq(through),
+                watermarks::updated_at.eq(diesel::dsl::now),
+            ))
+            .on_conflict(watermarks::shard)
+            .do_update()
+            .set((
+                watermarks::analysed_through.eq(greatest(
+                    watermarks::analysed_through,
+                    excluded(watermarks::analysed_through),
+                )),
+                watermarks::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query("storing the watermark"))?;
     }
     Ok(through.max(from))
 }
 
 /// Records that `shard` finished a sweep now.
 pub async fn swept(db: &Database, shard: Shard) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at, swept_at) \
-         VALUES ($1, 0, now(), now()) \
-         ON CONFLICT (shard) DO UPDATE SET swept_at = now()",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query("recording the end of a sweep"))?;
+    swept_on(&mut db.conn().await?, shard).await
+}
+
+/// [`swept`], on `conn` (in the caller's transaction, if any).
+pub(in crate::db) async fn swept_on(conn: &mut DbConn, shard: Shard) -> Result<(), DbError> {
+    diesel::insert_into(watermarks::table)
+        .values((
+            watermarks::shard.eq(shard.to_string()),
+            watermarks::analysed_through.eq(0),
+            watermarks::updated_at.eq(diesel::dsl::now),
+            watermarks::swept_at.eq(diesel::dsl::now),
+        ))
+        .on_conflict(watermarks::shard)
+        .do_update()
+        .set(watermarks::swept_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("recording the end of a sweep"))?;
     Ok(())
 }
 
 /// Forgets the watermark of `shard` (`run --from-start`).
 pub async fn reset(db: &Database, shard: Shard) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query("DELETE FROM registry_repair_watermarks WHERE shard = $1")
-        .bind::<Text, _>(shard.to_string())
+    diesel::delete(watermarks::table.find(shard.to_string()))
         .execute(&mut conn)
         .await
         .map_err(DbError::query("resetting the watermark"))?;

@@ -527,3 +527,39 @@ async fn a_statement_left_behind_clashes_only_with_prepared_statements_forced_on
         }
     }
 }
+
+#[actix_rt::test]
+async fn a_write_returning_rows_is_committed_before_it_returns_with_prepared_statements_off() {
+    use registry_repair::db::Database;
+    // A pooler's mode, straight to PostgreSQL: what matters is when the COMMIT goes out.
+    let db = TestDb::new().await;
+    let database = Database::new(
+        &format!("{}?prepared_statements=false", db.url),
+        2,
+        Duration::from_secs(10),
+    )
+    .expect("pool");
+    let mut writer = database.conn().await.expect("a connection");
+    let written: Vec<State> = diesel::sql_query(
+        "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at) \
+         VALUES ('0/1', 7, now()) RETURNING shard AS state",
+    )
+    .load(&mut writer)
+    .await
+    .expect("the write");
+    assert_eq!(written.len(), 1);
+    // The writer's connection is still held: another sees the row only if it was committed.
+    let mut reader = database.conn().await.expect("a second connection");
+    let seen: Vec<State> = diesel::sql_query(
+        "SELECT shard AS state FROM registry_repair_watermarks WHERE analysed_through = 7",
+    )
+    .load(&mut reader)
+    .await
+    .expect("the read");
+    assert_eq!(
+        seen.len(),
+        1,
+        "the write was not committed when it returned"
+    );
+    drop(writer);
+}

@@ -15,15 +15,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
+use chrono::{DateTime, Utc};
+use diesel::dsl::{self, case_when, exists, max, not, now, sql};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Double};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 
 use super::Member;
 use crate::config::Shard;
+use crate::db::dsl::{ago, coalesce, coalesce_nullable, db_now, from_now, least};
 use crate::db::projects::{
     count_unanswered, count_uncounted, estimate_unanswered, failed_ids, unanswered_ids,
     uncounted_ids, with_paths, Project, Span,
+};
+use crate::db::schema::{
+    container_registry_data_repair_details as tracking, projects, registry_repair_claims as claims,
+    registry_repair_members as members, registry_repair_passes as passes,
+    registry_repair_watermarks as watermarks,
 };
 use crate::db::tracking::Replaces;
 use crate::db::{Database, DbConn, DbError};
@@ -142,45 +151,29 @@ pub enum PassState {
     Done,
 }
 
-#[derive(Debug, diesel::QueryableByName)]
+/// The pass row as [`lock_pass`] reads it, in its order.
+#[derive(Debug, Queryable)]
 struct PassRow {
-    #[diesel(sql_type = BigInt)]
     pass: i64,
-    #[diesel(sql_type = BigInt)]
     walk_after: i64,
-    #[diesel(sql_type = Bool)]
     walk_done: bool,
-    #[diesel(sql_type = Nullable<BigInt>)]
     sweep_after: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     sweep_through: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     failed_after: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     failed_through: Option<i64>,
     /// Seconds until the pass may be read (negative: it may).
-    #[diesel(sql_type = Double)]
     wait_s: f64,
-    #[diesel(sql_type = Nullable<BigInt>)]
     last_found: Option<i64>,
     /// A sweep that began after this member joined has ended with a pass.
-    #[diesel(sql_type = Bool)]
     swept_since_joined: bool,
     /// A sweep began in this pass.
-    #[diesel(sql_type = Bool)]
     sweep_started: bool,
     /// No claim of this pass is left.
-    #[diesel(sql_type = Bool)]
     unclaimed: bool,
-    #[diesel(sql_type = Nullable<BigInt>)]
     left_at_start: Option<i64>,
-    #[diesel(sql_type = Bool)]
     left_estimated: bool,
-    #[diesel(sql_type = BigInt)]
     walked: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
     itemise_after: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     itemise_through: Option<i64>,
 }
 
@@ -207,43 +200,59 @@ async fn lock_pass(
     shard: Shard,
     member: &Member,
 ) -> Result<Option<PassRow>, DbError> {
-    Ok(diesel::sql_query(
-        "SELECT p.pass, p.walk_after, p.walk_done, p.sweep_after, p.sweep_through, \
-                p.failed_after, p.failed_through, \
-                EXTRACT(EPOCH FROM p.not_before - now())::float8 AS wait_s, p.last_found, \
-                COALESCE(p.last_sweep_started_at >= \
-                    (SELECT started_at FROM registry_repair_members WHERE id = $2), false) \
-                    AS swept_since_joined, \
-                p.sweep_started_at IS NOT NULL AS sweep_started, \
-                NOT EXISTS (SELECT 1 FROM registry_repair_claims c \
-                            WHERE c.shard = p.shard AND c.pass = p.pass) AS unclaimed, \
-                p.left_at_start, p.left_estimated, p.walked, p.itemise_after, p.itemise_through \
-         FROM registry_repair_passes p WHERE p.shard = $1 FOR UPDATE OF p",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .bind::<Text, _>(&member.id)
-    .get_results(conn)
-    .await
-    .map_err(DbError::query(format!(
-        "locking the fleet's pass of shard {shard}"
-    )))?
-    .pop())
+    let joined = members::table
+        .filter(members::id.eq(member.id.clone()))
+        .select(members::started_at)
+        .single_value();
+    let claimed = claims::table
+        .filter(claims::shard.eq(passes::shard))
+        .filter(claims::pass.eq(passes::pass));
+    passes::table
+        .filter(passes::shard.eq(shard.to_string()))
+        .select((
+            passes::pass,
+            passes::walk_after,
+            passes::walk_done,
+            passes::sweep_after,
+            passes::sweep_through,
+            passes::failed_after,
+            passes::failed_through,
+            sql::<Double>("EXTRACT(EPOCH FROM registry_repair_passes.not_before - now())::float8"),
+            passes::last_found,
+            coalesce(passes::last_sweep_started_at.ge(joined), false),
+            passes::sweep_started_at.is_not_null(),
+            not(exists(claimed)),
+            passes::left_at_start,
+            passes::left_estimated,
+            passes::walked,
+            passes::itemise_after,
+            passes::itemise_through,
+        ))
+        .for_update()
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(DbError::query(format!(
+            "locking the fleet's pass of shard {shard}"
+        )))
 }
 
 /// Creates the shard's pass row if there is none: the first pass walks from `watermark`.
 pub async fn ensure_pass(db: &Database, shard: Shard, watermark: i64) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "INSERT INTO registry_repair_passes (shard, pass, walk_after) VALUES ($1, 1, $2) \
-         ON CONFLICT (shard) DO NOTHING",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .bind::<BigInt, _>(watermark)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(format!(
-        "creating the fleet's pass of shard {shard}"
-    )))?;
+    diesel::insert_into(passes::table)
+        .values((
+            passes::shard.eq(shard.to_string()),
+            passes::pass.eq(1),
+            passes::walk_after.eq(watermark),
+        ))
+        .on_conflict(passes::shard)
+        .do_nothing()
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(format!(
+            "creating the fleet's pass of shard {shard}"
+        )))?;
     Ok(())
 }
 
@@ -252,15 +261,15 @@ pub async fn reset(db: &Database, shard: Shard) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     conn.transaction(|conn| {
         async move {
-            for table in ["registry_repair_claims", "registry_repair_passes"] {
-                diesel::sql_query(format!("DELETE FROM {table} WHERE shard = $1"))
-                    .bind::<Text, _>(shard.to_string())
-                    .execute(conn)
-                    .await
-                    .map_err(DbError::query(format!(
-                        "forgetting the fleet's pass of shard {shard}"
-                    )))?;
-            }
+            let what = || DbError::query(format!("forgetting the fleet's pass of shard {shard}"));
+            diesel::delete(claims::table.filter(claims::shard.eq(shard.to_string())))
+                .execute(conn)
+                .await
+                .map_err(what())?;
+            diesel::delete(passes::table.filter(passes::shard.eq(shard.to_string())))
+                .execute(conn)
+                .await
+                .map_err(what())?;
             Ok(())
         }
         .boxed()
@@ -272,17 +281,36 @@ pub async fn reset(db: &Database, shard: Shard) -> Result<(), DbError> {
 /// is under way.
 pub async fn start_retry_failed(db: &Database, shard: Shard) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
-    diesel::sql_query(
-        "UPDATE registry_repair_passes \
-         SET failed_after = 0, failed_through = COALESCE((SELECT max(id) FROM projects), 0), \
-             not_before = LEAST(not_before, now()) \
-         WHERE shard = $1 AND failed_after IS NULL",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query("starting a retry of the failed projects"))?;
+    let last_project = projects::table.select(max(projects::id)).single_value();
+    diesel::update(passes::table)
+        .filter(passes::shard.eq(shard.to_string()))
+        .filter(passes::failed_after.is_null())
+        .set((
+            passes::failed_after.eq(0),
+            passes::failed_through.eq(coalesce(last_project, 0).nullable()),
+            passes::not_before.eq(least(passes::not_before, db_now())),
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("starting a retry of the failed projects"))?;
     Ok(())
+}
+
+/// The pass's shard's watermark, as a subquery.
+type WatermarkOfPass = dsl::SingleValue<
+    dsl::Select<
+        dsl::Filter<watermarks::table, dsl::Eq<watermarks::shard, passes::shard>>,
+        watermarks::analysed_through,
+    >,
+>;
+
+/// The pass's shard's watermark (0 without one): where a sweep below it ends.
+fn watermark_of_pass() -> coalesce<BigInt, WatermarkOfPass, i64> {
+    let through = watermarks::table
+        .filter(watermarks::shard.eq(passes::shard))
+        .select(watermarks::analysed_through)
+        .single_value();
+    coalesce(through, 0)
 }
 
 /// Starts a sweep below the watermark in the current pass when the last one is older than
@@ -293,20 +321,22 @@ pub async fn start_sweep_if_due(
     interval: Duration,
 ) -> Result<bool, DbError> {
     let mut conn = db.conn().await?;
-    let started = diesel::sql_query(
-        "UPDATE registry_repair_passes p \
-         SET sweep_after = 0, sweep_started_at = now(), not_before = LEAST(not_before, now()), \
-             sweep_through = COALESCE((SELECT analysed_through FROM registry_repair_watermarks w \
-                                       WHERE w.shard = p.shard), 0) \
-         WHERE p.shard = $1 AND p.sweep_started_at IS NULL \
-           AND NOT EXISTS (SELECT 1 FROM registry_repair_watermarks w \
-                           WHERE w.shard = p.shard AND w.swept_at > now() - make_interval(secs => $2))",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .bind::<Double, _>(interval.as_secs_f64())
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query("starting a sweep below the watermark"))?;
+    let swept_lately = watermarks::table
+        .filter(watermarks::shard.eq(passes::shard))
+        .filter(watermarks::swept_at.gt(ago(interval.as_secs_f64()).nullable()));
+    let started = diesel::update(passes::table)
+        .filter(passes::shard.eq(shard.to_string()))
+        .filter(passes::sweep_started_at.is_null())
+        .filter(not(exists(swept_lately)))
+        .set((
+            passes::sweep_after.eq(0),
+            passes::sweep_started_at.eq(now),
+            passes::not_before.eq(least(passes::not_before, db_now())),
+            passes::sweep_through.eq(watermark_of_pass().nullable()),
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query("starting a sweep below the watermark"))?;
     Ok(started > 0)
 }
 
@@ -316,20 +346,22 @@ pub async fn start_itemise_if_needed(db: &Database, shard: Shard) -> Result<i64,
     let mut conn = db.conn().await?;
     let uncounted = count_uncounted(&mut conn, shard).await?;
     if uncounted > 0 {
-        diesel::sql_query(
-            "UPDATE registry_repair_passes \
-             SET itemise_after = 0, \
-                 itemise_through = COALESCE((SELECT max(project_id) \
-                                             FROM container_registry_data_repair_details), 0), \
-                 not_before = LEAST(not_before, now()) \
-             WHERE shard = $1 AND itemise_after IS NULL",
-        )
-        .bind::<Text, _>(shard.to_string())
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::query(
-            "starting to itemise the projects counted without their repositories",
-        ))?;
+        let last_tracked = tracking::table
+            .select(max(tracking::project_id))
+            .single_value();
+        diesel::update(passes::table)
+            .filter(passes::shard.eq(shard.to_string()))
+            .filter(passes::itemise_after.is_null())
+            .set((
+                passes::itemise_after.eq(0),
+                passes::itemise_through.eq(coalesce(last_tracked, 0).nullable()),
+                passes::not_before.eq(least(passes::not_before, db_now())),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::query(
+                "starting to itemise the projects counted without their repositories",
+            ))?;
     }
     Ok(uncounted)
 }
@@ -340,30 +372,20 @@ pub async fn start_itemise_if_needed(db: &Database, shard: Shard) -> Result<i64,
 /// its claims. A count that gives up is replaced by the table statistics' estimate, marked so.
 /// `None`: the pass is counted already, or another member counts it.
 pub async fn count_pass(db: &Database, member: &Member) -> Result<Option<PassProgress>, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Counting {
-        #[diesel(sql_type = BigInt)]
-        pass: i64,
-        #[diesel(sql_type = BigInt)]
-        walk_after: i64,
-        #[diesel(sql_type = BigInt)]
-        walked: i64,
-    }
     let shard = member.shard;
     let mut conn = db.conn().await?;
-    let counting: Option<Counting> = diesel::sql_query(
-        "UPDATE registry_repair_passes SET counting_since = now() \
-         WHERE shard = $1 AND left_at_start IS NULL \
-           AND (counting_since IS NULL OR counting_since < now() - make_interval(secs => $2)) \
-         RETURNING pass, walk_after, walked",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .bind::<Double, _>(COUNT_TIMEOUT.as_secs_f64() * 2.0)
-    .get_results(&mut conn)
-    .await
-    .map_err(DbError::query("taking the fleet's count of the work left"))?
-    .pop();
-    let Some(counting) = counting else {
+    let abandoned = passes::counting_since.lt(ago(COUNT_TIMEOUT.as_secs_f64() * 2.0).nullable());
+    let counting: Option<(i64, i64, i64)> = diesel::update(passes::table)
+        .filter(passes::shard.eq(shard.to_string()))
+        .filter(passes::left_at_start.is_null())
+        .filter(passes::counting_since.is_null().or(abandoned))
+        .set(passes::counting_since.eq(now))
+        .returning((passes::pass, passes::walk_after, passes::walked))
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(DbError::query("taking the fleet's count of the work left"))?;
+    let Some((pass, walk_after, walked)) = counting else {
         return Ok(None);
     };
     let timeout_ms = COUNT_TIMEOUT.as_millis();
@@ -373,7 +395,7 @@ pub async fn count_pass(db: &Database, member: &Member) -> Result<Option<PassPro
                 conn.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
                     .await
                     .map_err(DbError::query("bounding the count of the work left"))?;
-                count_unanswered(conn, counting.walk_after, shard).await
+                count_unanswered(conn, walk_after, shard).await
             }
             .boxed()
         })
@@ -387,26 +409,25 @@ pub async fn count_pass(db: &Database, member: &Member) -> Result<Option<PassPro
     };
     let left_at_start = i64::try_from(left)
         .unwrap_or(i64::MAX)
-        .saturating_add(counting.walked);
-    diesel::sql_query(
-        "UPDATE registry_repair_passes \
-         SET left_at_start = $3, left_estimated = $4, counting_since = NULL \
-         WHERE shard = $1 AND pass = $2",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .bind::<BigInt, _>(counting.pass)
-    .bind::<BigInt, _>(left_at_start)
-    .bind::<Bool, _>(estimated)
-    .execute(&mut conn)
-    .await
-    .map_err(DbError::query(
-        "recording the fleet's count of the work left",
-    ))?;
+        .saturating_add(walked);
+    diesel::update(passes::table)
+        .filter(passes::shard.eq(shard.to_string()))
+        .filter(passes::pass.eq(pass))
+        .set((
+            passes::left_at_start.eq(left_at_start),
+            passes::left_estimated.eq(estimated),
+            passes::counting_since.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::query(
+            "recording the fleet's count of the work left",
+        ))?;
     Ok(Some(PassProgress {
-        pass: counting.pass,
+        pass,
         left_at_start: Some(left_at_start),
         estimated,
-        walked: counting.walked,
+        walked,
     }))
 }
 
@@ -476,17 +497,13 @@ pub async fn claim(
     .await
 }
 
-#[derive(diesel::QueryableByName)]
+/// A claim whose owner left it or died, as [`take_over`] reads it.
+#[derive(Queryable)]
 struct Orphan {
-    #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = Text)]
     kind: String,
-    #[diesel(sql_type = BigInt)]
     after_id: i64,
-    #[diesel(sql_type = BigInt)]
     through_id: i64,
-    #[diesel(sql_type = Nullable<Text>)]
     owner: Option<String>,
 }
 
@@ -499,22 +516,32 @@ async fn take_over(
     pass: &PassRow,
     limit: i64,
 ) -> Result<Option<Step>, DbError> {
-    let orphan: Option<Orphan> = diesel::sql_query(
-        "SELECT c.id, c.kind, c.after_id, c.through_id, c.owner FROM registry_repair_claims c \
-         WHERE c.shard = $1 AND c.pass = $2 AND c.owner IS DISTINCT FROM $3 AND (c.owner IS NULL OR \
-               ($4 AND NOT EXISTS (SELECT 1 FROM registry_repair_members m WHERE m.id = c.owner \
-                   AND m.state <> 'lost' AND m.heartbeat_at > now() - make_interval(secs => $5)))) \
-         ORDER BY c.after_id LIMIT 1",
-    )
-    .bind::<Text, _>(member.shard.to_string())
-    .bind::<BigInt, _>(pass.pass)
-    .bind::<Text, _>(&member.id)
-    .bind::<Bool, _>(member.may_take_over())
-    .bind::<Double, _>(member.timeout_s())
-    .get_results(conn)
-    .await
-    .map_err(DbError::query("looking for work a member left"))?
-    .pop();
+    let owner_live = members::table
+        .filter(members::id.nullable().eq(claims::owner))
+        .filter(members::state.ne("lost"))
+        .filter(members::heartbeat_at.gt(ago(member.timeout_s())));
+    let orphan: Option<Orphan> = claims::table
+        .filter(claims::shard.eq(member.shard.to_string()))
+        .filter(claims::pass.eq(pass.pass))
+        .filter(claims::owner.is_distinct_from(&member.id))
+        .filter(
+            claims::owner.is_null().or(member
+                .may_take_over()
+                .into_sql::<Bool>()
+                .and(not(exists(owner_live)))),
+        )
+        .order(claims::after_id)
+        .select((
+            claims::id,
+            claims::kind,
+            claims::after_id,
+            claims::through_id,
+            claims::owner,
+        ))
+        .first(conn)
+        .await
+        .optional()
+        .map_err(DbError::query("looking for work a member left"))?;
     let Some(orphan) = orphan else {
         return Ok(None);
     };
@@ -531,21 +558,20 @@ async fn take_over(
         }
         _ => orphan.through_id,
     };
-    diesel::sql_query(
-        "UPDATE registry_repair_claims SET owner = $2, taken_from = $3, through_id = $4, \
-                claimed_at = now() WHERE id = $1",
-    )
-    .bind::<BigInt, _>(orphan.id)
-    .bind::<Text, _>(&member.id)
-    .bind::<Nullable<Text>, _>(&orphan.owner)
-    .bind::<BigInt, _>(through)
-    .execute(conn)
-    .await
-    .map_err(DbError::query("taking over work a member left"))?;
+    diesel::update(claims::table.find(orphan.id))
+        .set((
+            claims::owner.eq(&member.id),
+            claims::taken_from.eq(&orphan.owner),
+            claims::through_id.eq(through),
+            claims::claimed_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("taking over work a member left"))?;
     if let Some(owner) = &orphan.owner {
         // Its heartbeat tells it so, should it still be running: it must stop.
-        diesel::sql_query("UPDATE registry_repair_members SET state = 'lost' WHERE id = $1")
-            .bind::<Text, _>(owner)
+        diesel::update(members::table.find(owner))
+            .set(members::state.eq("lost"))
             .execute(conn)
             .await
             .map_err(DbError::query("marking a member lost"))?;
@@ -575,38 +601,29 @@ async fn insert_claim(
     through: i64,
     owner: Option<&str>,
 ) -> Result<(), DbError> {
-    diesel::sql_query(
-        "INSERT INTO registry_repair_claims (shard, pass, kind, after_id, through_id, owner) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind::<Text, _>(member.shard.to_string())
-    .bind::<BigInt, _>(pass)
-    .bind::<Text, _>(kind.as_str())
-    .bind::<BigInt, _>(after)
-    .bind::<BigInt, _>(through)
-    .bind::<Nullable<Text>, _>(owner)
-    .execute(conn)
-    .await
-    .map_err(DbError::query("recording a claim"))?;
+    diesel::insert_into(claims::table)
+        .values((
+            claims::shard.eq(member.shard.to_string()),
+            claims::pass.eq(pass),
+            claims::kind.eq(kind.as_str()),
+            claims::after_id.eq(after),
+            claims::through_id.eq(through),
+            claims::owner.eq(owner),
+        ))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("recording a claim"))?;
     Ok(())
 }
 
-/// Moves one cursor of the pass row, and counts what it found.
-async fn move_cursor(
-    conn: &mut DbConn,
-    member: &Member,
-    set: &str,
-    found: usize,
-) -> Result<(), DbError> {
-    diesel::sql_query(format!(
-        "UPDATE registry_repair_passes SET {set}, found = found + $2 WHERE shard = $1"
-    ))
-    .bind::<Text, _>(member.shard.to_string())
-    .bind::<BigInt, _>(found as i64)
-    .execute(conn)
-    .await
-    .map_err(DbError::query("moving the fleet's cursor"))?;
-    Ok(())
+/// The bounded cursors of the pass row ([`bounded_step`]): `None` leaves one as it is,
+/// `Some(None)` clears it (through).
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = passes)]
+struct Cursors {
+    sweep_after: Option<Option<i64>>,
+    failed_after: Option<Option<i64>>,
+    itemise_after: Option<Option<i64>>,
 }
 
 async fn walk_step(
@@ -634,16 +651,17 @@ async fn walk_step(
         )
         .await?;
     }
-    move_cursor(
-        conn,
-        member,
-        &format!(
-            "walk_after = {after}, walk_done = {done}, walked = walked + {}",
-            ids.len()
-        ),
-        ids.len(),
-    )
-    .await?;
+    let read = ids.len() as i64;
+    diesel::update(passes::table.find(member.shard.to_string()))
+        .set((
+            passes::walk_after.eq(after),
+            passes::walk_done.eq(done),
+            passes::walked.eq(passes::walked + read),
+            passes::found.eq(passes::found + read),
+        ))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("moving the fleet's cursor"))?;
     Ok(ids)
 }
 
@@ -689,13 +707,29 @@ async fn bounded_step(
     if !ids.is_empty() {
         insert_claim(conn, member, pass, kind, after, to, Some(&member.id)).await?;
     }
-    let cursor = format!("{}_after", kind.as_str());
     let through = to >= until;
-    let set = match through {
-        true => format!("{cursor} = NULL"),
-        false => format!("{cursor} = {to}"),
+    let next = Some((!through).then_some(to));
+    let cursors = match kind {
+        Kind::Sweep => Cursors {
+            sweep_after: next,
+            ..Cursors::default()
+        },
+        Kind::Failed => Cursors {
+            failed_after: next,
+            ..Cursors::default()
+        },
+        Kind::Itemise => Cursors {
+            itemise_after: next,
+            ..Cursors::default()
+        },
+        // The walk's cursor is unbounded: `walk_step` moves it.
+        Kind::Walk => Cursors::default(),
     };
-    move_cursor(conn, member, &set, ids.len()).await?;
+    diesel::update(passes::table.find(member.shard.to_string()))
+        .set((cursors, passes::found.eq(passes::found + ids.len() as i64)))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("moving the fleet's cursor"))?;
     Ok((ids, through))
 }
 
@@ -729,14 +763,7 @@ async fn sweep_step(
     }
     if swept {
         tracing::info!(through = until, "sweep complete");
-        diesel::sql_query(
-            "INSERT INTO registry_repair_watermarks (shard, analysed_through, updated_at, swept_at) \
-             VALUES ($1, 0, now(), now()) ON CONFLICT (shard) DO UPDATE SET swept_at = now()",
-        )
-        .bind::<Text, _>(member.shard.to_string())
-        .execute(conn)
-        .await
-        .map_err(DbError::query("recording the end of a sweep"))?;
+        crate::db::watermark::swept_on(conn, member.shard).await?;
     }
     Ok((ids, swept))
 }
@@ -774,9 +801,10 @@ pub async fn finish_part(
         async move {
             let member = &*member;
             let shard = member.shard;
-            diesel::sql_query("DELETE FROM registry_repair_claims WHERE shard = $1 AND owner = $2")
-                .bind::<Text, _>(shard.to_string())
-                .bind::<Text, _>(&member.id)
+            let own = claims::table
+                .filter(claims::shard.eq(shard.to_string()))
+                .filter(claims::owner.eq(&member.id));
+            diesel::delete(own)
                 .execute(conn)
                 .await
                 .map_err(DbError::query("ending this member's claims"))?;
@@ -821,23 +849,34 @@ async fn next_pass(
     watermark: i64,
     rescan: Duration,
 ) -> Result<PassRow, DbError> {
-    diesel::sql_query(
-        "UPDATE registry_repair_passes SET pass = pass + 1, started_at = now(), \
-             walk_after = GREATEST($2, 0), walk_done = false, \
-             last_found = found, found = 0, \
-             last_sweep_started_at = COALESCE(sweep_started_at, last_sweep_started_at), \
-             sweep_started_at = NULL, sweep_after = NULL, sweep_through = NULL, \
-             left_at_start = NULL, left_estimated = false, counting_since = NULL, walked = 0, \
-             not_before = CASE WHEN found = 0 AND sweep_started_at IS NULL \
-                               THEN now() + make_interval(secs => $3) ELSE now() END \
-         WHERE shard = $1",
-    )
-    .bind::<Text, _>(member.shard.to_string())
-    .bind::<BigInt, _>(watermark)
-    .bind::<Double, _>(rescan.as_secs_f64())
-    .execute(conn)
-    .await
-    .map_err(DbError::query("starting the fleet's next pass"))?;
+    let none = None::<DateTime<Utc>>;
+    // Nothing found and nothing swept: the next pass waits `rescan`.
+    let idle = passes::found.eq(0).and(passes::sweep_started_at.is_null());
+    diesel::update(passes::table.find(member.shard.to_string()))
+        .set((
+            passes::pass.eq(passes::pass + 1),
+            passes::started_at.eq(now),
+            passes::walk_after.eq(watermark.max(0)),
+            passes::walk_done.eq(false),
+            passes::last_found.eq(passes::found.nullable()),
+            passes::found.eq(0),
+            passes::last_sweep_started_at.eq(coalesce_nullable(
+                passes::sweep_started_at,
+                passes::last_sweep_started_at,
+            )),
+            passes::sweep_started_at.eq(none),
+            passes::sweep_after.eq(None::<i64>),
+            passes::sweep_through.eq(None::<i64>),
+            passes::left_at_start.eq(None::<i64>),
+            passes::left_estimated.eq(false),
+            passes::counting_since.eq(none),
+            passes::walked.eq(0),
+            passes::not_before
+                .eq(case_when(idle, from_now(rescan.as_secs_f64())).otherwise(db_now())),
+        ))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("starting the fleet's next pass"))?;
     let row = lock_pass(conn, member.shard, member)
         .await?
         .ok_or_else(|| {
@@ -855,42 +894,42 @@ async fn next_pass(
 }
 
 async fn start_sweep_now(conn: &mut DbConn, shard: Shard) -> Result<(), DbError> {
-    diesel::sql_query(
-        "UPDATE registry_repair_passes p \
-         SET sweep_after = 0, sweep_started_at = now(), not_before = now(), \
-             sweep_through = COALESCE((SELECT analysed_through FROM registry_repair_watermarks w \
-                                       WHERE w.shard = p.shard), 0) \
-         WHERE p.shard = $1 AND p.sweep_started_at IS NULL",
-    )
-    .bind::<Text, _>(shard.to_string())
-    .execute(conn)
-    .await
-    .map_err(DbError::query("starting a sweep below the watermark"))?;
+    diesel::update(passes::table)
+        .filter(passes::shard.eq(shard.to_string()))
+        .filter(passes::sweep_started_at.is_null())
+        .set((
+            passes::sweep_after.eq(0),
+            passes::sweep_started_at.eq(now),
+            passes::not_before.eq(now),
+            passes::sweep_through.eq(watermark_of_pass().nullable()),
+        ))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("starting a sweep below the watermark"))?;
     Ok(())
 }
 
 /// Whether the shard's pass looks over fleet-wide (no lock: the caller then moves the watermark
 /// before [`finish_part`] decides under the lock).
 pub async fn pass_looks_over(db: &Database, member: &Member, pass: i64) -> Result<bool, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Over {
-        #[diesel(sql_type = Bool)]
-        over: bool,
-    }
     let mut conn = db.conn().await?;
-    let over: Option<Over> = diesel::sql_query(
-        "SELECT p.walk_done AND p.sweep_after IS NULL AND p.failed_after IS NULL \
-                AND p.itemise_after IS NULL AND \
-                NOT EXISTS (SELECT 1 FROM registry_repair_claims c WHERE c.shard = p.shard \
-                            AND c.pass = p.pass AND c.owner IS DISTINCT FROM $3) AS over \
-         FROM registry_repair_passes p WHERE p.shard = $1 AND p.pass = $2",
-    )
-    .bind::<Text, _>(member.shard.to_string())
-    .bind::<BigInt, _>(pass)
-    .bind::<Text, _>(&member.id)
-    .get_results(&mut conn)
-    .await
-    .map_err(DbError::query("reading whether the fleet's pass is over"))?
-    .pop();
-    Ok(over.is_some_and(|o| o.over))
+    let others_claims = claims::table
+        .filter(claims::shard.eq(passes::shard))
+        .filter(claims::pass.eq(passes::pass))
+        .filter(claims::owner.is_distinct_from(&member.id));
+    let over: Option<bool> = passes::table
+        .filter(passes::shard.eq(member.shard.to_string()))
+        .filter(passes::pass.eq(pass))
+        .select(
+            passes::walk_done
+                .and(passes::sweep_after.is_null())
+                .and(passes::failed_after.is_null())
+                .and(passes::itemise_after.is_null())
+                .and(not(exists(others_claims))),
+        )
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(DbError::query("reading whether the fleet's pass is over"))?;
+    Ok(over == Some(true))
 }

@@ -10,12 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text};
+use diesel::dsl::{case_when, now, sql, sum};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::Double;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::Member;
+use crate::db::dsl::{ago, greatest, least};
+use crate::db::schema::{
+    registry_repair_claims as claims, registry_repair_fleet as fleet,
+    registry_repair_members as members,
+};
 use crate::db::{Database, DbConn, DbError};
 use crate::identity::ProcessIdentity;
 
@@ -23,63 +31,43 @@ use crate::identity::ProcessIdentity;
 /// enough for `status` to show what died, short enough that the table stays small.
 const FORGET_AFTER_S: i64 = 3600;
 
-/// One member as the table has it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, diesel::QueryableByName)]
+/// One member as the table has it, in the order [`members`] reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Queryable)]
 pub struct MemberRow {
-    #[diesel(sql_type = Text)]
     pub id: String,
-    #[diesel(sql_type = Text)]
     pub host: String,
-    #[diesel(sql_type = Integer)]
     pub pid: i32,
-    #[diesel(sql_type = Text)]
     pub shard: String,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     pub started_at: DateTime<Utc>,
     /// Seconds since its last heartbeat, by the database's clock.
-    #[diesel(sql_type = Double)]
     pub heartbeat_age_s: f64,
     /// Its share of the fleet's concurrency.
-    #[diesel(sql_type = Integer)]
     pub share: i32,
-    #[diesel(sql_type = Integer)]
     pub in_flight: i32,
     /// It has projects to work on (or is looking for some).
-    #[diesel(sql_type = Bool)]
     pub wants_work: bool,
-    #[diesel(sql_type = Text)]
     pub state: String,
     /// What it does: `analyse`, `repair plan`, `repair apply (run N)`.
     #[serde(default)]
-    #[diesel(sql_type = Text)]
     pub work: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub analysed: i64,
     /// Its heartbeat is younger than the timeout.
-    #[diesel(sql_type = Bool)]
     pub live: bool,
 }
 
 /// The fleet's switches as the table has them (`control.source = "config"`).
-#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = fleet, check_for_backend(Pg))]
 pub struct FleetSwitches {
-    #[diesel(sql_type = Integer)]
     pub max_concurrency: i32,
-    #[diesel(sql_type = Bool)]
     pub enabled: bool,
     /// Grows with every write: a member adopts only what is newer than what it has.
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub version: i64,
     /// A control command (`pause`, `resume`, `concurrency N`) set them: they hold across restarts,
     /// over the configuration, until the next command.
-    #[diesel(sql_type = Bool)]
     pub set_by_command: bool,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     pub updated_at: DateTime<Utc>,
 }
-
-/// The columns [`FleetSwitches`] is read with.
-const SWITCHES: &str = "max_concurrency, enabled, version, set_by_command, updated_at";
 
 /// What a member joins with.
 #[derive(Debug, Clone, Copy)]
@@ -155,36 +143,50 @@ async fn lock_switches(
     member: &Member,
     joining: Joining,
 ) -> Result<FleetSwitches, DbError> {
-    diesel::sql_query(
-        "INSERT INTO registry_repair_fleet (id, max_concurrency, enabled, updated_by) \
-         VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind::<Integer, _>(i32_of(joining.max_concurrency))
-    .bind::<Bool, _>(joining.enabled)
-    .bind::<Text, _>(&member.id)
-    .execute(conn)
-    .await
-    .map_err(DbError::query("creating the fleet's row"))?;
-    diesel::sql_query(format!(
-        "SELECT {SWITCHES} FROM registry_repair_fleet WHERE id = 1 FOR UPDATE"
-    ))
-    .get_result(conn)
-    .await
-    .map_err(DbError::query("locking the fleet's row"))
+    diesel::insert_into(fleet::table)
+        .values((
+            fleet::id.eq(1),
+            fleet::max_concurrency.eq(i32_of(joining.max_concurrency)),
+            fleet::enabled.eq(joining.enabled),
+            fleet::updated_by.eq(&member.id),
+        ))
+        .on_conflict(fleet::id)
+        .do_nothing()
+        .execute(conn)
+        .await
+        .map_err(DbError::query("creating the fleet's row"))?;
+    fleet::table
+        .find(1)
+        .select(FleetSwitches::as_select())
+        .for_update()
+        .get_result(conn)
+        .await
+        .map_err(DbError::query("locking the fleet's row"))
 }
 
 async fn members(conn: &mut DbConn, member: &Member) -> Result<Vec<MemberRow>, DbError> {
-    diesel::sql_query(
-        "SELECT id, host, pid, shard, started_at, \
-                EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 AS heartbeat_age_s, \
-                share, in_flight, wants_work, state, work, analysed, \
-                heartbeat_at > now() - make_interval(secs => $1) AS live \
-         FROM registry_repair_members ORDER BY started_at, id",
-    )
-    .bind::<Double, _>(member.timeout_s())
-    .load(conn)
-    .await
-    .map_err(DbError::query("reading the fleet's members"))
+    members::table
+        .order((members::started_at, members::id))
+        .select((
+            members::id,
+            members::host,
+            members::pid,
+            members::shard,
+            members::started_at,
+            sql::<Double>(
+                "EXTRACT(EPOCH FROM now() - registry_repair_members.heartbeat_at)::float8",
+            ),
+            members::share,
+            members::in_flight,
+            members::wants_work,
+            members::state,
+            members::work,
+            members::analysed,
+            members::heartbeat_at.gt(ago(member.timeout_s())),
+        ))
+        .load(conn)
+        .await
+        .map_err(DbError::query("reading the fleet's members"))
 }
 
 /// Adds `member` to the fleet, with no share yet (its first heartbeat asks for one). Refuses a
@@ -203,14 +205,11 @@ pub async fn join(
             async move {
                 let member = &*member;
                 let mut switches = lock_switches(conn, member, joining).await?;
-                diesel::sql_query(
-                    "DELETE FROM registry_repair_members \
-                     WHERE heartbeat_at < now() - make_interval(secs => $1)",
-                )
-                .bind::<Double, _>(FORGET_AFTER_S as f64)
-                .execute(conn)
-                .await
-                .map_err(DbError::query("forgetting members long dead"))?;
+                diesel::delete(members::table)
+                    .filter(members::heartbeat_at.lt(ago(FORGET_AFTER_S as f64)))
+                    .execute(conn)
+                    .await
+                    .map_err(DbError::query("forgetting members long dead"))?;
                 bury_own_ghosts(conn, member).await?;
                 let analysing: Vec<MemberRow> = members(conn, member)
                     .await?
@@ -243,22 +242,21 @@ pub async fn join(
                         .await?;
                     }
                 }
-                diesel::sql_query(
-                    "INSERT INTO registry_repair_members \
-                     (id, host, pid, shard, boot_id, pid_ns, process_started, work) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind::<Text, _>(&member.id)
-                .bind::<Text, _>(&member.process.host)
-                .bind::<Integer, _>(member.process.pid)
-                .bind::<Text, _>(member.shard.to_string())
-                .bind::<Text, _>(&member.process.boot_id)
-                .bind::<Text, _>(&member.process.pid_ns)
-                .bind::<BigInt, _>(member.process.started)
-                .bind::<Text, _>(&member.work)
-                .execute(conn)
-                .await
-                .map_err(DbError::query("joining the fleet"))?;
+                let process = &member.process;
+                diesel::insert_into(members::table)
+                    .values((
+                        members::id.eq(&member.id),
+                        members::host.eq(&process.host),
+                        members::pid.eq(process.pid),
+                        members::shard.eq(member.shard.to_string()),
+                        members::boot_id.eq(&process.boot_id),
+                        members::pid_ns.eq(&process.pid_ns),
+                        members::process_started.eq(process.started),
+                        members::work.eq(&member.work),
+                    ))
+                    .execute(conn)
+                    .await
+                    .map_err(DbError::query("joining the fleet"))?;
                 Ok(Ok(Joined {
                     switches,
                     takes_them: member.analyses() || !first,
@@ -274,37 +272,36 @@ pub async fn join(
 /// again (systemd's `Restart=always`, a container's restart) must not wait out the timeout of its
 /// own previous run. Their work is handed back at once and they stop counting as live.
 async fn bury_own_ghosts(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
-    #[derive(diesel::QueryableByName)]
+    #[derive(Queryable)]
     struct Local {
-        #[diesel(sql_type = Text)]
         id: String,
-        #[diesel(sql_type = Text)]
         host: String,
-        #[diesel(sql_type = Text)]
         boot_id: String,
-        #[diesel(sql_type = Text)]
         pid_ns: String,
-        #[diesel(sql_type = Integer)]
         pid: i32,
-        #[diesel(sql_type = BigInt)]
         process_started: i64,
     }
     let me = &member.process;
     if me.boot_id.is_empty() || me.pid_ns.is_empty() {
         return Ok(());
     }
-    let local: Vec<Local> = diesel::sql_query(
-        "SELECT id, host, boot_id, pid_ns, pid, process_started FROM registry_repair_members \
-         WHERE boot_id = $1 AND pid_ns = $2 AND id <> $3 AND state <> 'lost' \
-           AND heartbeat_at > now() - make_interval(secs => $4)",
-    )
-    .bind::<Text, _>(&me.boot_id)
-    .bind::<Text, _>(&me.pid_ns)
-    .bind::<Text, _>(&member.id)
-    .bind::<Double, _>(member.timeout_s())
-    .load(conn)
-    .await
-    .map_err(DbError::query("reading the members of this machine"))?;
+    let local: Vec<Local> = members::table
+        .filter(members::boot_id.eq(&me.boot_id))
+        .filter(members::pid_ns.eq(&me.pid_ns))
+        .filter(members::id.ne(&member.id))
+        .filter(members::state.ne("lost"))
+        .filter(members::heartbeat_at.gt(ago(member.timeout_s())))
+        .select((
+            members::id,
+            members::host,
+            members::boot_id,
+            members::pid_ns,
+            members::pid,
+            members::process_started,
+        ))
+        .load(conn)
+        .await
+        .map_err(DbError::query("reading the members of this machine"))?;
     for ghost in local.into_iter().filter(|m| {
         me.sees_alive(&ProcessIdentity {
             host: m.host.clone(),
@@ -314,26 +311,26 @@ async fn bury_own_ghosts(conn: &mut DbConn, member: &Member) -> Result<(), DbErr
             started: m.process_started,
         }) == Some(false)
     }) {
-        diesel::sql_query(
-            "UPDATE registry_repair_members \
-             SET state = 'lost', share = 0, in_flight = 0, \
-                 heartbeat_at = LEAST(heartbeat_at, now() - make_interval(secs => $2)) \
-             WHERE id = $1",
-        )
-        .bind::<Text, _>(&ghost.id)
-        .bind::<Double, _>(member.timeout_s())
-        .execute(conn)
-        .await
-        .map_err(DbError::query("marking a member of this machine gone"))?;
-        diesel::sql_query(
-            "UPDATE registry_repair_claims SET taken_from = owner, owner = NULL WHERE owner = $1",
-        )
-        .bind::<Text, _>(&ghost.id)
-        .execute(conn)
-        .await
-        .map_err(DbError::query(
-            "handing back the work of a member of this machine gone",
-        ))?;
+        diesel::update(members::table.find(&ghost.id))
+            .set((
+                members::state.eq("lost"),
+                members::share.eq(0),
+                members::in_flight.eq(0),
+                members::heartbeat_at.eq(least(members::heartbeat_at, ago(member.timeout_s()))),
+            ))
+            .execute(conn)
+            .await
+            .map_err(DbError::query("marking a member of this machine gone"))?;
+        diesel::update(claims::table.filter(claims::owner.eq(&ghost.id)))
+            .set((
+                claims::taken_from.eq(claims::owner),
+                claims::owner.eq(None::<String>),
+            ))
+            .execute(conn)
+            .await
+            .map_err(DbError::query(
+                "handing back the work of a member of this machine gone",
+            ))?;
         tracing::info!(
             member = %ghost.id,
             pid = ghost.pid,
@@ -348,22 +345,20 @@ async fn bury_own_ghosts(conn: &mut DbConn, member: &Member) -> Result<(), DbErr
 /// and their rows are marked lost, so that one that was only cut off stops when it comes back.
 /// A repair that is live is left as it is.
 async fn start_afresh(conn: &mut DbConn, member: &Member) -> Result<(), DbError> {
-    diesel::sql_query(
-        "UPDATE registry_repair_members SET state = 'lost' \
-         WHERE id <> $1 AND heartbeat_at <= now() - make_interval(secs => $2)",
-    )
-    .bind::<Text, _>(&member.id)
-    .bind::<Double, _>(member.timeout_s())
-    .execute(conn)
-    .await
-    .map_err(DbError::query("marking the members gone from the fleet"))?;
-    let claims = diesel::sql_query("DELETE FROM registry_repair_claims")
+    diesel::update(members::table)
+        .filter(members::id.ne(&member.id))
+        .filter(members::heartbeat_at.le(ago(member.timeout_s())))
+        .set(members::state.eq("lost"))
+        .execute(conn)
+        .await
+        .map_err(DbError::query("marking the members gone from the fleet"))?;
+    let claims = diesel::delete(claims::table)
         .execute(conn)
         .await
         .map_err(DbError::query(
             "forgetting the claims of members gone from the fleet",
         ))?;
-    diesel::sql_query("DELETE FROM registry_repair_passes")
+    diesel::delete(crate::db::schema::registry_repair_passes::table)
         .execute(conn)
         .await
         .map_err(DbError::query(
@@ -392,19 +387,19 @@ async fn write_switches(
     enabled: bool,
     by_command: bool,
 ) -> Result<FleetSwitches, DbError> {
-    diesel::sql_query(format!(
-        "UPDATE registry_repair_fleet \
-         SET max_concurrency = $1, enabled = $2, version = version + 1, updated_at = now(), \
-             updated_by = $3, set_by_command = $4 \
-         WHERE id = 1 RETURNING {SWITCHES}"
-    ))
-    .bind::<Integer, _>(i32_of(max_concurrency))
-    .bind::<Bool, _>(enabled)
-    .bind::<Text, _>(&member.id)
-    .bind::<Bool, _>(by_command)
-    .get_result(conn)
-    .await
-    .map_err(DbError::query("writing the fleet's switches"))
+    diesel::update(fleet::table.find(1))
+        .set((
+            fleet::max_concurrency.eq(i32_of(max_concurrency)),
+            fleet::enabled.eq(enabled),
+            fleet::version.eq(fleet::version + 1),
+            fleet::updated_at.eq(now),
+            fleet::updated_by.eq(&member.id),
+            fleet::set_by_command.eq(by_command),
+        ))
+        .returning(FleetSwitches::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(DbError::query("writing the fleet's switches"))
 }
 
 /// Sets the fleet's switches as a control command did (`concurrency`, `pause`, `resume` sent to
@@ -440,66 +435,62 @@ async fn bound_statements(conn: &mut DbConn, timeout: Duration) -> Result<(), Db
 /// the timeout (once this member may judge them), and reads the fleet. One transaction, each
 /// statement bounded by [`heartbeat_statement_timeout`]; `db` is a pool of the heartbeat's own.
 pub async fn beat(db: &Database, member: &Arc<Member>, beat: &Beat) -> Result<View, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Beaten {
-        #[diesel(sql_type = Bool)]
-        taken_over: bool,
-    }
-    #[derive(diesel::QueryableByName)]
-    struct Lost {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
     let mut conn = db.conn().await?;
     let (member, beat) = (member.clone(), beat.clone());
     conn.transaction(|conn| {
         async move {
             let member = &*member;
             bound_statements(conn, heartbeat_statement_timeout(member)).await?;
-            let beaten: Option<Beaten> = diesel::sql_query(
-                "UPDATE registry_repair_members \
-                 SET heartbeat_at = now(), share = $2, in_flight = $3, wants_work = $4, analysed = $6, \
-                     state = CASE WHEN state = 'lost' THEN state ELSE $5 END \
-                 WHERE id = $1 \
-                 RETURNING state = 'lost' AS taken_over",
-            )
-            .bind::<Text, _>(&member.id)
-            .bind::<Integer, _>(i32_of(beat.share))
-            .bind::<Integer, _>(i32_of(beat.in_flight))
-            .bind::<Bool, _>(beat.wants_work)
-            .bind::<Text, _>(&beat.state)
-            .bind::<BigInt, _>(i64::try_from(beat.analysed).unwrap_or(i64::MAX))
-            .get_results(conn)
-            .await
-            .map_err(DbError::query("recording this member's heartbeat"))?
-            .pop();
+            let lost = members::state.eq("lost");
+            let taken_over: Option<bool> = diesel::update(members::table.find(&member.id))
+                .set((
+                    members::heartbeat_at.eq(now),
+                    members::share.eq(i32_of(beat.share)),
+                    members::in_flight.eq(i32_of(beat.in_flight)),
+                    members::wants_work.eq(beat.wants_work),
+                    members::analysed.eq(i64::try_from(beat.analysed).unwrap_or(i64::MAX)),
+                    members::state.eq(case_when(lost, members::state).otherwise(&beat.state)),
+                ))
+                .returning(lost)
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(DbError::query("recording this member's heartbeat"))?;
             // Known gone: its own hold lapsed half a timeout ago, so nothing of it is in flight,
             // and its share may go to others. A row another session holds locked is left for
             // the next heartbeat rather than waited for.
-            let marked_lost: Vec<Lost> = match member.may_take_over() {
-                true => diesel::sql_query(
-                    "UPDATE registry_repair_members SET state = 'lost', share = 0 \
-                     WHERE id IN (SELECT id FROM registry_repair_members \
-                                  WHERE id <> $1 AND state <> 'lost' \
-                                    AND heartbeat_at <= now() - make_interval(secs => $2) \
-                                  FOR UPDATE SKIP LOCKED) \
-                     RETURNING id",
-                )
-                .bind::<Text, _>(&member.id)
-                .bind::<Double, _>(member.timeout_s())
-                .load(conn)
-                .await
-                .map_err(DbError::query("marking silent members lost"))?,
+            let marked_lost: Vec<String> = match member.may_take_over() {
+                true => {
+                    let other = diesel::alias!(members as other);
+                    let silent = other
+                        .filter(other.field(members::id).ne(&member.id))
+                        .filter(other.field(members::state).ne("lost"))
+                        .filter(
+                            other
+                                .field(members::heartbeat_at)
+                                .le(ago(member.timeout_s())),
+                        )
+                        .select(other.field(members::id))
+                        .for_update()
+                        .skip_locked();
+                    diesel::update(members::table)
+                        .filter(members::id.eq_any(silent))
+                        .set((members::state.eq("lost"), members::share.eq(0)))
+                        .returning(members::id)
+                        .load(conn)
+                        .await
+                        .map_err(DbError::query("marking silent members lost"))?
+                }
                 false => Vec::new(),
             };
             let members = members(conn, member).await?;
-            let switches: Option<FleetSwitches> = diesel::sql_query(format!(
-                "SELECT {SWITCHES} FROM registry_repair_fleet WHERE id = 1"
-            ))
-            .get_results(conn)
-            .await
-            .map_err(DbError::query("reading the fleet's switches"))?
-            .pop();
+            let switches: Option<FleetSwitches> = fleet::table
+                .find(1)
+                .select(FleetSwitches::as_select())
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(DbError::query("reading the fleet's switches"))?;
             let repair = crate::db::repair::lease::holder_on(conn)
                 .await
                 .map_err(DbError::query("reading the repair lease's holder"))?
@@ -507,11 +498,11 @@ pub async fn beat(db: &Database, member: &Arc<Member>, beat: &Beat) -> Result<Vi
                 .map(|holder| holder.to_string());
             Ok(View {
                 // No row: it was forgotten after a long silence, which is a takeover too.
-                taken_over: beaten.is_none_or(|b| b.taken_over),
+                taken_over: taken_over.unwrap_or(true),
                 members,
                 switches,
                 repair,
-                marked_lost: marked_lost.into_iter().map(|l| l.id).collect(),
+                marked_lost,
             })
         }
         .boxed()
@@ -528,38 +519,34 @@ pub async fn raise(
     target: usize,
     total: usize,
 ) -> Result<usize, DbError> {
-    #[derive(diesel::QueryableByName)]
-    struct Taken {
-        #[diesel(sql_type = Nullable<diesel::sql_types::BigInt>)]
-        taken: Option<i64>,
-    }
     let mut conn = db.conn().await?;
     let member = member.clone();
     conn.transaction(|conn| {
         async move {
             let member = &*member;
             bound_statements(conn, heartbeat_statement_timeout(member)).await?;
-            diesel::sql_query("SELECT 1 AS one FROM registry_repair_fleet WHERE id = 1 FOR UPDATE")
+            fleet::table
+                .find(1)
+                .select(fleet::id)
+                .for_update()
                 .execute(conn)
                 .await
                 .map_err(DbError::query("locking the fleet's row"))?;
             // A member counts with the larger of its share and its in-flight work: one that has
             // lowered its share still has the requests it started under the old one. A silent
             // member counts until it is known gone (marked lost): its requests may still run.
-            let others: Taken = diesel::sql_query(
-                "SELECT sum(GREATEST(share, in_flight))::bigint AS taken FROM registry_repair_members \
-                 WHERE id <> $1 AND state <> 'lost'",
-            )
-            .bind::<Text, _>(&member.id)
-            .get_result(conn)
-            .await
-            .map_err(DbError::query("adding up the fleet's shares"))?;
-            let taken = usize::try_from(others.taken.unwrap_or(0)).unwrap_or(usize::MAX);
+            let others: Option<i64> = members::table
+                .filter(members::id.ne(&member.id))
+                .filter(members::state.ne("lost"))
+                .select(sum(greatest(members::share, members::in_flight)))
+                .get_result(conn)
+                .await
+                .map_err(DbError::query("adding up the fleet's shares"))?;
+            let taken = usize::try_from(others.unwrap_or(0)).unwrap_or(usize::MAX);
             let granted = target.min(total.saturating_sub(taken)).max(current);
             if granted > current {
-                diesel::sql_query("UPDATE registry_repair_members SET share = $2 WHERE id = $1")
-                    .bind::<Text, _>(&member.id)
-                    .bind::<Integer, _>(i32_of(granted))
+                diesel::update(members::table.find(&member.id))
+                    .set(members::share.eq(i32_of(granted)))
                     .execute(conn)
                     .await
                     .map_err(DbError::query("raising this member's share"))?;
@@ -579,15 +566,17 @@ pub async fn leave(db: &Database, member: &Arc<Member>) -> Result<(), DbError> {
     conn.transaction(|conn| {
         async move {
             let member = &*member;
-            diesel::sql_query(
-                "UPDATE registry_repair_claims SET owner = NULL, taken_from = NULL WHERE owner = $1",
-            )
-            .bind::<Text, _>(&member.id)
-            .execute(conn)
-            .await
-            .map_err(DbError::query("handing this member's claims back to the fleet"))?;
-            diesel::sql_query("DELETE FROM registry_repair_members WHERE id = $1")
-                .bind::<Text, _>(&member.id)
+            diesel::update(claims::table.filter(claims::owner.eq(&member.id)))
+                .set((
+                    claims::owner.eq(None::<String>),
+                    claims::taken_from.eq(None::<String>),
+                ))
+                .execute(conn)
+                .await
+                .map_err(DbError::query(
+                    "handing this member's claims back to the fleet",
+                ))?;
+            diesel::delete(members::table.find(&member.id))
                 .execute(conn)
                 .await
                 .map_err(DbError::query("leaving the fleet"))?;

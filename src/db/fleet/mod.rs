@@ -82,7 +82,7 @@ impl Member {
         self.timeout / 4
     }
 
-    /// The timeout in seconds, as `make_interval` takes it.
+    /// The timeout in seconds, as `db::dsl::ago` takes it.
     fn timeout_s(&self) -> f64 {
         self.timeout.as_secs_f64()
     }

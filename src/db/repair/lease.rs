@@ -28,7 +28,7 @@ use diesel_async::RunQueryDsl;
 use super::RepairError;
 use crate::db::dsl::{db_now, from_now};
 use crate::db::schema::registry_repair_leases as leases;
-use crate::db::{Database, DbConn, DbError, Present};
+use crate::db::{Database, DbConn, DbError};
 use crate::fence::Fence;
 use crate::identity::ProcessIdentity;
 
@@ -339,19 +339,7 @@ async fn take_from_gone(
 }
 
 async fn check_migrated(db: &Database) -> Result<(), RepairError> {
-    let mut conn = db.conn().await?;
-    let row: Present =
-        diesel::sql_query("SELECT to_regclass('registry_repair_leases') IS NOT NULL AS present")
-            .get_result(&mut conn)
-            .await
-            .map_err(DbError::query("checking for the repair lease's table"))?;
-    if row.present {
-        Ok(())
-    } else {
-        Err(RepairError::NotMigrated {
-            target: db.target().to_string(),
-        })
-    }
+    Ok(db.check_ready().await?)
 }
 
 /// The lease's holder now, expired or not; `None` when nobody holds it.

@@ -46,8 +46,6 @@ pub enum RepairError {
         kind: String,
         what: &'static str,
     },
-    #[error("the repair's tables (registry_repair_runs and others) do not exist in {target}: run `registry-repair migrate` first")]
-    NotMigrated { target: String },
     #[error("the database at {target} is a read-only standby (a Geo secondary or a replica): point database.url at the primary to write")]
     ReadOnly { target: String },
     #[error("no top-level group, subgroup or user has the path `{0}` (--namespace)")]

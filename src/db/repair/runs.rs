@@ -17,30 +17,11 @@ use crate::db::schema::{
     container_expiration_policies as policies, registry_repair_restored as restored,
     registry_repair_run_projects as run_projects, registry_repair_runs as runs,
 };
-use crate::db::{Database, DbConn, DbError, Present};
+use crate::db::{Database, DbConn, DbError};
 
-/// Whether the repair's tables exist (the migration ran).
+/// Whether the repair's tables exist: every migration ran ([`Database::check_ready`]).
 pub async fn check_ready(db: &Database) -> Result<(), RepairError> {
-    let mut conn = db.conn().await?;
-    let row: Present = diesel::sql_query(
-        "SELECT to_regclass('registry_repair_runs') IS NOT NULL \
-                AND to_regclass('registry_repair_run_projects') IS NOT NULL \
-                AND to_regclass('registry_repair_restored') IS NOT NULL \
-                AND to_regclass('registry_repair_skipped') IS NOT NULL \
-                AND EXISTS (SELECT 1 FROM pg_attribute \
-                            WHERE attrelid = to_regclass('registry_repair_run_projects') \
-                              AND attname = 'outcome' AND NOT attisdropped) AS present",
-    )
-    .get_result(&mut conn)
-    .await
-    .map_err(DbError::query("checking for the repair's tables"))?;
-    if row.present {
-        Ok(())
-    } else {
-        Err(RepairError::NotMigrated {
-            target: db.target().to_string(),
-        })
-    }
+    Ok(db.check_ready().await?)
 }
 
 /// Refuses a database that cannot be written: a standby or a Geo secondary (read-only), where
