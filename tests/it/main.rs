@@ -19,6 +19,7 @@ mod docs;
 mod faults;
 mod fencing;
 mod fleet;
+mod grants;
 mod hardening;
 mod live_page;
 mod operate;

@@ -1,0 +1,222 @@
+//! The database grants docs/operations.md tells an operator to give, run as the doc has them: a
+//! role given exactly that SQL block runs `run --until-done` and `report`, and cannot do what the
+//! block does not grant. A grant missing from the doc fails here, naming what was denied.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use registry_repair::demo::seed::World;
+
+use crate::common::process::{cli, service_env, spawn, Env, Finished};
+use crate::common::{assert_rows_match, run_on, TestApp};
+
+const DOC: &str = "docs/operations.md";
+
+/// The role name the doc grants to; each test run swaps in a name of its own.
+const DOC_ROLE: &str = "registry_repair";
+
+/// PostgreSQL's words for a statement the role lacks a privilege for.
+const DENIED: &str = "permission denied";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The first ```sql block after the "Database grants" step of the doc.
+fn grants_sql() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DOC);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let (_, step) = text
+        .split_once("**Database grants.**")
+        .unwrap_or_else(|| panic!("{DOC} has no \"Database grants\" step"));
+    let (_, block) = step
+        .split_once("```sql\n")
+        .unwrap_or_else(|| panic!("{DOC}'s \"Database grants\" step has no ```sql block"));
+    let (sql, _) = block
+        .split_once("```")
+        .unwrap_or_else(|| panic!("{DOC}'s grants block is not closed"));
+    sql.to_string()
+}
+
+/// `sql` with the role `registry_repair` renamed to `role` where it stands as a name of its own,
+/// not where it begins a table's name (`registry_repair_claims`).
+fn with_role(sql: &str, role: &str) -> String {
+    let part_of_a_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(DOC_ROLE) {
+        let before = rest[..at].chars().next_back().or(out.chars().next_back());
+        let after = rest[at + DOC_ROLE.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(part_of_a_name) || after.is_some_and(part_of_a_name) {
+            out.push_str(DOC_ROLE);
+        } else {
+            out.push_str(role);
+        }
+        rest = &rest[at + DOC_ROLE.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A LOGIN role of this test run's own: roles are the whole cluster's, and tests run in parallel.
+/// Dropped on drop, the test's failure included, with the privileges it holds in `db_url`.
+struct Role {
+    name: String,
+    db_url: String,
+}
+
+impl Role {
+    fn named_for_this_run(db_url: &str) -> Self {
+        let name = format!(
+            "rr_grants_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        Self {
+            name,
+            db_url: db_url.to_string(),
+        }
+    }
+
+    /// The test database's URL as this role (trust auth: no password).
+    fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.db_url).expect("the test database's URL");
+        url.set_username(&self.name)
+            .expect("a database URL takes a user name");
+        url.set_password(None)
+            .expect("a database URL takes a password");
+        url.to_string()
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let (name, db_url) = (self.name.clone(), self.db_url.clone());
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = AsyncPgConnection::establish(&db_url).await {
+                    // DROP OWNED BY fails for a role the doc's block never got to create.
+                    let _ = conn
+                        .batch_execute(&format!(
+                            "DO $$ BEGIN \
+                                 IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN \
+                                     EXECUTE 'DROP OWNED BY {name}'; \
+                                 END IF; \
+                             END $$; \
+                             DROP ROLE IF EXISTS {name}"
+                        ))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `out` ended well; if the database denied it something, the failure says what first.
+fn assert_granted(out: &Finished, command: &str) {
+    let denied: Vec<&str> = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .filter(|l| l.contains(DENIED))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the grants of {DOC} are not enough for `{command}`:\n{}\n\n{}",
+        denied.join("\n"),
+        out.dump()
+    );
+    out.assert_exit(0).assert_no_panic();
+}
+
+/// Runs the binary with `args` to its end. One that the database denies something is stopped as
+/// soon as its log says so: `run` retries a denied statement as it retries a database outage.
+async fn run_granted(args: &[&str], env: &Env, timeout: Duration) -> Finished {
+    let mut child = spawn(args, env);
+    let deadline = Instant::now() + timeout;
+    while !child.has_exited()
+        && Instant::now() < deadline
+        && !child.stderr_so_far().contains(DENIED)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !child.has_exited() {
+        child.signal(libc::SIGKILL);
+    }
+    let out = child.wait(Duration::from_secs(10)).await;
+    assert_granted(&out, &args.join(" "));
+    out
+}
+
+/// What the role tries that the doc does not grant, and what the database must answer.
+async fn assert_denied(role_url: &str, sql: &str, answer: &str) {
+    let mut conn = AsyncPgConnection::establish(role_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting as the granted role: {e}"));
+    match conn.batch_execute(sql).await {
+        Ok(()) => {
+            panic!("the role given {DOC}'s grants could run `{sql}`, which they do not grant")
+        }
+        Err(e) => assert!(
+            e.to_string().contains(answer),
+            "`{sql}` as the granted role: expected {answer:?}, got: {e}"
+        ),
+    }
+}
+
+#[actix_rt::test]
+async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
+    let world = World::generate(40, 17);
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
+    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
+    // The doc's order: `migrate` as a privileged role (here nothing is left to do), then the block.
+    cli(&["migrate"], &privileged, Duration::from_secs(60))
+        .await
+        .assert_exit(0)
+        .assert_no_panic();
+    let role = Role::named_for_this_run(&db.url);
+    run_on(&db.url, &with_role(&grants_sql(), &role.name)).await;
+
+    let as_role = privileged
+        .clone()
+        .set("DATABASE__URL", role.url())
+        .set("WORKER__MAX_CONCURRENCY", "4");
+    run_granted(&["run", "--until-done"], &as_role, Duration::from_secs(120)).await;
+    assert_rows_match(&world, &db).await;
+    let report = run_granted(&["report"], &as_role, Duration::from_secs(60)).await;
+    assert!(!report.stdout.trim().is_empty(), "{}", report.dump());
+
+    // GitLab's own tables stay read-only, and the tracking table's rows are never deleted.
+    assert_denied(
+        &role.url(),
+        "INSERT INTO projects (id, namespace_id) VALUES (999999, 1)",
+        "permission denied for table projects",
+    )
+    .await;
+    assert_denied(
+        &role.url(),
+        "DELETE FROM container_registry_data_repair_details",
+        "permission denied for table container_registry_data_repair_details",
+    )
+    .await;
+}
+
+#[test]
+fn the_role_is_renamed_only_where_it_stands_alone() {
+    let sql = "GRANT SELECT ON registry_repair_claims TO registry_repair;\n\
+               LIKE 'registry\\_repair\\_%' ... TO registry_repair', r.x";
+    assert_eq!(
+        with_role(sql, "rr_x"),
+        "GRANT SELECT ON registry_repair_claims TO rr_x;\n\
+         LIKE 'registry\\_repair\\_%' ... TO rr_x', r.x"
+    );
+}
