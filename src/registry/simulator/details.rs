@@ -17,8 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::authorize;
-use super::list::{delay, InFlight};
-use super::state::{error, without_api, State};
+use super::state::{delay, error, without_api, InFlight, State};
 use crate::registry::token::{exact_pull_access, Access};
 use crate::sync::lock;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::authorize;
 use super::details::created_at;
-use super::state::{error, without_api, Fault, State};
+use super::state::{delay_from, error, without_api, Fault, InFlight, State};
 use super::Hostile;
 use crate::registry::token::pull_access;
 use crate::sync::lock;
@@ -29,23 +29,6 @@ struct EntryOut<'a> {
 pub(super) struct ListQuery {
     n: Option<String>,
     last: Option<String>,
-}
-
-/// Counts a request in flight for as long as it lives.
-pub(super) struct InFlight<'a>(&'a State);
-
-impl<'a> InFlight<'a> {
-    pub(super) fn enter(state: &'a State) -> Self {
-        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(state)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 pub(super) async fn list(
@@ -178,26 +161,6 @@ pub(super) async fn list(
         response.insert_header(("Link", next_link(&link_host, &path, n, last)));
     }
     response.json(body)
-}
-
-/// Waits out the simulated latency of a request that arrived now.
-pub(super) async fn delay(state: &State) {
-    delay_from(state, Instant::now()).await
-}
-
-async fn delay_from(state: &State, entered: Instant) {
-    let latency = state.latency_ms.load(Ordering::SeqCst);
-    if latency > 0 {
-        let answer_at = entered + Duration::from_millis(latency);
-        state
-            .alarms
-            .sleep_until(
-                answer_at
-                    .checked_sub(state.answer_early())
-                    .unwrap_or(answer_at),
-            )
-            .await;
-    }
 }
 
 /// One page of a List answer.

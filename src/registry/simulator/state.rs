@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
@@ -124,5 +124,42 @@ pub(super) fn without_api(req: &HttpRequest, state: &State) -> Option<HttpRespon
                     .finish(),
             )
         }
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+pub(super) struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits out the simulated latency of a request that arrived now.
+pub(super) async fn delay(state: &State) {
+    delay_from(state, Instant::now()).await
+}
+
+pub(super) async fn delay_from(state: &State, entered: Instant) {
+    let latency = state.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        let answer_at = entered + Duration::from_millis(latency);
+        state
+            .alarms
+            .sleep_until(
+                answer_at
+                    .checked_sub(state.answer_early())
+                    .unwrap_or(answer_at),
+            )
+            .await;
     }
 }
