@@ -549,11 +549,7 @@ fn writes(query: &impl QueryFragment<Pg>) -> QueryResult<bool> {
     let mut sql = diesel::pg::PgQueryBuilder::default();
     query.to_sql(&mut sql, &Pg)?;
     let sql = diesel::query_builder::QueryBuilder::finish(sql);
-    let first = sql
-        .trim_start()
-        .split_whitespace()
-        .next()
-        .unwrap_or_default();
+    let first = sql.split_whitespace().next().unwrap_or_default();
     Ok(!first.eq_ignore_ascii_case("SELECT"))
 }
 

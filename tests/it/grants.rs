@@ -1,17 +1,25 @@
 //! The database grants docs/operations.md tells an operator to give, run as the doc has them: a
 //! role given exactly that SQL block runs `run --until-done` and `report`, and cannot do what the
-//! block does not grant. A grant missing from the doc fails here, naming what was denied.
+//! block does not grant; given docs/repair.md's block as well, it plans, applies, verifies and
+//! undoes a repair. A grant missing from either doc fails here, naming what was denied.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use registry_repair::db::repair;
 use registry_repair::demo::seed::World;
 
 use crate::common::process::{cli, service_env, spawn, Env, Finished};
 use crate::common::{assert_rows_match, run_on, TestApp};
 
 const DOC: &str = "docs/operations.md";
+/// Where its block begins in [`DOC`].
+const DOC_STEP: &str = "**Database grants.**";
+
+/// The repair's grants, on top of [`DOC`]'s.
+const REPAIR_DOC: &str = "docs/repair.md";
+const REPAIR_STEP: &str = "Write only on the primary";
 
 /// The role name the doc grants to; each test run swaps in a name of its own.
 const DOC_ROLE: &str = "registry_repair";
@@ -21,20 +29,20 @@ const DENIED: &str = "permission denied";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The first ```sql block after the "Database grants" step of the doc.
-fn grants_sql() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DOC);
+/// The first ```sql block after `step` in `doc`.
+fn grants_sql(doc: &str, step: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let (_, step) = text
-        .split_once("**Database grants.**")
-        .unwrap_or_else(|| panic!("{DOC} has no \"Database grants\" step"));
-    let (_, block) = step
+    let (_, after) = text
+        .split_once(step)
+        .unwrap_or_else(|| panic!("{doc} has no {step:?}"));
+    let (_, block) = after
         .split_once("```sql\n")
-        .unwrap_or_else(|| panic!("{DOC}'s \"Database grants\" step has no ```sql block"));
+        .unwrap_or_else(|| panic!("{doc} has no ```sql block after {step:?}"));
     let (sql, _) = block
         .split_once("```")
-        .unwrap_or_else(|| panic!("{DOC}'s grants block is not closed"));
+        .unwrap_or_else(|| panic!("{doc}'s grants block is not closed"));
     sql.to_string()
 }
 
@@ -121,8 +129,9 @@ impl Drop for Role {
     }
 }
 
-/// `out` ended well; if the database denied it something, the failure says what first.
-fn assert_granted(out: &Finished, command: &str) {
+/// `out` ended well; if the database denied it something, the failure says what first, and whose
+/// grants (`docs`) fell short.
+fn assert_granted(out: &Finished, command: &str, docs: &str) {
     let denied: Vec<&str> = out
         .stderr
         .lines()
@@ -131,7 +140,7 @@ fn assert_granted(out: &Finished, command: &str) {
         .collect();
     assert!(
         denied.is_empty(),
-        "the grants of {DOC} are not enough for `{command}`:\n{}\n\n{}",
+        "the grants of {docs} are not enough for `{command}`:\n{}\n\n{}",
         denied.join("\n"),
         out.dump()
     );
@@ -140,7 +149,7 @@ fn assert_granted(out: &Finished, command: &str) {
 
 /// Runs the binary with `args` to its end. One that the database denies something is stopped as
 /// soon as its log says so: `run` retries a denied statement as it retries a database outage.
-async fn run_granted(args: &[&str], env: &Env, timeout: Duration) -> Finished {
+async fn run_granted(args: &[&str], env: &Env, timeout: Duration, docs: &str) -> Finished {
     let mut child = spawn(args, env);
     let deadline = Instant::now() + timeout;
     while !child.has_exited()
@@ -153,7 +162,7 @@ async fn run_granted(args: &[&str], env: &Env, timeout: Duration) -> Finished {
         child.signal(libc::SIGKILL);
     }
     let out = child.wait(Duration::from_secs(10)).await;
-    assert_granted(&out, &args.join(" "));
+    assert_granted(&out, &args.join(" "), docs);
     out
 }
 
@@ -184,15 +193,21 @@ async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
         .assert_exit(0)
         .assert_no_panic();
     let role = Role::named_for_this_run(&db.url);
-    run_on(&db.url, &with_role(&grants_sql(), &role.name)).await;
+    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
 
     let as_role = privileged
         .clone()
         .set("DATABASE__URL", role.url())
         .set("WORKER__MAX_CONCURRENCY", "4");
-    run_granted(&["run", "--until-done"], &as_role, Duration::from_secs(120)).await;
+    run_granted(
+        &["run", "--until-done"],
+        &as_role,
+        Duration::from_secs(120),
+        DOC,
+    )
+    .await;
     assert_rows_match(&world, &db).await;
-    let report = run_granted(&["report"], &as_role, Duration::from_secs(60)).await;
+    let report = run_granted(&["report"], &as_role, Duration::from_secs(60), DOC).await;
     assert!(!report.stdout.trim().is_empty(), "{}", report.dump());
 
     // GitLab's own tables stay read-only, and the tracking table's rows are never deleted.
@@ -208,6 +223,126 @@ async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
         "permission denied for table container_registry_data_repair_details",
     )
     .await;
+}
+
+/// GitLab's `container_repositories` rows, `(project_id, name)` sorted: what an operator looks at
+/// before and after a repair.
+async fn repository_rows(db_url: &str) -> Vec<(i64, String)> {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        project_id: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let mut conn = AsyncPgConnection::establish(db_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {db_url}: {e}"));
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT project_id, name::text FROM container_repositories")
+            .load(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("reading container_repositories: {e}"));
+    // Sorted here, not by the database's collation: compared with lists sorted in Rust.
+    let mut rows: Vec<(i64, String)> = rows.into_iter().map(|r| (r.project_id, r.name)).collect();
+    rows.sort();
+    rows
+}
+
+#[actix_rt::test]
+async fn a_role_with_the_documented_repair_grants_plans_applies_verifies_and_undoes() {
+    let mut world = World::new();
+    let group = world.group(None, "Grants-Grp");
+    world.project(group, "Lost", &["", "api", "api/web"], &["api"]);
+    world.project(group, "Also-Lost", &["tools"], &[]);
+    world.project(group, "Whole", &["app"], &["app"]);
+    let lost = world.lost_repositories();
+    assert_eq!(lost.len(), 3, "the world loses three repositories");
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
+    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
+    cli(&["migrate"], &privileged, Duration::from_secs(60))
+        .await
+        .assert_exit(0)
+        .assert_no_panic();
+    let role = Role::named_for_this_run(&db.url);
+    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
+    let repair_grants = with_role(&grants_sql(REPAIR_DOC, REPAIR_STEP), &role.name);
+    // GitLab CE has no geo_nodes: the block runs there all the same.
+    run_on(&db.url, &repair_grants).await;
+    // EE's table, with a secondary site; the block run again grants it too.
+    run_on(
+        &db.url,
+        "CREATE TABLE geo_nodes (id bigserial PRIMARY KEY, \"primary\" boolean DEFAULT false, \
+                                 name varchar NOT NULL); \
+         INSERT INTO geo_nodes (\"primary\", name) VALUES (true, 'primary'), (false, 'secondary')",
+    )
+    .await;
+    run_on(&db.url, &repair_grants).await;
+    let docs = format!("{DOC} and {REPAIR_DOC}");
+    let as_role = privileged.clone().set("DATABASE__URL", role.url());
+    let long = Duration::from_secs(60);
+
+    // The operator's order: `run` finds the lost repositories, then the repair's steps.
+    run_granted(&["run", "--until-done"], &as_role, long, &docs).await;
+    let before = repository_rows(&db.url).await;
+
+    let plan = run_granted(
+        &["repair", "plan", "--format", "json"],
+        &as_role,
+        long,
+        &docs,
+    )
+    .await;
+    let value: serde_json::Value = serde_json::from_str(&plan.stdout)
+        .unwrap_or_else(|e| panic!("the plan is not JSON ({e})\n{}", plan.dump()));
+    assert_eq!(value["totals"]["restore"], 3, "{}", plan.dump());
+    assert_eq!(
+        repository_rows(&db.url).await,
+        before,
+        "`repair plan` writes nothing"
+    );
+
+    let applied = run_granted(&["repair", "apply"], &as_role, long, &docs).await;
+    applied.assert_stdout_has("Repair run ");
+    // Read, geo_nodes says for certain that the rows must be announced to a secondary.
+    assert!(
+        applied
+            .stdout
+            .contains("This GitLab has Geo secondary sites"),
+        "the grants of {docs} do not let `repair apply` read geo_nodes\n{}",
+        applied.dump()
+    );
+    let mut restored = before.clone();
+    restored.extend(lost);
+    restored.sort();
+    assert_eq!(
+        repository_rows(&db.url).await,
+        restored,
+        "after `repair apply` every lost repository has its row\n{}",
+        applied.dump()
+    );
+
+    let runs = repair::runs(&db.database())
+        .await
+        .expect("the repair's runs");
+    let run = runs
+        .first()
+        .unwrap_or_else(|| panic!("`repair apply` recorded no run\n{}", applied.dump()))
+        .id
+        .to_string();
+    run_granted(&["repair", "verify", &run], &as_role, long, &docs)
+        .await
+        .assert_stdout_has("Every repository the run meant to restore has a row");
+
+    run_granted(&["repair", "undo", &run], &as_role, long, &docs)
+        .await
+        .assert_stdout_has("3 rows deleted");
+    assert_eq!(
+        repository_rows(&db.url).await,
+        before,
+        "after `repair undo` container_repositories is as it was before the apply"
+    );
 }
 
 #[test]
