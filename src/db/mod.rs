@@ -550,7 +550,6 @@ fn writes(query: &impl QueryFragment<Pg>) -> QueryResult<bool> {
     query.to_sql(&mut sql, &Pg)?;
     let sql = diesel::query_builder::QueryBuilder::finish(sql);
     let first = sql
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or_default();
