@@ -41,7 +41,7 @@ use crate::gitlab_control::GitlabControl;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerAddr, SchedulerConfig, Shutdown};
-use crate::work::{Sink, Work, WorkName, WriteError};
+use crate::work::{Refused, Sink, Work, WorkName, WriteError};
 use crate::writer::{Record, TakeOutcome, Writer, WriterPressure};
 use rustls::CertificateError;
 
@@ -165,6 +165,7 @@ pub async fn start<W: Work>(
         settings,
         work.sink(&db),
         &options,
+        scheduler_context.address().recipient(),
         scheduler_context.address().recipient(),
     );
     let deps = Arc::new(AnalyzerDeps {
@@ -387,18 +388,21 @@ fn scheduler_config(
     }
 }
 
-/// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains.
+/// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains, and
+/// `refusals` (the Scheduler too) when the database refuses its writes for good.
 fn start_writer<S: Sink>(
     settings: &Settings,
     sink: S,
     options: &ServiceOptions,
     pressure: Recipient<WriterPressure>,
+    refusals: Recipient<Refused>,
 ) -> Addr<Writer<S>> {
     let (batch_size, flush_interval) = (settings.writer.batch_size, settings.writer.flush_interval);
     let faults = options.faults.clone();
     Supervisor::start(move |_| {
         Writer::new(sink, batch_size, flush_interval)
             .reporting_pressure_to(pressure)
+            .reporting_refusals_to(refusals.clone())
             .with_faults(faults)
     })
 }
