@@ -153,8 +153,9 @@ fn lasting_refusal(kind: &diesel::result::DatabaseErrorKind, message: &str) -> b
 }
 
 impl DbError {
-    /// Whether the database refused a statement for a reason no retry mends (see
-    /// [`refuses_for_good`]): a run that meets one ends instead of retrying it.
+    /// Whether the database refused a statement for a reason no retry mends: SQLSTATE class 42, a
+    /// privilege the role lacks or a table or column it cannot see. A run that meets one ends
+    /// instead of retrying it.
     pub fn lasts(&self) -> bool {
         match self {
             DbError::Query { error, .. } => refuses_for_good(error),

@@ -371,7 +371,7 @@ impl<W: Work> Scheduler<W> {
 
     /// The database refused what no retry mends: stop at once, as a shutdown does without waiting
     /// for the projects in flight (they are done again next time), and end as `Refused`. The one
-    /// place every retry of the pipeline turns to when [`Refused::lasting`] says so.
+    /// place every retry of the pipeline turns to when [`crate::db::DbError::lasts`] says so.
     fn refuse(&mut self, refused: Refused, ctx: &mut Context<Self>) {
         if self.refused.is_some() || matches!(self.phase, Phase::Finished) {
             return;

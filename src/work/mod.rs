@@ -33,8 +33,8 @@ use crate::db::{Database, DbError};
 use crate::registry::RegistryClient;
 
 /// The database refused a statement for a reason no retry mends ([`DbError::lasts`]): the run
-/// ends instead of retrying. The Scheduler meets it in its own reads and writes; the Writer, the
-/// Analyzers and the Fleet send it up.
+/// ends instead of retrying. The Scheduler meets it in its reads, its flushes and the Analyzers'
+/// deferrals; the Writer and the Fleet send it up.
 #[derive(actix::Message, Debug, Clone, thiserror::Error)]
 #[rtype(result = "()")]
 #[error(transparent)]
