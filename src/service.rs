@@ -11,10 +11,10 @@
 //!
 //! | actor | owns | receives | sends |
 //! | --- | --- | --- | --- |
-//! | [`Scheduler`], one | the work's source (the analysis' passes, watermark and sweep; a repair's candidates), the queue, the pool of Analyzers, `max_concurrency` and this member's share of it, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals, through a [`SchedulerAddr`]); `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed` (the Fleet); `AnalyzerFinished` (Analyzers); `WriterPressure` (the Writer) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats`, `Discard` to the Writer; `SwitchesChanged` up to the Fleet |
+//! | [`Scheduler`], one | the work's source (the analysis' passes, watermark and sweep; a repair's candidates), the queue, the pool of Analyzers, `max_concurrency` and this member's share of it, the feature flag, the breaker, the accounting | `SetConcurrency`, `SetEnabled`, `GetStatus` and `Shutdown` (from the admin API, GitLab's switches' poller, signals, through a [`SchedulerAddr`]); `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed` (the Fleet); `AnalyzerFinished` (Analyzers); `WriterPressure`, `Refused` (the Writer; `Refused` also from the Fleet) | `Analyze` to an Analyzer; `Flush`, `GetWriterStats`, `Discard` to the Writer; `SwitchesChanged` up to the Fleet |
 //! | `Analyzer`, supervised, as many as the largest share seen | one project at a time (its `Job`), the work's step | `Analyze` | `Record` (the work's record: a tracking row, a plan, a project not planned) to the Writer; `AnalyzerFinished` up to the Scheduler |
-//! | [`Writer`], one, supervised | every record not yet written, the write under way, the work's sink | `Record`, `Flush`, `GetWriterStats`, `Discard`, `TakeOutcome` | `WriterPressure` up to the Scheduler |
-//! | [`Fleet`], one per service | the membership, the heartbeat, this instance's share of the fleet's concurrency | `SwitchesChanged` (Scheduler), `GetFleetStatus` (admin API), `Leave` | `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed`, `Shutdown::Lost` to the Scheduler |
+//! | [`Writer`], one, supervised | every record not yet written, the write under way, the work's sink | `Record`, `Flush`, `GetWriterStats`, `Discard`, `TakeOutcome` | `WriterPressure`, `Refused` up to the Scheduler |
+//! | [`Fleet`], one per service | the membership, the heartbeat, this instance's share of the fleet's concurrency | `SwitchesChanged` (Scheduler), `GetFleetStatus` (admin API), `Leave` | `FleetReport`, `SetShare`, `AdoptSwitches`, `MembershipConfirmed`, `Shutdown::Lost`, `Refused` to the Scheduler |
 //!
 //! Beside them, and no actors: the admin API (`admin`, actix-web) and GitLab's switches' poller
 //! (`control`) send the Scheduler messages; the registry client is shared by the Analyzers and
@@ -41,7 +41,7 @@ use crate::gitlab_control::GitlabControl;
 use crate::registry::client::ApiProbe;
 use crate::registry::{ClientSetupError, NoGitlabApi, RegistryClient, RegistryError, TokenSigner};
 use crate::scheduler::{RunEnd, Scheduler, SchedulerAddr, SchedulerConfig, Shutdown};
-use crate::work::{Sink, Work, WorkName, WriteError};
+use crate::work::{Refused, Sink, Work, WorkName, WriteError};
 use crate::writer::{Record, TakeOutcome, Writer, WriterPressure};
 use rustls::CertificateError;
 
@@ -165,6 +165,7 @@ pub async fn start<W: Work>(
         settings,
         work.sink(&db),
         &options,
+        scheduler_context.address().recipient(),
         scheduler_context.address().recipient(),
     );
     let deps = Arc::new(AnalyzerDeps {
@@ -387,18 +388,21 @@ fn scheduler_config(
     }
 }
 
-/// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains.
+/// The supervised Writer, telling `pressure` (the Scheduler) when its buffer fills and drains, and
+/// `refusals` (the Scheduler too) when the database refuses its writes for good.
 fn start_writer<S: Sink>(
     settings: &Settings,
     sink: S,
     options: &ServiceOptions,
     pressure: Recipient<WriterPressure>,
+    refusals: Recipient<Refused>,
 ) -> Addr<Writer<S>> {
     let (batch_size, flush_interval) = (settings.writer.batch_size, settings.writer.flush_interval);
     let faults = options.faults.clone();
     Supervisor::start(move |_| {
         Writer::new(sink, batch_size, flush_interval)
             .reporting_pressure_to(pressure)
+            .reporting_refusals_to(refusals.clone())
             .with_faults(faults)
     })
 }

@@ -49,6 +49,7 @@ pub fn execute(settings: Settings, analysis: Analysis) -> anyhow::Result<()> {
             RunEnd::LostMembership => Err(anyhow!(
                 "stopped: this instance could not reach the database for longer than fleet.member_timeout_ms, and the other members of the fleet took over its work; start it again"
             )),
+            RunEnd::Refused(refused) => Err(anyhow!(refused)),
             RunEnd::FlushFailed(reason) => Err(anyhow!(
                 "stopped, but the last results could not be written ({reason}); their projects will be analysed again on the next start"
             )),

@@ -51,7 +51,11 @@ pub enum DbError {
         where_the_url_comes_from(target)
     )]
     Connect { target: String, message: String },
-    #[error("{what}: {error}{}", connect::pooler_hint(&error.to_string()))]
+    #[error(
+        "{what}: {error}{}{}",
+        connect::pooler_hint(&error.to_string()),
+        if refuses_for_good(error) { GRANTS_HINT } else { "" }
+    )]
     Query {
         what: String,
         error: diesel::result::Error,
@@ -122,7 +126,43 @@ fn pool_failure(error: &diesel_async::pooled_connection::deadpool::PoolError) ->
     }
 }
 
+/// What an operator does about a refusal no retry mends.
+const GRANTS_HINT: &str = "; no retry mends this: check the database role's grants against \
+                           docs/operations.md, \"Database grants\"";
+
+/// Whether PostgreSQL refused `error`'s statement for a reason that waiting does not mend: its
+/// SQLSTATE class 42 (a privilege the role lacks, a table or column it cannot see). diesel keeps
+/// the SQLSTATE of a few kinds only, and class 42 is not among them: it is told by PostgreSQL's
+/// message, in English. A server whose `lc_messages` is another language has these retried.
+fn refuses_for_good(error: &diesel::result::Error) -> bool {
+    match error {
+        diesel::result::Error::DatabaseError(kind, info) => lasting_refusal(kind, info.message()),
+        _ => false,
+    }
+}
+
+/// The messages of SQLSTATE 42501 (insufficient_privilege), 42P01 (undefined_table) and 42703
+/// (undefined_column), for an error of a kind diesel does not name.
+fn lasting_refusal(kind: &diesel::result::DatabaseErrorKind, message: &str) -> bool {
+    let undefined = (message.starts_with("relation \"") || message.starts_with("column "))
+        && message.ends_with(" does not exist");
+    matches!(kind, diesel::result::DatabaseErrorKind::Unknown)
+        && (message.starts_with("permission denied for ")
+            || message.starts_with("must be owner of ")
+            || undefined)
+}
+
 impl DbError {
+    /// Whether the database refused a statement for a reason no retry mends: SQLSTATE class 42, a
+    /// privilege the role lacks or a table or column it cannot see. A run that meets one ends
+    /// instead of retrying it.
+    pub fn lasts(&self) -> bool {
+        match self {
+            DbError::Query { error, .. } => refuses_for_good(error),
+            _ => false,
+        }
+    }
+
     pub fn query(what: impl Into<String>) -> impl FnOnce(diesel::result::Error) -> DbError {
         let what = what.into();
         move |error| DbError::Query { what, error }
@@ -672,6 +712,82 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_class_42_refusals_last() {
+        use diesel::result::DatabaseErrorKind as Kind;
+        let lasts = [
+            "permission denied for sequence registry_repair_claims_id_seq",
+            "permission denied for table __diesel_schema_migrations",
+            "must be owner of table registry_repair_claims",
+            "relation \"registry_repair_claims\" does not exist",
+            "column \"pass\" of relation \"registry_repair_claims\" does not exist",
+            "column registry_repair_claims.pass does not exist",
+        ];
+        for message in lasts {
+            assert!(super::lasting_refusal(&Kind::Unknown, message), "{message}");
+        }
+        let passes = [
+            (
+                Kind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            (
+                Kind::Unknown,
+                "canceling statement due to statement timeout",
+            ),
+            (Kind::Unknown, "deadlock detected"),
+            (
+                Kind::Unknown,
+                "could not open file \"base/1/2\": Permission denied",
+            ),
+            (
+                Kind::SerializationFailure,
+                "could not serialize access due to concurrent update",
+            ),
+            (
+                Kind::ReadOnlyTransaction,
+                "cannot execute INSERT in a read-only transaction",
+            ),
+            (Kind::ClosedConnection, "connection closed"),
+            (Kind::UnableToSendCommand, "permission denied for table x"),
+        ];
+        for (kind, message) in passes {
+            assert!(!super::lasting_refusal(&kind, message), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_lasting_refusal_says_to_check_the_grants() {
+        let refused = super::DbError::Query {
+            what: "claiming projects".into(),
+            error: diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                Box::new(
+                    "permission denied for sequence registry_repair_claims_id_seq".to_string(),
+                ),
+            ),
+        };
+        assert!(refused.lasts());
+        let message = refused.to_string();
+        assert!(
+            message.starts_with(
+                "claiming projects: permission denied for sequence registry_repair_claims_id_seq; \
+                 no retry mends this: check the database role's grants"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("\"Database grants\""), "{message}");
+        let lost = super::DbError::Query {
+            what: "claiming projects".into(),
+            error: diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                Box::new("connection closed".to_string()),
+            ),
+        };
+        assert!(!lost.lasts());
+        assert!(!lost.to_string().contains("grants"));
+    }
+
     #[test]
     fn redact_hides_passwords_only() {
         assert_eq!(

@@ -38,6 +38,7 @@ use crate::scheduler::{
     AdoptSwitches, FleetReport, MemberReport, MembershipConfirmed, SchedulerAddr, SetShare,
     Shutdown, SwitchesChanged,
 };
+use crate::work::Refused;
 use shares::Live;
 
 /// Who steers this member: whose switches (concurrency and flag) it follows.
@@ -179,7 +180,7 @@ impl Fleet {
             match outcome {
                 None => {} // the Scheduler is gone: the run is ending
                 Some((_, sent, Ok((view, total, share)))) => act.beaten(sent, view, total, share),
-                Some((report, _, Err(error))) => act.beat_failed(&report, &error),
+                Some((report, _, Err(error))) => act.beat_failed(&report, error),
             }
         }));
     }
@@ -247,10 +248,13 @@ impl Fleet {
         }
     }
 
-    fn beat_failed(&mut self, report: &MemberReport, error: &DbError) {
+    fn beat_failed(&mut self, report: &MemberReport, error: DbError) {
         self.beating_since = None;
         self.member.set_trusted(false);
         tracing::warn!(%error, in_flight = report.in_flight, fenced = !self.fence.is_open(), "the heartbeat failed");
+        if let Some(refused) = Refused::lasting(Arc::new(error)) {
+            self.scheduler.do_send(refused);
+        }
     }
 
     fn status(&self) -> Option<FleetStatus> {

@@ -9,6 +9,7 @@ use super::{
     AdoptSwitches, FleetReport, GetStatus, MembershipConfirmed, Scheduler, SetConcurrency,
     SetEnabled, SetShare, Shutdown,
 };
+use crate::work::Refused;
 use crate::work::Work;
 
 /// A Scheduler, of any work.
@@ -22,6 +23,7 @@ pub struct SchedulerAddr {
     share: Recipient<SetShare>,
     adopt: Recipient<AdoptSwitches>,
     confirmed: Recipient<MembershipConfirmed>,
+    refused: Recipient<Refused>,
 }
 
 impl<W: Work> From<Addr<Scheduler<W>>> for SchedulerAddr {
@@ -34,7 +36,8 @@ impl<W: Work> From<Addr<Scheduler<W>>> for SchedulerAddr {
             report: addr.clone().recipient(),
             share: addr.clone().recipient(),
             adopt: addr.clone().recipient(),
-            confirmed: addr.recipient(),
+            confirmed: addr.clone().recipient(),
+            refused: addr.recipient(),
         }
     }
 }
@@ -89,4 +92,5 @@ takes! {
     SetShare => share,
     AdoptSwitches => adopt,
     MembershipConfirmed => confirmed,
+    Refused => refused,
 }

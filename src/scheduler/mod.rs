@@ -35,7 +35,7 @@ pub use self::share::{
 pub use self::shutdown::Shutdown;
 use crate::analyzer::{AnalyzerDeps, AnalyzerFinished, Disposition};
 use crate::registry::{NoGitlabApi, RegistryClient};
-use crate::work::{Job, NextPass, Source, Work, WorkName, WriteError};
+use crate::work::{Job, NextPass, Refused, Source, StepError, Work, WorkName, WriteError};
 use crate::writer::{Flush, GetWriterStats, Writer, WriterPressure};
 
 /// A work's Writer.
@@ -85,6 +85,9 @@ pub enum RunEnd {
     /// The fleet took this instance for dead (its heartbeat stopped for longer than
     /// `fleet.member_timeout_ms`) and gave its work to others: it stopped at once.
     LostMembership,
+    /// The database refused a statement for a reason no retry mends (a grant the role lacks): it
+    /// stopped at once; what was done is flushed if the database takes it.
+    Refused(Refused),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +136,8 @@ pub struct Scheduler<W: Work> {
     switches_listener: Option<Recipient<SwitchesChanged>>,
     /// The fleet gave this instance's work to others: the run ends as `LostMembership`.
     lost: bool,
+    /// The database refused what no retry mends: the run ends as `Refused`.
+    refused: Option<Refused>,
 }
 
 impl<W: Work> Scheduler<W> {
@@ -168,6 +173,7 @@ impl<W: Work> Scheduler<W> {
             share: None,
             switches_listener: None,
             lost: false,
+            refused: None,
         }
     }
 
@@ -218,6 +224,7 @@ impl<W: Work> Scheduler<W> {
                     act.enqueue(jobs);
                     act.tick(ctx);
                 }
+                Err(error) if error.lasts() => act.refuse(Refused(Arc::new(error)), ctx),
                 Err(error) => {
                     tracing::warn!(%error, "reading projects failed; retrying");
                     ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
@@ -295,6 +302,10 @@ impl<W: Work> Scheduler<W> {
 
     /// The flush that ends a pass failed: keep walking, and try to end the pass again.
     fn pass_flush_failed(&mut self, reason: &WriteError, ctx: &mut Context<Self>) {
+        if let Some(refused) = reason.refused() {
+            self.refuse(refused, ctx);
+            return;
+        }
         tracing::warn!(%reason, "flush at the end of a pass failed; retrying");
         self.phase = Phase::Running;
         ctx.run_later(RETRY_DB, |act, ctx| act.tick(ctx));
@@ -356,6 +367,20 @@ impl<W: Work> Scheduler<W> {
                 }
             }
         }));
+    }
+
+    /// The database refused what no retry mends: stop at once, as a shutdown does without waiting
+    /// for the projects in flight (they are done again next time), and end as `Refused`. The one
+    /// place every retry of the pipeline turns to when [`crate::db::DbError::lasts`] says so.
+    fn refuse(&mut self, refused: Refused, ctx: &mut Context<Self>) {
+        if self.refused.is_some() || matches!(self.phase, Phase::Finished) {
+            return;
+        }
+        tracing::error!(error = %refused, in_flight = self.in_flight(), "the database refuses this service what no retry mends; stopping");
+        self.refused = Some(refused);
+        self.phase = Phase::Draining;
+        self.queue.clear();
+        self.finalize(ctx);
     }
 
     fn finish(&mut self, end: RunEnd) {
@@ -516,6 +541,13 @@ impl<W: Work> Handler<AnalyzerFinished<W::Item>> for Scheduler<W> {
         self.freed(msg.analyzer, msg.project_id);
         self.accounting.record(&msg.disposition);
         match msg.disposition {
+            Disposition::Deferred {
+                reason: StepError::Database(error),
+                ..
+            } if error.lasts() => {
+                self.refuse(Refused(Arc::new(error)), ctx);
+                return;
+            }
             Disposition::Recorded(tally) if tally.served() => self.registry_served(ctx),
             Disposition::Recorded(_) | Disposition::CrashedForGood => {}
             // The registry refuses this path only: to the back, as trouble goes.
@@ -556,5 +588,13 @@ impl<W: Work> Handler<WriterPressure> for Scheduler<W> {
     fn handle(&mut self, msg: WriterPressure, ctx: &mut Context<Self>) {
         self.writer_full = msg.full;
         self.tick(ctx);
+    }
+}
+
+impl<W: Work> Handler<Refused> for Scheduler<W> {
+    type Result = ();
+
+    fn handle(&mut self, refused: Refused, ctx: &mut Context<Self>) {
+        self.refuse(refused, ctx);
     }
 }

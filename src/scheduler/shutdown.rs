@@ -1,6 +1,7 @@
 //! How the Scheduler stops: on [`Shutdown`] (SIGTERM, SIGINT, or a test) it stops dispatching,
 //! lets the projects in flight finish (at most `worker.shutdown_timeout_s`), has the Writer flush,
-//! and reports `Stopped`. Alike for every work.
+//! and reports `Stopped`. A database's lasting refusal stops it the same way without waiting, and
+//! it reports `Refused`. Alike for every work.
 
 use actix::prelude::*;
 
@@ -31,14 +32,19 @@ impl<W: Work> Scheduler<W> {
         }
         let abandoned = self.in_flight();
         if abandoned > 0 {
-            tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start");
+            match self.refused.is_some() {
+                true => tracing::warn!(abandoned, "stopping without waiting for the projects in flight; they will be analysed again on the next start"),
+                false => tracing::warn!(abandoned, "shutdown timeout reached; unfinished projects will be analysed again on the next start"),
+            }
         }
         let flush = self.writer.send(Flush::Shutdown);
         ctx.spawn(flush.into_actor(self).map(|result, act, _ctx| {
-            let end = match result {
-                Ok(Ok(_)) => RunEnd::Stopped,
-                Ok(Err(error)) => RunEnd::FlushFailed(error),
-                Err(_) => RunEnd::FlushFailed(WriteError::WriterStopped),
+            let end = match (act.refused.take(), result) {
+                // The refusal, not the flush it may fail too, is what the operator must mend.
+                (Some(refused), _) => RunEnd::Refused(refused),
+                (None, Ok(Ok(_))) => RunEnd::Stopped,
+                (None, Ok(Err(error))) => RunEnd::FlushFailed(error),
+                (None, Err(_)) => RunEnd::FlushFailed(WriteError::WriterStopped),
             };
             if let Some(tx) = act.finished.take() {
                 let _ = tx.send(end);

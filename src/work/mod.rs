@@ -32,6 +32,28 @@ use crate::db::fleet::Member;
 use crate::db::{Database, DbError};
 use crate::registry::RegistryClient;
 
+/// The database refused a statement for a reason no retry mends ([`DbError::lasts`]): the run
+/// ends instead of retrying. The Scheduler meets it in its reads, its flushes and the Analyzers'
+/// deferrals; the Writer and the Fleet send it up.
+#[derive(actix::Message, Debug, Clone, thiserror::Error)]
+#[rtype(result = "()")]
+#[error(transparent)]
+pub struct Refused(pub Arc<DbError>);
+
+impl Refused {
+    /// `error` as a refusal, if it is one that lasts.
+    pub fn lasting(error: Arc<DbError>) -> Option<Self> {
+        error.lasts().then_some(Refused(error))
+    }
+}
+
+/// The same refusal: one error, passed on.
+impl PartialEq for Refused {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// A kind of work the pipeline does.
 pub trait Work: Unpin + 'static {
     /// What a project's step needs besides the project, from the source to the step (the

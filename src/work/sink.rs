@@ -65,6 +65,16 @@ pub enum WriteError {
     SchedulerStopped,
 }
 
+impl WriteError {
+    /// The database's refusal of the write, if no retry mends it.
+    pub fn refused(&self) -> Option<super::Refused> {
+        match self {
+            WriteError::Database(error) => super::Refused::lasting(error.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Two failures are the same failure: the same database error (one write's, answered to all its
 /// waiters), or the same kind of failure otherwise.
 impl PartialEq for WriteError {

@@ -23,7 +23,7 @@ mod policy;
 pub use self::policy::FlushReason;
 use self::policy::{FlushPolicy, FlushStep, Held};
 use crate::faults::{Faults, WriterStep};
-use crate::work::{Sink, WriteError};
+use crate::work::{Refused, Sink, WriteError};
 
 /// Sent by the Writer whenever its buffer crosses its bound, either way: over it, the Scheduler
 /// stops dispatching until it drains.
@@ -64,6 +64,8 @@ pub struct Writer<S: Sink> {
     writing: Option<Arc<Vec<S::Row>>>,
     waiters: Vec<Waiter>,
     listener: Option<Recipient<WriterPressure>>,
+    /// Who ends the run when the database refuses a write for good.
+    refusals: Option<Recipient<Refused>>,
     stats: WriterStats,
     faults: Arc<Faults>,
     /// This member lost its hold on its work ([`Discard`]): nothing more is written.
@@ -80,6 +82,7 @@ impl<S: Sink> Writer<S> {
             writing: None,
             waiters: Vec::new(),
             listener: None,
+            refusals: None,
             stats: WriterStats::default(),
             faults: Arc::default(),
             discarded: false,
@@ -90,6 +93,13 @@ impl<S: Sink> Writer<S> {
     /// the Writer starts.
     pub fn reporting_pressure_to(mut self, listener: Recipient<WriterPressure>) -> Self {
         self.listener = Some(listener);
+        self
+    }
+
+    /// Who to tell when the database refuses a write for a reason no retry mends: the Scheduler,
+    /// which ends the run (the rows stay buffered, and are tried again until it does).
+    pub fn reporting_refusals_to(mut self, refusals: Recipient<Refused>) -> Self {
+        self.refusals = Some(refusals);
         self
     }
 
@@ -186,6 +196,9 @@ impl<S: Sink> Writer<S> {
                 self.put_back();
                 let retry_in = self.policy.write_failed(Instant::now());
                 tracing::warn!(%error, kept = self.buffer.len(), ?retry_in, "flush failed; results kept for the next attempt");
+                if let (Some(refused), Some(refusals)) = (error.refused(), &self.refusals) {
+                    refusals.do_send(refused);
+                }
                 self.answer_waiters(Err(error));
             }
         }

@@ -4,13 +4,13 @@
 //! undoes a repair. A grant missing from either doc fails here, naming what was denied.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use registry_repair::db::repair;
 use registry_repair::demo::seed::World;
 
-use crate::common::process::{cli, service_env, spawn, Env, Finished};
+use crate::common::process::{cli, service_env, Env, Finished};
 use crate::common::{assert_rows_match, run_on, TestApp};
 
 const DOC: &str = "docs/operations.md";
@@ -147,21 +147,9 @@ fn assert_granted(out: &Finished, command: &str, docs: &str) {
     out.assert_exit(0).assert_no_panic();
 }
 
-/// Runs the binary with `args` to its end. One that the database denies something is stopped as
-/// soon as its log says so: `run` retries a denied statement as it retries a database outage.
+/// Runs the binary with `args` to its end: a statement the database denies ends it at once.
 async fn run_granted(args: &[&str], env: &Env, timeout: Duration, docs: &str) -> Finished {
-    let mut child = spawn(args, env);
-    let deadline = Instant::now() + timeout;
-    while !child.has_exited()
-        && Instant::now() < deadline
-        && !child.stderr_so_far().contains(DENIED)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !child.has_exited() {
-        child.signal(libc::SIGKILL);
-    }
-    let out = child.wait(Duration::from_secs(10)).await;
+    let out = cli(args, env, timeout).await;
     assert_granted(&out, &args.join(" "), docs);
     out
 }
@@ -343,6 +331,55 @@ async fn a_role_with_the_documented_repair_grants_plans_applies_verifies_and_und
         before,
         "after `repair undo` container_repositories is as it was before the apply"
     );
+}
+
+/// `run --until-done` as a role given the doc's grants, then `revoke` (`{role}` for its name):
+/// the database refuses it something no retry mends, so it ends by itself, well within the
+/// bound, with exit 1 and a last line naming what was refused, `expected`, and the grants.
+async fn assert_refused_at_once(revoke: &str, expected: &str) {
+    let world = World::generate(10, 23);
+    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
+    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
+    cli(&["migrate"], &privileged, Duration::from_secs(60))
+        .await
+        .assert_exit(0)
+        .assert_no_panic();
+    let role = Role::named_for_this_run(&db.url);
+    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
+    run_on(&db.url, &revoke.replace("{role}", &role.name)).await;
+
+    let as_role = privileged.set("DATABASE__URL", role.url());
+    let out = cli(&["run", "--until-done"], &as_role, Duration::from_secs(60)).await;
+    out.assert_exit(1).assert_no_panic();
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(expected) && last.contains("grants") && last.contains("Database grants"),
+        "the last line should name what was refused ({expected:?}) and the grants to check\n{}",
+        out.dump()
+    );
+    assert!(db.rows().await.is_empty(), "{}", out.dump());
+}
+
+#[actix_rt::test]
+async fn a_role_without_usage_on_the_sequences_stops_at_once_naming_it() {
+    // The first claim of projects takes an id from its sequence.
+    assert_refused_at_once(
+        "DO $$ BEGIN \
+             EXECUTE format('REVOKE USAGE ON ALL SEQUENCES IN SCHEMA %I FROM {role}', current_schema()); \
+         END $$",
+        "permission denied for sequence registry_repair_claims_id_seq",
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_role_that_may_not_insert_tracking_rows_stops_at_once_naming_it() {
+    // Projects are claimed and listed; the Writer's first write is refused.
+    assert_refused_at_once(
+        "REVOKE INSERT ON container_registry_data_repair_details FROM {role}",
+        "permission denied for table container_registry_data_repair_details",
+    )
+    .await;
 }
 
 #[test]

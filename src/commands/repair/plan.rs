@@ -204,6 +204,7 @@ fn outcome(walked: &Repaired) -> anyhow::Result<Outcome> {
             ))
         }
         RunEnd::RegistryWithoutApi(message) => return Err(anyhow!(message.clone())),
+        RunEnd::Refused(refused) => return Err(anyhow!(refused.clone())),
         RunEnd::FlushFailed(reason) => {
             return Err(anyhow!(
                 "stopped, but the last plans could not be written ({reason}); their projects are untouched: run again"

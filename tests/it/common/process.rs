@@ -196,12 +196,6 @@ impl Running {
         String::from_utf8_lossy(&so_far).into_owned()
     }
 
-    /// What the child has written to stderr (its log) so far; it may still be running.
-    pub fn stderr_so_far(&self) -> String {
-        let so_far = self.stderr_so_far.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&so_far).into_owned()
-    }
-
     /// Whether the child's stdout shows `needle` within `within` (or it has exited); it may
     /// still be running.
     pub async fn prints_within(&mut self, needle: &str, within: Duration) -> bool {
