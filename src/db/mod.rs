@@ -128,7 +128,8 @@ fn pool_failure(error: &diesel_async::pooled_connection::deadpool::PoolError) ->
 
 /// What an operator does about a refusal no retry mends.
 const GRANTS_HINT: &str = "; no retry mends this: check the database role's grants against \
-                           docs/operations.md, \"Database grants\"";
+                           docs/operations.md, \"Database grants\" (and docs/repair.md's for a \
+                           repair)";
 
 /// Whether PostgreSQL refused `error`'s statement for a reason that waiting does not mend: its
 /// SQLSTATE class 42 (a privilege the role lacks, a table or column it cannot see). diesel keeps
