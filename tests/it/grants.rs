@@ -170,18 +170,29 @@ async fn assert_denied(role_url: &str, sql: &str, answer: &str) {
     }
 }
 
-#[actix_rt::test]
-async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
-    let world = World::generate(40, 17);
-    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
-    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
-    // The doc's order: `migrate` as a privileged role (here nothing is left to do), then the block.
+/// `world` in a database migrated as the doc orders it (`migrate` as a privileged role, then the
+/// block), and a role of its own given operations.md's grants block. The role is dropped first.
+async fn with_documented_role(world: &World) -> (TestApp, Env, Role) {
+    let app = TestApp::prepare(world).await;
+    let privileged = service_env(&app.db, &app.registry.url(), "127.0.0.1:0");
     cli(&["migrate"], &privileged, Duration::from_secs(60))
         .await
         .assert_exit(0)
         .assert_no_panic();
-    let role = Role::named_for_this_run(&db.url);
-    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
+    let role = Role::named_for_this_run(&app.db.url);
+    run_on(
+        &app.db.url,
+        &with_role(&grants_sql(DOC, DOC_STEP), &role.name),
+    )
+    .await;
+    (app, privileged, role)
+}
+
+#[actix_rt::test]
+async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
+    let world = World::generate(40, 17);
+    let (app, privileged, role) = with_documented_role(&world).await;
+    let db = &app.db;
 
     let as_role = privileged
         .clone()
@@ -194,7 +205,7 @@ async fn a_role_with_exactly_the_documented_grants_runs_and_reports() {
         DOC,
     )
     .await;
-    assert_rows_match(&world, &db).await;
+    assert_rows_match(&world, db).await;
     let report = run_granted(&["report"], &as_role, Duration::from_secs(60), DOC).await;
     assert!(!report.stdout.trim().is_empty(), "{}", report.dump());
 
@@ -247,14 +258,8 @@ async fn a_role_with_the_documented_repair_grants_plans_applies_verifies_and_und
     world.project(group, "Whole", &["app"], &["app"]);
     let lost = world.lost_repositories();
     assert_eq!(lost.len(), 3, "the world loses three repositories");
-    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
-    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
-    cli(&["migrate"], &privileged, Duration::from_secs(60))
-        .await
-        .assert_exit(0)
-        .assert_no_panic();
-    let role = Role::named_for_this_run(&db.url);
-    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
+    let (app, privileged, role) = with_documented_role(&world).await;
+    let db = &app.db;
     let repair_grants = with_role(&grants_sql(REPAIR_DOC, REPAIR_STEP), &role.name);
     // GitLab CE has no geo_nodes: the block runs there all the same.
     run_on(&db.url, &repair_grants).await;
@@ -338,14 +343,8 @@ async fn a_role_with_the_documented_repair_grants_plans_applies_verifies_and_und
 /// bound, with exit 1 and a last line naming what was refused, `expected`, and the grants.
 async fn assert_refused_at_once(revoke: &str, expected: &str) {
     let world = World::generate(10, 23);
-    let TestApp { db, registry, .. } = TestApp::prepare(&world).await;
-    let privileged = service_env(&db, &registry.url(), "127.0.0.1:0");
-    cli(&["migrate"], &privileged, Duration::from_secs(60))
-        .await
-        .assert_exit(0)
-        .assert_no_panic();
-    let role = Role::named_for_this_run(&db.url);
-    run_on(&db.url, &with_role(&grants_sql(DOC, DOC_STEP), &role.name)).await;
+    let (app, privileged, role) = with_documented_role(&world).await;
+    let db = &app.db;
     run_on(&db.url, &revoke.replace("{role}", &role.name)).await;
 
     let as_role = privileged.set("DATABASE__URL", role.url());
